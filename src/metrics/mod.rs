@@ -1,0 +1,210 @@
+//! Numbers: per-shard counters that only their shard writes, summed by the
+//! admin thread at scrape time. A shard never waits on a lock to count.
+
+pub mod admin;
+pub mod render;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Why a connection was closed; one counted label value each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The peer finished (FIN) and every reply was flushed.
+    Peer,
+    /// No traffic at all for `--idle-timeout`.
+    IdleTimeout,
+    /// A started frame did not complete within `--read-timeout`.
+    ReadTimeout,
+    /// Pending output made no progress for `--write-timeout`.
+    WriteTimeout,
+    /// The stream was corrupt (bad or oversized frame).
+    ProtocolError,
+    /// The service wrote more than it reserved (a service bug).
+    OutputOverflow,
+    /// The service panicked on this connection's frame.
+    Panic,
+    /// The peer reset the connection (ECONNRESET, EPIPE, ...).
+    Reset,
+    /// Closed by a graceful shutdown.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// Every reason, in label order.
+    pub const ALL: [CloseReason; 9] = [
+        CloseReason::Peer,
+        CloseReason::IdleTimeout,
+        CloseReason::ReadTimeout,
+        CloseReason::WriteTimeout,
+        CloseReason::ProtocolError,
+        CloseReason::OutputOverflow,
+        CloseReason::Panic,
+        CloseReason::Reset,
+        CloseReason::Shutdown,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Peer => "peer",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::ReadTimeout => "read_timeout",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::OutputOverflow => "output_overflow",
+            CloseReason::Panic => "panic",
+            CloseReason::Reset => "reset",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// Index into per-reason arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a new connection was turned away at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// `--max-conns` connections were already open.
+    MaxConns,
+    /// The process ran out of file descriptors (EMFILE/ENFILE).
+    FdLimit,
+}
+
+impl RejectReason {
+    /// Every reason, in label order.
+    pub const ALL: [RejectReason; 2] = [RejectReason::MaxConns, RejectReason::FdLimit];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::MaxConns => "max_conns",
+            RejectReason::FdLimit => "fd_limit",
+        }
+    }
+
+    /// Index into per-reason arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A monotonically increasing count written by one thread (its shard) and
+/// read by any. Writing is a plain load + store, not a locked read-modify-
+/// write: there is only one writer.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n` (single writer only).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+    /// Adds 1 (single writer only).
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down, written by one thread.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Sets the value (single writer only).
+    #[inline]
+    pub fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds (seconds) of the loop-turn histogram buckets; `+Inf` is
+/// implied after the last.
+pub const LOOP_TURN_BUCKETS: [f64; 10] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 1.0,
+];
+
+/// A fixed-bucket histogram written by one thread.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Count per bucket of [`LOOP_TURN_BUCKETS`], plus one for `+Inf`
+    /// (non-cumulative; the renderer accumulates).
+    pub buckets: [Counter; LOOP_TURN_BUCKETS.len() + 1],
+    /// Sum of observations, in nanoseconds.
+    pub sum_ns: Counter,
+    /// Number of observations.
+    pub count: Counter,
+}
+
+impl Histogram {
+    /// Records one observation of `ns` nanoseconds (single writer only).
+    pub fn observe_ns(&self, ns: u64) {
+        let seconds = ns as f64 / 1e9;
+        let index = LOOP_TURN_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LOOP_TURN_BUCKETS.len());
+        self.buckets[index].inc();
+        self.sum_ns.add(ns);
+        self.count.inc();
+    }
+}
+
+/// Everything one shard counts. The shard writes, the admin thread reads.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Client connections accepted (not counting rejected ones).
+    pub accepted: Counter,
+    /// Connections turned away, by [`RejectReason::index`].
+    pub rejected: [Counter; 2],
+    /// Connections closed, by [`CloseReason::index`].
+    pub closed: [Counter; 9],
+    /// Service calls that panicked.
+    pub handler_panics: Counter,
+    /// Frames served.
+    pub frames: Counter,
+    /// Bytes read from client sockets.
+    pub bytes_read: Counter,
+    /// Bytes written to client sockets.
+    pub bytes_written: Counter,
+    /// Loop turns (one poll and the work after it).
+    pub loop_iterations: Counter,
+    /// Time one loop turn spent on work (not waiting in poll).
+    pub loop_turn: Histogram,
+    /// File descriptors this shard holds besides connections (listener,
+    /// poller, waker, spare fd), for `holdfast_fd_unaccounted`.
+    pub fds_own: Gauge,
+}
+
+/// What the admin endpoint reads: every shard's metrics and the process's
+/// state.
+#[derive(Debug)]
+pub struct Registry {
+    /// One entry per shard, in shard order.
+    pub shards: Vec<std::sync::Arc<ShardMetrics>>,
+    /// True while accepting; false once draining (`/readyz` answers 503).
+    pub ready: AtomicBool,
+    /// The driver in use (`epoll` or `uring`), for `holdfast_backend_info`.
+    pub backend: &'static str,
+    /// File descriptors the process holds outside the shards that are
+    /// known and expected (stdio, the admin listener and poller, the
+    /// signal pipe), for `holdfast_fd_unaccounted`.
+    pub fds_other: AtomicUsize,
+}
