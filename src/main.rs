@@ -1,1 +1,64 @@
-fn main() {}
+//! `holdfast`: the command-line front of the engine.
+
+use std::process::ExitCode;
+
+use holdfast::cli::{self, Command};
+use holdfast::server::Server;
+
+fn main() -> ExitCode {
+    let command = match cli::parse(std::env::args_os()) {
+        Ok(command) => command,
+        Err((0, text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err((code, line)) => {
+            eprintln!("holdfast: {line}");
+            return ExitCode::from(code as u8);
+        }
+    };
+    match command {
+        Command::Serve(config) => {
+            init_logging(config.log_level);
+            install_panic_hook();
+            match Server::new(config).run() {
+                Ok(()) => ExitCode::SUCCESS,
+                // Every start-up failure (bind, fd limit, setup) exits 1.
+                Err(error) => {
+                    log::error!("{error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let config = simplelog::ConfigBuilder::new()
+        .set_time_format_rfc3339()
+        .set_thread_level(log::LevelFilter::Off)
+        .set_target_level(log::LevelFilter::Off)
+        .build();
+    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+}
+
+/// Panics in a service are caught and counted per connection; log them as
+/// one line through the logger instead of the default multi-line report.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let location = info
+            .location()
+            .map_or(String::new(), |l| format!(" at {}:{}", l.file(), l.line()));
+        log::error!(
+            "panic in {}{location}: {message}",
+            thread.name().unwrap_or("a thread")
+        );
+    }));
+}

@@ -1,1 +1,53 @@
-//! TODO
+//! The few operating-system facts and knobs the server needs: file
+//! descriptor limits, listening sockets, the spare fd, CPU count.
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (as Redis does) and
+/// returns the soft limit now in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+        return Ok(hard);
+    }
+    Ok(soft)
+}
+
+/// A non-blocking listening socket on `addr`. With `reuse_port` several
+/// sockets (one per shard) share the address and the kernel spreads new
+/// connections over them.
+pub fn listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    Ok(socket.into())
+}
+
+/// Opens the spare descriptor kept for shedding under EMFILE: closing it
+/// frees one fd, enough to accept a waiting connection and close it, so the
+/// listener's backlog drains instead of the loop spinning on a readable
+/// listener it cannot accept from.
+pub fn spare_fd() -> io::Result<File> {
+    File::open("/dev/null")
+}
+
+/// Whether an accept error means the process or system is out of fds.
+pub fn is_fd_exhaustion(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Number of CPUs this process may run on.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,1 +1,168 @@
-//! TODO
+//! One client connection: its socket, its two rings (held only while they
+//! hold bytes), where it is in its life, and the timestamps its deadlines
+//! are computed from.
+
+pub mod table;
+
+pub use table::Table;
+
+use mio::net::TcpStream;
+
+use crate::buffer::Ring;
+use crate::metrics::CloseReason;
+use crate::timer::{Millis, TimerKey};
+
+/// Where a connection is in its life. Reading stops in every state but
+/// `Open` and `DrainRead`; a connection in any state still gets every reply
+/// to the frames it has sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Reading and serving.
+    Open,
+    /// The peer sent FIN: answer what was received, flush, close (`peer`).
+    ReadClosed,
+    /// Shutdown began: read what already reached the socket (to EAGAIN),
+    /// then as `Drain`.
+    DrainRead,
+    /// Shutdown: answer what was received, flush, close (`shutdown`).
+    Drain,
+    /// Closing for this reason once the output is flushed; nothing more is
+    /// read or served (a service asked to close, or the stream was corrupt).
+    Closing(CloseReason),
+}
+
+impl State {
+    /// Whether the socket should be read in this state.
+    pub fn reads(self) -> bool {
+        matches!(self, State::Open | State::DrainRead)
+    }
+
+    /// Whether received frames are still served in this state.
+    pub fn serves(self) -> bool {
+        !matches!(self, State::Closing(_))
+    }
+
+    /// The reason to count when this connection closes once it has nothing
+    /// left to do, or `None` while it may still receive frames.
+    pub fn finished_reason(self) -> Option<CloseReason> {
+        match self {
+            State::Open | State::DrainRead => None,
+            State::ReadClosed => Some(CloseReason::Peer),
+            State::Drain => Some(CloseReason::Shutdown),
+            State::Closing(reason) => Some(reason),
+        }
+    }
+}
+
+/// The time limits, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// No traffic at all for this long closes.
+    pub idle: Millis,
+    /// A started frame must complete within this.
+    pub read: Millis,
+    /// Pending output must make progress within this.
+    pub write: Millis,
+}
+
+/// One connection.
+///
+/// Invariants: `input`/`output` are `Some` only while they hold bytes (or
+/// within one drive of the loop), so an idle connection holds no ring;
+/// `partial_since` is `Some` exactly when `input` holds an incomplete frame;
+/// `timer` is the wheel entry for a time no later than [`Conn::deadline`].
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Received bytes not yet served.
+    pub input: Option<Ring>,
+    /// Reply bytes not yet written.
+    pub output: Option<Ring>,
+    /// Life cycle.
+    pub state: State,
+    /// The socket may have unread bytes (edge-triggered: set by a readable
+    /// event, cleared only by EAGAIN or end of stream).
+    pub read_ready: bool,
+    /// The socket may accept bytes (set by a writable event, cleared by
+    /// EAGAIN).
+    pub write_ready: bool,
+    /// Serving stopped because the output ring lacks room for the next
+    /// reply: reading is paused until it drains (backpressure).
+    pub output_blocked: bool,
+    /// Already in the shard's queue of connections to drive again.
+    pub queued: bool,
+    /// Last time a byte was read or written.
+    pub last_active: Millis,
+    /// When the incomplete frame at the front of `input` started.
+    pub partial_since: Option<Millis>,
+    /// Last time pending output made progress (or became pending).
+    pub write_since: Millis,
+    /// The decoder's scratch (see the codec contract).
+    pub progress: usize,
+    /// The wheel entry and the time it fires.
+    pub timer: Option<(TimerKey, Millis)>,
+}
+
+impl Conn {
+    /// A new open connection accepted at `now`.
+    pub fn new(stream: TcpStream, now: Millis) -> Conn {
+        Conn {
+            stream,
+            input: None,
+            output: None,
+            state: State::Open,
+            // Registering with epoll reports bytes already waiting.
+            read_ready: false,
+            write_ready: true,
+            output_blocked: false,
+            queued: false,
+            last_active: now,
+            partial_since: None,
+            write_since: now,
+            progress: 0,
+            timer: None,
+        }
+    }
+
+    /// Whether the socket should be read now.
+    pub fn wants_read(&self) -> bool {
+        self.read_ready
+            && self.state.reads()
+            && !self.output_blocked
+            && !self.input.as_ref().is_some_and(Ring::is_full)
+    }
+
+    /// Bytes waiting to be written.
+    pub fn output_len(&self) -> usize {
+        self.output.as_ref().map_or(0, Ring::len)
+    }
+
+    /// Bytes received and not yet served.
+    pub fn input_len(&self) -> usize {
+        self.input.as_ref().map_or(0, Ring::len)
+    }
+
+    /// The earliest deadline now in force and the reason it would close
+    /// with. Output that makes no progress is the write timeout's; an
+    /// incomplete frame is the read timeout's, except while reading is
+    /// paused for backpressure (then the peer is not the one stalling);
+    /// otherwise the idle timeout's.
+    pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, CloseReason) {
+        let mut deadline = (self.last_active + timeouts.idle, CloseReason::IdleTimeout);
+        let mut tighten = |at: Millis, reason: CloseReason| {
+            if at < deadline.0 {
+                deadline = (at, reason);
+            }
+        };
+        if let Some(since) = self.partial_since
+            && !self.output_blocked
+            && self.state.reads()
+        {
+            tighten(since + timeouts.read, CloseReason::ReadTimeout);
+        }
+        if self.output_len() > 0 {
+            tighten(self.write_since + timeouts.write, CloseReason::WriteTimeout);
+        }
+        deadline
+    }
+}
