@@ -1,0 +1,250 @@
+//! A connection's and the server's life: half-close, resets mid-reply,
+//! graceful shutdown on SIGTERM/SIGINT, and a second signal.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use util::{Closed, Server, expect_closed, frame, frame_round_trip, http_get, read_frame};
+
+const CLOSED: &str = "holdfast_connections_closed_total";
+const OPEN: &str = "holdfast_connections_open";
+
+#[test]
+fn half_closed_peer_gets_every_reply_then_eof() {
+    let server = Server::start(&["--protocol", "frame"]);
+    let mut client = server.connect();
+    let payloads = [&b"one"[..], b"two", b"three"];
+    let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+    client.write_all(&wire).unwrap();
+    util::shutdown_write(&client);
+    for payload in payloads {
+        assert_eq!(read_frame(&mut client), payload);
+    }
+    let (rest, how, _) = expect_closed(&mut client, Duration::from_secs(2));
+    assert!(rest.is_empty(), "bytes after the replies: {rest:?}");
+    assert_eq!(how, Closed::Eof, "an orderly close after a half-close");
+    server.wait_metric(CLOSED, &[("reason", "peer")], 1.0, Duration::from_secs(2));
+    assert_eq!(server.metric(CLOSED, &[]), 1.0, "closed for any reason");
+}
+
+/// A client that resets its connection while a large reply is on its way.
+fn reset_mid_reply(addr: std::net::SocketAddr) {
+    let mut client = util::connect(addr);
+    // 8 frames of 60 000 bytes: far more reply than the 64 KiB output ring
+    // and the socket buffers hold at once.
+    let request = frame(&[0xabu8; 60_000]);
+    let mut wire = Vec::new();
+    for _ in 0..8 {
+        wire.extend_from_slice(&request);
+    }
+    let mut sent = 0;
+    let start = Instant::now();
+    // Send what the sockets take without blocking for long, reading a
+    // little so the reply is under way.
+    while sent < wire.len() && start.elapsed() < Duration::from_millis(300) {
+        sent += util::write_nonblocking(&mut client, &wire[sent..]).unwrap();
+        if sent >= request.len() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut first = [0u8; 1000];
+    client
+        .read_exact(&mut first)
+        .expect("the start of the reply");
+    util::reset(client);
+}
+
+#[test]
+fn storm_of_resets_mid_reply_leaks_nothing() {
+    let server = Server::start(&["--protocol", "frame"]);
+    let baseline = server.fd_baseline();
+    let addr = server.addr;
+    let mut observer = server.connect();
+    frame_round_trip(&mut observer, b"before");
+
+    let storm: Vec<_> = (0..5)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..10 {
+                    reset_mid_reply(addr);
+                }
+            })
+        })
+        .collect();
+    for thread in storm {
+        thread.join().expect("a resetting client");
+    }
+    frame_round_trip(&mut observer, b"after");
+
+    server.wait_metric(OPEN, &[], 1.0, Duration::from_secs(3));
+    let scrape = server.scrape();
+    let reset = util::metric(&scrape, CLOSED, &[("reason", "reset")]);
+    let any = util::metric(&scrape, CLOSED, &[]);
+    assert_eq!(any, 50.0, "closed for any reason (reset: {reset})");
+    assert_eq!(reset, 50.0, "every reset peer is counted as reset");
+    assert_eq!(
+        util::metric(&scrape, "holdfast_connections_accepted_total", &[]),
+        51.0
+    );
+    drop(observer);
+    server.wait_metric(OPEN, &[], 0.0, Duration::from_secs(2));
+    server.assert_fds_return(baseline, Duration::from_secs(3));
+}
+
+/// Starts `count` clients that each pipeline `frames` frames without
+/// reading; returns them with what each sent.
+fn pipelined_clients(
+    server: &Server,
+    count: usize,
+    frames: usize,
+) -> Vec<(TcpStream, Vec<Vec<u8>>)> {
+    (0..count)
+        .map(|c| {
+            let mut client = server.connect();
+            let payloads: Vec<Vec<u8>> = (0..frames)
+                .map(|i| format!("client {c} frame {i} {}", "p".repeat(i % 50)).into_bytes())
+                .collect();
+            let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+            client.write_all(&wire).unwrap();
+            (client, payloads)
+        })
+        .collect()
+}
+
+#[test]
+fn sigterm_answers_every_request_sent_before_it_then_exits_0() {
+    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "5s"]);
+    // Accepted first: a connection still in the backlog when the listener
+    // closes is not the server's yet.
+    let clients = pipelined_clients(&server, 5, 200);
+    server.wait_metric(OPEN, &[], 5.0, Duration::from_secs(2));
+    // Loopback delivers a write into the peer's socket before write()
+    // returns when the window is open (it is: ~9 KiB each); a short pause
+    // covers a busy machine.
+    thread::sleep(Duration::from_millis(100));
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+
+    for (c, (mut client, payloads)) in clients.into_iter().enumerate() {
+        for (i, payload) in payloads.iter().enumerate() {
+            assert_eq!(&read_frame(&mut client), payload, "client {c}, reply {i}");
+        }
+        let (rest, _, _) = expect_closed(&mut client, Duration::from_secs(3));
+        assert!(rest.is_empty(), "client {c}: bytes after its replies");
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("exited within the 5 s grace period");
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr_text()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "took {:?} with nothing left to drain",
+        signalled.elapsed()
+    );
+}
+
+/// A client whose replies pile up unread: it keeps the drain busy until the
+/// grace period ends (the write timeout, 10 s by default, is longer).
+fn stuck_reader(server: &Server) -> TcpStream {
+    let mut client = util::connect_small_rcvbuf(server.addr, 4096);
+    let chunk = frame(&[0x11u8; 30_000]);
+    let start = Instant::now();
+    // Until the server stops reading it (output ring full, socket buffers
+    // full): a write that takes nothing.
+    loop {
+        let taken = util::write_nonblocking(&mut client, &chunk).unwrap();
+        if taken == 0 {
+            thread::sleep(Duration::from_millis(50));
+            if util::write_nonblocking(&mut client, &chunk).unwrap() == 0 {
+                break;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "never stalled");
+    }
+    client
+}
+
+#[test]
+fn readyz_turns_503_while_draining_and_sigint_exits_0_after_the_grace() {
+    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "2s"]);
+    let admin = server.admin();
+    assert_eq!(http_get(admin, "/readyz").0, 200);
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    let _stuck = stuck_reader(&server);
+
+    let signalled = Instant::now();
+    server.signal(Signal::SIGINT);
+    assert!(
+        util::wait_until(Duration::from_secs(1), || http_get(admin, "/readyz").0
+            == 503),
+        "/readyz still {} after SIGINT",
+        http_get(admin, "/readyz").0
+    );
+    assert_eq!(
+        http_get(admin, "/healthz").0,
+        200,
+        "/healthz while draining"
+    );
+    // The listener closed at once: new connections are refused.
+    assert!(
+        util::wait_until(Duration::from_secs(1), || TcpStream::connect(server.addr)
+            .is_err()),
+        "still accepting while draining"
+    );
+    assert!(
+        server.wait_exit(Duration::from_millis(1_500)).is_none(),
+        "left before the grace"
+    );
+
+    let status = server
+        .wait_exit(Duration::from_secs(4))
+        .expect("exit after the 2 s grace");
+    let took = signalled.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr_text()
+    );
+    assert!(
+        took >= Duration::from_millis(1_900) && took < Duration::from_secs(4),
+        "exited {took:?} after the signal, grace 2 s"
+    );
+}
+
+#[test]
+fn second_sigterm_exits_at_once() {
+    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "30s"]);
+    let admin = server.admin();
+    let _stuck = stuck_reader(&server);
+    server.signal(Signal::SIGTERM);
+    assert!(
+        util::wait_until(Duration::from_secs(1), || http_get(admin, "/readyz").0
+            == 503),
+        "the first SIGTERM did not start a drain"
+    );
+    assert!(
+        server.wait_exit(Duration::from_millis(300)).is_none(),
+        "exited on the first signal"
+    );
+    let again = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(1))
+        .expect("exit within 1 s of the second signal");
+    assert!(
+        status.code().is_some(),
+        "exited by itself, not killed: {status}"
+    );
+    assert!(again.elapsed() < Duration::from_secs(1));
+}

@@ -1,0 +1,79 @@
+//! `--max-conns`: connections over the cap are accepted and closed at once
+//! (counted as rejected); the ones within it are unaffected, and a freed
+//! slot is reusable.
+
+mod util;
+
+use std::time::Duration;
+
+use util::{Server, echo_round_trip, expect_closed};
+
+const REJECTED: &str = "holdfast_connections_rejected_total";
+
+#[test]
+fn max_conns_rejects_the_excess_and_frees_slots() {
+    let server = Server::start(&["--protocol", "echo", "--max-conns", "5"]);
+    let baseline = server.fd_baseline();
+
+    let mut held: Vec<_> = (0..5).map(|_| server.connect()).collect();
+    for (i, client) in held.iter_mut().enumerate() {
+        echo_round_trip(client, format!("client {i}").as_bytes());
+    }
+
+    for extra in 0..2 {
+        let mut over = server.connect();
+        let (bytes, _, _) = expect_closed(&mut over, Duration::from_secs(1));
+        assert!(bytes.is_empty(), "over-cap client {extra} got {bytes:?}");
+    }
+    server.wait_metric(
+        REJECTED,
+        &[("reason", "max_conns")],
+        2.0,
+        Duration::from_secs(2),
+    );
+    assert_eq!(server.metric(REJECTED, &[("reason", "fd_limit")]), 0.0);
+    assert_eq!(
+        server.metric("holdfast_connections_accepted_total", &[]),
+        5.0
+    );
+
+    // The five are unaffected.
+    for (i, client) in held.iter_mut().enumerate() {
+        echo_round_trip(client, format!("client {i} again").as_bytes());
+    }
+
+    // Two leave; two newcomers fit.
+    held.truncate(3);
+    server.wait_metric(
+        "holdfast_connections_open",
+        &[],
+        3.0,
+        Duration::from_secs(2),
+    );
+    for i in 0..2 {
+        let mut newcomer = server.connect();
+        echo_round_trip(&mut newcomer, format!("newcomer {i}").as_bytes());
+        held.push(newcomer);
+    }
+    // And the cap still holds.
+    let mut over = server.connect();
+    expect_closed(&mut over, Duration::from_secs(1));
+    server.wait_metric(
+        REJECTED,
+        &[("reason", "max_conns")],
+        3.0,
+        Duration::from_secs(2),
+    );
+    for (i, client) in held.iter_mut().enumerate() {
+        echo_round_trip(client, format!("last {i}").as_bytes());
+    }
+
+    drop(held);
+    server.wait_metric(
+        "holdfast_connections_open",
+        &[],
+        0.0,
+        Duration::from_secs(2),
+    );
+    server.assert_fds_return(baseline, Duration::from_secs(2));
+}

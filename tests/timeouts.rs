@@ -1,0 +1,225 @@
+//! Deadlines: a silent peer, a peer that never finishes its frame
+//! (slowloris) and a peer that never reads its replies are all closed, each
+//! counted under its own reason, and nothing else is.
+
+mod util;
+
+use std::io::{ErrorKind, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use util::{Server, connect_small_rcvbuf, expect_closed, frame, frame_round_trip};
+
+const CLOSED: &str = "holdfast_connections_closed_total";
+
+#[test]
+fn idle_client_closed_after_idle_timeout() {
+    let server = Server::start(&["--protocol", "frame", "--idle-timeout", "300ms"]);
+    let baseline = server.fd_baseline();
+    let mut silent = server.connect();
+    let (bytes, _, after) = expect_closed(&mut silent, Duration::from_secs(3));
+    assert!(
+        bytes.is_empty(),
+        "a silent client got {} bytes",
+        bytes.len()
+    );
+    assert!(
+        after >= Duration::from_millis(250),
+        "closed after {after:?}, before the 300ms idle timeout"
+    );
+    server.wait_metric(
+        CLOSED,
+        &[("reason", "idle_timeout")],
+        1.0,
+        Duration::from_secs(2),
+    );
+    server.assert_fds_return(baseline, Duration::from_secs(2));
+}
+
+#[test]
+fn traffic_keeps_a_connection_past_the_idle_timeout() {
+    let server = Server::start(&["--protocol", "frame", "--idle-timeout", "300ms"]);
+    let mut busy = server.connect();
+    // 1.2 s of a round trip every 100 ms: four idle timeouts long, never
+    // idle for one.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1_200) {
+        frame_round_trip(&mut busy, b"still here");
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Then silence closes it.
+    expect_closed(&mut busy, Duration::from_secs(3));
+    let scrape = server.scrape();
+    assert_eq!(
+        util::metric(&scrape, CLOSED, &[("reason", "idle_timeout")]),
+        1.0
+    );
+    assert_eq!(
+        util::metric(&scrape, CLOSED, &[]),
+        1.0,
+        "closed for any reason"
+    );
+}
+
+#[test]
+fn slowloris_closed_by_read_timeout_while_complete_frames_are_not() {
+    let server = Server::start(&[
+        "--protocol",
+        "frame",
+        "--read-timeout",
+        "300ms",
+        "--idle-timeout",
+        "60s",
+    ]);
+    let baseline = server.fd_baseline();
+
+    // A well-behaved client over the same period: every frame is split in
+    // two writes 20 ms apart (so it is briefly incomplete) and completes
+    // well within the read timeout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut good = server.connect();
+    let good_stop = stop.clone();
+    let good_thread = thread::spawn(move || {
+        let mut rounds = 0;
+        while !good_stop.load(Ordering::Relaxed) {
+            let wire = frame(format!("complete frame {rounds}").as_bytes());
+            let (head, tail) = wire.split_at(6);
+            good.write_all(head).unwrap();
+            thread::sleep(Duration::from_millis(20));
+            good.write_all(tail).unwrap();
+            assert_eq!(
+                util::read_frame(&mut good),
+                format!("complete frame {rounds}").as_bytes()
+            );
+            rounds += 1;
+            thread::sleep(Duration::from_millis(30));
+        }
+        // Handed back open: its close must not count before the asserts.
+        (rounds, good)
+    });
+
+    // The slowloris: a header announcing 100 bytes, then a byte every 50 ms
+    // (it would take 5 s to finish).
+    let mut slow = server.connect();
+    slow.write_all(&100u32.to_be_bytes()).unwrap();
+    let mut dripper = slow.try_clone().unwrap();
+    let drip = thread::spawn(move || {
+        for _ in 0..100 {
+            if dripper.write_all(b"x").is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (bytes, _, after) = expect_closed(&mut slow, Duration::from_secs(2));
+    assert!(bytes.is_empty(), "the slowloris got {} bytes", bytes.len());
+    assert!(
+        after >= Duration::from_millis(250),
+        "closed after {after:?}, before the 300ms read timeout"
+    );
+    drip.join().unwrap();
+    // Keep the good client going a while after the slowloris is gone.
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (rounds, _good) = good_thread
+        .join()
+        .expect("the good client was served throughout");
+    assert!(rounds >= 10, "only {rounds} round trips");
+
+    let scrape = server.scrape();
+    assert_eq!(
+        util::metric(&scrape, CLOSED, &[("reason", "read_timeout")]),
+        1.0
+    );
+    assert_eq!(
+        util::metric(&scrape, CLOSED, &[]),
+        1.0,
+        "closed for any reason"
+    );
+    assert_eq!(util::metric(&scrape, "holdfast_connections_open", &[]), 1.0);
+    server.assert_fds_return(baseline + 1, Duration::from_secs(2));
+}
+
+#[test]
+fn slow_readers_closed_by_write_timeout_with_bounded_memory() {
+    const CLIENTS: usize = 20;
+    const BUFFER: u64 = 64 * 1024;
+    let server = Server::start(&["--protocol", "echo", "--write-timeout", "500ms"]);
+    let baseline_fds = server.fd_baseline();
+    let baseline_rss = server.rss_bytes();
+
+    // Each client sends until its socket takes no more (the server has
+    // stopped reading it: its output ring is full and the client reads
+    // nothing), then holds on.
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut clients = Vec::new();
+    let mut stalled = Vec::new();
+    for _ in 0..CLIENTS {
+        let client = connect_small_rcvbuf(server.addr, 4096);
+        client
+            .set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut writer = client.try_clone().unwrap();
+        let chunk = chunk.clone();
+        stalled.push(thread::spawn(move || {
+            let mut sent = 0usize;
+            loop {
+                match writer.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        return (sent, true);
+                    }
+                    // Already closed by the server: fine too.
+                    Err(_) => return (sent, false),
+                }
+                assert!(sent < 256 << 20, "the server took 256 MiB without stalling");
+            }
+        }));
+        clients.push(client);
+    }
+    let mut peak_rss = server.rss_bytes();
+    for thread in stalled {
+        let (sent, _) = thread.join().unwrap();
+        assert!(sent > BUFFER as usize, "only {sent} bytes went out");
+        peak_rss = peak_rss.max(server.rss_bytes());
+    }
+    let closed_all = util::wait_until(Duration::from_secs(5), || {
+        peak_rss = peak_rss.max(server.rss_bytes());
+        server.metric(CLOSED, &[("reason", "write_timeout")]) == CLIENTS as f64
+    });
+    assert!(
+        closed_all,
+        "write_timeout closes: {} of {CLIENTS}",
+        server.metric(CLOSED, &[("reason", "write_timeout")])
+    );
+    assert_eq!(
+        server.metric(CLOSED, &[]),
+        CLIENTS as f64,
+        "closed for any reason"
+    );
+
+    // Each connection holds at most its two rings, whatever the peer does;
+    // kernel socket buffers are not in the RSS. 8 MiB covers allocator and
+    // thread-stack slack.
+    let bound = BUFFER * 2 * CLIENTS as u64 + (8 << 20);
+    let growth = peak_rss.saturating_sub(baseline_rss);
+    assert!(
+        growth < bound,
+        "RSS grew by {growth} bytes (from {baseline_rss} to {peak_rss}); bound {bound}"
+    );
+
+    // Every client sees the close: a write fails once the reset is in.
+    for (i, mut client) in clients.into_iter().enumerate() {
+        client
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let failed = util::wait_until(Duration::from_secs(2), || {
+            matches!(client.write(b"?"), Err(e)
+                if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::BrokenPipe))
+        });
+        assert!(failed, "client {i} can still write after its close");
+    }
+    server.assert_fds_return(baseline_fds, Duration::from_secs(2));
+}

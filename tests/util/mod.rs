@@ -1,0 +1,679 @@
+//! Helpers shared by the integration tests: start the `holdfast` binary on
+//! ephemeral ports, read its `/proc` figures and its `/metrics`, and talk
+//! the built-in protocols over real loopback sockets.
+//!
+//! Every client socket made here has a read and a write timeout, so a test
+//! that waits for bytes that never come fails instead of hanging.
+
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use prometheus_parse::{Scrape, Value};
+
+/// How long a client socket waits for a read or write before the test fails.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the server may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Interval of every polling loop here.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A `holdfast serve` child process. Dropping it kills (SIGKILL) and reaps
+/// it, so a failing test leaves no process behind.
+pub struct Server {
+    child: Child,
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The admin endpoint, unless started with `--admin off`.
+    pub admin: Option<SocketAddr>,
+    /// Every stderr line so far.
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    /// The listening line, as printed.
+    pub listening_line: String,
+    exit: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `holdfast serve --listen 127.0.0.1:0 --admin 127.0.0.1:0
+    /// --threads 1` plus `args` (any of those three given in `args` replaces
+    /// the default) and waits for its listening line.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = spawn_serve(args);
+        let stderr = collect_stderr(&mut child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let line = loop {
+            if let Some(line) = stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("listening on "))
+            {
+                break line.clone();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Give the reader thread a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "holdfast serve {args:?} exited with {status} before listening; stderr:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "holdfast serve {args:?} printed no listening line within {START_TIMEOUT:?}; \
+                     stderr:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        };
+        let (addr, admin) = parse_listening_line(&line);
+        Server {
+            child,
+            addr,
+            admin,
+            stderr,
+            listening_line: line,
+            exit: None,
+        }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Entries in `/proc/PID/fd`: the descriptors the server holds.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("reading the server's /proc/PID/fd")
+            .count()
+    }
+
+    /// Resident memory (`VmRSS` of `/proc/PID/status`), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading the server's /proc/PID/status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .expect("VmRSS in /proc/PID/status");
+        let kib: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("VmRSS value");
+        kib * 1024
+    }
+
+    /// CPU time used so far (utime + stime of `/proc/PID/stat`), in clock
+    /// ticks (see [`clock_ticks_per_second`]).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("reading the server's /proc/PID/stat");
+        // The command name (field 2) may hold spaces; fields after its
+        // closing parenthesis start at field 3 (state).
+        let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields[11].parse().expect("utime");
+        let stime: u64 = fields[12].parse().expect("stime");
+        utime + stime
+    }
+
+    /// The admin address (panics if started with `--admin off`).
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("this server has no admin endpoint")
+    }
+
+    /// GET /metrics, parsed.
+    pub fn scrape(&self) -> Scrape {
+        let (status, body) = http_get(self.admin(), "/metrics");
+        assert_eq!(status, 200, "GET /metrics answered {status}: {body}");
+        Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).expect("parsing /metrics")
+    }
+
+    /// The process-wide value of `name` with `labels` (summed over shards).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric(&self.scrape(), name, labels)
+    }
+
+    /// Scrapes until `name{labels}` equals `expected`; panics with the last
+    /// value seen after `timeout`.
+    pub fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        expected: f64,
+        timeout: Duration,
+    ) {
+        let mut last = f64::NAN;
+        let reached = wait_until(timeout, || {
+            last = self.metric(name, labels);
+            last == expected
+        });
+        assert!(
+            reached,
+            "{name}{labels:?} is {last}, expected {expected} (waited {timeout:?})"
+        );
+    }
+
+    /// A baseline descriptor count: taken after a scrape, once the count has
+    /// stayed the same for 200 ms (the admin side of the scrape's socket may
+    /// close a moment after the response).
+    pub fn fd_baseline(&self) -> usize {
+        if self.admin.is_some() {
+            let _ = self.scrape();
+        }
+        let mut last = self.fd_count();
+        let mut since = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while since.elapsed() < Duration::from_millis(200) && Instant::now() < deadline {
+            std::thread::sleep(POLL_INTERVAL);
+            let now = self.fd_count();
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+        }
+        last
+    }
+
+    /// Asserts that the descriptor count comes back to `baseline` (or
+    /// below) within `timeout`: no connection leaked a descriptor.
+    pub fn assert_fds_return(&self, baseline: usize, timeout: Duration) {
+        let mut now = usize::MAX;
+        let back = wait_until(timeout, || {
+            now = self.fd_count();
+            now <= baseline
+        });
+        assert!(
+            back,
+            "the server holds {now} descriptors, {baseline} before the storm (waited {timeout:?})"
+        );
+    }
+
+    /// Sends `sig` to the server.
+    pub fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.pid()), sig).expect("kill(2) the server");
+    }
+
+    /// Waits up to `timeout` for the server to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.exit.is_some() {
+            return self.exit;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waitpid the server") {
+                self.exit = Some(status);
+                return self.exit;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Every stderr line so far, joined.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// A client connected to the server (with timeouts).
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.exit.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The command `holdfast serve` with the test defaults and `args`.
+fn spawn_serve(args: &[&str]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    command.arg("serve");
+    for (flag, value) in [
+        ("--listen", "127.0.0.1:0"),
+        ("--admin", "127.0.0.1:0"),
+        ("--threads", "1"),
+    ] {
+        if !args.contains(&flag) {
+            command.args([flag, value]);
+        }
+    }
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning holdfast")
+}
+
+/// Starts a thread that appends each stderr line of `child` to the result.
+fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            match line {
+                Ok(line) => sink.lock().unwrap().push(line),
+                Err(_) => break,
+            }
+        }
+    });
+    lines
+}
+
+/// `listening on 127.0.0.1:P (...); admin on 127.0.0.1:Q` (or `admin on
+/// off`) → both addresses.
+fn parse_listening_line(line: &str) -> (SocketAddr, Option<SocketAddr>) {
+    let after = |marker: &str| -> &str {
+        let start = line
+            .find(marker)
+            .unwrap_or_else(|| panic!("no {marker:?} in {line:?}"))
+            + marker.len();
+        line[start..]
+            .split(|c: char| c.is_whitespace() || c == ';' || c == ',')
+            .next()
+            .unwrap()
+    };
+    let addr = after("listening on ")
+        .parse()
+        .unwrap_or_else(|e| panic!("listen address in {line:?}: {e}"));
+    let admin = match after("admin on ") {
+        "off" => None,
+        text => Some(
+            text.parse()
+                .unwrap_or_else(|e| panic!("admin address in {line:?}: {e}")),
+        ),
+    };
+    (addr, admin)
+}
+
+/// Runs `holdfast ARGS` to its end (killing it after `timeout`) and returns
+/// its exit status (`None` if it had to be killed), stdout and stderr.
+pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning holdfast");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    (
+        status,
+        out_thread.join().unwrap(),
+        err_thread.join().unwrap(),
+    )
+}
+
+/// Polls `cond` every 20 ms until it holds (true) or `timeout` passes
+/// (false).
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+/// Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// One HTTP/1.1 GET; returns the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("sending an admin request");
+    let mut response = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => response.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !response.is_empty() => break,
+            Err(e) => panic!("reading the admin response to GET {path}: {e}"),
+        }
+        // Stop at the end of the body when the server keeps the connection.
+        if let Some(complete) = complete_response(&response) {
+            response.truncate(complete);
+            break;
+        }
+        assert!(Instant::now() < deadline, "admin GET {path} took too long");
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers in the response to GET {path}: {text:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, body.to_string())
+}
+
+/// The length of a complete response with a `Content-Length`, if `bytes`
+/// holds one.
+fn complete_response(bytes: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let end = text.find("\r\n\r\n")? + 4;
+    let length: usize = text[..end].lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })?;
+    (bytes.len() >= end + length).then_some(end + length)
+}
+
+/// The sum of every sample of `name` carrying `labels`. A process-wide
+/// series (without a `shard` label) wins if there is one; otherwise the
+/// per-shard series are summed. A label value with no sample is 0, but a
+/// metric name absent altogether is a failure (a typo would read as 0).
+pub fn metric(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    assert!(
+        scrape.samples.iter().any(|s| s.metric == name),
+        "no metric {name} in the scrape (metrics: {:?})",
+        scrape
+            .samples
+            .iter()
+            .map(|s| s.metric.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    let matching: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .collect();
+    let asks_shard = labels.iter().any(|(k, _)| *k == "shard");
+    let whole: Vec<_> = matching
+        .iter()
+        .filter(|s| s.labels.get("shard").is_none())
+        .collect();
+    let chosen: Vec<_> = if asks_shard || whole.is_empty() {
+        matching.iter().collect()
+    } else {
+        whole
+    };
+    chosen
+        .iter()
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name} is not a number: {other:?}"),
+        })
+        .sum()
+}
+
+/// A connected client with read and write timeouts of [`IO_TIMEOUT`] and
+/// Nagle off (so each write is its own segment).
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// A client whose SO_RCVBUF is set to `rcvbuf` before connecting (so the
+/// window it advertises is small from the handshake on).
+pub fn connect_small_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(rcvbuf).unwrap();
+    socket
+        .connect_timeout(&addr.into(), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+/// Closes `stream` with a reset (SO_LINGER 0) instead of a FIN.
+pub fn reset(stream: TcpStream) {
+    let socket = socket2::Socket::from(stream);
+    socket.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(socket);
+}
+
+/// `payload` as the `frame` protocol puts it on the wire.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `payload` as the `line` protocol puts it on the wire.
+pub fn line(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 1);
+    out.extend_from_slice(payload);
+    out.push(b'\n');
+    out
+}
+
+/// Reads exactly `len` bytes within `timeout`; panics saying how many came.
+pub fn read_exact_timeout(stream: &mut TcpStream, len: usize, timeout: Duration) -> Vec<u8> {
+    let deadline = Instant::now() + timeout;
+    let mut out = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "read {got} of {len} bytes within {timeout:?}"
+        );
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut out[got..]) {
+            Ok(0) => panic!("the server closed after {got} of {len} bytes"),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read {got} of {len} bytes, then: {e}"),
+        }
+    }
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    out
+}
+
+/// Reads one `frame`-protocol reply and returns its payload.
+pub fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
+    let header = read_exact_timeout(stream, 4, IO_TIMEOUT);
+    let len = u32::from_be_bytes(header.try_into().unwrap()) as usize;
+    read_exact_timeout(stream, len, IO_TIMEOUT)
+}
+
+/// One `frame` round trip: sends `payload`, expects it back.
+pub fn frame_round_trip(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(&frame(payload)).expect("sending a frame");
+    assert_eq!(read_frame(stream), payload, "echoed frame");
+}
+
+/// One `line` round trip: sends `payload` + `\n`, expects the same back.
+pub fn line_round_trip(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(&line(payload)).expect("sending a line");
+    let reply = read_exact_timeout(stream, payload.len() + 1, IO_TIMEOUT);
+    assert_eq!(reply, line(payload), "echoed line");
+}
+
+/// One `echo` round trip: sends `payload`, expects it back.
+pub fn echo_round_trip(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(payload).expect("sending bytes");
+    let reply = read_exact_timeout(stream, payload.len(), IO_TIMEOUT);
+    assert_eq!(reply, payload, "echoed bytes");
+}
+
+/// How a read ended when the server was expected to close.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// End of stream (FIN).
+    Eof,
+    /// ECONNRESET.
+    Reset,
+}
+
+/// Asserts that the server closes `stream` within `within`: a read returns
+/// 0 or fails with ECONNRESET. Bytes that arrive first are returned, with
+/// how the stream ended and when.
+pub fn expect_closed(stream: &mut TcpStream, within: Duration) -> (Vec<u8>, Closed, Duration) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let left = within.saturating_sub(start.elapsed());
+        assert!(
+            !left.is_zero(),
+            "the server did not close the connection within {within:?} ({} bytes came)",
+            got.len()
+        );
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, Closed::Eof, start.elapsed()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return (got, Closed::Reset, start.elapsed());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("waiting for the server to close: {e}"),
+        }
+    }
+}
+
+/// Whether the server has closed `stream`, without waiting and without
+/// consuming anything: `Ok(n)` with `n` bytes pending (0: still open,
+/// nothing yet), or `Err` with how it was closed.
+pub fn poll_state(stream: &TcpStream) -> Result<usize, Closed> {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let state = match stream.peek(&mut buf) {
+        Ok(0) => Err(Closed::Eof),
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Err(Closed::Reset),
+        Err(e) => panic!("peeking at a client socket: {e}"),
+    };
+    stream.set_nonblocking(false).unwrap();
+    state
+}
+
+/// Writes as much of `data` as the socket takes without blocking; returns
+/// how much it took (0 when the socket is full). A reset is an error.
+pub fn write_nonblocking(stream: &mut TcpStream, data: &[u8]) -> io::Result<usize> {
+    stream.set_nonblocking(true)?;
+    let mut sent = 0;
+    let result = loop {
+        if sent == data.len() {
+            break Ok(sent);
+        }
+        match stream.write(&data[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(sent),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    result
+}
+
+/// Half-closes the client's sending side.
+pub fn shutdown_write(stream: &TcpStream) {
+    stream.shutdown(Shutdown::Write).expect("shutdown(SHUT_WR)");
+}
+
+/// A small fixed-seed PRNG (xorshift64*), so the "random" tests replay
+/// exactly.
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (any value; 0 is remapped).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in `[low, high]`.
+    pub fn range(&mut self, low: usize, high: usize) -> usize {
+        low + (self.next_u64() % (high - low + 1) as u64) as usize
+    }
+
+    /// `len` random bytes.
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next_u64() as u8).collect()
+    }
+}
