@@ -142,7 +142,7 @@ fn random_chunking_of_random_frames() {
 #[test]
 fn random_chunking_of_random_lines() {
     let server = Server::start(&["--protocol", "line"]);
-    let mut rng = Rng::new(0x11_4e5);
+    let mut rng = Rng::new(0x0011_14e5);
     let mut wire = Vec::new();
     let mut expected = Vec::new();
     for _ in 0..400 {
@@ -175,7 +175,7 @@ fn frames_larger_than_half_the_ring_wrap_around_it() {
     // the storage (the scratch-copy path) on input and replies wrap on
     // output.
     let server = Server::start(&["--protocol", "frame", "--buffer", "4KiB"]);
-    let mut rng = Rng::new(0xa11_ce);
+    let mut rng = Rng::new(0x000a_11ce);
     let mut wire = Vec::new();
     for i in 0..120 {
         let len = match i % 4 {
