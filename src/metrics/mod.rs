@@ -101,10 +101,8 @@ impl Counter {
     /// Adds `n` (single writer only).
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(n),
-            Ordering::Relaxed,
-        );
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
     /// Adds 1 (single writer only).
     #[inline]
