@@ -121,11 +121,17 @@ impl Server {
         let grace = self.config.shutdown_grace;
         let running = self.start()?;
         let stopper = running.stopper();
+        let fds_before = sys::open_fds();
         let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
             .map_err(|source| ServerError::Setup {
                 what: "installing signal handlers",
                 source,
             })?;
+        // The signal pipe is the server's own, not a leak.
+        if let (Some(before), Some(after)) = (fds_before, sys::open_fds()) {
+            let added = after.saturating_sub(before) as usize;
+            running.registry.fds_other.fetch_add(added, Ordering::Relaxed);
+        }
         std::thread::Builder::new()
             .name("holdfast-signals".into())
             .spawn(move || {
@@ -186,12 +192,7 @@ impl Server {
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect();
-        let registry = Arc::new(Registry {
-            shards: metrics.clone(),
-            ready: AtomicBool::new(true),
-            backend: "epoll",
-            fds_other: AtomicUsize::new(0),
-        });
+        let registry = Arc::new(Registry::new(metrics.clone(), "epoll"));
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -208,6 +209,14 @@ impl Server {
             wakers.push(waker);
         }
 
+        // Whatever the process holds now besides the shards (stdio, fds
+        // inherited from the parent) is expected, not a leak; the admin
+        // endpoint and the signal pipe add their own below.
+        let fds_now = sys::open_fds().unwrap_or(0) as usize;
+        registry.fds_other.store(
+            fds_now.saturating_sub(FDS_PER_SHARD * config.threads),
+            Ordering::Relaxed,
+        );
         let admin_addr = match config.admin {
             Some(addr) => {
                 let admin = admin::spawn(addr, registry.clone())
@@ -226,6 +235,7 @@ impl Server {
                 what: "starting a shard thread",
                 source,
             })?;
+        registry.ready.store(true, Ordering::Release);
         log::info!(
             "listening on {local_addr} ({protocol}, {threads} shard{s}, max-conns {max_conns}, \
              buffer {buffer} B, max-frame {max_frame} B); admin on {admin}",

@@ -51,3 +51,16 @@ pub fn is_fd_exhaustion(error: &io::Error) -> bool {
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Counts the entries of `/proc/self/fd`. The directory being listed is
+/// itself an open fd and shows up in the listing, so it is subtracted:
+/// the figure is what the process holds apart from this measurement.
+pub fn open_fds() -> Option<u64> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    let mut count: u64 = 0;
+    for entry in entries {
+        entry.ok()?;
+        count += 1;
+    }
+    Some(count.saturating_sub(1))
+}

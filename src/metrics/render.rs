@@ -251,26 +251,13 @@ fn loop_turn_histogram(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]
 impl ProcessFigures {
     fn read() -> ProcessFigures {
         ProcessFigures {
-            open_fds: open_fds(),
+            open_fds: crate::sys::open_fds(),
             max_fds: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                 .ok()
                 .map(|(soft, _hard)| soft),
             resident_memory_bytes: resident_memory_bytes(),
         }
     }
-}
-
-/// Counts the entries of `/proc/self/fd`. The directory being listed is
-/// itself an open fd and shows up in the listing, so it is subtracted:
-/// the figure is what the process holds apart from this measurement.
-fn open_fds() -> Option<u64> {
-    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
-    let mut count: u64 = 0;
-    for entry in entries {
-        entry.ok()?;
-        count += 1;
-    }
-    Some(count.saturating_sub(1))
 }
 
 /// Resident memory from the `VmRSS:` line of `/proc/self/status`.
