@@ -130,7 +130,10 @@ impl Server {
         // The signal pipe is the server's own, not a leak.
         if let (Some(before), Some(after)) = (fds_before, sys::open_fds()) {
             let added = after.saturating_sub(before) as usize;
-            running.registry.fds_other.fetch_add(added, Ordering::Relaxed);
+            running
+                .registry
+                .fds_other
+                .fetch_add(added, Ordering::Relaxed);
         }
         std::thread::Builder::new()
             .name("holdfast-signals".into())

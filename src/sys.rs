@@ -22,7 +22,11 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// A non-blocking listening socket on `addr`. With `reuse_port` several
 /// sockets (one per shard) share the address and the kernel spreads new
 /// connections over them.
-pub fn listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+pub fn listener(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
@@ -44,7 +48,10 @@ pub fn spare_fd() -> io::Result<File> {
 
 /// Whether an accept error means the process or system is out of fds.
 pub fn is_fd_exhaustion(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
 }
 
 /// Number of CPUs this process may run on.

@@ -30,7 +30,8 @@ impl Pool {
             ring_capacity,
             // Not reserved up front: `free_max` may be sized for a peak that
             // never comes, and the list grows only as rings are returned.
-            free: Vec::new(),
+            // Reserved up front so returning a ring never allocates.
+            free: Vec::with_capacity(free_max),
             free_max,
             live: 0,
         }

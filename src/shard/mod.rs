@@ -373,7 +373,10 @@ impl Shard {
         if let Some((key, _)) = conn.timer.take() {
             self.wheel.cancel(key);
         }
-        for ring in [conn.input.take(), conn.output.take()].into_iter().flatten() {
+        for ring in [conn.input.take(), conn.output.take()]
+            .into_iter()
+            .flatten()
+        {
             self.pool.give(ring);
         }
         self.metrics.closed[reason.index()].inc();
