@@ -200,6 +200,11 @@ struct ServeArgs {
         help = "Idle rings a shard keeps for reuse [default: 64]"
     )]
     pool_free_max: Option<String>,
+    #[arg(
+        long,
+        help = "Pin shard i to CPU i (sched_setaffinity) [default: false]"
+    )]
+    pin_cores: bool,
 }
 
 impl ServeArgs {
@@ -219,7 +224,7 @@ impl ServeArgs {
     }
 
     /// Each flag with its [`crate::config::KEYS`] name.
-    fn settings(&self) -> [(&'static str, Option<&str>); 18] {
+    fn settings(&self) -> [(&'static str, Option<&str>); 19] {
         [
             ("listen", self.listen.as_deref()),
             ("protocol", self.protocol.as_deref()),
@@ -239,6 +244,7 @@ impl ServeArgs {
             ("read-budget", self.read_budget.as_deref()),
             ("pool-free-max", self.pool_free_max.as_deref()),
             ("log-level", self.log_level.as_deref()),
+            ("pin-cores", self.pin_cores.then_some("true")),
         ]
     }
 }
@@ -481,7 +487,7 @@ mod tests {
         let help = help_of(&["holdfast", "serve", "--help"]);
         for key in crate::config::KEYS {
             assert!(
-                help.contains(&format!("--{key} <")),
+                help.contains(&format!("--{key} ")),
                 "--{key} missing from help"
             );
         }

@@ -54,6 +54,9 @@ pub struct Config {
     pub pool_free_max: usize,
     /// `--log-level`.
     pub log_level: log::LevelFilter,
+    /// `--pin-cores`: pin shard i to CPU i (modulo the CPUs this process
+    /// may use).
+    pub pin_cores: bool,
 }
 
 impl Default for Config {
@@ -76,6 +79,7 @@ impl Default for Config {
             read_budget: 256 * 1024,
             pool_free_max: 64,
             log_level: log::LevelFilter::Info,
+            pin_cores: false,
         }
     }
 }
@@ -121,6 +125,7 @@ pub const KEYS: &[&str] = &[
     "read-budget",
     "pool-free-max",
     "log-level",
+    "pin-cores",
 ];
 
 // The bounds `validate` enforces, and why each exists.
@@ -244,6 +249,7 @@ impl Config {
             "read-budget" => self.read_budget = parse_size(value)?,
             "pool-free-max" => self.pool_free_max = parse_count(value)?,
             "log-level" => self.log_level = parse_log_level(value)?,
+            "pin-cores" => self.pin_cores = parse_bool(value)?,
             _ => {
                 return Err(format!(
                     "not a setting; the settings are {}",
@@ -575,10 +581,19 @@ fn toml_text(value: &toml::Value) -> Result<String, String> {
     match value {
         toml::Value::String(text) => Ok(text.clone()),
         toml::Value::Integer(number) => Ok(number.to_string()),
+        toml::Value::Boolean(flag) => Ok(flag.to_string()),
         other => Err(format!(
-            "expected a string or an integer, got a {}",
+            "expected a string, an integer or a boolean, got a {}",
             other.type_str()
         )),
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, got `{text}`")),
     }
 }
 
@@ -1025,11 +1040,11 @@ mod tests {
             ),
             "{error}"
         );
-        let error = file_error_of("threads = true\n");
+        let error = file_error_of("threads = [2]\n");
         assert!(
             error
                 .message
-                .ends_with("threads: expected a string or an integer, got a boolean")
+                .ends_with("threads: expected a string, an integer or a boolean, got a array")
         );
         let error = file_error_of("idle-timeout = -5\n");
         assert!(

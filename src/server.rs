@@ -232,7 +232,7 @@ impl Server {
         let handles = shards
             .into_iter()
             .enumerate()
-            .map(|(index, shard)| spawn_shard(index, shard))
+            .map(|(index, shard)| spawn_shard(index, shard, config.pin_cores))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| ServerError::Setup {
                 what: "starting a shard thread",
@@ -289,10 +289,16 @@ impl Running {
 /// Starts a shard on its own thread. A shard that fails or panics outside
 /// a service call is a bug: the process exits non-zero rather than go on
 /// half-served, and a supervisor restarts it.
-fn spawn_shard(index: usize, shard: Shard) -> io::Result<JoinHandle<()>> {
+fn spawn_shard(index: usize, shard: Shard, pin: bool) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("holdfast-shard-{index}"))
         .spawn(move || {
+            if pin {
+                match sys::pin_to_cpu(index) {
+                    Ok(cpu) => log::debug!("shard {index} pinned to CPU {cpu}"),
+                    Err(e) => log::warn!("--pin-cores: shard {index}: {e}"),
+                }
+            }
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run())) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

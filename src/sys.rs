@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -52,6 +53,23 @@ pub fn is_fd_exhaustion(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EMFILE) | Some(libc::ENFILE)
     )
+}
+
+/// Pins the calling thread to the `index`-th CPU this process may run on
+/// (wrapping around); returns that CPU's number.
+pub fn pin_to_cpu(index: usize) -> io::Result<usize> {
+    let pid = nix::unistd::Pid::from_raw(0);
+    let allowed = sched_getaffinity(pid).map_err(io::Error::from)?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .collect();
+    let cpu = *cpus
+        .get(index % cpus.len().max(1))
+        .ok_or_else(|| io::Error::other("no CPU in this process's affinity mask"))?;
+    let mut only = CpuSet::new();
+    only.set(cpu).map_err(io::Error::from)?;
+    sched_setaffinity(pid, &only).map_err(io::Error::from)?;
+    Ok(cpu)
 }
 
 /// Number of CPUs this process may run on.
