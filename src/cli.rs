@@ -1,4 +1,14 @@
 //! The command line: `holdfast serve [options]`, turned into a [`Config`].
+//!
+//! Every value is taken as text and parsed by [`Config::set`], the same
+//! parser the `--config` file goes through, so a flag and a file key can
+//! never disagree, and the layering is plain: defaults, then the file, then
+//! the flags given. No flag has a clap default, or it would silently
+//! override the file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
 
@@ -16,7 +26,498 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let _ = args.into_iter();
-    let _: Option<ConfigError> = None;
-    todo!()
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    let cli = Cli::try_parse_from(&args).map_err(|error| {
+        if error.use_stderr() {
+            (2, one_line(&error, command_named(&args)))
+        } else {
+            // Help and version: the full text, for stdout.
+            (0, error.render().to_string())
+        }
+    })?;
+    match cli.command {
+        Some(Sub::Serve(serve)) => serve.config().map(Command::Serve).map_err(usage_error),
+        None => Err((2, MISSING_COMMAND.into())),
+    }
+}
+
+const MISSING_COMMAND: &str = "missing command: try `holdfast serve` or `holdfast --help`";
+
+const ABOUT: &str =
+    "holdfast — a TCP server engine that holds many connections and does not fall over";
+
+const AFTER_HELP: &str = "\
+Examples:
+  holdfast serve --protocol line --listen 127.0.0.1:7000
+  holdfast serve --config holdfast.toml --threads 4
+
+Sizes take 512, 64KiB, 1MiB, 1GiB (K/M/G are the same; KB/MB/GB are powers of 1000).
+Durations take 500ms, 10s, 2m, 1h (a bare number is seconds).
+The --config file is TOML whose keys are the flag names without `--`
+(max-conns = 100, buffer = \"64KiB\", idle-timeout = \"5s\"); flags given win over it.";
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    color = clap::ColorChoice::Never
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand)]
+enum Sub {
+    /// Run the server: accept connections, decode frames, answer them
+    #[command(after_help = AFTER_HELP)]
+    Serve(ServeArgs),
+}
+
+/// The flags of `holdfast serve`. Help strings state each default with its
+/// units; `help_defaults_match_config_default` keeps them honest.
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "Where clients connect [default: 127.0.0.1:7000]"
+    )]
+    listen: Option<String>,
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = "Wire protocol: echo | line | frame [default: echo]"
+    )]
+    protocol: Option<String>,
+    #[arg(
+        long,
+        value_name = "ADDR|off",
+        help = "Metrics and health endpoint, or off [default: 127.0.0.1:7001]"
+    )]
+    admin: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Shards (event-loop threads) [default: one per CPU]"
+    )]
+    threads: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help = "Client connections per process [default: from the open-file limit]"
+    )]
+    max_conns: Option<String>,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        help = "Per-connection ring, a power of two, 64 to 64MiB [default: 64KiB]"
+    )]
+    buffer: Option<String>,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        help = "Largest frame payload [default: what fits in --buffer]"
+    )]
+    max_frame: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help = "No traffic at all for this long closes [default: 60s]"
+    )]
+    idle_timeout: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help = "A started frame must complete within this [default: 10s]"
+    )]
+    read_timeout: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help = "Pending output must make progress within this [default: 10s]"
+    )]
+    write_timeout: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help = "Drain time after SIGTERM/SIGINT; 0 closes at once [default: 10s]"
+    )]
+    shutdown_grace: Option<String>,
+    #[arg(
+        long,
+        value_name = "FILE",
+        help = "TOML file with the same keys as these flags; flags win"
+    )]
+    config: Option<PathBuf>,
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = "epoll (uring needs a `--features uring` build) [default: epoll]"
+    )]
+    backend: Option<String>,
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        help = "error | warn | info | debug | trace [default: info]"
+    )]
+    log_level: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits",
+        help = "listen(2) backlog, 1 to 65535 [default: 1024]"
+    )]
+    backlog: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits",
+        help = "Accepts per loop turn per shard [default: 64]"
+    )]
+    accept_batch: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits",
+        help = "Readiness events taken per poll [default: 1024]"
+    )]
+    events_max: Option<String>,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        help_heading = "Limits",
+        help = "Bytes read per connection per loop turn [default: 256KiB]"
+    )]
+    read_budget: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits",
+        help = "Idle rings a shard keeps for reuse [default: 64]"
+    )]
+    pool_free_max: Option<String>,
+    #[arg(
+        long,
+        help = "Pin shard i to CPU i (sched_setaffinity) [default: false]"
+    )]
+    pin_cores: bool,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then the flags given; then the bounds.
+    fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = &self.config {
+            config.apply_file(path)?;
+        }
+        for (key, value) in self.settings() {
+            if let Some(value) = value {
+                config.set(key, value)?;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Each flag with its [`crate::config::KEYS`] name.
+    fn settings(&self) -> [(&'static str, Option<&str>); 19] {
+        [
+            ("listen", self.listen.as_deref()),
+            ("protocol", self.protocol.as_deref()),
+            ("admin", self.admin.as_deref()),
+            ("threads", self.threads.as_deref()),
+            ("max-conns", self.max_conns.as_deref()),
+            ("buffer", self.buffer.as_deref()),
+            ("max-frame", self.max_frame.as_deref()),
+            ("idle-timeout", self.idle_timeout.as_deref()),
+            ("read-timeout", self.read_timeout.as_deref()),
+            ("write-timeout", self.write_timeout.as_deref()),
+            ("shutdown-grace", self.shutdown_grace.as_deref()),
+            ("backend", self.backend.as_deref()),
+            ("backlog", self.backlog.as_deref()),
+            ("accept-batch", self.accept_batch.as_deref()),
+            ("events-max", self.events_max.as_deref()),
+            ("read-budget", self.read_budget.as_deref()),
+            ("pool-free-max", self.pool_free_max.as_deref()),
+            ("log-level", self.log_level.as_deref()),
+            ("pin-cores", self.pin_cores.then_some("true")),
+        ]
+    }
+}
+
+fn usage_error(error: ConfigError) -> (i32, String) {
+    (2, error.to_string())
+}
+
+/// Clap draws errors over several lines (message, tip, usage, "for more
+/// information"); the contract is one line. Keep the message and any tip,
+/// and point at the help of `command`, the one that failed.
+fn one_line(error: &clap::Error, command: &str) -> String {
+    let text = error.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut parts = vec![first.strip_prefix("error: ").unwrap_or(first)];
+    parts.extend(lines.filter(|line| line.starts_with("tip:")));
+    format!("{}; see `{command} --help`", parts.join("; "))
+}
+
+/// `holdfast serve` when the arguments name that subcommand. The top level
+/// has no options taking a value, so its first plain word is the command.
+fn command_named(args: &[std::ffi::OsString]) -> &'static str {
+    let word = args
+        .iter()
+        .skip(1)
+        .find(|arg| !arg.to_string_lossy().starts_with('-'));
+    match word {
+        Some(word) if word == "serve" => "holdfast serve",
+        _ => "holdfast",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temp file with a unique name, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> TempFile {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("holdfast-cli-{}-{unique}.toml", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn serve(flags: &[&str]) -> Result<Config, (i32, String)> {
+        let args = ["holdfast", "serve"].iter().chain(flags);
+        parse(args.copied()).map(|Command::Serve(config)| config)
+    }
+
+    fn error_of(args: &[&str]) -> (i32, String) {
+        match parse(args.iter().copied()) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(error) => error,
+        }
+    }
+
+    fn help_of(args: &[&str]) -> String {
+        let (code, text) = error_of(args);
+        assert_eq!(code, 0, "{args:?}: {text}");
+        text
+    }
+
+    #[test]
+    fn serve_without_flags_is_the_default() {
+        let config = serve(&[]).unwrap();
+        let mut expected = Config::default();
+        expected.validate().unwrap();
+        assert_eq!(format!("{config:?}"), format!("{expected:?}"));
+    }
+
+    #[test]
+    fn flags_are_applied() {
+        let config = serve(&[
+            "--protocol",
+            "line",
+            "--listen",
+            "127.0.0.1:7100",
+            "--admin",
+            "off",
+            "--buffer",
+            "16KiB",
+            "--idle-timeout",
+            "5s",
+            "--accept-batch",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(config.protocol, crate::codec::Protocol::Line);
+        assert_eq!(config.listen, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(config.admin, None);
+        assert_eq!(config.buffer, 16 * 1024);
+        assert_eq!(config.max_frame, 16 * 1024 - 1);
+        assert_eq!(config.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(config.accept_batch, 8);
+    }
+
+    #[test]
+    fn flags_win_over_the_file_which_wins_over_defaults() {
+        let file = TempFile::new("threads = 2\nbuffer = 65536\nidle-timeout = \"5s\"\n");
+        let config = serve(&["--config", file.path(), "--threads", "3"]).unwrap();
+        assert_eq!(config.threads, 3);
+        assert_eq!(config.buffer, 65536);
+        assert_eq!(config.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(config.read_timeout, Config::default().read_timeout);
+        // The flag wins wherever it stands relative to --config.
+        let config = serve(&["--threads", "4", "--config", file.path()]).unwrap();
+        assert_eq!(config.threads, 4);
+    }
+
+    #[test]
+    fn file_errors_are_one_line_naming_config() {
+        let file = TempFile::new("max_conn = 100\n");
+        let (code, text) = serve(&["--config", file.path()]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(text.starts_with("--config: "), "{text}");
+        assert!(text.contains("unknown key `max_conn`"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let (code, text) = serve(&["--config", "/nonexistent/holdfast.toml"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert_eq!(
+            text,
+            "--config: cannot read /nonexistent/holdfast.toml: \
+             No such file or directory (os error 2)"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_one_line_naming_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--buffer", "64x"],
+                "--buffer: expected a size such as 512, 64KiB or 1MiB, got `64x`",
+            ),
+            (
+                &["--backend", "uring"],
+                "--backend: uring needs a build with `--features uring`",
+            ),
+            (
+                &["--protocol", "frame", "--max-frame", "70000"],
+                "--max-frame: 70000 does not fit in --buffer 65536 with the 4-byte frame \
+                 header (at most 65532); raise --buffer or lower --max-frame",
+            ),
+        ];
+        for (flags, expected) in cases {
+            assert_eq!(serve(flags).unwrap_err(), (2, expected.to_string()));
+        }
+        let flags_at_fault: &[(&[&str], &str)] = &[
+            (&["--listen", "nowhere"], "--listen: "),
+            (&["--admin", "127.0.0.1:7000"], "--admin: "),
+            (&["--threads", "2000"], "--threads: "),
+            (&["--read-timeout", "1ms"], "--read-timeout: "),
+            (&["--log-level", "loud"], "--log-level: "),
+            (&["--backlog", "0"], "--backlog: "),
+            (&["--events-max", "0"], "--events-max: "),
+            (&["--read-budget", "0"], "--read-budget: "),
+            (&["--pool-free-max", "x"], "--pool-free-max: "),
+        ];
+        for (flags, prefix) in flags_at_fault {
+            let (code, text) = serve(flags).unwrap_err();
+            assert_eq!(code, 2, "{flags:?}");
+            assert!(text.starts_with(prefix), "{flags:?}: {text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
+    fn clap_errors_are_one_line_with_code_2() {
+        let cases: &[&[&str]] = &[
+            &["holdfast", "--bogus"],
+            &["holdfast", "bench"],
+            &["holdfast", "serve", "--bufer", "1"],
+            &["holdfast", "serve", "--buffer"],
+            &["holdfast", "serve", "--buffer", "1", "--buffer", "2"],
+            &["holdfast", "serve", "stray"],
+            &["holdfast", "help", "nothing"],
+        ];
+        for args in cases {
+            let (code, text) = error_of(args);
+            assert_eq!(code, 2, "{args:?}");
+            assert!(!text.contains('\n'), "{args:?}: {text}");
+            assert!(!text.starts_with("error:"), "{text}");
+            assert!(text.ends_with("--help`"), "{text}");
+        }
+        let (_, text) = error_of(&["holdfast", "serve", "--bufer", "1"]);
+        assert_eq!(
+            text,
+            "unexpected argument '--bufer' found; \
+             tip: a similar argument exists: '--buffer'; see `holdfast serve --help`"
+        );
+    }
+
+    #[test]
+    fn no_command_says_what_to_type() {
+        for args in [&["holdfast"][..], &[]] {
+            let error = error_of(args);
+            let expected = "missing command: try `holdfast serve` or `holdfast --help`";
+            assert_eq!(error, (2, expected.to_string()));
+        }
+    }
+
+    #[test]
+    fn help_and_version_exit_0_with_full_text() {
+        let top = help_of(&["holdfast", "--help"]);
+        assert!(top.starts_with("holdfast — a TCP server engine"), "{top}");
+        assert!(top.contains("serve"), "{top}");
+        assert!(top.contains("holdfast serve --protocol line --listen 127.0.0.1:7000"));
+        assert_eq!(help_of(&["holdfast", "-h"]), help_of(&["holdfast", "help"]));
+        let serve = help_of(&["holdfast", "serve", "--help"]);
+        assert_eq!(serve, help_of(&["holdfast", "help", "serve"]));
+        assert_eq!(serve, help_of(&["holdfast", "serve", "-h"]));
+        assert!(serve.contains("Limits:"), "{serve}");
+        assert!(serve.contains("[default: 64KiB]"), "{serve}");
+        let version = help_of(&["holdfast", "--version"]);
+        assert_eq!(
+            version.trim(),
+            format!("holdfast {}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
+    fn every_setting_is_a_serve_flag() {
+        let help = help_of(&["holdfast", "serve", "--help"]);
+        for key in crate::config::KEYS {
+            assert!(
+                help.contains(&format!("--{key} ")),
+                "--{key} missing from help"
+            );
+        }
+    }
+
+    /// The defaults in the help are written by hand; this keeps them equal
+    /// to `Config::default()` (those that are not derived at start-up).
+    #[test]
+    fn help_defaults_match_config_default() {
+        const DERIVED: [&str; 3] = ["threads", "max-conns", "max-frame"];
+        let help = help_of(&["holdfast", "serve", "--help"]);
+        let mut checked = 0;
+        for line in help.lines() {
+            let Some(key) = line.trim().strip_prefix("--") else {
+                continue;
+            };
+            let key = key.split(' ').next().unwrap();
+            let Some((_, default)) = line.split_once("[default: ") else {
+                continue;
+            };
+            if DERIVED.contains(&key) {
+                continue;
+            }
+            let default = default.trim_end_matches(']');
+            let mut config = Config::default();
+            config.set(key, default).unwrap();
+            let expected = Config::default();
+            assert_eq!(format!("{config:?}"), format!("{expected:?}"), "--{key}");
+            checked += 1;
+        }
+        assert_eq!(checked, crate::config::KEYS.len() - DERIVED.len());
+    }
 }

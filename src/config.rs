@@ -2,9 +2,12 @@
 //! and `validate()`, which relates the bounds to each other before anything
 //! starts.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+use toml::Spanned;
 
 use crate::codec::Protocol;
 
@@ -51,6 +54,9 @@ pub struct Config {
     pub pool_free_max: usize,
     /// `--log-level`.
     pub log_level: log::LevelFilter,
+    /// `--pin-cores`: pin shard i to CPU i (modulo the CPUs this process
+    /// may use).
+    pub pin_cores: bool,
 }
 
 impl Default for Config {
@@ -73,6 +79,7 @@ impl Default for Config {
             read_budget: 256 * 1024,
             pool_free_max: 64,
             log_level: log::LevelFilter::Info,
+            pin_cores: false,
         }
     }
 }
@@ -96,31 +103,985 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The settings [`Config::set`] knows: the flags of `holdfast serve` without
+/// their `--`. They are also the keys of a `--config` file, so the command
+/// line and the file can never disagree on a name.
+pub const KEYS: &[&str] = &[
+    "listen",
+    "protocol",
+    "admin",
+    "threads",
+    "max-conns",
+    "buffer",
+    "max-frame",
+    "idle-timeout",
+    "read-timeout",
+    "write-timeout",
+    "shutdown-grace",
+    "backend",
+    "backlog",
+    "accept-batch",
+    "events-max",
+    "read-budget",
+    "pool-free-max",
+    "log-level",
+    "pin-cores",
+];
+
+// The bounds `validate` enforces, and why each exists.
+
+/// Smallest ring: below this, the header and a useful payload hardly fit.
+const BUFFER_MIN: usize = 64;
+/// Largest ring: each connection holds two, so this times `--max-conns` is
+/// the worst-case memory; 64MiB is already far past any sane frame.
+const BUFFER_MAX: usize = 64 << 20;
+/// The timer wheel ticks in milliseconds; a shorter deadline would fire
+/// before a healthy peer on a busy box could answer.
+const TIMEOUT_MIN: Duration = Duration::from_millis(10);
+/// Longer than a day is "no timeout" in disguise, which is the failure mode
+/// the timeouts exist to remove.
+const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// More shards than any machine has cores only costs threads and fds.
+const THREADS_MAX: usize = 1024;
+/// A guard against typos: each connection costs at least an fd, a slab slot
+/// and (while busy) two rings.
+const MAX_CONNS_MAX: usize = 10_000_000;
+/// listen(2) backlogs are capped by `net.core.somaxconn`, historically a u16.
+const BACKLOG_MAX: usize = 65_535;
+/// Bounds the work of one loop turn (accepts) and the events array memory.
+const BATCH_MAX: usize = 65_536;
+/// One peer reading this much in one turn already starves the others.
+const READ_BUDGET_MAX: usize = 1 << 30;
+/// Idle rings kept per shard; times `--buffer` is memory held for nothing.
+const POOL_FREE_MAX: usize = 1_000_000;
+
 impl Config {
     /// Checks every bound and fills the derived defaults (`max_frame` when
     /// 0). `threads` and `max_conns` of 0 stay 0 here: the server derives
     /// them from the machine at start-up.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
-        todo!()
+        self.check_buffer()?;
+        self.fill_max_frame()?;
+        check_timeout("--idle-timeout", self.idle_timeout, TIMEOUT_MIN)?;
+        check_timeout("--read-timeout", self.read_timeout, TIMEOUT_MIN)?;
+        check_timeout("--write-timeout", self.write_timeout, TIMEOUT_MIN)?;
+        // A grace of 0 is a legitimate "close everything at once".
+        check_timeout("--shutdown-grace", self.shutdown_grace, Duration::ZERO)?;
+        let count = |n: usize| n.to_string();
+        let threads_note = " (0 means one per CPU)";
+        check_range(
+            "--threads",
+            self.threads,
+            0,
+            THREADS_MAX,
+            threads_note,
+            count,
+        )?;
+        let conns_note = " (0 derives it from the open-file limit)";
+        check_range(
+            "--max-conns",
+            self.max_conns,
+            0,
+            MAX_CONNS_MAX,
+            conns_note,
+            count,
+        )?;
+        check_range(
+            "--backlog",
+            self.backlog as usize,
+            1,
+            BACKLOG_MAX,
+            "",
+            count,
+        )?;
+        check_range("--accept-batch", self.accept_batch, 1, BATCH_MAX, "", count)?;
+        check_range("--events-max", self.events_max, 1, BATCH_MAX, "", count)?;
+        let budget = self.read_budget;
+        check_range("--read-budget", budget, 1, READ_BUDGET_MAX, "", format_size)?;
+        check_range(
+            "--pool-free-max",
+            self.pool_free_max,
+            0,
+            POOL_FREE_MAX,
+            "",
+            count,
+        )?;
+        self.check_admin()
     }
 
     /// Applies a TOML file with the same keys as the flags (`max-conns =
     /// 100`, `idle-timeout = "5s"`); unknown keys are errors.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let _ = path;
-        todo!()
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| file_error(format!("cannot read {origin}: {error}")))?;
+        self.apply_toml(&text, &origin)
+    }
+
+    /// Sets one setting by its flag name without `--` (see [`KEYS`]),
+    /// parsing `value` exactly as the command line does. The error names
+    /// the flag; cross-setting bounds wait for [`Config::validate`].
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        self.set_value(key, value.trim())
+            .map_err(|message| ConfigError {
+                flag: format!("--{key}"),
+                message,
+            })
+    }
+
+    fn set_value(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "listen" => self.listen = parse_address(value)?,
+            "protocol" => self.protocol = parse_protocol(value)?,
+            "admin" => self.admin = parse_admin(value)?,
+            "threads" => self.threads = parse_count(value)?,
+            "max-conns" => self.max_conns = parse_count(value)?,
+            "buffer" => self.buffer = parse_size(value)?,
+            "max-frame" => self.max_frame = parse_size(value)?,
+            "idle-timeout" => self.idle_timeout = parse_duration(value)?,
+            "read-timeout" => self.read_timeout = parse_duration(value)?,
+            "write-timeout" => self.write_timeout = parse_duration(value)?,
+            "shutdown-grace" => self.shutdown_grace = parse_duration(value)?,
+            "backend" => check_backend(value)?,
+            "backlog" => self.backlog = parse_backlog(value)?,
+            "accept-batch" => self.accept_batch = parse_count(value)?,
+            "events-max" => self.events_max = parse_count(value)?,
+            "read-budget" => self.read_budget = parse_size(value)?,
+            "pool-free-max" => self.pool_free_max = parse_count(value)?,
+            "log-level" => self.log_level = parse_log_level(value)?,
+            "pin-cores" => self.pin_cores = parse_bool(value)?,
+            _ => {
+                return Err(format!(
+                    "not a setting; the settings are {}",
+                    KEYS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ring indexes by masking, so its capacity must be a power of two.
+    fn check_buffer(&self) -> Result<(), ConfigError> {
+        let buffer = self.buffer;
+        if buffer.is_power_of_two() && (BUFFER_MIN..=BUFFER_MAX).contains(&buffer) {
+            return Ok(());
+        }
+        Err(ConfigError {
+            flag: "--buffer".into(),
+            message: format!(
+                "must be a power of two between {BUFFER_MIN} and {}, such as 16KiB or 64KiB, got {}",
+                format_size(BUFFER_MAX),
+                format_size(buffer)
+            ),
+        })
+    }
+
+    /// A frame is decoded in place from the input ring, so the largest
+    /// payload plus its framing must fit in one ring. Needs a valid buffer.
+    fn fill_max_frame(&mut self) -> Result<(), ConfigError> {
+        let overhead = self.protocol.overhead();
+        let fits = self.buffer - overhead;
+        if self.max_frame == 0 {
+            self.max_frame = fits;
+            return Ok(());
+        }
+        if self.max_frame <= fits {
+            return Ok(());
+        }
+        Err(ConfigError {
+            flag: "--max-frame".into(),
+            message: format!(
+                "{} does not fit in --buffer {}{} (at most {fits}); raise --buffer or lower --max-frame",
+                self.max_frame,
+                self.buffer,
+                framing(self.protocol)
+            ),
+        })
+    }
+
+    /// Two listeners on one port would fail to bind, or worse, with
+    /// SO_REUSEPORT, share it and hand clients to the admin endpoint.
+    fn check_admin(&self) -> Result<(), ConfigError> {
+        let Some(admin) = self.admin else {
+            return Ok(());
+        };
+        if !overlaps(self.listen, admin) {
+            return Ok(());
+        }
+        Err(ConfigError {
+            flag: "--admin".into(),
+            message: format!(
+                "{admin} clashes with --listen {}; use another port, or --admin off",
+                self.listen
+            ),
+        })
+    }
+
+    fn apply_toml(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
+            toml::from_str(text).map_err(|error| file_error(toml_error(&error, text, origin)))?;
+        // Apply in file order so the first error reported is the first line.
+        let mut entries: Vec<_> = table.into_iter().collect();
+        entries.sort_by_key(|(key, _)| key.span().start);
+        for (key, value) in entries {
+            let at = format!("{origin} line {}", line_of(text, key.span().start));
+            let key = key.into_inner();
+            if !KEYS.contains(&key.as_str()) {
+                return Err(file_error(format!("{at}: {}", unknown_key(&key))));
+            }
+            let value = toml_text(value.get_ref())
+                .map_err(|message| file_error(format!("{at}: {key}: {message}")))?;
+            self.set(&key, &value)
+                .map_err(|error| file_error(format!("{at}: {key}: {}", error.message)))?;
+        }
+        Ok(())
     }
 }
 
 /// Parses a size: `512`, `64KiB`, `1MiB` (also `KB`/`MB`/`GB` as powers of
 /// 1000, `K`/`M`/`G` and `KiB`/`MiB`/`GiB` as powers of 1024).
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let _ = text;
-    todo!()
+    let wrong = || format!("expected a size such as 512, 64KiB or 1MiB, got `{text}`");
+    let (number, unit) = split_number(text).ok_or_else(wrong)?;
+    let scale: usize = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(wrong()),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{}` is too large for a size", text.trim()))
 }
 
 /// Parses a duration: `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let _ = text;
-    todo!()
+    let wrong = || format!("expected a duration such as 500ms, 10s or 2m, got `{text}`");
+    let (number, unit) = split_number(text).ok_or_else(wrong)?;
+    let millis_per: u64 = match unit.to_ascii_lowercase().as_str() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(wrong()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{}` is too long for a duration", text.trim()))
+}
+
+/// Renders a byte count the way `--buffer` takes it: `64KiB`, `1MiB`, or
+/// plain bytes when no binary unit divides it.
+pub fn format_size(bytes: usize) -> String {
+    const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+    for (scale, unit) in UNITS {
+        if bytes >= scale && bytes % scale == 0 {
+            return format!("{}{unit}", bytes / scale);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Renders a duration the way the timeout flags take it: `24h`, `2m`,
+/// `10s`, `500ms` (finer durations in Rust's debug form).
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return format!("{duration:?}");
+    }
+    let millis = duration.as_millis();
+    const UNITS: [(u128, &str); 3] = [(3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    for (scale, unit) in UNITS {
+        if millis >= scale && millis % scale == 0 {
+            return format!("{}{unit}", millis / scale);
+        }
+    }
+    format!("{millis}ms")
+}
+
+/// Splits `64 KiB` into `("64", "KiB")`; `None` unless it starts with a
+/// digit and the number is all digits.
+fn split_number(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim();
+    let end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(end);
+    if number.is_empty() {
+        return None;
+    }
+    Some((number, unit.trim_start()))
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    match split_number(text) {
+        Some((number, "")) => number.parse().map_err(|_| format!("`{text}` is too large")),
+        _ => Err(format!(
+            "expected a whole number such as 0 or 100, got `{text}`"
+        )),
+    }
+}
+
+/// The field is a u32, so the range check happens here rather than
+/// wrapping a large value into a small one.
+fn parse_backlog(text: &str) -> Result<u32, String> {
+    let backlog = parse_count(text)?;
+    let count = |n: usize| n.to_string();
+    range_message(backlog, 1, BACKLOG_MAX, "", count).map_or(Ok(backlog as u32), Err)
+}
+
+fn parse_address(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("expected an IP address and port such as 127.0.0.1:7000, got `{text}`")
+    })
+}
+
+fn parse_admin(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        format!("expected an IP address and port such as 127.0.0.1:7001, or off, got `{text}`")
+    })
+}
+
+fn parse_protocol(text: &str) -> Result<Protocol, String> {
+    Protocol::from_name(text).ok_or_else(|| {
+        format!(
+            "expected one of {}, got `{text}`",
+            Protocol::NAMES.join(", ")
+        )
+    })
+}
+
+fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
+    const LEVELS: [(&str, log::LevelFilter); 5] = [
+        ("error", log::LevelFilter::Error),
+        ("warn", log::LevelFilter::Warn),
+        ("info", log::LevelFilter::Info),
+        ("debug", log::LevelFilter::Debug),
+        ("trace", log::LevelFilter::Trace),
+    ];
+    LEVELS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(text))
+        .map(|&(_, level)| level)
+        .ok_or_else(|| format!("expected one of error, warn, info, debug, trace, got `{text}`"))
+}
+
+/// Only epoll exists in this build; the setting is checked, not stored.
+/// When the `uring` feature lands, this is where it becomes a field.
+fn check_backend(text: &str) -> Result<(), String> {
+    match text {
+        "epoll" => Ok(()),
+        "uring" => Err("uring needs a build with `--features uring`".into()),
+        _ => Err(format!(
+            "expected epoll (or uring in a `--features uring` build), got `{text}`"
+        )),
+    }
+}
+
+fn check_timeout(flag: &str, value: Duration, min: Duration) -> Result<(), ConfigError> {
+    if (min..=TIMEOUT_MAX).contains(&value) {
+        return Ok(());
+    }
+    let max = format_duration(TIMEOUT_MAX);
+    let message = if min.is_zero() {
+        format!("must be at most {max}, got {}", format_duration(value))
+    } else {
+        let (min, value) = (format_duration(min), format_duration(value));
+        format!("must be between {min} and {max}, got {value}")
+    };
+    Err(ConfigError {
+        flag: flag.into(),
+        message,
+    })
+}
+
+fn check_range(
+    flag: &str,
+    value: usize,
+    min: usize,
+    max: usize,
+    note: &str,
+    show: fn(usize) -> String,
+) -> Result<(), ConfigError> {
+    match range_message(value, min, max, note, show) {
+        None => Ok(()),
+        Some(message) => Err(ConfigError {
+            flag: flag.into(),
+            message,
+        }),
+    }
+}
+
+/// `None` when `value` is in `min..=max`, else the complaint.
+fn range_message(
+    value: usize,
+    min: usize,
+    max: usize,
+    note: &str,
+    show: fn(usize) -> String,
+) -> Option<String> {
+    if (min..=max).contains(&value) {
+        return None;
+    }
+    let (max, value) = (show(max), show(value));
+    Some(if min == 0 {
+        format!("must be at most {max}{note}, got {value}")
+    } else {
+        format!("must be between {} and {max}{note}, got {value}", show(min))
+    })
+}
+
+/// How the message about `--max-frame` names the protocol's framing.
+fn framing(protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Echo => String::new(),
+        Protocol::Line => " with the 1-byte newline".into(),
+        Protocol::Frame => " with the 4-byte frame header".into(),
+    }
+}
+
+/// Whether two listeners would fight over one port: the same port (0 lets
+/// the kernel pick, so never clashes) on the same or a wildcard address.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let wildcard = a.ip().is_unspecified() || b.ip().is_unspecified();
+    a.port() == b.port() && a.port() != 0 && (a.ip() == b.ip() || wildcard)
+}
+
+fn file_error(message: String) -> ConfigError {
+    ConfigError {
+        flag: "--config".into(),
+        message,
+    }
+}
+
+/// toml's `Display` draws the offending line over several lines; the
+/// contract is one line, so keep its message and say the line number.
+fn toml_error(error: &toml::de::Error, text: &str, origin: &str) -> String {
+    let message = error.message().trim().replace('\n', " ");
+    match error.span() {
+        Some(span) => format!("{origin} line {}: {message}", line_of(text, span.start)),
+        None => format!("{origin}: {message}"),
+    }
+}
+
+/// TOML values become the text a flag would carry, so the file and the
+/// command line share one parser per setting.
+fn toml_text(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        toml::Value::Integer(number) => Ok(number.to_string()),
+        toml::Value::Boolean(flag) => Ok(flag.to_string()),
+        other => Err(format!(
+            "expected a string, an integer or a boolean, got a {}",
+            other.type_str()
+        )),
+    }
+}
+
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, got `{text}`")),
+    }
+}
+
+fn unknown_key(key: &str) -> String {
+    let closest = KEYS
+        .iter()
+        .map(|known| (edit_distance(key, known), known))
+        .min()
+        .filter(|&(distance, _)| distance <= 2);
+    match closest {
+        Some((_, known)) => format!("unknown key `{key}`; did you mean `{known}`?"),
+        None => format!("unknown key `{key}`; the keys are {}", KEYS.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for "did you mean" on a mistyped key.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|&&byte| byte == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+
+    /// A temp file with a unique name, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> TempFile {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("holdfast-config-{}-{unique}.toml", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// The error `validate` gives after `key = value`.
+    fn invalid(key: &str, value: &str) -> ConfigError {
+        let mut config = Config::default();
+        config.set(key, value).unwrap();
+        config.validate().unwrap_err()
+    }
+
+    fn valid(settings: &[(&str, &str)]) -> Config {
+        let mut config = Config::default();
+        for (key, value) in settings {
+            config.set(key, value).unwrap();
+        }
+        config.validate().unwrap();
+        config
+    }
+
+    fn file_error_of(text: &str) -> ConfigError {
+        let file = TempFile::new(text);
+        Config::default().apply_file(&file.0).unwrap_err()
+    }
+
+    #[test]
+    fn sizes_with_every_unit() {
+        let cases = [
+            ("512", 512),
+            ("0", 0),
+            ("64KiB", 64 * KIB),
+            ("1MiB", MIB),
+            ("1GiB", 1 << 30),
+            ("64K", 64 * KIB),
+            ("1M", MIB),
+            ("2G", 2 << 30),
+            ("64KB", 64_000),
+            ("1MB", 1_000_000),
+            ("1GB", 1_000_000_000),
+            ("64kib", 64 * KIB),
+            ("64 KiB", 64 * KIB),
+            ("1 mb", 1_000_000),
+            ("  16k ", 16 * KIB),
+            ("100B", 100),
+        ];
+        for (text, bytes) in cases {
+            assert_eq!(parse_size(text), Ok(bytes), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_sizes_say_what_was_expected() {
+        assert_eq!(
+            parse_size("12x").unwrap_err(),
+            "expected a size such as 512, 64KiB or 1MiB, got `12x`"
+        );
+        for text in ["", "KiB", "-1", "1.5MiB", "64 K iB", "64KiBs", "0x40"] {
+            let error = parse_size(text).unwrap_err();
+            assert!(error.starts_with("expected a size"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn oversized_size_is_an_error_not_a_wrap() {
+        for text in ["99999999999999999999999", "17179869184GiB"] {
+            let error = parse_size(text).unwrap_err();
+            assert!(error.contains("too large"), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn durations_with_every_unit() {
+        let cases = [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("7", Duration::from_secs(7)),
+            ("0", Duration::ZERO),
+            ("10 S", Duration::from_secs(10)),
+            ("250MS", Duration::from_millis(250)),
+        ];
+        for (text, duration) in cases {
+            assert_eq!(parse_duration(text), Ok(duration), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_what_was_expected() {
+        assert_eq!(
+            parse_duration("10 days").unwrap_err(),
+            "expected a duration such as 500ms, 10s or 2m, got `10 days`"
+        );
+        for text in ["", "s", "-1s", "1.5s", "10us", "1d"] {
+            let error = parse_duration(text).unwrap_err();
+            assert!(error.starts_with("expected a duration"), "{text}: {error}");
+        }
+        let error = parse_duration("99999999999999999999h").unwrap_err();
+        assert!(error.contains("too long"), "{error}");
+        let error = parse_duration("18446744073709551615h").unwrap_err();
+        assert!(error.contains("too long"), "{error}");
+    }
+
+    #[test]
+    fn formatting_round_trips_through_parsing() {
+        for bytes in [0, 1, 64, 1000, 64 * KIB, 3 * MIB, 5 << 30, 65_532] {
+            assert_eq!(parse_size(&format_size(bytes)), Ok(bytes));
+        }
+        for millis in [0, 5, 1500, 10_000, 120_000, 86_400_000] {
+            let duration = Duration::from_millis(millis);
+            assert_eq!(parse_duration(&format_duration(duration)), Ok(duration));
+        }
+        assert_eq!(format_size(64 * KIB), "64KiB");
+        assert_eq!(format_duration(TIMEOUT_MAX), "24h");
+    }
+
+    #[test]
+    fn defaults_are_valid_and_max_frame_is_derived_per_protocol() {
+        let config = valid(&[]);
+        assert_eq!(config.max_frame, 64 * KIB);
+        assert_eq!(valid(&[("protocol", "line")]).max_frame, 64 * KIB - 1);
+        assert_eq!(valid(&[("protocol", "frame")]).max_frame, 64 * KIB - 4);
+        let small = valid(&[("protocol", "frame"), ("buffer", "4KiB")]);
+        assert_eq!(small.max_frame, 4 * KIB - 4);
+    }
+
+    #[test]
+    fn validate_is_idempotent() {
+        let mut config = valid(&[("protocol", "frame")]);
+        config.validate().unwrap();
+        assert_eq!(config.max_frame, 64 * KIB - 4);
+    }
+
+    #[test]
+    fn buffer_must_be_a_bounded_power_of_two() {
+        for value in ["1000", "32", "0", "128MiB", "64KB"] {
+            let error = invalid("buffer", value);
+            assert_eq!(error.flag, "--buffer", "{value}");
+            assert!(
+                error.message.starts_with(
+                    "must be a power of two between 64 and 64MiB, such as 16KiB or 64KiB"
+                ),
+                "{error}"
+            );
+        }
+        valid(&[("buffer", "64")]);
+        valid(&[("buffer", "64MiB")]);
+    }
+
+    #[test]
+    fn max_frame_must_fit_in_buffer_with_its_header() {
+        let mut config = Config::default();
+        config.set("protocol", "frame").unwrap();
+        config.set("max-frame", "70000").unwrap();
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "--max-frame: 70000 does not fit in --buffer 65536 with the 4-byte frame header \
+             (at most 65532); raise --buffer or lower --max-frame"
+        );
+        valid(&[("protocol", "frame"), ("max-frame", "65532")]);
+        valid(&[("protocol", "echo"), ("max-frame", "64KiB")]);
+        let error = invalid("max-frame", "65537");
+        assert_eq!(error.flag, "--max-frame");
+        let mut line = Config::default();
+        line.set("protocol", "line").unwrap();
+        assert!(line.validate().is_ok());
+        line.max_frame = 64 * KIB;
+        let error = line.validate().unwrap_err();
+        assert!(error.message.contains("1-byte newline"), "{error}");
+    }
+
+    #[test]
+    fn timeouts_are_bounded() {
+        for flag in ["idle-timeout", "read-timeout", "write-timeout"] {
+            for value in ["5ms", "0", "25h"] {
+                let error = invalid(flag, value);
+                assert_eq!(error.flag, format!("--{flag}"));
+                assert!(
+                    error.message.starts_with("must be between 10ms and 24h"),
+                    "{error}"
+                );
+            }
+            valid(&[(flag, "10ms")]);
+            valid(&[(flag, "24h")]);
+        }
+        valid(&[("shutdown-grace", "0")]);
+        let error = invalid("shutdown-grace", "25h");
+        assert_eq!(
+            error.to_string(),
+            "--shutdown-grace: must be at most 24h, got 25h"
+        );
+    }
+
+    #[test]
+    fn counts_are_bounded_and_name_their_flag() {
+        let out_of_range = [
+            ("threads", "1025"),
+            ("max-conns", "10000001"),
+            ("accept-batch", "0"),
+            ("accept-batch", "65537"),
+            ("events-max", "0"),
+            ("events-max", "65537"),
+            ("read-budget", "0"),
+            ("read-budget", "2GiB"),
+            ("pool-free-max", "1000001"),
+        ];
+        for (key, value) in out_of_range {
+            let error = invalid(key, value);
+            assert_eq!(error.flag, format!("--{key}"), "{value}");
+            assert!(error.message.starts_with("must be"), "{error}");
+        }
+        let in_range = [
+            ("threads", "0"),
+            ("threads", "1024"),
+            ("max-conns", "0"),
+            ("max-conns", "10000000"),
+            ("backlog", "65535"),
+            ("accept-batch", "65536"),
+            ("events-max", "1"),
+            ("read-budget", "1GiB"),
+            ("pool-free-max", "0"),
+        ];
+        for (key, value) in in_range {
+            valid(&[(key, value)]);
+        }
+        let error = invalid("threads", "5000");
+        assert_eq!(
+            error.to_string(),
+            "--threads: must be at most 1024 (0 means one per CPU), got 5000"
+        );
+    }
+
+    #[test]
+    fn backlog_out_of_range_is_rejected_when_set() {
+        let error = Config::default().set("backlog", "70000").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--backlog: must be between 1 and 65535, got 70000"
+        );
+        for value in ["0", "5000000000"] {
+            let error = Config::default().set("backlog", value).unwrap_err();
+            assert_eq!(error.flag, "--backlog");
+        }
+    }
+
+    #[test]
+    fn admin_must_not_share_the_listen_port() {
+        let clashes = [
+            ("127.0.0.1:7000", "127.0.0.1:7000"),
+            ("0.0.0.0:7000", "127.0.0.1:7000"),
+            ("127.0.0.1:7000", "[::]:7000"),
+        ];
+        for (listen, admin) in clashes {
+            let mut config = Config::default();
+            config.set("listen", listen).unwrap();
+            config.set("admin", admin).unwrap();
+            let error = config.validate().unwrap_err();
+            assert_eq!(error.flag, "--admin", "{listen} {admin}");
+            assert!(error.message.contains("--admin off"), "{error}");
+        }
+        valid(&[("listen", "127.0.0.1:7000"), ("admin", "off")]);
+        valid(&[("listen", "127.0.0.1:0"), ("admin", "127.0.0.1:0")]);
+        valid(&[("listen", "127.0.0.1:7000"), ("admin", "127.0.0.2:7000")]);
+    }
+
+    #[test]
+    fn set_parses_each_kind_of_value() {
+        let config = valid(&[
+            ("listen", "0.0.0.0:9000"),
+            ("protocol", "line"),
+            ("admin", "OFF"),
+            ("threads", "2"),
+            ("buffer", "16KiB"),
+            ("idle-timeout", "5s"),
+            ("backend", "epoll"),
+            ("backlog", "128"),
+            ("log-level", "debug"),
+        ]);
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(config.protocol, Protocol::Line);
+        assert_eq!(config.admin, None);
+        assert_eq!(config.threads, 2);
+        assert_eq!(config.buffer, 16 * KIB);
+        assert_eq!(config.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.backlog, 128);
+        assert_eq!(config.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn set_rejects_bad_values_naming_the_flag() {
+        let cases = [
+            ("listen", "localhost"),
+            ("protocol", "http"),
+            ("admin", "7001"),
+            ("threads", "-1"),
+            ("threads", "four"),
+            ("buffer", "64x"),
+            ("idle-timeout", "soon"),
+            ("backend", "kqueue"),
+            ("log-level", "verbose"),
+        ];
+        for (key, value) in cases {
+            let error = Config::default().set(key, value).unwrap_err();
+            assert_eq!(error.flag, format!("--{key}"), "{value}");
+            assert!(error.message.contains(&format!("`{value}`")), "{error}");
+        }
+        let error = Config::default().set("backend", "uring").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--backend: uring needs a build with `--features uring`"
+        );
+        let error = Config::default().set("bogus", "1").unwrap_err();
+        assert_eq!(error.flag, "--bogus");
+    }
+
+    #[test]
+    fn file_sets_every_kind_of_value() {
+        let file = TempFile::new(
+            r#"
+            listen = "127.0.0.1:7100"
+            protocol = "line"
+            admin = "off"
+            threads = 2
+            max-conns = 100
+            buffer = "16KiB"
+            max-frame = 1000
+            idle-timeout = "5s"
+            read-timeout = 3
+            write-timeout = "500ms"
+            shutdown-grace = "0"
+            backend = "epoll"
+            backlog = 64
+            accept-batch = 8
+            events-max = 256
+            read-budget = 65536
+            pool-free-max = 4
+            log-level = "debug"
+            "#,
+        );
+        let mut config = Config::default();
+        config.apply_file(&file.0).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(config.protocol, Protocol::Line);
+        assert_eq!(config.admin, None);
+        assert_eq!((config.threads, config.max_conns), (2, 100));
+        assert_eq!((config.buffer, config.max_frame), (16 * KIB, 1000));
+        assert_eq!(config.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.read_timeout, Duration::from_secs(3));
+        assert_eq!(config.write_timeout, Duration::from_millis(500));
+        assert_eq!(config.shutdown_grace, Duration::ZERO);
+        assert_eq!((config.backlog, config.accept_batch), (64, 8));
+        assert_eq!((config.events_max, config.read_budget), (256, 64 * KIB));
+        assert_eq!(config.pool_free_max, 4);
+        assert_eq!(config.log_level, log::LevelFilter::Debug);
+    }
+
+    #[test]
+    fn file_unknown_key_names_the_line_and_the_likely_key() {
+        let error = file_error_of("threads = 2\nmax_conn = 100\n");
+        assert_eq!(error.flag, "--config");
+        assert!(
+            error
+                .message
+                .ends_with(" line 2: unknown key `max_conn`; did you mean `max-conns`?")
+        );
+        let error = file_error_of("colour = \"blue\"\n");
+        assert!(
+            error
+                .message
+                .contains("unknown key `colour`; the keys are listen,"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn file_bad_value_names_the_key_and_line() {
+        let error = file_error_of("threads = 2\n\nbuffer = \"64x\"\n");
+        assert_eq!(error.flag, "--config");
+        assert!(
+            error.message.ends_with(
+                " line 3: buffer: expected a size such as 512, 64KiB or 1MiB, got `64x`"
+            ),
+            "{error}"
+        );
+        let error = file_error_of("threads = [2]\n");
+        assert!(
+            error
+                .message
+                .ends_with("threads: expected a string, an integer or a boolean, got a array")
+        );
+        let error = file_error_of("idle-timeout = -5\n");
+        assert!(
+            error.message.contains("idle-timeout: expected a duration"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn file_syntax_error_is_one_line_with_its_line_number() {
+        let error = file_error_of("threads = 2\nbuffer = \n");
+        let text = error.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.starts_with("--config: "), "{text}");
+        assert!(text.contains(" line 2: "), "{text}");
+        let error = file_error_of("threads = 2\nthreads = 3\n");
+        assert!(!error.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn missing_file_says_it_cannot_be_read() {
+        let path = std::env::temp_dir().join("holdfast-config-does-not-exist.toml");
+        let error = Config::default().apply_file(&path).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "--config: cannot read {}: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn every_key_is_a_setting() {
+        for key in KEYS {
+            let error = Config::default().set(key, "\u{1}").unwrap_err();
+            assert!(!error.message.starts_with("not a setting"), "{key}");
+        }
+    }
 }

@@ -121,11 +121,20 @@ impl Server {
         let grace = self.config.shutdown_grace;
         let running = self.start()?;
         let stopper = running.stopper();
+        let fds_before = sys::open_fds();
         let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
             .map_err(|source| ServerError::Setup {
                 what: "installing signal handlers",
                 source,
             })?;
+        // The signal pipe is the server's own, not a leak.
+        if let (Some(before), Some(after)) = (fds_before, sys::open_fds()) {
+            let added = after.saturating_sub(before) as usize;
+            running
+                .registry
+                .fds_other
+                .fetch_add(added, Ordering::Relaxed);
+        }
         std::thread::Builder::new()
             .name("holdfast-signals".into())
             .spawn(move || {
@@ -186,12 +195,7 @@ impl Server {
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect();
-        let registry = Arc::new(Registry {
-            shards: metrics.clone(),
-            ready: AtomicBool::new(true),
-            backend: "epoll",
-            fds_other: AtomicUsize::new(0),
-        });
+        let registry = Arc::new(Registry::new(metrics.clone(), "epoll"));
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -208,6 +212,14 @@ impl Server {
             wakers.push(waker);
         }
 
+        // Whatever the process holds now besides the shards (stdio, fds
+        // inherited from the parent) is expected, not a leak; the admin
+        // endpoint and the signal pipe add their own below.
+        let fds_now = sys::open_fds().unwrap_or(0) as usize;
+        registry.fds_other.store(
+            fds_now.saturating_sub(FDS_PER_SHARD * config.threads),
+            Ordering::Relaxed,
+        );
         let admin_addr = match config.admin {
             Some(addr) => {
                 let admin = admin::spawn(addr, registry.clone())
@@ -220,12 +232,13 @@ impl Server {
         let handles = shards
             .into_iter()
             .enumerate()
-            .map(|(index, shard)| spawn_shard(index, shard))
+            .map(|(index, shard)| spawn_shard(index, shard, config.pin_cores))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| ServerError::Setup {
                 what: "starting a shard thread",
                 source,
             })?;
+        registry.ready.store(true, Ordering::Release);
         log::info!(
             "listening on {local_addr} ({protocol}, {threads} shard{s}, max-conns {max_conns}, \
              buffer {buffer} B, max-frame {max_frame} B); admin on {admin}",
@@ -276,10 +289,16 @@ impl Running {
 /// Starts a shard on its own thread. A shard that fails or panics outside
 /// a service call is a bug: the process exits non-zero rather than go on
 /// half-served, and a supervisor restarts it.
-fn spawn_shard(index: usize, shard: Shard) -> io::Result<JoinHandle<()>> {
+fn spawn_shard(index: usize, shard: Shard, pin: bool) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(format!("holdfast-shard-{index}"))
         .spawn(move || {
+            if pin {
+                match sys::pin_to_cpu(index) {
+                    Ok(cpu) => log::debug!("shard {index} pinned to CPU {cpu}"),
+                    Err(e) => log::warn!("--pin-cores: shard {index}: {e}"),
+                }
+            }
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run())) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

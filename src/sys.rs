@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 
+use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -22,7 +23,11 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// A non-blocking listening socket on `addr`. With `reuse_port` several
 /// sockets (one per shard) share the address and the kernel spreads new
 /// connections over them.
-pub fn listener(addr: SocketAddr, backlog: u32, reuse_port: bool) -> io::Result<std::net::TcpListener> {
+pub fn listener(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
@@ -44,10 +49,43 @@ pub fn spare_fd() -> io::Result<File> {
 
 /// Whether an accept error means the process or system is out of fds.
 pub fn is_fd_exhaustion(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE)
+    )
+}
+
+/// Pins the calling thread to the `index`-th CPU this process may run on
+/// (wrapping around); returns that CPU's number.
+pub fn pin_to_cpu(index: usize) -> io::Result<usize> {
+    let pid = nix::unistd::Pid::from_raw(0);
+    let allowed = sched_getaffinity(pid).map_err(io::Error::from)?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&cpu| allowed.is_set(cpu).unwrap_or(false))
+        .collect();
+    let cpu = *cpus
+        .get(index % cpus.len().max(1))
+        .ok_or_else(|| io::Error::other("no CPU in this process's affinity mask"))?;
+    let mut only = CpuSet::new();
+    only.set(cpu).map_err(io::Error::from)?;
+    sched_setaffinity(pid, &only).map_err(io::Error::from)?;
+    Ok(cpu)
 }
 
 /// Number of CPUs this process may run on.
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Counts the entries of `/proc/self/fd`. The directory being listed is
+/// itself an open fd and shows up in the listing, so it is subtracted:
+/// the figure is what the process holds apart from this measurement.
+pub fn open_fds() -> Option<u64> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    let mut count: u64 = 0;
+    for entry in entries {
+        entry.ok()?;
+        count += 1;
+    }
+    Some(count.saturating_sub(1))
 }

@@ -6,31 +6,124 @@ use super::Ring;
 /// Hands out empty rings of one capacity and keeps at most `free_max`
 /// returned ones for reuse (the rest are freed).
 pub struct Pool {
-    _todo: (),
+    /// Capacity of every ring this pool hands out (a power of two).
+    ring_capacity: usize,
+    /// Idle rings, all empty. Invariant: `free.len() <= free_max`, which
+    /// bounds the memory a pool holds for no one at
+    /// `free_max * ring_capacity` bytes.
+    free: Vec<Ring>,
+    free_max: usize,
+    /// Rings handed out by `take` and not yet returned by `give`.
+    live: usize,
 }
 
 impl Pool {
     /// A pool of rings of `ring_capacity` bytes keeping at most `free_max`
     /// idle rings.
     pub fn new(ring_capacity: usize, free_max: usize) -> Pool {
-        let _ = (ring_capacity, free_max);
-        todo!()
+        // Fail at start-up rather than at the first connection.
+        assert!(
+            ring_capacity.is_power_of_two(),
+            "ring capacity {ring_capacity} is not a non-zero power of two"
+        );
+        Pool {
+            ring_capacity,
+            // Not reserved up front: `free_max` may be sized for a peak that
+            // never comes, and the list grows only as rings are returned.
+            // Reserved up front so returning a ring never allocates.
+            free: Vec::with_capacity(free_max),
+            free_max,
+            live: 0,
+        }
     }
     /// An empty ring: a pooled one if any, else a fresh allocation.
     pub fn take(&mut self) -> Ring {
-        todo!()
+        let ring = self
+            .free
+            .pop()
+            .unwrap_or_else(|| Ring::with_capacity(self.ring_capacity));
+        debug_assert!(ring.is_empty());
+        self.live += 1;
+        ring
     }
     /// Returns a ring (cleared here); kept if fewer than `free_max` are idle.
-    pub fn give(&mut self, ring: Ring) {
-        let _ = ring;
-        todo!()
+    pub fn give(&mut self, mut ring: Ring) {
+        debug_assert_eq!(
+            ring.capacity(),
+            self.ring_capacity,
+            "ring from another pool"
+        );
+        assert!(self.live > 0, "pool got back more rings than it gave out");
+        self.live -= 1;
+        if self.free.len() < self.free_max {
+            ring.clear();
+            self.free.push(ring);
+        }
     }
     /// Rings handed out and not yet returned.
     pub fn live(&self) -> usize {
-        todo!()
+        self.live
     }
     /// Idle rings kept for reuse.
     pub fn free_len(&self) -> usize {
-        todo!()
+        self.free.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn take_allocates_when_nothing_is_idle() {
+        let mut pool = Pool::new(16, 2);
+        let ring = pool.take();
+        assert_eq!(ring.capacity(), 16);
+        assert!(ring.is_empty());
+        assert_eq!((pool.live(), pool.free_len()), (1, 0));
+    }
+
+    #[test]
+    fn given_rings_are_reused_and_come_back_empty() {
+        let mut pool = Pool::new(16, 2);
+        let mut ring = pool.take();
+        ring.push(b"left over");
+        pool.give(ring);
+        assert_eq!((pool.live(), pool.free_len()), (0, 1));
+        let ring = pool.take();
+        assert!(ring.is_empty());
+        assert_eq!(ring.free(), 16);
+        assert_eq!((pool.live(), pool.free_len()), (1, 0));
+    }
+
+    #[test]
+    fn idle_rings_are_capped_at_free_max() {
+        let mut pool = Pool::new(16, 2);
+        let rings: Vec<Ring> = (0..5).map(|_| pool.take()).collect();
+        assert_eq!(pool.live(), 5);
+        for ring in rings {
+            pool.give(ring);
+        }
+        assert_eq!((pool.live(), pool.free_len()), (0, 2));
+    }
+
+    #[test]
+    fn free_max_zero_keeps_nothing() {
+        let mut pool = Pool::new(16, 0);
+        let ring = pool.take();
+        pool.give(ring);
+        assert_eq!((pool.live(), pool.free_len()), (0, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "more rings than it gave out")]
+    fn giving_back_a_ring_never_taken_panics() {
+        Pool::new(16, 2).give(Ring::with_capacity(16));
+    }
+
+    #[test]
+    #[should_panic(expected = "power of two")]
+    fn capacity_must_be_a_power_of_two() {
+        Pool::new(24, 2);
     }
 }

@@ -99,25 +99,51 @@ impl<'a> Input<'a> {
     }
     /// The byte at `index` (panics past the end).
     pub fn byte(&self, index: usize) -> u8 {
-        let _ = index;
-        todo!()
+        match index.checked_sub(self.first.len()) {
+            None => self.first[index],
+            Some(index) => self.second[index],
+        }
     }
     /// The position of the first `needle` at or after `from`, if any.
     pub fn find(&self, needle: u8, from: usize) -> Option<usize> {
-        let _ = (needle, from);
-        todo!()
+        // Slice searches, not `byte` calls: `position` over a slice compiles
+        // to a tight loop, and a line decoder runs this over every byte read.
+        let split = self.first.len();
+        if from < split {
+            if let Some(found) = self.first[from..].iter().position(|&b| b == needle) {
+                return Some(from + found);
+            }
+        }
+        let from = from.saturating_sub(split);
+        let found = self.second.get(from..)?.iter().position(|&b| b == needle)?;
+        Some(split + from + found)
     }
     /// The bytes `[start, start + len)` as one slice when they are
     /// contiguous, `None` when they straddle the wrap (then use
     /// [`Input::copy_to`]). Panics past the end.
     pub fn contiguous(&self, start: usize, len: usize) -> Option<&'a [u8]> {
-        let _ = (start, len);
-        todo!()
+        let end = start.checked_add(len).filter(|&end| end <= self.len());
+        let end = end.unwrap_or_else(|| panic!("range {start}+{len} past {}", self.len()));
+        let split = self.first.len();
+        if end <= split {
+            Some(&self.first[start..end])
+        } else if start >= split {
+            Some(&self.second[start - split..end - split])
+        } else {
+            None
+        }
     }
     /// Copies `[start, start + dst.len())` into `dst`. Panics past the end.
     pub fn copy_to(&self, start: usize, dst: &mut [u8]) {
-        let _ = (start, dst);
-        todo!()
+        let len = dst.len();
+        if let Some(bytes) = self.contiguous(start, len) {
+            dst.copy_from_slice(bytes);
+            return;
+        }
+        // Straddles the wrap: the tail of `first`, then the head of `second`.
+        let (head, tail) = dst.split_at_mut(self.first.len() - start);
+        head.copy_from_slice(&self.first[start..]);
+        tail.copy_from_slice(&self.second[..tail.len()]);
     }
 }
 
@@ -211,14 +237,251 @@ impl Codec {
     /// mark for [`Codec::end_reply`]. The caller guarantees
     /// `out.free() >= reply payload bound + protocol overhead`.
     pub fn begin_reply(&self, out: &mut Ring) -> usize {
-        let _ = out;
-        todo!()
+        let mark = out.len();
+        if self.protocol == Protocol::Frame {
+            // A placeholder: the payload length is known only at the end.
+            let taken = out.push(&[0; length::HEADER_LEN]);
+            assert_eq!(taken, length::HEADER_LEN, "no room for a reply header");
+        }
+        mark
     }
 
     /// Finishes the reply begun at `mark` whose payload was `len` bytes:
     /// back-fills the length header or appends the delimiter.
     pub fn end_reply(&self, out: &mut Ring, mark: usize, len: usize) {
-        let _ = (out, mark, len);
-        todo!()
+        let overhead_before = match self.protocol {
+            Protocol::Frame => length::HEADER_LEN,
+            Protocol::Echo | Protocol::Line => 0,
+        };
+        debug_assert_eq!(
+            out.len(),
+            mark + overhead_before + len,
+            "reply length mismatch"
+        );
+        match self.protocol {
+            Protocol::Echo => {}
+            Protocol::Line => {
+                assert_eq!(out.push(b"\n"), 1, "no room for a reply delimiter");
+            }
+            Protocol::Frame => {
+                // A truncated length would desynchronise the peer's stream.
+                let len = u32::try_from(len).expect("reply payload over u32::MAX bytes");
+                out.overwrite(mark, &len.to_be_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `stream` through a ring of `ring_capacity` bytes the way a
+    /// connection does: arrives in chunks of the given sizes (cycled), each
+    /// chunk pushed as far as it fits, then frames decoded and consumed until
+    /// the codec needs more. Returns the payloads, or the first error.
+    pub(super) fn serve(
+        codec: Codec,
+        ring_capacity: usize,
+        stream: &[u8],
+        chunk_sizes: &[usize],
+    ) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let mut ring = Ring::with_capacity(ring_capacity);
+        let mut progress = 0;
+        let mut payloads = Vec::new();
+        assert!(!chunk_sizes.is_empty());
+        let mut sizes = chunk_sizes.iter().cycle();
+        let mut rest = stream;
+        while !rest.is_empty() {
+            let size = (*sizes.next().unwrap()).clamp(1, rest.len());
+            let (mut chunk, after) = rest.split_at(size);
+            rest = after;
+            while !chunk.is_empty() {
+                let taken = ring.push(chunk);
+                chunk = &chunk[taken..];
+                drain(codec, &mut ring, &mut progress, &mut payloads)?;
+                // A full ring the codec cannot decode from would stall the
+                // connection for good: max_frame does not fit the ring.
+                assert!(!ring.is_full(), "codec stuck on a full ring");
+            }
+        }
+        Ok(payloads)
+    }
+
+    fn drain(
+        codec: Codec,
+        ring: &mut Ring,
+        progress: &mut usize,
+        payloads: &mut Vec<Vec<u8>>,
+    ) -> Result<(), DecodeError> {
+        loop {
+            let (first, second) = ring.readable();
+            let input = Input::new(first, second);
+            match codec.decode(input, progress) {
+                Decoded::Frame {
+                    start,
+                    len,
+                    consumed,
+                } => {
+                    assert!(len <= codec.max_frame());
+                    assert!(start + len <= consumed && consumed <= input.len());
+                    assert!(consumed > 0, "a frame must consume something");
+                    let mut payload = vec![0; len];
+                    input.copy_to(start, &mut payload);
+                    if let Some(bytes) = input.contiguous(start, len) {
+                        assert_eq!(bytes, payload);
+                    }
+                    payloads.push(payload);
+                    ring.consume(consumed);
+                    assert_eq!(*progress, 0, "progress not reset after a frame");
+                }
+                Decoded::NeedMore => return Ok(()),
+                Decoded::Error(error) => return Err(error),
+            }
+        }
+    }
+
+    /// `0..10` split as `[0, 1, 2]` and `[3, .., 9]`.
+    fn split_input(bytes: &[u8; 10]) -> Input<'_> {
+        Input::new(&bytes[..3], &bytes[3..])
+    }
+
+    const DIGITS: [u8; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+
+    #[test]
+    fn byte_reads_both_slices() {
+        let input = split_input(&DIGITS);
+        assert_eq!((0..10).map(|i| input.byte(i)).collect::<Vec<_>>(), DIGITS);
+    }
+
+    #[test]
+    #[should_panic]
+    fn byte_past_the_end_panics() {
+        split_input(&DIGITS).byte(10);
+    }
+
+    #[test]
+    fn find_searches_both_slices_from_an_offset() {
+        let input = split_input(&[7, 1, 7, 2, 3, 7, 4, 5, 6, 7]);
+        assert_eq!(input.find(7, 0), Some(0));
+        assert_eq!(input.find(7, 1), Some(2));
+        assert_eq!(input.find(7, 3), Some(5));
+        assert_eq!(input.find(7, 6), Some(9));
+        assert_eq!(input.find(7, 10), None);
+        assert_eq!(input.find(7, 11), None);
+        assert_eq!(input.find(8, 0), None);
+        assert_eq!(Input::new(&[], &[]).find(7, 0), None);
+    }
+
+    #[test]
+    fn contiguous_only_within_one_slice() {
+        let input = split_input(&DIGITS);
+        assert_eq!(input.contiguous(0, 3), Some(&DIGITS[..3]));
+        assert_eq!(input.contiguous(3, 7), Some(&DIGITS[3..]));
+        assert_eq!(input.contiguous(4, 2), Some(&DIGITS[4..6]));
+        assert_eq!(input.contiguous(3, 0), Some(&[][..]));
+        assert_eq!(input.contiguous(2, 2), None);
+    }
+
+    #[test]
+    #[should_panic(expected = "past 10")]
+    fn contiguous_past_the_end_panics() {
+        split_input(&DIGITS).contiguous(8, 3);
+    }
+
+    #[test]
+    fn copy_to_straddling_the_wrap() {
+        let input = split_input(&DIGITS);
+        let mut dst = [0u8; 5];
+        input.copy_to(1, &mut dst);
+        assert_eq!(dst, [1, 2, 3, 4, 5]);
+        input.copy_to(5, &mut dst);
+        assert_eq!(dst, [5, 6, 7, 8, 9]);
+    }
+
+    /// Writes a reply through `begin_reply`/`end_reply` into a ring whose
+    /// data starts at `offset`, then decodes it back with the same codec.
+    fn reply_round_trip(protocol: Protocol, offset: usize, payload: &[u8]) -> Vec<u8> {
+        let codec = Codec::new(protocol, 16);
+        let mut out = Ring::with_capacity(32);
+        // Park the head at `offset` with one byte still held, so the ring
+        // does not restart at 0 and the reply lands where we want it.
+        out.push(&vec![b'x'; offset + 1]);
+        out.consume(offset);
+        let mark = codec.begin_reply(&mut out);
+        assert_eq!(mark, 1);
+        assert_eq!(out.push(payload), payload.len());
+        codec.end_reply(&mut out, mark, payload.len());
+        out.consume(1);
+        let (first, second) = out.readable();
+        match codec.decode(Input::new(first, second), &mut 0) {
+            Decoded::Frame {
+                start,
+                len,
+                consumed,
+            } => {
+                assert_eq!(consumed, out.len(), "exactly the reply");
+                let mut decoded = vec![0; len];
+                out.copy_out(start, &mut decoded);
+                decoded
+            }
+            other => panic!("{protocol:?} reply decoded to {other:?}"),
+        }
+    }
+
+    #[test]
+    fn echo_reply_is_the_bare_payload() {
+        let codec = Codec::new(Protocol::Echo, 16);
+        let mut out = Ring::with_capacity(32);
+        let mark = codec.begin_reply(&mut out);
+        out.push(b"hi");
+        codec.end_reply(&mut out, mark, 2);
+        assert_eq!(out.readable().0, b"hi");
+    }
+
+    #[test]
+    fn line_reply_ends_with_a_newline() {
+        let codec = Codec::new(Protocol::Line, 16);
+        let mut out = Ring::with_capacity(32);
+        let mark = codec.begin_reply(&mut out);
+        out.push(b"hi");
+        codec.end_reply(&mut out, mark, 2);
+        assert_eq!(out.readable().0, b"hi\n");
+    }
+
+    #[test]
+    fn frame_reply_gets_a_length_header() {
+        let codec = Codec::new(Protocol::Frame, 16);
+        let mut out = Ring::with_capacity(32);
+        out.push(b"earlier");
+        let mark = codec.begin_reply(&mut out);
+        assert_eq!(mark, 7);
+        out.push(b"hi");
+        codec.end_reply(&mut out, mark, 2);
+        assert_eq!(out.readable().0, b"earlier\0\0\0\x02hi");
+    }
+
+    #[test]
+    fn frame_reply_header_straddling_the_wrap_decodes_back() {
+        // Head at 30 of 32: the reply's header fills 31, 0, 1, 2.
+        assert_eq!(reply_round_trip(Protocol::Frame, 30, b"hello"), b"hello");
+    }
+
+    #[test]
+    fn replies_decode_back_at_every_ring_offset() {
+        for protocol in [Protocol::Echo, Protocol::Line, Protocol::Frame] {
+            for offset in 0..32 {
+                for payload in [&b""[..], b"a", b"hello, world"] {
+                    if protocol == Protocol::Echo && payload.is_empty() {
+                        continue; // an empty echo reply is no bytes at all
+                    }
+                    assert_eq!(
+                        reply_round_trip(protocol, offset, payload),
+                        payload,
+                        "{protocol:?} at offset {offset}"
+                    );
+                }
+            }
+        }
     }
 }

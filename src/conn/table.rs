@@ -42,7 +42,10 @@ impl<T> Table<T> {
     pub fn insert(&mut self, make: impl FnOnce(Token) -> T) -> Token {
         self.generation = self.generation.wrapping_add(1);
         let entry = self.slab.vacant_entry();
-        assert!(entry.key() < SLOT_MAX, "connection table exceeds its token space");
+        assert!(
+            entry.key() < SLOT_MAX,
+            "connection table exceeds its token space"
+        );
         let token = encode(entry.key(), self.generation);
         entry.insert(Entry {
             generation: self.generation,
@@ -116,7 +119,10 @@ mod tests {
     #[test]
     fn token_round_trips() {
         assert_eq!(decode(encode(7, 9)), (7, 9));
-        assert_eq!(decode(encode(SLOT_MAX - 1, u32::MAX)), (SLOT_MAX - 1, u32::MAX));
+        assert_eq!(
+            decode(encode(SLOT_MAX - 1, u32::MAX)),
+            (SLOT_MAX - 1, u32::MAX)
+        );
     }
 
     #[test]

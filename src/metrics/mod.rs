@@ -101,8 +101,10 @@ impl Counter {
     /// Adds `n` (single writer only).
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
     /// Adds 1 (single writer only).
     #[inline]
@@ -207,4 +209,19 @@ pub struct Registry {
     /// known and expected (stdio, the admin listener and poller, the
     /// signal pipe), for `holdfast_fd_unaccounted`.
     pub fds_other: AtomicUsize,
+}
+
+impl Registry {
+    /// A registry over `shards` using `backend`, not yet ready (the server
+    /// sets `ready` once every shard accepts) and with no other fds counted
+    /// (the server adds stdio and its signal pipe; [`admin::spawn`] adds
+    /// its own).
+    pub fn new(shards: Vec<std::sync::Arc<ShardMetrics>>, backend: &'static str) -> Registry {
+        Registry {
+            shards,
+            ready: AtomicBool::new(false),
+            backend,
+            fds_other: AtomicUsize::new(0),
+        }
+    }
 }

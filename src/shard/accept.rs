@@ -125,10 +125,11 @@ impl Shard {
         let now = self.now;
         let token = self.conns.insert(|_| Conn::new(stream, now));
         let conn = self.conns.get_mut(token).expect("just inserted");
-        let registered =
-            self.poll
-                .registry()
-                .register(&mut conn.stream, token, Interest::READABLE | Interest::WRITABLE);
+        let registered = self.poll.registry().register(
+            &mut conn.stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
         if let Err(e) = registered {
             log::warn!("registering a connection with epoll: {e}");
             drop(self.conns.remove(token));

@@ -109,7 +109,7 @@ impl Shard {
             listener: Some(listener),
             acceptor: Acceptor::new()?,
             conns: Table::with_capacity(1024.min(config.max_conns)),
-            wheel: Wheel::new(WHEEL_TICK_MS, WHEEL_SLOTS),
+            wheel: Wheel::with_capacity(WHEEL_TICK_MS, WHEEL_SLOTS, 1024.min(config.max_conns)),
             pool: Pool::new(config.buffer, config.pool_free_max),
             codec: Codec::new(config.protocol, config.max_frame),
             service,
@@ -373,7 +373,10 @@ impl Shard {
         if let Some((key, _)) = conn.timer.take() {
             self.wheel.cancel(key);
         }
-        for ring in [conn.input.take(), conn.output.take()].into_iter().flatten() {
+        for ring in [conn.input.take(), conn.output.take()]
+            .into_iter()
+            .flatten()
+        {
             self.pool.give(ring);
         }
         self.metrics.closed[reason.index()].inc();
