@@ -43,7 +43,14 @@ enum Fate {
 fn fd_exhaustion_sheds_without_spinning_and_recovers() {
     let server = Server::start(&["--protocol", "echo"]);
     let baseline = server.fd_baseline();
-    set_fd_limit(server.pid(), baseline as u64 + HEADROOM);
+    // The limit bounds descriptor numbers, not their count, and the server
+    // may hold inherited descriptors with high numbers (a jobserver pipe):
+    // pick the limit that leaves exactly HEADROOM free numbers below it.
+    let held = server.fd_numbers();
+    let limit = (0..)
+        .find(|&limit| limit - held.iter().filter(|&&fd| fd < limit).count() as u64 == HEADROOM)
+        .unwrap();
+    set_fd_limit(server.pid(), limit);
 
     // Every client sends its request at once; the ones the server cannot
     // take wait in the listen backlog.

@@ -101,6 +101,16 @@ impl Server {
             .count()
     }
 
+    /// The descriptor numbers the server holds, ascending.
+    pub fn fd_numbers(&self) -> Vec<u64> {
+        let mut numbers: Vec<u64> = std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("reading the server's /proc/PID/fd")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        numbers.sort_unstable();
+        numbers
+    }
+
     /// Resident memory (`VmRSS` of `/proc/PID/status`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -129,6 +139,39 @@ impl Server {
         let utime: u64 = fields[11].parse().expect("utime");
         let stime: u64 = fields[12].parse().expect("stime");
         utime + stime
+    }
+
+    /// The process state letter of `/proc/PID/stat` (`S` sleeping, `R`
+    /// running, `T` stopped, ...).
+    pub fn process_state(&self) -> char {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("reading the server's /proc/PID/stat");
+        let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 1..];
+        rest.trim_start().chars().next().expect("state")
+    }
+
+    /// Stops the server (SIGSTOP) and waits until every thread of it is
+    /// stopped, so bytes sent now queue up unread.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+        let stopped = wait_until(Duration::from_secs(2), || {
+            std::fs::read_dir(format!("/proc/{}/task", self.pid()))
+                .expect("reading /proc/PID/task")
+                .filter_map(|t| t.ok())
+                .all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                        stat[stat.rfind(')').unwrap_or(0) + 1..]
+                            .trim_start()
+                            .starts_with('T')
+                    })
+                })
+        });
+        assert!(stopped, "the server did not stop on SIGSTOP");
+    }
+
+    /// Resumes a server stopped by [`Server::pause`].
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
     }
 
     /// The admin address (panics if started with `--admin off`).
