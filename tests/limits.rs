@@ -77,3 +77,32 @@ fn max_conns_rejects_the_excess_and_frees_slots() {
     );
     server.assert_fds_return(baseline, Duration::from_secs(2));
 }
+
+#[test]
+fn max_conns_is_process_wide_across_shards() {
+    // Two shards, each with its own listener (SO_REUSEPORT): the cap counts
+    // connections over both.
+    let server = Server::start(&["--protocol", "echo", "--max-conns", "4", "--threads", "2"]);
+    let mut held: Vec<_> = (0..4).map(|_| server.connect()).collect();
+    for (i, client) in held.iter_mut().enumerate() {
+        echo_round_trip(client, format!("client {i}").as_bytes());
+    }
+    for _ in 0..4 {
+        let mut over = server.connect();
+        expect_closed(&mut over, Duration::from_secs(1));
+    }
+    server.wait_metric(
+        REJECTED,
+        &[("reason", "max_conns")],
+        4.0,
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        server.metric("holdfast_connections_accepted_total", &[]),
+        4.0
+    );
+    assert_eq!(server.metric("holdfast_connections_open", &[]), 4.0);
+    for (i, client) in held.iter_mut().enumerate() {
+        echo_round_trip(client, format!("client {i} again").as_bytes());
+    }
+}

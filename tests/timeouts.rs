@@ -205,6 +205,7 @@ fn slow_readers_closed_by_write_timeout_with_bounded_memory() {
     // thread-stack slack.
     let bound = BUFFER * 2 * CLIENTS as u64 + (8 << 20);
     let growth = peak_rss.saturating_sub(baseline_rss);
+    eprintln!("RSS {baseline_rss} -> peak {peak_rss} (+{growth}), bound +{bound}");
     assert!(
         growth < bound,
         "RSS grew by {growth} bytes (from {baseline_rss} to {peak_rss}); bound {bound}"
@@ -222,4 +223,37 @@ fn slow_readers_closed_by_write_timeout_with_bounded_memory() {
         assert!(failed, "client {i} can still write after its close");
     }
     server.assert_fds_return(baseline_fds, Duration::from_secs(2));
+}
+
+#[test]
+fn slow_but_steady_reader_is_not_closed_by_write_timeout() {
+    // The write timeout is about progress, not total time: a reader that
+    // takes 4 KiB every 100 ms needs several write timeouts to drain its
+    // replies but never stalls for one.
+    let server = Server::start(&["--protocol", "echo", "--write-timeout", "500ms"]);
+    let mut client = connect_small_rcvbuf(server.addr, 4096);
+    let sent = vec![0x42u8; 128 * 1024];
+    let mut writer = client.try_clone().unwrap();
+    let data = sent.clone();
+    let writing = thread::spawn(move || writer.write_all(&data));
+    let start = Instant::now();
+    let mut got = 0;
+    while got < sent.len() {
+        let chunk = util::read_exact_timeout(
+            &mut client,
+            (sent.len() - got).min(4096),
+            Duration::from_secs(2),
+        );
+        assert!(chunk.iter().all(|&b| b == 0x42));
+        got += chunk.len();
+        thread::sleep(Duration::from_millis(100));
+    }
+    writing.join().unwrap().expect("sending");
+    assert!(
+        start.elapsed() > Duration::from_secs(2),
+        "drained too fast ({:?}) to span several write timeouts",
+        start.elapsed()
+    );
+    assert_eq!(server.metric(CLOSED, &[]), 0.0, "closed for any reason");
+    util::echo_round_trip(&mut client, b"still open");
 }
