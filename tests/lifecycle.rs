@@ -155,6 +155,42 @@ fn sigterm_answers_every_request_sent_before_it_then_exits_0() {
     );
 }
 
+#[test]
+fn sigterm_reads_requests_queued_behind_backpressure() {
+    // 4 KiB rings and a client that does not read until after the signal:
+    // the server stops reading it once its output is stuck, so most of the
+    // requests still sit in the server's socket when SIGTERM comes. They
+    // reached the socket before the signal, so each must be answered.
+    let mut server = Server::start(&[
+        "--protocol",
+        "frame",
+        "--buffer",
+        "4KiB",
+        "--shutdown-grace",
+        "5s",
+    ]);
+    let mut client = util::connect_small_rcvbuf(server.addr, 4096);
+    let payloads: Vec<Vec<u8>> = (0..60u8).map(|i| vec![i; 1000]).collect();
+    let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+    client.write_all(&wire).unwrap();
+    assert!(
+        util::wait_until(Duration::from_secs(2), || util::unacked_bytes(&client) == 0),
+        "{} bytes never reached the server's socket",
+        util::unacked_bytes(&client)
+    );
+    assert_eq!(server.metric(OPEN, &[]), 1.0);
+    server.signal(Signal::SIGTERM);
+    thread::sleep(Duration::from_millis(100));
+    for (i, payload) in payloads.iter().enumerate() {
+        assert_eq!(&read_frame(&mut client), payload, "reply {i}");
+    }
+    expect_closed(&mut client, Duration::from_secs(3));
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit within the grace period");
+    assert!(status.success(), "exit status {status}");
+}
+
 /// A client whose replies pile up unread: it keeps the drain busy until the
 /// grace period ends (the write timeout, 10 s by default, is longer).
 fn stuck_reader(server: &Server) -> TcpStream {
@@ -248,4 +284,17 @@ fn second_sigterm_exits_at_once() {
         "exited by itself, not killed: {status}"
     );
     assert!(again.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn zero_shutdown_grace_closes_at_once() {
+    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "0"]);
+    let _stuck = stuck_reader(&server);
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(2))
+        .expect("exit at once with no grace");
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.elapsed() < Duration::from_secs(1));
 }

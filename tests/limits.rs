@@ -106,3 +106,47 @@ fn max_conns_is_process_wide_across_shards() {
         echo_round_trip(client, format!("client {i} again").as_bytes());
     }
 }
+
+#[test]
+fn idle_connections_hold_no_rings() {
+    // An idle connection gives its rings back to the pool, so a thousand
+    // of them, each having made a round trip, cost far less than a thousand
+    // pairs of 64 KiB rings (125 MiB).
+    const CONNS: usize = 1000;
+    util::raise_own_fd_limit();
+    let server = Server::start(&["--protocol", "echo"]);
+    let baseline_fds = server.fd_baseline();
+    let baseline_rss = server.rss_bytes();
+    let mut clients = Vec::with_capacity(CONNS);
+    for i in 0..CONNS {
+        let mut client = server.connect();
+        echo_round_trip(&mut client, format!("conn {i}").as_bytes());
+        clients.push(client);
+    }
+    server.wait_metric(
+        "holdfast_connections_open",
+        &[],
+        CONNS as f64,
+        Duration::from_secs(3),
+    );
+    let growth = server.rss_bytes().saturating_sub(baseline_rss);
+    // The pool keeps at most 64 idle rings per shard (4 MiB); the rest is
+    // per-connection bookkeeping, a few hundred bytes each.
+    let bound = 8u64 << 20;
+    assert!(
+        growth < bound,
+        "RSS grew by {growth} bytes holding {CONNS} idle connections; bound {bound}"
+    );
+    // They all still work.
+    for (i, client) in clients.iter_mut().enumerate().step_by(50) {
+        echo_round_trip(client, format!("again {i}").as_bytes());
+    }
+    drop(clients);
+    server.wait_metric(
+        "holdfast_connections_open",
+        &[],
+        0.0,
+        Duration::from_secs(3),
+    );
+    server.assert_fds_return(baseline_fds, Duration::from_secs(3));
+}

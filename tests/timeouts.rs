@@ -257,3 +257,45 @@ fn slow_but_steady_reader_is_not_closed_by_write_timeout() {
     assert_eq!(server.metric(CLOSED, &[]), 0.0, "closed for any reason");
     util::echo_round_trip(&mut client, b"still open");
 }
+
+#[test]
+fn many_idle_connections_all_expire() {
+    const CONNS: usize = 300;
+    let server = Server::start(&["--protocol", "echo", "--idle-timeout", "300ms"]);
+    let baseline = server.fd_baseline();
+    let clients: Vec<_> = (0..CONNS).map(|_| server.connect()).collect();
+    server.wait_metric(
+        CLOSED,
+        &[("reason", "idle_timeout")],
+        CONNS as f64,
+        Duration::from_secs(3),
+    );
+    for (i, client) in clients.iter().enumerate() {
+        assert!(util::poll_state(client).is_err(), "client {i} still open");
+    }
+    server.assert_fds_return(baseline, Duration::from_secs(2));
+}
+
+#[test]
+fn idle_timeout_longer_than_a_wheel_turn_fires_on_time() {
+    // The timer wheel turns once every few seconds; a deadline further out
+    // than one turn must neither fire on an earlier turn nor be lost.
+    let server = Server::start(&["--protocol", "echo", "--idle-timeout", "5500ms"]);
+    let mut client = server.connect();
+    let start = Instant::now();
+    for check in [1_000u64, 3_000, 5_000] {
+        thread::sleep(Duration::from_millis(check).saturating_sub(start.elapsed()));
+        assert_eq!(
+            util::poll_state(&client),
+            Ok(0),
+            "closed before {check} ms of a 5.5 s idle timeout"
+        );
+    }
+    let (_, _, _) = expect_closed(&mut client, Duration::from_secs(3));
+    let after = start.elapsed();
+    assert!(
+        after >= Duration::from_millis(5_400),
+        "closed after {after:?}"
+    );
+    assert_eq!(server.metric(CLOSED, &[("reason", "idle_timeout")]), 1.0);
+}

@@ -687,6 +687,31 @@ pub fn write_nonblocking(stream: &mut TcpStream, data: &[u8]) -> io::Result<usiz
     result
 }
 
+/// Bytes `stream` has sent that the peer has not acknowledged yet
+/// (SIOCOUTQ). On loopback 0 means every byte sent is in the server's
+/// socket (or already read by it).
+pub fn unacked_bytes(stream: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: the fd is an open TCP socket owned by `stream` for the whole
+    // call; SIOCOUTQ (= TIOCOUTQ) writes one c_int through the pointer,
+    // which points at a live local.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    assert_eq!(rc, 0, "ioctl(SIOCOUTQ): {}", io::Error::last_os_error());
+    queued as usize
+}
+
+/// Raises this (test) process's soft RLIMIT_NOFILE to its hard limit, for
+/// tests that hold many client sockets; returns the soft limit now.
+pub fn raise_own_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    }
+    hard
+}
+
 /// Half-closes the client's sending side.
 pub fn shutdown_write(stream: &TcpStream) {
     stream.shutdown(Shutdown::Write).expect("shutdown(SHUT_WR)");
