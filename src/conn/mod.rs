@@ -86,6 +86,10 @@ pub struct Conn {
     /// The socket may accept bytes (set by a writable event, cleared by
     /// EAGAIN).
     pub write_ready: bool,
+    /// The poller reported the peer's FIN (EPOLLRDHUP). The FIN raises no
+    /// edge of its own once reported, so reads go on to end of stream
+    /// rather than stop at a short read.
+    pub fin_seen: bool,
     /// Serving stopped because the output ring lacks room for the next
     /// reply: reading is paused until it drains (backpressure).
     pub output_blocked: bool,
@@ -114,6 +118,7 @@ impl Conn {
             // Registering with epoll reports bytes already waiting.
             read_ready: false,
             write_ready: true,
+            fin_seen: false,
             output_blocked: false,
             queued: false,
             last_active: now,

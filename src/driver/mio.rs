@@ -33,10 +33,11 @@ pub fn read(conn: &mut Conn, pool: &mut Pool, budget: usize) -> io::Result<Read>
             }
             Ok(n) => {
                 done.bytes += n;
-                // A short read drained the socket: the next byte to arrive
-                // raises a new edge, so there is no need to spend a syscall
-                // on the EAGAIN.
-                if n < asked {
+                // A short read drained the socket: the next byte (or FIN)
+                // to arrive raises a new edge, so there is no need to spend
+                // a syscall on the EAGAIN. A FIN that already arrived raises
+                // none: then read on to the end of stream.
+                if n < asked && !conn.fin_seen {
                     conn.read_ready = false;
                 }
             }

@@ -162,6 +162,9 @@ impl Shard {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             conn.read_ready = true;
                         }
+                        if event.is_read_closed() {
+                            conn.fin_seen = true;
+                        }
                         if event.is_writable() || event.is_write_closed() || event.is_error() {
                             conn.write_ready = true;
                         }
