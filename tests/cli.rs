@@ -90,6 +90,49 @@ fn unknown_flag_exits_2() {
 }
 
 #[test]
+fn bad_log_level_exits_2() {
+    assert_usage_error(&["--log-level", "loud"], "--log-level");
+}
+
+#[test]
+fn missing_config_file_exits_2() {
+    assert_usage_error(&["--config", "/nonexistent/holdfast.toml"], "--config");
+}
+
+#[test]
+fn max_conns_beyond_the_fd_limit_is_lowered_with_one_warning() {
+    // Under any RLIMIT_NOFILE hard limit short of 9 million (the kernel's
+    // default nr_open is 1 048 576).
+    let server = Server::start(&["--max-conns", "9000000"]);
+    let stderr = server.stderr_text();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("--max-conns") && l.contains("9000000"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning naming both numbers:\n{stderr}"
+    );
+    let lowered: String = server
+        .listening_line
+        .split("max-conns ")
+        .nth(1)
+        .expect("max-conns in the listening line")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(
+        warnings[0].contains(&lowered),
+        "the warning does not name the lowered value {lowered}: {}",
+        warnings[0]
+    );
+    assert!(lowered.parse::<u64>().unwrap() < 9_000_000);
+    let mut client = server.connect();
+    util::echo_round_trip(&mut client, b"still serves");
+}
+
+#[test]
 fn help_prints_to_stdout_and_exits_0() {
     let (status, stdout, _) = run_to_exit(&["serve", "--help"], Duration::from_secs(5));
     let status = status.expect("--help returns");

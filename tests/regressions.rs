@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use util::{Closed, Server, expect_closed, frame, frame_round_trip, read_frame};
 
+/// Fixed on main in 201fe94 ("read to end of stream once EPOLLRDHUP is
+/// seen").
+///
 /// Bug: a FIN that is already in the socket when the data before it is read
 /// is never seen. The mio driver (`driver::read`) takes a short read as proof
 /// that the socket is drained and clears `read_ready` without reading on to
@@ -25,7 +28,6 @@ use util::{Closed, Server, expect_closed, frame, frame_round_trip, read_frame};
 /// the server is stopped (SIGSTOP) while they are queued, which makes it
 /// happen every time.
 #[test]
-#[ignore = "bug: a FIN queued behind data is missed after a short read (driver/mio.rs)"]
 fn fin_already_queued_behind_data_closes_the_connection() {
     let server = Server::start(&["--protocol", "frame", "--idle-timeout", "5s"]);
     let mut client = server.connect();
