@@ -193,7 +193,11 @@ fn sigterm_reads_requests_queued_behind_backpressure() {
 /// A client whose replies pile up unread: it keeps the drain busy until the
 /// grace period ends (the write timeout, 10 s by default, is longer).
 fn stuck_reader(server: &Server) -> TcpStream {
-    let mut client = util::connect_small_rcvbuf(server.addr, 4096);
+    stuck_reader_at(server.addr)
+}
+
+fn stuck_reader_at(addr: std::net::SocketAddr) -> TcpStream {
+    let mut client = util::connect_small_rcvbuf(addr, 4096);
     let chunk = frame(&[0x11u8; 30_000]);
     let start = Instant::now();
     // Until the server stops reading it (output ring full, socket buffers
@@ -296,4 +300,53 @@ fn zero_shutdown_grace_closes_at_once() {
         .expect("exit at once with no grace");
     assert!(status.success(), "exit status {status}");
     assert!(signalled.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn drain_closes_idle_connections_at_once_and_the_stuck_one_at_the_grace() {
+    use holdfast::codec::Protocol;
+    use holdfast::config::Config;
+    use holdfast::metrics::CloseReason;
+
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
+        threads: 1,
+        protocol: Protocol::Frame,
+        shutdown_grace: Duration::from_millis(500),
+        ..Config::default()
+    };
+    config.validate().unwrap();
+    let running = holdfast::server::Server::new(config).start().unwrap();
+    let registry = running.registry.clone();
+    let closed = move |reason: CloseReason| -> u64 {
+        registry
+            .shards
+            .iter()
+            .map(|s| s.closed[reason.index()].get())
+            .sum()
+    };
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| util::connect(running.local_addr)).collect();
+    for client in &mut idle {
+        frame_round_trip(client, b"hello");
+    }
+    let _stuck = stuck_reader_at(running.local_addr);
+
+    let stop = running.stopper();
+    let start = Instant::now();
+    stop();
+    for client in &mut idle {
+        let (_, how, after) = expect_closed(client, Duration::from_millis(400));
+        assert_eq!(how, Closed::Eof, "an idle connection closes cleanly");
+        assert!(after < Duration::from_millis(400));
+    }
+    running.wait();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_secs(2),
+        "the drain took {took:?} with a 500 ms grace"
+    );
+    assert_eq!(closed(CloseReason::Shutdown), 4, "closed[shutdown]");
+    let any: u64 = CloseReason::ALL.iter().map(|&r| closed(r)).sum();
+    assert_eq!(any, 4, "closed for any reason");
 }

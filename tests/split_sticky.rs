@@ -199,3 +199,27 @@ fn frames_larger_than_half_the_ring_wrap_around_it() {
         assert_eq!(read_frame(&mut client), payload, "a {len}-byte frame");
     }
 }
+
+#[test]
+fn lines_larger_than_half_the_ring_wrap_around_it() {
+    // Lines of up to max-frame (4095 with a 4 KiB ring) pipelined, so the
+    // newline search and the reply's newline straddle the ring's end.
+    let server = Server::start(&["--protocol", "line", "--buffer", "4KiB"]);
+    let mut rng = Rng::new(0x0b16_11e5);
+    let mut wire = Vec::new();
+    for i in 0..120 {
+        let len = match i % 3 {
+            0 => 4095,
+            1 => rng.range(2_049, 4_094),
+            _ => rng.range(0, 2_048),
+        };
+        let payload: Vec<u8> = rng
+            .bytes(len)
+            .into_iter()
+            .map(|b| if b == b'\n' || b == b'\r' { b'-' } else { b })
+            .collect();
+        wire.extend_from_slice(&line(&payload));
+    }
+    let mut client = server.connect();
+    send_chunked_expect(&mut client, &wire, &wire, &mut rng, 5_000);
+}
