@@ -150,6 +150,12 @@ struct BenchArgs {
     json: bool,
     #[arg(long, help = "Connect, then hold the connections idle for --duration")]
     idle: bool,
+    #[arg(
+        long,
+        value_name = "PID",
+        help = "Report this local server's CPU time over the measured window, per request"
+    )]
+    server_pid: Option<u32>,
 }
 
 impl BenchArgs {
@@ -166,6 +172,7 @@ impl BenchArgs {
             threads: self.threads.unwrap_or(defaults.threads),
             json: self.json,
             idle: self.idle,
+            server_pid: self.server_pid,
         };
         options.validate()?;
         Ok(options)

@@ -82,6 +82,9 @@ pub struct BenchOptions {
     pub json: bool,
     /// `--idle`: connect, then hold the connections without sending.
     pub idle: bool,
+    /// `--server-pid`: a local server process whose CPU time (utime +
+    /// stime) over the measured window is reported, per request too.
+    pub server_pid: Option<u32>,
 }
 
 impl Default for BenchOptions {
@@ -97,6 +100,7 @@ impl Default for BenchOptions {
             threads: 1,
             json: false,
             idle: false,
+            server_pid: None,
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct Summary {
     pub first_error: Option<String>,
     /// Latency percentiles in nanoseconds: p50, p99, p99.9, max.
     pub latency_nanos: [u64; 4],
+    /// CPU time (user + system) `--server-pid` used in the measured window.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Summary {
@@ -169,6 +175,13 @@ impl Summary {
         } else {
             0.0
         }
+    }
+
+    /// Server CPU time per request answered, when it was measured.
+    pub fn server_cpu_per_request(&self) -> Option<Duration> {
+        let cpu = self.server_cpu?;
+        let requests = u32::try_from(self.requests).ok().filter(|&n| n > 0)?;
+        Some(cpu / requests)
     }
 
     /// The summary as one JSON object on one line (latencies in µs).
@@ -199,6 +212,16 @@ impl Summary {
             micros(self.latency_nanos[3]),
             self.errors,
         );
+        if let Some(cpu) = self.server_cpu {
+            let _ = write!(line, ",\"server_cpu_s\":{:.3}", cpu.as_secs_f64());
+        }
+        if let Some(per) = self.server_cpu_per_request() {
+            let _ = write!(
+                line,
+                ",\"server_cpu_us_per_req\":{:.3}",
+                per.as_secs_f64() * 1e6
+            );
+        }
         if let Some(error) = &self.first_error {
             let _ = write!(line, ",\"first_error\":\"{}\"", json_escape(error));
         }
@@ -231,6 +254,15 @@ impl Summary {
             micros(self.latency_nanos[2]),
             micros(self.latency_nanos[3]),
         );
+        if let Some(cpu) = self.server_cpu {
+            let per = self.server_cpu_per_request().unwrap_or_default();
+            let _ = writeln!(
+                text,
+                "server    {:.3} s CPU, {:.2} µs per request",
+                cpu.as_secs_f64(),
+                per.as_secs_f64() * 1e6
+            );
+        }
         let _ = write!(text, "errors    {}", self.errors);
         if let Some(error) = &self.first_error {
             let _ = write!(text, " (first: {error})");
@@ -272,7 +304,7 @@ pub fn run(options: &BenchOptions) -> Result<Summary, String> {
         })
         .collect::<Result<_, _>>()?;
 
-    progress(options, &live, start, end);
+    let server_cpu = progress(options, &live, start, warmup_end, end)?;
 
     let mut histogram = new_histogram();
     let mut summary = Summary {
@@ -283,6 +315,7 @@ pub fn run(options: &BenchOptions) -> Result<Summary, String> {
         errors: 0,
         first_error: None,
         latency_nanos: [0; 4],
+        server_cpu,
     };
     for handle in handles {
         let outcome = handle
@@ -313,19 +346,46 @@ pub fn new_histogram() -> Histogram<u64> {
 
 /// Until `end`: once a second, a progress line on stderr if it is a
 /// terminal. With `--idle`, one line once every connect has settled, in any
-/// case (a script waits for it before measuring the server).
-fn progress(options: &BenchOptions, live: &Live, start: Instant, end: Instant) {
+/// case (a script waits for it before measuring the server). Reads the
+/// CPU time of `--server-pid` at `warmup_end` and at `end` and returns the
+/// difference.
+fn progress(
+    options: &BenchOptions,
+    live: &Live,
+    start: Instant,
+    warmup_end: Instant,
+    end: Instant,
+) -> Result<Option<Duration>, String> {
     let tty = std::io::stderr().is_terminal();
+    let cpu_now = || match options.server_pid {
+        Some(pid) => process_cpu(pid)
+            .map(Some)
+            .map_err(|error| format!("--server-pid: reading /proc/{pid}/stat: {error}")),
+        None => Ok(None),
+    };
+    let mut cpu_start = if options.warmup.is_zero() {
+        cpu_now()?
+    } else {
+        None
+    };
     let mut last = (start, 0u64);
     let mut announced = false;
+    let tick = Duration::from_millis(if options.idle { 50 } else { 1000 });
     loop {
         let now = Instant::now();
         if now >= end {
             break;
         }
-        let tick = Duration::from_millis(if options.idle { 50 } else { 1000 });
-        std::thread::sleep(tick.min(end - now));
+        // Wake for the next tick, or exactly at the window's edges.
+        let mut wake = now + tick;
+        if cpu_start.is_none() && now < warmup_end {
+            wake = wake.min(warmup_end);
+        }
+        std::thread::sleep(wake.min(end) - now);
         let now = Instant::now();
+        if cpu_start.is_none() && now >= warmup_end {
+            cpu_start = cpu_now()?;
+        }
         let settled = live.settled.load(Ordering::Relaxed);
         let connected = live.connected.load(Ordering::Relaxed);
         let errors = live.errors.load(Ordering::Relaxed);
@@ -350,6 +410,39 @@ fn progress(options: &BenchOptions, live: &Live, start: Instant, end: Instant) {
     if tty && !options.idle {
         eprint!("\r\x1b[K");
     }
+    let cpu_end = cpu_now()?;
+    Ok(match (cpu_start, cpu_end) {
+        (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+        _ => None,
+    })
+}
+
+/// User + system CPU time of process `pid` so far (`/proc/PID/stat`
+/// fields 14 and 15, in clock ticks of `sysconf(_SC_CLK_TCK)`).
+pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = stat_cpu_ticks(&stat)
+        .ok_or_else(|| std::io::Error::other("unexpected /proc/PID/stat format"))?;
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&n| n > 0)
+        .unwrap_or(100) as u64;
+    Ok(Duration::from_nanos(
+        ticks.saturating_mul(1_000_000_000) / per_second,
+    ))
+}
+
+/// utime + stime, in clock ticks, from the text of `/proc/PID/stat`. The
+/// command name (field 2) may hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After `)`: field 3 (state) is first, so utime (14) is the 12th.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Escapes `text` for a JSON string.
@@ -381,6 +474,7 @@ mod tests {
             errors: 1,
             first_error: Some("i/o: \"reset\"".into()),
             latency_nanos: [10_000, 99_000, 999_500, 2_000_000],
+            server_cpu: Some(Duration::from_millis(10)),
         }
     }
 
@@ -395,6 +489,8 @@ mod tests {
             "\"p99_us\":99.0",
             "\"p999_us\":999.5",
             "\"errors\":1",
+            "\"server_cpu_s\":0.010",
+            "\"server_cpu_us_per_req\":5.000",
             "\"protocol\":\"echo\"",
             "\"first_error\":\"i/o: \\\"reset\\\"\"",
         ] {
@@ -408,6 +504,16 @@ mod tests {
         assert!(text.contains("requests  2000 (1000/s)"), "{text}");
         assert!(text.contains("p99 99.0 µs"), "{text}");
         assert!(text.contains("errors    1 (first: "), "{text}");
+    }
+
+    #[test]
+    fn stat_fields_are_counted_from_the_last_parenthesis() {
+        let stat = "1234 (a) b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
+                    250 50 0 0 20 0 3 0 12345 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some(300));
+        assert_eq!(stat_cpu_ticks("garbage"), None);
+        let own = process_cpu(std::process::id()).unwrap();
+        assert!(own < Duration::from_secs(24 * 3600));
     }
 
     #[test]
