@@ -4,13 +4,15 @@
 #   make test   format and lint checks, then every unit, property and integration test
 #   make fmt    format the code
 #   make lint   clippy on every target, warnings are errors
+#   make bench  release build, then holdfast vs tokio (pinned, alternated, 3 rounds); target/bench/results.md
+#   make perf   perf record -g of holdfast under a standard load, top of the report
 #   make fuzz   run each decoder's fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := raw line length
 
-.PHONY: all build release run test check-fmt lint fmt fuzz clean
+.PHONY: all build release run test check-fmt lint fmt fuzz clean bench perf
 
 all: build
 
@@ -45,6 +47,12 @@ fuzz:
 		echo "== fuzz $$target for $(FUZZ_SECONDS)s"; \
 		(cd fuzz && env $$boot cargo $$tc fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
 	done
+
+bench:
+	scripts/bench.sh
+
+perf:
+	scripts/perf.sh
 
 clean:
 	$(CARGO) clean

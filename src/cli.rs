@@ -1,4 +1,5 @@
-//! The command line: `holdfast serve [options]`, turned into a [`Config`].
+//! The command line: `holdfast serve [options]`, turned into a [`Config`],
+//! and `holdfast bench [options]`, turned into [`BenchOptions`].
 //!
 //! Every value is taken as text and parsed by [`Config::set`], the same
 //! parser the `--config` file goes through, so a flag and a file key can
@@ -6,16 +7,21 @@
 //! the flags given. No flag has a clap default, or it would silently
 //! override the file.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError};
+use crate::bench::{BenchOptions, Protocol as BenchProtocol};
+use crate::config::{Config, ConfigError, parse_duration, parse_size};
 
 /// What the command line asked for.
 pub enum Command {
     /// `holdfast serve`: run the server with this validated config.
     Serve(Config),
+    /// `holdfast bench`: load a server with these validated options.
+    Bench(BenchOptions),
 }
 
 /// Parses `args` (including the program name). `Err` carries the exit code
@@ -37,6 +43,7 @@ where
     })?;
     match cli.command {
         Some(Sub::Serve(serve)) => serve.config().map(Command::Serve).map_err(usage_error),
+        Some(Sub::Bench(bench)) => bench.options().map(Command::Bench).map_err(|e| (2, e)),
         None => Err((2, MISSING_COMMAND.into())),
     }
 }
@@ -70,11 +77,106 @@ struct Cli {
     command: Option<Sub>,
 }
 
+// Built once at start-up and dropped: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Sub {
     /// Run the server: accept connections, decode frames, answer them
     #[command(after_help = AFTER_HELP)]
     Serve(ServeArgs),
+    /// Load generator: keep requests in flight on many connections, check
+    /// every echoed byte, report requests/s and latency percentiles
+    #[command(after_help = BENCH_AFTER_HELP)]
+    Bench(BenchArgs),
+}
+
+const BENCH_AFTER_HELP: &str = "\
+Examples:
+  holdfast bench --conns 1000 --pipeline 16 --size 64 --duration 10s
+  holdfast bench --target 127.0.0.1:7000 --protocol frame --json
+  holdfast bench --idle --conns 10000 --duration 5s   # hold idle connections
+
+Past 20000 connections the source address moves on to 127.0.0.2, 127.0.0.3, ...
+(loopback targets only), so the ephemeral port range is never the limit.";
+
+/// The flags of `holdfast bench`.
+#[derive(Args)]
+struct BenchArgs {
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "The server to load [default: 127.0.0.1:7000]"
+    )]
+    target: Option<SocketAddr>,
+    #[arg(long, value_name = "N", help = "Connections [default: 100]")]
+    conns: Option<usize>,
+    #[arg(
+        long,
+        value_name = "P",
+        help = "Requests in flight per connection [default: 1]"
+    )]
+    pipeline: Option<usize>,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_size,
+        help = "Payload bytes per request [default: 64]"
+    )]
+    size: Option<usize>,
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_parser = BenchProtocol::from_name,
+        help = "echo | frame (resp-ping: not yet) [default: echo]"
+    )]
+    protocol: Option<BenchProtocol>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = parse_duration,
+        help = "How long to measure (with --idle: to hold) [default: 10s]"
+    )]
+    duration: Option<Duration>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        value_parser = parse_duration,
+        help = "Load before measuring, not counted [default: 1s]"
+    )]
+    warmup: Option<Duration>,
+    #[arg(long, value_name = "N", help = "Load-generator threads [default: 1]")]
+    threads: Option<usize>,
+    #[arg(long, help = "Print the summary as one JSON line")]
+    json: bool,
+    #[arg(long, help = "Connect, then hold the connections idle for --duration")]
+    idle: bool,
+    #[arg(
+        long,
+        value_name = "PID",
+        help = "Report this local server's CPU time over the measured window, per request"
+    )]
+    server_pid: Option<u32>,
+}
+
+impl BenchArgs {
+    fn options(&self) -> Result<BenchOptions, String> {
+        let defaults = BenchOptions::default();
+        let options = BenchOptions {
+            target: self.target.unwrap_or(defaults.target),
+            conns: self.conns.unwrap_or(defaults.conns),
+            pipeline: self.pipeline.unwrap_or(defaults.pipeline),
+            size: self.size.unwrap_or(defaults.size),
+            protocol: self.protocol.unwrap_or(defaults.protocol),
+            duration: self.duration.unwrap_or(defaults.duration),
+            warmup: self.warmup.unwrap_or(defaults.warmup),
+            threads: self.threads.unwrap_or(defaults.threads),
+            json: self.json,
+            idle: self.idle,
+            server_pid: self.server_pid,
+        };
+        options.validate()?;
+        Ok(options)
+    }
 }
 
 /// The flags of `holdfast serve`. Help strings state each default with its
@@ -274,6 +376,7 @@ fn command_named(args: &[std::ffi::OsString]) -> &'static str {
         .find(|arg| !arg.to_string_lossy().starts_with('-'));
     match word {
         Some(word) if word == "serve" => "holdfast serve",
+        Some(word) if word == "bench" => "holdfast bench",
         _ => "holdfast",
     }
 }
@@ -309,7 +412,10 @@ mod tests {
 
     fn serve(flags: &[&str]) -> Result<Config, (i32, String)> {
         let args = ["holdfast", "serve"].iter().chain(flags);
-        parse(args.copied()).map(|Command::Serve(config)| config)
+        parse(args.copied()).map(|command| match command {
+            Command::Serve(config) => config,
+            Command::Bench(_) => panic!("parsed as bench"),
+        })
     }
 
     fn error_of(args: &[&str]) -> (i32, String) {
@@ -432,7 +538,7 @@ mod tests {
     fn clap_errors_are_one_line_with_code_2() {
         let cases: &[&[&str]] = &[
             &["holdfast", "--bogus"],
-            &["holdfast", "bench"],
+            &["holdfast", "bench", "--conns"],
             &["holdfast", "serve", "--bufer", "1"],
             &["holdfast", "serve", "--buffer"],
             &["holdfast", "serve", "--buffer", "1", "--buffer", "2"],
@@ -452,6 +558,63 @@ mod tests {
             "unexpected argument '--bufer' found; \
              tip: a similar argument exists: '--buffer'; see `holdfast serve --help`"
         );
+    }
+
+    fn bench(flags: &[&str]) -> Result<BenchOptions, (i32, String)> {
+        let args = ["holdfast", "bench"].iter().chain(flags);
+        parse(args.copied()).map(|command| match command {
+            Command::Bench(options) => options,
+            Command::Serve(_) => panic!("parsed as serve"),
+        })
+    }
+
+    #[test]
+    fn bench_flags_are_applied_over_defaults() {
+        let options = bench(&[]).unwrap();
+        assert_eq!(options.target, BenchOptions::default().target);
+        let options = bench(&[
+            "--target",
+            "127.0.0.1:7100",
+            "--conns",
+            "10",
+            "--pipeline",
+            "16",
+            "--size",
+            "4KiB",
+            "--protocol",
+            "frame",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--threads",
+            "2",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(options.target, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(options.conns, 10);
+        assert_eq!(options.pipeline, 16);
+        assert_eq!(options.size, 4096);
+        assert_eq!(options.protocol, BenchProtocol::Frame);
+        assert_eq!(options.duration, std::time::Duration::from_secs(2));
+        assert_eq!(options.warmup, std::time::Duration::from_millis(500));
+        assert_eq!(options.threads, 2);
+        assert!(options.json && !options.idle);
+    }
+
+    #[test]
+    fn bench_errors_are_one_line_naming_the_flag() {
+        let (code, text) = bench(&["--protocol", "resp-ping"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(text.contains("resp-ping is not implemented yet"), "{text}");
+        assert!(text.ends_with("see `holdfast bench --help`"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let (code, text) = bench(&["--conns", "0"]).unwrap_err();
+        assert_eq!((code, text.starts_with("--conns: ")), (2, true), "{text}");
+        let (code, text) = bench(&["--size", "64x"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(text.contains("--size"), "{text}");
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! - [`timer`]: the hashed timer wheel behind every deadline.
 //! - [`metrics`]: per-shard counters, Prometheus text, the admin endpoint.
 //! - [`config`] and [`cli`]: the settings, their bounds, the command line.
+//! - [`bench`]: the load generator behind `holdfast bench` (a client, not
+//!   a layer of the server).
 //! - [`sys`]: socket options, RLIMIT_NOFILE.
 //!
 //! Data flows one way: socket → input ring → codec → service → output ring
@@ -27,6 +29,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod buffer;
 pub mod cli;
 pub mod codec;

@@ -18,6 +18,20 @@ fn main() -> ExitCode {
         }
     };
     match command {
+        Command::Bench(options) => match holdfast::bench::run(&options) {
+            Ok(summary) => {
+                if options.json {
+                    println!("{}", summary.to_json());
+                } else {
+                    print!("{}", summary.to_text());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(line) => {
+                eprintln!("holdfast: {line}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve(config) => {
             init_logging(config.log_level);
             install_panic_hook();

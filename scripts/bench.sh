@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# make bench: holdfast against the tokio reference servers, in one run.
+#
+# Every server runs pinned to CPU 0, the load generator (holdfast bench)
+# to CPU 1. Servers are alternated cell by cell and the whole matrix is
+# repeated ROUNDS times, with the server order rotated each round, so slow
+# drift (thermal, other tenants) lands on every server alike; the report
+# takes the median over rounds. Each cell starts a fresh server.
+#
+# Knobs (environment): ROUNDS (3), DURATION (1500ms), WARMUP (500ms),
+# IDLE_CONNS (10000), OUT (target/bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-1500ms}
+WARMUP=${WARMUP:-500ms}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+OUT=${OUT:-target/bench}
+CONNS=(1 100 1000 10000)
+SIZES=(64 4096)
+PIPELINES=(1 16)
+SERVERS=(holdfast tokio_ct tokio_mt)
+PORT=7400
+SERVER_CPU=0
+CLIENT_CPU=1
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "make bench needs $1 ($2)" >&2; exit 1; }; }
+need taskset "apt-get install util-linux"
+need python3 "apt-get install python3"
+need cargo "a Rust toolchain"
+if [ "$(nproc)" -lt 2 ]; then
+    echo "make bench needs 2 CPUs (server on CPU 0, load on CPU 1); nproc is $(nproc)" >&2
+    exit 1
+fi
+# Each process may hold up to the hard limit; 10000 connections need
+# 10000 fds in the client and 10000 in the server.
+ulimit -n "$(ulimit -Hn)"
+if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 200)) ]; then
+    echo "make bench: RLIMIT_NOFILE $(ulimit -n) is below the $((IDLE_CONNS + 200)) needed for 10000 connections" >&2
+    exit 1
+fi
+
+start_time=$(date +%s)
+echo "== building (release)"
+cargo build --release --bin holdfast --examples
+HOLDFAST=target/release/holdfast
+TOKIO=target/release/examples/tokio_echo
+mkdir -p "$OUT"
+RAW="$OUT/raw.jsonl"
+: > "$RAW"
+SERVER_PID=
+SERVER_LOG="$OUT/server.log"
+
+cleanup() { if [ -n "$SERVER_PID" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi; }
+trap cleanup EXIT
+
+# start_server NAME: starts it on CPU 0, waits for its "listening on" line.
+start_server() {
+    PORT=$((PORT + 1))
+    [ "$PORT" -gt 7900 ] && PORT=7401
+    local addr="127.0.0.1:$PORT"
+    case "$1" in
+        holdfast) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
+                      --threads 1 --log-level info --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+        tokio_ct) taskset -c $SERVER_CPU "$TOKIO" --runtime current_thread --listen "$addr" \
+                      --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+        tokio_mt) taskset -c $SERVER_CPU "$TOKIO" --runtime multi_thread --listen "$addr" \
+                      --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+    esac
+    SERVER_PID=$!
+    TARGET=$addr
+    for _ in $(seq 250); do
+        grep -q "listening on" "$SERVER_LOG" 2>/dev/null && return 0
+        sleep 0.02
+    done
+    echo "server $1 did not start:" >&2; cat "$SERVER_LOG" >&2; exit 1
+}
+
+stop_server() {
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+cells=$(( ${#CONNS[@]} * ${#SIZES[@]} * ${#PIPELINES[@]} ))
+echo "== $ROUNDS rounds × $cells cells × ${#SERVERS[@]} servers, $DURATION each after $WARMUP warm-up"
+for round in $(seq "$ROUNDS"); do
+    # Rotate the server order each round.
+    order=()
+    for i in "${!SERVERS[@]}"; do
+        order+=("${SERVERS[$(( (i + round - 1) % ${#SERVERS[@]} ))]}")
+    done
+    for conns in "${CONNS[@]}"; do
+        for size in "${SIZES[@]}"; do
+            for pipeline in "${PIPELINES[@]}"; do
+                for server in "${order[@]}"; do
+                    start_server "$server"
+                    json=$(taskset -c $CLIENT_CPU "$HOLDFAST" bench --target "$TARGET" \
+                        --conns "$conns" --size "$size" --pipeline "$pipeline" \
+                        --duration "$DURATION" --warmup "$WARMUP" \
+                        --server-pid "$SERVER_PID" --json) || json='{"errors":-1}'
+                    stop_server
+                    echo "{\"kind\":\"load\",\"server\":\"$server\",\"round\":$round,${json#\{}" >> "$RAW"
+                    printf 'round %s  %-8s conns %-5s size %-4s pipeline %-2s  %s\n' \
+                        "$round" "$server" "$conns" "$size" "$pipeline" \
+                        "$(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%10.0f req/s  p99 %8.1f us  cpu %6.3f us/req  errors %s" % (d.get("rps",0), d.get("p99_us",0), d.get("server_cpu_us_per_req",0), d.get("errors")))')"
+                done
+            done
+        done
+    done
+    # Memory per idle connection.
+    for server in "${order[@]}"; do
+        start_server "$server"
+        sleep 0.2
+        before=$(rss_kib "$SERVER_PID")
+        idle_log="$OUT/idle.log"
+        taskset -c $CLIENT_CPU "$HOLDFAST" bench --idle --target "$TARGET" --conns "$IDLE_CONNS" \
+            --duration 4s --warmup 0ms --json >/dev/null 2>"$idle_log" &
+        idle_pid=$!
+        for _ in $(seq 300); do
+            grep -q "holding" "$idle_log" && break
+            sleep 0.02
+        done
+        sleep 1 # let the server accept the whole backlog
+        after=$(rss_kib "$SERVER_PID")
+        wait "$idle_pid" || true
+        stop_server
+        echo "{\"kind\":\"idle\",\"server\":\"$server\",\"round\":$round,\"conns\":$IDLE_CONNS,\"rss_before_kib\":$before,\"rss_after_kib\":$after,\"log\":\"$(tr -d '"\n' < "$idle_log")\"}" >> "$RAW"
+        echo "round $round  $server idle: RSS $before KiB -> $after KiB for $IDLE_CONNS connections ($(tr -d '\n' < "$idle_log"))"
+    done
+done
+
+elapsed=$(( $(date +%s) - start_time ))
+python3 scripts/bench_report.py "$RAW" "$OUT/results.md" "$OUT/rps.svg" "$elapsed" "$DURATION" "$WARMUP" "$ROUNDS"
+cat "$OUT/results.md"
+echo "wrote $OUT/results.md and $OUT/rps.svg (make bench took ${elapsed}s)"

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Turns the raw lines of scripts/bench.sh into the Markdown table and the
+SVG chart: medians over rounds, ratios to tokio current_thread."""
+
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+SERVERS = ["holdfast", "tokio_ct", "tokio_mt"]
+LABEL = {
+    "holdfast": "holdfast (1 shard)",
+    "tokio_ct": "tokio current_thread",
+    "tokio_mt": "tokio multi_thread",
+}
+COLOR = {"holdfast": "#d62728", "tokio_ct": "#1f77b4", "tokio_mt": "#2ca02c"}
+BASE = "tokio_ct"
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rustc = "?"
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(f.readline().split()[1])
+            mem = "%.0f GiB" % (kib / 2**20)
+    except (OSError, ValueError, IndexError):
+        pass
+    return "%d CPUs (%s), %s RAM, Linux %s, %s" % (
+        os.cpu_count() or 0, model, mem, platform.release(), rustc)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(value, base):
+    if value is None or not base:
+        return None
+    return value / base
+
+
+def fmt(value, pattern):
+    return "–" if value is None else pattern % value
+
+
+def main():
+    raw, md_path, svg_path, elapsed, duration, warmup, rounds = sys.argv[1:8]
+    rows = [json.loads(line) for line in open(raw) if line.strip()]
+    load = [r for r in rows if r.get("kind") == "load"]
+    idle = [r for r in rows if r.get("kind") == "idle"]
+    cells = sorted({(r["conns"], r["size"], r["pipeline"]) for r in load if "conns" in r})
+
+    med = {}
+    errors = {}
+    for cell in cells:
+        for server in SERVERS:
+            runs = [r for r in load if r["server"] == server and (r.get("conns"), r.get("size"), r.get("pipeline")) == cell]
+            med[cell, server] = {
+                "rps": median([r.get("rps") for r in runs]),
+                "p99": median([r.get("p99_us") for r in runs]),
+                "cpu": median([r.get("server_cpu_us_per_req") for r in runs]),
+            }
+            errors[cell, server] = sum(max(r.get("errors", 0), 0) for r in runs) + sum(1 for r in runs if r.get("errors", 0) < 0)
+
+    out = []
+    out.append("## `make bench` results\n")
+    out.append("Machine: %s.  " % machine())
+    out.append("Each cell: %s measured after %s warm-up, median of %s rounds; server pinned to CPU 0, "
+               "`holdfast bench` to CPU 1; echo protocol; ratios are to tokio current_thread "
+               "(req/s: higher is better; p99 and CPU/req: lower is better). "
+               "Whole run: %s s.\n" % (duration, warmup, rounds, elapsed))
+    out.append("| conns | size | pipeline | server | req/s | ×ct | p99 µs | ×ct | CPU µs/req | ×ct | errors |")
+    out.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    geo = {s: [] for s in SERVERS}
+    for cell in cells:
+        base = med[cell, BASE]
+        for server in SERVERS:
+            m = med[cell, server]
+            r_rps, r_p99, r_cpu = ratio(m["rps"], base["rps"]), ratio(m["p99"], base["p99"]), ratio(m["cpu"], base["cpu"])
+            if r_cpu:
+                geo[server].append(r_cpu)
+            out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                cell[0], cell[1], cell[2], LABEL[server],
+                fmt(m["rps"], "%.0f"), fmt(r_rps, "%.2f"),
+                fmt(m["p99"], "%.1f"), fmt(r_p99, "%.2f"),
+                fmt(m["cpu"], "%.3f"), fmt(r_cpu, "%.2f"),
+                errors[cell, server]))
+    out.append("")
+    out.append("Geometric mean over the matrix of CPU µs/req relative to tokio current_thread: " + ", ".join(
+        "%s %s" % (LABEL[s], fmt(math.exp(sum(map(math.log, geo[s])) / len(geo[s])) if geo[s] else None, "%.2f×"))
+        for s in SERVERS) + ".\n")
+
+    out.append("### Memory per idle connection\n")
+    out.append("| server | idle conns | RSS before KiB | RSS after KiB | bytes per connection (median) |")
+    out.append("|---|---:|---:|---:|---:|")
+    for server in SERVERS:
+        runs = [r for r in idle if r["server"] == server]
+        if not runs:
+            continue
+        per = median([(r["rss_after_kib"] - r["rss_before_kib"]) * 1024 / r["conns"] for r in runs])
+        out.append("| %s | %d | %s | %s | %.0f |" % (
+            LABEL[server], runs[0]["conns"],
+            "/".join(str(r["rss_before_kib"]) for r in runs),
+            "/".join(str(r["rss_after_kib"]) for r in runs), per))
+    out.append("")
+    with open(md_path, "w") as f:
+        f.write("\n".join(out) + "\n")
+    with open(svg_path, "w") as f:
+        f.write(svg(cells, med))
+
+
+def svg(cells, med):
+    """Four panels (size × pipeline), req/s against connections (log x)."""
+    conns = sorted({c[0] for c in cells})
+    panels = sorted({(c[1], c[2]) for c in cells})
+    pw, ph, margin = 380, 260, 60
+    width = pw * 2 + margin
+    height = ph * ((len(panels) + 1) // 2) + 70
+    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (width, height),
+             '<rect width="100%" height="100%" fill="white"/>',
+             '<text x="%d" y="18" font-size="14" text-anchor="middle">requests/s against connections (median of rounds; server on 1 CPU)</text>' % (width / 2)]
+    for i, server in enumerate(SERVERS):
+        x = 20 + i * 200
+        parts.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/><text x="%d" y="40">%s</text>' % (x, COLOR[server], x + 16, LABEL[server]))
+    for index, (size, pipeline) in enumerate(panels):
+        ox = margin + (index % 2) * pw
+        oy = 60 + (index // 2) * ph
+        w, h = pw - 70, ph - 70
+        top = max((med[(c, size, pipeline), s]["rps"] or 0) for c in conns for s in SERVERS) or 1
+        top = top * 1.1
+        parts.append('<text x="%d" y="%d" text-anchor="middle" font-size="12">%d B, pipeline %d</text>' % (ox + w / 2, oy + 12, size, pipeline))
+        y0 = oy + 20
+        parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#888"/>' % (ox, y0, w, h))
+        for k in range(5):
+            v = top * k / 4
+            y = y0 + h - h * k / 4
+            parts.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#eee"/>' % (ox, y, ox + w, y))
+            parts.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (ox - 4, y + 4, human(v)))
+
+        def xpos(c):
+            return ox + w * (conns.index(c) / max(1, len(conns) - 1))
+        for c in conns:
+            parts.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (xpos(c), y0 + h + 14, c))
+        for server in SERVERS:
+            points = [(xpos(c), y0 + h - h * (med[(c, size, pipeline), server]["rps"] or 0) / top) for c in conns]
+            parts.append('<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>' % (
+                COLOR[server], " ".join("%.1f,%.1f" % p for p in points)))
+            for p in points:
+                parts.append('<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>' % (p[0], p[1], COLOR[server]))
+        parts.append('<text x="%.1f" y="%d" text-anchor="middle">connections</text>' % (ox + w / 2, y0 + h + 28))
+    parts.append("</svg>\n")
+    return "\n".join(parts)
+
+
+def human(v):
+    if v >= 1e6:
+        return "%.1fM" % (v / 1e6)
+    if v >= 1e3:
+        return "%.0fk" % (v / 1e3)
+    return "%.0f" % v
+
+
+if __name__ == "__main__":
+    main()
