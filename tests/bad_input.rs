@@ -29,11 +29,14 @@ fn oversized_frame_header_closes_before_the_payload() {
         "{} bytes in answer to a bad header",
         bytes.len()
     );
+    // Clients close on EOF; until they do, the server lingers.
+    drop(client);
 
     // A header announcing 4 GiB - 1.
     let mut huge = server.connect();
     huge.write_all(&u32::MAX.to_be_bytes()).unwrap();
     expect_closed(&mut huge, Duration::from_secs(1));
+    drop(huge);
 
     server.wait_metric(
         CLOSED,
@@ -52,6 +55,7 @@ fn explicit_max_frame_is_the_payload_limit() {
     frame_round_trip(&mut client, &[1u8; 100]);
     client.write_all(&frame(&[1u8; 101])).unwrap();
     expect_closed(&mut client, Duration::from_secs(1));
+    drop(client);
     server.wait_metric(
         CLOSED,
         &[("reason", "protocol_error")],
@@ -72,12 +76,16 @@ fn line_longer_than_max_frame_closes() {
     long.push(b'\n');
     client.write_all(&long).unwrap();
     expect_closed(&mut client, Duration::from_secs(1));
+    // A client closes on EOF; until it does, the server lingers (and
+    // counts the close when it ends).
+    drop(client);
 
     // No newline at all: closed once more than max-frame bytes are in,
     // without waiting for the rest of the 5000.
     let mut endless = server.connect();
     endless.write_all(&[b'c'; 5000]).unwrap();
     expect_closed(&mut endless, Duration::from_secs(1));
+    drop(endless);
 
     server.wait_metric(
         CLOSED,
@@ -103,6 +111,7 @@ fn replies_to_frames_before_a_bad_one_still_arrive() {
     assert_eq!(read_frame(&mut client), b"third");
     let (rest, _, _) = expect_closed(&mut client, Duration::from_secs(1));
     assert!(rest.is_empty(), "bytes after the three replies: {rest:?}");
+    drop(client);
     server.wait_metric(
         CLOSED,
         &[("reason", "protocol_error")],

@@ -74,15 +74,14 @@ fn fin_arriving_after_a_pause_closes_the_connection() {
 /// A connection closed after a protocol error (or at the end of a drain)
 /// loses replies to the good frames before the bad one whenever the peer
 /// is slower to read than the server to write and sent anything after the
-/// bad frame. A lingering close (shutdown(SHUT_WR), then read and discard
-/// until EOF or a deadline, then close) would deliver them.
+/// bad frame. Fixed by the lingering close (shutdown(SHUT_WR), then read
+/// and discard until EOF or `LINGER_MS`, then close).
 ///
 /// Reproduction: `holdfast serve --protocol frame`; a client with SO_RCVBUF
 /// 4096 sends 50 frames of 1000 bytes, a header announcing 1e9 bytes, and
 /// 50 000 more bytes; 300 ms later it reads: it gets 4096 of the 50 200
 /// reply bytes, then ECONNRESET.
 #[test]
-#[ignore = "bug: close with unread input resets the connection and drops flushed replies"]
 fn replies_before_a_bad_frame_survive_bytes_behind_it() {
     let server = Server::start(&["--protocol", "frame"]);
     let mut client = util::connect_small_rcvbuf(server.addr, 4096);
@@ -105,9 +104,8 @@ fn replies_before_a_bad_frame_survive_bytes_behind_it() {
 /// Reproduction: `holdfast serve --protocol frame`; a client with SO_RCVBUF
 /// 4096 sends 50 frames of 1000 bytes (all acknowledged), the server gets
 /// SIGTERM, the client sends 50 more frames and then reads: the first 50
-/// replies do not all arrive (ECONNRESET).
+/// replies do not all arrive (ECONNRESET). Fixed by the lingering close.
 #[test]
-#[ignore = "bug: close with unread input resets the connection and drops flushed replies"]
 fn replies_before_sigterm_survive_bytes_sent_after_it() {
     let server = Server::start(&["--protocol", "frame", "--shutdown-grace", "5s"]);
     let mut client = util::connect_small_rcvbuf(server.addr, 4096);
@@ -126,4 +124,31 @@ fn replies_before_sigterm_survive_bytes_sent_after_it() {
     for (i, payload) in payloads.iter().enumerate() {
         assert_eq!(&read_frame(&mut client), payload, "reply {i}");
     }
+}
+
+/// The lingering close is bounded: a peer that keeps its side open, and
+/// keeps sending, after our FIN is still closed once `LINGER_MS` (2 s) has
+/// passed, with the reason that started the close.
+#[test]
+fn lingering_is_bounded_for_a_peer_that_never_closes() {
+    let server = Server::start(&["--protocol", "frame", "--idle-timeout", "30s"]);
+    let mut client = server.connect();
+    frame_round_trip(&mut client, b"ok");
+    // A header over max-frame: a protocol error, answered with our FIN.
+    client.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    let (_, how, _) = expect_closed(&mut client, Duration::from_secs(1));
+    assert_eq!(how, Closed::Eof);
+    // The server lingers, reading and discarding what still comes.
+    for _ in 0..5 {
+        let _ = client.write(&[b'x'; 100]);
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.metric("holdfast_connections_open", &[]), 1.0);
+    server.wait_metric(
+        "holdfast_connections_closed_total",
+        &[("reason", "protocol_error")],
+        1.0,
+        Duration::from_secs(4),
+    );
+    assert_eq!(server.metric("holdfast_connections_open", &[]), 0.0);
 }

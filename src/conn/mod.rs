@@ -29,24 +29,35 @@ pub enum State {
     /// Closing for this reason once the output is flushed; nothing more is
     /// read or served (a service asked to close, or the stream was corrupt).
     Closing(CloseReason),
+    /// Our side is shut (FIN sent after the last reply); input is read and
+    /// discarded until the peer's FIN or [`LINGER_MS`], then the connection
+    /// closes for this reason. Closing a socket that still has unread input
+    /// makes the kernel send a reset, which destroys replies the peer has
+    /// not read yet; lingering lets them arrive (nginx's lingering close).
+    Lingering(CloseReason),
 }
+
+/// How long a connection lingers after our FIN for the peer's, at most.
+/// Two seconds is plenty for a peer that is reading to take its replies,
+/// and bounds what one that keeps sending can cost.
+pub const LINGER_MS: Millis = 2_000;
 
 impl State {
     /// Whether the socket should be read in this state.
     pub fn reads(self) -> bool {
-        matches!(self, State::Open | State::DrainRead)
+        matches!(self, State::Open | State::DrainRead | State::Lingering(_))
     }
 
     /// Whether received frames are still served in this state.
     pub fn serves(self) -> bool {
-        !matches!(self, State::Closing(_))
+        !matches!(self, State::Closing(_) | State::Lingering(_))
     }
 
     /// The reason to count when this connection closes once it has nothing
     /// left to do, or `None` while it may still receive frames.
     pub fn finished_reason(self) -> Option<CloseReason> {
         match self {
-            State::Open | State::DrainRead => None,
+            State::Open | State::DrainRead | State::Lingering(_) => None,
             State::ReadClosed => Some(CloseReason::Peer),
             State::Drain => Some(CloseReason::Shutdown),
             State::Closing(reason) => Some(reason),
@@ -86,6 +97,8 @@ pub struct Conn {
     /// The socket may accept bytes (set by a writable event, cleared by
     /// EAGAIN).
     pub write_ready: bool,
+    /// A read returned end of stream: the peer will send nothing more.
+    pub eof: bool,
     /// The poller reported the peer's FIN (EPOLLRDHUP). The FIN raises no
     /// edge of its own once reported, so reads go on to end of stream
     /// rather than stop at a short read.
@@ -118,6 +131,7 @@ impl Conn {
             // Registering with epoll reports bytes already waiting.
             read_ready: false,
             write_ready: true,
+            eof: false,
             fin_seen: false,
             output_blocked: false,
             queued: false,
@@ -151,8 +165,14 @@ impl Conn {
     /// with. Output that makes no progress is the write timeout's; an
     /// incomplete frame is the read timeout's, except while reading is
     /// paused for backpressure (then the peer is not the one stalling);
-    /// otherwise the idle timeout's.
+    /// otherwise the idle timeout's. A lingering connection has only its
+    /// linger deadline.
     pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, CloseReason) {
+        if let State::Lingering(reason) = self.state {
+            // Our FIN was the last write: the linger is counted from it,
+            // and reading (discarding) does not extend it.
+            return (self.write_since + LINGER_MS, reason);
+        }
         let mut deadline = (self.last_active + timeouts.idle, CloseReason::IdleTimeout);
         let mut tighten = |at: Millis, reason: CloseReason| {
             if at < deadline.0 {

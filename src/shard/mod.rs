@@ -241,6 +241,7 @@ impl Shard {
                         }
                         if read.eof {
                             moved = true;
+                            conn.eof = true;
                             conn.state = match conn.state {
                                 State::Open => State::ReadClosed,
                                 State::DrainRead => State::Drain,
@@ -291,12 +292,27 @@ impl Shard {
             self.close(token, reason);
             return;
         }
+        if let State::Lingering(reason) = conn.state
+            && conn.eof
+        {
+            // The peer has taken its replies and closed: a clean close.
+            self.close(token, reason);
+            return;
+        }
         if let Some(reason) = conn.state.finished_reason()
             && conn.output_len() == 0
             && !conn.output_blocked
         {
-            self.close(token, reason);
-            return;
+            if conn.eof {
+                self.close(token, reason);
+                return;
+            }
+            // The peer may still send: shut our side and linger so that
+            // its unread input cannot turn the close into a reset.
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            conn.state = State::Lingering(reason);
+            conn.write_since = now;
+            conn.read_ready = true;
         }
         if conn.wants_read() && !conn.queued {
             conn.queued = true;
