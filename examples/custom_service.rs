@@ -29,8 +29,8 @@ struct Shout {
 const COUNTER_LEN_MAX: usize = 21;
 
 impl Service for Shout {
-    fn reply_reserve(&self, frame_len: usize) -> usize {
-        frame_len + COUNTER_LEN_MAX
+    fn reply_reserve(&self, frame: &[u8]) -> usize {
+        frame.len() + COUNTER_LEN_MAX
     }
 
     fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {

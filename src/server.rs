@@ -13,7 +13,7 @@ use mio::Waker;
 
 use crate::config::Config;
 use crate::metrics::{Registry, ShardMetrics, admin};
-use crate::service::{Echo, Service};
+use crate::service::{Echo, Service, ServiceContext};
 use crate::shard::{FDS_PER_SHARD, Shard, Shared};
 use crate::sys;
 
@@ -26,7 +26,7 @@ const FDS_OWN_BASE: usize = 32;
 const EXIT_SHARD_DIED: i32 = 70;
 
 /// Builds the service instance of one shard.
-pub type ServiceFactory = Arc<dyn Fn() -> Box<dyn Service> + Send + Sync>;
+pub type ServiceFactory = Arc<dyn Fn(&ServiceContext<'_>) -> Box<dyn Service> + Send + Sync>;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -101,7 +101,7 @@ impl Server {
     pub fn new(config: Config) -> Server {
         Server {
             config,
-            factory: Arc::new(|| Box::new(Echo)),
+            factory: Arc::new(|_| Box::new(Echo)),
         }
     }
 
@@ -111,7 +111,19 @@ impl Server {
         S: Service,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.factory = Arc::new(move || Box::new(make()));
+        self.factory = Arc::new(move |_| Box::new(make()));
+        self
+    }
+
+    /// Runs the service `make(context)` builds for each shard, for services
+    /// that need to know where they run (the shard, the settings, the
+    /// engine's counters).
+    pub fn service_with<S, F>(mut self, make: F) -> Server
+    where
+        S: Service,
+        F: Fn(&ServiceContext<'_>) -> S + Send + Sync + 'static,
+    {
+        self.factory = Arc::new(move |context| Box::new(make(context)));
         self
     }
 
@@ -202,12 +214,23 @@ impl Server {
         };
         let mut shards = Vec::with_capacity(config.threads);
         let mut wakers = Vec::with_capacity(config.threads);
-        for (listener, metrics) in listeners.into_iter().zip(metrics) {
-            let (shard, waker) = Shard::new(listener, (self.factory)(), &config, &shared, metrics)
-                .map_err(|source| ServerError::Setup {
-                    what: "creating a shard",
-                    source,
-                })?;
+        for (index, (listener, metrics)) in listeners.into_iter().zip(metrics).enumerate() {
+            let context = ServiceContext {
+                shard: index,
+                config: &config,
+                registry: &registry,
+            };
+            let (shard, waker) = Shard::new(
+                listener,
+                (self.factory)(&context),
+                &config,
+                &shared,
+                metrics,
+            )
+            .map_err(|source| ServerError::Setup {
+                what: "creating a shard",
+                source,
+            })?;
             shards.push(shard);
             wakers.push(waker);
         }

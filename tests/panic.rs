@@ -22,8 +22,8 @@ use util::{connect, expect_closed, line_round_trip, wait_until};
 struct PanicsOnBoom;
 
 impl Service for PanicsOnBoom {
-    fn reply_reserve(&self, frame_len: usize) -> usize {
-        frame_len
+    fn reply_reserve(&self, frame: &[u8]) -> usize {
+        frame.len()
     }
 
     fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {
@@ -40,7 +40,8 @@ impl Service for PanicsOnBoom {
 struct Overflows;
 
 impl Service for Overflows {
-    fn reply_reserve(&self, frame_len: usize) -> usize {
+    fn reply_reserve(&self, frame: &[u8]) -> usize {
+        let frame_len = frame.len();
         if frame_len == 13 { 1 << 40 } else { frame_len }
     }
 

@@ -233,6 +233,16 @@ impl Codec {
         }
     }
 
+    /// What to tell the peer before closing on `error`, for protocols that
+    /// have an error reply (none of the built-in framings does); the close
+    /// follows once it is flushed.
+    pub fn error_reply(&self, error: &DecodeError) -> Option<&'static [u8]> {
+        let _ = error;
+        match self.protocol {
+            Protocol::Echo | Protocol::Line | Protocol::Frame => None,
+        }
+    }
+
     /// Starts a reply in `out`: writes any header placeholder and returns a
     /// mark for [`Codec::end_reply`]. The caller guarantees
     /// `out.free() >= reply payload bound + protocol overhead`.

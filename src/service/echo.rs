@@ -7,8 +7,8 @@ use super::{Reply, Service};
 pub struct Echo;
 
 impl Service for Echo {
-    fn reply_reserve(&self, frame_len: usize) -> usize {
-        frame_len
+    fn reply_reserve(&self, frame: &[u8]) -> usize {
+        frame.len()
     }
 
     fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {

@@ -12,7 +12,7 @@ use std::io;
 /// # Implementer notes
 ///
 /// - `call` gets exactly one complete frame (its payload, without header or
-///   delimiter) and writes at most `reply_reserve(frame.len())` payload bytes
+///   delimiter) and writes at most `reply_reserve(frame)` payload bytes
 ///   into the reply. The engine frames the reply for the protocol (length
 ///   header, newline) itself.
 /// - The engine calls `call` only once the output ring has room for
@@ -24,12 +24,27 @@ use std::io;
 ///   across a panic or do not keep it.
 /// - `call` must not block: it runs on the event loop.
 pub trait Service: Send + 'static {
-    /// The most payload bytes the reply to a frame of `frame_len` bytes may
-    /// take. Must be at most the ring capacity minus the protocol framing.
-    fn reply_reserve(&self, frame_len: usize) -> usize;
+    /// The most payload bytes the reply to `frame` may take. It sees the
+    /// frame so that a reserve can be exact (a GET can look up its value's
+    /// length) rather than the worst case, which keeps pipelined replies
+    /// packed in the output ring. More than the ring capacity minus the
+    /// protocol framing can never be served: the connection is closed with
+    /// reason `output_overflow`.
+    fn reply_reserve(&self, frame: &[u8]) -> usize;
 
     /// Serves one frame.
     fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>);
+}
+
+/// Where a service instance runs, for the factory that builds it: one
+/// instance per shard.
+pub struct ServiceContext<'a> {
+    /// The shard's index, from 0.
+    pub shard: usize,
+    /// The validated settings (threads and `max_conns` resolved).
+    pub config: &'a crate::config::Config,
+    /// The engine's counters, for services that report them (INFO, say).
+    pub registry: &'a std::sync::Arc<crate::metrics::Registry>,
 }
 
 /// Where a service writes its reply: a bounded window of the connection's

@@ -48,6 +48,14 @@ pub fn serve(
             Decoded::NeedMore => break,
             Decoded::Error(error) => {
                 log::debug!("closing a connection: {error}");
+                // Tell the peer why, when the protocol has a way to and
+                // there is room; the close follows the flush.
+                if let Some(message) = codec.error_reply(&error) {
+                    let output = output_slot.get_or_insert_with(|| pool.take());
+                    if output.free() >= message.len() {
+                        output.push(message);
+                    }
+                }
                 *state = State::Closing(CloseReason::ProtocolError);
                 break;
             }
@@ -58,7 +66,16 @@ pub fn serve(
             } => (start, len, consumed),
         };
         debug_assert!(start + len <= consumed && consumed <= view.len());
-        let reserve = service.reply_reserve(len);
+        // A frame that wraps around the ring's end is copied once into the
+        // shard's scratch so the service always sees one slice.
+        let payload: &[u8] = match view.contiguous(start, len) {
+            Some(payload) => payload,
+            None => {
+                view.copy_to(start, &mut scratch[..len]);
+                &scratch[..len]
+            }
+        };
+        let reserve = service.reply_reserve(payload);
         let need = reserve.saturating_add(codec.protocol().overhead());
         let output = output_slot.get_or_insert_with(|| pool.take());
         if need > output.capacity() {
@@ -70,15 +87,6 @@ pub fn serve(
             *output_blocked = true;
             break;
         }
-        // A frame that wraps around the ring's end is copied once into the
-        // shard's scratch so the service always sees one slice.
-        let payload: &[u8] = match view.contiguous(start, len) {
-            Some(payload) => payload,
-            None => {
-                view.copy_to(start, &mut scratch[..len]);
-                &scratch[..len]
-            }
-        };
         let mark = codec.begin_reply(output);
         let mut reply = Reply::new(output, reserve);
         let called = catch_unwind(AssertUnwindSafe(|| service.call(payload, &mut reply)));
