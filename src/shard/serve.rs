@@ -4,7 +4,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::buffer::Pool;
-use crate::codec::{Codec, Decoded, Input};
+use crate::codec::{Codec, Decoded, Input, Protocol};
 use crate::conn::{Conn, State};
 use crate::metrics::{CloseReason, ShardMetrics};
 use crate::service::{Reply, Service};
@@ -66,6 +66,20 @@ pub fn serve(
             } => (start, len, consumed),
         };
         debug_assert!(start + len <= consumed && consumed <= view.len());
+        let output = output_slot.get_or_insert_with(|| pool.take());
+        // A raw byte stream has no frame boundaries, so a frame may be cut
+        // to the room left in the output ring instead of waiting for all of
+        // it to drain: replies then stream while the peer sends.
+        let (len, consumed) = if codec.protocol() == Protocol::Echo && len > output.free() {
+            let room = output.free();
+            if room < len.min(output.capacity() / 4) {
+                *output_blocked = true;
+                break;
+            }
+            (room, room)
+        } else {
+            (len, consumed)
+        };
         // A frame that wraps around the ring's end is copied once into the
         // shard's scratch so the service always sees one slice.
         let payload: &[u8] = match view.contiguous(start, len) {
@@ -77,7 +91,6 @@ pub fn serve(
         };
         let reserve = service.reply_reserve(payload);
         let need = reserve.saturating_add(codec.protocol().overhead());
-        let output = output_slot.get_or_insert_with(|| pool.take());
         if need > output.capacity() {
             // No amount of flushing makes room: the service reserved more
             // than the ring can ever hold.
