@@ -184,6 +184,17 @@ impl Server {
 
         let mut listeners = Vec::with_capacity(config.threads);
         let reuse_port = config.threads > 1;
+        if reuse_port && config.listen.port() != 0 {
+            // SO_REUSEPORT would let this process quietly share the port
+            // with another server of the same user (a second holdfast, say)
+            // instead of failing. A plain bind first finds that out.
+            drop(
+                sys::listener(config.listen, 1, false).map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?,
+            );
+        }
         for _ in 0..config.threads {
             // With port 0 the first bind picks the port; the others share it.
             let addr = listeners

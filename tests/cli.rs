@@ -283,3 +283,34 @@ fn admin_off_says_so_and_serves() {
     let mut client = server.connect();
     util::echo_round_trip(&mut client, b"no admin needed");
 }
+
+/// Several shards bind with SO_REUSEPORT, which would let a second server
+/// of the same user quietly share a port already in use; it must fail to
+/// bind instead, as a single-shard server does.
+#[test]
+fn second_multi_shard_server_on_a_taken_port_exits_1() {
+    let first = Server::start(&["--threads", "2", "--admin", "off"]);
+    let addr = first.addr.to_string();
+    let (status, _, stderr) = run_to_exit(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--admin",
+            "off",
+            "--threads",
+            "2",
+        ],
+        Duration::from_secs(5),
+    );
+    let status = status.expect("exits");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status {status}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&addr),
+        "the message does not name {addr}:\n{stderr}"
+    );
+}
