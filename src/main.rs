@@ -53,7 +53,9 @@ fn init_logging(level: log::LevelFilter) {
         .set_thread_level(log::LevelFilter::Off)
         .set_target_level(log::LevelFilter::Off)
         .build();
-    let _ = simplelog::WriteLogger::init(level, config, std::io::stderr());
+    // Line-buffered: one write(2) per log line, not one per fragment.
+    let stderr = std::io::LineWriter::new(std::io::stderr());
+    let _ = simplelog::WriteLogger::init(level, config, stderr);
 }
 
 /// Panics in a service are caught and counted per connection; log them as
