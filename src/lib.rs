@@ -19,7 +19,7 @@
 //! - [`timer`]: the hashed timer wheel behind every deadline.
 //! - [`metrics`]: per-shard counters, Prometheus text, the admin endpoint.
 //! - [`config`] and [`cli`]: the settings, their bounds, the command line.
-//! - [`bench`]: the load generator behind `holdfast bench` (a client, not
+//! - [`bench`](mod@bench): the load generator behind `holdfast bench` (a client, not
 //!   a layer of the server).
 //! - [`sys`]: socket options, RLIMIT_NOFILE.
 //!
