@@ -10,7 +10,7 @@
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := raw line length
+FUZZ_TARGETS := raw line length resp
 
 .PHONY: all build release run test check-fmt lint fmt fuzz clean bench perf
 
