@@ -120,7 +120,13 @@ pub fn decode(input: Input<'_>, max_frame: usize, progress: &mut usize) -> Decod
         Decoded::NeedMore => {
             // The contract that keeps a full ring from stalling: whatever
             // is still missing fits within max_frame.
-            debug_assert!(input.len() < max_frame.max(1));
+            debug_assert!(
+                input.len() < max_frame.max(1),
+                "need more with {} bytes held, max {max_frame}: {:?} {:?}",
+                input.len(),
+                input.first,
+                input.second
+            );
         }
         Decoded::Frame { .. } | Decoded::Error(_) => *progress = 0,
     }
@@ -384,6 +390,10 @@ fn line_number(
         return Err(protocol(error::COMMAND_TOO_BIG));
     }
     if cr + 1 >= scan {
+        // The `\n` is not in yet; or could only come past the line limit.
+        if scan == HEADER_LINE_MAX {
+            return Err(protocol(too_big));
+        }
         return Err(Decoded::NeedMore);
     }
     if digits[cr + 1] != b'\n' {
