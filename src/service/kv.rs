@@ -638,7 +638,9 @@ impl Out<'_, '_> {
 
     fn wrong_arity(&mut self, name: &[u8]) {
         self.put(b"-ERR wrong number of arguments for '");
-        self.put(&sanitized(name, 32));
+        let mut name = sanitized(name, 32);
+        name.make_ascii_lowercase();
+        self.put(&name);
         self.put(b"' command\r\n");
     }
 
