@@ -5,14 +5,15 @@
 #   make fmt    format the code
 #   make lint   clippy on every target, warnings are errors
 #   make bench  release build, then holdfast vs tokio (pinned, alternated, 3 rounds); target/bench/results.md
+#   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
 #   make perf   perf record -g of holdfast under a standard load, top of the report
 #   make fuzz   run each decoder's fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := raw line length
+FUZZ_TARGETS := raw line length resp
 
-.PHONY: all build release run test check-fmt lint fmt fuzz clean bench perf
+.PHONY: all build release run test deps check-fmt lint fmt fuzz clean bench bench-redis perf
 
 all: build
 
@@ -25,9 +26,13 @@ release:
 run: release
 	./target/release/holdfast serve
 
-test: check-fmt lint
+test: deps check-fmt lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+
+# The resp integration tests drive the server with redis-cli.
+deps:
+	command -v redis-cli >/dev/null || (apt-get update && apt-get install -y redis-tools)
 
 check-fmt:
 	$(CARGO) fmt --all -- --check
@@ -50,6 +55,9 @@ fuzz:
 
 bench:
 	scripts/bench.sh
+
+bench-redis: release
+	scripts/bench_redis.sh
 
 perf:
 	scripts/perf.sh

@@ -27,6 +27,12 @@ fn full_ring(protocol: Protocol) -> (Ring, usize) {
             frame.push(b'\n');
         }
         Protocol::Echo => frame.extend(std::iter::repeat_n(b'x', PAYLOAD)),
+        Protocol::Resp => {
+            // SET k <value>: a typical small command, 32 payload bytes.
+            frame.extend(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$32\r\n");
+            frame.extend(std::iter::repeat_n(b'x', PAYLOAD));
+            frame.extend(b"\r\n");
+        }
     }
     let mut ring = Ring::with_capacity(CAPACITY);
     let mut frames = 0;
@@ -62,7 +68,12 @@ fn decode_all(codec: &Codec, ring: &Ring) -> usize {
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec/decode_full_ring");
-    for protocol in [Protocol::Echo, Protocol::Line, Protocol::Frame] {
+    for protocol in [
+        Protocol::Echo,
+        Protocol::Line,
+        Protocol::Frame,
+        Protocol::Resp,
+    ] {
         // Echo takes whatever is there as one frame, up to max-frame: give it
         // a max-frame of one payload so it, too, walks frame by frame.
         let max_frame = if protocol == Protocol::Echo {

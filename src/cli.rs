@@ -192,7 +192,7 @@ struct ServeArgs {
     #[arg(
         long,
         value_name = "NAME",
-        help = "Wire protocol: echo | line | frame [default: echo]"
+        help = "Wire protocol: echo | line | frame | resp [default: echo]"
     )]
     protocol: Option<String>,
     #[arg(
@@ -307,6 +307,18 @@ struct ServeArgs {
         help = "Pin shard i to CPU i (sched_setaffinity) [default: false]"
     )]
     pin_cores: bool,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        help_heading = "Limits",
+        help = "resp: bytes of keys + values the store holds, 0 = unlimited; past it writes get -OOM [default: 64MiB]"
+    )]
+    max_memory: Option<String>,
+    #[arg(
+        long,
+        help = "resp: allow DEBUG PANIC and DEBUG SLEEP <ms> [default: false]"
+    )]
+    enable_debug_commands: bool,
 }
 
 impl ServeArgs {
@@ -326,7 +338,7 @@ impl ServeArgs {
     }
 
     /// Each flag with its [`crate::config::KEYS`] name.
-    fn settings(&self) -> [(&'static str, Option<&str>); 19] {
+    fn settings(&self) -> [(&'static str, Option<&str>); 21] {
         [
             ("listen", self.listen.as_deref()),
             ("protocol", self.protocol.as_deref()),
@@ -347,6 +359,11 @@ impl ServeArgs {
             ("pool-free-max", self.pool_free_max.as_deref()),
             ("log-level", self.log_level.as_deref()),
             ("pin-cores", self.pin_cores.then_some("true")),
+            ("max-memory", self.max_memory.as_deref()),
+            (
+                "enable-debug-commands",
+                self.enable_debug_commands.then_some("true"),
+            ),
         ]
     }
 }

@@ -57,6 +57,13 @@ pub struct Config {
     /// `--pin-cores`: pin shard i to CPU i (modulo the CPUs this process
     /// may use).
     pub pin_cores: bool,
+    /// `--max-memory`: for `resp`, the bytes of keys and values (plus a
+    /// per-entry overhead) the store may hold; a write past it is refused
+    /// with `-OOM`. 0 means unlimited.
+    pub max_memory: usize,
+    /// `--enable-debug-commands`: for `resp`, allow `DEBUG PANIC` and
+    /// `DEBUG SLEEP`.
+    pub enable_debug_commands: bool,
 }
 
 impl Default for Config {
@@ -80,6 +87,8 @@ impl Default for Config {
             pool_free_max: 64,
             log_level: log::LevelFilter::Info,
             pin_cores: false,
+            max_memory: 64 << 20,
+            enable_debug_commands: false,
         }
     }
 }
@@ -126,6 +135,8 @@ pub const KEYS: &[&str] = &[
     "pool-free-max",
     "log-level",
     "pin-cores",
+    "max-memory",
+    "enable-debug-commands",
 ];
 
 // The bounds `validate` enforces, and why each exists.
@@ -154,6 +165,12 @@ const BATCH_MAX: usize = 65_536;
 const READ_BUDGET_MAX: usize = 1 << 30;
 /// Idle rings kept per shard; times `--buffer` is memory held for nothing.
 const POOL_FREE_MAX: usize = 1_000_000;
+/// The smallest ring for `resp`: the key-value service reserves up to a few
+/// hundred bytes for a small reply (an error naming an unknown command, an
+/// INFO page), which must fit an empty output ring.
+pub const RESP_BUFFER_MIN: usize = 4096;
+/// A store larger than 1 TiB is a typo, not a plan.
+const MAX_MEMORY_MAX: usize = 1 << 40;
 
 impl Config {
     /// Checks every bound and fills the derived defaults (`max_frame` when
@@ -161,6 +178,7 @@ impl Config {
     /// them from the machine at start-up.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
         self.check_buffer()?;
+        self.check_resp_buffer()?;
         self.fill_max_frame()?;
         check_timeout("--idle-timeout", self.idle_timeout, TIMEOUT_MIN)?;
         check_timeout("--read-timeout", self.read_timeout, TIMEOUT_MIN)?;
@@ -206,6 +224,15 @@ impl Config {
             "",
             count,
         )?;
+        let memory_note = " (0 means unlimited)";
+        check_range(
+            "--max-memory",
+            self.max_memory,
+            0,
+            MAX_MEMORY_MAX,
+            memory_note,
+            format_size,
+        )?;
         self.check_admin()
     }
 
@@ -250,6 +277,8 @@ impl Config {
             "pool-free-max" => self.pool_free_max = parse_count(value)?,
             "log-level" => self.log_level = parse_log_level(value)?,
             "pin-cores" => self.pin_cores = parse_bool(value)?,
+            "max-memory" => self.max_memory = parse_size(value)?,
+            "enable-debug-commands" => self.enable_debug_commands = parse_bool(value)?,
             _ => {
                 return Err(format!(
                     "not a setting; the settings are {}",
@@ -272,6 +301,22 @@ impl Config {
                 "must be a power of two between {BUFFER_MIN} and {}, such as 16KiB or 64KiB, got {}",
                 format_size(BUFFER_MAX),
                 format_size(buffer)
+            ),
+        })
+    }
+
+    /// `resp` replies are written whole by the service, and its small
+    /// replies reserve up to [`RESP_BUFFER_MIN`] bytes.
+    fn check_resp_buffer(&self) -> Result<(), ConfigError> {
+        if self.protocol != Protocol::Resp || self.buffer >= RESP_BUFFER_MIN {
+            return Ok(());
+        }
+        Err(ConfigError {
+            flag: "--buffer".into(),
+            message: format!(
+                "must be at least {} with --protocol resp, got {}",
+                format_size(RESP_BUFFER_MIN),
+                format_size(self.buffer)
             ),
         })
     }
@@ -545,7 +590,7 @@ fn range_message(
 /// How the message about `--max-frame` names the protocol's framing.
 fn framing(protocol: Protocol) -> String {
     match protocol {
-        Protocol::Echo => String::new(),
+        Protocol::Echo | Protocol::Resp => String::new(),
         Protocol::Line => " with the 1-byte newline".into(),
         Protocol::Frame => " with the 4-byte frame header".into(),
     }

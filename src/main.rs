@@ -1,9 +1,12 @@
 //! `holdfast`: the command-line front of the engine.
 
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 
 use holdfast::cli::{self, Command};
+use holdfast::codec::Protocol;
 use holdfast::server::Server;
+use holdfast::service::{Kv, Store};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os()) {
@@ -35,7 +38,22 @@ fn main() -> ExitCode {
         Command::Serve(config) => {
             init_logging(config.log_level);
             install_panic_hook();
-            match Server::new(config).run() {
+            let server = match config.protocol {
+                Protocol::Resp => {
+                    // One store for every shard, made by the first shard's
+                    // factory call: the thread count is resolved by then.
+                    let store: Arc<OnceLock<Arc<Store>>> = Arc::default();
+                    Server::new(config).service_with(move |context| {
+                        let store = store.get_or_init(|| {
+                            let config = context.config;
+                            Arc::new(Store::new(config.threads, config.max_memory))
+                        });
+                        Kv::new(store.clone(), context)
+                    })
+                }
+                Protocol::Echo | Protocol::Line | Protocol::Frame => Server::new(config),
+            };
+            match server.run() {
                 Ok(()) => ExitCode::SUCCESS,
                 // Every start-up failure (bind, fd limit, setup) exits 1.
                 Err(error) => {

@@ -42,6 +42,10 @@ pub fn serve(protocol: Protocol, data: &[u8]) {
     }
 }
 
+fn protocol_is_resp(codec: Codec) -> bool {
+    codec.protocol() == Protocol::Resp
+}
+
 /// Decodes and consumes until the codec needs more (true) or errs (false).
 fn drain(codec: Codec, ring: &mut Ring, progress: &mut usize) -> bool {
     loop {
@@ -59,6 +63,10 @@ fn drain(codec: Codec, ring: &mut Ring, progress: &mut usize) -> bool {
                 assert!(consumed > 0, "a frame that consumes nothing");
                 let mut payload = vec![0; len];
                 input.copy_to(start, &mut payload);
+                if protocol_is_resp(codec) {
+                    // The service re-walks the frame: it must not panic.
+                    let _ = holdfast::codec::resp::Args::parse(&payload).count();
+                }
                 ring.consume(consumed);
             }
             Decoded::NeedMore => return true,
@@ -84,16 +92,18 @@ mod tests {
         };
         for _ in 0..20_000 {
             let len = (next() % 300) as usize;
-            // Skewed towards newlines and small length headers, so frames
-            // are found and not only rejected.
+            // Skewed towards newlines, small length headers and RESP's
+            // markers, so frames are found and not only rejected.
             let data: Vec<u8> = (0..len)
-                .map(|_| match next() % 4 {
-                    0 => b'\n',
-                    1 => 0,
+                .map(|_| match next() % 8 {
+                    0 | 1 => b'\n',
+                    2 => 0,
+                    3 => b'\r',
+                    4 => b"*$1"[(next() % 3) as usize],
                     _ => next() as u8,
                 })
                 .collect();
-            for protocol in [Protocol::Echo, Protocol::Line, Protocol::Frame] {
+            for protocol in [Protocol::Echo, Protocol::Line, Protocol::Frame, Protocol::Resp] {
                 serve(protocol, &data);
             }
         }

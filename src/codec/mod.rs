@@ -24,6 +24,7 @@
 pub mod length;
 pub mod line;
 pub mod raw;
+pub mod resp;
 
 use std::fmt;
 
@@ -38,11 +39,14 @@ pub enum Protocol {
     Line,
     /// u32 big-endian length, then that many payload bytes.
     Frame,
+    /// RESP2 (Redis) requests; a frame is one whole command, raw, and the
+    /// service writes whole RESP replies itself.
+    Resp,
 }
 
 impl Protocol {
     /// Every protocol name accepted by `--protocol`.
-    pub const NAMES: &'static [&'static str] = &["echo", "line", "frame"];
+    pub const NAMES: &'static [&'static str] = &["echo", "line", "frame", "resp"];
 
     /// Parses a `--protocol` name.
     pub fn from_name(name: &str) -> Option<Protocol> {
@@ -50,6 +54,7 @@ impl Protocol {
             "echo" => Some(Protocol::Echo),
             "line" => Some(Protocol::Line),
             "frame" => Some(Protocol::Frame),
+            "resp" => Some(Protocol::Resp),
             _ => None,
         }
     }
@@ -60,6 +65,7 @@ impl Protocol {
             Protocol::Echo => "echo",
             Protocol::Line => "line",
             Protocol::Frame => "frame",
+            Protocol::Resp => "resp",
         }
     }
 
@@ -68,7 +74,7 @@ impl Protocol {
     /// `line` this counts the `\n` only (a `\r` counts as payload).
     pub fn overhead(self) -> usize {
         match self {
-            Protocol::Echo => 0,
+            Protocol::Echo | Protocol::Resp => 0,
             Protocol::Line => 1,
             Protocol::Frame => 4,
         }
@@ -181,6 +187,9 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
+    /// The bytes break the protocol's grammar (RESP: a bad `*N` or `$len`
+    /// header, a missing `\r\n`); the message is the protocol's own words.
+    Protocol(&'static str),
 }
 
 impl fmt::Display for DecodeError {
@@ -192,6 +201,7 @@ impl fmt::Display for DecodeError {
             DecodeError::LineTooLong { max } => {
                 write!(f, "no newline within max-frame {max} bytes")
             }
+            DecodeError::Protocol(message) => write!(f, "protocol error: {message}"),
         }
     }
 }
@@ -230,16 +240,18 @@ impl Codec {
             Protocol::Echo => raw::decode(input, self.max_frame),
             Protocol::Line => line::decode(input, self.max_frame, progress),
             Protocol::Frame => length::decode(input, self.max_frame),
+            Protocol::Resp => resp::decode(input, self.max_frame, progress),
         }
     }
 
     /// What to tell the peer before closing on `error`, for protocols that
-    /// have an error reply (none of the built-in framings does); the close
-    /// follows once it is flushed.
+    /// have an error reply (RESP: `-ERR Protocol error: <message>`, as
+    /// Redis sends); the close follows once it is flushed.
     pub fn error_reply(&self, error: &DecodeError) -> Option<&'static [u8]> {
-        let _ = error;
-        match self.protocol {
-            Protocol::Echo | Protocol::Line | Protocol::Frame => None,
+        match (self.protocol, error) {
+            (Protocol::Resp, DecodeError::Protocol(message)) => Some(resp::error_reply(message)),
+            (Protocol::Resp, _) => Some(b"-ERR Protocol error\r\n"),
+            (Protocol::Echo | Protocol::Line | Protocol::Frame, _) => None,
         }
     }
 
@@ -261,7 +273,7 @@ impl Codec {
     pub fn end_reply(&self, out: &mut Ring, mark: usize, len: usize) {
         let overhead_before = match self.protocol {
             Protocol::Frame => length::HEADER_LEN,
-            Protocol::Echo | Protocol::Line => 0,
+            Protocol::Echo | Protocol::Line | Protocol::Resp => 0,
         };
         debug_assert_eq!(
             out.len(),
@@ -269,7 +281,7 @@ impl Codec {
             "reply length mismatch"
         );
         match self.protocol {
-            Protocol::Echo => {}
+            Protocol::Echo | Protocol::Resp => {}
             Protocol::Line => {
                 assert_eq!(out.push(b"\n"), 1, "no room for a reply delimiter");
             }

@@ -2,8 +2,12 @@
 //! [`Reply`] to write into, never a socket.
 
 mod echo;
+pub mod kv;
+pub mod store;
 
 pub use echo::Echo;
+pub use kv::Kv;
+pub use store::Store;
 
 use std::io;
 

@@ -1,0 +1,8 @@
+//! Fuzzes the `resp` decoder: `cargo fuzz run resp`.
+
+#![no_main]
+
+use holdfast::codec::Protocol;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| holdfast_fuzz::serve(Protocol::Resp, data));
