@@ -219,7 +219,7 @@ fn bad_value_in_config_file_exits_2() {
 fn bind_failure_exits_1_naming_the_address() {
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
-    let (status, _, stderr) = run_to_exit(
+    assert_bind_failure(
         &[
             "serve",
             "--listen",
@@ -229,17 +229,7 @@ fn bind_failure_exits_1_naming_the_address() {
             "--threads",
             "1",
         ],
-        Duration::from_secs(5),
-    );
-    let status = status.expect("exits");
-    assert_eq!(
-        status.code(),
-        Some(1),
-        "exit status {status}; stderr:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(&addr),
-        "the message does not name {addr}:\n{stderr}"
+        &addr,
     );
 }
 
@@ -247,7 +237,7 @@ fn bind_failure_exits_1_naming_the_address() {
 fn admin_bind_failure_exits_1_naming_the_address() {
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
-    let (status, _, stderr) = run_to_exit(
+    assert_bind_failure(
         &[
             "serve",
             "--listen",
@@ -257,17 +247,7 @@ fn admin_bind_failure_exits_1_naming_the_address() {
             "--threads",
             "1",
         ],
-        Duration::from_secs(5),
-    );
-    let status = status.expect("exits");
-    assert_eq!(
-        status.code(),
-        Some(1),
-        "exit status {status}; stderr:\n{stderr}"
-    );
-    assert!(
-        stderr.contains(&addr),
-        "the message does not name {addr}:\n{stderr}"
+        &addr,
     );
 }
 
@@ -291,7 +271,7 @@ fn admin_off_says_so_and_serves() {
 fn second_multi_shard_server_on_a_taken_port_exits_1() {
     let first = Server::start(&["--threads", "2", "--admin", "off"]);
     let addr = first.addr.to_string();
-    let (status, _, stderr) = run_to_exit(
+    assert_bind_failure(
         &[
             "serve",
             "--listen",
@@ -301,8 +281,14 @@ fn second_multi_shard_server_on_a_taken_port_exits_1() {
             "--threads",
             "2",
         ],
-        Duration::from_secs(5),
+        &addr,
     );
+}
+
+/// Runs `args` and checks that the server exits 1 with a message naming
+/// `addr`, the address it could not bind.
+fn assert_bind_failure(args: &[&str], addr: &str) {
+    let (status, _, stderr) = run_to_exit(args, Duration::from_secs(5));
     let status = status.expect("exits");
     assert_eq!(
         status.code(),
@@ -310,7 +296,7 @@ fn second_multi_shard_server_on_a_taken_port_exits_1() {
         "exit status {status}; stderr:\n{stderr}"
     );
     assert!(
-        stderr.contains(&addr),
+        stderr.contains(addr),
         "the message does not name {addr}:\n{stderr}"
     );
 }
