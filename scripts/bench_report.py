@@ -69,6 +69,7 @@ def main():
 
     med = {}
     errors = {}
+    connected = {}
     for cell in cells:
         for server in SERVERS:
             runs = [r for r in load if r["server"] == server and (r.get("conns"), r.get("size"), r.get("pipeline")) == cell]
@@ -78,6 +79,8 @@ def main():
                 "cpu": median([r.get("server_cpu_us_per_req") for r in runs]),
             }
             errors[cell, server] = sum(max(r.get("errors", 0), 0) for r in runs) + sum(1 for r in runs if r.get("errors", 0) < 0)
+            # Fewest connections established in any round (a failed run: 0).
+            connected[cell, server] = min((r.get("connected", 0) for r in runs), default=0)
 
     out = []
     out.append("## `make bench` results\n")
@@ -86,8 +89,11 @@ def main():
                "`holdfast bench` to CPU 1; echo protocol; ratios are to tokio current_thread "
                "(req/s: higher is better; p99 and CPU/req: lower is better). "
                "Whole run: %s s.\n" % (duration, warmup, rounds, elapsed))
-    out.append("| conns | size | pipeline | server | req/s | ×ct | p99 µs | ×ct | CPU µs/req | ×ct | errors |")
-    out.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("`connected` is the fewest connections established in any round; ⚠ marks a cell where some "
+               "round had fewer than requested (its medians then mix in a lighter load).\n")
+    out.append("| conns | size | pipeline | server | connected | req/s | ×ct | p99 µs | ×ct | CPU µs/req | ×ct | errors |")
+    out.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    short = []
     geo = {s: [] for s in SERVERS}
     for cell in cells:
         base = med[cell, BASE]
@@ -96,29 +102,42 @@ def main():
             r_rps, r_p99, r_cpu = ratio(m["rps"], base["rps"]), ratio(m["p99"], base["p99"]), ratio(m["cpu"], base["cpu"])
             if r_cpu:
                 geo[server].append(r_cpu)
-            out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+            under = connected[cell, server] < cell[0]
+            if under:
+                short.append("%d×%d×%d %s (%d)" % (cell[0], cell[1], cell[2], LABEL[server], connected[cell, server]))
+            out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
                 cell[0], cell[1], cell[2], LABEL[server],
+                "%d%s" % (connected[cell, server], " ⚠" if under else ""),
                 fmt(m["rps"], "%.0f"), fmt(r_rps, "%.2f"),
                 fmt(m["p99"], "%.1f"), fmt(r_p99, "%.2f"),
                 fmt(m["cpu"], "%.3f"), fmt(r_cpu, "%.2f"),
                 errors[cell, server]))
     out.append("")
+    if short:
+        out.append("**Under-connected cells (⚠)**: " + ", ".join(short) + ".\n")
+    else:
+        out.append("Every run of every cell established all its connections.\n")
     out.append("Geometric mean over the matrix of CPU µs/req relative to tokio current_thread: " + ", ".join(
         "%s %s" % (LABEL[s], fmt(math.exp(sum(map(math.log, geo[s])) / len(geo[s])) if geo[s] else None, "%.2f×"))
         for s in SERVERS) + ".\n")
 
     out.append("### Memory per idle connection\n")
-    out.append("| server | idle conns | RSS before KiB | RSS after KiB | bytes per connection (median) |")
-    out.append("|---|---:|---:|---:|---:|")
+    out.append("RSS read once the server's fd count shows every connection held (the client still holding "
+               "them); (after − before) ÷ connections held; one figure per round, then the median. "
+               "⚠: the server held fewer than requested in that round.\n")
+    out.append("| server | idle conns | held (per round) | RSS before KiB | RSS after KiB | bytes/conn per round | bytes per connection (median) |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
     for server in SERVERS:
         runs = [r for r in idle if r["server"] == server]
         if not runs:
             continue
-        per = median([(r["rss_after_kib"] - r["rss_before_kib"]) * 1024 / r["conns"] for r in runs])
-        out.append("| %s | %d | %s | %s | %.0f |" % (
+        per_round = [(r["rss_after_kib"] - r["rss_before_kib"]) * 1024 / max(r.get("held", r["conns"]), 1) for r in runs]
+        out.append("| %s | %d | %s | %s | %s | %s | %.0f |" % (
             LABEL[server], runs[0]["conns"],
+            "/".join("%d%s" % (r.get("held", -1), " ⚠" if r.get("held", -1) < r["conns"] else "") for r in runs),
             "/".join(str(r["rss_before_kib"]) for r in runs),
-            "/".join(str(r["rss_after_kib"]) for r in runs), per))
+            "/".join(str(r["rss_after_kib"]) for r in runs),
+            "/".join("%.0f" % v for v in per_round), median(per_round)))
     out.append("")
     with open(md_path, "w") as f:
         f.write("\n".join(out) + "\n")

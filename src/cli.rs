@@ -96,8 +96,10 @@ Examples:
   holdfast bench --target 127.0.0.1:7000 --protocol frame --json
   holdfast bench --idle --conns 10000 --duration 5s   # hold idle connections
 
-Past 20000 connections the source address moves on to 127.0.0.2, 127.0.0.3, ...
-(loopback targets only), so the ephemeral port range is never the limit.";
+Every connection is established before the warm-up starts; the warm-up and
+--duration are counted from there. Against a loopback target connections are
+spread over source addresses 127.0.0.1 to 127.0.0.250, the port picked at
+connect time, so the ephemeral port range is never the limit.";
 
 /// The flags of `holdfast bench`.
 #[derive(Args)]

@@ -117,6 +117,9 @@ const SIZE_MAX: usize = 64 << 20;
 const THREADS_MAX: usize = 1024;
 /// Descriptors kept aside for the process itself (stdio, polls, slack).
 const FDS_OWN: u64 = 64;
+/// The longest the connect phase may take; connects still in flight then
+/// count as errors and the run goes on with the connections it has.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl BenchOptions {
     /// Checks every bound; the error names the flag.
@@ -150,7 +153,9 @@ impl BenchOptions {
 pub struct Summary {
     /// The settings it ran with.
     pub options: BenchOptions,
-    /// Connections established.
+    /// Connections established in the connect phase (all of them are
+    /// loaded from the start of the warm-up; fewer than `--conns` means
+    /// some connects failed or did not finish within [`CONNECT_TIMEOUT`]).
     pub connected: u64,
     /// Requests answered (and verified) in the measured window.
     pub requests: u64,
@@ -164,6 +169,12 @@ pub struct Summary {
     pub latency_nanos: [u64; 4],
     /// CPU time (user + system) `--server-pid` used in the measured window.
     pub server_cpu: Option<Duration>,
+    /// How long the connect phase took (every connect settled, or
+    /// [`CONNECT_TIMEOUT`]).
+    pub connect_time: Duration,
+    /// Connects refused (a server's accept queue overflowing) and tried
+    /// again in the connect phase.
+    pub connect_retries: u64,
 }
 
 impl Summary {
@@ -194,7 +205,7 @@ impl Summary {
             "{{\"target\":\"{}\",\"protocol\":\"{}\",\"conns\":{},\"connected\":{},\
              \"pipeline\":{},\"size\":{},\"threads\":{},\"idle\":{},\"seconds\":{:.3},\
              \"requests\":{},\"rps\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\
-             \"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{}",
+             \"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{},\"connect_s\":{:.3},\"connect_retries\":{}",
             o.target,
             o.protocol.name(),
             o.conns,
@@ -211,6 +222,8 @@ impl Summary {
             micros(self.latency_nanos[2]),
             micros(self.latency_nanos[3]),
             self.errors,
+            self.connect_time.as_secs_f64(),
+            self.connect_retries,
         );
         if let Some(cpu) = self.server_cpu {
             let _ = write!(line, ",\"server_cpu_s\":{:.3}", cpu.as_secs_f64());
@@ -244,6 +257,20 @@ impl Summary {
             o.threads,
             if o.threads == 1 { "" } else { "s" },
             self.elapsed.as_secs_f64(),
+        );
+        if self.connected < o.conns as u64 {
+            let _ = writeln!(
+                text,
+                "WARNING   only {} of {} connections were established; the figures below are for {}",
+                self.connected, o.conns, self.connected
+            );
+        }
+        let _ = writeln!(
+            text,
+            "connect   {:.3} s for all connections ({} refused and retried), then {:.1} s warm-up",
+            self.connect_time.as_secs_f64(),
+            self.connect_retries,
+            o.warmup.as_secs_f64()
         );
         let _ = writeln!(text, "requests  {} ({:.0}/s)", self.requests, self.rate());
         let _ = writeln!(
@@ -289,9 +316,6 @@ pub fn run(options: &BenchOptions) -> Result<Summary, String> {
     }
 
     let live = Arc::new(Live::default());
-    let start = Instant::now();
-    let warmup_end = start + options.warmup;
-    let end = warmup_end + options.duration;
     let handles: Vec<_> = (0..options.threads)
         .map(|thread| {
             let indices: Vec<usize> = (thread..options.conns).step_by(options.threads).collect();
@@ -299,12 +323,12 @@ pub fn run(options: &BenchOptions) -> Result<Summary, String> {
             let live = live.clone();
             std::thread::Builder::new()
                 .name(format!("holdfast-bench-{thread}"))
-                .spawn(move || worker::run(&options, indices, warmup_end, end, &live))
+                .spawn(move || worker::run(&options, indices, &live))
                 .map_err(|error| format!("starting a load thread: {error}"))
         })
         .collect::<Result<_, _>>()?;
 
-    let server_cpu = progress(options, &live, start, warmup_end, end)?;
+    let (connect_time, server_cpu) = progress(options, &live, &handles)?;
 
     let mut histogram = new_histogram();
     let mut summary = Summary {
@@ -316,6 +340,8 @@ pub fn run(options: &BenchOptions) -> Result<Summary, String> {
         first_error: None,
         latency_nanos: [0; 4],
         server_cpu,
+        connect_time,
+        connect_retries: 0,
     };
     for handle in handles {
         let outcome = handle
@@ -326,6 +352,7 @@ pub fn run(options: &BenchOptions) -> Result<Summary, String> {
             .add(&outcome.histogram)
             .map_err(|error| format!("merging histograms: {error}"))?;
         summary.connected += outcome.connected;
+        summary.connect_retries += outcome.retries;
         summary.requests += outcome.requests;
         summary.errors += outcome.errors;
         summary.first_error = summary.first_error.or(outcome.first_error);
@@ -344,18 +371,19 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// Until `end`: once a second, a progress line on stderr if it is a
-/// terminal. With `--idle`, one line once every connect has settled, in any
-/// case (a script waits for it before measuring the server). Reads the
-/// CPU time of `--server-pid` at `warmup_end` and at `end` and returns the
-/// difference.
-fn progress(
+/// Drives the phases from the main thread. First the connect phase: waits
+/// until every connect has settled (or [`CONNECT_TIMEOUT`], or every load
+/// thread has stopped), then opens the window: the warm-up and the measured
+/// window start now. Until the window's end: once a second, a progress line
+/// on stderr if it is a terminal; with `--idle`, one line as the window
+/// opens, in any case (a script waits for it before measuring the server).
+/// Reads the CPU time of `--server-pid` at the end of the warm-up and at
+/// the end; returns the connect phase's length and the CPU difference.
+fn progress<T>(
     options: &BenchOptions,
     live: &Live,
-    start: Instant,
-    warmup_end: Instant,
-    end: Instant,
-) -> Result<Option<Duration>, String> {
+    threads: &[std::thread::JoinHandle<T>],
+) -> Result<(Duration, Option<Duration>), String> {
     let tty = std::io::stderr().is_terminal();
     let cpu_now = || match options.server_pid {
         Some(pid) => process_cpu(pid)
@@ -363,14 +391,52 @@ fn progress(
             .map_err(|error| format!("--server-pid: reading /proc/{pid}/stat: {error}")),
         None => Ok(None),
     };
+
+    // The connect phase.
+    let connect_start = Instant::now();
+    let mut last_line = connect_start;
+    loop {
+        let settled = live.settled.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if settled as usize >= options.conns
+            || now.duration_since(connect_start) >= CONNECT_TIMEOUT
+            || threads.iter().all(|thread| thread.is_finished())
+        {
+            break;
+        }
+        if tty && now.duration_since(last_line) >= Duration::from_millis(500) {
+            eprint!(
+                "\r\x1b[Kconnecting: {} of {} connected, {} errors",
+                live.connected.load(Ordering::Relaxed),
+                options.conns,
+                live.errors.load(Ordering::Relaxed)
+            );
+            last_line = now;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let start = Instant::now();
+    let connect_time = start.duration_since(connect_start);
     let mut cpu_start = if options.warmup.is_zero() {
         cpu_now()?
     } else {
         None
     };
+    let warmup_end = start + options.warmup;
+    let end = warmup_end + options.duration;
+    live.window
+        .set((warmup_end, end))
+        .map_err(|_| "the load window was set twice".to_string())?;
+    if options.idle {
+        eprintln!(
+            "holding {} idle connections ({} errors)",
+            live.connected.load(Ordering::Relaxed),
+            live.errors.load(Ordering::Relaxed)
+        );
+    }
+
     let mut last = (start, 0u64);
-    let mut announced = false;
-    let tick = Duration::from_millis(if options.idle { 50 } else { 1000 });
+    let tick = Duration::from_millis(1000);
     loop {
         let now = Instant::now();
         if now >= end {
@@ -386,35 +452,28 @@ fn progress(
         if cpu_start.is_none() && now >= warmup_end {
             cpu_start = cpu_now()?;
         }
-        let settled = live.settled.load(Ordering::Relaxed);
-        let connected = live.connected.load(Ordering::Relaxed);
-        let errors = live.errors.load(Ordering::Relaxed);
-        if options.idle {
-            if !announced && settled as usize >= options.conns {
-                eprintln!("holding {connected} idle connections ({errors} errors)");
-                announced = true;
-            }
-            continue;
-        }
-        if tty && now.duration_since(last.0) >= Duration::from_millis(900) {
+        if tty && !options.idle && now.duration_since(last.0) >= Duration::from_millis(900) {
             let requests = live.requests.load(Ordering::Relaxed);
             let rate = (requests - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
             eprint!(
-                "\r\x1b[K{:>5.1}s  {:>10.0} req/s  {connected} connected  {errors} errors",
+                "\r\x1b[K{:>5.1}s  {:>10.0} req/s  {} connected  {} errors",
                 now.duration_since(start).as_secs_f64(),
-                rate
+                rate,
+                live.connected.load(Ordering::Relaxed),
+                live.errors.load(Ordering::Relaxed),
             );
             last = (now, requests);
         }
     }
-    if tty && !options.idle {
+    if tty {
         eprint!("\r\x1b[K");
     }
     let cpu_end = cpu_now()?;
-    Ok(match (cpu_start, cpu_end) {
+    let cpu = match (cpu_start, cpu_end) {
         (Some(start), Some(end)) => Some(end.saturating_sub(start)),
         _ => None,
-    })
+    };
+    Ok((connect_time, cpu))
 }
 
 /// User + system CPU time of process `pid` so far (`/proc/PID/stat`
@@ -475,6 +534,8 @@ mod tests {
             first_error: Some("i/o: \"reset\"".into()),
             latency_nanos: [10_000, 99_000, 999_500, 2_000_000],
             server_cpu: Some(Duration::from_millis(10)),
+            connect_time: Duration::from_millis(20),
+            connect_retries: 3,
         }
     }
 
@@ -489,6 +550,9 @@ mod tests {
             "\"p99_us\":99.0",
             "\"p999_us\":999.5",
             "\"errors\":1",
+            "\"connected\":100",
+            "\"connect_s\":0.020",
+            "\"connect_retries\":3",
             "\"server_cpu_s\":0.010",
             "\"server_cpu_us_per_req\":5.000",
             "\"protocol\":\"echo\"",

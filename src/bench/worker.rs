@@ -1,11 +1,19 @@
 //! One load-generator thread: its own mio poll, its share of the
 //! connections, its own latency histogram. Threads share nothing but a few
-//! counters for the progress line, updated once per loop turn.
+//! counters for the progress line, updated once per loop turn, and the
+//! window ([`Live::window`]) that the main thread sets once every
+//! connection of every thread has settled.
+//!
+//! A run has three phases: connect (every connection, at most
+//! [`CONNECTING_MAX`] in flight per thread, no requests sent), warm-up
+//! (full load, not counted) and the measured window. The clocks of the last
+//! two start only when the first is over, so a slow connect phase shortens
+//! nothing and every connection is loaded for the whole window.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -21,10 +29,21 @@ use super::{BenchOptions, new_histogram};
 /// overflow and turn into 1 s SYN retransmits.
 const CONNECTING_MAX: usize = 256;
 
-/// Connections per source address. Linux hands out ephemeral ports from
-/// about 28k (32768–60999) per source address when a socket is bound before
-/// connect, so past this the next address of 127.0.0.0/8 is used.
-pub const CONNS_PER_SOURCE: usize = 20_000;
+/// Source addresses used against a loopback target: connection `i` is bound
+/// to 127.0.0.(1 + i % SOURCES). Linux has about 28k ephemeral ports
+/// (32768–60999) per source address and destination; spreading over 250
+/// addresses means the port range is never the limit (7M ports), and the
+/// TIME_WAIT sockets the client leaves behind at the end of a run are
+/// spread thin over all of them.
+pub const SOURCES: usize = 250;
+
+/// Attempts per connection in the connect phase. A connect refused by a
+/// loopback server whose accept queue overflowed (its CPU busy elsewhere)
+/// is tried again after a short pause instead of being lost.
+const CONNECT_ATTEMPTS: u8 = 8;
+
+/// Pause before trying a refused connect again, times the attempt number.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 /// Events taken per poll.
 const EVENTS_MAX: usize = 1024;
@@ -43,6 +62,10 @@ pub struct Live {
     pub connected: AtomicU64,
     /// Connections whose connect finished, well or badly.
     pub settled: AtomicU64,
+    /// Set by the main thread once every connect has settled (or the
+    /// connect phase timed out): the end of the warm-up and the end of the
+    /// measured window. Until then the threads only connect.
+    pub window: OnceLock<(Instant, Instant)>,
 }
 
 /// What one thread measured.
@@ -55,19 +78,16 @@ pub struct Outcome {
     pub errors: u64,
     /// Connections established.
     pub connected: u64,
+    /// Connects refused and tried again in the connect phase.
+    pub retries: u64,
     /// The first error, for the summary.
     pub first_error: Option<String>,
 }
 
 /// Runs connections `indices` (global indices: they pick the source
-/// address) until `end`; measures from `warmup_end`.
-pub fn run(
-    options: &BenchOptions,
-    indices: Vec<usize>,
-    warmup_end: Instant,
-    end: Instant,
-    live: &Arc<Live>,
-) -> io::Result<Outcome> {
+/// address): connects them all, waits for [`Live::window`], loads them
+/// until its end and measures from the end of its warm-up.
+pub fn run(options: &BenchOptions, indices: Vec<usize>, live: &Arc<Live>) -> io::Result<Outcome> {
     let message = Message::new(options.protocol, options.size);
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(EVENTS_MAX);
@@ -78,23 +98,62 @@ pub fn run(
         requests: 0,
         errors: 0,
         connected: 0,
+        retries: 0,
         first_error: None,
     };
+    let mut attempts = vec![0u8; indices.len()];
+    let mut retry: std::collections::VecDeque<(Instant, usize)> = Default::default();
     let mut next_connect = 0;
     let mut connecting = 0;
     let mut answered_total = 0u64;
     let mut published = (0u64, 0u64, 0u64, 0u64);
     let mut settled = 0u64;
+    // The window, once the main thread has set it and this thread has
+    // started the load.
+    let mut window: Option<(Instant, Instant)> = None;
 
     loop {
         let now = Instant::now();
-        if now >= end {
-            break;
+        if window.is_none() {
+            if let Some(&(warmup_end, end)) = live.window.get() {
+                window = Some((warmup_end, end));
+                start_load(
+                    &mut conns,
+                    &message,
+                    &mut scratch,
+                    options,
+                    now,
+                    &mut outcome,
+                );
+                settled += (connecting + retry.len()) as u64;
+                for _ in retry.drain(..) {
+                    fail(
+                        &mut outcome,
+                        ConnError::Connect(io::ErrorKind::ConnectionRefused.into()),
+                    );
+                }
+                connecting = 0;
+            }
         }
-        // Start connects up to the in-flight bound.
-        while connecting < CONNECTING_MAX && next_connect < indices.len() {
-            let local = next_connect;
-            next_connect += 1;
+        if let Some((_, end)) = window {
+            if now >= end {
+                break;
+            }
+        }
+        // Connect phase: start connects up to the in-flight bound.
+        while window.is_none() && connecting < CONNECTING_MAX {
+            let local = match retry.front() {
+                Some(&(at, local)) if at <= now => {
+                    retry.pop_front();
+                    local
+                }
+                _ if next_connect < indices.len() => {
+                    next_connect += 1;
+                    next_connect - 1
+                }
+                _ => break,
+            };
+            attempts[local] += 1;
             match connect(options.target, indices[local]) {
                 Ok(mut socket) => {
                     poll.registry().register(
@@ -105,6 +164,10 @@ pub fn run(
                     conns[local] = Some(Conn::new(socket, options.pipeline));
                     connecting += 1;
                 }
+                Err(error) if refused(&error) && attempts[local] < CONNECT_ATTEMPTS => {
+                    outcome.retries += 1;
+                    retry.push_back((now + RETRY_PAUSE * u32::from(attempts[local]), local));
+                }
                 Err(error) => {
                     settled += 1;
                     fail(&mut outcome, ConnError::Connect(error));
@@ -112,19 +175,25 @@ pub fn run(
             }
         }
 
-        let timeout = (end - now).min(Duration::from_millis(100));
+        let timeout = match window {
+            Some((_, end)) => (end - now).min(Duration::from_millis(100)),
+            // Waiting for the window: look at it often.
+            None => Duration::from_millis(1),
+        };
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         }
         let now = Instant::now();
-        let measuring = now >= warmup_end;
+        let measuring = window.is_some_and(|(warmup_end, _)| now >= warmup_end);
+        let loading = window.is_some();
         for event in events.iter() {
             let local = event.token().0;
             let Some(conn) = conns[local].as_mut() else {
                 continue;
             };
+            let was_open = conn.open;
             let result = drive(
                 conn,
                 event,
@@ -132,40 +201,32 @@ pub fn run(
                 &mut scratch,
                 options,
                 now,
+                loading,
                 measuring,
                 &mut outcome,
                 &mut answered_total,
             );
-            let was_open = conn.open;
             if !was_open && matches!(result, Ok(true)) {
                 conn.open = true;
                 connecting -= 1;
                 settled += 1;
                 outcome.connected += 1;
-                // Now that it is open, drive it once more: issue and send.
-                let result = drive(
-                    conn,
-                    event,
-                    &message,
-                    &mut scratch,
-                    options,
-                    now,
-                    measuring,
-                    &mut outcome,
-                    &mut answered_total,
-                );
-                if let Err(error) = result {
-                    conns[local] = None;
-                    fail(&mut outcome, error);
-                }
                 continue;
             }
             if let Err(error) = result {
+                conns[local] = None;
                 if !was_open {
                     connecting -= 1;
+                    if let ConnError::Connect(cause) = &error {
+                        if refused(cause) && attempts[local] < CONNECT_ATTEMPTS {
+                            outcome.retries += 1;
+                            retry
+                                .push_back((now + RETRY_PAUSE * u32::from(attempts[local]), local));
+                            continue;
+                        }
+                    }
                     settled += 1;
                 }
-                conns[local] = None;
                 fail(&mut outcome, error);
             }
         }
@@ -185,6 +246,42 @@ pub fn run(
     Ok(outcome)
 }
 
+/// The window has opened: a connect still in flight has missed it and
+/// counts as an error; every open connection gets its first requests
+/// (none with `--idle`). Connects that completed sent nothing so far and
+/// get no further readiness event, so they are started here.
+fn start_load(
+    conns: &mut [Option<Conn>],
+    message: &Message,
+    scratch: &mut [u8],
+    options: &BenchOptions,
+    now: Instant,
+    outcome: &mut Outcome,
+) {
+    for slot in conns.iter_mut() {
+        let Some(conn) = slot.as_mut() else {
+            continue;
+        };
+        let result = if !conn.open {
+            Err(ConnError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "not established when the connect phase ended",
+            )))
+        } else if options.idle {
+            Ok(())
+        } else {
+            while conn.stream.outstanding() < options.pipeline {
+                conn.stream.issue(now);
+            }
+            conn.write(message, scratch)
+        };
+        if let Err(error) = result {
+            *slot = None;
+            fail(outcome, error);
+        }
+    }
+}
+
 /// Handles one event on `conn`. Returns `Ok(true)` when a pending connect
 /// just completed (the caller marks it open and drives it again).
 #[allow(clippy::too_many_arguments)]
@@ -195,6 +292,7 @@ fn drive(
     scratch: &mut [u8],
     options: &BenchOptions,
     now: Instant,
+    loading: bool,
     measuring: bool,
     outcome: &mut Outcome,
     answered_total: &mut u64,
@@ -228,7 +326,7 @@ fn drive(
             outcome.requests += answered;
         }
     }
-    if !options.idle {
+    if loading && !options.idle {
         // Closed loop: every answer makes room for one more request.
         while conn.stream.outstanding() < options.pipeline {
             conn.stream.issue(now);
@@ -236,6 +334,15 @@ fn drive(
         conn.write(message, scratch)?;
     }
     Ok(false)
+}
+
+/// Whether a connect failed because the server refused or reset it (a
+/// listener whose accept queue overflowed), which is worth another try.
+fn refused(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+    )
 }
 
 fn fail(outcome: &mut Outcome, error: ConnError) {
@@ -247,10 +354,23 @@ fn fail(outcome: &mut Outcome, error: ConnError) {
 
 /// Starts a non-blocking connect to `target` for connection `index`,
 /// bound first to its source address when the target is on loopback.
+///
+/// Only the address is bound, with port 0 and `IP_BIND_ADDRESS_NO_PORT`:
+/// the kernel then picks the source port at connect time and needs only the
+/// 4-tuple to be unique, so a port held by a TIME_WAIT socket towards
+/// another server port is free to use. (A plain bind to port 0 reserves a
+/// port for every destination, must skip every port in TIME_WAIT, and got
+/// slow and then failed as TIME_WAIT sockets piled up over a `make bench`.)
 fn connect(target: SocketAddr, index: usize) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
     socket.set_nonblocking(true)?;
     if let Some(source) = source_address(target, index) {
+        // Best effort: without it (old kernels), bind picks the port.
+        let _ = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::IpBindAddressNoPort,
+            &true,
+        );
         socket.bind(&SocketAddr::new(source, 0).into())?;
     }
     match socket.connect(&target.into()) {
@@ -261,15 +381,13 @@ fn connect(target: SocketAddr, index: usize) -> io::Result<TcpStream> {
     Ok(TcpStream::from_std(socket.into()))
 }
 
-/// The source address of connection `index`: 127.0.0.1 for the first
-/// [`CONNS_PER_SOURCE`], then 127.0.0.2, and so on, when the target is an
-/// IPv4 loopback address; `None` (let the kernel choose) otherwise.
+/// The source address of connection `index`: 127.0.0.1, 127.0.0.2, ...,
+/// 127.0.0.[`SOURCES`] in turn, when the target is an IPv4 loopback
+/// address; `None` (let the kernel choose) otherwise.
 pub fn source_address(target: SocketAddr, index: usize) -> Option<IpAddr> {
     match target.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => {
-            let host = 1 + index / CONNS_PER_SOURCE;
-            // 127.0.0.1 ..= 127.0.255.254: 65534 addresses × 20000 conns.
-            let host = u32::try_from(host).ok().filter(|&h| h < 0xffff)?;
+            let host = 1 + (index % SOURCES) as u32;
             Some(IpAddr::V4(Ipv4Addr::from(0x7f00_0000 | host)))
         }
         _ => None,
@@ -285,9 +403,10 @@ mod tests {
         let target: SocketAddr = "127.0.0.1:7000".parse().unwrap();
         let ip = |index| source_address(target, index).unwrap().to_string();
         assert_eq!(ip(0), "127.0.0.1");
-        assert_eq!(ip(CONNS_PER_SOURCE - 1), "127.0.0.1");
-        assert_eq!(ip(CONNS_PER_SOURCE), "127.0.0.2");
-        assert_eq!(ip(300 * CONNS_PER_SOURCE), "127.0.1.45");
+        assert_eq!(ip(1), "127.0.0.2");
+        assert_eq!(ip(SOURCES - 1), "127.0.0.250");
+        assert_eq!(ip(SOURCES), "127.0.0.1");
+        assert_eq!(ip(10 * SOURCES + 3), "127.0.0.4");
     }
 
     #[test]
