@@ -7,14 +7,14 @@
 # drift (thermal, other tenants) lands on every server alike; the report
 # takes the median over rounds. Each cell starts a fresh server.
 #
-# Knobs (environment): ROUNDS (3), DURATION (1500ms), WARMUP (500ms),
+# Knobs (environment): ROUNDS (3), DURATION (1200ms), WARMUP (300ms),
 # IDLE_CONNS (10000), OUT (target/bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-1500ms}
-WARMUP=${WARMUP:-500ms}
+DURATION=${DURATION:-1200ms}
+WARMUP=${WARMUP:-300ms}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 OUT=${OUT:-target/bench}
 CONNS=(1 100 1000 10000)
@@ -43,9 +43,10 @@ fi
 
 start_time=$(date +%s)
 echo "== building (release)"
-cargo build --release --bin holdfast --examples
+cargo build --release --bin holdfast
+cargo build --release --manifest-path reference/tokio-echo/Cargo.toml
 HOLDFAST=target/release/holdfast
-TOKIO=target/release/examples/tokio_echo
+TOKIO=reference/tokio-echo/target/release/tokio-echo
 mkdir -p "$OUT"
 RAW="$OUT/raw.jsonl"
 : > "$RAW"

@@ -3,7 +3,7 @@
 //! connection, read into a buffer, `write_all`).
 //!
 //! ```sh
-//! cargo run --release --example tokio_echo -- --runtime current_thread \
+//! cargo run --release --manifest-path reference/tokio-echo/Cargo.toml -- --runtime current_thread \
 //!     --listen 127.0.0.1:7000 --protocol echo
 //! ```
 //!
