@@ -60,23 +60,34 @@ cleanup() {
 trap cleanup EXIT
 
 # start_server NAME: starts it on CPU 0, waits for its "listening on" line.
+# A port some other process holds is skipped (up to 20 tries).
 start_server() {
-    PORT=$((PORT + 1))
-    [ "$PORT" -gt 7900 ] && PORT=7401
-    local addr="127.0.0.1:$PORT"
-    case "$1" in
-        holdfast) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
-                      --threads 1 --log-level info --protocol echo >"$SERVER_LOG" 2>&1 & ;;
-        tokio_ct) taskset -c $SERVER_CPU "$TOKIO" --runtime current_thread --listen "$addr" \
-                      --protocol echo >"$SERVER_LOG" 2>&1 & ;;
-        tokio_mt) taskset -c $SERVER_CPU "$TOKIO" --runtime multi_thread --listen "$addr" \
-                      --protocol echo >"$SERVER_LOG" 2>&1 & ;;
-    esac
-    SERVER_PID=$!
-    TARGET=$addr
-    for _ in $(seq 250); do
-        grep -q "listening on" "$SERVER_LOG" 2>/dev/null && return 0
-        sleep 0.02
+    local attempt
+    for attempt in $(seq 20); do
+        PORT=$((PORT + 1))
+        [ "$PORT" -gt 7900 ] && PORT=7401
+        local addr="127.0.0.1:$PORT"
+        case "$1" in
+            holdfast) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
+                          --threads 1 --log-level info --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+            tokio_ct) taskset -c $SERVER_CPU "$TOKIO" --runtime current_thread --listen "$addr" \
+                          --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+            tokio_mt) taskset -c $SERVER_CPU "$TOKIO" --runtime multi_thread --listen "$addr" \
+                          --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+        esac
+        SERVER_PID=$!
+        TARGET=$addr
+        for _ in $(seq 250); do
+            grep -q "listening on" "$SERVER_LOG" 2>/dev/null && return 0
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.02
+        done
+        if grep -qi "in use" "$SERVER_LOG" 2>/dev/null; then
+            wait "$SERVER_PID" 2>/dev/null || true
+            echo "port $PORT is taken; trying the next one" >&2
+            continue
+        fi
+        break
     done
     echo "server $1 did not start:" >&2; cat "$SERVER_LOG" >&2; exit 1
 }
