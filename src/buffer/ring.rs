@@ -122,15 +122,22 @@ impl Ring {
         dst[..split].copy_from_slice(&self.storage[first]);
         dst[split..].copy_from_slice(&self.storage[second]);
     }
-    /// One vectored read (`readv`) from `src` into the free space; commits
-    /// what was read and returns its count (0 means end of stream, or a full
-    /// ring: callers check `is_full` first).
+    /// One read from `src` into the free space; commits what was read and
+    /// returns its count (0 means end of stream, or a full ring: callers
+    /// check `is_full` first).
     pub fn read_from<R: Read>(&mut self, src: &mut R) -> io::Result<usize> {
-        if self.is_full() {
+        self.read_from_at_most(src, usize::MAX)
+    }
+    /// As [`Ring::read_from`], reading at most `max` bytes.
+    pub fn read_from_at_most<R: Read>(&mut self, src: &mut R, max: usize) -> io::Result<usize> {
+        if self.is_full() || max == 0 {
             // A zero-length read would tell us nothing; skip the syscall.
             return Ok(0);
         }
         let (first, second) = self.writable();
+        let first_len = first.len().min(max);
+        let second_len = second.len().min(max - first_len);
+        let (first, second) = (&mut first[..first_len], &mut second[..second_len]);
         // One slice (the usual case, since an emptied ring restarts at 0)
         // is a plain read(2): the kernel's readv path costs more (it
         // imports an iovec array) for the same bytes.
@@ -349,6 +356,21 @@ mod tests {
         assert_eq!(ring.read_from(&mut src).unwrap(), 4);
         assert_eq!(ring.read_from(&mut src).unwrap(), 0, "end of stream");
         assert_eq!(held(&ring), b"6789");
+    }
+
+    #[test]
+    fn read_from_at_most_stops_at_its_limit_across_the_wrap() {
+        let mut ring = Ring::with_capacity(8);
+        ring.push(b"abcdef");
+        ring.consume(4);
+        let mut src = Cursor::new(b"0123456789".to_vec());
+        // Two bytes fit before the wrap: the limit of 3 takes one more
+        // from the start of the storage, and no further.
+        assert_eq!(ring.read_from_at_most(&mut src, 3).unwrap(), 3);
+        assert_eq!(held(&ring), b"ef012");
+        assert_eq!(ring.read_from_at_most(&mut src, 0).unwrap(), 0);
+        assert_eq!(ring.read_from_at_most(&mut src, 100).unwrap(), 3, "full");
+        assert_eq!(held(&ring), b"ef012345");
     }
 
     #[test]

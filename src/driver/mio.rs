@@ -25,8 +25,8 @@ pub fn read(conn: &mut Conn, pool: &mut Pool, budget: usize) -> io::Result<Read>
     let mut done = Read::default();
     while conn.wants_read() && done.bytes < budget {
         let input = conn.input.get_or_insert_with(|| pool.take());
-        let asked = input.free();
-        match input.read_from(&mut conn.stream) {
+        let asked = input.free().min(budget - done.bytes);
+        match input.read_from_at_most(&mut conn.stream, asked) {
             Ok(0) => {
                 done.eof = true;
                 conn.read_ready = false;

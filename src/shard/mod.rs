@@ -34,6 +34,18 @@ const WHEEL_TICK_MS: Millis = 10;
 /// Timer wheel slots (power of two): one rotation is 5.12 s, so a 60 s idle
 /// deadline is looked at about a dozen times before it fires.
 const WHEEL_SLOTS: usize = 512;
+/// Bytes read from one connection before what was read is served and
+/// flushed, on a turn with at most [`QUIET_TURN_EVENTS`] events: replies to
+/// the start of a burst then go out while the rest is still being read, so
+/// a lone pipelining peer overlaps with the server instead of taking turns
+/// with it in ring-sized batches. On a busy turn the other connections keep
+/// the server and the wire overlapped anyway, and reading a whole burst at
+/// once saves syscalls (measured: +40 % req/s for one connection with 16 ×
+/// 4 KiB in flight; the cap on every turn cost 10–25 % at 1000 and 10000
+/// connections).
+const READ_PASS_MAX: usize = 16 * 1024;
+/// A turn with at most this many readiness events counts as quiet.
+const QUIET_TURN_EVENTS: usize = 2;
 /// Descriptors a shard holds besides its connections: listener, epoll,
 /// waker (eventfd), spare fd.
 pub const FDS_PER_SHARD: usize = 4;
@@ -82,6 +94,8 @@ pub struct Shard {
     /// most once, so this holds at most one entry per connection.
     queue: VecDeque<Token>,
     expired: Vec<Token>,
+    /// Readiness events of the current turn (see [`READ_PASS_MAX`]).
+    turn_events: usize,
     epoch: Instant,
     now: Millis,
 }
@@ -132,6 +146,7 @@ impl Shard {
             drain_until: None,
             queue: VecDeque::new(),
             expired: Vec::new(),
+            turn_events: 0,
             epoch: Instant::now(),
             now: 0,
         };
@@ -150,6 +165,7 @@ impl Shard {
             }
             let turn = Instant::now();
             self.now = turn.duration_since(self.epoch).as_millis() as Millis;
+            self.turn_events = events.iter().count();
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.acceptor.ready = true,
@@ -228,10 +244,15 @@ impl Shard {
             return;
         };
         let mut budget = self.limits.read_budget;
+        let pass_max = if self.turn_events <= QUIET_TURN_EVENTS {
+            READ_PASS_MAX
+        } else {
+            usize::MAX
+        };
         let outcome = loop {
             let mut moved = false;
             if conn.wants_read() && budget > 0 {
-                match driver::read(conn, &mut self.pool, budget) {
+                match driver::read(conn, &mut self.pool, budget.min(pass_max)) {
                     Ok(read) => {
                         if read.bytes > 0 {
                             moved = true;
