@@ -177,6 +177,16 @@ impl<'a> Args<'a> {
             remaining: None,
         }
     }
+
+    /// How many arguments are left. O(1) for a multibulk command (its
+    /// header says so; the decoder checked the frame holds them all), a
+    /// scan of the line for an inline one.
+    pub fn left(&self) -> usize {
+        match self.remaining {
+            Some(remaining) => remaining,
+            None => self.clone().count(),
+        }
+    }
 }
 
 impl<'a> Iterator for Args<'a> {
@@ -373,10 +383,18 @@ fn line_number(
         error::INVALID_BULK
     };
     let available = input.len().saturating_sub(from);
-    let mut digits = [0u8; HEADER_LINE_MAX];
     let scan = available.min(HEADER_LINE_MAX);
-    input.copy_to(from, &mut digits[..scan]);
-    let Some(cr) = digits[..scan].iter().position(|&b| b == b'\r') else {
+    // The line is read in place; only one that straddles the ring's wrap
+    // is copied out first.
+    let mut copy = [0u8; HEADER_LINE_MAX];
+    let digits: &[u8] = match input.contiguous(from, scan) {
+        Some(digits) => digits,
+        None => {
+            input.copy_to(from, &mut copy[..scan]);
+            &copy[..scan]
+        }
+    };
+    let Some(cr) = digits.iter().position(|&b| b == b'\r') else {
         if scan == HEADER_LINE_MAX {
             return Err(protocol(too_big));
         }
@@ -422,6 +440,19 @@ mod tests {
             len,
             consumed: len,
         }
+    }
+
+    #[test]
+    fn args_left_counts_what_is_still_to_come() {
+        let multibulk = command(&[b"SET", b"k", b"v"]);
+        let mut args = Args::parse(&multibulk);
+        assert_eq!(args.left(), 3);
+        args.next();
+        assert_eq!(args.left(), 2);
+        let mut inline = Args::parse(b"MGET a  b c\r\n");
+        assert_eq!(inline.left(), 4);
+        inline.next();
+        assert_eq!(inline.left(), 3);
     }
 
     fn args(frame: &[u8]) -> Vec<Vec<u8>> {

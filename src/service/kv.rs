@@ -112,7 +112,7 @@ impl Kv {
         pending.kind = Prepared::Nothing;
         let size = if name.eq_ignore_ascii_case(b"GET") || name.eq_ignore_ascii_case(b"MGET") {
             let single = name.len() == 3;
-            let argc = args.clone().count();
+            let argc = args.left();
             if argc == 0 || (single && argc != 1) {
                 return None; // an arity error
             }
@@ -317,7 +317,7 @@ impl Kv {
         let Some(name) = args.next() else {
             return; // an empty command gets no reply, as in Redis
         };
-        let argc = args.clone().count();
+        let argc = args.left();
         let mut upper = [0u8; 16];
         let command = uppercase(name, &mut upper);
         let arity = |ok: bool, out: &mut Out<'_, '_>| {
