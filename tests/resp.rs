@@ -13,12 +13,8 @@ use util::{Closed, Server, expect_closed, read_exact_timeout, wait_until};
 
 /// Encodes a command as a multibulk array.
 fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend(format!("${}\r\n", arg.len()).bytes());
-        out.extend(*arg);
-        out.extend(b"\r\n");
-    }
+    let mut out = Vec::new();
+    holdfast::codec::resp::encode_command(args, &mut out);
     out
 }
 

@@ -246,6 +246,17 @@ fn header(frame: &[u8], from: usize) -> Option<(i64, usize)> {
     (rest.get(cr + 1) == Some(&b'\n')).then_some((number, from + cr + 2))
 }
 
+/// Appends `args` to `out` as a RESP2 multibulk command, the form every
+/// client sends and [`decode`] takes; the inverse of [`Args`].
+pub fn encode_command(args: &[&[u8]], out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Parses a decimal i64 (optional `-`, digits only), as Redis's `string2ll`.
 pub fn parse_int(text: &[u8]) -> Option<i64> {
     let (negative, digits) = match text.split_first() {
@@ -463,14 +474,9 @@ mod tests {
         protocol(message)
     }
 
-    /// Encodes `args` as a multibulk command.
     fn command(args: &[&[u8]]) -> Vec<u8> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            out.extend(format!("${}\r\n", arg.len()).bytes());
-            out.extend(*arg);
-            out.extend(b"\r\n");
-        }
+        let mut out = Vec::new();
+        encode_command(args, &mut out);
         out
     }
 

@@ -156,11 +156,6 @@ impl Conn {
         self.output.as_ref().map_or(0, Ring::len)
     }
 
-    /// Bytes received and not yet served.
-    pub fn input_len(&self) -> usize {
-        self.input.as_ref().map_or(0, Ring::len)
-    }
-
     /// The earliest deadline now in force and the reason it would close
     /// with. Output that makes no progress is the write timeout's; an
     /// incomplete frame is the read timeout's, except while reading is

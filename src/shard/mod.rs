@@ -313,17 +313,14 @@ impl Shard {
             self.close(token, reason);
             return;
         }
-        if let State::Lingering(reason) = conn.state
-            && conn.eof
-        {
-            // The peer has taken its replies and closed: a clean close.
-            self.close(token, reason);
-            return;
-        }
-        if let Some(reason) = conn.state.finished_reason()
-            && conn.output_len() == 0
-            && !conn.output_blocked
-        {
+        let finished = match conn.state {
+            // Lingering ends when the peer has taken its replies and closed.
+            State::Lingering(reason) => conn.eof.then_some(reason),
+            state => state
+                .finished_reason()
+                .filter(|_| conn.output_len() == 0 && !conn.output_blocked),
+        };
+        if let Some(reason) = finished {
             if conn.eof {
                 self.close(token, reason);
                 return;
