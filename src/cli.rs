@@ -260,9 +260,31 @@ struct ServeArgs {
     #[arg(
         long,
         value_name = "NAME",
-        help = "epoll (uring needs a `--features uring` build) [default: epoll]"
+        help = "epoll | uring (uring needs a `--features uring` build) \
+                [default: uring in a uring build, falling back to epoll if the kernel refuses it; epoll otherwise]"
     )]
     backend: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits",
+        help = "io_uring: provided receive buffers per shard, a power of two up to 32768 [default: 512]"
+    )]
+    uring_buffers: Option<String>,
+    #[arg(
+        long,
+        value_name = "SIZE",
+        help_heading = "Limits",
+        help = "io_uring: bytes per provided receive buffer, 512 to 1MiB [default: 16KiB]"
+    )]
+    uring_buffer_size: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Limits",
+        help = "io_uring: submission queue entries per shard, 8 to 32768 [default: 4096]"
+    )]
+    uring_entries: Option<String>,
     #[arg(
         long,
         value_name = "LEVEL",
@@ -340,7 +362,7 @@ impl ServeArgs {
     }
 
     /// Each flag with its [`crate::config::KEYS`] name.
-    fn settings(&self) -> [(&'static str, Option<&str>); 21] {
+    fn settings(&self) -> [(&'static str, Option<&str>); 24] {
         [
             ("listen", self.listen.as_deref()),
             ("protocol", self.protocol.as_deref()),
@@ -366,6 +388,9 @@ impl ServeArgs {
                 "enable-debug-commands",
                 self.enable_debug_commands.then_some("true"),
             ),
+            ("uring-buffers", self.uring_buffers.as_deref()),
+            ("uring-buffer-size", self.uring_buffer_size.as_deref()),
+            ("uring-entries", self.uring_entries.as_deref()),
         ]
     }
 }
@@ -522,8 +547,12 @@ mod tests {
                 "--buffer: expected a size such as 512, 64KiB or 1MiB, got `64x`",
             ),
             (
-                &["--backend", "uring"],
-                "--backend: uring needs a build with `--features uring`",
+                &["--backend", "kqueue"],
+                "--backend: expected epoll (or uring in a `--features uring` build), got `kqueue`",
+            ),
+            (
+                &["--uring-buffers", "100"],
+                "--uring-buffers: must be a power of two, got 100 (try 128)",
             ),
             (
                 &["--protocol", "frame", "--max-frame", "70000"],
@@ -679,7 +708,7 @@ mod tests {
     /// to `Config::default()` (those that are not derived at start-up).
     #[test]
     fn help_defaults_match_config_default() {
-        const DERIVED: [&str; 3] = ["threads", "max-conns", "max-frame"];
+        const DERIVED: [&str; 4] = ["threads", "max-conns", "max-frame", "backend"];
         let help = help_of(&["holdfast", "serve", "--help"]);
         let mut checked = 0;
         for line in help.lines() {

@@ -64,6 +64,42 @@ pub struct Config {
     /// `--enable-debug-commands`: for `resp`, allow `DEBUG PANIC` and
     /// `DEBUG SLEEP`.
     pub enable_debug_commands: bool,
+    /// `--backend`: the driver under the shards. `None` is the build's
+    /// default: io_uring in a `uring` build (epoll, with one warning, when
+    /// the kernel refuses io_uring), epoll otherwise. An explicit `uring`
+    /// that the kernel refuses is an error.
+    pub backend: Option<Backend>,
+    /// `--uring-buffers`: provided receive buffers per shard (power of two),
+    /// shared by all of the shard's connections; a connection holds one only
+    /// from the completion that filled it until its bytes are copied into
+    /// the connection's input ring.
+    pub uring_buffers: usize,
+    /// `--uring-buffer-size`: bytes of each provided receive buffer (the
+    /// most one receive completion carries).
+    pub uring_buffer_size: usize,
+    /// `--uring-entries`: submission queue entries per shard (the
+    /// completion queue has four times as many).
+    pub uring_entries: usize,
+}
+
+/// The driver that moves bytes between sockets and rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Readiness through epoll (mio), then read(2)/write(2).
+    Epoll,
+    /// Completions through io_uring: multishot accept and receive into
+    /// provided buffers, sends from the output ring (`uring` builds only).
+    Uring,
+}
+
+impl Backend {
+    /// The name used on the command line and in `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Epoll => "epoll",
+            Backend::Uring => "uring",
+        }
+    }
 }
 
 impl Default for Config {
@@ -89,6 +125,10 @@ impl Default for Config {
             pin_cores: false,
             max_memory: 64 << 20,
             enable_debug_commands: false,
+            backend: None,
+            uring_buffers: 512,
+            uring_buffer_size: 16 * 1024,
+            uring_entries: 4096,
         }
     }
 }
@@ -137,6 +177,9 @@ pub const KEYS: &[&str] = &[
     "pin-cores",
     "max-memory",
     "enable-debug-commands",
+    "uring-buffers",
+    "uring-buffer-size",
+    "uring-entries",
 ];
 
 // The bounds `validate` enforces, and why each exists.
@@ -171,6 +214,15 @@ const POOL_FREE_MAX: usize = 1_000_000;
 pub const RESP_BUFFER_MIN: usize = 4096;
 /// A store larger than 1 TiB is a typo, not a plan.
 const MAX_MEMORY_MAX: usize = 1 << 40;
+/// The kernel's limit on a provided buffer ring's entries.
+const URING_BUFFERS_MAX: usize = 32_768;
+/// A receive buffer smaller than this turns a burst into many completions.
+const URING_BUFFER_SIZE_MIN: usize = 512;
+/// Larger buffers only waste memory: one completion is copied into a ring of
+/// `--buffer` bytes anyway.
+const URING_BUFFER_SIZE_MAX: usize = 1 << 20;
+/// The kernel's limit on submission queue entries.
+const URING_ENTRIES_MAX: usize = 32_768;
 
 impl Config {
     /// Checks every bound and fills the derived defaults (`max_frame` when
@@ -233,7 +285,41 @@ impl Config {
             memory_note,
             format_size,
         )?;
+        self.check_uring()?;
         self.check_admin()
+    }
+
+    /// The provided buffer ring is indexed by masking (a power of two) and
+    /// limited to 2^15 entries by the kernel.
+    fn check_uring(&self) -> Result<(), ConfigError> {
+        let count = |n: usize| n.to_string();
+        let buffers = self.uring_buffers;
+        check_range("--uring-buffers", buffers, 1, URING_BUFFERS_MAX, "", count)?;
+        if !buffers.is_power_of_two() {
+            return Err(ConfigError {
+                flag: "--uring-buffers".into(),
+                message: format!(
+                    "must be a power of two, got {buffers} (try {})",
+                    buffers.next_power_of_two().min(URING_BUFFERS_MAX)
+                ),
+            });
+        }
+        check_range(
+            "--uring-buffer-size",
+            self.uring_buffer_size,
+            URING_BUFFER_SIZE_MIN,
+            URING_BUFFER_SIZE_MAX,
+            "",
+            format_size,
+        )?;
+        check_range(
+            "--uring-entries",
+            self.uring_entries,
+            8,
+            URING_ENTRIES_MAX,
+            "",
+            count,
+        )
     }
 
     /// Applies a TOML file with the same keys as the flags (`max-conns =
@@ -269,7 +355,7 @@ impl Config {
             "read-timeout" => self.read_timeout = parse_duration(value)?,
             "write-timeout" => self.write_timeout = parse_duration(value)?,
             "shutdown-grace" => self.shutdown_grace = parse_duration(value)?,
-            "backend" => check_backend(value)?,
+            "backend" => self.backend = Some(parse_backend(value)?),
             "backlog" => self.backlog = parse_backlog(value)?,
             "accept-batch" => self.accept_batch = parse_count(value)?,
             "events-max" => self.events_max = parse_count(value)?,
@@ -279,6 +365,9 @@ impl Config {
             "pin-cores" => self.pin_cores = parse_bool(value)?,
             "max-memory" => self.max_memory = parse_size(value)?,
             "enable-debug-commands" => self.enable_debug_commands = parse_bool(value)?,
+            "uring-buffers" => self.uring_buffers = parse_count(value)?,
+            "uring-buffer-size" => self.uring_buffer_size = parse_size(value)?,
+            "uring-entries" => self.uring_entries = parse_count(value)?,
             _ => {
                 return Err(format!(
                     "not a setting; the settings are {}",
@@ -522,11 +611,11 @@ fn parse_log_level(text: &str) -> Result<log::LevelFilter, String> {
         .ok_or_else(|| format!("expected one of error, warn, info, debug, trace, got `{text}`"))
 }
 
-/// Only epoll exists in this build; the setting is checked, not stored.
-/// When the `uring` feature lands, this is where it becomes a field.
-fn check_backend(text: &str) -> Result<(), String> {
+/// `epoll`, or `uring` in a build with the `uring` feature.
+fn parse_backend(text: &str) -> Result<Backend, String> {
     match text {
-        "epoll" => Ok(()),
+        "epoll" => Ok(Backend::Epoll),
+        "uring" if cfg!(feature = "uring") => Ok(Backend::Uring),
         "uring" => Err("uring needs a build with `--features uring`".into()),
         _ => Err(format!(
             "expected epoll (or uring in a `--features uring` build), got `{text}`"
@@ -1006,11 +1095,17 @@ mod tests {
             assert_eq!(error.flag, format!("--{key}"), "{value}");
             assert!(error.message.contains(&format!("`{value}`")), "{error}");
         }
-        let error = Config::default().set("backend", "uring").unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "--backend: uring needs a build with `--features uring`"
-        );
+        if cfg!(feature = "uring") {
+            let mut config = Config::default();
+            config.set("backend", "uring").unwrap();
+            assert_eq!(config.backend, Some(Backend::Uring));
+        } else {
+            let error = Config::default().set("backend", "uring").unwrap_err();
+            assert_eq!(
+                error.to_string(),
+                "--backend: uring needs a build with `--features uring`"
+            );
+        }
         let error = Config::default().set("bogus", "1").unwrap_err();
         assert_eq!(error.flag, "--bogus");
     }

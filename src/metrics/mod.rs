@@ -193,6 +193,26 @@ pub struct ShardMetrics {
     /// File descriptors this shard holds besides connections (listener,
     /// poller, waker, spare fd), for `holdfast_fd_unaccounted`.
     pub fds_own: Gauge,
+    /// What only the io_uring driver counts (zero under epoll).
+    pub uring: UringMetrics,
+}
+
+/// The io_uring driver's own counters.
+#[derive(Debug, Default)]
+pub struct UringMetrics {
+    /// `io_uring_enter` calls (each submits and, most often, waits).
+    pub enters: Counter,
+    /// Multishot receives ended by an empty provided-buffer pool (re-armed
+    /// once buffers return).
+    pub enobufs: Counter,
+    /// Times the completion queue had overflowed (completions held by the
+    /// kernel until the next enter).
+    pub cq_overflow: Counter,
+    /// Sends that wrote fewer bytes than asked (the rest is sent again).
+    pub short_sends: Counter,
+    /// Completions that named no live operation: an invariant violation
+    /// (asserted in debug builds); their buffer or fd is still released.
+    pub stray_completions: Counter,
 }
 
 /// What the admin endpoint reads: every shard's metrics and the process's

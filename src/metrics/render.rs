@@ -137,6 +137,9 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
         |s| s.loop_iterations.get(),
     )?;
     loop_turn_histogram(out, shards)?;
+    if registry.backend == "uring" {
+        uring(out, shards)?;
+    }
 
     header(
         out,
@@ -198,6 +201,41 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
             "holdfast_fd_unaccounted {}",
             fd_unaccounted(open_fds, registry)
         )?;
+    }
+    Ok(())
+}
+
+/// The io_uring driver's counters, rendered only when it runs.
+fn uring(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Result {
+    let families: [(&str, &str, fn(&ShardMetrics) -> u64); 5] = [
+        (
+            "holdfast_uring_enters_total",
+            "io_uring_enter calls (each submits and most often waits).",
+            |s| s.uring.enters.get(),
+        ),
+        (
+            "holdfast_uring_enobufs_total",
+            "Multishot receives ended by an empty provided-buffer pool (see --uring-buffers).",
+            |s| s.uring.enobufs.get(),
+        ),
+        (
+            "holdfast_uring_cq_overflow_total",
+            "Turns that found the completion queue overflowed (see --uring-entries).",
+            |s| s.uring.cq_overflow.get(),
+        ),
+        (
+            "holdfast_uring_short_sends_total",
+            "Sends that wrote fewer bytes than asked (the rest is sent again).",
+            |s| s.uring.short_sends.get(),
+        ),
+        (
+            "holdfast_uring_stray_completions_total",
+            "Completions naming no live operation; non-zero is a bug.",
+            |s| s.uring.stray_completions.get(),
+        ),
+    ];
+    for (name, help, value) in families {
+        per_shard(out, name, "counter", help, shards, value)?;
     }
     Ok(())
 }
