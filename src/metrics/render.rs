@@ -207,7 +207,8 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
 
 /// The io_uring driver's counters, rendered only when it runs.
 fn uring(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Result {
-    let families: [(&str, &str, fn(&ShardMetrics) -> u64); 5] = [
+    type Family = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
+    let families: [Family; 5] = [
         (
             "holdfast_uring_enters_total",
             "io_uring_enter calls (each submits and most often waits).",
