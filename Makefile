@@ -1,19 +1,29 @@
 # holdfast — build, run, test.
 #
 #   make run    release build, serve echo on 127.0.0.1:7000 (admin 127.0.0.1:7001)
-#   make test   format and lint checks, then every unit, property and integration test
+#   make test   format and lint checks (clippy with and without --features uring), then every
+#               unit, property and integration test on epoll, then again on io_uring
+#               (--features uring) unless the kernel refuses io_uring (one line says so)
+#   make test-uring  only the io_uring test run (fails if the kernel refuses io_uring)
 #   make fmt    format the code
 #   make lint   clippy on every target, warnings are errors
 #   make bench  release build, then holdfast vs tokio (pinned, alternated, 3 rounds); target/bench/results.md
 #   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
 #   make perf   perf record -g of holdfast under a standard load, top of the report
+#   make syscalls  syscalls per request, epoll vs io_uring (strace -c on the pinned server)
 #   make fuzz   run each decoder's fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := raw line length resp
 
-.PHONY: all build release run test deps check-fmt lint fmt fuzz clean bench bench-redis perf
+.PHONY: all build release run test test-uring deps check-fmt lint fmt fuzz clean bench bench-redis perf syscalls
+
+# The `--features uring` build keeps its own target directory (see
+# BENCHMARKING.md, "make test and the uring feature"). Empty: share target/.
+URING_TARGET_DIR ?= target/uring
+export CARGO URING_TARGET_DIR
+URING_CARGO = $(if $(URING_TARGET_DIR),CARGO_TARGET_DIR=$(URING_TARGET_DIR) )$(CARGO)
 
 all: build
 
@@ -26,9 +36,15 @@ release:
 run: release
 	./target/release/holdfast serve
 
+# The epoll run decides; the io_uring run follows when the kernel allows it
+# (scripts/test_uring.sh probes with `holdfast serve --check --backend uring`).
 test: deps check-fmt lint
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	scripts/test_uring.sh --if-available
+
+test-uring: deps
+	scripts/test_uring.sh
 
 # The resp integration tests drive the server with redis-cli.
 deps:
@@ -39,6 +55,7 @@ check-fmt:
 
 lint:
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(URING_CARGO) clippy --all-targets --features uring -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
@@ -61,6 +78,9 @@ bench-redis: release
 
 perf:
 	scripts/perf.sh
+
+syscalls:
+	scripts/syscalls.sh
 
 clean:
 	$(CARGO) clean

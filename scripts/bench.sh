@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# make bench: holdfast against the tokio reference servers, in one run.
+# make bench: holdfast (epoll and io_uring) against the tokio reference
+# servers, in one run, then the syscall counts of scripts/syscalls.sh.
+#
+# holdfast is built once, in release with `--features uring`, and run as two
+# servers: `holdfast` (`--backend epoll`) and `holdfast_uring` (`--backend
+# uring`). If this kernel cannot run the io_uring driver (the binary's
+# `serve --check --backend uring` says why), the uring server is left out
+# with that reason printed and written in the report.
 #
 # Every server runs pinned to CPU 0, the load generator (holdfast bench)
 # to CPU 1. Servers are alternated cell by cell and the whole matrix is
@@ -8,7 +15,11 @@
 # takes the median over rounds. Each cell starts a fresh server.
 #
 # Knobs (environment): ROUNDS (3), DURATION (1200ms), WARMUP (300ms),
-# IDLE_CONNS (10000), OUT (target/bench).
+# IDLE_CONNS (10000), OUT (target/bench); a smaller matrix with CONNS
+# ("1 100 1000 10000"), SIZES ("64 4096"), PIPELINES ("1 16"), SERVERS
+# ("holdfast holdfast_uring tokio_ct tokio_mt"; tokio_ct is the baseline of
+# the ratios, keep it); SYSCALLS=0 skips the syscall counts; IDLE=0 skips
+# the idle-memory measurement. URING_TARGET_DIR as in the Makefile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,10 +28,13 @@ DURATION=${DURATION:-1200ms}
 WARMUP=${WARMUP:-300ms}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 OUT=${OUT:-target/bench}
-CONNS=(1 100 1000 10000)
-SIZES=(64 4096)
-PIPELINES=(1 16)
-SERVERS=(holdfast tokio_ct tokio_mt)
+read -r -a CONNS <<< "${CONNS:-1 100 1000 10000}"
+read -r -a SIZES <<< "${SIZES:-64 4096}"
+read -r -a PIPELINES <<< "${PIPELINES:-1 16}"
+read -r -a SERVERS <<< "${SERVERS:-holdfast holdfast_uring tokio_ct tokio_mt}"
+SYSCALLS=${SYSCALLS:-1}
+IDLE=${IDLE:-1}
+URING_TARGET_DIR=${URING_TARGET_DIR-target/uring}
 PORT=7400
 SERVER_CPU=0
 CLIENT_CPU=1
@@ -42,14 +56,31 @@ if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 200)) ]; then
 fi
 
 start_time=$(date +%s)
-echo "== building (release)"
-cargo build --release --bin holdfast
+echo "== building (release, --features uring)"
+if [ -n "$URING_TARGET_DIR" ]; then
+    CARGO_TARGET_DIR=$URING_TARGET_DIR cargo build --release --features uring --bin holdfast
+else
+    cargo build --release --features uring --bin holdfast
+fi
 cargo build --release --manifest-path reference/tokio-echo/Cargo.toml
-HOLDFAST=target/release/holdfast
+HOLDFAST=${URING_TARGET_DIR:-target}/release/holdfast
 TOKIO=reference/tokio-echo/target/release/tokio-echo
 mkdir -p "$OUT"
 RAW="$OUT/raw.jsonl"
 : > "$RAW"
+
+# The io_uring server only where this kernel can run it.
+if [[ " ${SERVERS[*]} " == *" holdfast_uring "* ]]; then
+    if probe=$(scripts/uring_probe.sh "$HOLDFAST"); then
+        echo "io_uring probe: $probe"
+    else
+        echo "skipping holdfast_uring (--backend uring): $probe"
+        printf '{"kind":"skip","server":"holdfast_uring","reason":"%s"}\n' "$(printf '%s' "$probe" | tr -d '"\\')" >> "$RAW"
+        kept=()
+        for server in "${SERVERS[@]}"; do [ "$server" = holdfast_uring ] || kept+=("$server"); done
+        SERVERS=("${kept[@]}")
+    fi
+fi
 SERVER_PID=
 SERVER_LOG="$OUT/server.log"
 
@@ -69,7 +100,9 @@ start_server() {
         local addr="127.0.0.1:$PORT"
         case "$1" in
             holdfast) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
-                          --threads 1 --log-level info --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+                          --threads 1 --log-level info --protocol echo --backend epoll >"$SERVER_LOG" 2>&1 & ;;
+            holdfast_uring) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
+                          --threads 1 --log-level info --protocol echo --backend uring >"$SERVER_LOG" 2>&1 & ;;
             tokio_ct) taskset -c $SERVER_CPU "$TOKIO" --runtime current_thread --listen "$addr" \
                           --protocol echo >"$SERVER_LOG" 2>&1 & ;;
             tokio_mt) taskset -c $SERVER_CPU "$TOKIO" --runtime multi_thread --listen "$addr" \
@@ -125,7 +158,7 @@ for round in $(seq "$ROUNDS"); do
                     echo "{\"kind\":\"load\",\"server\":\"$server\",\"round\":$round,${json#\{}" >> "$RAW"
                     line=$(echo "$json" | python3 -c 'import json,sys; d=json.load(sys.stdin); c=d.get("connected",0); n=d.get("conns",0); print("%10.0f req/s  p99 %8.1f us  cpu %6.3f us/req  errors %s  connect %.2fs%s" % (d.get("rps",0), d.get("p99_us",0), d.get("server_cpu_us_per_req",0), d.get("errors"), d.get("connect_s",0), "" if c >= n and n else "  UNDER-CONNECTED %s/%s" % (c, n)))')
                     case "$line" in *UNDER-CONNECTED*) UNDER=$((UNDER + 1)) ;; esac
-                    printf 'round %s  %-8s conns %-5s size %-4s pipeline %-2s  %s\n' \
+                    printf 'round %s  %-14s conns %-5s size %-4s pipeline %-2s  %s\n' \
                         "$round" "$server" "$conns" "$size" "$pipeline" "$line"
                 done
             done
@@ -137,6 +170,7 @@ for round in $(seq "$ROUNDS"); do
     # close with a FIN: the TIME_WAIT they leave is on the client side,
     # spread over 250 source addresses).
     for server in "${order[@]}"; do
+      [ "$IDLE" = 1 ] || break
       # A connection whose handshake the server's overflowing accept queue
       # dropped is established for the client but never reaches the
       # server; when that happens the measurement is taken again (up to 3
@@ -175,10 +209,32 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+# Syscalls per request, epoll against io_uring (strace: counts only, never
+# timings; its own defaults, not this matrix's knobs).
+SYSCALLS_NOTE=""
+if [ "$SYSCALLS" = 1 ]; then
+    echo "== syscall counts (scripts/syscalls.sh)"
+    rm -f "$OUT/syscalls.md"
+    if ! env -u CONNS -u SIZE -u PIPELINES -u BACKENDS -u PORT BUILD=0 OUT="$OUT" HOLDFAST="$HOLDFAST" \
+            scripts/syscalls.sh; then
+        SYSCALLS_NOTE="scripts/syscalls.sh failed (see its output above)"
+    fi
+fi
+
 elapsed=$(( $(date +%s) - start_time ))
 python3 scripts/bench_report.py "$RAW" "$OUT/results.md" "$OUT/rps.svg" "$elapsed" "$DURATION" "$WARMUP" "$ROUNDS"
+if [ "$SYSCALLS" = 1 ]; then
+    if [ -n "$SYSCALLS_NOTE" ]; then
+        printf '### Syscalls per request\n\n**Not measured**: %s.\n' "$SYSCALLS_NOTE" >> "$OUT/results.md"
+    else
+        cat "$OUT/syscalls.md" >> "$OUT/results.md"
+    fi
+fi
 cat "$OUT/results.md"
 echo "wrote $OUT/results.md and $OUT/rps.svg (make bench took ${elapsed}s)"
+if [ -n "$SYSCALLS_NOTE" ]; then
+    echo "WARNING: $SYSCALLS_NOTE" >&2
+fi
 if [ "$UNDER" -gt 0 ]; then
     echo "WARNING: $UNDER runs had fewer connections than requested (UNDER-CONNECTED above; marked ⚠ in the table)" >&2
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns the raw lines of scripts/bench.sh into the Markdown table and the
-SVG chart: medians over rounds, ratios to tokio current_thread."""
+SVG chart: medians over rounds, ratios to tokio current_thread, and the
+io_uring driver against the epoll one."""
 
 import json
 import math
@@ -10,14 +11,20 @@ import statistics
 import subprocess
 import sys
 
-SERVERS = ["holdfast", "tokio_ct", "tokio_mt"]
+ALL_SERVERS = ["holdfast", "holdfast_uring", "tokio_ct", "tokio_mt"]
+SERVERS = ALL_SERVERS  # narrowed in main() to the servers that ran
 LABEL = {
-    "holdfast": "holdfast (1 shard)",
+    "holdfast": "holdfast epoll (1 shard)",
+    "holdfast_uring": "holdfast io_uring (1 shard)",
     "tokio_ct": "tokio current_thread",
     "tokio_mt": "tokio multi_thread",
 }
-COLOR = {"holdfast": "#d62728", "tokio_ct": "#1f77b4", "tokio_mt": "#2ca02c"}
+COLOR = {"holdfast": "#d62728", "holdfast_uring": "#9467bd", "tokio_ct": "#1f77b4", "tokio_mt": "#2ca02c"}
 BASE = "tokio_ct"
+# The io_uring target (issue 6): at these connection counts, CPU per request
+# at most URING_CPU_TARGET × epoll's and no row behind epoll in req/s.
+URING_TARGET_CONNS = (1000, 10000)
+URING_CPU_TARGET = 0.9
 
 
 def machine():
@@ -60,11 +67,75 @@ def fmt(value, pattern):
     return "–" if value is None else pattern % value
 
 
+def geomean(values):
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def uring_section(cells, med, skipped):
+    """io_uring against epoll, cell by cell, and the issue's target."""
+    out = ["### io_uring against epoll\n"]
+    if "holdfast_uring" not in SERVERS:
+        reason = skipped.get("holdfast_uring")
+        out.append("**Not measured**: %s.\n" % (
+            "this kernel cannot run the io_uring driver: `%s`" % reason if reason
+            else "`holdfast_uring` was not among the servers run"))
+        return out
+    if "holdfast" not in SERVERS:
+        out.append("**Not compared**: the epoll server (`holdfast`) was not among the servers run.\n")
+        return out
+    out.append("The same release binary (built with `--features uring`), `--backend uring` against "
+               "`--backend epoll`, alternated within each cell like the other servers. Ratios are "
+               "io_uring ÷ epoll of the medians: req/s higher is better; p99 and CPU/req lower is better.\n")
+    out.append("| conns | size | pipeline | epoll req/s | io_uring req/s | ×epoll | epoll p99 µs | io_uring p99 µs | ×epoll | "
+               "epoll CPU µs/req | io_uring CPU µs/req | ×epoll |")
+    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    cpu_ratios, rps_ratios = [], []
+    cpu_miss, rps_miss, checked = [], [], []
+    for cell in cells:
+        e, u = med[cell, "holdfast"], med[cell, "holdfast_uring"]
+        r_rps, r_p99, r_cpu = ratio(u["rps"], e["rps"]), ratio(u["p99"], e["p99"]), ratio(u["cpu"], e["cpu"])
+        if r_cpu:
+            cpu_ratios.append(r_cpu)
+        if r_rps:
+            rps_ratios.append(r_rps)
+        name = "%d×%d×%d" % cell
+        if cell[0] in URING_TARGET_CONNS:
+            checked.append(name)
+            if r_cpu is None or r_cpu > URING_CPU_TARGET:
+                cpu_miss.append("%s %s" % (name, fmt(r_cpu, "%.2f")))
+            if r_rps is None or r_rps < 1.0:
+                rps_miss.append("%s %s" % (name, fmt(r_rps, "%.2f")))
+        out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            cell[0], cell[1], cell[2],
+            fmt(e["rps"], "%.0f"), fmt(u["rps"], "%.0f"), fmt(r_rps, "%.2f"),
+            fmt(e["p99"], "%.1f"), fmt(u["p99"], "%.1f"), fmt(r_p99, "%.2f"),
+            fmt(e["cpu"], "%.3f"), fmt(u["cpu"], "%.3f"), fmt(r_cpu, "%.2f")))
+    out.append("")
+    out.append("Geometric mean over the matrix, io_uring ÷ epoll: CPU µs/req %s, req/s %s.\n" % (
+        fmt(geomean(cpu_ratios), "%.2f×"), fmt(geomean(rps_ratios), "%.2f×")))
+    if checked:
+        out.append("Against the target (at %s conns: CPU/request ≤ %.1f× epoll's, no row behind epoll in req/s), "
+                   "over the %d rows measured there: CPU %s; req/s %s.\n" % (
+                       " and ".join(str(c) for c in URING_TARGET_CONNS), URING_CPU_TARGET, len(checked),
+                       "**met**" if not cpu_miss else "**missed** on " + ", ".join(cpu_miss),
+                       "**met**" if not rps_miss else "**missed** on " + ", ".join(rps_miss)))
+    else:
+        out.append("No row at %s conns was measured: the target is not checked.\n" % (
+            " or ".join(str(c) for c in URING_TARGET_CONNS)))
+    return out
+
+
 def main():
+    global SERVERS, BASE
     raw, md_path, svg_path, elapsed, duration, warmup, rounds = sys.argv[1:8]
     rows = [json.loads(line) for line in open(raw) if line.strip()]
     load = [r for r in rows if r.get("kind") == "load"]
     idle = [r for r in rows if r.get("kind") == "idle"]
+    skipped = {r["server"]: r.get("reason", "?") for r in rows if r.get("kind") == "skip"}
+    present = {r.get("server") for r in load}
+    SERVERS = [s for s in ALL_SERVERS if s in present]
+    if BASE not in SERVERS and SERVERS:
+        BASE = SERVERS[0]  # a reduced matrix without tokio_ct (SERVERS=...)
     cells = sorted({(r["conns"], r["size"], r["pipeline"]) for r in load if "conns" in r})
 
     med = {}
@@ -86,9 +157,9 @@ def main():
     out.append("## `make bench` results\n")
     out.append("Machine: %s.  " % machine())
     out.append("Each cell: %s measured after %s warm-up, median of %s rounds; server pinned to CPU 0, "
-               "`holdfast bench` to CPU 1; echo protocol; ratios are to tokio current_thread "
+               "`holdfast bench` to CPU 1; echo protocol; ratios (×ct) are to %s "
                "(req/s: higher is better; p99 and CPU/req: lower is better). "
-               "Whole run: %s s.\n" % (duration, warmup, rounds, elapsed))
+               "Whole run: %s s.\n" % (duration, warmup, rounds, LABEL[BASE], elapsed))
     out.append("`connected` is the fewest connections established in any round; ⚠ marks a cell where some "
                "round had fewer than requested (its medians then mix in a lighter load).\n")
     out.append("| conns | size | pipeline | server | connected | req/s | ×ct | p99 µs | ×ct | CPU µs/req | ×ct | errors |")
@@ -117,9 +188,9 @@ def main():
         out.append("**Under-connected cells (⚠)**: " + ", ".join(short) + ".\n")
     else:
         out.append("Every run of every cell established all its connections.\n")
-    out.append("Geometric mean over the matrix of CPU µs/req relative to tokio current_thread: " + ", ".join(
-        "%s %s" % (LABEL[s], fmt(math.exp(sum(map(math.log, geo[s])) / len(geo[s])) if geo[s] else None, "%.2f×"))
-        for s in SERVERS) + ".\n")
+    out.append("Geometric mean over the matrix of CPU µs/req relative to %s: " % LABEL[BASE] + ", ".join(
+        "%s %s" % (LABEL[s], fmt(geomean(geo[s]), "%.2f×")) for s in SERVERS) + ".\n")
+    out.extend(uring_section(cells, med, skipped))
 
     out.append("### Memory per idle connection\n")
     out.append("RSS read once the server's fd count shows every connection held (the client still holding "
@@ -156,7 +227,7 @@ def svg(cells, med):
              '<rect width="100%" height="100%" fill="white"/>',
              '<text x="%d" y="18" font-size="14" text-anchor="middle">requests/s against connections (median of rounds; server on 1 CPU)</text>' % (width / 2)]
     for i, server in enumerate(SERVERS):
-        x = 20 + i * 200
+        x = 20 + i * 190
         parts.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/><text x="%d" y="40">%s</text>' % (x, COLOR[server], x + 16, LABEL[server]))
     for index, (size, pipeline) in enumerate(panels):
         ox = margin + (index % 2) * pw
