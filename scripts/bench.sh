@@ -34,7 +34,7 @@ read -r -a PIPELINES <<< "${PIPELINES:-1 16}"
 read -r -a SERVERS <<< "${SERVERS:-holdfast holdfast_uring tokio_ct tokio_mt}"
 SYSCALLS=${SYSCALLS:-1}
 IDLE=${IDLE:-1}
-URING_TARGET_DIR=${URING_TARGET_DIR-target/uring}
+URING_TARGET_DIR=${URING_TARGET_DIR:-}
 PORT=7400
 SERVER_CPU=0
 CLIENT_CPU=1
