@@ -3,4 +3,5 @@
 //! backoff ([`backoff`]). Both are plain state machines driven by the
 //! caller with the time ([`Millis`](crate::timer::Millis)), so they never
 //! read a clock, sleep, allocate after construction, or need a lock.
+pub mod backoff;
 pub mod breaker;
