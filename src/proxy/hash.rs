@@ -126,10 +126,14 @@ impl std::fmt::Display for RingError {
 impl std::error::Error for RingError {}
 
 impl Ring {
-    /// A ring over upstreams of equal weight. Each is named as nutcracker
-    /// names a server without an explicit name: `host:port` (the port left
-    /// out when it is 11211, as libmemcached does), and its index in
+    /// A ring over upstreams of equal weight; an upstream's index in
     /// `names` is what [`Ring::upstream`] returns.
+    ///
+    /// Name each upstream as nutcracker names a server, or keys land
+    /// elsewhere: the `host:port` as written in its configuration (a host
+    /// name stays a host name, not the address it resolves to; the
+    /// `:port` is dropped when it is 11211), or the explicit name that
+    /// follows the weight (`127.0.0.1:6379:1 redis1` is named `redis1`).
     pub fn new<N: AsRef<[u8]>>(names: &[N], hash: KeyHash) -> Result<Ring, RingError> {
         let weighted: Vec<(&[u8], u32)> = names.iter().map(|n| (n.as_ref(), 1)).collect();
         Ring::weighted(&weighted, hash)

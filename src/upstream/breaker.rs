@@ -167,6 +167,17 @@ pub enum FailureKind {
     Reset,
 }
 
+impl FailureKind {
+    /// The metric label: `connect`, `timeout`, `reset`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Connect => "connect",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Reset => "reset",
+        }
+    }
+}
+
 /// One upstream's circuit breaker.
 #[derive(Clone, Debug)]
 pub struct Breaker {
@@ -580,6 +591,7 @@ mod tests {
         // closed→open, open→half_open ×2, half_open→open, half_open→closed.
         assert_eq!(counts, [0, 1, 0, 0, 0, 2, 1, 1, 0]);
         assert_eq!(State::HalfOpen.name(), "half_open");
+        assert_eq!(FailureKind::Connect.name(), "connect");
     }
 
     #[test]
