@@ -89,6 +89,7 @@ cleanup() {
     if [ -n "$SERVER_PID" ]; then kill -9 "$SERVER_PID" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 # start_server NAME: starts it on CPU 0, waits for its "listening on" line.
 # A port some other process holds is skipped (up to 20 tries).

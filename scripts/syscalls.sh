@@ -180,20 +180,24 @@ for backend in "${BACKENDS[@]}"; do
 
         strace -c -f -S calls -p "$SERVER_PID" -o "$WORK/strace.out" 2>"$WORK/strace.err" &
         STRACE_PID=$!
-        # Every thread reports "attached" (io_uring worker threads, which
-        # cannot be traced, report a failure instead); up to 10 s.
+        # strace says "Process PID attached with N threads" once it holds
+        # them all (io_uring worker threads cannot be traced: it reports
+        # those as failures). Up to 10 s.
         tasks=$(find "/proc/$SERVER_PID/task" -mindepth 1 -maxdepth 1 | wc -l)
         for _ in $(seq 200); do
-            [ "$(grep -c -e attached -e 'ptrace(PTRACE' "$WORK/strace.err" || true)" -ge "$tasks" ] && break
+            grep -q "Process $SERVER_PID attached" "$WORK/strace.err" && break
             kill -0 "$STRACE_PID" 2>/dev/null || { cat "$WORK/strace.err" >&2; echo "strace exited early" >&2; exit 1; }
             sleep 0.05
         done
-        sleep 0.2
+        if ! grep -q "Process $SERVER_PID attached" "$WORK/strace.err"; then
+            cat "$WORK/strace.err" >&2; echo "strace did not attach within 10 s" >&2; exit 1
+        fi
         snapshot "$WORK/s2"; sleep "$WINDOW"; snapshot "$WORK/s3"
+        attached=$(sed -n "s/.*Process $SERVER_PID attached with \([0-9]*\) threads.*/\1/p" "$WORK/strace.err" | head -n1)
+        [ -n "$attached" ] || attached=1
         stop STRACE_PID TERM
         stop BENCH_PID 9
         stop SERVER_PID 9
-        attached=$(grep -c attached "$WORK/strace.err" || true)
         python3 scripts/syscalls_report.py row "$backend" "$CONNS" "$SIZE" "$pipeline" "$tasks" "$attached" \
             "$(getconf CLK_TCK)" "$WORK/s0" "$WORK/s1" "$WORK/s2" "$WORK/s3" "$WORK/strace.out" >> "$RAW"
         python3 scripts/syscalls_report.py line "$(tail -n1 "$RAW")"
