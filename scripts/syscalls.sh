@@ -155,6 +155,7 @@ for backend in "${BACKENDS[@]}"; do
         if ! PROBE=$(scripts/uring_probe.sh "$HOLDFAST"); then
             echo "skipping --backend uring: $PROBE"
             printf '{"kind":"skip","backend":"uring","reason":"%s"}\n' "$(printf '%s' "$PROBE" | tr -d '"\\')" >> "$RAW"
+            PROBE=""
             continue
         fi
     fi
