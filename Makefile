@@ -7,7 +7,8 @@
 #   make test-uring  only the io_uring test run (fails if the kernel refuses io_uring)
 #   make fmt    format the code
 #   make lint   clippy on every target, warnings are errors
-#   make bench  release build, then holdfast vs tokio (pinned, alternated, 3 rounds); target/bench/results.md
+#   make bench  release build (--features uring), then holdfast epoll and io_uring vs tokio (pinned,
+#               alternated, 3 rounds), then make syscalls; target/bench/results.md
 #   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
 #   make perf   perf record -g of holdfast under a standard load, top of the report
 #   make syscalls  syscalls per request, epoll vs io_uring (strace -c on the pinned server)

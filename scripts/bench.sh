@@ -18,8 +18,9 @@
 # IDLE_CONNS (10000), OUT (target/bench); a smaller matrix with CONNS
 # ("1 100 1000 10000"), SIZES ("64 4096"), PIPELINES ("1 16"), SERVERS
 # ("holdfast holdfast_uring tokio_ct tokio_mt"; tokio_ct is the baseline of
-# the ratios, keep it); SYSCALLS=0 skips the syscall counts; IDLE=0 skips
-# the idle-memory measurement. URING_TARGET_DIR as in the Makefile.
+# the ×ct ratios, or else the first server listed); SYSCALLS=0 skips the
+# syscall counts; IDLE=0 skips the idle-memory measurement.
+# URING_TARGET_DIR as in the Makefile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
