@@ -745,3 +745,121 @@ impl Rng {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+impl Server {
+    /// Like [`Server::start`], but through another program: `wrapper
+    /// WRAPPER_ARGS... holdfast serve ...`, for a wrapper that changes the
+    /// process (a seccomp filter) and then `exec`s the rest of its
+    /// arguments.
+    pub fn start_via(wrapper: &std::path::Path, wrapper_args: &[&str], args: &[&str]) -> Server {
+        let mut command = Command::new(wrapper);
+        command
+            .args(wrapper_args)
+            .arg(env!("CARGO_BIN_EXE_holdfast"))
+            .arg("serve");
+        for (flag, value) in [
+            ("--listen", "127.0.0.1:0"),
+            ("--admin", "127.0.0.1:0"),
+            ("--threads", "1"),
+        ] {
+            if !args.contains(&flag) {
+                command.args([flag, value]);
+            }
+        }
+        let mut child = command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", wrapper.display()));
+        let stderr = collect_stderr(&mut child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let what = format!(
+            "{} {wrapper_args:?} holdfast serve {args:?}",
+            wrapper.display()
+        );
+        let line = loop {
+            if let Some(line) = stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("listening on "))
+            {
+                break line.clone();
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "{what} exited with {status} before listening; stderr:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{what} printed no listening line within {START_TIMEOUT:?}; stderr:\n{}",
+                    stderr.lock().unwrap().join("\n")
+                );
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        };
+        let (addr, admin) = parse_listening_line(&line);
+        Server {
+            child,
+            addr,
+            admin,
+            stderr,
+            listening_line: line,
+            exit: None,
+        }
+    }
+}
+
+/// Like [`run_to_exit`], but runs `wrapper WRAPPER_ARGS... holdfast ARGS`.
+pub fn run_via_to_exit(
+    wrapper: &std::path::Path,
+    wrapper_args: &[&str],
+    args: &[&str],
+    timeout: Duration,
+) -> (Option<ExitStatus>, String, String) {
+    let mut child = Command::new(wrapper)
+        .args(wrapper_args)
+        .arg(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", wrapper.display()));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    (
+        status,
+        out_thread.join().unwrap(),
+        err_thread.join().unwrap(),
+    )
+}
