@@ -20,6 +20,9 @@ use crate::config::{Config, ConfigError, parse_duration, parse_size};
 pub enum Command {
     /// `holdfast serve`: run the server with this validated config.
     Serve(Config),
+    /// `holdfast serve --check`: validate the settings and probe the
+    /// backend, then exit.
+    Check(Config),
     /// `holdfast bench`: load a server with these validated options.
     Bench(BenchOptions),
 }
@@ -42,7 +45,15 @@ where
         }
     })?;
     match cli.command {
-        Some(Sub::Serve(serve)) => serve.config().map(Command::Serve).map_err(usage_error),
+        Some(Sub::Serve(serve)) => {
+            let check = serve.check;
+            let config = serve.config().map_err(usage_error)?;
+            Ok(if check {
+                Command::Check(config)
+            } else {
+                Command::Serve(config)
+            })
+        }
         Some(Sub::Bench(bench)) => bench.options().map(Command::Bench).map_err(|e| (2, e)),
         None => Err((2, MISSING_COMMAND.into())),
     }
@@ -259,6 +270,11 @@ struct ServeArgs {
     config: Option<PathBuf>,
     #[arg(
         long,
+        help = "Validate the settings and probe the backend, print one line, exit (0 ok, 1 backend refused, 2 bad flag)"
+    )]
+    check: bool,
+    #[arg(
+        long,
         value_name = "NAME",
         help = "epoll | uring (uring needs a `--features uring` build) \
                 [default: uring in a uring build, falling back to epoll if the kernel refuses it; epoll otherwise]"
@@ -458,6 +474,7 @@ mod tests {
         let args = ["holdfast", "serve"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
             Command::Serve(config) => config,
+            Command::Check(_) => panic!("parsed as check"),
             Command::Bench(_) => panic!("parsed as bench"),
         })
     }
@@ -612,7 +629,7 @@ mod tests {
         let args = ["holdfast", "bench"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
             Command::Bench(options) => options,
-            Command::Serve(_) => panic!("parsed as serve"),
+            Command::Serve(_) | Command::Check(_) => panic!("parsed as serve"),
         })
     }
 

@@ -35,6 +35,19 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Check(config) => match holdfast::server::choose_backend(&config) {
+            Ok((backend, fallback)) => {
+                if let Some(warning) = fallback {
+                    eprintln!("holdfast: {warning}");
+                }
+                println!("settings ok; backend {}", backend.name());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("holdfast: {error}");
+                ExitCode::from(1)
+            }
+        },
         Command::Serve(config) => {
             init_logging(config.log_level);
             install_panic_hook();

@@ -9,12 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
-use mio::Waker;
-
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::metrics::{Registry, ShardMetrics, admin};
 use crate::service::{Echo, Service, ServiceContext};
-use crate::shard::{FDS_PER_SHARD, Shard, Shared};
+use crate::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
 use crate::sys;
 
 /// Descriptors the process keeps for itself besides the shards': stdio,
@@ -45,6 +43,8 @@ pub enum ServerError {
         /// Descriptors the server needs for itself.
         reserved: usize,
     },
+    /// `--backend uring` was asked for and the kernel refuses io_uring.
+    Backend(String),
     /// Any other start-up step failed.
     Setup {
         /// The step.
@@ -64,6 +64,7 @@ impl fmt::Display for ServerError {
                  {reserved} descriptors the server needs; raise it (ulimit -n)"
             ),
             ServerError::Setup { what, source } => write!(f, "{what}: {source}"),
+            ServerError::Backend(why) => write!(f, "--backend uring: {why}"),
         }
     }
 }
@@ -72,7 +73,7 @@ impl std::error::Error for ServerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServerError::Bind { source, .. } | ServerError::Setup { source, .. } => Some(source),
-            ServerError::FdLimit { .. } => None,
+            ServerError::FdLimit { .. } | ServerError::Backend(_) => None,
         }
     }
 }
@@ -92,7 +93,7 @@ pub struct Running {
     /// The counters every shard writes.
     pub registry: Arc<Registry>,
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<Waker>>,
+    wakers: Vec<Waker>,
     shards: Vec<JoinHandle<()>>,
 }
 
@@ -181,6 +182,10 @@ impl Server {
             config.threads = sys::cpu_count();
         }
         config.max_conns = resolve_max_conns(&config)?;
+        let (backend, fallback) = choose_backend(&config)?;
+        if let Some(warning) = fallback {
+            log::warn!("{warning}");
+        }
 
         let mut listeners = Vec::with_capacity(config.threads);
         let reuse_port = config.threads > 1;
@@ -218,7 +223,7 @@ impl Server {
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
             .map(|_| Arc::new(ShardMetrics::default()))
             .collect();
-        let registry = Arc::new(Registry::new(metrics.clone(), "epoll"));
+        let registry = Arc::new(Registry::new(metrics.clone(), backend.name()));
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -232,6 +237,7 @@ impl Server {
                 registry: &registry,
             };
             let (shard, waker) = Shard::new(
+                backend,
                 listener,
                 (self.factory)(&context),
                 &config,
@@ -249,9 +255,12 @@ impl Server {
         // Whatever the process holds now besides the shards (stdio, fds
         // inherited from the parent) is expected, not a leak; the admin
         // endpoint and the signal pipe add their own below.
+        // (A uring shard makes its ring on its own thread, later: each
+        // shard's own count says what it holds right now.)
         let fds_now = sys::open_fds().unwrap_or(0) as usize;
+        let fds_shards: u64 = registry.shards.iter().map(|s| s.fds_own.get()).sum();
         registry.fds_other.store(
-            fds_now.saturating_sub(FDS_PER_SHARD * config.threads),
+            fds_now.saturating_sub(fds_shards as usize),
             Ordering::Relaxed,
         );
         let admin_addr = match config.admin {
@@ -274,9 +283,10 @@ impl Server {
             })?;
         registry.ready.store(true, Ordering::Release);
         log::info!(
-            "listening on {local_addr} ({protocol}, {threads} shard{s}, max-conns {max_conns}, \
+            "listening on {local_addr} ({protocol}, {backend}, {threads} shard{s}, max-conns {max_conns}, \
              buffer {buffer} B, max-frame {max_frame} B); admin on {admin}",
             protocol = config.protocol.name(),
+            backend = backend.name(),
             threads = config.threads,
             s = if config.threads == 1 { "" } else { "s" },
             max_conns = config.max_conns,
@@ -345,6 +355,33 @@ fn spawn_shard(index: usize, shard: Shard, pin: bool) -> io::Result<JoinHandle<(
                 }
             }
         })
+}
+
+/// The driver to run: `--backend` if given (an explicit `uring` that the
+/// kernel refuses is an error), else the build's default. When the default
+/// io_uring is refused, epoll runs and the second value is the warning
+/// that says so and names the likely cause.
+pub fn choose_backend(config: &Config) -> Result<(Backend, Option<String>), ServerError> {
+    match config.backend {
+        Some(Backend::Epoll) => Ok((Backend::Epoll, None)),
+        #[cfg(feature = "uring")]
+        requested => match crate::shard::uring::probe(config) {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(why) if requested.is_some() => Err(ServerError::Backend(why)),
+            Err(why) => Ok((
+                Backend::Epoll,
+                Some(format!(
+                    "io_uring unavailable: {why}; falling back to epoll"
+                )),
+            )),
+        },
+        #[cfg(not(feature = "uring"))]
+        None => Ok((Backend::Epoll, None)),
+        #[cfg(not(feature = "uring"))]
+        Some(Backend::Uring) => Err(ServerError::Backend(
+            "this build has no io_uring driver (build with --features uring)".into(),
+        )),
+    }
 }
 
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the

@@ -41,7 +41,12 @@ enum Fate {
 
 #[test]
 fn fd_exhaustion_sheds_without_spinning_and_recovers() {
-    let server = Server::start(&["--protocol", "echo"]);
+    // This test lowers RLIMIT_NOFILE under a running server. io_uring's
+    // accept reads the limit when it is posted, so a multishot accept posted
+    // at start-up never sees the lower one: this scenario is epoll's. The
+    // uring driver's EMFILE handling is tested in tests/uring.rs with a
+    // limit that is low from the start.
+    let server = Server::start(&["--protocol", "echo", "--backend", "epoll"]);
     let baseline = server.fd_baseline();
     // The limit bounds descriptor numbers, not their count, and the server
     // may hold inherited descriptors with high numbers (a jobserver pipe):

@@ -99,6 +99,14 @@ fn counters_match_the_traffic_over_two_shards() {
             frames += 1;
         }
     }
+    // The server counts written bytes just after the write returns, which
+    // can be after the client has already read them: wait for the count.
+    server.wait_metric(
+        "holdfast_bytes_written_total",
+        &[],
+        bytes as f64,
+        Duration::from_secs(2),
+    );
     let during = server.scrape();
     assert_eq!(metric(&during, "holdfast_connections_open", &[]), 6.0);
     assert_eq!(

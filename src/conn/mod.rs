@@ -35,6 +35,10 @@ pub enum State {
     /// makes the kernel send a reset, which destroys replies the peer has
     /// not read yet; lingering lets them arrive (nginx's lingering close).
     Lingering(CloseReason),
+    /// Closed and counted; the driver still has operations in flight on
+    /// the socket (io_uring), so the socket and rings are released only
+    /// when the last one completes. Nothing is read, served or written.
+    Closed,
 }
 
 /// How long a connection lingers after our FIN for the peer's, at most.
@@ -50,14 +54,17 @@ impl State {
 
     /// Whether received frames are still served in this state.
     pub fn serves(self) -> bool {
-        !matches!(self, State::Closing(_) | State::Lingering(_))
+        !matches!(
+            self,
+            State::Closing(_) | State::Lingering(_) | State::Closed
+        )
     }
 
     /// The reason to count when this connection closes once it has nothing
     /// left to do, or `None` while it may still receive frames.
     pub fn finished_reason(self) -> Option<CloseReason> {
         match self {
-            State::Open | State::DrainRead | State::Lingering(_) => None,
+            State::Open | State::DrainRead | State::Lingering(_) | State::Closed => None,
             State::ReadClosed => Some(CloseReason::Peer),
             State::Drain => Some(CloseReason::Shutdown),
             State::Closing(reason) => Some(reason),

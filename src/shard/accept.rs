@@ -1,15 +1,11 @@
-//! Accepting: a batch per loop turn, the process-wide connection cap, and
-//! fd exhaustion handled without ever spinning.
+//! Accept pacing shared by the drivers: fd exhaustion handled without ever
+//! spinning (shed one waiting connection, then pause with a back-off that a
+//! closing connection ends early), and rate-limited warnings.
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::Ordering;
 
-use mio::Interest;
-
-use super::Shard;
-use crate::conn::Conn;
-use crate::metrics::RejectReason;
+use crate::metrics::{RejectReason, ShardMetrics};
 use crate::sys;
 use crate::timer::Millis;
 
@@ -65,97 +61,59 @@ impl Acceptor {
     }
 }
 
-impl Shard {
-    /// Accepts up to one batch of waiting connections.
-    pub(super) fn accept_some(&mut self) {
-        if !self.acceptor.due(self.now) {
-            return;
-        }
-        self.acceptor.paused_until = None;
-        for _ in 0..self.limits.accept_batch {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    self.acceptor.backoff = FD_BACKOFF_FIRST;
-                    if self.open_total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_conns {
-                        self.open_total.fetch_sub(1, Ordering::AcqRel);
-                        self.metrics.rejected[RejectReason::MaxConns.index()].inc();
-                        drop(stream);
-                        continue;
-                    }
-                    self.admit(stream);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.acceptor.ready = false;
-                    return;
-                }
-                Err(e) if sys::is_fd_exhaustion(&e) => {
-                    self.shed_one();
-                    let pause = self.acceptor.backoff;
-                    self.acceptor.paused_until = Some(self.now + pause);
-                    self.acceptor.backoff = (pause * 2).min(FD_BACKOFF_MAX);
-                    if let Some(held) = self.acceptor.warn.allow(self.now) {
-                        log::warn!(
-                            "accept: {e}: shedding new connections, pausing accept for {pause}ms \
-                             ({held} similar warnings held back)"
-                        );
-                    }
-                    return;
-                }
-                // The peer gave up before we accepted (ECONNABORTED and the
-                // like): nothing to do for it.
-                Err(e) if is_transient(&e) => {}
-                Err(e) => {
-                    if let Some(held) = self.acceptor.warn.allow(self.now) {
-                        log::warn!("accept: {e} ({held} similar warnings held back)");
-                    }
-                    self.acceptor.paused_until = Some(self.now + FD_BACKOFF_FIRST);
-                    return;
-                }
+impl Acceptor {
+    /// A connection was accepted: the fd back-off starts over.
+    pub fn on_accepted(&mut self) {
+        self.backoff = FD_BACKOFF_FIRST;
+    }
+
+    /// Starts a turn of accepting (its pause, if any, is over).
+    pub fn begin(&mut self) {
+        self.paused_until = None;
+    }
+
+    /// Handles an accept error at `now`. Fd exhaustion frees the spare fd
+    /// so that `shed_one` can accept one waiting connection and close it
+    /// (the backlog shrinks instead of the listener staying ready forever),
+    /// then pauses with a doubling back-off; a peer that gave up before we
+    /// accepted is nothing; anything else pauses briefly. Warnings are rate
+    /// limited. Returns true if accepting may go on at once.
+    pub fn on_error(
+        &mut self,
+        error: &io::Error,
+        now: Millis,
+        metrics: &ShardMetrics,
+        shed_one: impl FnOnce() -> bool,
+    ) -> bool {
+        if sys::is_fd_exhaustion(error) {
+            drop(self.spare.take());
+            if shed_one() {
+                metrics.rejected[RejectReason::FdLimit.index()].inc();
             }
+            // Another shard may take the freed fd first; then try again on
+            // the next shed.
+            self.spare = sys::spare_fd().ok();
+            let pause = self.backoff;
+            self.paused_until = Some(now + pause);
+            self.backoff = (pause * 2).min(FD_BACKOFF_MAX);
+            if let Some(held) = self.warn.allow(now) {
+                log::warn!(
+                    "accept: {error}: shedding new connections, pausing accept for {pause}ms \
+                     ({held} similar warnings held back)"
+                );
+            }
+            return false;
         }
-    }
-
-    /// Registers a new connection with the poller, the table and the wheel.
-    fn admit(&mut self, stream: mio::net::TcpStream) {
-        // Replies are written whole, so Nagle would only add latency.
-        let _ = stream.set_nodelay(true);
-        let now = self.now;
-        let token = self.conns.insert(|_| Conn::new(stream, now));
-        let conn = self.conns.get_mut(token).expect("just inserted");
-        let registered = self.poll.registry().register(
-            &mut conn.stream,
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if let Err(e) = registered {
-            log::warn!("registering a connection with epoll: {e}");
-            drop(self.conns.remove(token));
-            self.open_total.fetch_sub(1, Ordering::AcqRel);
-            return;
+        // The peer gave up before we accepted (ECONNABORTED and the like):
+        // nothing to do for it.
+        if is_transient(error) {
+            return true;
         }
-        let deadline = now + self.timeouts.idle;
-        conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
-        self.metrics.accepted.inc();
-        // No read yet: registration reports any bytes that came with the
-        // handshake as a first event.
-    }
-
-    /// Frees the spare fd to accept one waiting connection and close it, so
-    /// the backlog shrinks instead of the listener staying readable forever.
-    fn shed_one(&mut self) {
-        drop(self.acceptor.spare.take());
-        if let Some(listener) = self.listener.as_ref()
-            && let Ok((stream, _)) = listener.accept()
-        {
-            drop(stream);
-            self.metrics.rejected[RejectReason::FdLimit.index()].inc();
+        if let Some(held) = self.warn.allow(now) {
+            log::warn!("accept: {error} ({held} similar warnings held back)");
         }
-        // Another shard may take the freed fd first; then try again on the
-        // next shed.
-        self.acceptor.spare = sys::spare_fd().ok();
+        self.paused_until = Some(now + FD_BACKOFF_FIRST);
+        false
     }
 }
 

@@ -1,0 +1,169 @@
+//! The epoll driver's loop, through mio: edge-triggered readiness for the
+//! listener, the waker and every connection; the syscalls themselves are in
+//! [`crate::driver::mio`].
+
+use std::io;
+use std::sync::Arc;
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::core::{Core, Io};
+use crate::buffer::Pool;
+use crate::conn::Conn;
+use crate::conn::table::{LISTENER, WAKER};
+use crate::driver::{self, Read};
+use crate::metrics::CloseReason;
+
+/// Read and write to EAGAIN with plain syscalls; a closed connection's
+/// socket can go at once (epoll forgets a closed fd by itself).
+struct EpollIo;
+
+impl Io for EpollIo {
+    fn read(
+        &mut self,
+        _: Token,
+        conn: &mut Conn,
+        pool: &mut Pool,
+        budget: usize,
+    ) -> io::Result<Read> {
+        driver::mio::read(conn, pool, budget)
+    }
+
+    fn flush(&mut self, _: Token, conn: &mut Conn, pool: &mut Pool) -> io::Result<usize> {
+        driver::mio::flush(conn, pool)
+    }
+
+    fn retire(&mut self, _: Token, _: &mut Conn) -> bool {
+        true
+    }
+}
+
+/// One shard on epoll.
+pub struct EpollShard {
+    core: Core,
+    io: EpollIo,
+    poll: Poll,
+    listener: Option<TcpListener>,
+}
+
+impl EpollShard {
+    /// A shard accepting on `listener`; returns it with the waker that
+    /// makes it notice a stop request.
+    pub fn new(
+        listener: std::net::TcpListener,
+        core: Core,
+    ) -> io::Result<(EpollShard, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        core.metrics.fds_own.set(super::FDS_PER_SHARD as u64);
+        let shard = EpollShard {
+            core,
+            io: EpollIo,
+            poll,
+            listener: Some(listener),
+        };
+        Ok((shard, waker))
+    }
+
+    /// Runs the loop until the graceful shutdown has finished.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(self.core.limits.events_max);
+        loop {
+            let timeout = self.core.wait_timeout(self.listener.is_some());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            let turn = self.core.begin_turn(events.iter().count());
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.core.acceptor.ready = true,
+                    WAKER => {}
+                    token => {
+                        let Some(conn) = self.core.conns.get_mut(token) else {
+                            // A stale event for a closed connection.
+                            continue;
+                        };
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            conn.read_ready = true;
+                        }
+                        if event.is_read_closed() {
+                            conn.fin_seen = true;
+                        }
+                        if event.is_writable() || event.is_write_closed() || event.is_error() {
+                            conn.write_ready = true;
+                        }
+                        self.core.drive(&mut self.io, token);
+                    }
+                }
+            }
+            if self.core.stop_requested() {
+                if let Some(mut listener) = self.listener.take() {
+                    let _ = self.poll.registry().deregister(&mut listener);
+                    self.core
+                        .metrics
+                        .fds_own
+                        .set(super::FDS_PER_SHARD as u64 - 1);
+                }
+                self.core.begin_drain(&mut self.io);
+            }
+            self.accept_some();
+            self.core.drive_queued(&mut self.io);
+            self.core.fire_timers(&mut self.io);
+            let done = self.core.drain_done(&mut self.io);
+            self.core.end_turn(turn);
+            if done.is_some() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Accepts up to one batch of waiting connections.
+    fn accept_some(&mut self) {
+        let core = &mut self.core;
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        if !core.acceptor.due(core.now) {
+            return;
+        }
+        core.acceptor.begin();
+        for _ in 0..core.limits.accept_batch {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    core.acceptor.on_accepted();
+                    let Some(token) = core.admit(stream) else {
+                        continue;
+                    };
+                    let conn = core.conns.get_mut(token).expect("just admitted");
+                    let registered = self.poll.registry().register(
+                        &mut conn.stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                    if let Err(e) = registered {
+                        log::warn!("registering a connection with epoll: {e}");
+                        core.close(&mut self.io, token, CloseReason::Reset);
+                    }
+                    // No read yet: registration reports any bytes that came
+                    // with the handshake as a first event.
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    core.acceptor.ready = false;
+                    return;
+                }
+                Err(e) => {
+                    let shed = || listener.accept().is_ok();
+                    if !core.acceptor.on_error(&e, core.now, &core.metrics, shed) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

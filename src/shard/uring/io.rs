@@ -1,0 +1,628 @@
+//! The ring and what is in flight on it: one [`Slot`] of operation state
+//! per connection slot, the ring-wide accept and eventfd read, the provided
+//! buffers, and the [`Io`] the core drives connections through.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use io_uring::squeue::Entry;
+use io_uring::types::Fd;
+use io_uring::{IoUring, opcode};
+use mio::Token;
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use super::bufs::{self, BufRing, Chain};
+use super::op::{self, Kind, Op, Tracker};
+use super::{Completion, submit_and_wait};
+use crate::buffer::Pool;
+use crate::conn::{Conn, State};
+use crate::driver::Read;
+use crate::metrics::ShardMetrics;
+use crate::shard::core::Io;
+
+/// A connection that holds this many received buffers it cannot copy yet
+/// has its receive cancelled until they are copied (backpressure: one slow
+/// connection must not take the whole shared pool).
+const HELD_MAX: u16 = 4;
+
+/// The io_uring instance with its provided buffers. The instance is
+/// declared first so it is dropped first: the kernel lets go of the buffers
+/// before their memory is freed.
+pub struct Ring {
+    uring: IoUring,
+    bufs: BufRing,
+}
+
+impl Ring {
+    /// A ring with `entries` submission entries (4× as many completion
+    /// entries) and `buffers` provided buffers of `buffer_size` bytes,
+    /// flagged SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL (IO_URING.md §1):
+    /// it must be made on the thread that submits.
+    ///
+    /// The ring starts disabled, so it may be made (and its buffers
+    /// registered) on another thread: [`Ring::enable`] on the loop's thread
+    /// makes that thread its one submitter.
+    pub fn new(entries: u32, buffers: usize, buffer_size: usize) -> io::Result<Ring> {
+        let uring = IoUring::builder()
+            .setup_r_disabled()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_submit_all()
+            .setup_cqsize(entries.saturating_mul(4))
+            .build(entries)?;
+        let bufs = BufRing::new(buffers, buffer_size);
+        let (address, count) = bufs.registration();
+        // SAFETY: the entries stay allocated while `bufs` lives, and `bufs`
+        // is dropped after `uring` (field order) and after an explicit
+        // unregister in `UringIo::drop`.
+        unsafe {
+            uring
+                .submitter()
+                .register_buf_ring_with_flags(address, count, bufs::GROUP, 0)?
+        };
+        Ok(Ring { uring, bufs })
+    }
+
+    /// Enables the ring; the calling thread becomes its submitter.
+    pub fn enable(&self) -> io::Result<()> {
+        self.uring.submitter().register_enable_rings()
+    }
+
+    /// The ring's submitter (for probing).
+    pub fn submitter(&self) -> io_uring::Submitter<'_> {
+        self.uring.submitter()
+    }
+}
+
+/// Makes a shard's loop notice the stop flag: one eventfd with a read
+/// posted on it.
+#[derive(Debug)]
+pub struct EventWaker {
+    fd: EventFd,
+}
+
+impl EventWaker {
+    /// A fresh eventfd (close-on-exec).
+    pub fn new() -> io::Result<EventWaker> {
+        let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?;
+        Ok(EventWaker { fd })
+    }
+
+    /// Completes the shard's posted read.
+    pub fn wake(&self) -> io::Result<()> {
+        self.fd.write(1)?;
+        Ok(())
+    }
+}
+
+/// What is in flight for one connection slot.
+#[derive(Debug, Default)]
+struct Slot {
+    /// The connection that owns the slot.
+    token: Option<Token>,
+    /// Activation of the receive in flight.
+    recv: Option<u8>,
+    /// A cancel was sent for that receive.
+    recv_cancelled: bool,
+    /// Activation and length of the send in flight.
+    send: Option<(u8, u32)>,
+    /// Cancels in flight.
+    cancels: u16,
+    /// The activation the next operation gets.
+    activation: u8,
+    /// Received buffers not yet copied into the input ring.
+    held: Chain,
+    /// The peer's FIN arrived (after the bytes in `held`).
+    eof: bool,
+    /// The receive failed with this errno (after the bytes in `held`).
+    error: Option<i32>,
+    /// The send failed with this errno.
+    send_error: Option<i32>,
+    /// Bytes sends took out of the output ring since the last flush.
+    sent: usize,
+    /// The receive ended with ENOBUFS: re-arm once buffers are back.
+    starved: bool,
+    /// Already on this turn's list of connections to drive.
+    touched: bool,
+}
+
+impl Slot {
+    fn idle(&self) -> bool {
+        self.recv.is_none() && self.send.is_none() && self.cancels == 0
+    }
+
+    fn next_activation(&mut self) -> u8 {
+        self.activation = self.activation.wrapping_add(1);
+        self.activation
+    }
+}
+
+/// The driver: the ring and the state of everything in flight on it.
+pub struct UringIo {
+    ring: Ring,
+    slots: Vec<Slot>,
+    /// Debug builds: every operation in flight, checked.
+    pub tracker: Tracker,
+    /// Completions taken from the ring, not yet handled.
+    pub cqes: VecDeque<Completion>,
+    metrics: Arc<ShardMetrics>,
+    waker: Arc<EventWaker>,
+    /// Where the eventfd read lands (8 bytes, owned by the kernel while
+    /// the read is in flight; freed in `drop` unless leaked).
+    wake_buf: *mut u64,
+    wake: Option<u8>,
+    accept: Option<u8>,
+    ring_activation: u8,
+    ring_cancels: u16,
+    starved: Vec<Token>,
+}
+
+impl UringIo {
+    /// The driver around `ring`.
+    pub fn new(ring: Ring, metrics: Arc<ShardMetrics>, waker: Arc<EventWaker>) -> UringIo {
+        let cq_entries = ring.uring.params().cq_entries() as usize;
+        UringIo {
+            ring,
+            slots: Vec::new(),
+            tracker: Tracker::default(),
+            // A turn takes at most a full completion queue (more only when a
+            // full submission queue forces an early submit).
+            cqes: VecDeque::with_capacity(cq_entries),
+            metrics,
+            waker,
+            wake_buf: Box::into_raw(Box::new(0u64)),
+            wake: None,
+            accept: None,
+            ring_activation: 0,
+            ring_cancels: 0,
+            starved: Vec::new(),
+        }
+    }
+
+    /// Queues `entry` as `op`. A full submission queue is submitted first
+    /// (the completions that makes room for are kept for the loop); a
+    /// pushed entry is live whatever happens next (IO_URING.md §6), so it
+    /// is tracked at once.
+    fn push(&mut self, entry: Entry, op: Op) {
+        let user_data = op.encode();
+        let entry = entry.user_data(user_data);
+        loop {
+            // SAFETY: every pointer in `entry` (a send's region of an
+            // output ring, the eventfd read's 8 bytes) stays valid until
+            // the operation's final completion: output rings are released
+            // only after it (`Core::release` runs when the slot is idle)
+            // and the wake buffer only when nothing is in flight.
+            let pushed = unsafe { self.ring.uring.submission().push(&entry) };
+            if pushed.is_ok() {
+                self.tracker.submitted(user_data);
+                return;
+            }
+            self.submit_pending();
+        }
+    }
+
+    /// Submits what is queued without waiting; completions are collected.
+    fn submit_pending(&mut self) {
+        if let Err(e) = submit_and_wait(&self.ring.uring, Some(Duration::ZERO)) {
+            panic!("io_uring: submitting failed: {e}");
+        }
+        self.collect();
+    }
+
+    /// Submits and waits for a completion or `timeout`, then takes every
+    /// completion out of the ring.
+    pub fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.metrics.uring.enters.inc();
+        submit_and_wait(&self.ring.uring, timeout)?;
+        self.collect();
+        Ok(())
+    }
+
+    /// Moves every completion out of the ring. An overflowed queue is
+    /// counted; the completions the kernel kept come with the next enter.
+    fn collect(&mut self) {
+        if self.ring.uring.submission().cq_overflow() {
+            self.metrics.uring.cq_overflow.inc();
+        }
+        for cqe in self.ring.uring.completion() {
+            self.cqes.push_back(Completion {
+                user_data: cqe.user_data(),
+                result: cqe.result(),
+                flags: cqe.flags(),
+            });
+        }
+    }
+
+    // Ring-wide operations.
+
+    fn ring_op(&mut self, kind: Kind) -> (Op, u8) {
+        self.ring_activation = self.ring_activation.wrapping_add(1);
+        (Op::ring(kind, self.ring_activation), self.ring_activation)
+    }
+
+    /// Posts the multishot accept on the listener `fd`.
+    pub fn arm_accept(&mut self, fd: RawFd) {
+        let (op, activation) = self.ring_op(Kind::Accept);
+        let entry = opcode::AcceptMulti::new(Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build();
+        self.push(entry, op);
+        self.accept = Some(activation);
+    }
+
+    /// The multishot accept is in flight.
+    pub fn accept_armed(&self) -> bool {
+        self.accept.is_some()
+    }
+
+    /// The accept's final completion arrived.
+    pub fn accept_ended(&mut self) {
+        self.accept = None;
+    }
+
+    /// Cancels the multishot accept (the drain began).
+    pub fn cancel_accept(&mut self) {
+        if let Some(activation) = self.accept {
+            self.cancel_ring(Op::ring(Kind::Accept, activation));
+        }
+    }
+
+    fn cancel_ring(&mut self, target: Op) {
+        let (op, _) = self.ring_op(Kind::CancelRing);
+        self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
+        self.ring_cancels += 1;
+    }
+
+    /// A ring-wide cancel completed.
+    pub fn ring_cancel_done(&mut self) {
+        self.ring_cancels -= 1;
+    }
+
+    /// Posts the read on the waker's eventfd.
+    pub fn arm_wake(&mut self) {
+        let (op, activation) = self.ring_op(Kind::Wake);
+        let entry =
+            opcode::Read::new(Fd(self.waker.fd.as_raw_fd()), self.wake_buf.cast::<u8>(), 8).build();
+        self.push(entry, op);
+        self.wake = Some(activation);
+    }
+
+    /// The eventfd read completed (a stop request): the stop flag is
+    /// checked every turn, so it is not posted again.
+    pub fn wake_done(&mut self) {
+        self.wake = None;
+    }
+
+    /// Cancels the eventfd read (the loop is exiting).
+    pub fn cancel_wake(&mut self) {
+        if let Some(activation) = self.wake {
+            self.cancel_ring(Op::ring(Kind::Wake, activation));
+        }
+    }
+
+    /// Any ring-wide operation still in flight.
+    pub fn ring_ops_in_flight(&self) -> bool {
+        self.wake.is_some() || self.accept.is_some() || self.ring_cancels > 0
+    }
+
+    /// The socket an accept completion delivered.
+    pub fn accepted_stream(&self, fd: i32) -> mio::net::TcpStream {
+        // SAFETY: a successful accept completion's result is a new
+        // descriptor that nothing else in the process owns.
+        let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+        mio::net::TcpStream::from_std(stream)
+    }
+
+    /// Releases what a completion nobody expected carries: a buffer goes
+    /// back, an accepted socket is closed.
+    pub fn drop_carried(&mut self, cqe: Completion, op: Option<Op>) {
+        if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags) {
+            self.ring.bufs.drop_buffer(bid);
+        }
+        if op.is_some_and(|op| op.kind == Kind::Accept) && cqe.result >= 0 {
+            // SAFETY: as in `accepted_stream`; dropping it closes it.
+            drop(unsafe { OwnedFd::from_raw_fd(cqe.result) });
+        }
+    }
+
+    // Connections.
+
+    fn slot(&mut self, token: Token) -> &mut Slot {
+        let (slot, _) = op::split(token);
+        &mut self.slots[slot as usize]
+    }
+
+    /// A connection was admitted: take its slot and post its receive.
+    pub fn open(&mut self, token: Token, conn: &mut Conn) {
+        let (index, _) = op::split(token);
+        let index = index as usize;
+        assert!(
+            index < op::SLOT_MAX,
+            "connection slot beyond user_data's 24 bits"
+        );
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        let slot = &mut self.slots[index];
+        debug_assert!(slot.token.is_none() && slot.idle());
+        let activation = slot.activation;
+        *slot = Slot {
+            token: Some(token),
+            activation,
+            ..Slot::default()
+        };
+        self.settle_recv(token, conn);
+    }
+
+    /// The live connection `op` belongs to.
+    pub fn owner(&self, op: Op) -> Option<Token> {
+        self.slots
+            .get(op.slot as usize)
+            .and_then(|slot| slot.token)
+            .filter(|&token| op.is_for(token))
+    }
+
+    /// Nothing is in flight for `token`.
+    pub fn idle(&mut self, token: Token) -> bool {
+        self.slot(token).idle()
+    }
+
+    /// Frees `token`'s slot state (its connection was released).
+    pub fn forget(&mut self, token: Token) {
+        self.tracker.releasing(token);
+        let slot = self.slot(token);
+        debug_assert!(slot.idle() && slot.held.is_empty());
+        let activation = slot.activation;
+        *slot = Slot {
+            activation,
+            ..Slot::default()
+        };
+    }
+
+    /// Puts `token` on this turn's drive list unless it is there already.
+    pub fn touch(&mut self, token: Token) -> bool {
+        !std::mem::replace(&mut self.slot(token).touched, true)
+    }
+
+    /// Takes `token` off this turn's drive list.
+    pub fn untouch(&mut self, token: Token) {
+        self.slot(token).touched = false;
+    }
+
+    /// The connections waiting for buffers, if any are back.
+    pub fn take_starved(&mut self) -> Vec<Token> {
+        if self.starved.is_empty() || self.ring.bufs.available() == 0 {
+            return Vec::new();
+        }
+        let starved = std::mem::take(&mut self.starved);
+        for &token in &starved {
+            if let Some(slot) = self.slots.get_mut(op::split(token).0 as usize)
+                && slot.token == Some(token)
+            {
+                slot.starved = false;
+            }
+        }
+        starved
+    }
+
+    /// Posts or cancels `conn`'s receive as its state asks: posted while
+    /// it reads and holds no buffers; cancelled when it stops reading or
+    /// cannot take in what it holds.
+    pub fn settle_recv(&mut self, token: Token, conn: &Conn) {
+        if conn.state == State::Closed {
+            return;
+        }
+        let slot = self.slot(token);
+        let reads = conn.state.reads() && !slot.eof && slot.error.is_none();
+        match slot.recv {
+            Some(activation) => {
+                let stuck = !slot.held.is_empty() && !conn.wants_read();
+                if !slot.recv_cancelled && (!reads || stuck || slot.held.count >= HELD_MAX) {
+                    slot.recv_cancelled = true;
+                    slot.cancels += 1;
+                    let target = Op::conn(Kind::Recv, token, activation);
+                    let op = Op::conn(Kind::Cancel, token, slot.next_activation());
+                    self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
+                }
+            }
+            None if reads && slot.held.is_empty() && !slot.starved => {
+                let activation = slot.next_activation();
+                slot.recv = Some(activation);
+                slot.recv_cancelled = false;
+                let fd = Fd(conn.stream.as_raw_fd());
+                let entry = opcode::RecvMulti::new(fd, bufs::GROUP).build();
+                self.push(entry, Op::conn(Kind::Recv, token, activation));
+            }
+            None => {}
+        }
+    }
+
+    /// A receive completion for `conn`. Returns true if the connection
+    /// should be driven.
+    pub fn on_recv(&mut self, token: Token, conn: &mut Conn, cqe: Completion, last: bool) -> bool {
+        let (slot, _) = op::split(token);
+        let slot = &mut self.slots[slot as usize];
+        if last {
+            slot.recv = None;
+            slot.recv_cancelled = false;
+        }
+        if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags) {
+            if conn.state == State::Closed {
+                self.ring.bufs.drop_buffer(bid);
+                return false;
+            }
+            self.ring
+                .bufs
+                .hold(&mut slot.held, bid, cqe.result.max(0) as usize);
+            conn.read_ready = true;
+            return true;
+        }
+        if conn.state == State::Closed {
+            return false;
+        }
+        match cqe.result {
+            0 => slot.eof = true,
+            e if e == -libc::ENOBUFS => {
+                self.metrics.uring.enobufs.inc();
+                slot.starved = true;
+                self.starved.push(token);
+                return false;
+            }
+            e if e == -libc::ECANCELED => {}
+            e if e < 0 => slot.error = Some(-e),
+            _ => {}
+        }
+        conn.read_ready = true;
+        true
+    }
+
+    /// A send completion for `conn`: its bytes leave the output ring.
+    /// Returns true if the connection should be driven.
+    pub fn on_send(&mut self, token: Token, conn: &mut Conn, cqe: Completion) -> bool {
+        let slot = self.slot(token);
+        let Some((_, asked)) = slot.send.take() else {
+            return false;
+        };
+        if conn.state == State::Closed {
+            return false;
+        }
+        if cqe.result >= 0 {
+            let sent = cqe.result as usize;
+            if let Some(output) = conn.output.as_mut() {
+                output.consume(sent);
+            }
+            slot.sent += sent;
+            if sent < asked as usize {
+                self.metrics.uring.short_sends.inc();
+            }
+        } else if cqe.result != -libc::ECANCELED {
+            slot.send_error = Some(-cqe.result);
+        }
+        true
+    }
+
+    /// A cancel aimed at one of `token`'s operations completed (its
+    /// target's own final completion is what retires the target).
+    pub fn on_cancel(&mut self, token: Token) -> bool {
+        self.slot(token).cancels -= 1;
+        false
+    }
+}
+
+impl Io for UringIo {
+    fn read(
+        &mut self,
+        token: Token,
+        conn: &mut Conn,
+        pool: &mut Pool,
+        budget: usize,
+    ) -> io::Result<Read> {
+        let (index, _) = op::split(token);
+        let slot = &mut self.slots[index as usize];
+        let bufs = &mut self.ring.bufs;
+        let mut done = Read::default();
+        while done.bytes < budget {
+            let Some(bytes) = bufs.front(&slot.held) else {
+                break;
+            };
+            let input = conn.input.get_or_insert_with(|| pool.take());
+            let n = bytes.len().min(input.free()).min(budget - done.bytes);
+            if n == 0 {
+                break;
+            }
+            input.push(&bytes[..n]);
+            bufs.consume(&mut slot.held, n);
+            done.bytes += n;
+        }
+        if slot.held.is_empty() {
+            if let Some(errno) = slot.error {
+                if done.bytes == 0 {
+                    return Err(io::Error::from_raw_os_error(errno));
+                }
+            } else {
+                conn.read_ready = false;
+                done.eof = slot.eof;
+            }
+        }
+        if let Some(input) = conn.input.take_if(|input| input.is_empty()) {
+            pool.give(input);
+        }
+        Ok(done)
+    }
+
+    fn flush(&mut self, token: Token, conn: &mut Conn, pool: &mut Pool) -> io::Result<usize> {
+        let slot = self.slot(token);
+        let sent = std::mem::take(&mut slot.sent);
+        if let Some(errno) = slot.send_error.take() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        if slot.send.is_some() {
+            return Ok(sent);
+        }
+        let Some(output) = conn.output.as_ref().filter(|output| !output.is_empty()) else {
+            if let Some(output) = conn.output.take_if(|output| output.is_empty()) {
+                pool.give(output);
+            }
+            return Ok(sent);
+        };
+        // One send in flight at most, of the first contiguous region; the
+        // rest (after a wrap) goes with the next. The region is lent to the
+        // kernel until the completion: the ring may take more replies
+        // behind it but never overwrites or frees it before then.
+        let (region, _) = output.readable();
+        let len = region.len().min(u32::MAX as usize) as u32;
+        let pointer = region.as_ptr();
+        let activation = slot.next_activation();
+        slot.send = Some((activation, len));
+        let fd = Fd(conn.stream.as_raw_fd());
+        let entry = opcode::Send::new(fd, pointer, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build();
+        self.push(entry, Op::conn(Kind::Send, token, activation));
+        Ok(sent)
+    }
+
+    fn settle(&mut self, token: Token, conn: &mut Conn) {
+        self.settle_recv(token, conn);
+    }
+
+    fn retire(&mut self, token: Token, _conn: &mut Conn) -> bool {
+        let (index, _) = op::split(token);
+        let slot = &mut self.slots[index as usize];
+        self.ring.bufs.clear(&mut slot.held);
+        slot.starved = false;
+        let mut targets = [None, None];
+        if let Some(activation) = slot.recv.filter(|_| !slot.recv_cancelled) {
+            slot.recv_cancelled = true;
+            targets[0] = Some(Op::conn(Kind::Recv, token, activation));
+        }
+        if let Some((activation, _)) = slot.send {
+            targets[1] = Some(Op::conn(Kind::Send, token, activation));
+        }
+        for target in targets.into_iter().flatten() {
+            let slot = self.slot(token);
+            slot.cancels += 1;
+            let op = Op::conn(Kind::Cancel, token, slot.next_activation());
+            self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
+        }
+        if self.slot(token).idle() {
+            self.forget(token);
+            return true;
+        }
+        false
+    }
+}
+
+/// Dropped only when nothing is in flight: a loop that gives up waiting
+/// for the kernel forgets the whole driver instead (see `UringShard::run`).
+impl Drop for UringIo {
+    fn drop(&mut self) {
+        let _ = self.ring.uring.submitter().unregister_buf_ring(bufs::GROUP);
+        // SAFETY: allocated by `Box::into_raw` in `new`; nothing is in
+        // flight, so the kernel no longer writes it.
+        drop(unsafe { Box::from_raw(self.wake_buf) });
+    }
+}
