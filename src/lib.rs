@@ -18,6 +18,9 @@
 //! - [`service`]: the application interface and the built-in echo service.
 //! - [`timer`]: the hashed timer wheel behind every deadline.
 //! - [`metrics`]: per-shard counters, Prometheus text, the admin endpoint.
+//! - [`upstream`]: calling other servers: the circuit breaker and the
+//!   reconnect backoff.
+//! - [`proxy`]: the RESP proxy's key placement and command routing.
 //! - [`config`] and [`cli`]: the settings, their bounds, the command line.
 //! - [`bench`](mod@bench): the load generator behind `holdfast bench` (a client, not
 //!   a layer of the server).
@@ -37,8 +40,10 @@ pub mod config;
 pub mod conn;
 pub mod driver;
 pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod shard;
 pub mod sys;
 pub mod timer;
+pub mod upstream;

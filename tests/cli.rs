@@ -300,3 +300,34 @@ fn assert_bind_failure(args: &[&str], addr: &str) {
         "the message does not name {addr}:\n{stderr}"
     );
 }
+
+#[test]
+fn check_validates_probes_and_exits_without_serving() {
+    let (status, stdout, stderr) = run_to_exit(
+        &["serve", "--check", "--listen", "127.0.0.1:1"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+    // The build's default backend: uring in a uring build on a kernel that
+    // allows it (else epoll, with the warning on stderr).
+    let expected = if cfg!(feature = "uring") && !stderr.contains("falling back to epoll") {
+        "settings ok; backend uring"
+    } else {
+        "settings ok; backend epoll"
+    };
+    assert_eq!(stdout.trim(), expected, "{stderr}");
+    let (status, stdout, _) = run_to_exit(
+        &["serve", "--check", "--backend", "epoll"],
+        Duration::from_secs(5),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert_eq!(stdout.trim(), "settings ok; backend epoll");
+    // A bad flag is still a usage error.
+    assert_usage_error(&["--check", "--buffer", "100"], "--buffer");
+}
+
+#[cfg(not(feature = "uring"))]
+#[test]
+fn uring_backend_without_the_feature_exits_2() {
+    assert_usage_error(&["--backend", "uring"], "--backend");
+}

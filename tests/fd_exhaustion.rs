@@ -1,8 +1,10 @@
-//! File descriptor exhaustion under a running server: RLIMIT_NOFILE is
-//! lowered from outside (as an operator or a container runtime might), then
-//! more clients come than fit. The server must shed the excess (counted
-//! `fd_limit`), never spin on a listener it cannot accept from, and serve
-//! again once descriptors free up.
+//! File descriptor exhaustion: more clients come than descriptors fit. The
+//! server must shed the excess (counted `fd_limit`), never spin on a
+//! listener it cannot accept from, and serve again once descriptors free
+//! up. On epoll RLIMIT_NOFILE is lowered under the running server (as an
+//! operator or a container runtime might); io_uring's accept takes the
+//! limit in force when it was posted, so there the server starts with a
+//! low limit and a table mostly filled by inherited descriptors.
 
 mod util;
 
@@ -56,7 +58,46 @@ fn fd_exhaustion_sheds_without_spinning_and_recovers() {
         .find(|&limit| limit - held.iter().filter(|&&fd| fd < limit).count() as u64 == HEADROOM)
         .unwrap();
     set_fd_limit(server.pid(), limit);
+    exhaust_and_recover(&server, baseline, HEADROOM);
+}
 
+/// Descriptors inherited by the io_uring server, so that its table is
+/// nearly full while `--max-conns` (derived from the limit with a margin
+/// of 36 descriptors) still allows more connections than fit.
+#[cfg(feature = "uring")]
+const INHERITED: u64 = 40;
+
+#[cfg(feature = "uring")]
+#[test]
+fn fd_exhaustion_on_io_uring_sheds_without_spinning_and_recovers() {
+    // The shell sets the limit, opens INHERITED descriptors that the
+    // server inherits, then becomes the server.
+    let limit = 70;
+    let script = format!(
+        "ulimit -n {limit} && for i in $(seq {INHERITED}); do exec {{fd}}</dev/null; done && \
+         exec \"$@\""
+    );
+    let server = Server::start_under(
+        &["bash", "-c", &script, "holdfast"],
+        &["--protocol", "echo", "--backend", "uring"],
+    );
+    assert!(
+        server.metric("holdfast_backend_info", &[("backend", "uring")]) == 1.0,
+        "{}",
+        server.stderr_text()
+    );
+    let baseline = server.fd_baseline();
+    let held = server.fd_numbers();
+    let headroom = limit - held.iter().filter(|&&fd| fd < limit).count() as u64;
+    assert!(
+        (5..=20).contains(&headroom),
+        "{headroom} descriptors free below the limit {limit}: {held:?}"
+    );
+    exhaust_and_recover(&server, baseline, headroom);
+}
+
+/// The scenario, once the server has `headroom` descriptors free.
+fn exhaust_and_recover(server: &Server, baseline: usize, headroom: u64) {
     // Every client sends its request at once; the ones the server cannot
     // take wait in the listen backlog.
     let request = |i: usize| format!("req {i:03}").into_bytes();
@@ -93,8 +134,8 @@ fn fd_exhaustion_sheds_without_spinning_and_recovers() {
     let served_at_once = fates.iter().filter(|f| **f == Some(Fate::Served)).count();
     let shed_at_once = fates.iter().filter(|f| **f == Some(Fate::Rejected)).count();
     assert!(
-        (1..=HEADROOM as usize).contains(&served_at_once),
-        "{served_at_once} clients served with {HEADROOM} descriptors free"
+        (1..=headroom as usize).contains(&served_at_once),
+        "{served_at_once} clients served with {headroom} descriptors free"
     );
     assert!(
         shed_at_once >= 1,

@@ -1,6 +1,4 @@
-//! The driver owns every syscall on a connection's socket. Its whole
-//! surface, which a second backend (io_uring, behind the `uring` feature)
-//! must provide as well:
+//! The epoll driver's syscalls on a connection socket:
 //!
 //! - [`read`]: socket → input ring, to EAGAIN, end of stream, a full ring or
 //!   the work budget, whichever comes first;
@@ -8,7 +6,9 @@
 //!
 //! Both hand rings back to the pool when they are left empty, so an idle
 //! connection holds none. Readiness itself (the poller) is mio's, driven by
-//! the shard.
+//! `shard/epoll.rs`. The io_uring driver (`shard/uring/`) has no such
+//! syscalls: its reads and writes are operations in flight on the ring;
+//! both plug into the shard through `shard::core::Io`.
 
 pub mod mio;
 

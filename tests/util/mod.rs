@@ -47,7 +47,14 @@ impl Server {
     /// --threads 1` plus `args` (any of those three given in `args` replaces
     /// the default) and waits for its listening line.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = spawn_serve(args);
+        Server::start_under(&[], args)
+    }
+
+    /// As [`Server::start`], with the binary run by `wrapper` (a command
+    /// and its arguments, to which the binary's path and arguments are
+    /// appended), e.g. a shell that sets limits first.
+    pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
+        let mut child = spawn_serve(wrapper, args);
         let stderr = collect_stderr(&mut child);
         let deadline = Instant::now() + START_TIMEOUT;
         let line = loop {
@@ -290,8 +297,16 @@ impl Drop for Server {
 }
 
 /// The command `holdfast serve` with the test defaults and `args`.
-fn spawn_serve(args: &[&str]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+fn spawn_serve(wrapper: &[&str], args: &[&str]) -> Child {
+    let binary = env!("CARGO_BIN_EXE_holdfast");
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     command.arg("serve");
     for (flag, value) in [
         ("--listen", "127.0.0.1:0"),

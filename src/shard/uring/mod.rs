@@ -139,6 +139,12 @@ impl Loop {
             let turn = self.core.begin_turn(self.io.cqes.len());
             self.handle_completions();
             if self.core.stop_requested() {
+                // Bytes that reached a socket before the stop may still be
+                // deferred task work: one more enter turns them into
+                // completions, so the drain answers them (as epoll's read to
+                // EAGAIN does).
+                self.io.enter(Some(Duration::ZERO))?;
+                self.handle_completions();
                 self.stop_accepting();
                 self.core.begin_drain(&mut self.io);
             }
