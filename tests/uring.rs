@@ -747,9 +747,8 @@ fn deny_io_uring() -> PathBuf {
 fn seccomp_denied_io_uring_falls_back_to_epoll() {
     let deny = deny_io_uring();
     for errno in ["EPERM", "ENOSYS"] {
-        let server = Running(Server::start_via(
-            &deny,
-            &["--errno", errno],
+        let server = Running(Server::start_under(
+            &[deny.to_str().unwrap(), "--errno", errno],
             &["--protocol", "echo"],
         ));
         assert_eq!(
