@@ -760,3 +760,50 @@ impl Rng {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+/// Like [`run_to_exit`], but runs `wrapper WRAPPER_ARGS... holdfast ARGS`.
+pub fn run_via_to_exit(
+    wrapper: &std::path::Path,
+    wrapper_args: &[&str],
+    args: &[&str],
+    timeout: Duration,
+) -> (Option<ExitStatus>, String, String) {
+    let mut child = Command::new(wrapper)
+        .args(wrapper_args)
+        .arg(env!("CARGO_BIN_EXE_holdfast"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {}: {e}", wrapper.display()));
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = out.read_to_string(&mut text);
+        text
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waitpid") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    };
+    (
+        status,
+        out_thread.join().unwrap(),
+        err_thread.join().unwrap(),
+    )
+}

@@ -589,7 +589,7 @@ impl Io for UringIo {
         self.settle_recv(token, conn);
     }
 
-    fn retire(&mut self, token: Token, _conn: &mut Conn) -> bool {
+    fn retire(&mut self, token: Token, conn: &mut Conn) -> bool {
         let (index, _) = op::split(token);
         let slot = &mut self.slots[index as usize];
         self.ring.bufs.clear(&mut slot.held);
@@ -612,6 +612,10 @@ impl Io for UringIo {
             self.forget(token);
             return true;
         }
+        // The socket stays open until the last completion, but the peer
+        // learns of the close now (IO_URING.md §6, step 1), as it does on
+        // epoll where the close is immediate.
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         false
     }
 }
