@@ -246,8 +246,14 @@ impl UringIo {
     /// Posts the multishot accept on the listener `fd`.
     pub fn arm_accept(&mut self, fd: RawFd) {
         let (op, activation) = self.ring_op(Kind::Accept);
+        // Non-blocking sockets: io_uring then retries a send or receive by
+        // polling and completes a send short when the peer's window is
+        // full. On a blocking socket it would hand the op to a worker
+        // thread that blocks until all of it is sent, and a slow reader's
+        // progress would show only at the end (the write timeout measures
+        // progress).
         let entry = opcode::AcceptMulti::new(Fd(fd))
-            .flags(libc::SOCK_CLOEXEC)
+            .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
             .build();
         self.push(entry, op);
         self.accept = Some(activation);
@@ -583,6 +589,22 @@ impl Io for UringIo {
             .build();
         self.push(entry, Op::conn(Kind::Send, token, activation));
         Ok(sent)
+    }
+
+    fn received(&self, token: Token) -> Option<&[u8]> {
+        let (index, _) = op::split(token);
+        self.ring.bufs.front(&self.slots[index as usize].held)
+    }
+
+    fn consume_received(&mut self, token: Token, n: usize) {
+        let (index, _) = op::split(token);
+        let slot = &mut self.slots[index as usize];
+        // `received` lent the front buffer only, so `n` fits in it.
+        let front = self.ring.bufs.front(&slot.held).map_or(0, <[u8]>::len);
+        debug_assert!(n <= front);
+        if n > 0 {
+            self.ring.bufs.consume(&mut slot.held, n.min(front));
+        }
     }
 
     fn settle(&mut self, token: Token, conn: &mut Conn) {
