@@ -157,7 +157,8 @@ pub struct UringIo {
     accept: Option<u8>,
     ring_activation: u8,
     ring_cancels: u16,
-    starved: Vec<Token>,
+    /// Connections whose receive ended for lack of buffers, oldest first.
+    starved: VecDeque<Token>,
 }
 
 impl UringIo {
@@ -178,7 +179,7 @@ impl UringIo {
             accept: None,
             ring_activation: 0,
             ring_cancels: 0,
-            starved: Vec::new(),
+            starved: VecDeque::new(),
         }
     }
 
@@ -398,20 +399,34 @@ impl UringIo {
         self.slot(token).touched = false;
     }
 
-    /// The connections waiting for buffers, if any are back.
-    pub fn take_starved(&mut self) -> Vec<Token> {
-        if self.starved.is_empty() || self.ring.bufs.available() == 0 {
-            return Vec::new();
-        }
-        let starved = std::mem::take(&mut self.starved);
-        for &token in &starved {
+    /// The next connection waiting for buffers to post its receive again,
+    /// if a buffer is back for it. Each turn re-posts at most as many
+    /// receives as there are buffers available, oldest first: re-posting
+    /// them all at once would have the kernel end most of them again with
+    /// ENOBUFS at once, a loop that spins while buffers are short.
+    pub fn next_starved(&mut self, budget: &mut usize) -> Option<Token> {
+        while *budget > 0 {
+            let token = self.starved.pop_front()?;
             if let Some(slot) = self.slots.get_mut(op::split(token).0 as usize)
                 && slot.token == Some(token)
+                && slot.starved
             {
                 slot.starved = false;
+                *budget -= 1;
+                return Some(token);
             }
         }
-        starved
+        None
+    }
+
+    /// Some connection waits for buffers.
+    pub fn has_starved(&self) -> bool {
+        !self.starved.is_empty()
+    }
+
+    /// Buffers the kernel may fill now.
+    pub fn buffers_available(&self) -> usize {
+        self.ring.bufs.available()
     }
 
     /// Posts or cancels `conn`'s receive as its state asks: posted while
@@ -474,7 +489,7 @@ impl UringIo {
             e if e == -libc::ENOBUFS => {
                 self.metrics.uring.enobufs.inc();
                 slot.starved = true;
-                self.starved.push(token);
+                self.starved.push_back(token);
                 return false;
             }
             e if e == -libc::ECANCELED => {}

@@ -38,6 +38,9 @@ pub use self::probe::probe;
 /// the last cancelled operations before giving up on them (their memory is
 /// then leaked rather than freed under the kernel).
 const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// While connections wait for receive buffers, the loop looks again at
+/// least this often.
+const STARVED_RECHECK: Duration = Duration::from_millis(10);
 
 /// One shard on io_uring. With SINGLE_ISSUER only one thread may submit:
 /// the ring is made disabled and enabled by the shard's thread in `run`.
@@ -134,7 +137,12 @@ impl Loop {
                 self.io.arm_accept(listener.as_raw_fd());
             }
             self.rearm_starved();
-            let timeout = self.core.wait_timeout(false);
+            let mut timeout = self.core.wait_timeout(false);
+            if self.io.has_starved() {
+                // Receives still to re-post look again soon even if no
+                // completion comes (a bounded wait, not a spin).
+                timeout = Some(timeout.map_or(STARVED_RECHECK, |t| t.min(STARVED_RECHECK)));
+            }
             self.io.enter(timeout)?;
             let turn = self.core.begin_turn(self.io.cqes.len());
             self.handle_completions();
@@ -273,7 +281,8 @@ impl Loop {
     /// Connections whose receive ended for lack of buffers get a new one
     /// once buffers are back.
     fn rearm_starved(&mut self) {
-        for token in self.io.take_starved() {
+        let mut budget = self.io.buffers_available();
+        while let Some(token) = self.io.next_starved(&mut budget) {
             if let Some(conn) = self.core.conns.get_mut(token) {
                 self.io.settle_recv(token, conn);
             }
