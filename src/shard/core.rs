@@ -14,7 +14,7 @@ use mio::Token;
 
 use super::accept::Acceptor;
 use super::serve;
-use crate::buffer::{Pool, Ring};
+use crate::buffer::Pool;
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::conn::{Conn, State, Table, Timeouts};
@@ -55,17 +55,6 @@ pub trait Io {
         pool: &mut Pool,
         budget: usize,
     ) -> io::Result<Read>;
-
-    /// Received bytes the core may serve in place, without copying them
-    /// into the input ring first (io_uring: the oldest held receive
-    /// buffer). Asked only while the input ring is empty; `None` (the
-    /// default, and always on epoll) means everything goes through `read`.
-    fn received(&self, _token: Token) -> Option<&[u8]> {
-        None
-    }
-
-    /// The first `n` bytes of what [`Io::received`] returned were served.
-    fn consume_received(&mut self, _token: Token, _n: usize) {}
 
     /// Starts or continues writing `conn`'s output ring to its socket;
     /// returns the bytes that left the ring since the last call. An empty
@@ -271,39 +260,6 @@ impl Core {
         };
         let outcome = loop {
             let mut moved = false;
-            // Output that becomes pending in this pass starts the write
-            // timeout now (not at the last progress of earlier output).
-            let had_output = conn.output_len() > 0;
-            if conn.wants_read()
-                && budget > 0
-                && conn.input.as_ref().is_none_or(Ring::is_empty)
-                && let Some(bytes) = io.received(token)
-            {
-                // Whole frames are served straight from the driver's
-                // buffer; only a remainder goes through the input ring.
-                let bytes = &bytes[..bytes.len().min(budget)];
-                let served = serve::serve_received(
-                    conn,
-                    bytes,
-                    &self.codec,
-                    self.service.as_mut(),
-                    &mut self.pool,
-                    &mut self.scratch,
-                    &self.metrics,
-                );
-                match served {
-                    Ok((frames, used)) => {
-                        io.consume_received(token, used);
-                        if used > 0 || frames > 0 {
-                            moved = true;
-                            budget -= used;
-                            conn.last_active = now;
-                            self.metrics.bytes_read.add(used as u64);
-                        }
-                    }
-                    Err(reason) => break Err(reason),
-                }
-            }
             if conn.wants_read() && budget > 0 {
                 match io.read(token, conn, &mut self.pool, budget.min(pass_max)) {
                     Ok(read) => {
@@ -331,6 +287,7 @@ impl Core {
                     conn.state = State::Drain;
                 }
             }
+            let had_output = conn.output_len() > 0;
             match serve::serve(
                 conn,
                 &self.codec,

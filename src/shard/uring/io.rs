@@ -606,22 +606,6 @@ impl Io for UringIo {
         Ok(sent)
     }
 
-    fn received(&self, token: Token) -> Option<&[u8]> {
-        let (index, _) = op::split(token);
-        self.ring.bufs.front(&self.slots[index as usize].held)
-    }
-
-    fn consume_received(&mut self, token: Token, n: usize) {
-        let (index, _) = op::split(token);
-        let slot = &mut self.slots[index as usize];
-        // `received` lent the front buffer only, so `n` fits in it.
-        let front = self.ring.bufs.front(&slot.held).map_or(0, <[u8]>::len);
-        debug_assert!(n <= front);
-        if n > 0 {
-            self.ring.bufs.consume(&mut slot.held, n.min(front));
-        }
-    }
-
     fn settle(&mut self, token: Token, conn: &mut Conn) {
         self.settle_recv(token, conn);
     }
