@@ -589,6 +589,21 @@ impl Io for UringIo {
         self.settle_recv(token, conn);
     }
 
+    fn connect(
+        &mut self,
+        _token: Token,
+        _addr: std::net::SocketAddr,
+    ) -> io::Result<mio::net::TcpStream> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "upstream connections are not supported on io_uring yet",
+        ))
+    }
+
+    fn connect_status(&mut self, _token: Token, _conn: &mut Conn) -> Option<io::Result<()>> {
+        None
+    }
+
     fn retire(&mut self, token: Token, _conn: &mut Conn) -> bool {
         let (index, _) = op::split(token);
         let slot = &mut self.slots[index as usize];
