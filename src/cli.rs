@@ -1019,4 +1019,210 @@ mod tests {
         }
         assert_eq!(checked, crate::config::KEYS.len() - DERIVED.len());
     }
+
+    fn proxy(flags: &[&str]) -> Result<Config, (i32, String)> {
+        let args = ["holdfast", "proxy"].iter().chain(flags);
+        parse(args.copied()).map(|command| match command {
+            Command::Proxy(config) => config,
+            _ => panic!("not parsed as proxy"),
+        })
+    }
+
+    #[test]
+    fn proxy_takes_upstreams_from_flags_or_the_file() {
+        let config = proxy(&[
+            "--upstream",
+            "127.0.0.1:6379",
+            "--upstream",
+            "127.0.0.1:6380",
+        ])
+        .unwrap();
+        assert_eq!(config.protocol, Protocol::Resp);
+        assert_eq!(config.upstreams, ["127.0.0.1:6379", "127.0.0.1:6380"]);
+        assert_eq!(
+            config.upstream_addrs,
+            [
+                "127.0.0.1:6379".parse().unwrap(),
+                "127.0.0.1:6380".parse().unwrap()
+            ]
+        );
+        let file = TempFile::new(
+            "upstreams = [\"127.0.0.1:7379\", \"127.0.0.1:7380\"]\nupstream-timeout = \"250ms\"\n",
+        );
+        let config = proxy(&["--config", file.path()]).unwrap();
+        assert_eq!(config.upstreams, ["127.0.0.1:7379", "127.0.0.1:7380"]);
+        assert_eq!(
+            config.upstream_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        // Flags replace the file's list.
+        let config = proxy(&["--config", file.path(), "--upstream", "127.0.0.1:1"]).unwrap();
+        assert_eq!(config.upstreams, ["127.0.0.1:1"]);
+        // The key-value store's settings are not the proxy's.
+        let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\nmax-memory = 5\n");
+        let (code, text) = proxy(&["--config", file.path()]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(text.contains("unknown key `max-memory`"), "{text}");
+        // And serve does not take the proxy's.
+        let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\n");
+        let (_, text) = serve(&["--config", file.path()]).unwrap_err();
+        assert!(text.contains("unknown key `upstreams`"), "{text}");
+    }
+
+    #[test]
+    fn proxy_errors_are_one_line_naming_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "--upstream: at least one is needed"),
+            (&["--upstream", "nowhere"], "--upstream: expected host:port"),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream", "127.0.0.1:1"],
+                "--upstream: `127.0.0.1:1` is given twice",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--protocol", "line"],
+                "--protocol: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--max-pending", "0"],
+                "--max-pending: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-conns", "65"],
+                "--upstream-conns: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-pipeline", "0"],
+                "--upstream-pipeline: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-queue", "0"],
+                "--upstream-queue: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--connect-timeout", "1ms"],
+                "--connect-timeout: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-timeout", "x"],
+                "--upstream-timeout: ",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--upstream-idle-timeout",
+                    "25h",
+                ],
+                "--upstream-idle-timeout: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-window", "1ms"],
+                "--breaker-window: ",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--breaker-failure-ratio",
+                    "1.5",
+                ],
+                "--breaker-failure-ratio: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-min-requests", "0"],
+                "--breaker-min-requests: ",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--breaker-connect-failures",
+                    "0",
+                ],
+                "--breaker-connect-failures: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-cool-down", "1ms"],
+                "--breaker-cool-down: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-probes", "0"],
+                "--breaker-probes: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--reconnect-base", "0"],
+                "--reconnect-base: ",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--reconnect-base",
+                    "1s",
+                    "--reconnect-max",
+                    "10ms",
+                ],
+                "--reconnect-max: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--reconnect-jitter", "some"],
+                "--reconnect-jitter: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--key-hash", "md5"],
+                "--key-hash: ",
+            ),
+        ];
+        for (flags, prefix) in cases {
+            let (code, text) = proxy(flags).unwrap_err();
+            assert_eq!(code, 2, "{flags:?}");
+            assert!(text.starts_with(prefix), "{flags:?}: {text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_proxy_setting_is_a_proxy_flag() {
+        let help = help_of(&["holdfast", "proxy", "--help"]);
+        for key in crate::config::PROXY_KEYS {
+            assert!(
+                help.contains(&format!("--{key} ")),
+                "--{key} missing from proxy help"
+            );
+        }
+    }
+
+    /// As `help_defaults_match_config_default`, for `holdfast proxy`.
+    #[test]
+    fn proxy_help_defaults_match_config_default() {
+        const DERIVED: [&str; 5] = ["threads", "max-conns", "max-frame", "backend", "upstream"];
+        let help = help_of(&["holdfast", "proxy", "--help"]);
+        let proxy_default = || Config {
+            protocol: Protocol::Resp,
+            ..Config::default()
+        };
+        let mut checked = 0;
+        for line in help.lines() {
+            let Some(key) = line.trim().strip_prefix("--") else {
+                continue;
+            };
+            let key = key.split(' ').next().unwrap();
+            let Some((_, default)) = line.split_once("[default: ") else {
+                continue;
+            };
+            if DERIVED.contains(&key) {
+                continue;
+            }
+            let default = default.trim_end_matches(']');
+            let mut config = proxy_default();
+            config.set(key, default).unwrap();
+            assert_eq!(
+                format!("{config:?}"),
+                format!("{:?}", proxy_default()),
+                "--{key}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, crate::config::PROXY_KEYS.len() - DERIVED.len());
+    }
 }
