@@ -655,18 +655,6 @@ impl ProxyArgs {
                 message: "at least one is needed, such as --upstream 127.0.0.1:6379".into(),
             });
         }
-        // Upstream connections are driven on epoll only, for now.
-        match config.backend {
-            Some(crate::config::Backend::Uring) => {
-                return Err(ConfigError {
-                    flag: "--backend".into(),
-                    message: "the proxy runs on epoll only in this version; drop --backend uring"
-                        .into(),
-                });
-            }
-            None => config.backend = Some(crate::config::Backend::Epoll),
-            Some(crate::config::Backend::Epoll) => {}
-        }
         if config.protocol != Protocol::Resp {
             return Err(ConfigError {
                 flag: "--protocol".into(),

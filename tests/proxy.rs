@@ -269,3 +269,28 @@ fn redis_cli_works_through_the_proxy() {
     assert_eq!(cli(&["MGET", "a", "b", "c", "d"]), "1\n2\n3\n\n");
     assert_eq!(cli(&["DEL", "a", "b", "c", "d"]), "3\n");
 }
+
+#[test]
+fn shutdown_answers_requests_awaiting_an_upstream_then_exits_0() {
+    let slow = Server::start(&["--protocol", "resp", "--enable-debug-commands"]);
+    let name = slow.addr.to_string();
+    let mut server = Server::start_proxy(&["--upstream", &name]);
+    let mut client = Resp::connect(server.addr);
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    let mut staller = Resp::connect(slow.addr);
+    staller.send(&[b"DEBUG", b"SLEEP", b"300"]);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for _ in 0..50 {
+        client.send(&[b"GET", b"k"]);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    for _ in 0..50 {
+        assert_eq!(client.reply(), bulk("v"));
+    }
+    let status = server
+        .wait_exit(std::time::Duration::from_secs(5))
+        .expect("the proxy did not exit");
+    assert!(status.success(), "{status}");
+    assert_eq!(staller.reply(), b"+OK\r\n");
+}
