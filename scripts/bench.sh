@@ -8,7 +8,9 @@
 # takes the median over rounds. Each cell starts a fresh server.
 #
 # Knobs (environment): ROUNDS (3), DURATION (1200ms), WARMUP (300ms),
-# IDLE_CONNS (10000), OUT (target/bench).
+# IDLE_CONNS (10000), OUT (target/bench). At the end it runs
+# scripts/bench_proxy.sh (holdfast proxy vs nutcracker) unless
+# SKIP_PROXY=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -181,4 +183,8 @@ cat "$OUT/results.md"
 echo "wrote $OUT/results.md and $OUT/rps.svg (make bench took ${elapsed}s)"
 if [ "$UNDER" -gt 0 ]; then
     echo "WARNING: $UNDER runs had fewer connections than requested (UNDER-CONNECTED above; marked ⚠ in the table)" >&2
+fi
+if [ "${SKIP_PROXY:-0}" != 1 ]; then
+    echo "== holdfast proxy vs nutcracker (scripts/bench_proxy.sh)"
+    scripts/bench_proxy.sh
 fi

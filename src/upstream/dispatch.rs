@@ -180,7 +180,7 @@ impl Upstreams {
                 len: len as u32,
                 since_us: now_us,
             };
-            lane.enqueue(waiting, request, rings);
+            lane.enqueue(waiting, request, self.settings.queue_max, rings);
             if lane.conn.is_none() {
                 self.connect_wanted = true;
             }

@@ -52,9 +52,22 @@ impl Lane {
         self.queue.len() < queue_max && self.bytes.as_ref().map_or(ring_capacity, Ring::free) >= len
     }
 
-    /// Queues `request` (the caller checked [`Lane::queue_has_room`]).
-    pub fn enqueue(&mut self, waiting: Waiting, request: &[u8], rings: &mut Rings) {
+    /// Queues `request` (the caller checked [`Lane::queue_has_room`] with
+    /// the same `queue_max`). The first use allocates room for `queue_max`
+    /// entries at once, so the queue never grows afterwards (24 bytes
+    /// each; a lane that never queues allocates nothing).
+    pub fn enqueue(
+        &mut self,
+        waiting: Waiting,
+        request: &[u8],
+        queue_max: usize,
+        rings: &mut Rings,
+    ) {
         debug_assert_eq!(waiting.len as usize, request.len());
+        debug_assert!(self.queue.len() < queue_max);
+        if self.queue.capacity() < queue_max {
+            self.queue.reserve_exact(queue_max - self.queue.len());
+        }
         let bytes = self.bytes.get_or_insert_with(|| rings.take());
         let taken = bytes.push(request);
         assert_eq!(taken, request.len(), "queued request beyond its room");
@@ -170,14 +183,14 @@ mod tests {
         let mut rings = Rings::new(16, 4);
         let mut lane = Lane::default();
         assert!(lane.queue_has_room(16, 2, 16));
-        lane.enqueue(waiting(6), b"first!", &mut rings);
-        lane.enqueue(waiting(7), b"second!", &mut rings);
+        lane.enqueue(waiting(6), b"first!", 2, &mut rings);
+        lane.enqueue(waiting(7), b"second!", 2, &mut rings);
         assert!(!lane.queue_has_room(1, 2, 16), "the queue bound");
         assert!(!lane.queue_has_room(4, 3, 16), "the ring's room");
         let mut to = Ring::with_capacity(16);
         assert_eq!(lane.dequeue_into(&mut to, &mut rings), Some(waiting(6)));
         // The next one wraps around the queue's ring once more is queued.
-        lane.enqueue(waiting(8), b"third..!", &mut rings);
+        lane.enqueue(waiting(8), b"third..!", 2, &mut rings);
         assert_eq!(lane.dequeue_dropped(&mut rings), Some(waiting(7)));
         assert_eq!(lane.dequeue_into(&mut to, &mut rings), Some(waiting(8)));
         let (first, second) = to.readable();
