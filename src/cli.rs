@@ -1095,6 +1095,10 @@ mod tests {
                 "--upstream-timeout: ",
             ),
             (
+                &["--upstream", "127.0.0.1:1", "--upstream-timeout", "2m"],
+                "--upstream-timeout: 2m must be shorter than --idle-timeout 1m",
+            ),
+            (
                 &[
                     "--upstream",
                     "127.0.0.1:1",

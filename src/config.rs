@@ -442,6 +442,17 @@ impl Config {
                     .into(),
             ));
         }
+        if self.upstream_timeout >= self.idle_timeout {
+            return Err(ConfigError {
+                flag: "--upstream-timeout".into(),
+                message: format!(
+                    "{} must be shorter than --idle-timeout {}, or a client waiting for an \
+                     upstream would be closed as idle",
+                    format_duration(self.upstream_timeout),
+                    format_duration(self.idle_timeout)
+                ),
+            });
+        }
         let mut addrs = Vec::with_capacity(self.upstreams.len());
         for (index, name) in self.upstreams.iter().enumerate() {
             if self.upstreams[..index].contains(name) {

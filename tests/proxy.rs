@@ -86,7 +86,19 @@ fn mget_mset_and_del_are_split_and_merged() {
     let upstreams = [&a, &b, &c];
     let server = proxy(&upstreams, &[]);
     let mut client = Resp::connect(server.addr);
-    let keys: Vec<String> = (0..60).map(|i| format!("{i}k")).collect();
+    // Twenty keys on each upstream (the ports, and so the ring, vary from
+    // run to run).
+    let mut per_upstream = [0; 3];
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("{i}k"))
+        .filter(|key| {
+            let at = owner(&upstreams, key);
+            per_upstream[at] += 1;
+            per_upstream[at] <= 20
+        })
+        .take(60)
+        .collect();
+    assert_eq!(keys.len(), 60);
     let mut mset: Vec<&[u8]> = vec![b"MSET"];
     let values: Vec<String> = (0..60).map(|i| format!("value-{i}")).collect();
     for (key, value) in keys.iter().zip(&values) {
@@ -106,27 +118,32 @@ fn mget_mset_and_del_are_split_and_merged() {
     assert_eq!(used.len(), 3, "the MSET did not spread");
     // MGET in the client's order, a missing key as nil, a repeated key twice.
     let mut mget: Vec<&[u8]> = vec![b"MGET"];
-    let wanted = ["5k", "missing", "0k", "59k", "5k", "31k"];
-    mget.extend(wanted.iter().map(|k| k.as_bytes()));
+    let wanted = [5, usize::MAX, 0, 59, 5, 31];
+    let names: Vec<&str> = wanted
+        .iter()
+        .map(|&i| keys.get(i).map_or("missing", String::as_str))
+        .collect();
+    mget.extend(names.iter().map(|k| k.as_bytes()));
     let mut expected = format!("*{}\r\n", wanted.len()).into_bytes();
-    for key in wanted {
-        match key.strip_suffix('k').and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => expected.extend(bulk(&values[n])),
+    for i in wanted {
+        match values.get(i) {
+            Some(value) => expected.extend(bulk(value)),
             None => expected.extend(b"$-1\r\n"),
         }
     }
     assert_eq!(client.call(&mget), expected);
+    let k = |i: usize| keys[i].as_bytes();
     assert_eq!(
-        client.call(&[b"EXISTS", b"1k", b"2k", b"nope", b"3k"]),
+        client.call(&[b"EXISTS", k(1), k(2), b"nope", k(40)]),
         b":3\r\n"
     );
     assert_eq!(
-        client.call(&[b"DEL", b"1k", b"2k", b"nope", b"3k", b"1k"]),
+        client.call(&[b"DEL", k(1), k(2), b"nope", k(40), k(1)]),
         b":3\r\n"
     );
     let mut expected = b"*2\r\n$-1\r\n".to_vec();
     expected.extend(bulk("value-4"));
-    assert_eq!(client.call(&[b"MGET", b"1k", b"4k"]), expected);
+    assert_eq!(client.call(&[b"MGET", k(1), k(4)]), expected);
     // Keys that must be together and are not: refused, with the way out.
     let (x, y) = (0..100)
         .map(|i| format!("{i}r"))

@@ -202,7 +202,8 @@ impl Core {
             open_total: shared.open_total.clone(),
             stop: shared.stop.clone(),
             drain_until: None,
-            queue: VecDeque::new(),
+            // Sized like the table, so the queue rarely grows.
+            queue: VecDeque::with_capacity(1024.min(config.max_conns)),
             expired: Vec::new(),
             turn_events: 0,
             epoch: Instant::now(),
@@ -250,7 +251,7 @@ impl Core {
             self.drain_until,
             self.upstreams
                 .as_ref()
-                .and_then(|upstreams| upstreams.next_queue_deadline()),
+                .and_then(|upstreams| upstreams.next_wake()),
         ]
         .into_iter()
         .flatten()

@@ -257,6 +257,11 @@ impl Core {
             return;
         };
         upstreams.connect_wanted = false;
+        if upstreams.waiting == 0 || (self.drain_until.is_some() && self.conns.is_empty()) {
+            // Only lanes with requests waiting get a connection; once the
+            // drain has no client left, none does.
+            return;
+        }
         let now = self.now;
         let (pools, lanes) = (upstreams.pools.len(), upstreams.settings.lanes);
         for upstream in 0..pools {
@@ -347,6 +352,7 @@ impl Core {
         let max_pending = upstreams.settings.max_pending;
         let pool = &mut upstreams.pools[upstream];
         while let Some(waiting) = pool.lanes[lane].dequeue_dropped(clients.writer.pool) {
+            upstreams.waiting -= 1;
             clients.complete(
                 &mut upstreams.pending,
                 max_pending,
@@ -396,6 +402,9 @@ impl Core {
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
+        if upstreams.waiting == 0 {
+            return;
+        }
         let timeout = upstreams.settings.deadlines.request;
         let max_pending = upstreams.settings.max_pending;
         let mut clients = Clients {
@@ -421,6 +430,7 @@ impl Core {
                     let waiting = lane
                         .dequeue_dropped(clients.writer.pool)
                         .expect("front exists");
+                    upstreams.waiting -= 1;
                     pool.breaker.on_failure(now, FailureKind::Timeout);
                     counts.errors[UpstreamError::Timeout.index()].inc();
                     clients.complete(
@@ -536,11 +546,19 @@ impl Core {
         }
     }
 
-    /// Closes every upstream connection (the drain has ended for clients).
+    /// Closes every upstream connection and drops the requests still
+    /// queued (the drain has ended for clients: no one awaits them).
     pub(super) fn close_upstreams<I: Io>(&mut self, io: &mut I) {
-        let Some(upstreams) = self.upstreams.as_deref() else {
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
+        for pool in upstreams.pools.iter_mut() {
+            for lane in pool.lanes.iter_mut() {
+                while lane.dequeue_dropped(&mut self.pool).is_some() {
+                    upstreams.waiting -= 1;
+                }
+            }
+        }
         for token in upstreams.conns.tokens() {
             self.close_upstream(io, token, None);
         }
@@ -554,11 +572,32 @@ impl Core {
         }
     }
 
-    /// Copies each pool's state into its gauges (once per turn).
+    /// Copies each pool's state into its gauges, at most every
+    /// [`PUBLISH_EVERY_MS`] (the work grows with the number of upstreams,
+    /// and a turn can be a few microseconds).
     pub(super) fn publish_upstreams(&mut self) {
-        let Some(upstreams) = self.upstreams.as_deref() else {
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
+        let due = upstreams.published_at + PUBLISH_EVERY_MS;
+        if self.now < due && self.drain_until.is_none() {
+            // The loop wakes for it if nothing else comes first, so gauges
+            // of an idle shard are never stale for longer.
+            upstreams.publish_due = Some(due);
+            return;
+        }
+        upstreams.published_at = self.now;
+        upstreams.publish_due = None;
+        debug_assert_eq!(
+            upstreams.waiting,
+            upstreams
+                .pools
+                .iter()
+                .map(|pool| pool.queued())
+                .sum::<usize>(),
+            "the count of queued requests drifted"
+        );
+        let upstreams = &*upstreams;
         self.metrics.pending.set(upstreams.pending.len() as u64);
         self.metrics
             .upstream_conns_open
@@ -591,6 +630,9 @@ impl Core {
         }
     }
 }
+
+/// How often the upstream gauges are refreshed, at most.
+const PUBLISH_EVERY_MS: Millis = 50;
 
 /// Moves a connection's wheel entry earlier when its deadline moved
 /// earlier (a later deadline is found lazily when the entry fires).

@@ -65,6 +65,14 @@ pub struct Upstreams {
     /// A lane queued a request and has no connection: the shard should
     /// connect before it next waits.
     pub connect_wanted: bool,
+    /// Requests waiting in every lane's queue together, so that the
+    /// per-turn work on queues (deadlines, connects) is skipped when none
+    /// waits. Invariant: the sum of the lanes' queue lengths.
+    pub waiting: usize,
+    /// When the gauges were last refreshed (shard milliseconds).
+    pub published_at: Millis,
+    /// A refresh was skipped: when it is due.
+    pub publish_due: Option<Millis>,
 }
 
 impl Upstreams {
@@ -94,6 +102,9 @@ impl Upstreams {
             pending: Pendings::new(ring_capacity, PENDING_BUFFERS_FREE_MAX),
             settings,
             connect_wanted: false,
+            waiting: 0,
+            published_at: 0,
+            publish_due: None,
         }
     }
 
@@ -181,6 +192,7 @@ impl Upstreams {
                 since_us: now_us,
             };
             lane.enqueue(waiting, request, self.settings.queue_max, rings);
+            self.waiting += 1;
             if lane.conn.is_none() {
                 self.connect_wanted = true;
             }
@@ -211,11 +223,25 @@ impl Upstreams {
             });
             moved += 1;
         }
+        self.waiting -= moved;
         moved
+    }
+
+    /// When the loop must wake for the upstreams' sake: the earliest time
+    /// a queued request times out, or a skipped gauge refresh is due.
+    pub fn next_wake(&self) -> Option<Millis> {
+        let queued = self.next_queue_deadline();
+        match (queued, self.publish_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The earliest time a queued request times out, if any waits.
     pub fn next_queue_deadline(&self) -> Option<Millis> {
+        if self.waiting == 0 {
+            return None;
+        }
         let timeout = self.settings.deadlines.request;
         self.pools
             .iter()

@@ -51,6 +51,11 @@ impl PendingList {
     }
 }
 
+/// The smallest buffer handed out: replies are often a few bytes (`+OK`),
+/// and a buffer that first held one would otherwise grow (allocate) when it
+/// is reused for a larger reply; most replies fit this.
+pub const BUFFER_MIN: usize = 512;
+
 /// One awaited reply.
 #[derive(Debug)]
 pub struct Pending {
@@ -307,10 +312,11 @@ impl Pendings {
         Some(entry.client)
     }
 
-    /// An empty buffer with room for `capacity` bytes: a kept one if any.
+    /// An empty buffer with room for `capacity` bytes (at least
+    /// [`BUFFER_MIN`]): a kept one if any.
     pub fn buffer(&mut self, capacity: usize) -> Vec<u8> {
         let mut buffer = self.buffers.pop().unwrap_or_default();
-        buffer.reserve(capacity);
+        buffer.reserve(capacity.max(BUFFER_MIN));
         buffer
     }
 
@@ -329,7 +335,13 @@ impl Pendings {
 
     fn take_list(&mut self, token: Token) -> Vec<Outcome> {
         let taken = self.table.get_mut(token).and_then(|e| e.outcomes.take());
-        taken.unwrap_or_else(|| self.lists.pop().unwrap_or_default())
+        taken.unwrap_or_else(|| {
+            let mut list = self.lists.pop().unwrap_or_default();
+            // Room for the calls of most split commands (one per upstream
+            // touched), so a reused list rarely grows.
+            list.reserve(16);
+            list
+        })
     }
 
     fn recycle(&mut self, entry: Pending) {
@@ -436,9 +448,10 @@ mod tests {
 
     #[test]
     fn buffers_are_reused() {
-        let mut pendings = Pendings::new(64, 1);
+        let mut pendings = Pendings::new(1024, 1);
         let mut buffer = pendings.buffer(32);
         let pointer = buffer.as_ptr();
+        assert!(buffer.capacity() >= BUFFER_MIN);
         buffer.extend_from_slice(b"x");
         let entry = pendings.open_ready(client(), buffer);
         pendings.append(entry);
@@ -447,8 +460,9 @@ mod tests {
         assert_eq!(again.as_ptr(), pointer);
         assert!(again.is_empty());
         // Too large to keep.
-        pendings.give_buffer(Vec::with_capacity(128));
+        pendings.give_buffer(Vec::with_capacity(2048));
+        let capacity = again.capacity();
         pendings.give_buffer(again);
-        assert_eq!(pendings.buffer(1).capacity(), 32);
+        assert_eq!(pendings.buffer(1).capacity(), capacity);
     }
 }
