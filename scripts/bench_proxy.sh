@@ -17,10 +17,11 @@
 # most 0.8x nutcracker's, p99 no worse.
 #
 # Settings (environment): ROUNDS (3), CONNS (50), REQUESTS_P1 (200000),
-# REQUESTS_P16 (1000000), TESTS (set,get), HOLDFAST_BACKEND (the build's
-# default: epoll, or uring in a --features uring build), PORT_REDIS (7491),
+# REQUESTS_P16 (1000000), TESTS (set,get), HOLDFAST (the binary,
+# target/release/holdfast), HOLDFAST_BACKEND (the build's default: epoll, or
+# uring in a --features uring build), PORT_REDIS (7491),
 # PORT_HOLDFAST (7492), PORT_NUTCRACKER (7493), PORT_STATS (7494),
-# PROXY_CPU (0), OTHER_CPU (1).
+# PROXY_CPU (0), OTHER_CPU (1), SUFFIX (appended to the output file names).
 
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,17 +35,18 @@ PORT_REDIS=${PORT_REDIS:-7491}
 PORT_HOLDFAST=${PORT_HOLDFAST:-7492}
 PORT_NUTCRACKER=${PORT_NUTCRACKER:-7493}
 PORT_STATS=${PORT_STATS:-7494}
+HOLDFAST=${HOLDFAST:-target/release/holdfast}
 PROXY_CPU=${PROXY_CPU:-0}
 OTHER_CPU=${OTHER_CPU:-1}
 OUT=target/bench
-RAW=$OUT/proxy_raw.csv
+RAW=$OUT/proxy_raw${SUFFIX:-}.csv
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench_proxy.sh needs $1 (apt-get install -y $2)" >&2; exit 1; }; }
 need redis-server redis-server
 need redis-benchmark redis-tools
 need nutcracker nutcracker
 need taskset util-linux
-[ -x target/release/holdfast ] || cargo build --release --bin holdfast
+[ -x "$HOLDFAST" ] || cargo build --release --bin holdfast
 mkdir -p "$OUT"
 CLK_TCK=$(getconf CLK_TCK)
 TMP=$(mktemp -d)
@@ -98,7 +100,7 @@ start_proxy() { # name → sets proxy_pid, port
         port=$PORT_HOLDFAST
         backend=()
         [ -n "${HOLDFAST_BACKEND:-}" ] && backend=(--backend "$HOLDFAST_BACKEND")
-        taskset -c "$PROXY_CPU" target/release/holdfast proxy --threads 1 \
+        taskset -c "$PROXY_CPU" "$HOLDFAST" proxy --threads 1 \
             --listen "127.0.0.1:$port" --admin off --log-level warn "${backend[@]}" \
             --upstream "127.0.0.1:$PORT_REDIS" &
         ;;
@@ -142,7 +144,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-python3 - "$RAW" "$OUT/proxy.md" <<'EOF'
+python3 - "$RAW" "$OUT/proxy${SUFFIX:-}.md" <<'EOF'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 def med(proxy, p, t, key):
@@ -172,4 +174,4 @@ text = "\n".join(lines) + "\n"
 open(sys.argv[2], "w").write(text)
 print(text, end="")
 EOF
-echo "wrote $OUT/proxy.md and $RAW"
+echo "wrote $OUT/proxy${SUFFIX:-}.md and $RAW"
