@@ -39,7 +39,7 @@ use std::io;
 ///   calls [`Service::answer_reserve`] and [`Service::answer`] with the
 ///   outcomes, under the same rules as `reply_reserve` and `call`. An
 ///   upstream reply is framed by the client's protocol (a RESP reply, a
-///   line, a length-prefixed frame), see [`crate::codec::Codec::reply_len`].
+///   line, a length-prefixed frame), see [`crate::codec::Codec::decode_reply`].
 pub trait Service: Send + 'static {
     /// The most payload bytes the reply to `frame` may take. It sees the
     /// frame so that a reserve can be exact (a GET can look up its value's
