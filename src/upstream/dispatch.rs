@@ -193,8 +193,17 @@ impl Upstreams {
             };
             lane.enqueue(waiting, request, self.settings.queue_max, rings);
             self.waiting += 1;
-            if lane.conn.is_none() {
-                self.connect_wanted = true;
+            match lane.conn {
+                None => self.connect_wanted = true,
+                // Its next drive takes what fits from the queue.
+                Some(token) => {
+                    if let Some(up) = self.conns.get_mut(token)
+                        && !up.conn.queued
+                    {
+                        up.conn.queued = true;
+                        queue.push_back(token);
+                    }
+                }
             }
         }
         Ok(())
