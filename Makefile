@@ -57,6 +57,7 @@ test-uring: deps
 # The resp integration tests drive the server with redis-cli.
 deps:
 	command -v redis-cli >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-tools)
+	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 
 check-fmt:
 	$(CARGO) fmt --all -- --check

@@ -21,6 +21,8 @@
 # the ×ct ratios, or else the first server listed); SYSCALLS=0 skips the
 # syscall counts; IDLE=0 skips the idle-memory measurement.
 # URING_TARGET_DIR as in the Makefile.
+# At the end it runs scripts/bench_proxy.sh (holdfast proxy vs nutcracker)
+# unless SKIP_PROXY=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -239,4 +241,8 @@ if [ -n "$SYSCALLS_NOTE" ]; then
 fi
 if [ "$UNDER" -gt 0 ]; then
     echo "WARNING: $UNDER runs had fewer connections than requested (UNDER-CONNECTED above; marked ⚠ in the table)" >&2
+fi
+if [ "${SKIP_PROXY:-0}" != 1 ]; then
+    echo "== holdfast proxy vs nutcracker (scripts/bench_proxy.sh)"
+    scripts/bench_proxy.sh
 fi

@@ -1,5 +1,6 @@
-//! The command line: `holdfast serve [options]`, turned into a [`Config`],
-//! and `holdfast bench [options]`, turned into [`BenchOptions`].
+//! The command line: `holdfast serve [options]` and `holdfast proxy
+//! [options]`, turned into a [`Config`], and `holdfast bench [options]`,
+//! turned into [`BenchOptions`].
 //!
 //! Every value is taken as text and parsed by [`Config::set`], the same
 //! parser the `--config` file goes through, so a flag and a file key can
@@ -14,15 +15,18 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::bench::{BenchOptions, Protocol as BenchProtocol};
+use crate::codec::Protocol;
 use crate::config::{Config, ConfigError, parse_duration, parse_size};
 
 /// What the command line asked for.
 pub enum Command {
     /// `holdfast serve`: run the server with this validated config.
     Serve(Config),
-    /// `holdfast serve --check`: validate the settings and probe the
-    /// backend, then exit.
+    /// `holdfast serve --check` (or `proxy --check`): validate the
+    /// settings and probe the backend, then exit.
     Check(Config),
+    /// `holdfast proxy`: run the RESP proxy with this validated config.
+    Proxy(Config),
     /// `holdfast bench`: load a server with these validated options.
     Bench(BenchOptions),
 }
@@ -46,7 +50,7 @@ where
     })?;
     match cli.command {
         Some(Sub::Serve(serve)) => {
-            let check = serve.check;
+            let check = serve.engine.check;
             let config = serve.config().map_err(usage_error)?;
             Ok(if check {
                 Command::Check(config)
@@ -54,12 +58,22 @@ where
                 Command::Serve(config)
             })
         }
+        Some(Sub::Proxy(proxy)) => {
+            let check = proxy.engine.check;
+            let config = proxy.config().map_err(usage_error)?;
+            Ok(if check {
+                Command::Check(config)
+            } else {
+                Command::Proxy(config)
+            })
+        }
         Some(Sub::Bench(bench)) => bench.options().map(Command::Bench).map_err(|e| (2, e)),
         None => Err((2, MISSING_COMMAND.into())),
     }
 }
 
-const MISSING_COMMAND: &str = "missing command: try `holdfast serve` or `holdfast --help`";
+const MISSING_COMMAND: &str =
+    "missing command: try `holdfast serve`, `holdfast proxy` or `holdfast --help`";
 
 const ABOUT: &str =
     "holdfast — a TCP server engine that holds many connections and does not fall over";
@@ -68,6 +82,7 @@ const AFTER_HELP: &str = "\
 Examples:
   holdfast serve --protocol line --listen 127.0.0.1:7000
   holdfast serve --config holdfast.toml --threads 4
+  holdfast proxy --upstream 127.0.0.1:6379 --upstream 127.0.0.1:6380
 
 Sizes take 512, 64KiB, 1MiB, 1GiB (K/M/G are the same; KB/MB/GB are powers of 1000).
 Durations take 500ms, 10s, 2m, 1h (a bare number is seconds).
@@ -95,6 +110,11 @@ enum Sub {
     /// Run the server: accept connections, decode frames, answer them
     #[command(after_help = AFTER_HELP)]
     Serve(ServeArgs),
+    /// Run a RESP proxy in front of Redis servers: keys spread over the
+    /// upstreams by consistent hashing, with pooled connections, timeouts
+    /// and circuit breakers
+    #[command(after_help = PROXY_AFTER_HELP)]
+    Proxy(ProxyArgs),
     /// Load generator: keep requests in flight on many connections, check
     /// every echoed byte, report requests/s and latency percentiles
     #[command(after_help = BENCH_AFTER_HELP)]
@@ -111,6 +131,22 @@ Every connection is established before the warm-up starts; the warm-up and
 --duration are counted from there. Against a loopback target connections are
 spread over source addresses 127.0.0.1 to 127.0.0.250, the port picked at
 connect time, so the ephemeral port range is never the limit.";
+
+const PROXY_AFTER_HELP: &str = "\
+Examples:
+  holdfast proxy --listen 127.0.0.1:7000 --upstream 127.0.0.1:6379 --upstream 127.0.0.1:6380
+  holdfast proxy --config proxy.toml      # with upstreams = [\"10.0.0.1:6379\", \"10.0.0.2:6379\"]
+
+Keys go to upstreams by ketama consistent hashing over the names as written,
+placed as nutcracker places them (distribution ketama, hash fnv1a_64 by
+default, hash tags {...}). MGET, MSET, DEL, EXISTS, UNLINK and TOUCH are split
+per upstream and merged; commands that cannot be proxied get an error reply.
+A request not answered within --upstream-timeout, or refused by an open
+breaker or a full queue, gets `-ERR upstream ...` at once.
+
+Sizes take 512, 64KiB, 1MiB; durations take 500ms, 10s, 2m, 1h.
+The --config file is TOML whose keys are the flag names without `--`;
+flags given win over it.";
 
 /// The flags of `holdfast bench`.
 #[derive(Args)]
@@ -192,22 +228,17 @@ impl BenchArgs {
     }
 }
 
-/// The flags of `holdfast serve`. Help strings state each default with its
-/// units; `help_defaults_match_config_default` keeps them honest.
+/// The flags `holdfast serve` and `holdfast proxy` share. Help strings
+/// state each default with its units; `help_defaults_match_config_default`
+/// keeps them honest.
 #[derive(Args)]
-struct ServeArgs {
+struct EngineArgs {
     #[arg(
         long,
         value_name = "ADDR",
         help = "Where clients connect [default: 127.0.0.1:7000]"
     )]
     listen: Option<String>,
-    #[arg(
-        long,
-        value_name = "NAME",
-        help = "Wire protocol: echo | line | frame | resp [default: echo]"
-    )]
-    protocol: Option<String>,
     #[arg(
         long,
         value_name = "ADDR|off",
@@ -347,6 +378,48 @@ struct ServeArgs {
         help = "Pin shard i to CPU i (sched_setaffinity) [default: false]"
     )]
     pin_cores: bool,
+}
+
+impl EngineArgs {
+    /// Each flag with its [`crate::config::KEYS`] name.
+    fn settings(&self) -> [(&'static str, Option<&str>); 21] {
+        [
+            ("listen", self.listen.as_deref()),
+            ("admin", self.admin.as_deref()),
+            ("threads", self.threads.as_deref()),
+            ("max-conns", self.max_conns.as_deref()),
+            ("buffer", self.buffer.as_deref()),
+            ("max-frame", self.max_frame.as_deref()),
+            ("idle-timeout", self.idle_timeout.as_deref()),
+            ("read-timeout", self.read_timeout.as_deref()),
+            ("write-timeout", self.write_timeout.as_deref()),
+            ("shutdown-grace", self.shutdown_grace.as_deref()),
+            ("backend", self.backend.as_deref()),
+            ("backlog", self.backlog.as_deref()),
+            ("accept-batch", self.accept_batch.as_deref()),
+            ("events-max", self.events_max.as_deref()),
+            ("read-budget", self.read_budget.as_deref()),
+            ("pool-free-max", self.pool_free_max.as_deref()),
+            ("log-level", self.log_level.as_deref()),
+            ("pin-cores", self.pin_cores.then_some("true")),
+            ("uring-buffers", self.uring_buffers.as_deref()),
+            ("uring-buffer-size", self.uring_buffer_size.as_deref()),
+            ("uring-entries", self.uring_entries.as_deref()),
+        ]
+    }
+}
+
+/// The flags of `holdfast serve`.
+#[derive(Args)]
+struct ServeArgs {
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = "Wire protocol: echo | line | frame | resp [default: echo]"
+    )]
+    protocol: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
     #[arg(
         long,
         value_name = "SIZE",
@@ -365,10 +438,18 @@ impl ServeArgs {
     /// Defaults, then the file, then the flags given; then the bounds.
     fn config(&self) -> Result<Config, ConfigError> {
         let mut config = Config::default();
-        if let Some(path) = &self.config {
+        if let Some(path) = &self.engine.config {
             config.apply_file(path)?;
         }
-        for (key, value) in self.settings() {
+        let own = [
+            ("protocol", self.protocol.as_deref()),
+            ("max-memory", self.max_memory.as_deref()),
+            (
+                "enable-debug-commands",
+                self.enable_debug_commands.then_some("true"),
+            ),
+        ];
+        for (key, value) in self.engine.settings().into_iter().chain(own) {
             if let Some(value) = value {
                 config.set(key, value)?;
             }
@@ -376,38 +457,212 @@ impl ServeArgs {
         config.validate()?;
         Ok(config)
     }
+}
 
-    /// Each flag with its [`crate::config::KEYS`] name.
-    fn settings(&self) -> [(&'static str, Option<&str>); 24] {
-        [
-            ("listen", self.listen.as_deref()),
+/// The flags of `holdfast proxy`: the engine's, and the upstreams'.
+#[derive(Args)]
+struct ProxyArgs {
+    #[arg(
+        long,
+        value_name = "ADDR",
+        help = "An upstream Redis server, host:port; repeat for several (or `upstreams = [...]` in --config)"
+    )]
+    upstream: Vec<String>,
+    #[arg(
+        long,
+        value_name = "NAME",
+        help = "Wire protocol: resp, the only one proxied [default: resp]"
+    )]
+    protocol: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Upstreams",
+        help = "Replies one client may await; past it the client is not read from [default: 128]"
+    )]
+    max_pending: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Upstreams",
+        help = "Connections per upstream per shard (a client keeps to one) [default: 1]"
+    )]
+    upstream_conns: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Upstreams",
+        help = "Requests in flight per upstream connection [default: 512]"
+    )]
+    upstream_pipeline: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Upstreams",
+        help = "Requests that may wait for an upstream connection; past it they fail at once [default: 1024]"
+    )]
+    upstream_queue: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Upstreams",
+        help = "An upstream connect must complete within this [default: 1s]"
+    )]
+    connect_timeout: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Upstreams",
+        help = "A request must be answered within this, or it gets an error and its connection is replaced [default: 1s]"
+    )]
+    upstream_timeout: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Upstreams",
+        help = "An upstream connection unused this long is closed [default: 60s]"
+    )]
+    upstream_idle_timeout: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Circuit breaker",
+        help = "Span over which the failure ratio is taken [default: 10s]"
+    )]
+    breaker_window: Option<String>,
+    #[arg(
+        long,
+        value_name = "RATIO",
+        help_heading = "Circuit breaker",
+        help = "Share of failed requests in the window that opens the breaker [default: 0.5]"
+    )]
+    breaker_failure_ratio: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Circuit breaker",
+        help = "Requests the window must hold before the ratio counts [default: 20]"
+    )]
+    breaker_min_requests: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Circuit breaker",
+        help = "Connect failures in a row that open the breaker [default: 3]"
+    )]
+    breaker_connect_failures: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Circuit breaker",
+        help = "How long an open breaker fails requests at once before probing [default: 5s]"
+    )]
+    breaker_cool_down: Option<String>,
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Circuit breaker",
+        help = "Probe requests let through half-open; all must succeed to close [default: 3]"
+    )]
+    breaker_probes: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Upstreams",
+        help = "First reconnect delay ceiling after a failed connect [default: 100ms]"
+    )]
+    reconnect_base: Option<String>,
+    #[arg(
+        long,
+        value_name = "DUR",
+        help_heading = "Upstreams",
+        help = "Longest reconnect delay [default: 10s]"
+    )]
+    reconnect_max: Option<String>,
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Upstreams",
+        help = "full | decorrelated jitter of reconnect delays [default: full]"
+    )]
+    reconnect_jitter: Option<String>,
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Upstreams",
+        help = "fnv1a_64 | murmur, as nutcracker's hash: [default: fnv1a_64]"
+    )]
+    key_hash: Option<String>,
+}
+
+impl ProxyArgs {
+    /// Defaults (protocol resp), then the file, then the flags given; then
+    /// the bounds. At least one upstream is needed.
+    fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config {
+            protocol: Protocol::Resp,
+            ..Config::default()
+        };
+        if let Some(path) = &self.engine.config {
+            config.apply_proxy_file(path)?;
+        }
+        let own = [
             ("protocol", self.protocol.as_deref()),
-            ("admin", self.admin.as_deref()),
-            ("threads", self.threads.as_deref()),
-            ("max-conns", self.max_conns.as_deref()),
-            ("buffer", self.buffer.as_deref()),
-            ("max-frame", self.max_frame.as_deref()),
-            ("idle-timeout", self.idle_timeout.as_deref()),
-            ("read-timeout", self.read_timeout.as_deref()),
-            ("write-timeout", self.write_timeout.as_deref()),
-            ("shutdown-grace", self.shutdown_grace.as_deref()),
-            ("backend", self.backend.as_deref()),
-            ("backlog", self.backlog.as_deref()),
-            ("accept-batch", self.accept_batch.as_deref()),
-            ("events-max", self.events_max.as_deref()),
-            ("read-budget", self.read_budget.as_deref()),
-            ("pool-free-max", self.pool_free_max.as_deref()),
-            ("log-level", self.log_level.as_deref()),
-            ("pin-cores", self.pin_cores.then_some("true")),
-            ("max-memory", self.max_memory.as_deref()),
+            ("max-pending", self.max_pending.as_deref()),
+            ("upstream-conns", self.upstream_conns.as_deref()),
+            ("upstream-pipeline", self.upstream_pipeline.as_deref()),
+            ("upstream-queue", self.upstream_queue.as_deref()),
+            ("connect-timeout", self.connect_timeout.as_deref()),
+            ("upstream-timeout", self.upstream_timeout.as_deref()),
             (
-                "enable-debug-commands",
-                self.enable_debug_commands.then_some("true"),
+                "upstream-idle-timeout",
+                self.upstream_idle_timeout.as_deref(),
             ),
-            ("uring-buffers", self.uring_buffers.as_deref()),
-            ("uring-buffer-size", self.uring_buffer_size.as_deref()),
-            ("uring-entries", self.uring_entries.as_deref()),
-        ]
+            ("breaker-window", self.breaker_window.as_deref()),
+            (
+                "breaker-failure-ratio",
+                self.breaker_failure_ratio.as_deref(),
+            ),
+            ("breaker-min-requests", self.breaker_min_requests.as_deref()),
+            (
+                "breaker-connect-failures",
+                self.breaker_connect_failures.as_deref(),
+            ),
+            ("breaker-cool-down", self.breaker_cool_down.as_deref()),
+            ("breaker-probes", self.breaker_probes.as_deref()),
+            ("reconnect-base", self.reconnect_base.as_deref()),
+            ("reconnect-max", self.reconnect_max.as_deref()),
+            ("reconnect-jitter", self.reconnect_jitter.as_deref()),
+            ("key-hash", self.key_hash.as_deref()),
+        ];
+        for (key, value) in self.engine.settings().into_iter().chain(own) {
+            if let Some(value) = value {
+                config.set(key, value)?;
+            }
+        }
+        if !self.upstream.is_empty() {
+            // The flags replace the file's list.
+            config.upstreams.clear();
+            for upstream in &self.upstream {
+                config.set("upstream", upstream)?;
+            }
+        }
+        if config.upstreams.is_empty() {
+            return Err(ConfigError {
+                flag: "--upstream".into(),
+                message: "at least one is needed, such as --upstream 127.0.0.1:6379".into(),
+            });
+        }
+        if config.protocol != Protocol::Resp {
+            return Err(ConfigError {
+                flag: "--protocol".into(),
+                message: format!("the proxy speaks resp only, got {}", config.protocol.name()),
+            });
+        }
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -436,6 +691,7 @@ fn command_named(args: &[std::ffi::OsString]) -> &'static str {
         .find(|arg| !arg.to_string_lossy().starts_with('-'));
     match word {
         Some(word) if word == "serve" => "holdfast serve",
+        Some(word) if word == "proxy" => "holdfast proxy",
         Some(word) if word == "bench" => "holdfast bench",
         _ => "holdfast",
     }
@@ -475,7 +731,7 @@ mod tests {
         parse(args.copied()).map(|command| match command {
             Command::Serve(config) => config,
             Command::Check(_) => panic!("parsed as check"),
-            Command::Bench(_) => panic!("parsed as bench"),
+            Command::Bench(_) | Command::Proxy(_) => panic!("parsed as bench or proxy"),
         })
     }
 
@@ -629,7 +885,9 @@ mod tests {
         let args = ["holdfast", "bench"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
             Command::Bench(options) => options,
-            Command::Serve(_) | Command::Check(_) => panic!("parsed as serve"),
+            Command::Serve(_) | Command::Check(_) | Command::Proxy(_) => {
+                panic!("parsed as serve")
+            }
         })
     }
 
@@ -686,7 +944,8 @@ mod tests {
     fn no_command_says_what_to_type() {
         for args in [&["holdfast"][..], &[]] {
             let error = error_of(args);
-            let expected = "missing command: try `holdfast serve` or `holdfast --help`";
+            let expected =
+                "missing command: try `holdfast serve`, `holdfast proxy` or `holdfast --help`";
             assert_eq!(error, (2, expected.to_string()));
         }
     }
@@ -747,5 +1006,215 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, crate::config::KEYS.len() - DERIVED.len());
+    }
+
+    fn proxy(flags: &[&str]) -> Result<Config, (i32, String)> {
+        let args = ["holdfast", "proxy"].iter().chain(flags);
+        parse(args.copied()).map(|command| match command {
+            Command::Proxy(config) => config,
+            _ => panic!("not parsed as proxy"),
+        })
+    }
+
+    #[test]
+    fn proxy_takes_upstreams_from_flags_or_the_file() {
+        let config = proxy(&[
+            "--upstream",
+            "127.0.0.1:6379",
+            "--upstream",
+            "127.0.0.1:6380",
+        ])
+        .unwrap();
+        assert_eq!(config.protocol, Protocol::Resp);
+        assert_eq!(config.upstreams, ["127.0.0.1:6379", "127.0.0.1:6380"]);
+        assert_eq!(
+            config.upstream_addrs,
+            [
+                "127.0.0.1:6379".parse().unwrap(),
+                "127.0.0.1:6380".parse().unwrap()
+            ]
+        );
+        let file = TempFile::new(
+            "upstreams = [\"127.0.0.1:7379\", \"127.0.0.1:7380\"]\nupstream-timeout = \"250ms\"\n",
+        );
+        let config = proxy(&["--config", file.path()]).unwrap();
+        assert_eq!(config.upstreams, ["127.0.0.1:7379", "127.0.0.1:7380"]);
+        assert_eq!(
+            config.upstream_timeout,
+            std::time::Duration::from_millis(250)
+        );
+        // Flags replace the file's list.
+        let config = proxy(&["--config", file.path(), "--upstream", "127.0.0.1:1"]).unwrap();
+        assert_eq!(config.upstreams, ["127.0.0.1:1"]);
+        // The key-value store's settings are not the proxy's.
+        let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\nmax-memory = 5\n");
+        let (code, text) = proxy(&["--config", file.path()]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(text.contains("unknown key `max-memory`"), "{text}");
+        // And serve does not take the proxy's.
+        let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\n");
+        let (_, text) = serve(&["--config", file.path()]).unwrap_err();
+        assert!(text.contains("unknown key `upstreams`"), "{text}");
+    }
+
+    #[test]
+    fn proxy_errors_are_one_line_naming_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "--upstream: at least one is needed"),
+            (&["--upstream", "nowhere"], "--upstream: expected host:port"),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream", "127.0.0.1:1"],
+                "--upstream: `127.0.0.1:1` is given twice",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--protocol", "line"],
+                "--protocol: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--max-pending", "0"],
+                "--max-pending: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-conns", "65"],
+                "--upstream-conns: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-pipeline", "0"],
+                "--upstream-pipeline: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-queue", "0"],
+                "--upstream-queue: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--connect-timeout", "1ms"],
+                "--connect-timeout: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-timeout", "x"],
+                "--upstream-timeout: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--upstream-timeout", "2m"],
+                "--upstream-timeout: 2m must be shorter than --idle-timeout 1m",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--upstream-idle-timeout",
+                    "25h",
+                ],
+                "--upstream-idle-timeout: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-window", "1ms"],
+                "--breaker-window: ",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--breaker-failure-ratio",
+                    "1.5",
+                ],
+                "--breaker-failure-ratio: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-min-requests", "0"],
+                "--breaker-min-requests: ",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--breaker-connect-failures",
+                    "0",
+                ],
+                "--breaker-connect-failures: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-cool-down", "1ms"],
+                "--breaker-cool-down: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--breaker-probes", "0"],
+                "--breaker-probes: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--reconnect-base", "0"],
+                "--reconnect-base: ",
+            ),
+            (
+                &[
+                    "--upstream",
+                    "127.0.0.1:1",
+                    "--reconnect-base",
+                    "1s",
+                    "--reconnect-max",
+                    "10ms",
+                ],
+                "--reconnect-max: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--reconnect-jitter", "some"],
+                "--reconnect-jitter: ",
+            ),
+            (
+                &["--upstream", "127.0.0.1:1", "--key-hash", "md5"],
+                "--key-hash: ",
+            ),
+        ];
+        for (flags, prefix) in cases {
+            let (code, text) = proxy(flags).unwrap_err();
+            assert_eq!(code, 2, "{flags:?}");
+            assert!(text.starts_with(prefix), "{flags:?}: {text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_proxy_setting_is_a_proxy_flag() {
+        let help = help_of(&["holdfast", "proxy", "--help"]);
+        for key in crate::config::PROXY_KEYS {
+            assert!(
+                help.contains(&format!("--{key} ")),
+                "--{key} missing from proxy help"
+            );
+        }
+    }
+
+    /// As `help_defaults_match_config_default`, for `holdfast proxy`.
+    #[test]
+    fn proxy_help_defaults_match_config_default() {
+        const DERIVED: [&str; 5] = ["threads", "max-conns", "max-frame", "backend", "upstream"];
+        let help = help_of(&["holdfast", "proxy", "--help"]);
+        let proxy_default = || Config {
+            protocol: Protocol::Resp,
+            ..Config::default()
+        };
+        let mut checked = 0;
+        for line in help.lines() {
+            let Some(key) = line.trim().strip_prefix("--") else {
+                continue;
+            };
+            let key = key.split(' ').next().unwrap();
+            let Some((_, default)) = line.split_once("[default: ") else {
+                continue;
+            };
+            if DERIVED.contains(&key) {
+                continue;
+            }
+            let default = default.trim_end_matches(']');
+            let mut config = proxy_default();
+            config.set(key, default).unwrap();
+            assert_eq!(
+                format!("{config:?}"),
+                format!("{:?}", proxy_default()),
+                "--{key}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, crate::config::PROXY_KEYS.len() - DERIVED.len());
     }
 }

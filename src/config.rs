@@ -10,6 +10,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::codec::Protocol;
+use crate::proxy::hash::{KeyHash, UPSTREAMS_MAX};
+use crate::upstream::backoff::{BackoffSettings, Jitter};
+use crate::upstream::breaker::BreakerSettings;
 
 /// Every setting of `holdfast serve`. Build it with [`Config::default`] and
 /// the CLI/TOML layers, then call [`Config::validate`].
@@ -80,6 +83,36 @@ pub struct Config {
     /// `--uring-entries`: submission queue entries per shard (the
     /// completion queue has four times as many).
     pub uring_entries: usize,
+    /// `--upstream` (repeated) or `upstreams = [...]` in the file: the
+    /// servers the service calls, as written (`host:port`); the proxy
+    /// places keys by these names.
+    pub upstreams: Vec<String>,
+    /// The addresses of `upstreams`, resolved by [`Config::validate`].
+    pub upstream_addrs: Vec<SocketAddr>,
+    /// `--max-pending`: replies one client may await at once; past it the
+    /// client is not read from until one is written.
+    pub max_pending: usize,
+    /// `--upstream-conns`: connections per upstream per shard.
+    pub upstream_conns: usize,
+    /// `--upstream-pipeline`: requests one upstream connection may have
+    /// in flight.
+    pub upstream_pipeline: usize,
+    /// `--upstream-queue`: requests that may wait for each upstream
+    /// connection (while it connects or its pipeline is full).
+    pub upstream_queue: usize,
+    /// `--connect-timeout`: an upstream connect must complete within this.
+    pub connect_timeout: Duration,
+    /// `--upstream-timeout`: a request must be answered within this.
+    pub upstream_timeout: Duration,
+    /// `--upstream-idle-timeout`: an upstream connection unused this long
+    /// is closed.
+    pub upstream_idle_timeout: Duration,
+    /// The `--breaker-*` thresholds.
+    pub breaker: BreakerSettings,
+    /// The `--reconnect-*` delays.
+    pub backoff: BackoffSettings,
+    /// `--key-hash`: how the proxy hashes keys onto its ketama ring.
+    pub key_hash: KeyHash,
 }
 
 /// The driver that moves bytes between sockets and rings.
@@ -129,6 +162,18 @@ impl Default for Config {
             uring_buffers: 512,
             uring_buffer_size: 16 * 1024,
             uring_entries: 4096,
+            upstreams: Vec::new(),
+            upstream_addrs: Vec::new(),
+            max_pending: 128,
+            upstream_conns: 1,
+            upstream_pipeline: 512,
+            upstream_queue: 1024,
+            connect_timeout: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(1),
+            upstream_idle_timeout: Duration::from_secs(60),
+            breaker: BreakerSettings::default(),
+            backoff: BackoffSettings::default(),
+            key_hash: KeyHash::Fnv1a64,
         }
     }
 }
@@ -182,6 +227,53 @@ pub const KEYS: &[&str] = &[
     "uring-entries",
 ];
 
+/// The settings of `holdfast proxy`: those of `holdfast serve` but the
+/// key-value store's, plus the upstream ones. The file names the upstreams
+/// with `upstreams = ["host:port", ...]` (the flag is `--upstream`,
+/// repeated).
+pub const PROXY_KEYS: &[&str] = &[
+    "listen",
+    "protocol",
+    "admin",
+    "threads",
+    "max-conns",
+    "buffer",
+    "max-frame",
+    "idle-timeout",
+    "read-timeout",
+    "write-timeout",
+    "shutdown-grace",
+    "backend",
+    "backlog",
+    "accept-batch",
+    "events-max",
+    "read-budget",
+    "pool-free-max",
+    "log-level",
+    "pin-cores",
+    "uring-buffers",
+    "uring-buffer-size",
+    "uring-entries",
+    "upstream",
+    "max-pending",
+    "upstream-conns",
+    "upstream-pipeline",
+    "upstream-queue",
+    "connect-timeout",
+    "upstream-timeout",
+    "upstream-idle-timeout",
+    "breaker-window",
+    "breaker-failure-ratio",
+    "breaker-min-requests",
+    "breaker-connect-failures",
+    "breaker-cool-down",
+    "breaker-probes",
+    "reconnect-base",
+    "reconnect-max",
+    "reconnect-jitter",
+    "key-hash",
+];
+
 // The bounds `validate` enforces, and why each exists.
 
 /// Smallest ring: below this, the header and a useful payload hardly fit.
@@ -223,6 +315,19 @@ const URING_BUFFER_SIZE_MIN: usize = 512;
 const URING_BUFFER_SIZE_MAX: usize = 1 << 20;
 /// The kernel's limit on submission queue entries.
 const URING_ENTRIES_MAX: usize = 32_768;
+/// Replies one client may await: each may hold a reply of up to `--buffer`
+/// bytes while earlier ones are awaited, so this times `--buffer` bounds
+/// what one client can make the proxy hold.
+const MAX_PENDING_MAX: usize = 65_536;
+/// Connections per upstream per shard: each is an fd, times upstreams and
+/// shards.
+const UPSTREAM_CONNS_MAX: usize = 64;
+/// In-flight requests per upstream connection (24 bytes of bookkeeping
+/// each, allocated with the connection).
+const UPSTREAM_PIPELINE_MAX: usize = 65_536;
+/// Waiting requests per upstream connection (24 bytes each plus their bytes,
+/// at most one `--buffer` ring).
+const UPSTREAM_QUEUE_MAX: usize = 65_536;
 
 impl Config {
     /// Checks every bound and fills the derived defaults (`max_frame` when
@@ -286,7 +391,106 @@ impl Config {
             format_size,
         )?;
         self.check_uring()?;
+        self.check_upstreams()?;
         self.check_admin()
+    }
+
+    /// The upstream settings' bounds, and the upstreams resolved.
+    fn check_upstreams(&mut self) -> Result<(), ConfigError> {
+        let count = |n: usize| n.to_string();
+        let max_pending = self.max_pending;
+        check_range("--max-pending", max_pending, 1, MAX_PENDING_MAX, "", count)?;
+        let conns = self.upstream_conns;
+        check_range("--upstream-conns", conns, 1, UPSTREAM_CONNS_MAX, "", count)?;
+        let pipeline = self.upstream_pipeline;
+        check_range(
+            "--upstream-pipeline",
+            pipeline,
+            1,
+            UPSTREAM_PIPELINE_MAX,
+            "",
+            count,
+        )?;
+        let queue = self.upstream_queue;
+        check_range("--upstream-queue", queue, 1, UPSTREAM_QUEUE_MAX, "", count)?;
+        check_timeout("--connect-timeout", self.connect_timeout, TIMEOUT_MIN)?;
+        check_timeout("--upstream-timeout", self.upstream_timeout, TIMEOUT_MIN)?;
+        check_timeout(
+            "--upstream-idle-timeout",
+            self.upstream_idle_timeout,
+            TIMEOUT_MIN,
+        )?;
+        self.breaker.validate()?;
+        self.backoff.validate()?;
+        let error = |message: String| ConfigError {
+            flag: "--upstream".into(),
+            message,
+        };
+        if self.upstreams.len() > UPSTREAMS_MAX {
+            return Err(error(format!(
+                "{} upstreams, at most {UPSTREAMS_MAX}",
+                self.upstreams.len()
+            )));
+        }
+        if self.upstreams.is_empty() {
+            self.upstream_addrs.clear();
+            return Ok(());
+        }
+        if self.protocol == Protocol::Echo {
+            return Err(error(
+                "echo replies have no framing to match them to requests; use line, frame or resp"
+                    .into(),
+            ));
+        }
+        if self.upstream_timeout >= self.idle_timeout {
+            return Err(ConfigError {
+                flag: "--upstream-timeout".into(),
+                message: format!(
+                    "{} must be shorter than --idle-timeout {}, or a client waiting for an \
+                     upstream would be closed as idle",
+                    format_duration(self.upstream_timeout),
+                    format_duration(self.idle_timeout)
+                ),
+            });
+        }
+        let mut addrs = Vec::with_capacity(self.upstreams.len());
+        for (index, name) in self.upstreams.iter().enumerate() {
+            if self.upstreams[..index].contains(name) {
+                return Err(error(format!("`{name}` is given twice")));
+            }
+            addrs.push(resolve(name).map_err(error)?);
+        }
+        self.upstream_addrs = addrs;
+        Ok(())
+    }
+
+    /// What a shard needs to call the upstreams; `None` without upstreams.
+    /// Call after [`Config::validate`].
+    pub fn upstream_settings(&self) -> Option<crate::upstream::Settings> {
+        if self.upstreams.is_empty() {
+            return None;
+        }
+        debug_assert_eq!(self.upstreams.len(), self.upstream_addrs.len(), "validated");
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        Some(crate::upstream::Settings {
+            upstreams: self
+                .upstreams
+                .iter()
+                .cloned()
+                .zip(self.upstream_addrs.iter().copied())
+                .collect(),
+            lanes: self.upstream_conns,
+            pipeline: self.upstream_pipeline,
+            queue_max: self.upstream_queue,
+            deadlines: crate::upstream::conn::Deadlines {
+                connect: ms(self.connect_timeout),
+                request: ms(self.upstream_timeout),
+                idle: ms(self.upstream_idle_timeout),
+            },
+            max_pending: self.max_pending,
+            breaker: self.breaker,
+            backoff: self.backoff,
+        })
     }
 
     /// The provided buffer ring is indexed by masking (a power of two) and
@@ -325,10 +529,20 @@ impl Config {
     /// Applies a TOML file with the same keys as the flags (`max-conns =
     /// 100`, `idle-timeout = "5s"`); unknown keys are errors.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        self.apply_file_with(path, KEYS)
+    }
+
+    /// As [`Config::apply_file`], for `holdfast proxy`: the keys are
+    /// [`PROXY_KEYS`] (`upstreams = [...]` names the upstreams).
+    pub fn apply_proxy_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        self.apply_file_with(path, PROXY_KEYS)
+    }
+
+    fn apply_file_with(&mut self, path: &Path, keys: &[&str]) -> Result<(), ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|error| file_error(format!("cannot read {origin}: {error}")))?;
-        self.apply_toml(&text, &origin)
+        self.apply_toml(&text, &origin, keys)
     }
 
     /// Sets one setting by its flag name without `--` (see [`KEYS`]),
@@ -368,6 +582,24 @@ impl Config {
             "uring-buffers" => self.uring_buffers = parse_count(value)?,
             "uring-buffer-size" => self.uring_buffer_size = parse_size(value)?,
             "uring-entries" => self.uring_entries = parse_count(value)?,
+            "upstream" => self.upstreams.push(parse_upstream(value)?),
+            "max-pending" => self.max_pending = parse_count(value)?,
+            "upstream-conns" => self.upstream_conns = parse_count(value)?,
+            "upstream-pipeline" => self.upstream_pipeline = parse_count(value)?,
+            "upstream-queue" => self.upstream_queue = parse_count(value)?,
+            "connect-timeout" => self.connect_timeout = parse_duration(value)?,
+            "upstream-timeout" => self.upstream_timeout = parse_duration(value)?,
+            "upstream-idle-timeout" => self.upstream_idle_timeout = parse_duration(value)?,
+            "breaker-window" => self.breaker.window = parse_millis(value)?,
+            "breaker-failure-ratio" => self.breaker.failure_ratio = parse_ratio(value)?,
+            "breaker-min-requests" => self.breaker.min_requests = parse_u32(value)?,
+            "breaker-connect-failures" => self.breaker.connect_failures = parse_u32(value)?,
+            "breaker-cool-down" => self.breaker.cool_down = parse_millis(value)?,
+            "breaker-probes" => self.breaker.probes = parse_u32(value)?,
+            "reconnect-base" => self.backoff.base = parse_millis(value)?,
+            "reconnect-max" => self.backoff.cap = parse_millis(value)?,
+            "reconnect-jitter" => self.backoff.jitter = parse_jitter(value)?,
+            "key-hash" => self.key_hash = value.parse()?,
             _ => {
                 return Err(format!(
                     "not a setting; the settings are {}",
@@ -451,7 +683,7 @@ impl Config {
         })
     }
 
-    fn apply_toml(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+    fn apply_toml(&mut self, text: &str, origin: &str, keys: &[&str]) -> Result<(), ConfigError> {
         let table: BTreeMap<Spanned<String>, Spanned<toml::Value>> =
             toml::from_str(text).map_err(|error| file_error(toml_error(&error, text, origin)))?;
         // Apply in file order so the first error reported is the first line.
@@ -460,8 +692,27 @@ impl Config {
         for (key, value) in entries {
             let at = format!("{origin} line {}", line_of(text, key.span().start));
             let key = key.into_inner();
-            if !KEYS.contains(&key.as_str()) {
-                return Err(file_error(format!("{at}: {}", unknown_key(&key))));
+            if key == "upstreams" && keys.contains(&"upstream") {
+                self.upstreams.clear();
+                let Some(list) = value.get_ref().as_array() else {
+                    return Err(file_error(format!(
+                        "{at}: upstreams: expected a list such as [\"127.0.0.1:6379\"]"
+                    )));
+                };
+                for item in list {
+                    let Some(name) = item.as_str() else {
+                        return Err(file_error(format!(
+                            "{at}: upstreams: expected strings such as \"127.0.0.1:6379\""
+                        )));
+                    };
+                    self.set("upstream", name).map_err(|error| {
+                        file_error(format!("{at}: upstreams: {}", error.message))
+                    })?;
+                }
+                continue;
+            }
+            if !keys.contains(&key.as_str()) || key == "upstream" {
+                return Err(file_error(format!("{at}: {}", unknown_key(&key, keys))));
             }
             let value = toml_text(value.get_ref())
                 .map_err(|message| file_error(format!("{at}: {key}: {message}")))?;
@@ -570,6 +821,55 @@ fn parse_backlog(text: &str) -> Result<u32, String> {
     let backlog = parse_count(text)?;
     let count = |n: usize| n.to_string();
     range_message(backlog, 1, BACKLOG_MAX, "", count).map_or(Ok(backlog as u32), Err)
+}
+
+/// An upstream as written: `host:port` (a name or an IP address).
+fn parse_upstream(text: &str) -> Result<String, String> {
+    let wrong = || format!("expected host:port such as 127.0.0.1:6379, got `{text}`");
+    let (host, port) = text.rsplit_once(':').ok_or_else(wrong)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(wrong());
+    }
+    Ok(text.to_string())
+}
+
+/// The address of an upstream named `host:port` (the first one a name
+/// resolves to).
+fn resolve(name: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = name.parse() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    match name.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("`{name}` resolves to no address")),
+        Err(error) => Err(format!("cannot resolve `{name}`: {error}")),
+    }
+}
+
+fn parse_millis(text: &str) -> Result<u64, String> {
+    parse_duration(text).map(|d| d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+fn parse_u32(text: &str) -> Result<u32, String> {
+    let n = parse_count(text)?;
+    u32::try_from(n).map_err(|_| format!("`{text}` is too large"))
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ratio) if ratio.is_finite() => Ok(ratio),
+        _ => Err(format!("expected a ratio such as 0.5, got `{text}`")),
+    }
+}
+
+fn parse_jitter(text: &str) -> Result<Jitter, String> {
+    match text {
+        "full" => Ok(Jitter::Full),
+        "decorrelated" => Ok(Jitter::Decorrelated),
+        _ => Err(format!("expected full or decorrelated, got `{text}`")),
+    }
 }
 
 fn parse_address(text: &str) -> Result<SocketAddr, String> {
@@ -731,15 +1031,15 @@ fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-fn unknown_key(key: &str) -> String {
-    let closest = KEYS
+fn unknown_key(key: &str, keys: &[&str]) -> String {
+    let closest = keys
         .iter()
         .map(|known| (edit_distance(key, known), known))
         .min()
         .filter(|&(distance, _)| distance <= 2);
     match closest {
         Some((_, known)) => format!("unknown key `{key}`; did you mean `{known}`?"),
-        None => format!("unknown key `{key}`; the keys are {}", KEYS.join(", ")),
+        None => format!("unknown key `{key}`; the keys are {}", keys.join(", ")),
     }
 }
 

@@ -18,9 +18,12 @@
 //! - [`service`]: the application interface and the built-in echo service.
 //! - [`timer`]: the hashed timer wheel behind every deadline.
 //! - [`metrics`]: per-shard counters, Prometheus text, the admin endpoint.
-//! - [`upstream`]: calling other servers: the circuit breaker and the
-//!   reconnect backoff.
-//! - [`proxy`]: the RESP proxy's key placement and command routing.
+//! - [`upstream`]: calling other servers from a service: per-upstream
+//!   pools of connections in the shard's own loop, the replies clients
+//!   await (in request order), the circuit breaker and the reconnect
+//!   backoff.
+//! - [`proxy`]: the RESP proxy's key placement, command routing, split and
+//!   merge (its service is [`service::Proxy`], behind `holdfast proxy`).
 //! - [`config`] and [`cli`]: the settings, their bounds, the command line.
 //! - [`bench`](mod@bench): the load generator behind `holdfast bench` (a client, not
 //!   a layer of the server).

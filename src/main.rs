@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use holdfast::cli::{self, Command};
 use holdfast::codec::Protocol;
 use holdfast::server::Server;
-use holdfast::service::{Kv, Store};
+use holdfast::service::{Kv, Proxy, Store};
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os()) {
@@ -48,6 +48,18 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Proxy(config) => {
+            init_logging(config.log_level);
+            install_panic_hook();
+            let server = Server::new(config).service_with(Proxy::new);
+            match server.run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    log::error!("{error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Serve(config) => {
             init_logging(config.log_level);
             install_panic_hook();

@@ -221,9 +221,11 @@ impl Server {
             })?;
 
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
-            .map(|_| Arc::new(ShardMetrics::default()))
+            .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstreams.len())))
             .collect();
-        let registry = Arc::new(Registry::new(metrics.clone(), backend.name()));
+        let mut registry = Registry::new(metrics.clone(), backend.name());
+        registry.upstreams = config.upstreams.clone();
+        let registry = Arc::new(registry);
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -237,6 +239,7 @@ impl Server {
                 registry: &registry,
             };
             let (shard, waker) = Shard::new(
+                index,
                 backend,
                 listener,
                 (self.factory)(&context),
@@ -393,7 +396,9 @@ fn resolve_max_conns(config: &Config) -> Result<usize, ServerError> {
         what: "reading RLIMIT_NOFILE",
         source,
     })?;
-    let reserved = FDS_OWN_BASE + FDS_PER_SHARD * config.threads;
+    // Each shard may hold a connection per lane of every upstream.
+    let upstream_fds = config.upstreams.len() * config.upstream_conns;
+    let reserved = FDS_OWN_BASE + (FDS_PER_SHARD + upstream_fds) * config.threads;
     let fit = usize::try_from(limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(reserved);

@@ -60,6 +60,10 @@ impl Pool {
             self.free.push(ring);
         }
     }
+    /// The capacity of every ring this pool hands out.
+    pub fn ring_capacity(&self) -> usize {
+        self.ring_capacity
+    }
     /// Rings handed out and not yet returned.
     pub fn live(&self) -> usize {
         self.live

@@ -165,6 +165,19 @@ impl Ring {
         self.consume(n);
         Ok(n)
     }
+    /// Drops the newest bytes so that `len` remain (undoing pushes not yet
+    /// read). Panics if `len > len()`.
+    pub fn truncate(&mut self, len: usize) {
+        assert!(
+            len <= self.len,
+            "truncate to {len} bytes, {} held",
+            self.len
+        );
+        self.len = len;
+        if len == 0 {
+            self.head = 0;
+        }
+    }
     /// Forgets every held byte.
     pub fn clear(&mut self) {
         self.head = 0;

@@ -244,6 +244,28 @@ impl Codec {
         }
     }
 
+    /// Decodes the first reply an upstream sent, from contiguous `bytes`:
+    /// upstreams speak the client's protocol, so a reply is framed as a
+    /// request is for `line` and `frame`, and is one whole RESP reply
+    /// (arrays and all) for `resp`. `echo` has no framing, so it cannot
+    /// call upstreams (the settings refuse it). The payload is what a
+    /// service's answer sees; `consumed` includes the framing.
+    pub fn decode_reply(&self, bytes: &[u8], progress: &mut usize) -> Decoded {
+        match self.protocol {
+            Protocol::Resp => match crate::proxy::reply::reply_len(bytes) {
+                Ok(Some(len)) => Decoded::Frame {
+                    start: 0,
+                    len,
+                    consumed: len,
+                },
+                Ok(None) => Decoded::NeedMore,
+                Err(_) => Decoded::Error(DecodeError::Protocol("not a RESP reply")),
+            },
+            Protocol::Echo => Decoded::Error(DecodeError::Protocol("echo replies have no framing")),
+            Protocol::Line | Protocol::Frame => self.decode(Input::new(bytes, &[]), progress),
+        }
+    }
+
     /// What to tell the peer before closing on `error`, for protocols that
     /// have an error reply (RESP: `-ERR Protocol error: <message>`, as
     /// Redis sends); the close follows once it is flushed.

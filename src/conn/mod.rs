@@ -113,6 +113,9 @@ pub struct Conn {
     /// Serving stopped because the output ring lacks room for the next
     /// reply: reading is paused until it drains (backpressure).
     pub output_blocked: bool,
+    /// Serving stopped because `--max-pending` replies are awaited (from
+    /// upstreams): reading is paused until one is written (backpressure).
+    pub pending_full: bool,
     /// Already in the shard's queue of connections to drive again.
     pub queued: bool,
     /// Last time a byte was read or written.
@@ -141,6 +144,7 @@ impl Conn {
             eof: false,
             fin_seen: false,
             output_blocked: false,
+            pending_full: false,
             queued: false,
             last_active: now,
             partial_since: None,
@@ -155,6 +159,7 @@ impl Conn {
         self.read_ready
             && self.state.reads()
             && !self.output_blocked
+            && !self.pending_full
             && !self.input.as_ref().is_some_and(Ring::is_full)
     }
 
@@ -166,7 +171,8 @@ impl Conn {
     /// The earliest deadline now in force and the reason it would close
     /// with. Output that makes no progress is the write timeout's; an
     /// incomplete frame is the read timeout's, except while reading is
-    /// paused for backpressure (then the peer is not the one stalling);
+    /// paused for backpressure (a full output ring, or `--max-pending`
+    /// replies awaited: then the peer is not the one stalling);
     /// otherwise the idle timeout's. A lingering connection has only its
     /// linger deadline.
     pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, CloseReason) {
@@ -183,6 +189,7 @@ impl Conn {
         };
         if let Some(since) = self.partial_since
             && !self.output_blocked
+            && !self.pending_full
             && self.state.reads()
         {
             tighten(since + timeouts.read, CloseReason::ReadTimeout);

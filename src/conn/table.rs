@@ -2,6 +2,10 @@
 //! or timer for a reused slot is recognised as stale and dropped instead of
 //! being served to the connection that now lives there. (Slab keys are
 //! reused after removal, as the slab crate documents.)
+//!
+//! A shard keeps two tables: client connections and upstream connections
+//! (see `upstream/`). Their tokens share one space, told apart by
+//! [`UPSTREAM_BIT`], so an event or a timer names its table by itself.
 
 use mio::Token;
 use slab::Slab;
@@ -11,9 +15,21 @@ pub const LISTENER: Token = Token(usize::MAX);
 /// Token of the shard's waker (shutdown requests).
 pub const WAKER: Token = Token(usize::MAX - 1);
 
-/// Slots stay below this so that no connection token can equal a reserved
-/// one above (their low 32 bits are all ones).
-const SLOT_MAX: usize = u32::MAX as usize - 2;
+/// Set in the slot half of every token of an upstream table; clear in a
+/// client table's. The reserved tokens above have it set too, so test for
+/// them first.
+pub const UPSTREAM_BIT: usize = 1 << 31;
+
+/// Slots stay below this so that no slot reaches [`UPSTREAM_BIT`] (and so
+/// no token can equal a reserved one, whose low 32 bits are all ones).
+const SLOT_MAX: usize = UPSTREAM_BIT;
+
+/// Whether `token` names an upstream connection (it must not be one of the
+/// reserved tokens).
+pub fn is_upstream(token: Token) -> bool {
+    debug_assert!(token != LISTENER && token != WAKER);
+    token.0 & UPSTREAM_BIT != 0
+}
 
 /// A slab addressed by generation-carrying tokens.
 ///
@@ -22,6 +38,8 @@ const SLOT_MAX: usize = u32::MAX as usize - 2;
 pub struct Table<T> {
     slab: Slab<Entry<T>>,
     generation: u32,
+    /// [`UPSTREAM_BIT`] for an upstream table, 0 for a client table.
+    role: usize,
 }
 
 struct Entry<T> {
@@ -35,7 +53,24 @@ impl<T> Table<T> {
         Table {
             slab: Slab::with_capacity(capacity),
             generation: 0,
+            role: 0,
         }
+    }
+
+    /// An empty table whose tokens carry [`UPSTREAM_BIT`].
+    pub fn upstream(capacity: usize) -> Table<T> {
+        Table {
+            role: UPSTREAM_BIT,
+            ..Table::with_capacity(capacity)
+        }
+    }
+
+    /// The token the next [`Table::insert`] will return (for a value whose
+    /// making needs its token and may fail).
+    pub fn next_token(&self) -> Token {
+        let slot = self.slab.vacant_key();
+        assert!(slot < SLOT_MAX, "connection table exceeds its token space");
+        encode(slot | self.role, self.generation.wrapping_add(1))
     }
 
     /// Stores the value `make` builds from its token, and returns the token.
@@ -46,7 +81,7 @@ impl<T> Table<T> {
             entry.key() < SLOT_MAX,
             "connection table exceeds its token space"
         );
-        let token = encode(entry.key(), self.generation);
+        let token = encode(entry.key() | self.role, self.generation);
         entry.insert(Entry {
             generation: self.generation,
             value: make(token),
@@ -56,16 +91,25 @@ impl<T> Table<T> {
 
     /// The live value `token` names, or `None` if the token is stale.
     pub fn get_mut(&mut self, token: Token) -> Option<&mut T> {
-        let (slot, generation) = decode(token);
+        let (slot, generation) = self.decode(token)?;
         self.slab
             .get_mut(slot)
             .filter(|entry| entry.generation == generation)
             .map(|entry| &mut entry.value)
     }
 
+    /// The live value `token` names, or `None` if the token is stale.
+    pub fn get(&self, token: Token) -> Option<&T> {
+        let (slot, generation) = self.decode(token)?;
+        self.slab
+            .get(slot)
+            .filter(|entry| entry.generation == generation)
+            .map(|entry| &entry.value)
+    }
+
     /// Removes and returns the value `token` names, if live.
     pub fn remove(&mut self, token: Token) -> Option<T> {
-        let (slot, generation) = decode(token);
+        let (slot, generation) = self.decode(token)?;
         match self.slab.get(slot) {
             Some(entry) if entry.generation == generation => Some(self.slab.remove(slot).value),
             _ => None,
@@ -86,8 +130,22 @@ impl<T> Table<T> {
     pub fn tokens(&self) -> Vec<Token> {
         self.slab
             .iter()
-            .map(|(slot, entry)| encode(slot, entry.generation))
+            .map(|(slot, entry)| encode(slot | self.role, entry.generation))
             .collect()
+    }
+
+    /// Every live entry with its token.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Token, &mut T)> {
+        let role = self.role;
+        self.slab
+            .iter_mut()
+            .map(move |(slot, entry)| (encode(slot | role, entry.generation), &mut entry.value))
+    }
+
+    /// The slot and generation of `token`, if it belongs to this table.
+    fn decode(&self, token: Token) -> Option<(usize, u32)> {
+        let (slot, generation) = decode(token);
+        (slot & UPSTREAM_BIT == self.role).then_some((slot & !UPSTREAM_BIT, generation))
     }
 }
 
@@ -123,6 +181,23 @@ mod tests {
             decode(encode(SLOT_MAX - 1, u32::MAX)),
             (SLOT_MAX - 1, u32::MAX)
         );
+    }
+
+    #[test]
+    fn upstream_tokens_are_told_apart() {
+        let mut clients = Table::with_capacity(2);
+        let mut upstreams = Table::upstream(2);
+        let next = upstreams.next_token();
+        let up = upstreams.insert(|_| "up");
+        assert_eq!(up, next);
+        let client = clients.insert(|_| "client");
+        assert!(is_upstream(up) && !is_upstream(client));
+        // Same slot 0 in both, yet neither table answers the other's token.
+        assert_eq!(upstreams.get_mut(client), None);
+        assert_eq!(clients.get_mut(up), None);
+        assert_eq!(upstreams.get(up).copied(), Some("up"));
+        assert_eq!(upstreams.tokens(), vec![up]);
+        assert_eq!(upstreams.remove(up), Some("up"));
     }
 
     #[test]

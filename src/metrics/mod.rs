@@ -167,6 +167,138 @@ impl Histogram {
     }
 }
 
+/// Upper bounds (seconds) of the upstream latency histogram buckets, from
+/// the request handed to a connection to its reply read; `+Inf` is implied.
+pub const UPSTREAM_LATENCY_BUCKETS: [f64; 14] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The upstream latency histogram of one upstream on one shard.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Count per bucket of [`UPSTREAM_LATENCY_BUCKETS`], plus `+Inf`
+    /// (non-cumulative).
+    pub buckets: [Counter; UPSTREAM_LATENCY_BUCKETS.len() + 1],
+    /// Sum of observations, in microseconds.
+    pub sum_us: Counter,
+}
+
+impl LatencyHistogram {
+    /// Records one observation of `us` microseconds (single writer only).
+    pub fn observe_us(&self, us: u64) {
+        let seconds = us as f64 / 1e6;
+        let index = UPSTREAM_LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(UPSTREAM_LATENCY_BUCKETS.len());
+        self.buckets[index].inc();
+        self.sum_us.add(us);
+    }
+}
+
+/// Why a request to an upstream failed, as the metrics count it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// A connect attempt failed (refused, unreachable, `--connect-timeout`);
+    /// counted once per attempt, not per request that waited on it.
+    Connect,
+    /// A request got no reply within `--upstream-timeout`.
+    Timeout,
+    /// A request's connection broke before its reply (reset, closed, bytes
+    /// that are not a reply).
+    Reset,
+    /// A request or its reply was larger than a connection ring.
+    TooLarge,
+}
+
+impl UpstreamError {
+    /// Every kind, in label order.
+    pub const ALL: [UpstreamError; 4] = [
+        UpstreamError::Connect,
+        UpstreamError::Timeout,
+        UpstreamError::Reset,
+        UpstreamError::TooLarge,
+    ];
+
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Reset => "reset",
+            UpstreamError::TooLarge => "too_large",
+        }
+    }
+
+    /// Index into per-kind arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a request was refused at once, without being sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailFast {
+    /// The upstream's circuit breaker is open (or half-open with its
+    /// probes out).
+    BreakerOpen,
+    /// The connection's pipeline and its wait queue are full.
+    QueueFull,
+    /// The last connect failed and the reconnect backoff has not elapsed.
+    Backoff,
+}
+
+impl FailFast {
+    /// Every reason, in label order.
+    pub const ALL: [FailFast; 3] = [
+        FailFast::BreakerOpen,
+        FailFast::QueueFull,
+        FailFast::Backoff,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailFast::BreakerOpen => "breaker_open",
+            FailFast::QueueFull => "queue_full",
+            FailFast::Backoff => "backoff",
+        }
+    }
+
+    /// Index into per-reason arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one shard counts about one upstream.
+#[derive(Debug, Default)]
+pub struct UpstreamMetrics {
+    /// Requests sent (or queued to be sent) to the upstream.
+    pub requests: Counter,
+    /// Failures, by [`UpstreamError::index`].
+    pub errors: [Counter; 4],
+    /// Requests refused at once, by [`FailFast::index`].
+    pub fail_fast: [Counter; 3],
+    /// Connect attempts.
+    pub connects: Counter,
+    /// Request-to-reply latency.
+    pub latency: LatencyHistogram,
+    /// Ready connections owing at least one reply.
+    pub conns_in_use: Gauge,
+    /// Ready connections owing none.
+    pub conns_idle: Gauge,
+    /// Connections still connecting.
+    pub conns_connecting: Gauge,
+    /// Requests waiting for a connection.
+    pub queued: Gauge,
+    /// The breaker's state (`breaker::State::index`).
+    pub breaker_state: Gauge,
+    /// Breaker transitions from → to (`breaker::State::index`), copied
+    /// from the breaker's own counts.
+    pub transitions: [[Gauge; 3]; 3],
+}
+
 /// Everything one shard counts. The shard writes, the admin thread reads.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
@@ -195,6 +327,23 @@ pub struct ShardMetrics {
     pub fds_own: Gauge,
     /// What only the io_uring driver counts (zero under epoll).
     pub uring: UringMetrics,
+    /// Replies awaited by this shard's clients (from upstreams, or queued
+    /// behind such).
+    pub pending: Gauge,
+    /// Upstream connections open (each an fd).
+    pub upstream_conns_open: Gauge,
+    /// Per upstream, in the order of the settings; empty without upstreams.
+    pub upstreams: Box<[UpstreamMetrics]>,
+}
+
+impl ShardMetrics {
+    /// Metrics for a shard that calls `upstreams` upstreams.
+    pub fn with_upstreams(upstreams: usize) -> ShardMetrics {
+        ShardMetrics {
+            upstreams: (0..upstreams).map(|_| UpstreamMetrics::default()).collect(),
+            ..ShardMetrics::default()
+        }
+    }
 }
 
 /// The io_uring driver's own counters.
@@ -225,6 +374,9 @@ pub struct Registry {
     pub ready: AtomicBool,
     /// The driver in use (`epoll` or `uring`), for `holdfast_backend_info`.
     pub backend: &'static str,
+    /// The upstreams' names as written (the `upstream` label), in the
+    /// order of every shard's [`ShardMetrics::upstreams`].
+    pub upstreams: Vec<String>,
     /// File descriptors the process holds outside the shards that are
     /// known and expected (stdio, the admin listener and poller, the
     /// signal pipe), for `holdfast_fd_unaccounted`.
@@ -241,6 +393,7 @@ impl Registry {
             shards,
             ready: AtomicBool::new(false),
             backend,
+            upstreams: Vec::new(),
             fds_other: AtomicUsize::new(0),
         }
     }

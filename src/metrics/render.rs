@@ -17,7 +17,11 @@
 
 use std::fmt::{self, Write};
 
-use super::{CloseReason, LOOP_TURN_BUCKETS, Registry, RejectReason, ShardMetrics};
+use super::{
+    CloseReason, FailFast, LOOP_TURN_BUCKETS, Registry, RejectReason, ShardMetrics,
+    UPSTREAM_LATENCY_BUCKETS, UpstreamError,
+};
+use crate::upstream::breaker::State as BreakerState;
 
 /// Renders every metric, summed over shards, with per-shard series where
 /// imbalance matters. Appends to `out`; a `/proc` file that cannot be read
@@ -137,6 +141,9 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
         |s| s.loop_iterations.get(),
     )?;
     loop_turn_histogram(out, shards)?;
+    if !registry.upstreams.is_empty() {
+        upstreams(out, registry)?;
+    }
     if registry.backend == "uring" {
         uring(out, shards)?;
     }
@@ -205,6 +212,203 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     Ok(())
 }
 
+/// The upstream families (only when the service calls upstreams), each
+/// summed over shards, labelled by the upstream as written.
+fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
+    let shards = &registry.shards;
+    let names: Vec<String> = registry.upstreams.iter().map(|n| escape(n)).collect();
+    per_shard(
+        out,
+        "holdfast_pending_replies",
+        "gauge",
+        "Replies clients await from upstreams (or queued behind those).",
+        shards,
+        |s| s.pending.get(),
+    )?;
+    header(
+        out,
+        "holdfast_upstream_requests_total",
+        "counter",
+        "Requests sent (or queued to be sent) to each upstream.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let value = sum(shards, |s| s.upstreams[index].requests.get());
+        writeln!(
+            out,
+            "holdfast_upstream_requests_total{{upstream=\"{name}\"}} {value}"
+        )?;
+    }
+    header(
+        out,
+        "holdfast_upstream_errors_total",
+        "counter",
+        "Upstream failures by kind: connect attempts that failed; requests that timed out, \
+         lost their connection, or were too large.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for kind in UpstreamError::ALL {
+            let value = sum(shards, |s| s.upstreams[index].errors[kind.index()].get());
+            writeln!(
+                out,
+                "holdfast_upstream_errors_total{{upstream=\"{name}\",kind=\"{}\"}} {value}",
+                kind.as_str()
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_fail_fast_total",
+        "counter",
+        "Requests refused at once without being sent, by reason.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for reason in FailFast::ALL {
+            let value = sum(shards, |s| {
+                s.upstreams[index].fail_fast[reason.index()].get()
+            });
+            writeln!(
+                out,
+                "holdfast_upstream_fail_fast_total{{upstream=\"{name}\",reason=\"{}\"}} {value}",
+                reason.as_str()
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_connects_total",
+        "counter",
+        "Connect attempts to each upstream.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let value = sum(shards, |s| s.upstreams[index].connects.get());
+        writeln!(
+            out,
+            "holdfast_upstream_connects_total{{upstream=\"{name}\"}} {value}"
+        )?;
+    }
+    const LATENCY: &str = "holdfast_upstream_latency_seconds";
+    header(
+        out,
+        LATENCY,
+        "histogram",
+        "From a request handed to an upstream connection to its reply read.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let mut cumulative: u64 = 0;
+        for (bucket, bound) in UPSTREAM_LATENCY_BUCKETS.iter().enumerate() {
+            cumulative = cumulative.wrapping_add(sum(shards, |s| {
+                s.upstreams[index].latency.buckets[bucket].get()
+            }));
+            writeln!(
+                out,
+                "{LATENCY}_bucket{{upstream=\"{name}\",le=\"{bound}\"}} {cumulative}"
+            )?;
+        }
+        let last = UPSTREAM_LATENCY_BUCKETS.len();
+        cumulative = cumulative.wrapping_add(sum(shards, |s| {
+            s.upstreams[index].latency.buckets[last].get()
+        }));
+        writeln!(
+            out,
+            "{LATENCY}_bucket{{upstream=\"{name}\",le=\"+Inf\"}} {cumulative}"
+        )?;
+        let sum_us = sum(shards, |s| s.upstreams[index].latency.sum_us.get());
+        writeln!(
+            out,
+            "{LATENCY}_sum{{upstream=\"{name}\"}} {}",
+            sum_us as f64 / 1e6
+        )?;
+        writeln!(out, "{LATENCY}_count{{upstream=\"{name}\"}} {cumulative}")?;
+    }
+    header(
+        out,
+        "holdfast_upstream_connections",
+        "gauge",
+        "Upstream connections by state: in_use (owing replies), idle, connecting.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        type State = (&'static str, fn(&super::UpstreamMetrics) -> u64);
+        let states: [State; 3] = [
+            ("in_use", |u| u.conns_in_use.get()),
+            ("idle", |u| u.conns_idle.get()),
+            ("connecting", |u| u.conns_connecting.get()),
+        ];
+        for (state, value) in states {
+            let value = sum(shards, |s| value(&s.upstreams[index]));
+            writeln!(
+                out,
+                "holdfast_upstream_connections{{upstream=\"{name}\",state=\"{state}\"}} {value}"
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_queued",
+        "gauge",
+        "Requests waiting for an upstream connection.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let value = sum(shards, |s| s.upstreams[index].queued.get());
+        writeln!(
+            out,
+            "holdfast_upstream_queued{{upstream=\"{name}\"}} {value}"
+        )?;
+    }
+    header(
+        out,
+        "holdfast_upstream_breaker_state",
+        "gauge",
+        "Shards whose circuit breaker for the upstream is in each state (one breaker per shard).",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for state in BreakerState::ALL {
+            let value = shards
+                .iter()
+                .filter(|s| s.upstreams[index].breaker_state.get() == state.index() as u64)
+                .count();
+            writeln!(
+                out,
+                "holdfast_upstream_breaker_state{{upstream=\"{name}\",state=\"{}\"}} {value}",
+                state.name()
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_breaker_transitions_total",
+        "counter",
+        "Circuit breaker state changes, summed over shards.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for from in BreakerState::ALL {
+            for to in BreakerState::ALL {
+                if from == to {
+                    continue;
+                }
+                let value = sum(shards, |s| {
+                    s.upstreams[index].transitions[from.index()][to.index()].get()
+                });
+                writeln!(
+                    out,
+                    "holdfast_upstream_breaker_transitions_total{{upstream=\"{name}\",from=\"{}\",to=\"{}\"}} {value}",
+                    from.name(),
+                    to.name()
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A label value with `\` and `"` escaped (and newlines, which an upstream
+/// name as written cannot hold anyway).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// The io_uring driver's counters, rendered only when it runs.
 fn uring(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Result {
     type Family = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
@@ -253,6 +457,7 @@ fn uring(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Resu
 fn fd_unaccounted(open_fds: u64, registry: &Registry) -> i64 {
     let shards = &registry.shards;
     let accounted = sum(shards, |s| s.connections_open.get())
+        .saturating_add(sum(shards, |s| s.upstream_conns_open.get()))
         .saturating_add(sum(shards, |s| s.fds_own.get()))
         .saturating_add(
             registry

@@ -13,15 +13,17 @@ use std::time::{Duration, Instant};
 use mio::Token;
 
 use super::accept::Acceptor;
-use super::serve;
+use super::serve::{self, Serving};
 use crate::buffer::Pool;
 use crate::codec::Codec;
 use crate::config::Config;
+use crate::conn::table::is_upstream;
 use crate::conn::{Conn, State, Table, Timeouts};
 use crate::driver::Read;
 use crate::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::service::Service;
 use crate::timer::{Millis, Wheel};
+use crate::upstream::Upstreams;
 
 /// Timer wheel tick: deadlines fire at most this late.
 const WHEEL_TICK_MS: Millis = 10;
@@ -71,6 +73,19 @@ pub trait Io {
     /// its socket and rings may be released now; false if the driver will
     /// call [`Core::release`] itself once the kernel is done with them.
     fn retire(&mut self, token: Token, conn: &mut Conn) -> bool;
+
+    /// A new socket for the upstream connection `token`, connecting to
+    /// `addr` (the connect is started, not finished: see
+    /// [`Io::connect_status`]). An error is a failed connect attempt.
+    fn connect(
+        &mut self,
+        token: Token,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<mio::net::TcpStream>;
+
+    /// How the connect of `conn` is going: `None` while in flight,
+    /// `Some(Ok(()))` once connected, `Some(Err(_))` if it failed.
+    fn connect_status(&mut self, token: Token, conn: &mut Conn) -> Option<io::Result<()>>;
 }
 
 /// What is shared between a shard and the rest of the process.
@@ -106,11 +121,12 @@ pub struct Core {
     pub wheel: Wheel<Token>,
     /// Rings for busy connections.
     pub pool: Pool,
-    codec: Codec,
-    service: Box<dyn Service>,
-    /// Holds a frame that wraps around its ring, so the service always sees
-    /// one slice; `max_frame` bytes.
-    scratch: Box<[u8]>,
+    pub(super) codec: Codec,
+    pub(super) service: Box<dyn Service>,
+    /// Holds a frame (or upstream replies) that wraps around its ring, so
+    /// the service always sees one slice; `max_frame` bytes (a whole ring
+    /// with upstreams).
+    pub(super) scratch: Box<[u8]>,
     /// The connection time limits.
     pub timeouts: Timeouts,
     /// The shard's bounds.
@@ -133,6 +149,14 @@ pub struct Core {
     epoch: Instant,
     /// Milliseconds since the shard started, as of this turn.
     pub now: Millis,
+    /// The same instant in microseconds (upstream latencies).
+    pub now_us: u64,
+    /// The upstreams the service may call, if any (`holdfast proxy`).
+    pub upstreams: Option<Box<Upstreams>>,
+    /// Clients whose awaited reply could not be written (their service
+    /// answer panicked or overflowed), closed once the upstream side that
+    /// found out is done. Empty between calls.
+    pub(super) doomed: Vec<(Token, CloseReason)>,
 }
 
 impl Core {
@@ -143,15 +167,24 @@ impl Core {
         config: &Config,
         shared: &Shared,
         metrics: Arc<ShardMetrics>,
+        shard: usize,
     ) -> io::Result<Core> {
         let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as Millis;
+        let upstreams = config
+            .upstream_settings()
+            .map(|settings| Box::new(Upstreams::new(settings, shard, config.buffer)));
+        let scratch_len = if upstreams.is_some() {
+            config.max_frame.max(config.buffer)
+        } else {
+            config.max_frame
+        };
         Ok(Core {
             conns: Table::with_capacity(1024.min(config.max_conns)),
             wheel: Wheel::with_capacity(WHEEL_TICK_MS, WHEEL_SLOTS, 1024.min(config.max_conns)),
             pool: Pool::new(config.buffer, config.pool_free_max),
             codec: Codec::new(config.protocol, config.max_frame),
             service,
-            scratch: vec![0; config.max_frame].into_boxed_slice(),
+            scratch: vec![0; scratch_len].into_boxed_slice(),
             timeouts: Timeouts {
                 idle: ms(config.idle_timeout),
                 read: ms(config.read_timeout),
@@ -169,18 +202,23 @@ impl Core {
             open_total: shared.open_total.clone(),
             stop: shared.stop.clone(),
             drain_until: None,
-            queue: VecDeque::new(),
+            // Sized like the table, so the queue rarely grows.
+            queue: VecDeque::with_capacity(1024.min(config.max_conns)),
             expired: Vec::new(),
             turn_events: 0,
             epoch: Instant::now(),
             now: 0,
+            now_us: 0,
+            upstreams,
+            doomed: Vec::new(),
         })
     }
 
     /// Starts a turn: reads the clock.
     pub fn begin_turn(&mut self, events: usize) -> Instant {
         let turn = Instant::now();
-        self.now = turn.duration_since(self.epoch).as_millis() as Millis;
+        self.now_us = turn.duration_since(self.epoch).as_micros() as u64;
+        self.now = self.now_us / 1000;
         self.turn_events = events;
         turn
     }
@@ -193,6 +231,7 @@ impl Core {
     /// Ends a turn: updates the gauges and the turn histogram.
     pub fn end_turn(&mut self, turn: Instant) {
         self.metrics.connections_open.set(self.conns.len() as u64);
+        self.publish_upstreams();
         self.metrics.loop_iterations.inc();
         self.metrics
             .loop_turn
@@ -210,6 +249,9 @@ impl Core {
             self.wheel.next_expiry(),
             self.acceptor.resume_at(),
             self.drain_until,
+            self.upstreams
+                .as_ref()
+                .and_then(|upstreams| upstreams.next_wake()),
         ]
         .into_iter()
         .flatten()
@@ -245,6 +287,10 @@ impl Core {
     /// if it is finished, queue it if its budget ran out, and make sure its
     /// timer is no later than its deadline.
     pub fn drive<I: Io>(&mut self, io: &mut I, token: Token) {
+        if is_upstream(token) {
+            self.drive_upstream(io, token);
+            return;
+        }
         let now = self.now;
         let Some(conn) = self.conns.get_mut(token) else {
             return;
@@ -288,17 +334,38 @@ impl Core {
                 }
             }
             let had_output = conn.output_len() > 0;
-            match serve::serve(
-                conn,
-                &self.codec,
-                self.service.as_mut(),
-                &mut self.pool,
-                &mut self.scratch,
-                &self.metrics,
+            let mut serving = Serving {
+                codec: &self.codec,
+                service: self.service.as_mut(),
+                pool: &mut self.pool,
+                scratch: &mut self.scratch,
+                metrics: &self.metrics,
+                upstreams: self.upstreams.as_deref_mut(),
+                queue: &mut self.queue,
                 now,
-            ) {
+                now_us: self.now_us,
+            };
+            match serve::serve(conn, token, &mut serving) {
                 Ok(frames) => moved |= frames > 0,
                 Err(reason) => break Err(reason),
+            }
+            if let Some(upstreams) = self.upstreams.as_deref_mut() {
+                let mut writer = serve::Writer {
+                    codec: &self.codec,
+                    service: self.service.as_mut(),
+                    pool: &mut self.pool,
+                    metrics: &self.metrics,
+                };
+                match serve::deliver(
+                    conn,
+                    token,
+                    &mut upstreams.pending,
+                    upstreams.settings.max_pending,
+                    &mut writer,
+                ) {
+                    Ok(delivered) => moved |= delivered > 0,
+                    Err(reason) => break Err(reason),
+                }
             }
             if !had_output && conn.output_len() > 0 {
                 // Output just became pending: the write timeout starts now.
@@ -325,9 +392,13 @@ impl Core {
         let finished = match conn.state {
             // Lingering ends when the peer has taken its replies and closed.
             State::Lingering(reason) => conn.eof.then_some(reason),
-            state => state
-                .finished_reason()
-                .filter(|_| conn.output_len() == 0 && !conn.output_blocked),
+            state => state.finished_reason().filter(|_| {
+                let awaited = self
+                    .upstreams
+                    .as_ref()
+                    .map_or(0, |upstreams| upstreams.pending.awaited(token));
+                conn.output_len() == 0 && !conn.output_blocked && awaited == 0
+            }),
         };
         if let Some(reason) = finished {
             if conn.eof {
@@ -356,6 +427,32 @@ impl Core {
             }
         }
         io.settle(token, conn);
+        if self
+            .upstreams
+            .as_ref()
+            .is_some_and(|upstreams| upstreams.connect_wanted)
+        {
+            self.connect_lanes(io);
+        }
+    }
+
+    /// The connection `token` names, client or upstream, if live.
+    pub fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+        if is_upstream(token) {
+            let upstreams = self.upstreams.as_deref_mut()?;
+            upstreams.conns.get_mut(token).map(|up| &mut up.conn)
+        } else {
+            self.conns.get_mut(token)
+        }
+    }
+
+    /// Whether every connection, client and upstream, has been released.
+    pub fn all_released(&self) -> bool {
+        self.conns.is_empty()
+            && self
+                .upstreams
+                .as_ref()
+                .is_none_or(|upstreams| upstreams.conns.is_empty())
     }
 
     /// Drives the connections whose read budget ran out last turn, once each.
@@ -364,7 +461,7 @@ impl Core {
             let Some(token) = self.queue.pop_front() else {
                 break;
             };
-            if let Some(conn) = self.conns.get_mut(token) {
+            if let Some(conn) = self.conn_mut(token) {
                 conn.queued = false;
                 self.drive(io, token);
             }
@@ -377,6 +474,10 @@ impl Core {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(self.now, &mut expired);
         for token in expired.drain(..) {
+            if is_upstream(token) {
+                self.upstream_timer(io, token);
+                continue;
+            }
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
@@ -389,6 +490,10 @@ impl Core {
             }
         }
         self.expired = expired;
+        if self.upstreams.is_some() {
+            self.expire_queued(io);
+            self.connect_lanes(io);
+        }
     }
 
     /// Starts the graceful shutdown (the driver has stopped accepting): read
@@ -416,7 +521,9 @@ impl Core {
     pub fn drain_done<I: Io>(&mut self, io: &mut I) -> Option<bool> {
         let until = self.drain_until?;
         if self.conns.is_empty() {
-            return Some(true);
+            // No client awaits an upstream reply any more.
+            self.close_upstreams(io);
+            return self.all_released().then_some(true);
         }
         if self.now < until {
             return None;
@@ -424,6 +531,7 @@ impl Core {
         for token in self.conns.tokens() {
             self.close(io, token, CloseReason::Shutdown);
         }
+        self.close_upstreams(io);
         Some(false)
     }
 
@@ -431,6 +539,10 @@ impl Core {
     /// cancelled, and the driver stops what it has in flight; the socket and
     /// rings go when the driver is done with them ([`Core::release`]).
     pub fn close<I: Io>(&mut self, io: &mut I, token: Token, reason: CloseReason) {
+        if is_upstream(token) {
+            self.close_upstream(io, token, None);
+            return;
+        }
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
@@ -441,6 +553,10 @@ impl Core {
         if let Some((key, _)) = conn.timer.take() {
             self.wheel.cancel(key);
         }
+        if let Some(upstreams) = self.upstreams.as_deref_mut() {
+            // Replies still owed for it are dropped when they come.
+            upstreams.pending.clear(token);
+        }
         self.metrics.closed[reason.index()].inc();
         if io.retire(token, conn) {
             self.release(token);
@@ -450,6 +566,10 @@ impl Core {
     /// Frees a closed connection: its socket is closed, its rings return
     /// to the pool and its slot to the table, and accepting may resume.
     pub fn release(&mut self, token: Token) {
+        if is_upstream(token) {
+            self.release_upstream(token);
+            return;
+        }
         let Some(mut conn) = self.conns.remove(token) else {
             return;
         };

@@ -5,7 +5,7 @@
 use std::io;
 use std::sync::Arc;
 
-use mio::net::TcpListener;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::core::{Core, Io};
@@ -16,8 +16,13 @@ use crate::driver::{self, Read};
 use crate::metrics::CloseReason;
 
 /// Read and write to EAGAIN with plain syscalls; a closed connection's
-/// socket can go at once (epoll forgets a closed fd by itself).
-struct EpollIo;
+/// socket can go at once (epoll forgets a closed fd by itself). Upstream
+/// connections are registered through `registry` as they are made.
+struct EpollIo {
+    /// A duplicate of the poller's registry (one more fd), only when the
+    /// shard has upstreams.
+    registry: Option<mio::Registry>,
+}
 
 impl Io for EpollIo {
     fn read(
@@ -36,6 +41,36 @@ impl Io for EpollIo {
 
     fn retire(&mut self, _: Token, _: &mut Conn) -> bool {
         true
+    }
+
+    fn connect(&mut self, token: Token, addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+        // Non-blocking: the connect completes (or fails) later, reported
+        // as writability (or an error) on the socket.
+        let mut stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        let registry = self.registry.as_ref().expect("upstreams need the registry");
+        registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(stream)
+    }
+
+    fn connect_status(&mut self, _: Token, conn: &mut Conn) -> Option<io::Result<()>> {
+        if !conn.write_ready {
+            return None;
+        }
+        // Writable after a non-blocking connect: SO_ERROR says how it
+        // went; a peer address says it is connected (mio's advice).
+        match conn.stream.take_error() {
+            Ok(Some(error)) | Err(error) => return Some(Err(error)),
+            Ok(None) => {}
+        }
+        match conn.stream.peer_addr() {
+            Ok(_) => Some(Ok(())),
+            Err(error) if error.kind() == io::ErrorKind::NotConnected => {
+                conn.write_ready = false;
+                None
+            }
+            Err(error) => Some(Err(error)),
+        }
     }
 }
 
@@ -59,10 +94,15 @@ impl EpollShard {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        core.metrics.fds_own.set(super::FDS_PER_SHARD as u64);
+        let registry = match core.upstreams {
+            Some(_) => Some(poll.registry().try_clone()?),
+            None => None,
+        };
+        let fds_own = super::FDS_PER_SHARD + usize::from(registry.is_some());
+        core.metrics.fds_own.set(fds_own as u64);
         let shard = EpollShard {
             core,
-            io: EpollIo,
+            io: EpollIo { registry },
             poll,
             listener: Some(listener),
         };
@@ -85,7 +125,7 @@ impl EpollShard {
                     LISTENER => self.core.acceptor.ready = true,
                     WAKER => {}
                     token => {
-                        let Some(conn) = self.core.conns.get_mut(token) else {
+                        let Some(conn) = self.core.conn_mut(token) else {
                             // A stale event for a closed connection.
                             continue;
                         };
@@ -105,10 +145,8 @@ impl EpollShard {
             if self.core.stop_requested() {
                 if let Some(mut listener) = self.listener.take() {
                     let _ = self.poll.registry().deregister(&mut listener);
-                    self.core
-                        .metrics
-                        .fds_own
-                        .set(super::FDS_PER_SHARD as u64 - 1);
+                    let fds_own = self.core.metrics.fds_own.get();
+                    self.core.metrics.fds_own.set(fds_own - 1);
                 }
                 self.core.begin_drain(&mut self.io);
             }

@@ -12,6 +12,7 @@ mod accept;
 pub mod core;
 mod epoll;
 mod serve;
+mod upstream;
 #[cfg(feature = "uring")]
 pub mod uring;
 
@@ -59,10 +60,11 @@ impl Waker {
 }
 
 impl Shard {
-    /// A shard on `backend` serving `listener` with `service`, under
-    /// `config` (validated, with `max_conns` resolved). Returns it with the
-    /// waker that makes it notice `shared.stop`.
+    /// Shard number `index` on `backend` serving `listener` with
+    /// `service`, under `config` (validated, with `max_conns` resolved).
+    /// Returns it with the waker that makes it notice `shared.stop`.
     pub fn new(
+        index: usize,
         backend: Backend,
         listener: std::net::TcpListener,
         service: Box<dyn Service>,
@@ -70,7 +72,7 @@ impl Shard {
         shared: &Shared,
         metrics: Arc<ShardMetrics>,
     ) -> io::Result<(Shard, Waker)> {
-        let core = core::Core::new(service, config, shared, metrics)?;
+        let core = core::Core::new(service, config, shared, metrics, index)?;
         match backend {
             Backend::Epoll => {
                 let (shard, waker) = epoll::EpollShard::new(listener, core)?;

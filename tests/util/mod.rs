@@ -54,7 +54,18 @@ impl Server {
     /// and its arguments, to which the binary's path and arguments are
     /// appended), e.g. a shell that sets limits first.
     pub fn start_under(wrapper: &[&str], args: &[&str]) -> Server {
-        let mut child = spawn_serve(wrapper, args);
+        Server::start_command(wrapper, "serve", args)
+    }
+
+    /// Starts `holdfast proxy` with the same test defaults as
+    /// [`Server::start`] plus `args` (which name the upstreams).
+    pub fn start_proxy(args: &[&str]) -> Server {
+        Server::start_command(&[], "proxy", args)
+    }
+
+    /// Starts `holdfast COMMAND` (`serve` or `proxy`) under `wrapper`.
+    fn start_command(wrapper: &[&str], subcommand: &str, args: &[&str]) -> Server {
+        let mut child = spawn_command(wrapper, subcommand, args);
         let stderr = collect_stderr(&mut child);
         let deadline = Instant::now() + START_TIMEOUT;
         let line = loop {
@@ -296,8 +307,8 @@ impl Drop for Server {
     }
 }
 
-/// The command `holdfast serve` with the test defaults and `args`.
-fn spawn_serve(wrapper: &[&str], args: &[&str]) -> Child {
+/// The command `holdfast SUBCOMMAND` with the test defaults and `args`.
+fn spawn_command(wrapper: &[&str], subcommand: &str, args: &[&str]) -> Child {
     let binary = env!("CARGO_BIN_EXE_holdfast");
     let mut command = match wrapper.split_first() {
         Some((program, rest)) => {
@@ -307,7 +318,7 @@ fn spawn_serve(wrapper: &[&str], args: &[&str]) -> Child {
         }
         None => Command::new(binary),
     };
-    command.arg("serve");
+    command.arg(subcommand);
     for (flag, value) in [
         ("--listen", "127.0.0.1:0"),
         ("--admin", "127.0.0.1:0"),
@@ -806,4 +817,208 @@ pub fn run_via_to_exit(
         out_thread.join().unwrap(),
         err_thread.join().unwrap(),
     )
+}
+
+/// A `redis-server` child on a free loopback port, without persistence.
+/// Dropping it kills (SIGKILL) and reaps it.
+pub struct Redis {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Redis {
+    /// Starts one on a port the kernel says is free (bind port 0, release,
+    /// start; another port if something took it meanwhile).
+    pub fn start() -> Redis {
+        for _ in 0..10 {
+            let port = free_port();
+            if let Some(redis) = Redis::start_on(port) {
+                return redis;
+            }
+        }
+        panic!("could not start redis-server on a free port (is it installed? make deps)");
+    }
+
+    /// Starts one on `port`; `None` if it did not come up (the port was
+    /// taken).
+    pub fn start_on(port: u16) -> Option<Redis> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning redis-server (make deps installs it)");
+        let mut redis = Redis {
+            child: Some(child),
+            port,
+        };
+        let up = wait_until(Duration::from_secs(5), || {
+            if let Ok(Some(_)) = redis.child.as_mut().unwrap().try_wait() {
+                return true;
+            }
+            TcpStream::connect(redis.addr()).is_ok_and(|stream| {
+                let mut client = Resp::from(stream);
+                client.call(&[b"PING"]) == b"+PONG\r\n"
+            })
+        });
+        let exited = matches!(redis.child.as_mut().unwrap().try_wait(), Ok(Some(_)));
+        (up && !exited).then_some(redis)
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `127.0.0.1:PORT`, as an upstream is named.
+    pub fn name(&self) -> String {
+        self.addr().to_string()
+    }
+
+    /// Kills it (SIGKILL) and waits until it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A client connected straight to it.
+    pub fn client(&self) -> Resp {
+        Resp::connect(self.addr())
+    }
+
+    /// `connected_clients` of its `INFO clients`, not counting the
+    /// connection that asks.
+    pub fn connected_clients(&self) -> usize {
+        let info = self.client().call(&[b"INFO", b"clients"]);
+        let text = String::from_utf8_lossy(&info);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("connected_clients:"))
+            .unwrap_or_else(|| panic!("no connected_clients in {text}"));
+        let count: usize = line["connected_clients:".len()..].trim().parse().unwrap();
+        count - 1
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// A minimal RESP client over a blocking socket with timeouts: commands
+/// are encoded as multibulk, replies framed with the library's reply
+/// reader and returned as raw bytes.
+pub struct Resp {
+    /// The socket.
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl From<TcpStream> for Resp {
+    fn from(stream: TcpStream) -> Resp {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Resp {
+            stream,
+            buffer: Vec::new(),
+        }
+    }
+}
+
+impl Resp {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Resp {
+        Resp::from(connect(addr))
+    }
+
+    /// Sends one command without waiting for its reply.
+    pub fn send(&mut self, args: &[&[u8]]) {
+        let mut bytes = Vec::new();
+        holdfast::codec::resp::encode_command(args, &mut bytes);
+        self.stream.write_all(&bytes).expect("sending a command");
+    }
+
+    /// Reads one whole reply; panics after [`IO_TIMEOUT`].
+    pub fn reply(&mut self) -> Vec<u8> {
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Ok(Some(len)) = holdfast::proxy::reply::reply_len(&self.buffer) {
+                return self.buffer.drain(..len).collect();
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!(
+                    "the connection closed; {} bytes of a reply: {:?}",
+                    self.buffer.len(),
+                    String::from_utf8_lossy(&self.buffer)
+                ),
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("reading a reply: {e}"),
+            }
+        }
+    }
+
+    /// Sends one command and reads its reply.
+    pub fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(args);
+        self.reply()
+    }
+}
+
+/// A listener that never accepts, its backlog full, so a connect to it
+/// hangs (the kernel drops the SYN) until the connecting side gives up.
+/// Keep the value alive while it is used.
+pub struct Blackhole {
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Blackhole {
+    /// Binds 127.0.0.1:0 with a backlog of 0 and fills the backlog.
+    pub fn new() -> Blackhole {
+        let listener = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        listener
+            .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
+            "the blackhole's backlog did not fill"
+        );
+        Blackhole {
+            _listener: listener,
+            _queued: queued,
+            addr,
+        }
+    }
 }

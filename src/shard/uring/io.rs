@@ -127,11 +127,26 @@ struct Slot {
     starved: bool,
     /// Already on this turn's list of connections to drive.
     touched: bool,
+    /// Upstream connections: the connect in flight (see `post_connect`).
+    connect: Option<Connecting>,
+    /// Upstream connections: the connect's result, until the core asks.
+    connected: Option<i32>,
+}
+
+/// An upstream connect in flight: its activation, and the address the
+/// kernel reads, kept here (boxed: the slot vector may move) until the
+/// connect's final completion.
+#[derive(Debug)]
+struct Connecting {
+    activation: u8,
+    /// Read by the kernel only; held so that it lives long enough.
+    #[allow(dead_code)]
+    addr: Box<socket2::SockAddr>,
 }
 
 impl Slot {
     fn idle(&self) -> bool {
-        self.recv.is_none() && self.send.is_none() && self.cancels == 0
+        self.recv.is_none() && self.send.is_none() && self.cancels == 0 && self.connect.is_none()
     }
 
     fn next_activation(&mut self) -> u8 {
@@ -192,10 +207,12 @@ impl UringIo {
         let entry = entry.user_data(user_data);
         loop {
             // SAFETY: every pointer in `entry` (a send's region of an
-            // output ring, the eventfd read's 8 bytes) stays valid until
-            // the operation's final completion: output rings are released
-            // only after it (`Core::release` runs when the slot is idle)
-            // and the wake buffer only when nothing is in flight.
+            // output ring, the eventfd read's 8 bytes, a connect's address)
+            // stays valid until the operation's final completion: output
+            // rings are released only after it (`Core::release` runs when
+            // the slot is idle), the wake buffer only when nothing is in
+            // flight, and a connect's address is boxed in its slot until
+            // its completion.
             let pushed = unsafe { self.ring.uring.submission().push(&entry) };
             if pushed.is_ok() {
                 self.tracker.submitted(user_data);
@@ -533,6 +550,68 @@ impl UringIo {
     }
 }
 
+// Upstream connections: the connect, then the same receive and send as a
+// client connection.
+impl UringIo {
+    /// A new socket for the upstream connection `token` with a connect to
+    /// `addr` posted; its completion comes to [`UringIo::on_connect`]. The
+    /// slot is taken as for an accepted connection, but no receive is
+    /// posted until the connect has succeeded (the core settles it then).
+    fn post_connect(
+        &mut self,
+        token: Token,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<mio::net::TcpStream> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_nonblocking(true)?;
+        let _ = socket.set_tcp_nodelay(true);
+        let stream = mio::net::TcpStream::from_std(socket.into());
+        let (index, _) = op::split(token);
+        let index = index as usize;
+        assert!(
+            index < op::SLOT_MAX,
+            "connection slot beyond user_data's 24 bits"
+        );
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        let slot = &mut self.slots[index];
+        debug_assert!(slot.token.is_none() && slot.idle());
+        let activation = slot.activation.wrapping_add(1);
+        let addr = Box::new(socket2::SockAddr::from(addr));
+        let entry = opcode::Connect::new(
+            Fd(stream.as_raw_fd()),
+            addr.as_ptr().cast::<libc::sockaddr>(),
+            addr.len(),
+        )
+        .build();
+        *slot = Slot {
+            token: Some(token),
+            activation,
+            connect: Some(Connecting { activation, addr }),
+            ..Slot::default()
+        };
+        // The address the entry points at is boxed in the slot until the
+        // connect's final completion (`on_connect`); a slot is forgotten
+        // only once idle, so never before.
+        self.push(entry, Op::conn(Kind::Connect, token, activation));
+        Ok(stream)
+    }
+
+    /// The connect of `token` completed (connected, failed or cancelled).
+    /// Returns true: the connection should be driven.
+    pub fn on_connect(&mut self, token: Token, cqe: Completion) -> bool {
+        let slot = self.slot(token);
+        slot.connect = None;
+        slot.connected = Some(cqe.result);
+        true
+    }
+}
+
 impl Io for UringIo {
     fn read(
         &mut self,
@@ -610,11 +689,34 @@ impl Io for UringIo {
         self.settle_recv(token, conn);
     }
 
+    fn connect(
+        &mut self,
+        token: Token,
+        addr: std::net::SocketAddr,
+    ) -> io::Result<mio::net::TcpStream> {
+        self.post_connect(token, addr)
+    }
+
+    fn connect_status(&mut self, token: Token, _conn: &mut Conn) -> Option<io::Result<()>> {
+        let result = self.slot(token).connected.take()?;
+        Some(match result {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(-errno)),
+        })
+    }
+
     fn retire(&mut self, token: Token, conn: &mut Conn) -> bool {
         let (index, _) = op::split(token);
         let slot = &mut self.slots[index as usize];
         self.ring.bufs.clear(&mut slot.held);
         slot.starved = false;
+        if let Some(connecting) = slot.connect.as_ref() {
+            let target = Op::conn(Kind::Connect, token, connecting.activation);
+            slot.cancels += 1;
+            let op = Op::conn(Kind::Cancel, token, slot.next_activation());
+            self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
+        }
+        let slot = &mut self.slots[index as usize];
         let mut targets = [None, None];
         if let Some(activation) = slot.recv.filter(|_| !slot.recv_cancelled) {
             slot.recv_cancelled = true;

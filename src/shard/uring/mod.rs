@@ -161,7 +161,7 @@ impl Loop {
             self.core.drain_done(&mut self.io);
             self.core.end_turn(turn);
             if let Some(until) = self.core.drain_until {
-                if self.core.conns.is_empty() && !self.io.accept_armed() {
+                if self.core.all_released() && !self.io.accept_armed() {
                     return self.exit();
                 }
                 let late = Duration::from_millis(self.core.now.saturating_sub(until));
@@ -192,13 +192,15 @@ impl Loop {
                 Kind::Accept => self.on_accept(cqe, last),
                 Kind::Wake => self.io.wake_done(),
                 Kind::CancelRing => self.io.ring_cancel_done(),
-                Kind::Recv | Kind::Send | Kind::Cancel => self.on_conn(op, cqe, last),
+                Kind::Recv | Kind::Send | Kind::Cancel | Kind::Connect => {
+                    self.on_conn(op, cqe, last)
+                }
             }
         }
         // Reuses the list's memory turn after turn (no allocation per turn).
         let mut touched = std::mem::take(&mut self.touched);
         for token in touched.drain(..) {
-            if let Some(conn) = self.core.conns.get_mut(token) {
+            if let Some(conn) = self.core.conn_mut(token) {
                 self.io.untouch(token);
                 if conn.state != State::Closed {
                     self.core.drive(&mut self.io, token);
@@ -253,10 +255,11 @@ impl Loop {
             .on_error(&error, core.now, &core.metrics, shed);
     }
 
-    /// A receive, send or cancel completion of one connection.
+    /// A receive, send, cancel or (upstream) connect completion of one
+    /// connection.
     fn on_conn(&mut self, op: Op, cqe: Completion, last: bool) {
         let token = self.io.owner(op);
-        let Some(conn) = token.and_then(|token| self.core.conns.get_mut(token)) else {
+        let Some(conn) = token.and_then(|token| self.core.conn_mut(token)) else {
             // The tracker knew the op, so its connection must be alive
             // (slots are freed only after every final completion).
             self.stray(cqe, Some(op));
@@ -266,6 +269,7 @@ impl Loop {
         let moved = match op.kind {
             Kind::Recv => self.io.on_recv(token, conn, cqe, last),
             Kind::Send => self.io.on_send(token, conn, cqe),
+            Kind::Connect => self.io.on_connect(token, cqe),
             _ => self.io.on_cancel(token),
         };
         if conn.state == State::Closed {
@@ -283,7 +287,7 @@ impl Loop {
     fn rearm_starved(&mut self) {
         let mut budget = self.io.buffers_available();
         while let Some(token) = self.io.next_starved(&mut budget) {
-            if let Some(conn) = self.core.conns.get_mut(token) {
+            if let Some(conn) = self.core.conn_mut(token) {
                 self.io.settle_recv(token, conn);
             }
         }

@@ -23,6 +23,8 @@ pub enum Kind {
     Cancel = 5,
     /// A cancel aimed at a ring-wide operation.
     CancelRing = 6,
+    /// An upstream connection's connect.
+    Connect = 7,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             4 => Kind::Send,
             5 => Kind::Cancel,
             6 => Kind::CancelRing,
+            7 => Kind::Connect,
             _ => return None,
         })
     }
@@ -105,9 +108,15 @@ impl Op {
 }
 
 /// A connection token's slot and the low 24 bits of its generation (see
-/// [`crate::conn::Table`]: `generation << 32 | slot`).
+/// [`crate::conn::Table`]: `generation << 32 | slot`). Client and upstream
+/// connections have a table each (`UPSTREAM_BIT` in the token): their
+/// slots interleave here, client slot `s` at `2s`, upstream slot `s` at
+/// `2s + 1`, so one vector of per-slot state serves both.
 pub fn split(token: Token) -> (u32, u32) {
-    let slot = (token.0 & 0xffff_ffff) as u32;
+    let raw = token.0 & 0xffff_ffff;
+    let upstream = raw & crate::conn::table::UPSTREAM_BIT;
+    let table_slot = raw & !crate::conn::table::UPSTREAM_BIT;
+    let slot = ((table_slot << 1) | usize::from(upstream != 0)) as u32;
     let generation = ((token.0 >> 32) & 0xff_ffff) as u32;
     (slot, generation)
 }
@@ -242,16 +251,20 @@ mod tests {
 
     #[test]
     fn user_data_round_trips() {
-        let token = Token((0x0123_4567usize << 32) | 0x00ab_cdef);
+        let token = Token((0x0123_4567usize << 32) | 0x0055_e6f7);
         let op = Op::conn(Kind::Send, token, 200);
         let decoded = Op::decode(op.encode()).unwrap();
         assert_eq!(decoded, op);
-        assert_eq!(decoded.slot, 0x00ab_cdef);
+        assert_eq!(decoded.slot, 0x00ab_cdee);
         assert_eq!(decoded.generation, 0x23_4567);
         assert!(decoded.is_for(token));
         // A later owner of the same slot (another generation) is not named.
-        let next = Token((0x0123_4568usize << 32) | 0x00ab_cdef);
+        let next = Token((0x0123_4568usize << 32) | 0x0055_e6f7);
         assert!(!decoded.is_for(next));
+        // Nor the upstream connection in the same slot of its own table.
+        let upstream = Token((0x0123_4567usize << 32) | 0x8055_e6f7);
+        assert!(!decoded.is_for(upstream));
+        assert_eq!(split(upstream).0, 0x00ab_cdef);
         let ring = Op::decode(Op::ring(Kind::Accept, 3).encode()).unwrap();
         assert_eq!(
             (ring.kind, ring.slot, ring.activation),

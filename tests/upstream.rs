@@ -1,0 +1,407 @@
+//! What happens when upstreams misbehave, through `holdfast proxy`: a slow
+//! upstream produces timeouts, not a pile-up; a dead one opens its breaker
+//! and fails fast, and is used again once it returns (through half-open);
+//! a connect to a blackholed address times out; only the dead upstream's
+//! keys fail; pools and pending replies stay within their bounds.
+
+mod util;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use holdfast::proxy::hash::{KeyHash, Ring};
+use util::{Blackhole, Redis, Resp, Server, wait_until};
+
+const UNAVAILABLE: &[u8] = b"-ERR upstream unavailable\r\n";
+const TIMED_OUT: &[u8] = b"-ERR upstream timed out\r\n";
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+fn breaker(server: &Server, upstream: &str, state: &str) -> f64 {
+    server.metric(
+        "holdfast_upstream_breaker_state",
+        &[("upstream", upstream), ("state", state)],
+    )
+}
+
+#[test]
+fn a_slow_upstream_gives_timeouts_not_a_pile_up() {
+    let slow = Server::start(&["--protocol", "resp", "--enable-debug-commands"]);
+    let name = slow.addr.to_string();
+    let server = Server::start_proxy(&[
+        "--upstream",
+        &name,
+        "--upstream-timeout",
+        "200ms",
+        "--breaker-cool-down",
+        "300ms",
+        "--max-pending",
+        "16",
+    ]);
+    assert_eq!(
+        Resp::connect(server.addr).call(&[b"SET", b"k", b"v"]),
+        b"+OK\r\n"
+    );
+    let rss_before = server.rss_bytes();
+    // Keep the upstream stuck: each DEBUG SLEEP holds its only shard.
+    let stop = Arc::new(AtomicBool::new(false));
+    let staller = {
+        let (stop, addr) = (stop.clone(), slow.addr);
+        std::thread::spawn(move || {
+            let mut staller = Resp::connect(addr);
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(staller.call(&[b"DEBUG", b"SLEEP", b"1000"]), b"+OK\r\n");
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    // A pipelining client too, against --max-pending.
+    let piper = {
+        let addr = server.addr;
+        std::thread::spawn(move || {
+            let mut client = Resp::connect(addr);
+            for _ in 0..20 {
+                for _ in 0..64 {
+                    client.send(&[b"GET", b"k"]);
+                }
+                for _ in 0..64 {
+                    let reply = client.reply();
+                    assert!(
+                        reply == b"$1\r\nv\r\n" || reply == TIMED_OUT || reply == UNAVAILABLE,
+                        "{}",
+                        String::from_utf8_lossy(&reply)
+                    );
+                }
+            }
+        })
+    };
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut client = Resp::connect(addr);
+                let mut latencies = Vec::new();
+                let mut timeouts = 0;
+                let until = Instant::now() + Duration::from_millis(2500);
+                while Instant::now() < until {
+                    let start = Instant::now();
+                    let reply = client.call(&[b"GET", b"k"]);
+                    latencies.push(start.elapsed());
+                    if reply == TIMED_OUT {
+                        timeouts += 1;
+                    } else {
+                        assert!(
+                            reply == b"$1\r\nv\r\n" || reply == UNAVAILABLE,
+                            "{}",
+                            String::from_utf8_lossy(&reply)
+                        );
+                    }
+                }
+                (latencies, timeouts)
+            })
+        })
+        .collect();
+    let mut pending_max = 0.0f64;
+    let mut rss_max = 0;
+    while !clients.iter().all(|c| c.is_finished()) {
+        pending_max = pending_max.max(server.metric("holdfast_pending_replies", &[]));
+        rss_max = rss_max.max(server.rss_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut latencies = Vec::new();
+    let mut timeouts = 0;
+    for client in clients {
+        let (mine, timed_out) = client.join().unwrap();
+        latencies.extend(mine);
+        timeouts += timed_out;
+    }
+    piper.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    latencies.sort();
+    let p99 = percentile(&latencies, 0.99);
+    eprintln!(
+        "{} requests, {timeouts} timed out, p50 {:?}, p99 {p99:?}, max {:?}, pending max {pending_max}, rss +{} KiB",
+        latencies.len(),
+        percentile(&latencies, 0.5),
+        latencies.last().unwrap(),
+        rss_max.saturating_sub(rss_before) / 1024
+    );
+    assert!(
+        timeouts > 0,
+        "the upstream was never slow enough to time out"
+    );
+    // Each request is answered near the timeout at worst: nothing queues
+    // behind a stuck upstream.
+    assert!(p99 <= Duration::from_millis(450), "p99 {p99:?}");
+    // 8 clients with one request each, one pipelining client held to 16.
+    assert!(
+        pending_max <= 8.0 + 16.0,
+        "pending replies reached {pending_max}"
+    );
+    assert!(
+        rss_max.saturating_sub(rss_before) < 32 << 20,
+        "memory grew by {} KiB",
+        (rss_max - rss_before) / 1024
+    );
+    staller.join().unwrap();
+    // Once the upstream is back, requests are served again (through the
+    // breaker's half-open probes if it opened).
+    let mut client = Resp::connect(server.addr);
+    let served = wait_until(Duration::from_secs(5), || {
+        client.call(&[b"GET", b"k"]) == b"$1\r\nv\r\n"
+    });
+    assert!(served, "requests never succeeded again");
+}
+
+#[test]
+fn a_killed_upstream_opens_its_breaker_fails_fast_and_recovers() {
+    let mut redis = Redis::start();
+    let name = redis.name();
+    let server = Server::start_proxy(&[
+        "--upstream",
+        &name,
+        "--breaker-cool-down",
+        "1s",
+        "--reconnect-base",
+        "10ms",
+        "--reconnect-max",
+        "50ms",
+    ]);
+    let mut client = Resp::connect(server.addr);
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    redis.kill();
+    // Connect failures (refused) open the breaker after three in a row.
+    let opened = wait_until(Duration::from_secs(5), || {
+        let reply = client.call(&[b"GET", b"k"]);
+        assert!(reply.starts_with(b"-ERR upstream"), "{reply:?}");
+        breaker(&server, &name, "open") == 1.0
+    });
+    assert!(opened, "the breaker did not open");
+    // Open: every request fails at once, without touching the network.
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        let start = Instant::now();
+        let reply = client.call(&[b"GET", b"k"]);
+        latencies.push(start.elapsed());
+        assert_eq!(reply, UNAVAILABLE);
+    }
+    latencies.sort();
+    let median = percentile(&latencies, 0.5);
+    let max = *latencies.last().unwrap();
+    eprintln!("fail fast: median {median:?}, max {max:?}");
+    assert!(median < Duration::from_millis(1), "median {median:?}");
+    assert!(max < Duration::from_millis(50), "max {max:?}");
+    let fail_fast = server.metric(
+        "holdfast_upstream_fail_fast_total",
+        &[("upstream", &name), ("reason", "breaker_open")],
+    );
+    assert!(fail_fast >= 200.0, "{fail_fast}");
+    // The upstream returns: after the cool-down, probes go through and
+    // close the breaker.
+    let restarted = (0..50).find_map(|_| {
+        Redis::start_on(redis.port).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    });
+    let _redis = restarted.expect("restarting redis-server on its port");
+    let recovered = wait_until(Duration::from_secs(10), || {
+        client.call(&[b"SET", b"k", b"again"]) == b"+OK\r\n"
+    });
+    assert!(recovered, "requests never succeeded again");
+    assert_eq!(client.call(&[b"GET", b"k"]), b"$5\r\nagain\r\n");
+    let closed = wait_until(Duration::from_secs(5), || {
+        client.call(&[b"GET", b"k"]);
+        breaker(&server, &name, "closed") == 1.0
+    });
+    assert!(closed, "the breaker did not close");
+    let transition = |from: &str, to: &str| {
+        server.metric(
+            "holdfast_upstream_breaker_transitions_total",
+            &[("upstream", &name), ("from", from), ("to", to)],
+        )
+    };
+    assert!(transition("closed", "open") >= 1.0);
+    assert!(transition("open", "half_open") >= 1.0);
+    assert!(transition("half_open", "closed") >= 1.0);
+}
+
+#[test]
+fn a_connect_to_a_blackhole_times_out() {
+    let hole = Blackhole::new();
+    let name = hole.addr.to_string();
+    let server = Server::start_proxy(&[
+        "--upstream",
+        &name,
+        "--connect-timeout",
+        "200ms",
+        "--upstream-timeout",
+        "5s",
+    ]);
+    let mut client = Resp::connect(server.addr);
+    for _ in 0..3 {
+        let start = Instant::now();
+        let reply = client.call(&[b"GET", b"k"]);
+        let took = start.elapsed();
+        // The first waits out the connect timeout; the next ones fail at
+        // once while the reconnect backs off, or time out connecting again.
+        assert!(
+            reply == b"-ERR upstream connection failed\r\n" || reply == UNAVAILABLE,
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+    let connect_errors = server.metric(
+        "holdfast_upstream_errors_total",
+        &[("upstream", &name), ("kind", "connect")],
+    );
+    assert!(connect_errors >= 1.0, "{connect_errors}");
+    // No connection is left half-made.
+    server.wait_metric(
+        "holdfast_upstream_connections",
+        &[("upstream", &name), ("state", "connecting")],
+        0.0,
+        Duration::from_secs(2),
+    );
+}
+
+#[test]
+fn only_the_dead_upstreams_keys_fail() {
+    let (live, mut dead) = (Redis::start(), Redis::start());
+    let names = [live.name(), dead.name()];
+    let ring = Ring::new(&names, KeyHash::Fnv1a64).unwrap();
+    let server = Server::start_proxy(&["--upstream", &names[0], "--upstream", &names[1]]);
+    let mut client = Resp::connect(server.addr);
+    let keys: Vec<String> = (0..40).map(|i| format!("{i}:key")).collect();
+    for key in &keys {
+        assert_eq!(client.call(&[b"SET", key.as_bytes(), b"x"]), b"+OK\r\n");
+    }
+    dead.kill();
+    let mut failed = 0;
+    for round in 0..20 {
+        for key in &keys {
+            let start = Instant::now();
+            let reply = client.call(&[b"GET", key.as_bytes()]);
+            if ring.upstream(key.as_bytes()) == 0 {
+                assert_eq!(reply, b"$1\r\nx\r\n", "{key} on the live upstream");
+            } else {
+                assert!(reply.starts_with(b"-ERR upstream"), "{reply:?}");
+                failed += 1;
+                if round > 0 {
+                    // Refused, or failing to connect at once: never slow.
+                    assert!(start.elapsed() < Duration::from_millis(50));
+                }
+            }
+        }
+    }
+    assert!(failed > 0, "no key on the dead upstream");
+}
+
+#[test]
+fn pools_never_exceed_their_bound() {
+    let redis = Redis::start();
+    let name = redis.name();
+    let server = Server::start_proxy(&[
+        "--upstream",
+        &name,
+        "--threads",
+        "2",
+        "--upstream-conns",
+        "2",
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..32)
+        .map(|i| {
+            let (addr, stop) = (server.addr, stop.clone());
+            std::thread::spawn(move || {
+                let mut client = Resp::connect(addr);
+                let key = format!("{i}:pool");
+                let mut rounds = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..8 {
+                        client.send(&[b"INCR", key.as_bytes()]);
+                    }
+                    for _ in 0..8 {
+                        assert_eq!(client.reply()[0], b':');
+                    }
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut most = 0;
+    while Instant::now() < until {
+        most = most.max(redis.connected_clients());
+        let scrape = server.scrape();
+        let open = ["in_use", "idle", "connecting"]
+            .iter()
+            .map(|state| {
+                util::metric(
+                    &scrape,
+                    "holdfast_upstream_connections",
+                    &[("upstream", &name), ("state", state)],
+                )
+            })
+            .sum::<f64>();
+        assert!(open <= 4.0, "{open} upstream connections");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(rounds > 32, "the load did not run ({rounds} rounds)");
+    // 2 shards × 2 connections.
+    assert!(most <= 4, "redis saw {most} connections from the proxy");
+    assert!(most >= 1);
+}
+
+#[test]
+fn max_pending_holds_a_pipelining_client_back() {
+    let slow = Server::start(&["--protocol", "resp", "--enable-debug-commands"]);
+    let name = slow.addr.to_string();
+    let server = Server::start_proxy(&[
+        "--upstream",
+        &name,
+        "--max-pending",
+        "8",
+        "--upstream-timeout",
+        "5s",
+    ]);
+    let mut staller = Resp::connect(slow.addr);
+    staller.send(&[b"DEBUG", b"SLEEP", b"600"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut client = Resp::connect(server.addr);
+    let mut batch = Vec::new();
+    for i in 0..2000 {
+        holdfast::codec::resp::encode_command(&[b"ECHO", format!("{i}").as_bytes()], &mut batch);
+        holdfast::codec::resp::encode_command(&[b"GET", b"nothing"], &mut batch);
+    }
+    let written = util::write_nonblocking(&mut client.stream, &batch).unwrap();
+    let mut pending_max = 0.0f64;
+    for _ in 0..10 {
+        pending_max = pending_max.max(server.metric("holdfast_pending_replies", &[]));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(pending_max <= 8.0, "{pending_max} replies pending");
+    assert!(
+        pending_max >= 1.0,
+        "nothing was pending: the test proves nothing"
+    );
+    use std::io::Write;
+    client.stream.write_all(&batch[written..]).unwrap();
+    for i in 0..2000 {
+        let echoed = format!("{i}");
+        assert_eq!(
+            client.reply(),
+            format!("${}\r\n{echoed}\r\n", echoed.len()).into_bytes()
+        );
+        assert_eq!(client.reply(), b"$-1\r\n");
+    }
+    assert_eq!(staller.reply(), b"+OK\r\n");
+}
