@@ -132,22 +132,16 @@ impl Server {
     /// A second signal exits at once.
     pub fn run(self) -> Result<(), ServerError> {
         let grace = self.config.shutdown_grace;
-        let running = self.start()?;
-        let stopper = running.stopper();
-        let fds_before = sys::open_fds();
+        // The signal pipe is made before the shards start, so the start-up
+        // fd count takes it in as the server's own; measured after, a
+        // connection accepted in between would be counted as well.
         let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
             .map_err(|source| ServerError::Setup {
                 what: "installing signal handlers",
                 source,
             })?;
-        // The signal pipe is the server's own, not a leak.
-        if let (Some(before), Some(after)) = (fds_before, sys::open_fds()) {
-            let added = after.saturating_sub(before) as usize;
-            running
-                .registry
-                .fds_other
-                .fetch_add(added, Ordering::Relaxed);
-        }
+        let running = self.start()?;
+        let stopper = running.stopper();
         std::thread::Builder::new()
             .name("holdfast-signals".into())
             .spawn(move || {
