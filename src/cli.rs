@@ -138,8 +138,8 @@ Examples:
   holdfast proxy --config proxy.toml      # with upstreams = [\"10.0.0.1:6379\", \"10.0.0.2:6379\"]
 
 Keys go to upstreams by ketama consistent hashing over the names as written,
-placed as nutcracker places them (distribution ketama, hash fnv1a_64 by
-default, hash tags {...}). MGET, MSET, DEL, EXISTS, UNLINK and TOUCH are split
+placed as nutcracker places them (distribution ketama, hash murmur by
+default or fnv1a_64 to take over a nutcracker's keys, hash tags {...}). MGET, MSET, DEL, EXISTS, UNLINK and TOUCH are split
 per upstream and merged; commands that cannot be proxied get an error reply.
 A request not answered within --upstream-timeout, or refused by an open
 breaker or a full queue, gets `-ERR upstream ...` at once.
@@ -592,7 +592,7 @@ struct ProxyArgs {
         long,
         value_name = "NAME",
         help_heading = "Upstreams",
-        help = "fnv1a_64 | murmur, as nutcracker's hash: [default: fnv1a_64]"
+        help = "murmur | fnv1a_64, as nutcracker's hash: (fnv1a_64 to take over a nutcracker's keys; it spreads keys unevenly) [default: murmur]"
     )]
     key_hash: Option<String>,
 }

@@ -173,7 +173,7 @@ impl Default for Config {
             upstream_idle_timeout: Duration::from_secs(60),
             breaker: BreakerSettings::default(),
             backoff: BackoffSettings::default(),
-            key_hash: KeyHash::Fnv1a64,
+            key_hash: KeyHash::Murmur,
         }
     }
 }

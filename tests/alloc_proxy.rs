@@ -119,7 +119,7 @@ fn steady_state_proxy_requests_allocate_nothing() {
         })
         .collect();
     // Two keys on different upstreams.
-    let ring = Ring::new(&names, KeyHash::Fnv1a64).unwrap();
+    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("{i}:alloc")).collect();
     let first = keys
         .iter()

@@ -25,7 +25,7 @@ fn proxy(upstreams: &[&Redis], extra: &[&str]) -> Server {
 /// Where the proxy puts `key` among `upstreams` (in the order given).
 fn owner(upstreams: &[&Redis], key: &str) -> usize {
     let names: Vec<String> = upstreams.iter().map(|r| r.name()).collect();
-    Ring::new(&names, KeyHash::Fnv1a64)
+    Ring::new(&names, KeyHash::Murmur)
         .unwrap()
         .upstream(key.as_bytes())
 }
@@ -176,7 +176,7 @@ fn pipelined_replies_keep_request_order_across_upstreams() {
     let slow = Server::start(&["--protocol", "resp", "--enable-debug-commands"]);
     let slow_name = slow.addr.to_string();
     let names = [a.name(), b.name(), slow_name.clone()];
-    let ring = Ring::new(&names, KeyHash::Fnv1a64).unwrap();
+    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
     let server = Server::start_proxy(&[
         "--upstream",
         &names[0],

@@ -274,7 +274,7 @@ fn a_connect_to_a_blackhole_times_out() {
 fn only_the_dead_upstreams_keys_fail() {
     let (live, mut dead) = (Redis::start(), Redis::start());
     let names = [live.name(), dead.name()];
-    let ring = Ring::new(&names, KeyHash::Fnv1a64).unwrap();
+    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
     let server = Server::start_proxy(&["--upstream", &names[0], "--upstream", &names[1]]);
     let mut client = Resp::connect(server.addr);
     let keys: Vec<String> = (0..40).map(|i| format!("{i}:key")).collect();
