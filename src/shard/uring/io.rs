@@ -359,8 +359,8 @@ impl UringIo {
         &mut self.slots[slot as usize]
     }
 
-    /// A connection was admitted: take its slot and post its receive.
-    pub fn open(&mut self, token: Token, conn: &mut Conn) {
+    /// The free slot state of a new connection `token`.
+    fn claim(&mut self, token: Token) -> &mut Slot {
         let (index, _) = op::split(token);
         let index = index as usize;
         assert!(
@@ -372,6 +372,12 @@ impl UringIo {
         }
         let slot = &mut self.slots[index];
         debug_assert!(slot.token.is_none() && slot.idle());
+        slot
+    }
+
+    /// A connection was admitted: take its slot and post its receive.
+    pub fn open(&mut self, token: Token, conn: &mut Conn) {
+        let slot = self.claim(token);
         let activation = slot.activation;
         *slot = Slot {
             token: Some(token),
@@ -570,17 +576,7 @@ impl UringIo {
         socket.set_nonblocking(true)?;
         let _ = socket.set_tcp_nodelay(true);
         let stream = mio::net::TcpStream::from_std(socket.into());
-        let (index, _) = op::split(token);
-        let index = index as usize;
-        assert!(
-            index < op::SLOT_MAX,
-            "connection slot beyond user_data's 24 bits"
-        );
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, Slot::default);
-        }
-        let slot = &mut self.slots[index];
-        debug_assert!(slot.token.is_none() && slot.idle());
+        let slot = self.claim(token);
         let activation = slot.activation.wrapping_add(1);
         let addr = Box::new(socket2::SockAddr::from(addr));
         let entry = opcode::Connect::new(
