@@ -382,13 +382,23 @@ fn parse_listening_line(line: &str) -> (SocketAddr, Option<SocketAddr>) {
 /// Runs `holdfast ARGS` to its end (killing it after `timeout`) and returns
 /// its exit status (`None` if it had to be killed), stdout and stderr.
 pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-        .args(args)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+    command.args(args);
+    run_command_to_exit(command, timeout)
+}
+
+/// Runs `command` to its end (killing it after `timeout`) and returns its
+/// exit status (`None` if it had to be killed), stdout and stderr.
+fn run_command_to_exit(
+    mut command: Command,
+    timeout: Duration,
+) -> (Option<ExitStatus>, String, String) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawning holdfast");
+        .unwrap_or_else(|e| panic!("spawning {command:?}: {e}"));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_thread = std::thread::spawn(move || {
@@ -779,44 +789,12 @@ pub fn run_via_to_exit(
     args: &[&str],
     timeout: Duration,
 ) -> (Option<ExitStatus>, String, String) {
-    let mut child = Command::new(wrapper)
+    let mut command = Command::new(wrapper);
+    command
         .args(wrapper_args)
         .arg(env!("CARGO_BIN_EXE_holdfast"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", wrapper.display()));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = out.read_to_string(&mut text);
-        text
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = err.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waitpid") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(POLL_INTERVAL);
-    };
-    (
-        status,
-        out_thread.join().unwrap(),
-        err_thread.join().unwrap(),
-    )
+        .args(args);
+    run_command_to_exit(command, timeout)
 }
 
 /// A `redis-server` child on a free loopback port, without persistence.
