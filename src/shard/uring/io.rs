@@ -128,7 +128,7 @@ struct Slot {
     /// Already on this turn's list of connections to drive.
     touched: bool,
     /// Upstream connections: the connect in flight (see `post_connect`).
-    connect: Option<Connecting>,
+    connect: Option<Box<Connecting>>,
     /// Upstream connections: the connect's result, until the core asks.
     connected: Option<i32>,
 }
@@ -142,6 +142,64 @@ struct Connecting {
     /// Read by the kernel only; held so that it lives long enough.
     #[allow(dead_code)]
     addr: Box<socket2::SockAddr>,
+}
+
+/// The per-slot state, indexed like `user_data`'s slot field: a client
+/// connection's table slot `s` is `2s`, an upstream connection's `2s + 1`.
+/// Kept in two vectors so that a server with no upstreams holds no state
+/// for upstream slots.
+#[derive(Debug, Default)]
+struct Slots {
+    clients: Vec<Slot>,
+    upstreams: Vec<Slot>,
+}
+
+impl Slots {
+    fn side(&self, index: usize) -> &Vec<Slot> {
+        if index & 1 == 0 {
+            &self.clients
+        } else {
+            &self.upstreams
+        }
+    }
+
+    fn side_mut(&mut self, index: usize) -> &mut Vec<Slot> {
+        if index & 1 == 0 {
+            &mut self.clients
+        } else {
+            &mut self.upstreams
+        }
+    }
+
+    fn get(&self, index: usize) -> Option<&Slot> {
+        self.side(index).get(index >> 1)
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut Slot> {
+        self.side_mut(index).get_mut(index >> 1)
+    }
+
+    /// Makes room for `index`.
+    fn ensure(&mut self, index: usize) {
+        let side = self.side_mut(index);
+        if side.len() <= index >> 1 {
+            side.resize_with((index >> 1) + 1, Slot::default);
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Slots {
+    type Output = Slot;
+
+    fn index(&self, index: usize) -> &Slot {
+        &self.side(index)[index >> 1]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, index: usize) -> &mut Slot {
+        &mut self.side_mut(index)[index >> 1]
+    }
 }
 
 impl Slot {
@@ -158,7 +216,7 @@ impl Slot {
 /// The driver: the ring and the state of everything in flight on it.
 pub struct UringIo {
     ring: Ring,
-    slots: Vec<Slot>,
+    slots: Slots,
     /// Debug builds: every operation in flight, checked.
     pub tracker: Tracker,
     /// Completions taken from the ring, not yet handled.
@@ -182,7 +240,7 @@ impl UringIo {
         let cq_entries = ring.uring.params().cq_entries() as usize;
         UringIo {
             ring,
-            slots: Vec::new(),
+            slots: Slots::default(),
             tracker: Tracker::default(),
             // A turn takes at most a full completion queue (more only when a
             // full submission queue forces an early submit).
@@ -367,9 +425,7 @@ impl UringIo {
             index < op::SLOT_MAX,
             "connection slot beyond user_data's 24 bits"
         );
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, Slot::default);
-        }
+        self.slots.ensure(index);
         let slot = &mut self.slots[index];
         debug_assert!(slot.token.is_none() && slot.idle());
         slot
@@ -588,7 +644,7 @@ impl UringIo {
         *slot = Slot {
             token: Some(token),
             activation,
-            connect: Some(Connecting { activation, addr }),
+            connect: Some(Box::new(Connecting { activation, addr })),
             ..Slot::default()
         };
         // The address the entry points at is boxed in the slot until the
