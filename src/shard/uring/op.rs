@@ -111,7 +111,7 @@ impl Op {
 /// [`crate::conn::Table`]: `generation << 32 | slot`). Client and upstream
 /// connections have a table each (`UPSTREAM_BIT` in the token): their
 /// slots interleave here, client slot `s` at `2s`, upstream slot `s` at
-/// `2s + 1`, so one vector of per-slot state serves both.
+/// `2s + 1` (the driver keeps the two kinds' state in two vectors).
 pub fn split(token: Token) -> (u32, u32) {
     let raw = token.0 & 0xffff_ffff;
     let upstream = raw & crate::conn::table::UPSTREAM_BIT;
