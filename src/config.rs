@@ -1517,6 +1517,21 @@ mod tests {
         );
     }
 
+    /// `PROXY_KEYS` is written out by hand: this keeps it equal to the
+    /// serve settings without the key-value store's, so an engine setting
+    /// added to one list cannot be forgotten in the other.
+    #[test]
+    fn the_proxy_has_every_engine_setting() {
+        const STORE_ONLY: [&str; 2] = ["max-memory", "enable-debug-commands"];
+        for key in KEYS {
+            assert_eq!(
+                PROXY_KEYS.contains(key),
+                !STORE_ONLY.contains(key),
+                "{key} in PROXY_KEYS"
+            );
+        }
+    }
+
     #[test]
     fn every_key_is_a_setting() {
         for key in KEYS {
