@@ -10,82 +10,18 @@
 //! `HOLDFAST_ALLOC_TRACE=1 cargo test --test alloc -- --nocapture`: the
 //! first few allocations in the window are reported with a backtrace.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use holdfast::codec::Protocol;
 use holdfast::config::Config;
 use holdfast::server::Server;
 
-/// Counts allocations (and reallocations) while `COUNTING` is set.
-struct Counting;
+#[path = "util/counting.rs"]
+mod counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static TRACE: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-/// Backtraces of the first allocations in the window (with TRACE).
-static TRACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-/// Backtraces kept.
-const TRACES_MAX: usize = 4;
-
-thread_local! {
-    /// Set while this thread captures a backtrace, whose own allocations
-    /// must not be counted or traced again.
-    static TRACING: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counted() {
-    if !COUNTING.load(Ordering::Relaxed) {
-        return;
-    }
-    if TRACING.with(Cell::get) {
-        return;
-    }
-    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    if TRACE.load(Ordering::Relaxed) {
-        TRACING.with(|tracing| tracing.set(true));
-        let trace = std::backtrace::Backtrace::force_capture().to_string();
-        if let Ok(mut traces) = TRACES.lock() {
-            if traces.len() < TRACES_MAX {
-                traces.push(trace);
-            }
-        }
-        TRACING.with(|tracing| tracing.set(false));
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments,
-// so `System`'s guarantees hold unchanged; the counting touches only
-// atomics and a thread-local flag.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        counted();
-        // SAFETY: forwarded as is (see the impl).
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        counted();
-        // SAFETY: forwarded as is (see the impl).
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        counted();
-        // SAFETY: forwarded as is (see the impl).
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is (see the impl).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+use counting::{ALLOCATIONS, COUNTING, TRACE, TRACES};
 
 /// Connections driven at once.
 const CONNS: usize = 4;
