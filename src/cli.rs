@@ -375,6 +375,13 @@ struct EngineArgs {
     pool_free_max: Option<String>,
     #[arg(
         long,
+        value_name = "N",
+        help_heading = "Limits",
+        help = "Rings a shard allocates at start, at most --pool-free-max [default: 0]"
+    )]
+    pool_prealloc: Option<String>,
+    #[arg(
+        long,
         help = "Pin shard i to CPU i (sched_setaffinity) [default: false]"
     )]
     pin_cores: bool,
@@ -382,7 +389,7 @@ struct EngineArgs {
 
 impl EngineArgs {
     /// Each flag with its [`crate::config::KEYS`] name.
-    fn settings(&self) -> [(&'static str, Option<&str>); 21] {
+    fn settings(&self) -> [(&'static str, Option<&str>); 22] {
         [
             ("listen", self.listen.as_deref()),
             ("admin", self.admin.as_deref()),
@@ -400,6 +407,7 @@ impl EngineArgs {
             ("events-max", self.events_max.as_deref()),
             ("read-budget", self.read_budget.as_deref()),
             ("pool-free-max", self.pool_free_max.as_deref()),
+            ("pool-prealloc", self.pool_prealloc.as_deref()),
             ("log-level", self.log_level.as_deref()),
             ("pin-cores", self.pin_cores.then_some("true")),
             ("uring-buffers", self.uring_buffers.as_deref()),

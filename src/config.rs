@@ -55,6 +55,10 @@ pub struct Config {
     /// `--pool-free-max`: idle rings a shard keeps for reuse (the rest are
     /// freed); memory held idle is at most this × `buffer` per shard.
     pub pool_free_max: usize,
+    /// `--pool-prealloc`: rings each shard allocates at start (at most
+    /// `pool_free_max`), so a burst of up to this many busy rings is served
+    /// without allocating; idle memory per shard grows by this × `buffer`.
+    pub pool_prealloc: usize,
     /// `--log-level`.
     pub log_level: log::LevelFilter,
     /// `--pin-cores`: pin shard i to CPU i (modulo the CPUs this process
@@ -154,6 +158,7 @@ impl Default for Config {
             events_max: 1024,
             read_budget: 256 * 1024,
             pool_free_max: 64,
+            pool_prealloc: 0,
             log_level: log::LevelFilter::Info,
             pin_cores: false,
             max_memory: 64 << 20,
@@ -218,6 +223,7 @@ pub const KEYS: &[&str] = &[
     "events-max",
     "read-budget",
     "pool-free-max",
+    "pool-prealloc",
     "log-level",
     "pin-cores",
     "max-memory",
@@ -249,6 +255,7 @@ pub const PROXY_KEYS: &[&str] = &[
     "events-max",
     "read-budget",
     "pool-free-max",
+    "pool-prealloc",
     "log-level",
     "pin-cores",
     "uring-buffers",
@@ -379,6 +386,14 @@ impl Config {
             0,
             POOL_FREE_MAX,
             "",
+            count,
+        )?;
+        check_range(
+            "--pool-prealloc",
+            self.pool_prealloc,
+            0,
+            self.pool_free_max,
+            " (--pool-free-max)",
             count,
         )?;
         let memory_note = " (0 means unlimited)";
@@ -575,6 +590,7 @@ impl Config {
             "events-max" => self.events_max = parse_count(value)?,
             "read-budget" => self.read_budget = parse_size(value)?,
             "pool-free-max" => self.pool_free_max = parse_count(value)?,
+            "pool-prealloc" => self.pool_prealloc = parse_count(value)?,
             "log-level" => self.log_level = parse_log_level(value)?,
             "pin-cores" => self.pin_cores = parse_bool(value)?,
             "max-memory" => self.max_memory = parse_size(value)?,
@@ -1294,6 +1310,7 @@ mod tests {
             ("read-budget", "0"),
             ("read-budget", "2GiB"),
             ("pool-free-max", "1000001"),
+            ("pool-prealloc", "65"),
         ];
         for (key, value) in out_of_range {
             let error = invalid(key, value);
@@ -1310,6 +1327,7 @@ mod tests {
             ("events-max", "1"),
             ("read-budget", "1GiB"),
             ("pool-free-max", "0"),
+            ("pool-prealloc", "64"),
         ];
         for (key, value) in in_range {
             valid(&[(key, value)]);

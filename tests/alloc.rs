@@ -63,6 +63,11 @@ fn allocations_per_request(protocol: Protocol) -> (u64, u64) {
         threads: 1,
         protocol,
         log_level: log::LevelFilter::Off,
+        // Every ring these connections can hold at once (an input and an
+        // output each) exists before counting: the pool allocates only for
+        // a new peak of busy rings, which is not a per-request cost, and
+        // which load on the machine could make come at any time.
+        pool_prealloc: 2 * CONNS,
         ..Config::default()
     };
     config.validate().unwrap();

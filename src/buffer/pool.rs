@@ -19,19 +19,28 @@ pub struct Pool {
 
 impl Pool {
     /// A pool of rings of `ring_capacity` bytes keeping at most `free_max`
-    /// idle rings.
-    pub fn new(ring_capacity: usize, free_max: usize) -> Pool {
+    /// idle rings, `prealloc` of them allocated now.
+    ///
+    /// Without `prealloc` a ring is allocated whenever more rings are busy
+    /// at once than ever before on this shard: rare once traffic has run a
+    /// while, but a new peak can come at any time. Preallocating the peak
+    /// makes a shard allocation-free from its first request.
+    pub fn new(ring_capacity: usize, free_max: usize, prealloc: usize) -> Pool {
         // Fail at start-up rather than at the first connection.
         assert!(
             ring_capacity.is_power_of_two(),
             "ring capacity {ring_capacity} is not a non-zero power of two"
         );
+        assert!(
+            prealloc <= free_max,
+            "prealloc {prealloc} > free_max {free_max}"
+        );
+        // Reserved up front so returning a ring never allocates.
+        let mut free = Vec::with_capacity(free_max);
+        free.extend((0..prealloc).map(|_| Ring::with_capacity(ring_capacity)));
         Pool {
             ring_capacity,
-            // Not reserved up front: `free_max` may be sized for a peak that
-            // never comes, and the list grows only as rings are returned.
-            // Reserved up front so returning a ring never allocates.
-            free: Vec::with_capacity(free_max),
+            free,
             free_max,
             live: 0,
         }
@@ -80,7 +89,7 @@ mod tests {
 
     #[test]
     fn take_allocates_when_nothing_is_idle() {
-        let mut pool = Pool::new(16, 2);
+        let mut pool = Pool::new(16, 2, 0);
         let ring = pool.take();
         assert_eq!(ring.capacity(), 16);
         assert!(ring.is_empty());
@@ -89,7 +98,7 @@ mod tests {
 
     #[test]
     fn given_rings_are_reused_and_come_back_empty() {
-        let mut pool = Pool::new(16, 2);
+        let mut pool = Pool::new(16, 2, 0);
         let mut ring = pool.take();
         ring.push(b"left over");
         pool.give(ring);
@@ -102,7 +111,7 @@ mod tests {
 
     #[test]
     fn idle_rings_are_capped_at_free_max() {
-        let mut pool = Pool::new(16, 2);
+        let mut pool = Pool::new(16, 2, 0);
         let rings: Vec<Ring> = (0..5).map(|_| pool.take()).collect();
         assert_eq!(pool.live(), 5);
         for ring in rings {
@@ -112,8 +121,20 @@ mod tests {
     }
 
     #[test]
+    fn preallocated_rings_are_handed_out_first() {
+        let mut pool = Pool::new(16, 4, 3);
+        assert_eq!((pool.live(), pool.free_len()), (0, 3));
+        let rings: Vec<Ring> = (0..3).map(|_| pool.take()).collect();
+        assert_eq!((pool.live(), pool.free_len()), (3, 0));
+        for ring in rings {
+            pool.give(ring);
+        }
+        assert_eq!((pool.live(), pool.free_len()), (0, 3));
+    }
+
+    #[test]
     fn free_max_zero_keeps_nothing() {
-        let mut pool = Pool::new(16, 0);
+        let mut pool = Pool::new(16, 0, 0);
         let ring = pool.take();
         pool.give(ring);
         assert_eq!((pool.live(), pool.free_len()), (0, 0));
@@ -122,12 +143,12 @@ mod tests {
     #[test]
     #[should_panic(expected = "more rings than it gave out")]
     fn giving_back_a_ring_never_taken_panics() {
-        Pool::new(16, 2).give(Ring::with_capacity(16));
+        Pool::new(16, 2, 0).give(Ring::with_capacity(16));
     }
 
     #[test]
     #[should_panic(expected = "power of two")]
     fn capacity_must_be_a_power_of_two() {
-        Pool::new(24, 2);
+        Pool::new(24, 2, 0);
     }
 }

@@ -181,7 +181,7 @@ impl Core {
         Ok(Core {
             conns: Table::with_capacity(1024.min(config.max_conns)),
             wheel: Wheel::with_capacity(WHEEL_TICK_MS, WHEEL_SLOTS, 1024.min(config.max_conns)),
-            pool: Pool::new(config.buffer, config.pool_free_max),
+            pool: Pool::new(config.buffer, config.pool_free_max, config.pool_prealloc),
             codec: Codec::new(config.protocol, config.max_frame),
             service,
             scratch: vec![0; scratch_len].into_boxed_slice(),

@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn queued_requests_leave_whole_and_in_order() {
-        let mut rings = Rings::new(16, 4);
+        let mut rings = Rings::new(16, 4, 0);
         let mut lane = Lane::default();
         assert!(lane.queue_has_room(16, 2, 16));
         lane.enqueue(waiting(6), b"first!", 2, &mut rings);
