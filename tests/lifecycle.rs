@@ -196,28 +196,31 @@ fn stuck_reader(server: &Server) -> TcpStream {
     stuck_reader_at(server.addr)
 }
 
+/// A `resp` client that can never be answered in full: it asks for a
+/// 60 KB value 2000 times (120 MB of replies for 40 KB of requests) and
+/// reads nothing. No kernel buffers hold that much, so the server keeps
+/// replies pending for it until it gives up; an echo-style client that
+/// stops when its writes stall is not that certain: a server slowed down
+/// by load may still swallow all of it into its socket buffers later and
+/// be idle at the drain.
 fn stuck_reader_at(addr: std::net::SocketAddr) -> TcpStream {
-    let mut client = util::connect_small_rcvbuf(addr, 4096);
-    let chunk = frame(&[0x11u8; 30_000]);
-    let start = Instant::now();
-    // Until the server stops reading it (output ring full, socket buffers
-    // full): a write that takes nothing.
-    loop {
-        let taken = util::write_nonblocking(&mut client, &chunk).unwrap();
-        if taken == 0 {
-            thread::sleep(Duration::from_millis(50));
-            if util::write_nonblocking(&mut client, &chunk).unwrap() == 0 {
-                break;
-            }
-        }
-        assert!(start.elapsed() < Duration::from_secs(5), "never stalled");
+    let mut client = util::Resp::from(util::connect_small_rcvbuf(addr, 4096));
+    client.send(&[b"SET", b"big", &[b'x'; 60_000]]);
+    assert_eq!(client.reply(), b"+OK\r\n");
+    let mut client = client.stream;
+    let mut requests = Vec::new();
+    for _ in 0..2_000 {
+        holdfast::codec::resp::encode_command(&[b"GET", b"big"], &mut requests);
     }
+    // 40 KB: within the server's receive buffer, so the write completes
+    // even once the server has stopped reading.
+    client.write_all(&requests).expect("sending the requests");
     client
 }
 
 #[test]
 fn readyz_turns_503_while_draining_and_sigint_exits_0_after_the_grace() {
-    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "2s"]);
+    let mut server = Server::start(&["--protocol", "resp", "--shutdown-grace", "2s"]);
     let admin = server.admin();
     assert_eq!(http_get(admin, "/readyz").0, 200);
     assert_eq!(http_get(admin, "/healthz").0, 200);
@@ -264,7 +267,7 @@ fn readyz_turns_503_while_draining_and_sigint_exits_0_after_the_grace() {
 
 #[test]
 fn second_sigterm_exits_at_once() {
-    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "30s"]);
+    let mut server = Server::start(&["--protocol", "resp", "--shutdown-grace", "30s"]);
     let admin = server.admin();
     let _stuck = stuck_reader(&server);
     server.signal(Signal::SIGTERM);
@@ -291,7 +294,7 @@ fn second_sigterm_exits_at_once() {
 
 #[test]
 fn zero_shutdown_grace_closes_at_once() {
-    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "0"]);
+    let mut server = Server::start(&["--protocol", "resp", "--shutdown-grace", "0"]);
     let _stuck = stuck_reader(&server);
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
@@ -312,12 +315,16 @@ fn drain_closes_idle_connections_at_once_and_the_stuck_one_at_the_grace() {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: None,
         threads: 1,
-        protocol: Protocol::Frame,
+        protocol: Protocol::Resp,
         shutdown_grace: Duration::from_millis(500),
         ..Config::default()
     };
     config.validate().unwrap();
-    let running = holdfast::server::Server::new(config).start().unwrap();
+    let store = std::sync::Arc::new(holdfast::service::Store::new(1, config.max_memory));
+    let running = holdfast::server::Server::new(config)
+        .service_with(move |context| holdfast::service::Kv::new(store.clone(), context))
+        .start()
+        .unwrap();
     let registry = running.registry.clone();
     let closed = move |reason: CloseReason| -> u64 {
         registry
@@ -326,10 +333,14 @@ fn drain_closes_idle_connections_at_once_and_the_stuck_one_at_the_grace() {
             .map(|s| s.closed[reason.index()].get())
             .sum()
     };
-    let mut idle: Vec<TcpStream> = (0..3).map(|_| util::connect(running.local_addr)).collect();
-    for client in &mut idle {
-        frame_round_trip(client, b"hello");
-    }
+    let mut idle: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut client = util::Resp::connect(running.local_addr);
+            client.send(&[b"PING"]);
+            assert_eq!(client.reply(), b"+PONG\r\n");
+            client.stream
+        })
+        .collect();
     let _stuck = stuck_reader_at(running.local_addr);
 
     let stop = running.stopper();

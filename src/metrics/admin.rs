@@ -284,16 +284,7 @@ impl AdminLoop {
                     return;
                 }
             };
-            let Some(index) = self.free_slot() else {
-                // Every slot is busy writing: closing at once is the
-                // defined outcome.
-                log::debug!(
-                    "admin: {peer}: over {} connections, closed",
-                    self.limits.connections_max
-                );
-                drop(stream);
-                continue;
-            };
+            let index = self.free_slot();
             if let Err(error) = self.poll.registry().register(
                 &mut stream,
                 Token(index),
@@ -317,26 +308,28 @@ impl AdminLoop {
         self.accept_more = true;
     }
 
-    /// A slot for a new connection. When all are taken, the oldest
-    /// connection still waiting for its request head gives up its slot:
-    /// peers that hold connections open without asking anything (slowloris)
-    /// can then never lock a scraper out, they only shorten each other's
-    /// lives.
-    fn free_slot(&mut self) -> Option<usize> {
+    /// A slot for a new connection. When all are taken, one gives up its
+    /// slot, so that no set of peers can lock a probe out while the process
+    /// lives: the oldest connection that already has its answer and holds
+    /// the socket open (keep-alive clients, sidecars), else the oldest one
+    /// still waiting for its request head (slowloris), else the oldest one
+    /// being written to (a peer that does not read). Such peers can only
+    /// shorten each other's lives.
+    fn free_slot(&mut self) -> usize {
         if let Some(index) = self.slots.iter().position(Option::is_none) {
-            return Some(index);
+            return index;
         }
         let oldest = self
             .slots
             .iter()
             .enumerate()
             .filter_map(|(index, slot)| slot.as_ref().map(|c| (index, c)))
-            .filter(|(_, connection)| matches!(connection.phase, Phase::Reading { .. }))
-            .min_by_key(|(_, connection)| connection.deadline)
-            .map(|(index, _)| index)?;
+            .min_by_key(|(_, connection)| (connection.phase.eviction_rank(), connection.deadline))
+            .map(|(index, _)| index)
+            .expect("the admin endpoint has at least one slot");
         log::debug!("admin: connection {oldest} evicted for a new one");
         self.close(oldest);
-        Some(oldest)
+        oldest
     }
 
     fn pause_accepting(&mut self, now: Instant, error: &io::Error) {
@@ -401,6 +394,18 @@ impl Drop for AdminLoop {
         self.registry
             .fds_other
             .fetch_sub(ADMIN_FDS_OWN + open, Ordering::Relaxed);
+    }
+}
+
+impl Phase {
+    /// Which connections give up their slot first when all are taken
+    /// (lowest first): answered, then not yet asking, then being answered.
+    fn eviction_rank(&self) -> u8 {
+        match self {
+            Phase::Draining => 0,
+            Phase::Reading { .. } => 1,
+            Phase::Writing { .. } => 2,
+        }
     }
 }
 
@@ -855,6 +860,71 @@ mod tests {
         eventually("the slots to free up", || {
             registry.fds_other.load(Ordering::Relaxed) == ADMIN_FDS_OWN
         });
+    }
+
+    /// Connections that got their answer and keep the socket open, as
+    /// keep-alive scrapers and sidecars do (each has read its response).
+    fn answered_holders(addr: SocketAddr, count: usize) -> Vec<StdStream> {
+        (0..count)
+            .map(|_| {
+                let mut stream = connect(addr);
+                stream
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+                    .unwrap();
+                let mut head = [0u8; 12];
+                stream.read_exact(&mut head).unwrap();
+                assert_eq!(&head, b"HTTP/1.1 200");
+                stream
+            })
+            .collect()
+    }
+
+    #[test]
+    fn answered_keep_alive_holders_cannot_lock_out_a_probe() {
+        let (addr, registry) = start(TEST_LIMITS, 1);
+        let holders = answered_holders(addr, ADMIN_CONNECTIONS_MAX);
+        eventually("every slot to be taken", || {
+            registry.fds_other.load(Ordering::Relaxed) == ADMIN_FDS_OWN + ADMIN_CONNECTIONS_MAX
+        });
+        for _ in 0..3 {
+            assert_eq!(get(addr, "/healthz").status, 200);
+        }
+        assert!(
+            registry.fds_other.load(Ordering::Relaxed) <= ADMIN_FDS_OWN + ADMIN_CONNECTIONS_MAX
+        );
+        drop(holders);
+    }
+
+    #[test]
+    fn answered_holders_are_evicted_before_ones_still_asking() {
+        let (addr, registry) = start(TEST_LIMITS, 1);
+        let half = ADMIN_CONNECTIONS_MAX / 2;
+        // The older half has not sent a request; the younger half has its
+        // answer and sits on it.
+        let asking: Vec<StdStream> = (0..half).map(|_| connect(addr)).collect();
+        eventually("the askers to be accepted", || {
+            registry.fds_other.load(Ordering::Relaxed) == ADMIN_FDS_OWN + half
+        });
+        let answered = answered_holders(addr, ADMIN_CONNECTIONS_MAX - half);
+        eventually("every slot to be taken", || {
+            registry.fds_other.load(Ordering::Relaxed) == ADMIN_FDS_OWN + ADMIN_CONNECTIONS_MAX
+        });
+        assert_eq!(get(addr, "/healthz").status, 200);
+        // The oldest connection of all is still there: it may yet ask.
+        let mut oldest = &asking[0];
+        oldest
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match oldest.read(&mut byte) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            other => panic!("the oldest asker was evicted before an answered one: {other:?}"),
+        }
+        drop((asking, answered));
     }
 
     #[test]
