@@ -4,7 +4,11 @@
 //! inherits the filter. Everything else is allowed.
 //!
 //! The seccomp fallback test in `tests/uring.rs` runs `holdfast` through it:
-//!     deny_io_uring [--errno EPERM|ENOSYS] PROGRAM [ARGS...]
+//!     deny_io_uring [--errno EPERM|ENOSYS] [--rlimit] PROGRAM [ARGS...]
+//! With `--rlimit`, setting a resource limit (`setrlimit(2)`, and
+//! `prlimit64(2)` with a new limit) fails with the same errno instead, while
+//! reading one still works (`tests/limits.rs`: a failure to raise
+//! RLIMIT_NOFILE is reported as such).
 //! For example:
 //!     cargo run --example deny_io_uring -- target/debug/holdfast serve --check
 
@@ -12,7 +16,10 @@ use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,13 +35,35 @@ fn main() -> ExitCode {
         };
         args.drain(..2);
     }
+    let rlimit = args.first().map(String::as_str) == Some("--rlimit");
+    if rlimit {
+        args.remove(0);
+    }
     let Some((program, rest)) = args.split_first() else {
-        eprintln!("usage: deny_io_uring [--errno EPERM|ENOSYS] PROGRAM [ARGS...]");
+        eprintln!("usage: deny_io_uring [--errno EPERM|ENOSYS] [--rlimit] PROGRAM [ARGS...]");
         return ExitCode::from(2);
     };
 
     // An empty rule list matches the system call whatever its arguments.
-    let rules = BTreeMap::from([(libc::SYS_io_uring_setup, Vec::new())]);
+    let rules = if rlimit {
+        // prlimit64(pid, resource, new_limit, old_limit): only a call that
+        // sets a limit (new_limit not NULL) is denied.
+        let sets = SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0)
+            .and_then(|condition| SeccompRule::new(vec![condition]));
+        let sets = match sets {
+            Ok(rule) => rule,
+            Err(e) => {
+                eprintln!("deny_io_uring: building the rule: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        BTreeMap::from([
+            (libc::SYS_setrlimit, Vec::new()),
+            (libc::SYS_prlimit64, vec![sets]),
+        ])
+    } else {
+        BTreeMap::from([(libc::SYS_io_uring_setup, Vec::new())])
+    };
     let arch = match std::env::consts::ARCH.try_into() {
         Ok(arch) => arch,
         Err(e) => {

@@ -311,6 +311,10 @@ const POOL_FREE_MAX: usize = 1_000_000;
 /// hundred bytes for a small reply (an error naming an unknown command, an
 /// INFO page), which must fit an empty output ring.
 pub const RESP_BUFFER_MIN: usize = 4096;
+/// The smallest `--max-frame` for `resp`: a whole command must fit in it,
+/// and clients send commands of a few hundred bytes on connect (HELLO,
+/// CLIENT SETINFO with a library's name and version, AUTH).
+pub const RESP_MAX_FRAME_MIN: usize = 1024;
 /// A store larger than 1 TiB is a typo, not a plan.
 const MAX_MEMORY_MAX: usize = 1 << 40;
 /// The kernel's limit on a provided buffer ring's entries.
@@ -456,6 +460,18 @@ impl Config {
                 "echo replies have no framing to match them to requests; use line, frame or resp"
                     .into(),
             ));
+        }
+        let cool_down = Duration::from_millis(self.breaker.cool_down);
+        if cool_down < self.upstream_timeout {
+            return Err(ConfigError {
+                flag: "--breaker-cool-down".into(),
+                message: format!(
+                    "{} must be at least --upstream-timeout {}, so that requests sent before \
+                     the breaker opened have their outcome before it lets probes through",
+                    format_duration(cool_down),
+                    format_duration(self.upstream_timeout)
+                ),
+            });
         }
         if self.upstream_timeout >= self.idle_timeout {
             return Err(ConfigError {
@@ -668,7 +684,7 @@ impl Config {
             return Ok(());
         }
         if self.max_frame <= fits {
-            return Ok(());
+            return self.check_resp_max_frame();
         }
         Err(ConfigError {
             flag: "--max-frame".into(),
@@ -677,6 +693,22 @@ impl Config {
                 self.max_frame,
                 self.buffer,
                 framing(self.protocol)
+            ),
+        })
+    }
+
+    /// A `resp` command is one frame: a `--max-frame` too small for what
+    /// clients send would refuse nearly every command.
+    fn check_resp_max_frame(&self) -> Result<(), ConfigError> {
+        if self.protocol != Protocol::Resp || self.max_frame >= RESP_MAX_FRAME_MIN {
+            return Ok(());
+        }
+        Err(ConfigError {
+            flag: "--max-frame".into(),
+            message: format!(
+                "must be at least {} with --protocol resp (a whole command must fit), got {}",
+                format_size(RESP_MAX_FRAME_MIN),
+                self.max_frame
             ),
         })
     }
@@ -1274,6 +1306,42 @@ mod tests {
         line.max_frame = 64 * KIB;
         let error = line.validate().unwrap_err();
         assert!(error.message.contains("1-byte newline"), "{error}");
+    }
+
+    #[test]
+    fn resp_max_frame_must_hold_a_client_command() {
+        let error = {
+            let mut config = Config::default();
+            config.set("protocol", "resp").unwrap();
+            config.set("max-frame", "16").unwrap();
+            config.validate().unwrap_err()
+        };
+        assert_eq!(
+            error.to_string(),
+            "--max-frame: must be at least 1KiB with --protocol resp (a whole command must \
+             fit), got 16"
+        );
+        valid(&[("protocol", "resp"), ("max-frame", "1KiB")]);
+        valid(&[("protocol", "frame"), ("max-frame", "16")]);
+    }
+
+    #[test]
+    fn breaker_cool_down_must_outlast_the_upstream_timeout() {
+        let mut config = Config::default();
+        config.set("protocol", "resp").unwrap();
+        config.set("upstream-timeout", "2s").unwrap();
+        config.set("breaker-cool-down", "1s").unwrap();
+        config.upstreams = vec!["127.0.0.1:1".into()];
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.flag, "--breaker-cool-down");
+        assert!(
+            error
+                .message
+                .starts_with("1s must be at least --upstream-timeout 2s"),
+            "{error}"
+        );
+        config.set("breaker-cool-down", "2s").unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

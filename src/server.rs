@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use crate::config::{Backend, Config};
 use crate::metrics::{Registry, ShardMetrics, admin};
 use crate::service::{Echo, Service, ServiceContext};
-use crate::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
+use crate::shard::{Shard, Shared, Waker, fds_per_shard};
 use crate::sys;
 
 /// Descriptors the process keeps for itself besides the shards': stdio,
@@ -381,18 +381,31 @@ pub fn choose_backend(config: &Config) -> Result<(Backend, Option<String>), Serv
     }
 }
 
+/// Descriptors the server keeps for itself besides client connections:
+/// stdio, the admin endpoint and the signal pipe (within
+/// [`FDS_OWN_BASE`]), each shard's own ([`fds_per_shard`]) and, with
+/// upstreams, a connection per lane of every upstream on every shard.
+pub fn fds_reserved(config: &Config) -> usize {
+    FDS_OWN_BASE + fds_reserved_per_shard(config) * config.threads
+}
+
+/// What [`fds_reserved`] keeps for each shard: its own descriptors and a
+/// connection per lane of every upstream.
+pub fn fds_reserved_per_shard(config: &Config) -> usize {
+    let upstreams = !config.upstreams.is_empty();
+    fds_per_shard(upstreams) + config.upstreams.len() * config.upstream_conns
+}
+
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the
 /// hard one, derive the default from it, and lower a requested value that
 /// does not fit (with one warning naming both numbers, as Redis does with
 /// maxclients).
 fn resolve_max_conns(config: &Config) -> Result<usize, ServerError> {
     let limit = sys::raise_fd_limit().map_err(|source| ServerError::Setup {
-        what: "reading RLIMIT_NOFILE",
+        what: "raising RLIMIT_NOFILE to its hard limit",
         source,
     })?;
-    // Each shard may hold a connection per lane of every upstream.
-    let upstream_fds = config.upstreams.len() * config.upstream_conns;
-    let reserved = FDS_OWN_BASE + (FDS_PER_SHARD + upstream_fds) * config.threads;
+    let reserved = fds_reserved(config);
     let fit = usize::try_from(limit)
         .unwrap_or(usize::MAX)
         .saturating_sub(reserved);

@@ -75,6 +75,35 @@ fn max_frame_that_leaves_no_room_for_the_header_exits_2() {
 }
 
 #[test]
+fn resp_max_frame_too_small_for_a_command_exits_2() {
+    // Accepted once, then every command but the shortest was refused.
+    assert_usage_error(&["--protocol", "resp", "--max-frame", "16"], "--max-frame");
+}
+
+#[test]
+fn proxy_breaker_cool_down_shorter_than_the_upstream_timeout_exits_2() {
+    let (status, _, stderr) = run_to_exit(
+        &[
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--upstream",
+            "127.0.0.1:1",
+            "--upstream-timeout",
+            "2s",
+            "--breaker-cool-down",
+            "1s",
+        ],
+        Duration::from_secs(5),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "stderr:\n{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "stderr:\n{stderr}");
+    assert!(stderr.contains("--breaker-cool-down"), "stderr:\n{stderr}");
+}
+
+#[test]
 fn bad_duration_exits_2() {
     assert_usage_error(&["--idle-timeout", "5x"], "--idle-timeout");
 }

@@ -150,3 +150,81 @@ fn idle_connections_hold_no_rings() {
     );
     server.assert_fds_return(baseline_fds, Duration::from_secs(3));
 }
+
+/// The descriptors the server reserves for each shard when it sizes
+/// `--max-conns` cover what a shard really holds: with upstreams the epoll
+/// driver keeps a second handle on its epoll instance, which a reservation
+/// of 4 per shard left out.
+#[test]
+fn fd_reservation_covers_what_a_proxy_shard_holds() {
+    use holdfast::codec::Protocol;
+    use holdfast::config::{Backend, Config};
+    use holdfast::server::{Server, fds_reserved_per_shard};
+
+    let backends: &[Backend] = if cfg!(feature = "uring") {
+        &[Backend::Epoll, Backend::Uring]
+    } else {
+        &[Backend::Epoll]
+    };
+    for &backend in backends {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin: None,
+            threads: 2,
+            protocol: Protocol::Resp,
+            log_level: log::LevelFilter::Off,
+            backend: Some(backend),
+            // Never connected: no request is sent.
+            upstreams: vec!["127.0.0.1:1".into()],
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        let reserved = fds_reserved_per_shard(&config);
+        let lanes = config.upstreams.len() * config.upstream_conns;
+        let running = Server::new(config)
+            .service_with(holdfast::service::Proxy::new)
+            .start()
+            .expect("start the proxy");
+        // A uring shard counts its ring once its thread has made it.
+        let _ = util::connect(running.local_addr);
+        for (index, shard) in running.registry.shards.iter().enumerate() {
+            assert!(
+                util::wait_until(Duration::from_secs(2), || shard.fds_own.get() > 0),
+                "shard {index} never counted its descriptors"
+            );
+            let own = shard.fds_own.get() as usize;
+            assert!(
+                own + lanes <= reserved,
+                "{backend:?}: shard {index} holds {own} descriptors and up to {lanes} upstream \
+                 connections; {reserved} reserved"
+            );
+        }
+        running.stopper()();
+        running.wait();
+    }
+}
+
+/// A soft fd limit that cannot be raised to the hard one (here a seccomp
+/// filter denies setting limits) stops the start with a line that says so.
+#[test]
+fn failing_to_raise_the_fd_limit_is_reported_as_such() {
+    let deny = util::deny_io_uring();
+    let (status, _, stderr) = util::run_via_to_exit(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c",
+            "ulimit -Sn 1024 && exec \"$@\"",
+            "sh",
+            deny.to_str().unwrap(),
+            "--rlimit",
+        ],
+        &["serve", "--listen", "127.0.0.1:0", "--admin", "off"],
+        Duration::from_secs(10),
+    );
+    let status = status.expect("exits by itself");
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("raising RLIMIT_NOFILE to its hard limit: "),
+        "stderr:\n{stderr}"
+    );
+}

@@ -19,8 +19,6 @@ mod util;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::ops::{Deref, DerefMut};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -740,35 +738,9 @@ fn an_idle_loop_wakes_for_new_connections_and_bytes() {
     assert_sound(&mut server);
 }
 
-/// The `deny_io_uring` example (a seccomp filter, then `exec`): built by
-/// `cargo test --all-targets`; a narrower run builds it here.
-fn deny_io_uring() -> PathBuf {
-    let profile_dir = Path::new(env!("CARGO_BIN_EXE_holdfast"))
-        .parent()
-        .expect("the binary's directory");
-    let path = profile_dir.join("examples").join("deny_io_uring");
-    if !path.exists() {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "--quiet", "--example", "deny_io_uring"])
-            .args(["--features", "uring"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("running cargo build --example");
-        assert!(
-            status.success() && path.exists(),
-            "cargo build --example deny_io_uring: {status}; no {}",
-            path.display()
-        );
-    }
-    path
-}
-
 #[test]
 fn seccomp_denied_io_uring_falls_back_to_epoll() {
-    let deny = deny_io_uring();
+    let deny = util::deny_io_uring();
     for errno in ["EPERM", "ENOSYS"] {
         let server = Running(Server::start_under(
             &[deny.to_str().unwrap(), "--errno", errno],
@@ -804,7 +776,7 @@ fn seccomp_denied_io_uring_falls_back_to_epoll() {
 
 #[test]
 fn seccomp_denied_io_uring_fails_an_explicit_uring_backend() {
-    let deny = deny_io_uring();
+    let deny = util::deny_io_uring();
     for errno in ["EPERM", "ENOSYS"] {
         let (status, out, err) = util::run_via_to_exit(
             &deny,
@@ -841,7 +813,7 @@ fn seccomp_denied_io_uring_fails_an_explicit_uring_backend() {
 
 #[test]
 fn seccomp_denied_io_uring_check_reports_the_fallback_or_refuses() {
-    let deny = deny_io_uring();
+    let deny = util::deny_io_uring();
     for errno in ["EPERM", "ENOSYS"] {
         let wrapper = ["--errno", errno];
         let (status, out, err) = util::run_via_to_exit(

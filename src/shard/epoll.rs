@@ -98,7 +98,7 @@ impl EpollShard {
             Some(_) => Some(poll.registry().try_clone()?),
             None => None,
         };
-        let fds_own = super::FDS_PER_SHARD + usize::from(registry.is_some());
+        let fds_own = super::fds_per_shard(registry.is_some());
         core.metrics.fds_own.set(fds_own as u64);
         let shard = EpollShard {
             core,

@@ -29,6 +29,13 @@ pub use self::core::Shared;
 /// io_uring instance, waker (eventfd), spare fd.
 pub const FDS_PER_SHARD: usize = 4;
 
+/// [`FDS_PER_SHARD`], plus, with upstreams, the second handle on the epoll
+/// instance the epoll driver registers upstream sockets through (the
+/// io_uring driver needs none; the reservation covers either).
+pub fn fds_per_shard(upstreams: bool) -> usize {
+    FDS_PER_SHARD + usize::from(upstreams)
+}
+
 /// One event loop, on the driver chosen at start-up.
 pub enum Shard {
     /// The mio (epoll) loop.

@@ -1000,3 +1000,33 @@ impl Blackhole {
         }
     }
 }
+
+/// The `deny_io_uring` example (a seccomp filter, then `exec`): built by
+/// `cargo test --all-targets`; a narrower run builds it here.
+pub fn deny_io_uring() -> std::path::PathBuf {
+    let profile_dir = std::path::Path::new(env!("CARGO_BIN_EXE_holdfast"))
+        .parent()
+        .expect("the binary's directory");
+    let path = profile_dir.join("examples").join("deny_io_uring");
+    if !path.exists() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--example", "deny_io_uring"])
+            .args(if cfg!(feature = "uring") {
+                &["--features", "uring"][..]
+            } else {
+                &[]
+            })
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("running cargo build --example");
+        assert!(
+            status.success() && path.exists(),
+            "cargo build --example deny_io_uring: {status}; no {}",
+            path.display()
+        );
+    }
+    path
+}
