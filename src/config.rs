@@ -461,6 +461,17 @@ impl Config {
                     .into(),
             ));
         }
+        if self.upstream_timeout >= self.idle_timeout {
+            return Err(ConfigError {
+                flag: "--upstream-timeout".into(),
+                message: format!(
+                    "{} must be shorter than --idle-timeout {}, or a client waiting for an \
+                     upstream would be closed as idle",
+                    format_duration(self.upstream_timeout),
+                    format_duration(self.idle_timeout)
+                ),
+            });
+        }
         let cool_down = Duration::from_millis(self.breaker.cool_down);
         if cool_down < self.upstream_timeout {
             return Err(ConfigError {
@@ -470,17 +481,6 @@ impl Config {
                      the breaker opened have their outcome before it lets probes through",
                     format_duration(cool_down),
                     format_duration(self.upstream_timeout)
-                ),
-            });
-        }
-        if self.upstream_timeout >= self.idle_timeout {
-            return Err(ConfigError {
-                flag: "--upstream-timeout".into(),
-                message: format!(
-                    "{} must be shorter than --idle-timeout {}, or a client waiting for an \
-                     upstream would be closed as idle",
-                    format_duration(self.upstream_timeout),
-                    format_duration(self.idle_timeout)
                 ),
             });
         }
