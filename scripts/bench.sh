@@ -21,6 +21,10 @@
 # the ×ct ratios, or else the first server listed); SYSCALLS=0 skips the
 # syscall counts; IDLE=0 skips the idle-memory measurement.
 # URING_TARGET_DIR as in the Makefile.
+# BASELINE=/path/to/an/older/holdfast adds the servers `base` and
+# `base_uring` (that binary, epoll and io_uring) to SERVERS, so a change is
+# measured against the commit before it side by side in one run (build the
+# old commit with `cargo build --release --features uring` in a worktree).
 # At the end it runs scripts/bench_proxy.sh (holdfast proxy vs nutcracker)
 # unless SKIP_PROXY=1.
 set -euo pipefail
@@ -35,6 +39,11 @@ read -r -a CONNS <<< "${CONNS:-1 100 1000 10000}"
 read -r -a SIZES <<< "${SIZES:-64 4096}"
 read -r -a PIPELINES <<< "${PIPELINES:-1 16}"
 read -r -a SERVERS <<< "${SERVERS:-holdfast holdfast_uring tokio_ct tokio_mt}"
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "make bench: BASELINE $BASELINE is not an executable" >&2; exit 1; }
+    SERVERS+=(base base_uring)
+fi
 SYSCALLS=${SYSCALLS:-1}
 IDLE=${IDLE:-1}
 URING_TARGET_DIR=${URING_TARGET_DIR:-}
@@ -106,6 +115,10 @@ start_server() {
             holdfast) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
                           --threads 1 --log-level info --protocol echo --backend epoll >"$SERVER_LOG" 2>&1 & ;;
             holdfast_uring) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
+                          --threads 1 --log-level info --protocol echo --backend uring >"$SERVER_LOG" 2>&1 & ;;
+            base) taskset -c $SERVER_CPU "$BASELINE" serve --listen "$addr" --admin off \
+                          --threads 1 --log-level info --protocol echo --backend epoll >"$SERVER_LOG" 2>&1 & ;;
+            base_uring) taskset -c $SERVER_CPU "$BASELINE" serve --listen "$addr" --admin off \
                           --threads 1 --log-level info --protocol echo --backend uring >"$SERVER_LOG" 2>&1 & ;;
             tokio_ct) taskset -c $SERVER_CPU "$TOKIO" --runtime current_thread --listen "$addr" \
                           --protocol echo >"$SERVER_LOG" 2>&1 & ;;

@@ -11,15 +11,18 @@ import statistics
 import subprocess
 import sys
 
-ALL_SERVERS = ["holdfast", "holdfast_uring", "tokio_ct", "tokio_mt"]
+ALL_SERVERS = ["holdfast", "holdfast_uring", "tokio_ct", "tokio_mt", "base", "base_uring"]
 SERVERS = ALL_SERVERS  # narrowed in main() to the servers that ran
 LABEL = {
     "holdfast": "holdfast epoll (1 shard)",
     "holdfast_uring": "holdfast io_uring (1 shard)",
     "tokio_ct": "tokio current_thread",
     "tokio_mt": "tokio multi_thread",
+    "base": "baseline holdfast epoll (BASELINE)",
+    "base_uring": "baseline holdfast io_uring (BASELINE)",
 }
-COLOR = {"holdfast": "#d62728", "holdfast_uring": "#9467bd", "tokio_ct": "#1f77b4", "tokio_mt": "#2ca02c"}
+COLOR = {"holdfast": "#d62728", "holdfast_uring": "#9467bd", "tokio_ct": "#1f77b4", "tokio_mt": "#2ca02c",
+         "base": "#ff9896", "base_uring": "#c5b0d5"}
 BASE = "tokio_ct"
 # The io_uring target (issue 6): at these connection counts, CPU per request
 # at most URING_CPU_TARGET × epoll's and no row behind epoll in req/s.
@@ -125,6 +128,31 @@ def uring_section(cells, med, skipped):
     return out
 
 
+def baseline_section(cells, med):
+    """This build against BASELINE (an older holdfast), driver by driver."""
+    out = []
+    for new, old in (("holdfast", "base"), ("holdfast_uring", "base_uring")):
+        if new not in SERVERS or old not in SERVERS:
+            continue
+        out.append("### %s against %s\n" % (LABEL[new], LABEL[old]))
+        out.append("Alternated within each cell like the other servers; ratios are this build ÷ the "
+                   "baseline of the medians (CPU/req lower is better).\n")
+        out.append("| conns | size | pipeline | baseline CPU µs/req | this CPU µs/req | ×base | baseline req/s | this req/s | ×base |")
+        out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        cpu_ratios = []
+        for cell in cells:
+            b, n = med[cell, old], med[cell, new]
+            r_cpu, r_rps = ratio(n["cpu"], b["cpu"]), ratio(n["rps"], b["rps"])
+            if r_cpu:
+                cpu_ratios.append(r_cpu)
+            out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s |" % (
+                cell[0], cell[1], cell[2], fmt(b["cpu"], "%.3f"), fmt(n["cpu"], "%.3f"), fmt(r_cpu, "%.2f"),
+                fmt(b["rps"], "%.0f"), fmt(n["rps"], "%.0f"), fmt(r_rps, "%.2f")))
+        out.append("")
+        out.append("Geometric mean of CPU µs/req, this ÷ baseline: %s.\n" % fmt(geomean(cpu_ratios), "%.3f×"))
+    return out
+
+
 def main():
     global SERVERS, BASE
     raw, md_path, svg_path, elapsed, duration, warmup, rounds = sys.argv[1:8]
@@ -191,6 +219,7 @@ def main():
     out.append("Geometric mean over the matrix of CPU µs/req relative to %s: " % LABEL[BASE] + ", ".join(
         "%s %s" % (LABEL[s], fmt(geomean(geo[s]), "%.2f×")) for s in SERVERS) + ".\n")
     out.extend(uring_section(cells, med, skipped))
+    out.extend(baseline_section(cells, med))
 
     out.append("### Memory per idle connection\n")
     out.append("RSS read once the server's fd count shows every connection held (the client still holding "
