@@ -6,6 +6,7 @@
 
 mod util;
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -393,7 +394,6 @@ fn max_pending_holds_a_pipelining_client_back() {
         pending_max >= 1.0,
         "nothing was pending: the test proves nothing"
     );
-    use std::io::Write;
     client.stream.write_all(&batch[written..]).unwrap();
     for i in 0..2000 {
         let echoed = format!("{i}");
@@ -404,4 +404,105 @@ fn max_pending_holds_a_pipelining_client_back() {
         assert_eq!(client.reply(), b"$-1\r\n");
     }
     assert_eq!(staller.reply(), b"+OK\r\n");
+}
+
+const REPLY_TOO_LARGE: &[u8] = b"-ERR upstream reply too large for the connection buffer\r\n";
+const UNBALANCED: &[u8] = b"-ERR Protocol error: unbalanced quotes in request\r\n";
+
+/// What one client sends must not fail another's requests: a client
+/// asking for a value larger than `--buffer`, or sending inline commands
+/// Redis would reject, shares the upstream connection with a victim that
+/// pipelines at full speed; the victim sees no error and the breaker stays
+/// closed.
+#[test]
+fn oversized_replies_and_bad_inline_commands_fail_only_their_client() {
+    let redis = Redis::start();
+    let name = redis.name();
+    // Default --buffer (64KiB) and one shard: every client shares one lane.
+    let server = Server::start_proxy(&["--upstream", &name]);
+    let mut setup = redis.client();
+    assert_eq!(
+        setup.call(&[b"SETRANGE", b"big", b"70000", b"x"]),
+        b":70001\r\n"
+    );
+    assert_eq!(setup.call(&[b"SET", b"a", b"1"]), b"+OK\r\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let victim = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut client = Resp::connect(addr);
+            let (mut replies, mut errors) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..64 {
+                    client.send(&[b"GET", b"a"]);
+                }
+                for _ in 0..64 {
+                    let reply = client.reply();
+                    replies += 1;
+                    if reply != b"$1\r\n1\r\n" {
+                        errors.push(String::from_utf8_lossy(&reply).into_owned());
+                    }
+                }
+            }
+            (replies, errors)
+        })
+    };
+    let big = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut client = Resp::connect(addr);
+            let mut asked = 0;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(client.call(&[b"GET", b"big"]), REPLY_TOO_LARGE);
+                // The error is the client's own; its connection goes on.
+                assert_eq!(client.call(&[b"GET", b"a"]), b"$1\r\n1\r\n");
+                asked += 1;
+            }
+            asked
+        })
+    };
+    let malformed = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Redis closes the connection after this error; the
+                // proxy must not send it on one that others share.
+                let mut client = Resp::connect(addr);
+                client.stream.write_all(b"GET \"x\r\n").unwrap();
+                let reply = client.reply();
+                assert_eq!(reply, UNBALANCED, "{}", String::from_utf8_lossy(&reply));
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (replies, errors) = victim.join().unwrap();
+    eprintln!("victim: {replies} replies, {} errors", errors.len());
+    assert!(
+        errors.is_empty(),
+        "the victim got {} errors, the first {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(replies >= 1000, "the victim made only {replies} requests");
+    let (asked, sent) = (big.join().unwrap(), malformed.join().unwrap());
+    eprintln!("{asked} oversized GETs, {sent} malformed commands");
+    assert!(
+        asked >= 20 && sent >= 20,
+        "{asked} oversized, {sent} malformed"
+    );
+    assert_eq!(breaker(&server, &name, "closed"), 1.0);
+    let opened = server.metric(
+        "holdfast_upstream_breaker_transitions_total",
+        &[("upstream", &name), ("from", "closed"), ("to", "open")],
+    );
+    assert_eq!(opened, 0.0, "the breaker opened");
+    let too_large = server.metric(
+        "holdfast_upstream_errors_total",
+        &[("upstream", &name), ("kind", "too_large")],
+    );
+    assert_eq!(too_large, asked as f64);
 }

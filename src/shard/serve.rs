@@ -134,12 +134,17 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             (len, consumed)
         };
         // A frame that wraps around the ring's end is copied once into the
-        // shard's scratch so the service always sees one slice.
-        let payload: &[u8] = match view.contiguous(start, len) {
-            Some(payload) => payload,
-            None => {
-                view.copy_to(start, &mut scratch[..len]);
-                &scratch[..len]
+        // shard's scratch so the service always sees one slice; one in
+        // another form (a RESP inline command) is re-encoded there.
+        let payload: &[u8] = if let Some(canonical) = codec.canonical(view, start, len, scratch) {
+            &scratch[..canonical]
+        } else {
+            match view.contiguous(start, len) {
+                Some(payload) => payload,
+                None => {
+                    view.copy_to(start, &mut scratch[..len]);
+                    &scratch[..len]
+                }
             }
         };
         let reserve = service.reply_reserve(payload);
