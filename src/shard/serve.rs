@@ -159,6 +159,21 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             *output_blocked = true;
             break;
         }
+        // Behind an awaited reply, this one waits in a buffer of its own,
+        // if the shard's bound on such buffers allows; else the client
+        // waits, as for --max-pending, until its earlier replies are
+        // written (each one written drives it again).
+        let mut buffer = None;
+        if let Some(upstreams) = upstreams.as_deref_mut().filter(|_| behind) {
+            match upstreams.pending.buffer(reserve) {
+                Some(taken) => buffer = Some(taken),
+                None => {
+                    upstreams.pending.note_paused();
+                    *pending_full = true;
+                    break;
+                }
+            }
+        }
         let mut calls = upstreams.as_deref_mut().map(|upstreams| Calls {
             upstreams,
             rings: pool,
@@ -168,11 +183,6 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             now_us: *now_us,
             pending: None,
         });
-        // Behind an awaited reply, this one waits in a buffer of its own.
-        let mut buffer = match (&mut calls, behind) {
-            (Some(calls), true) => Some(calls.upstreams.pending.buffer(reserve)),
-            _ => None,
-        };
         let mark = match buffer {
             Some(_) => None,
             None => Some(codec.begin_reply(output)),
@@ -185,15 +195,29 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             reply = reply.with_caller(calls);
         }
         let called = catch_unwind(AssertUnwindSafe(|| service.call(payload, &mut reply)));
-        if called.is_err() {
+        let failed = if called.is_err() {
             metrics.handler_panics.inc();
-            return Err(CloseReason::Panic);
-        }
-        if reply.overflowed() {
-            return Err(CloseReason::OutputOverflow);
-        }
+            Some(CloseReason::Panic)
+        } else if reply.overflowed() {
+            Some(CloseReason::OutputOverflow)
+        } else {
+            None
+        };
         let (written, close, made_calls) = (reply.len(), reply.wants_close(), reply.calls() > 0);
         let opened = calls.and_then(|calls| calls.pending);
+        if let Some(reason) = failed {
+            if let Some(upstreams) = upstreams.as_deref_mut() {
+                // Whatever the call opened goes in the client's list, so
+                // that the close frees it.
+                if let Some(opened) = opened {
+                    upstreams.pending.append(opened);
+                }
+                if let Some(buffer) = buffer.take() {
+                    upstreams.pending.give_buffer(buffer);
+                }
+            }
+            return Err(reason);
+        }
         match (mark, opened) {
             // Written at once, in order.
             (Some(mark), None) => codec.end_reply(output, mark, written),

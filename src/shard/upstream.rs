@@ -619,6 +619,10 @@ impl Core {
         );
         let upstreams = &*upstreams;
         self.metrics.pending.set(upstreams.pending.len() as u64);
+        let pending = &upstreams.pending;
+        self.metrics.pending_bytes.set(pending.held() as u64);
+        self.metrics.pending_bytes_refused.set(pending.refused());
+        self.metrics.pending_bytes_paused.set(pending.paused());
         self.metrics
             .upstream_conns_open
             .set(upstreams.conns.len() as u64);
