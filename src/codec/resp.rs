@@ -842,5 +842,31 @@ mod tests {
                 }
             }
         }
+
+        /// Any inline line the decoder takes re-encodes, wherever the ring
+        /// wraps, into one multibulk command within max_frame.
+        #[test]
+        fn decoded_inline_lines_re_encode_within_max_frame(
+            line in prop::collection::vec(
+                prop::sample::select(&b"ab \t\"'\\x4f\0\r\x0b"[..]), 0..40),
+            cut in 0usize..48,
+            max_frame in 8usize..128,
+        ) {
+            let mut bytes = line.clone();
+            bytes.push(b'\n');
+            if bytes[0] == b'*' {
+                return Ok(());
+            }
+            let (first, second) = bytes.split_at(cut.min(bytes.len()));
+            let input = Input::new(first, second);
+            if let Decoded::Frame { start, len, .. } = decode(input, max_frame, &mut 0) {
+                let mut out = vec![0u8; max_frame];
+                let written = canonical(input, start, len, &mut out);
+                prop_assert!(written.is_some());
+                let written = written.unwrap();
+                let again = decode(Input::new(&out[..written], &[]), max_frame, &mut 0);
+                prop_assert_eq!(again, frame(written));
+            }
+        }
     }
 }

@@ -279,7 +279,8 @@ pub struct Writer<'a> {
 
 /// Writes the complete replies at the head of `client`'s awaited list into
 /// its output ring (`conn`), in order, while there is room; returns how
-/// many. Clears `conn.pending_full` once below `max_pending`; sets
+/// many. Clears `conn.pending_full` once one is written and fewer than
+/// `max_pending` are left; sets
 /// `conn.output_blocked` when a complete reply waits for room.
 pub fn deliver(
     conn: &mut Conn,
@@ -314,7 +315,9 @@ pub fn deliver(
         pendings.pop(client);
         delivered += 1;
     }
-    if pendings.awaited(client) < max_pending {
+    // Only a reply written can lift either wait (--max-pending, or no room
+    // for a reply behind awaited ones); the next serve looks again.
+    if delivered > 0 && pendings.awaited(client) < max_pending {
         conn.pending_full = false;
     }
     Ok(delivered)

@@ -747,6 +747,10 @@ impl Clients<'_> {
         if !written {
             return;
         }
+        if pendings.awaited(client) < max_pending {
+            // A reply written may lift the client's wait (as in deliver).
+            conn.pending_full = false;
+        }
         if !had_output && conn.output_len() > 0 {
             conn.write_since = self.now;
         }
