@@ -364,7 +364,7 @@ fn inline_commands_are_split_and_routed_as_redis_splits_them() {
     );
     // Unbalanced quotes: Redis's error, then the connection closes.
     for line in ["GET \"x\r\n", "SET \"a\"b 1\r\n", "SET 'x\r\n"] {
-        let mut from = |addr| {
+        let from = |addr| {
             let mut stream = util::connect(addr);
             stream.write_all(line.as_bytes()).unwrap();
             util::expect_closed(&mut stream, util::IO_TIMEOUT).0
