@@ -16,8 +16,10 @@
 //! - a closing quote must be followed by a blank or the end of the line,
 //!   and every quote must be closed, else the line is a protocol error
 //!   (`unbalanced quotes in request`; Redis closes the connection);
-//! - a NUL byte ends the line for Redis (it splits a C string): the rest
-//!   is ignored, or the line is unbalanced if a quote is open.
+//! - a NUL byte ends the line, as for `sdssplitargs`, which reads a C
+//!   string: the rest is ignored, or the line is unbalanced if a quote is
+//!   open. (Redis itself looks for the line's `\n` with `strchr`, so it
+//!   would not even see a line with a NUL end; the proxy does not wait.)
 
 /// The line has a quote that is not closed, or a closing quote followed by
 /// something other than a blank.

@@ -28,6 +28,10 @@
 //!   a split command's plan is refused, and a reply made behind awaited
 //!   ones is not taken ([`Pendings::buffer`] says no; the engine stops
 //!   reading that client until its earlier replies are written).
+//!
+//! The outcome lists (12 bytes per call) are not counted: they are
+//! bounded by the entries (`--max-pending` per client) times the calls of
+//! one (at most one per upstream).
 
 use mio::Token;
 
