@@ -377,3 +377,22 @@ fn inline_commands_are_split_and_routed_as_redis_splits_them() {
         );
     }
 }
+
+/// How deep a reply nests is the client's choice (a script may return
+/// tables in tables): the proxy passes any depth through and the
+/// connection it shares with other clients stays.
+#[test]
+fn deeply_nested_replies_pass_through() {
+    let a = Redis::start();
+    let server = proxy(&[&a], &[]);
+    let mut client = Resp::connect(server.addr);
+    let script = format!("return {}1{}", "{".repeat(12), "}".repeat(12));
+    let eval: [&[u8]; 4] = [b"EVAL", script.as_bytes(), b"1", b"k"];
+    let direct = a.client().call(&eval);
+    assert_eq!(direct, [&b"*1\r\n".repeat(12)[..], b":1\r\n"].concat());
+    client.send(&eval);
+    client.send(&[b"SET", b"k", b"v"]);
+    assert_eq!(client.reply(), direct);
+    assert_eq!(client.reply(), b"+OK\r\n");
+    assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
+}
