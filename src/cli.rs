@@ -493,6 +493,13 @@ struct ProxyArgs {
     max_pending: Option<String>,
     #[arg(
         long,
+        value_name = "SIZE",
+        help_heading = "Upstreams",
+        help = "Bytes a shard's awaited replies may hold; past it a reply that must wait is dropped with an error [default: 64MiB]"
+    )]
+    max_pending_bytes: Option<String>,
+    #[arg(
+        long,
         value_name = "N",
         help_heading = "Upstreams",
         help = "Connections per upstream per shard (a client keeps to one) [default: 1]"
@@ -619,6 +626,7 @@ impl ProxyArgs {
         let own = [
             ("protocol", self.protocol.as_deref()),
             ("max-pending", self.max_pending.as_deref()),
+            ("max-pending-bytes", self.max_pending_bytes.as_deref()),
             ("upstream-conns", self.upstream_conns.as_deref()),
             ("upstream-pipeline", self.upstream_pipeline.as_deref()),
             ("upstream-queue", self.upstream_queue.as_deref()),

@@ -96,6 +96,11 @@ pub struct Config {
     /// `--max-pending`: replies one client may await at once; past it the
     /// client is not read from until one is written.
     pub max_pending: usize,
+    /// `--max-pending-bytes`: per shard, the bytes the buffers of awaited
+    /// replies may hold together (replies that arrived out of order or
+    /// before their client could take them, the merge plans of split
+    /// commands, and idle buffers kept for reuse).
+    pub max_pending_bytes: usize,
     /// `--upstream-conns`: connections per upstream per shard.
     pub upstream_conns: usize,
     /// `--upstream-pipeline`: requests one upstream connection may have
@@ -170,6 +175,7 @@ impl Default for Config {
             upstreams: Vec::new(),
             upstream_addrs: Vec::new(),
             max_pending: 128,
+            max_pending_bytes: 64 << 20,
             upstream_conns: 1,
             upstream_pipeline: 512,
             upstream_queue: 1024,
@@ -263,6 +269,7 @@ pub const PROXY_KEYS: &[&str] = &[
     "uring-entries",
     "upstream",
     "max-pending",
+    "max-pending-bytes",
     "upstream-conns",
     "upstream-pipeline",
     "upstream-queue",
@@ -330,6 +337,8 @@ const URING_ENTRIES_MAX: usize = 32_768;
 /// bytes while earlier ones are awaited, so this times `--buffer` bounds
 /// what one client can make the proxy hold.
 const MAX_PENDING_MAX: usize = 65_536;
+/// Awaited-reply bytes per shard: more than 1 TiB is a typo, not a plan.
+const MAX_PENDING_BYTES_MAX: usize = 1 << 40;
 /// Connections per upstream per shard: each is an fd, times upstreams and
 /// shards.
 const UPSTREAM_CONNS_MAX: usize = 64;
@@ -419,6 +428,16 @@ impl Config {
         let count = |n: usize| n.to_string();
         let max_pending = self.max_pending;
         check_range("--max-pending", max_pending, 1, MAX_PENDING_MAX, "", count)?;
+        // At least one reply of the largest size must fit, or a client whose
+        // reply came early could never be answered.
+        check_range(
+            "--max-pending-bytes",
+            self.max_pending_bytes,
+            self.buffer,
+            MAX_PENDING_BYTES_MAX,
+            " (at least --buffer)",
+            format_size,
+        )?;
         let conns = self.upstream_conns;
         check_range("--upstream-conns", conns, 1, UPSTREAM_CONNS_MAX, "", count)?;
         let pipeline = self.upstream_pipeline;
@@ -519,6 +538,7 @@ impl Config {
                 idle: ms(self.upstream_idle_timeout),
             },
             max_pending: self.max_pending,
+            max_pending_bytes: self.max_pending_bytes,
             breaker: self.breaker,
             backoff: self.backoff,
         })
@@ -616,6 +636,7 @@ impl Config {
             "uring-entries" => self.uring_entries = parse_count(value)?,
             "upstream" => self.upstreams.push(parse_upstream(value)?),
             "max-pending" => self.max_pending = parse_count(value)?,
+            "max-pending-bytes" => self.max_pending_bytes = parse_size(value)?,
             "upstream-conns" => self.upstream_conns = parse_count(value)?,
             "upstream-pipeline" => self.upstream_pipeline = parse_count(value)?,
             "upstream-queue" => self.upstream_queue = parse_count(value)?,

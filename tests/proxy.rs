@@ -311,3 +311,88 @@ fn shutdown_answers_requests_awaiting_an_upstream_then_exits_0() {
     assert!(status.success(), "{status}");
     assert_eq!(staller.reply(), b"+OK\r\n");
 }
+
+/// Inline commands (typed into telnet) mean what they mean to Redis: the
+/// proxy splits them with Redis's quoting rules, routes them by the key
+/// Redis would see, and refuses an unbalanced line as Redis does. Each
+/// line's reply is compared with a `redis-server`'s for the same line.
+#[test]
+fn inline_commands_are_split_and_routed_as_redis_splits_them() {
+    use std::io::Write;
+    let (a, b) = (Redis::start(), Redis::start());
+    let upstreams = [&a, &b];
+    let server = proxy(&upstreams, &[]);
+    let reference = Redis::start();
+    // A key with a space, owned by the upstream that does not own its
+    // first word with the quote (what splitting on spaces would route by).
+    let key = (0..1000)
+        .map(|i| format!("k{i} z"))
+        .find(|key| {
+            let first = format!("\"{}", key.split(' ').next().unwrap());
+            owner(&upstreams, key) != owner(&upstreams, &first)
+        })
+        .unwrap();
+    let lines = [
+        format!("SET \"{key}\" 1\r\n"),
+        "SET 'it\\'s' \"v\\x41\\n\\ty\"\r\n".to_string(),
+        "  SET  plain\tvalue \r\n".to_string(),
+        "ECHO \"\"\r\n".to_string(),
+        format!("GET \"{key}\"\r\n"),
+        "GET 'it\\'s'\r\n".to_string(),
+        format!("MGET \"{key}\" 'it\\'s' plain nope\r\n"),
+        "DEL plain \"nope\"\n".to_string(),
+        "PING\n".to_string(),
+    ];
+    let mut proxied = Resp::connect(server.addr);
+    let mut direct = reference.client();
+    for line in &lines {
+        proxied.stream.write_all(line.as_bytes()).unwrap();
+        direct.stream.write_all(line.as_bytes()).unwrap();
+        assert_eq!(proxied.reply(), direct.reply(), "{line:?}");
+    }
+    // Stored under the key Redis split out, where that key belongs.
+    let at = owner(&upstreams, &key);
+    assert_eq!(
+        upstreams[at].client().call(&[b"GET", key.as_bytes()]),
+        bulk("1")
+    );
+    assert_eq!(
+        upstreams[owner(&upstreams, "it's")]
+            .client()
+            .call(&[b"GET", b"it's"]),
+        bulk("vA\n\ty")
+    );
+    // Unbalanced quotes: Redis's error, then the connection closes.
+    for line in ["GET \"x\r\n", "SET \"a\"b 1\r\n", "SET 'x\r\n"] {
+        let from = |addr| {
+            let mut stream = util::connect(addr);
+            stream.write_all(line.as_bytes()).unwrap();
+            util::expect_closed(&mut stream, util::IO_TIMEOUT).0
+        };
+        let (from_proxy, from_redis) = (from(server.addr), from(reference.addr()));
+        assert_eq!(from_proxy, from_redis, "{line:?}");
+        assert_eq!(
+            from_proxy,
+            b"-ERR Protocol error: unbalanced quotes in request\r\n"
+        );
+    }
+}
+
+/// How deep a reply nests is the client's choice (a script may return
+/// tables in tables): the proxy passes any depth through and the
+/// connection it shares with other clients stays.
+#[test]
+fn deeply_nested_replies_pass_through() {
+    let a = Redis::start();
+    let server = proxy(&[&a], &[]);
+    let mut client = Resp::connect(server.addr);
+    let script = format!("return {}1{}", "{".repeat(12), "}".repeat(12));
+    let eval: [&[u8]; 4] = [b"EVAL", script.as_bytes(), b"1", b"k"];
+    let direct = a.client().call(&eval);
+    assert_eq!(direct, [&b"*1\r\n".repeat(12)[..], b":1\r\n"].concat());
+    client.send(&eval);
+    client.send(&[b"SET", b"k", b"v"]);
+    assert_eq!(client.reply(), direct);
+    assert_eq!(client.reply(), b"+OK\r\n");
+    assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
+}

@@ -6,6 +6,7 @@
 
 mod util;
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -393,7 +394,6 @@ fn max_pending_holds_a_pipelining_client_back() {
         pending_max >= 1.0,
         "nothing was pending: the test proves nothing"
     );
-    use std::io::Write;
     client.stream.write_all(&batch[written..]).unwrap();
     for i in 0..2000 {
         let echoed = format!("{i}");
@@ -404,4 +404,287 @@ fn max_pending_holds_a_pipelining_client_back() {
         assert_eq!(client.reply(), b"$-1\r\n");
     }
     assert_eq!(staller.reply(), b"+OK\r\n");
+}
+
+const REPLY_TOO_LARGE: &[u8] = b"-ERR upstream reply too large for the connection buffer\r\n";
+const UNBALANCED: &[u8] = b"-ERR Protocol error: unbalanced quotes in request\r\n";
+
+/// What one client sends must not fail another's requests: a client
+/// asking for a value larger than `--buffer`, or sending inline commands
+/// Redis would reject, shares the upstream connection with a victim that
+/// pipelines at full speed; the victim sees no error and the breaker stays
+/// closed.
+#[test]
+fn oversized_replies_and_bad_inline_commands_fail_only_their_client() {
+    let redis = Redis::start();
+    let name = redis.name();
+    // Default --buffer (64KiB) and one shard: every client shares one lane.
+    let server = Server::start_proxy(&["--upstream", &name]);
+    let mut setup = redis.client();
+    assert_eq!(
+        setup.call(&[b"SETRANGE", b"big", b"70000", b"x"]),
+        b":70001\r\n"
+    );
+    assert_eq!(setup.call(&[b"SET", b"a", b"1"]), b"+OK\r\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let victim = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut client = Resp::connect(addr);
+            let (mut replies, mut errors) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..64 {
+                    client.send(&[b"GET", b"a"]);
+                }
+                for _ in 0..64 {
+                    let reply = client.reply();
+                    replies += 1;
+                    if reply != b"$1\r\n1\r\n" {
+                        errors.push(String::from_utf8_lossy(&reply).into_owned());
+                    }
+                }
+            }
+            (replies, errors)
+        })
+    };
+    let big = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut client = Resp::connect(addr);
+            let mut asked = 0;
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(client.call(&[b"GET", b"big"]), REPLY_TOO_LARGE);
+                // The error is the client's own; its connection goes on.
+                assert_eq!(client.call(&[b"GET", b"a"]), b"$1\r\n1\r\n");
+                asked += 1;
+            }
+            asked
+        })
+    };
+    let malformed = {
+        let (addr, stop) = (server.addr, stop.clone());
+        std::thread::spawn(move || {
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // Redis closes the connection after this error; the
+                // proxy must not send it on one that others share.
+                let mut client = Resp::connect(addr);
+                client.stream.write_all(b"GET \"x\r\n").unwrap();
+                let reply = client.reply();
+                assert_eq!(reply, UNBALANCED, "{}", String::from_utf8_lossy(&reply));
+                sent += 1;
+            }
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let (replies, errors) = victim.join().unwrap();
+    eprintln!("victim: {replies} replies, {} errors", errors.len());
+    assert!(
+        errors.is_empty(),
+        "the victim got {} errors, the first {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(replies >= 1000, "the victim made only {replies} requests");
+    let (asked, sent) = (big.join().unwrap(), malformed.join().unwrap());
+    eprintln!("{asked} oversized GETs, {sent} malformed commands");
+    assert!(
+        asked >= 20 && sent >= 20,
+        "{asked} oversized, {sent} malformed"
+    );
+    assert_eq!(breaker(&server, &name, "closed"), 1.0);
+    let opened = server.metric(
+        "holdfast_upstream_breaker_transitions_total",
+        &[("upstream", &name), ("from", "closed"), ("to", "open")],
+    );
+    assert_eq!(opened, 0.0, "the breaker opened");
+    let too_large = server.metric(
+        "holdfast_upstream_errors_total",
+        &[("upstream", &name), ("kind", "too_large")],
+    );
+    assert_eq!(too_large, asked as f64);
+}
+
+/// A holdfast `resp` server whose one shard `DEBUG SLEEP` stalls: an
+/// upstream that answers late on demand.
+fn stallable() -> Server {
+    Server::start(&["--protocol", "resp", "--enable-debug-commands"])
+}
+
+/// Stalls `slow` for `ms` milliseconds, from a thread that returns once
+/// the stall is over.
+fn stall(slow: &Server, ms: u32) -> std::thread::JoinHandle<()> {
+    let mut staller = Resp::connect(slow.addr);
+    staller.send(&[b"DEBUG", b"SLEEP", ms.to_string().as_bytes()]);
+    let handle = std::thread::spawn(move || assert_eq!(staller.reply(), b"+OK\r\n"));
+    // The sleep has begun once the server took the command.
+    std::thread::sleep(Duration::from_millis(50));
+    handle
+}
+
+/// The largest value of a gauge seen over `span`, sampled every 20 ms.
+fn gauge_max(server: &Server, name: &str, span: Duration) -> f64 {
+    let until = Instant::now() + span;
+    let mut most = 0.0f64;
+    while Instant::now() < until {
+        most = most.max(server.metric(name, &[]));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    most
+}
+
+/// A split command holds what one reply may, not one reply per upstream:
+/// one client's awaited MGETs over three upstreams with large values,
+/// waiting for a fourth that stalls, hold at most `--max-pending` ×
+/// `--buffer`.
+#[test]
+fn a_split_command_holds_at_most_one_buffer() {
+    let fast = [Redis::start(), Redis::start(), Redis::start()];
+    let slow = stallable();
+    let mut names: Vec<String> = fast.iter().map(Redis::name).collect();
+    names.push(slow.addr.to_string());
+    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let mut args: Vec<&str> = Vec::new();
+    for name in &names {
+        args.extend(["--upstream", name]);
+    }
+    args.extend(["--max-pending", "16", "--upstream-timeout", "5s"]);
+    let server = Server::start_proxy(&args);
+    // One key on each upstream; 50000-byte values on the fast ones.
+    let keys: Vec<String> = (0..4)
+        .map(|upstream| {
+            (0..1000)
+                .map(|i| format!("{i}:split"))
+                .find(|key| ring.upstream(key.as_bytes()) == upstream)
+                .unwrap()
+        })
+        .collect();
+    let value = vec![b'v'; 50_000];
+    for (redis, key) in fast.iter().zip(&keys) {
+        assert_eq!(
+            redis.client().call(&[b"SET", key.as_bytes(), &value]),
+            b"+OK\r\n"
+        );
+    }
+    let stalled = stall(&slow, 2000);
+    let mut client = Resp::connect(server.addr);
+    let mget: Vec<&[u8]> = std::iter::once(&b"MGET"[..])
+        .chain(keys.iter().map(|k| k.as_bytes()))
+        .collect();
+    for _ in 0..16 {
+        client.send(&mget);
+    }
+    // The fast replies arrive at once, the slow ones after the stall.
+    let held = gauge_max(
+        &server,
+        "holdfast_pending_bytes",
+        Duration::from_millis(1200),
+    );
+    stalled.join().unwrap();
+    for _ in 0..16 {
+        assert_eq!(
+            client.reply(),
+            b"-ERR reply too large for the connection buffer\r\n"
+        );
+    }
+    eprintln!("16 awaited MGETs held {held} bytes");
+    // Three replies of 50000 bytes each arrived for every one of them.
+    assert!(held >= 16.0 * 50_000.0, "{held}: the test proves nothing");
+    assert!(held <= 16.0 * 65_536.0, "{held} bytes held");
+}
+
+/// A shard's awaited replies hold at most `--max-pending-bytes`: clients
+/// whose replies must wait (behind one from a stalled upstream) get an
+/// error for the replies past it, in order, and the proxy goes on.
+#[test]
+fn a_shard_holds_at_most_max_pending_bytes() {
+    let redis = Redis::start();
+    let slow = stallable();
+    let names = [redis.name(), slow.addr.to_string()];
+    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let server = Server::start_proxy(&[
+        "--upstream",
+        &names[0],
+        "--upstream",
+        &names[1],
+        "--max-pending-bytes",
+        "1MiB",
+        "--max-pending",
+        "64",
+        "--upstream-timeout",
+        "5s",
+    ]);
+    let key_on = |upstream: usize| {
+        (0..1000)
+            .map(|i| format!("{i}:held"))
+            .find(|key| ring.upstream(key.as_bytes()) == upstream)
+            .unwrap()
+    };
+    let (big, late) = (key_on(0), key_on(1));
+    let value = vec![b'v'; 30_000];
+    let mut setup = Resp::connect(server.addr);
+    assert_eq!(setup.call(&[b"SET", big.as_bytes(), &value]), b"+OK\r\n");
+    assert_eq!(setup.call(&[b"SET", late.as_bytes(), b"late"]), b"+OK\r\n");
+    let stalled = stall(&slow, 3000);
+    // Each client: a GET that waits for the stalled upstream, then 50
+    // whose 30000-byte replies must wait behind it: 6 MB in all.
+    let mut clients: Vec<Resp> = (0..4).map(|_| Resp::connect(server.addr)).collect();
+    for client in &mut clients {
+        client.send(&[b"GET", late.as_bytes()]);
+        for _ in 0..50 {
+            client.send(&[b"GET", big.as_bytes()]);
+        }
+    }
+    let full =
+        |outcome: &str| server.metric("holdfast_pending_bytes_full_total", &[("outcome", outcome)]);
+    assert!(
+        wait_until(Duration::from_millis(1500), || full("failed") > 0.0),
+        "the bound was never reached"
+    );
+    // A reply the proxy makes itself must wait for room too: less than
+    // one 30000-byte reply's room is left.
+    let echo = vec![b'e'; 40_000];
+    for client in &mut clients {
+        client.send(&[b"ECHO", &echo]);
+    }
+    let held = gauge_max(
+        &server,
+        "holdfast_pending_bytes",
+        Duration::from_millis(600),
+    );
+    assert!(held <= 1048576.0, "{held} bytes held");
+    assert!(held >= 900_000.0, "{held}: the test proves nothing");
+    stalled.join().unwrap();
+    let mut dropped = 0;
+    for client in &mut clients {
+        assert_eq!(client.reply(), b"$4\r\nlate\r\n");
+        for _ in 0..50 {
+            let reply = client.reply();
+            if reply == b"-ERR proxy awaited-reply memory full (max-pending-bytes)\r\n" {
+                dropped += 1;
+            } else {
+                assert_eq!(
+                    reply.len(),
+                    30_000 + 10,
+                    "{:?}",
+                    &reply[..reply.len().min(60)]
+                );
+            }
+        }
+        assert_eq!(client.reply().len(), 40_000 + 10);
+    }
+    eprintln!("{dropped} of 200 replies dropped, held at most {held} bytes");
+    assert!(dropped >= 100, "only {dropped} dropped");
+    assert_eq!(full("failed"), dropped as f64);
+    assert!(full("paused") >= 1.0, "no reply waited for room");
+    // The memory is back: a client's replies wait in it again.
+    let stalled = stall(&slow, 300);
+    let mut client = Resp::connect(server.addr);
+    client.send(&[b"GET", late.as_bytes()]);
+    client.send(&[b"GET", big.as_bytes()]);
+    stalled.join().unwrap();
+    assert_eq!(client.reply(), b"$4\r\nlate\r\n");
+    assert_eq!(client.reply().len(), 30_010);
 }

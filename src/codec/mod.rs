@@ -21,6 +21,7 @@
 //! the newline). The caller sets it to 0 for a new connection and never
 //! touches it otherwise; the decoder resets it when it returns a frame.
 
+pub mod inline;
 pub mod length;
 pub mod line;
 pub mod raw;
@@ -241,6 +242,25 @@ impl Codec {
             Protocol::Line => line::decode(input, self.max_frame, progress),
             Protocol::Frame => length::decode(input, self.max_frame),
             Protocol::Resp => resp::decode(input, self.max_frame, progress),
+        }
+    }
+
+    /// Writes the frame `[start, start + len)` of `input` (one
+    /// [`Codec::decode`] returned) into `out` in the form the service
+    /// should see, when that differs from its bytes, and returns its
+    /// length; `None` when the frame's bytes are its form. Only a RESP
+    /// inline command differs: it becomes the multibulk command Redis
+    /// would have split it into ([`inline`]), at most `max_frame` bytes.
+    pub fn canonical(
+        &self,
+        input: Input<'_>,
+        start: usize,
+        len: usize,
+        out: &mut [u8],
+    ) -> Option<usize> {
+        match self.protocol {
+            Protocol::Resp => resp::canonical(input, start, len, out),
+            Protocol::Echo | Protocol::Line | Protocol::Frame => None,
         }
     }
 

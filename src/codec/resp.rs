@@ -10,7 +10,9 @@
 //!
 //! A frame is the whole command, raw (`start` 0, `len` = `consumed`), so the
 //! service parses its arguments with [`Args`], which re-walks the already
-//! validated bytes without allocating. Everything is bounded: the whole
+//! validated bytes without allocating. An inline command is split as Redis
+//! splits it (quotes and escapes, `codec/inline.rs`) and reaches the
+//! service re-encoded as multibulk ([`canonical`]): services see one form. Everything is bounded: the whole
 //! command by `max_frame` (it must sit in the input ring), each bulk length
 //! by `max_frame` as soon as its `$len` line is in, the argument count by
 //! [`ARGS_MAX`], and each header line by [`HEADER_LINE_MAX`].
@@ -48,6 +50,9 @@ pub mod error {
     pub const EXPECTED_CRLF: &str = "expected '\\r\\n' after a bulk string";
     /// The whole command would not fit in `max_frame` bytes.
     pub const COMMAND_TOO_BIG: &str = "command larger than max-frame";
+    /// An inline command with a quote not closed, or a closing quote not
+    /// followed by a blank (Redis's `sdssplitargs` fails on it).
+    pub const UNBALANCED_QUOTES: &str = "unbalanced quotes in request";
 }
 
 /// The reply Redis sends before closing on a protocol error:
@@ -86,6 +91,9 @@ pub fn error_reply(message: &'static str) -> &'static [u8] {
         (COMMAND_TOO_BIG) => {
             b"-ERR Protocol error: command larger than max-frame\r\n"
         };
+        (UNBALANCED_QUOTES) => {
+            b"-ERR Protocol error: unbalanced quotes in request\r\n"
+        };
     }
     replies!(
         INVALID_MULTIBULK,
@@ -95,7 +103,8 @@ pub fn error_reply(message: &'static str) -> &'static [u8] {
         MBULK_LINE_TOO_BIG,
         BULK_LINE_TOO_BIG,
         EXPECTED_CRLF,
-        COMMAND_TOO_BIG
+        COMMAND_TOO_BIG,
+        UNBALANCED_QUOTES
     )
 }
 
@@ -136,6 +145,10 @@ pub fn decode(input: Input<'_>, max_frame: usize, progress: &mut usize) -> Decod
 /// The arguments of a command frame, in order, as slices of it. Built for
 /// frames this module's decoder returned; on other bytes it stops early
 /// rather than fail, so no input can make it panic.
+///
+/// An inline line is split on blanks only, without Redis's quoting: the
+/// engine hands services the multibulk form of an inline command
+/// ([`canonical`]), so they never meet one.
 #[derive(Clone, Debug)]
 pub struct Args<'a> {
     frame: &'a [u8],
@@ -289,11 +302,20 @@ fn protocol(message: &'static str) -> Decoded {
 fn inline(input: Input<'_>, max_frame: usize, progress: &mut usize) -> Decoded {
     debug_assert!(*progress <= input.len(), "progress past the input");
     match input.find(b'\n', *progress) {
-        Some(newline) if newline < max_frame => Decoded::Frame {
-            start: 0,
-            len: newline + 1,
-            consumed: newline + 1,
-        },
+        Some(newline) if newline < max_frame => {
+            // Split as Redis splits it, and bounded as the multibulk
+            // command it becomes (see [`canonical`]).
+            match super::inline::measure(inline_line(input, newline + 1)) {
+                Err(_) => protocol(error::UNBALANCED_QUOTES),
+                Ok(measure) if measure.args > ARGS_MAX => protocol(error::INVALID_MULTIBULK),
+                Ok(measure) if measure.len > max_frame => protocol(error::INLINE_TOO_BIG),
+                Ok(_) => Decoded::Frame {
+                    start: 0,
+                    len: newline + 1,
+                    consumed: newline + 1,
+                },
+            }
+        }
         Some(_) => protocol(error::INLINE_TOO_BIG),
         None if input.len() >= max_frame => protocol(error::INLINE_TOO_BIG),
         None => {
@@ -301,6 +323,31 @@ fn inline(input: Input<'_>, max_frame: usize, progress: &mut usize) -> Decoded {
             Decoded::NeedMore
         }
     }
+}
+
+/// The bytes of the inline command in the first `len` bytes of `input`
+/// (a frame [`decode`] returned), without its `\n` and a `\r` before it.
+fn inline_line(input: Input<'_>, len: usize) -> impl Iterator<Item = u8> + Clone + '_ {
+    let mut line = len.saturating_sub(1);
+    if line > 0 && input.byte(line - 1) == b'\r' {
+        line -= 1;
+    }
+    input.first.iter().chain(input.second).copied().take(line)
+}
+
+/// Writes the command frame `[start, start + len)` of `input` (one
+/// [`decode`] returned) into `out` in the form a service should see, when
+/// that differs from its bytes: an inline command becomes the multibulk
+/// command of the arguments Redis would split it into. Returns the length
+/// written, or `None` for a multibulk frame (already in its form).
+pub fn canonical(input: Input<'_>, start: usize, len: usize, out: &mut [u8]) -> Option<usize> {
+    if len == 0 || input.byte(start) == b'*' {
+        return None;
+    }
+    debug_assert_eq!(start, 0, "an inline frame starts its input");
+    let written = super::inline::to_multibulk(inline_line(input, len), out);
+    debug_assert!(written.is_some(), "a decoded inline frame re-encodes");
+    written
 }
 
 /// Multiplier packing (offset, remaining) into one `progress` value.
@@ -634,9 +681,46 @@ mod tests {
     #[test]
     fn oversized_inline_rejected_before_its_newline() {
         assert_eq!(decode_all(b"PING PING", 8), err(error::INLINE_TOO_BIG));
-        assert_eq!(decode_all(b"PING PI\n", 8), frame(8));
         assert_eq!(decode_all(b"PING PIN\n", 8), err(error::INLINE_TOO_BIG));
         assert_eq!(decode_all(b"PING", 8), Decoded::NeedMore);
+    }
+
+    #[test]
+    fn inline_is_bounded_as_the_multibulk_command_it_becomes() {
+        // `*2\r\n$1\r\na\r\n$1\r\nb\r\n`: 18 bytes for a 4-byte line.
+        assert_eq!(decode_all(b"a b\n", 18), frame(4));
+        assert_eq!(decode_all(b"a b\n", 17), err(error::INLINE_TOO_BIG));
+        let many = "a ".repeat(ARGS_MAX + 1) + "\n";
+        assert_eq!(
+            decode_all(many.as_bytes(), 1 << 20),
+            err(error::INVALID_MULTIBULK)
+        );
+    }
+
+    #[test]
+    fn inline_quotes_follow_redis() {
+        assert_eq!(
+            decode_all(b"GET \"x\r\n", 64),
+            err(error::UNBALANCED_QUOTES)
+        );
+        assert_eq!(
+            error_reply(error::UNBALANCED_QUOTES),
+            b"-ERR Protocol error: unbalanced quotes in request\r\n"
+        );
+        let line = b"SET \"a b\" 'c\\'d'\r\n";
+        assert_eq!(decode_all(line, 64), frame(line.len()));
+        // Wherever the ring wraps, the re-encoded command is the same.
+        for cut in 0..=line.len() {
+            let (first, second) = line.split_at(cut);
+            let input = Input::new(first, second);
+            let mut out = [0u8; 64];
+            let len = canonical(input, 0, line.len(), &mut out).unwrap();
+            assert_eq!(&out[..len], &command(&[b"SET", b"a b", b"c'd"])[..]);
+        }
+        // A multibulk frame is already in its form.
+        let multibulk = command(&[b"GET", b"x"]);
+        let input = Input::new(&multibulk, &[]);
+        assert_eq!(canonical(input, 0, multibulk.len(), &mut [0u8; 64]), None);
     }
 
     #[test]
@@ -654,6 +738,7 @@ mod tests {
             error::BULK_LINE_TOO_BIG,
             error::EXPECTED_CRLF,
             error::COMMAND_TOO_BIG,
+            error::UNBALANCED_QUOTES,
         ] {
             let expected = format!("-ERR Protocol error: {message}\r\n");
             assert_eq!(error_reply(message), expected.as_bytes());
@@ -755,6 +840,32 @@ mod tests {
                 for frame in frames {
                     let _ = args(&frame).len();
                 }
+            }
+        }
+
+        /// Any inline line the decoder takes re-encodes, wherever the ring
+        /// wraps, into one multibulk command within max_frame.
+        #[test]
+        fn decoded_inline_lines_re_encode_within_max_frame(
+            line in prop::collection::vec(
+                prop::sample::select(&b"ab \t\"'\\x4f\0\r\x0b"[..]), 0..40),
+            cut in 0usize..48,
+            max_frame in 8usize..128,
+        ) {
+            let mut bytes = line.clone();
+            bytes.push(b'\n');
+            if bytes[0] == b'*' {
+                return Ok(());
+            }
+            let (first, second) = bytes.split_at(cut.min(bytes.len()));
+            let input = Input::new(first, second);
+            if let Decoded::Frame { start, len, .. } = decode(input, max_frame, &mut 0) {
+                let mut out = vec![0u8; max_frame];
+                let written = canonical(input, start, len, &mut out);
+                prop_assert!(written.is_some());
+                let written = written.unwrap();
+                let again = decode(Input::new(&out[..written], &[]), max_frame, &mut 0);
+                prop_assert_eq!(again, frame(written));
             }
         }
     }

@@ -330,6 +330,14 @@ pub struct ShardMetrics {
     /// Replies awaited by this shard's clients (from upstreams, or queued
     /// behind such).
     pub pending: Gauge,
+    /// Bytes the buffers of awaited replies hold (idle ones included).
+    pub pending_bytes: Gauge,
+    /// Replies dropped and split commands refused for
+    /// `--max-pending-bytes` (a count, copied from the shard's own).
+    pub pending_bytes_refused: Gauge,
+    /// Times a client's reply waited for `--max-pending-bytes` (a count,
+    /// copied from the shard's own).
+    pub pending_bytes_paused: Gauge,
     /// Upstream connections open (each an fd).
     pub upstream_conns_open: Gauge,
     /// Per upstream, in the order of the settings; empty without upstreams.

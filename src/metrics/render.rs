@@ -225,6 +225,34 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
         shards,
         |s| s.pending.get(),
     )?;
+    per_shard(
+        out,
+        "holdfast_pending_bytes",
+        "gauge",
+        "Bytes the buffers of awaited replies hold, idle ones kept for reuse included; \
+         at most --max-pending-bytes.",
+        shards,
+        |s| s.pending_bytes.get(),
+    )?;
+    header(
+        out,
+        "holdfast_pending_bytes_full_total",
+        "counter",
+        "Times --max-pending-bytes was reached: a reply dropped or a split command refused \
+         (outcome failed: the request got an error), or a client's reply left waiting \
+         (outcome paused: the client is not read from until its earlier replies are written).",
+    )?;
+    for (index, shard) in shards.iter().enumerate() {
+        for (outcome, value) in [
+            ("failed", shard.pending_bytes_refused.get()),
+            ("paused", shard.pending_bytes_paused.get()),
+        ] {
+            writeln!(
+                out,
+                "holdfast_pending_bytes_full_total{{shard=\"{index}\",outcome=\"{outcome}\"}} {value}"
+            )?;
+        }
+    }
     header(
         out,
         "holdfast_upstream_requests_total",

@@ -55,6 +55,26 @@ pub enum Split {
 }
 
 impl Split {
+    /// Every split command, in [`Split::code`] order.
+    pub const ALL: [Split; 6] = [
+        Split::Mget,
+        Split::Mset,
+        Split::Del,
+        Split::Unlink,
+        Split::Exists,
+        Split::Touch,
+    ];
+
+    /// A one-byte code for the command (its place in [`Split::ALL`]).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The command of a [`Split::code`].
+    pub fn from_code(code: u8) -> Option<Split> {
+        Split::ALL.get(usize::from(code)).copied()
+    }
+
     /// The command name sent to upstreams.
     pub fn name(self) -> &'static [u8] {
         match self {

@@ -1,20 +1,21 @@
 //! RESP2 replies as an upstream Redis sends them: where one ends (to frame
-//! a pipelined stream of replies) and what it holds (to merge the replies
-//! of a split command).
+//! a pipelined stream of replies), what it holds (to merge the replies of
+//! a split command), and how to pass over one too large to hold.
 //!
 //! [`next`] reads one element: a whole simple string, error, integer, bulk
 //! string or nil, or only the header of an array (its elements follow, each
 //! read by another call). [`reply_len`] walks a whole reply, arrays and
-//! all. Both are bounded: they read only the bytes given, nest at most
-//! [`DEPTH_MAX`] arrays, never allocate, and answer any input (garbage
-//! included) with a value, `Ok(None)` for "incomplete", or an error.
+//! all. [`Skip`] walks one as its bytes go by, holding none of them. All
+//! are bounded: they read only the bytes given, never allocate, and answer
+//! any input (garbage included) with a value, "incomplete", or an error.
+//!
+//! Nesting is not bounded: a reply is walked with one count of the
+//! elements still to come (an array of n replaces itself with its n
+//! elements), not a stack. A client decides how deep a reply nests (a Lua
+//! script may return tables in tables), and a reply the proxy cannot walk
+//! would have to close a connection other clients' requests share.
 
-use crate::codec::resp::parse_int;
-
-/// The deepest nesting of arrays taken. Redis's own replies nest a few
-/// levels (SCAN: 2, XREAD: 4, COMMAND INFO: 5); deeper is not a reply we
-/// sent a command for.
-pub const DEPTH_MAX: usize = 8;
+use crate::codec::resp::{HEADER_LINE_MAX, parse_int};
 
 /// The longest bulk string taken: Redis's own limit (`proto-max-bulk-len`,
 /// 512 MiB). A longer length is garbage, not a value to wait for.
@@ -46,10 +47,9 @@ pub enum ReplyError {
     /// A length or an integer that is not a number, or out of range (a
     /// bulk string over [`BULK_MAX`]).
     Number,
-    /// A line or a bulk string not ended by `\r\n`.
+    /// A line or a bulk string not ended by `\r\n`, or a `$` or `*`
+    /// header line longer than a number can be.
     Crlf,
-    /// Arrays nested deeper than [`DEPTH_MAX`].
-    TooDeep,
 }
 
 impl std::fmt::Display for ReplyError {
@@ -58,7 +58,6 @@ impl std::fmt::Display for ReplyError {
             ReplyError::Type(b) => write!(f, "bad reply type byte 0x{b:02x}"),
             ReplyError::Number => write!(f, "bad number in a reply"),
             ReplyError::Crlf => write!(f, "missing \\r\\n in a reply"),
-            ReplyError::TooDeep => write!(f, "reply nested deeper than {DEPTH_MAX}"),
         }
     }
 }
@@ -114,37 +113,154 @@ pub fn next(bytes: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ReplyError> {
 /// in should first wait for a `\r\n` past what it had, or keep the cost of
 /// a large reply in mind.
 pub fn reply_len(bytes: &[u8]) -> Result<Option<usize>, ReplyError> {
-    // Elements still to read in each open array, innermost last.
-    let mut open = [0usize; DEPTH_MAX];
-    let mut depth = 0;
+    // Elements still to read, the one being read included.
+    let mut left: u64 = 1;
     let mut at = 0;
-    loop {
+    while left > 0 {
         let Some((reply, used)) = next(&bytes[at..])? else {
             return Ok(None);
         };
         at += used;
-        if let Reply::Array(n) = reply {
-            if n > 0 {
-                if depth == DEPTH_MAX {
-                    return Err(ReplyError::TooDeep);
+        left = after_element(left, reply)?;
+    }
+    Ok(Some(at))
+}
+
+/// The count of elements still to read once `reply` has been read: one
+/// less, plus an array's elements.
+fn after_element(left: u64, reply: Reply<'_>) -> Result<u64, ReplyError> {
+    let more = match reply {
+        Reply::Array(n) => n as u64,
+        _ => 0,
+    };
+    (left - 1).checked_add(more).ok_or(ReplyError::Number)
+}
+
+/// Passes over one reply too large to hold, as its bytes arrive: tells
+/// where it ends without keeping any of it, so that the connection it
+/// came on stays in step.
+///
+/// Lines (`+`, `-`, `:`) are passed over up to their `\n`, bulk payloads
+/// by their length; `$` and `*` header lines are read whole (at most
+/// [`HEADER_LINE_MAX`] bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Skip {
+    /// Elements still to pass, the one being passed included.
+    left: u64,
+    /// Where in an element the walk is.
+    at: SkipAt,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SkipAt {
+    /// The start of an element: its type byte.
+    Start,
+    /// Inside a line, before its `\n`.
+    Line,
+    /// Inside a bulk string: this many payload bytes, then `\r\n`.
+    Bulk(u64),
+}
+
+impl Default for Skip {
+    fn default() -> Skip {
+        Skip::new()
+    }
+}
+
+impl Skip {
+    /// A walk from the start of a reply.
+    pub fn new() -> Skip {
+        Skip {
+            left: 1,
+            at: SkipAt::Start,
+        }
+    }
+
+    /// Passes over the reply's bytes at the start of `bytes`: how many it
+    /// took, and whether the reply ended there (the bytes after it are the
+    /// next reply's). It takes fewer than all only at the reply's end or
+    /// before a header line that is not all in yet: call again with those
+    /// bytes and more.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), ReplyError> {
+        let mut at = 0;
+        while self.left > 0 {
+            let rest = &bytes[at..];
+            match self.at {
+                SkipAt::Bulk(payload) => {
+                    let passed = (rest.len() as u64).min(payload);
+                    at += passed as usize;
+                    if passed < payload {
+                        self.at = SkipAt::Bulk(payload - passed);
+                        return Ok((at, false));
+                    }
+                    // The payload is passed; its `\r\n` is read whole.
+                    match rest.get(passed as usize..passed as usize + 2) {
+                        None => {
+                            self.at = SkipAt::Bulk(0);
+                            return Ok((at, false));
+                        }
+                        Some(b"\r\n") => at += 2,
+                        Some(_) => return Err(ReplyError::Crlf),
+                    }
+                    self.element_done(Reply::Nil)?;
                 }
-                open[depth] = n;
-                depth += 1;
-                continue;
+                SkipAt::Line => match rest.iter().position(|&b| b == b'\n') {
+                    Some(newline) => {
+                        at += newline + 1;
+                        self.element_done(Reply::Nil)?;
+                    }
+                    None => return Ok((bytes.len(), false)),
+                },
+                SkipAt::Start => match rest.first() {
+                    None => return Ok((at, false)),
+                    Some(b'+' | b'-' | b':') => {
+                        at += 1;
+                        self.at = SkipAt::Line;
+                    }
+                    Some(&kind) => {
+                        let Some(line) = header_line(rest)? else {
+                            return Ok((at, false));
+                        };
+                        let n = parse_int(&rest[1..line - 2]).ok_or(ReplyError::Number)?;
+                        at += line;
+                        match (kind, n) {
+                            (b'*' | b'$', -1) => self.element_done(Reply::Nil)?,
+                            (b'*', n) if n >= 0 => self.element_done(Reply::Array(n as usize))?,
+                            (b'$', n) if n >= 0 && n as u64 <= BULK_MAX as u64 => {
+                                self.at = SkipAt::Bulk(n as u64);
+                            }
+                            (b'*' | b'$', _) => return Err(ReplyError::Number),
+                            (kind, _) => return Err(ReplyError::Type(kind)),
+                        }
+                    }
+                },
             }
         }
-        // A value is complete: count it in its array, and a completed
-        // array in its parent's.
-        loop {
-            if depth == 0 {
-                return Ok(Some(at));
-            }
-            open[depth - 1] -= 1;
-            if open[depth - 1] > 0 {
-                break;
-            }
-            depth -= 1;
-        }
+        Ok((at, true))
+    }
+
+    /// An element was passed (an array's header adds its elements).
+    fn element_done(&mut self, element: Reply<'_>) -> Result<(), ReplyError> {
+        self.left = after_element(self.left, element)?;
+        self.at = SkipAt::Start;
+        Ok(())
+    }
+}
+
+/// The length of the `$` or `*` header line at the start of `bytes`, `\r\n`
+/// included, once it is all there; the type byte is checked first, so
+/// garbage fails at once rather than after a line's worth of bytes.
+fn header_line(bytes: &[u8]) -> Result<Option<usize>, ReplyError> {
+    let kind = bytes[0];
+    if !matches!(kind, b'$' | b'*') {
+        return Err(ReplyError::Type(kind));
+    }
+    let window = &bytes[..bytes.len().min(HEADER_LINE_MAX)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(newline) if window[newline - 1] == b'\r' && newline >= 2 => Ok(Some(newline + 1)),
+        Some(_) => Err(ReplyError::Crlf),
+        None if window.len() == HEADER_LINE_MAX => Err(ReplyError::Crlf),
+        None => Ok(None),
     }
 }
 
@@ -246,14 +362,85 @@ mod tests {
     }
 
     #[test]
-    fn nesting_is_bounded() {
-        let deep = |levels: usize| {
-            let mut bytes = b"*1\r\n".repeat(levels);
-            bytes.extend(b":1\r\n");
-            bytes
-        };
-        assert_eq!(reply_len(&deep(DEPTH_MAX)), Ok(Some(4 * DEPTH_MAX + 4)));
-        assert_eq!(reply_len(&deep(DEPTH_MAX + 1)), Err(ReplyError::TooDeep));
+    fn nesting_is_not_bounded() {
+        // A Lua script may return tables in tables: a reply the proxy could
+        // not walk would cost the connection other clients share.
+        let mut deep = b"*1\r\n".repeat(100);
+        deep.extend(b":1\r\n");
+        assert_eq!(reply_len(&deep), Ok(Some(deep.len())));
+        assert_eq!(reply_len(&deep[..deep.len() - 1]), Ok(None));
+    }
+
+    /// Feeds `bytes` to a fresh [`Skip`] in pieces of `piece` bytes, the
+    /// way a connection's ring would (bytes not taken are offered again
+    /// with the next piece); returns where the reply ended.
+    fn skip_in_pieces(bytes: &[u8], piece: usize) -> Result<Option<usize>, ReplyError> {
+        let mut skip = Skip::new();
+        let (mut taken, mut have) = (0, 0);
+        while have < bytes.len() {
+            have = (have + piece).min(bytes.len());
+            let (used, done) = skip.feed(&bytes[taken..have])?;
+            taken += used;
+            if done {
+                return Ok(Some(taken));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn skip_finds_the_end_of_a_reply_in_any_pieces() {
+        let mut big = b"*3\r\n$70000\r\n".to_vec();
+        big.extend(vec![b'x'; 70_000]);
+        big.extend(b"\r\n*2\r\n+OK\r\n$-1\r\n-ERR long error line\r\n");
+        let replies: [&[u8]; 6] = [
+            &big,
+            b"$0\r\n\r\n",
+            b"+OK\r\n",
+            b"*-1\r\n",
+            b"*0\r\n",
+            b"*2\r\n*1\r\n:1\r\n$1\r\na\r\n",
+        ];
+        for reply in replies {
+            let mut stream = reply.to_vec();
+            stream.extend(b"+NEXT\r\n");
+            for piece in [1, 2, 3, 7, 100, 4096, usize::MAX / 2] {
+                assert_eq!(
+                    skip_in_pieces(&stream, piece),
+                    Ok(Some(reply.len())),
+                    "{:?} in pieces of {piece}",
+                    &reply[..reply.len().min(20)].escape_ascii().to_string()
+                );
+            }
+            assert_eq!(skip_in_pieces(&reply[..reply.len() - 1], 5), Ok(None));
+        }
+    }
+
+    #[test]
+    fn skip_agrees_with_reply_len() {
+        let scan = b"*2\r\n$1\r\n0\r\n*2\r\n$1\r\na\r\n$-1\r\n+after\r\n";
+        let len = reply_len(scan).unwrap().unwrap();
+        assert_eq!(Skip::new().feed(scan), Ok((len, true)));
+    }
+
+    #[test]
+    fn skip_rejects_what_is_not_a_reply() {
+        let cases: [(&[u8], ReplyError); 6] = [
+            (b"!oops\r\n", ReplyError::Type(b'!')),
+            (b"$x\r\n", ReplyError::Number),
+            (b"*-2\r\n", ReplyError::Number),
+            (b"$1\r\nab\r\n", ReplyError::Crlf),
+            (b"$1\n", ReplyError::Crlf),
+            (b"$11111111111111111111111111111111111", ReplyError::Crlf),
+        ];
+        for (bytes, error) in cases {
+            assert_eq!(
+                Skip::new().feed(bytes),
+                Err(error),
+                "{:?}",
+                bytes.escape_ascii()
+            );
+        }
     }
 
     #[test]
@@ -274,6 +461,9 @@ mod tests {
             if let Ok(Some(len)) = reply_len(&bytes) {
                 prop_assert!(len <= bytes.len());
             }
+            if let Ok((used, _)) = Skip::new().feed(&bytes) {
+                prop_assert!(used <= bytes.len());
+            }
         }
 
         #[test]
@@ -284,6 +474,10 @@ mod tests {
             if let Ok(Some(len)) = reply_len(&bytes) {
                 prop_assert!(len <= bytes.len());
                 prop_assert_eq!(reply_len(&bytes[..len]), Ok(Some(len)));
+                // A reply walked whole is walked to the same end in pieces.
+                for piece in [1, 3, 8] {
+                    prop_assert_eq!(skip_in_pieces(&bytes, piece), Ok(Some(len)));
+                }
             }
         }
     }

@@ -154,6 +154,57 @@ impl Plan {
         &self.subs
     }
 
+    /// Appends what [`Plan::merge`] needs of this plan to `out`: the
+    /// command's code, the sub-commands' upstreams, then each key's
+    /// sub-command, two bytes each. An awaited reply holds this until its
+    /// replies are in, rather than the client's command: an MGET of 4096
+    /// keys saves 8 KiB whatever the keys' length.
+    pub fn save(&self, out: &mut Vec<u8>) {
+        let split = self.split.expect("save after split");
+        out.push(split.code());
+        let pairs = std::iter::once(self.subs.len())
+            .chain(self.subs.iter().map(|sub| sub.upstream))
+            .chain(self.owners.iter().copied());
+        for value in pairs {
+            // Sub-commands and upstreams number at most UPSTREAMS_MAX.
+            out.extend_from_slice(&(value as u16).to_le_bytes());
+        }
+    }
+
+    /// Makes this plan the one [`Plan::save`] wrote into `saved`, ready
+    /// to [`Plan::merge`] (the sub-commands' bytes are not restored:
+    /// [`Sub::bytes`] are empty). False for bytes no save wrote.
+    pub fn restore(&mut self, saved: &[u8]) -> bool {
+        self.subs.clear();
+        self.owners.clear();
+        let Some((&code, rest)) = saved.split_first() else {
+            return false;
+        };
+        self.split = Split::from_code(code);
+        let mut values = rest
+            .chunks_exact(2)
+            .map(|pair| usize::from(u16::from_le_bytes([pair[0], pair[1]])));
+        let count = values.next().unwrap_or(0);
+        for upstream in values.by_ref().take(count) {
+            self.subs.push(Sub {
+                upstream,
+                bytes: 0..0,
+                keys: 0,
+            });
+        }
+        for owner in values {
+            let Some(sub) = self.subs.get_mut(owner) else {
+                return false;
+            };
+            sub.keys += 1;
+            self.owners.push(owner);
+        }
+        self.split.is_some()
+            && rest.len() % 2 == 0
+            && self.subs.len() == count
+            && self.subs.iter().all(|sub| sub.keys > 0)
+    }
+
     /// Appends the client's reply to `out`, from `replies`: one whole
     /// reply per sub-command, in [`Plan::subs`] order, each exactly as its
     /// upstream sent it. On error `out` is left as it was.
@@ -463,6 +514,39 @@ mod tests {
             run(&mut stores, &[b"EXISTS", b"0a", b"0a", b"1b", b"1q"], place),
             b":3\r\n"
         );
+    }
+
+    #[test]
+    fn a_saved_plan_merges_as_the_plan() {
+        let (plan, _) = split_with(&[b"MGET", b"0a", b"1b", b"0c", b"3d", b"1e"], place);
+        let mut saved = b"before".to_vec();
+        plan.save(&mut saved);
+        assert_eq!(saved.len(), 6 + 1 + 2 * (1 + 3 + 5));
+        // A plan in use before is fully replaced.
+        let (mut restored, _) = split_with(&[b"DEL", b"7x"], place);
+        assert!(restored.restore(&saved[6..]));
+        let upstreams = |plan: &Plan| -> Vec<(usize, usize)> {
+            plan.subs().iter().map(|s| (s.upstream, s.keys)).collect()
+        };
+        assert_eq!(upstreams(&restored), upstreams(&plan));
+        assert_eq!(upstreams(&restored), [(0, 2), (1, 2), (3, 1)]);
+        let replies: [&[u8]; 3] = [
+            b"*2\r\n$1\r\nA\r\n$1\r\nC\r\n",
+            b"*2\r\n$1\r\nB\r\n$-1\r\n",
+            b"*1\r\n$1\r\nD\r\n",
+        ];
+        assert_eq!(
+            merged(&mut restored, &replies).unwrap(),
+            b"*5\r\n$1\r\nA\r\n$1\r\nB\r\n$1\r\nC\r\n$1\r\nD\r\n$-1\r\n"
+        );
+        for bad in [
+            &b""[..],
+            b"\x09",
+            b"\x00\x01",
+            b"\x00\x01\x00\x00\x00\x01\x00",
+        ] {
+            assert!(!restored.restore(bad), "{:?}", bad.escape_ascii());
+        }
     }
 
     #[test]

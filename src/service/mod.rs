@@ -86,18 +86,23 @@ pub enum CallError {
     /// The connection broke before the reply came (reset, closed, or the
     /// upstream sent bytes that are not a reply).
     Reset,
-    /// The reply is larger than a connection ring (`--buffer`).
+    /// The reply is larger than a connection ring (`--buffer`), or the
+    /// replies of a split command together are.
     TooLarge,
+    /// The reply had to wait (it came before the client could take it)
+    /// and the shard's awaited replies already hold `--max-pending-bytes`.
+    NoMemory,
 }
 
 impl CallError {
     /// Every kind, in [`CallError::index`] order.
-    pub const ALL: [CallError; 5] = [
+    pub const ALL: [CallError; 6] = [
         CallError::Unavailable,
         CallError::Connect,
         CallError::Timeout,
         CallError::Reset,
         CallError::TooLarge,
+        CallError::NoMemory,
     ];
 
     /// A dense index for per-kind tables.
@@ -106,7 +111,7 @@ impl CallError {
     }
 
     /// A short name: `unavailable`, `connect`, `timeout`, `reset`,
-    /// `too_large`.
+    /// `too_large`, `no_memory`.
     pub fn name(self) -> &'static str {
         match self {
             CallError::Unavailable => "unavailable",
@@ -114,6 +119,7 @@ impl CallError {
             CallError::Timeout => "timeout",
             CallError::Reset => "reset",
             CallError::TooLarge => "too_large",
+            CallError::NoMemory => "no_memory",
         }
     }
 }
@@ -126,6 +132,7 @@ impl std::fmt::Display for CallError {
             CallError::Timeout => "upstream timed out",
             CallError::Reset => "upstream connection lost",
             CallError::TooLarge => "upstream reply too large",
+            CallError::NoMemory => "no memory left for awaited replies",
         })
     }
 }
@@ -229,8 +236,8 @@ impl<'a> Answer<'a> {
 pub(crate) trait Caller {
     /// Sends (or queues) call number `index` of this frame to `upstream`.
     fn call(&mut self, index: usize, upstream: usize, request: &[u8]);
-    /// Keeps `bytes` for the answer.
-    fn keep(&mut self, bytes: &[u8]);
+    /// Keeps `bytes` for the answer, if the bounds allow.
+    fn keep(&mut self, bytes: &[u8]) -> Result<(), CallError>;
 }
 
 /// The most calls one frame may make (a split command makes one per
@@ -259,6 +266,7 @@ pub struct Reply<'a> {
     close: bool,
     caller: Option<&'a mut dyn Caller>,
     calls: usize,
+    kept: bool,
 }
 
 /// Where reply bytes go.
@@ -292,6 +300,7 @@ impl<'a> Reply<'a> {
             close: false,
             caller: None,
             calls: 0,
+            kept: false,
         }
     }
 
@@ -305,6 +314,7 @@ impl<'a> Reply<'a> {
             close: false,
             caller: None,
             calls: 0,
+            kept: false,
         }
     }
 
@@ -335,12 +345,25 @@ impl<'a> Reply<'a> {
     }
 
     /// Keeps `bytes` for [`Service::answer`] ([`Answer::kept`]), such as
-    /// the frame itself when the answer merges several replies. Only after
-    /// a [`Reply::call`]; a second keep replaces the first.
-    pub fn keep(&mut self, bytes: &[u8]) {
+    /// what the answer needs to merge several replies; a second keep
+    /// replaces the first. Keep first, then call: kept bytes are held
+    /// until the answer is written, within the engine's bounds on awaited
+    /// replies (`--buffer` for one, `--max-pending-bytes` for a shard), and
+    /// past them the keep fails (`TooLarge`, `NoMemory`): then make no
+    /// call and write an error instead. A reply that kept must make at
+    /// least one call; keeping without upstreams or after writing is a bug
+    /// in the service and closes the connection (`output_overflow`).
+    pub fn keep(&mut self, bytes: &[u8]) -> Result<(), CallError> {
         match self.caller.as_mut() {
-            Some(caller) if self.calls > 0 => caller.keep(bytes),
-            _ => self.overflowed = true,
+            Some(caller) if self.written == 0 => {
+                caller.keep(bytes)?;
+                self.kept = true;
+                Ok(())
+            }
+            _ => {
+                self.overflowed = true;
+                Err(CallError::Unavailable)
+            }
         }
     }
 
@@ -390,7 +413,8 @@ impl<'a> Reply<'a> {
     }
 
     pub(crate) fn overflowed(&self) -> bool {
-        self.overflowed
+        // Kept bytes wait for an answer that only calls bring.
+        self.overflowed || (self.kept && self.calls == 0)
     }
 
     pub(crate) fn wants_close(&self) -> bool {

@@ -91,11 +91,16 @@ impl Service for Proxy {
             Route::Split(split) => {
                 scratch.clear();
                 plan.split(split, args, place, scratch);
+                // What the answer needs to merge, held until then.
+                let saved = scratch.len();
+                plan.save(scratch);
+                if let Err(error) = reply.keep(&scratch[saved..]) {
+                    let _ = put_error(reply, error);
+                    return;
+                }
                 for sub in plan.subs() {
                     reply.call(sub.upstream, &scratch[sub.bytes.clone()]);
                 }
-                // The answer splits it again to merge.
-                reply.keep(frame);
             }
             Route::Local(local) => {
                 let echoes = matches!(local, Local::Ping | Local::Echo) && args.left() > 1;
@@ -139,21 +144,22 @@ impl Service for Proxy {
             return;
         }
         let Proxy {
-            ring,
             plan,
-            scratch,
             merged,
             replies,
             ..
         } = self;
-        let place = |key: &[u8]| ring.upstream(key);
-        let args = Args::parse(answer.kept());
-        let Route::Split(split) = route(args.clone(), place) else {
-            unreachable!("a kept command is a split one: routing is deterministic");
-        };
-        scratch.clear();
-        plan.split(split, args, place, scratch);
-        debug_assert_eq!(plan.subs().len(), answer.calls());
+        let restored = plan.restore(answer.kept());
+        debug_assert!(restored, "a kept plan restores");
+        if !restored || plan.subs().len() != answer.calls() {
+            let _ = reply.put(BAD_REPLY);
+            return;
+        }
+        if (0..answer.calls()).any(|call| answer.outcome(call) == Err(CallError::TooLarge)) {
+            // A part too large to hold, or the parts together.
+            let _ = reply.put(TOO_LARGE);
+            return;
+        }
         let mut parts = recycle(std::mem::take(replies));
         for call in 0..answer.calls() {
             parts.push(
@@ -195,6 +201,7 @@ fn error_reply(error: CallError) -> &'static [u8] {
         CallError::Timeout => b"-ERR upstream timed out\r\n",
         CallError::Reset => b"-ERR upstream connection lost\r\n",
         CallError::TooLarge => b"-ERR upstream reply too large for the connection buffer\r\n",
+        CallError::NoMemory => b"-ERR proxy awaited-reply memory full (max-pending-bytes)\r\n",
     }
 }
 

@@ -134,12 +134,17 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             (len, consumed)
         };
         // A frame that wraps around the ring's end is copied once into the
-        // shard's scratch so the service always sees one slice.
-        let payload: &[u8] = match view.contiguous(start, len) {
-            Some(payload) => payload,
-            None => {
-                view.copy_to(start, &mut scratch[..len]);
-                &scratch[..len]
+        // shard's scratch so the service always sees one slice; one in
+        // another form (a RESP inline command) is re-encoded there.
+        let payload: &[u8] = if let Some(canonical) = codec.canonical(view, start, len, scratch) {
+            &scratch[..canonical]
+        } else {
+            match view.contiguous(start, len) {
+                Some(payload) => payload,
+                None => {
+                    view.copy_to(start, &mut scratch[..len]);
+                    &scratch[..len]
+                }
             }
         };
         let reserve = service.reply_reserve(payload);
@@ -154,6 +159,21 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             *output_blocked = true;
             break;
         }
+        // Behind an awaited reply, this one waits in a buffer of its own,
+        // if the shard's bound on such buffers allows; else the client
+        // waits, as for --max-pending, until its earlier replies are
+        // written (each one written drives it again).
+        let mut buffer = None;
+        if let Some(upstreams) = upstreams.as_deref_mut().filter(|_| behind) {
+            match upstreams.pending.buffer(reserve) {
+                Some(taken) => buffer = Some(taken),
+                None => {
+                    upstreams.pending.note_paused();
+                    *pending_full = true;
+                    break;
+                }
+            }
+        }
         let mut calls = upstreams.as_deref_mut().map(|upstreams| Calls {
             upstreams,
             rings: pool,
@@ -163,11 +183,6 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             now_us: *now_us,
             pending: None,
         });
-        // Behind an awaited reply, this one waits in a buffer of its own.
-        let mut buffer = match (&mut calls, behind) {
-            (Some(calls), true) => Some(calls.upstreams.pending.buffer(reserve)),
-            _ => None,
-        };
         let mark = match buffer {
             Some(_) => None,
             None => Some(codec.begin_reply(output)),
@@ -180,15 +195,29 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
             reply = reply.with_caller(calls);
         }
         let called = catch_unwind(AssertUnwindSafe(|| service.call(payload, &mut reply)));
-        if called.is_err() {
+        let failed = if called.is_err() {
             metrics.handler_panics.inc();
-            return Err(CloseReason::Panic);
-        }
-        if reply.overflowed() {
-            return Err(CloseReason::OutputOverflow);
-        }
+            Some(CloseReason::Panic)
+        } else if reply.overflowed() {
+            Some(CloseReason::OutputOverflow)
+        } else {
+            None
+        };
         let (written, close, made_calls) = (reply.len(), reply.wants_close(), reply.calls() > 0);
         let opened = calls.and_then(|calls| calls.pending);
+        if let Some(reason) = failed {
+            if let Some(upstreams) = upstreams.as_deref_mut() {
+                // Whatever the call opened goes in the client's list, so
+                // that the close frees it.
+                if let Some(opened) = opened {
+                    upstreams.pending.append(opened);
+                }
+                if let Some(buffer) = buffer.take() {
+                    upstreams.pending.give_buffer(buffer);
+                }
+            }
+            return Err(reason);
+        }
         match (mark, opened) {
             // Written at once, in order.
             (Some(mark), None) => codec.end_reply(output, mark, written),
@@ -250,7 +279,8 @@ pub struct Writer<'a> {
 
 /// Writes the complete replies at the head of `client`'s awaited list into
 /// its output ring (`conn`), in order, while there is room; returns how
-/// many. Clears `conn.pending_full` once below `max_pending`; sets
+/// many. Clears `conn.pending_full` once one is written and fewer than
+/// `max_pending` are left; sets
 /// `conn.output_blocked` when a complete reply waits for room.
 pub fn deliver(
     conn: &mut Conn,
@@ -285,7 +315,9 @@ pub fn deliver(
         pendings.pop(client);
         delivered += 1;
     }
-    if pendings.awaited(client) < max_pending {
+    // Only a reply written can lift either wait (--max-pending, or no room
+    // for a reply behind awaited ones); the next serve looks again.
+    if delivered > 0 && pendings.awaited(client) < max_pending {
         conn.pending_full = false;
     }
     Ok(delivered)

@@ -16,9 +16,10 @@ use mio::Token;
 
 use super::core::{Core, Io};
 use super::serve::{self, Writer};
-use crate::codec::Decoded;
+use crate::codec::{Decoded, Protocol};
 use crate::conn::{Conn, State, Table};
 use crate::metrics::{CloseReason, UpstreamError};
+use crate::proxy::reply::Skip;
 use crate::service::{Answer, CallError};
 use crate::timer::Millis;
 use crate::upstream::breaker::{FailureKind, State as BreakerState};
@@ -137,9 +138,11 @@ impl Core {
     }
 
     /// Reads every whole reply in `token`'s input and hands each to the
-    /// client awaiting it; returns how many. An error closes the
-    /// connection: bytes that are not a reply, a reply with no request to
-    /// answer (`Reset`), or one larger than the ring (`TooLarge`).
+    /// client awaiting it; returns how many. A reply larger than the ring
+    /// is passed over as its bytes come, and its request alone gets
+    /// `TooLarge`: the connection stays in step for the requests behind
+    /// it. An error closes the connection: bytes that are not a reply, or
+    /// a reply with no request to answer (`Reset`).
     fn take_replies(&mut self, token: Token) -> Result<usize, CallError> {
         let Core {
             conns,
@@ -165,6 +168,7 @@ impl Core {
             outstanding,
             scanned,
             upstream,
+            skipping,
             ..
         } = up;
         let Some(input) = conn.input.as_ref() else {
@@ -201,42 +205,66 @@ impl Core {
         let mut at = 0;
         let mut replies = 0;
         let result = loop {
-            match codec.decode_reply(&bytes[at..], &mut conn.progress) {
-                Decoded::NeedMore => {
-                    if full && at == 0 {
-                        break Err(CallError::TooLarge);
+            let outcome = if let Some(skip) = skipping.as_mut() {
+                match skip.feed(&bytes[at..]) {
+                    Ok((used, false)) => {
+                        at += used;
+                        break Ok(());
                     }
-                    break Ok(());
-                }
-                Decoded::Error(error) => {
-                    log::debug!("upstream {upstream}: {error}");
-                    break Err(CallError::Reset);
-                }
-                Decoded::Frame {
-                    start,
-                    len,
-                    consumed,
-                } => {
-                    let Some(owed) = outstanding.pop_front() else {
-                        log::debug!("upstream {upstream}: a reply to no request");
+                    Ok((used, true)) => {
+                        at += used;
+                        *skipping = None;
+                        counts.errors[UpstreamError::TooLarge.index()].inc();
+                        Err(CallError::TooLarge)
+                    }
+                    Err(error) => {
+                        log::debug!("upstream {upstream}: {error}");
                         break Err(CallError::Reset);
-                    };
-                    breaker.on_success(*now);
-                    counts
-                        .latency
-                        .observe_us(now_us.saturating_sub(owed.sent_us));
-                    let reply = &bytes[at + start..at + start + len];
-                    clients.complete(
-                        &mut upstreams.pending,
-                        max_pending,
-                        owed.pending,
-                        owed.call as usize,
-                        Ok(reply),
-                    );
-                    at += consumed;
-                    replies += 1;
+                    }
                 }
-            }
+            } else {
+                match codec.decode_reply(&bytes[at..], &mut conn.progress) {
+                    Decoded::NeedMore => {
+                        if full && at == 0 && codec.protocol() == Protocol::Resp {
+                            // Larger than the ring: pass it over.
+                            *skipping = Some(Skip::new());
+                            continue;
+                        }
+                        break Ok(());
+                    }
+                    Decoded::Error(error) => {
+                        log::debug!("upstream {upstream}: {error}");
+                        break Err(CallError::Reset);
+                    }
+                    Decoded::Frame {
+                        start,
+                        len,
+                        consumed,
+                    } => {
+                        let reply = &bytes[at + start..at + start + len];
+                        at += consumed;
+                        Ok(reply)
+                    }
+                }
+            };
+            let Some(owed) = outstanding.pop_front() else {
+                log::debug!("upstream {upstream}: a reply to no request");
+                break Err(CallError::Reset);
+            };
+            // The upstream answered: whatever the reply, it is no failure
+            // of the upstream's (a reply too large is the request's doing).
+            breaker.on_success(*now);
+            counts
+                .latency
+                .observe_us(now_us.saturating_sub(owed.sent_us));
+            clients.complete(
+                &mut upstreams.pending,
+                max_pending,
+                owed.pending,
+                owed.call as usize,
+                outcome,
+            );
+            replies += 1;
         };
         let input = conn.input.as_mut().expect("read from it");
         input.consume(at);
@@ -498,19 +526,11 @@ impl Core {
             doomed: &mut self.doomed,
             now,
         };
-        let mut first = true;
+        up.skipping = None;
         while let Some(owed) = up.outstanding.pop_front() {
-            // A reply too large is the oldest one's fault; the rest only
-            // lost their connection.
-            let outcome = match error {
-                Some(CallError::TooLarge) if !first => CallError::Reset,
-                Some(error) => error,
-                None => CallError::Reset,
-            };
-            first = false;
+            let outcome = error.unwrap_or(CallError::Reset);
             let (kind, label) = match outcome {
                 CallError::Timeout => (FailureKind::Timeout, UpstreamError::Timeout),
-                CallError::TooLarge => (FailureKind::Reset, UpstreamError::TooLarge),
                 _ => (FailureKind::Reset, UpstreamError::Reset),
             };
             pool.breaker.on_failure(now, kind);
@@ -599,6 +619,10 @@ impl Core {
         );
         let upstreams = &*upstreams;
         self.metrics.pending.set(upstreams.pending.len() as u64);
+        let pending = &upstreams.pending;
+        self.metrics.pending_bytes.set(pending.held() as u64);
+        self.metrics.pending_bytes_refused.set(pending.refused());
+        self.metrics.pending_bytes_paused.set(pending.paused());
         self.metrics
             .upstream_conns_open
             .set(upstreams.conns.len() as u64);
@@ -722,6 +746,10 @@ impl Clients<'_> {
         }
         if !written {
             return;
+        }
+        if pendings.awaited(client) < max_pending {
+            // A reply written may lift the client's wait (as in deliver).
+            conn.pending_full = false;
         }
         if !had_output && conn.output_len() > 0 {
             conn.write_since = self.now;

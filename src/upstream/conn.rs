@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use mio::Token;
 
 use crate::conn::Conn;
+use crate::proxy::reply::Skip;
 use crate::timer::Millis;
 
 /// Where an upstream connection is in its life.
@@ -74,6 +75,10 @@ pub struct UpConn {
     /// The input length when the last look for a whole reply found none:
     /// the next look waits for more bytes than that.
     pub scanned: usize,
+    /// The oldest reply owed is larger than the input ring: its bytes are
+    /// passed over as they come (the stream stays in step) and its request
+    /// gets an error once its end is found.
+    pub skipping: Option<Skip>,
 }
 
 impl UpConn {
@@ -87,6 +92,7 @@ impl UpConn {
             phase: Phase::Connecting(now),
             outstanding: VecDeque::with_capacity(pipeline),
             scanned: 0,
+            skipping: None,
         }
     }
 

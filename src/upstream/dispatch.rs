@@ -43,6 +43,8 @@ pub struct Settings {
     pub deadlines: Deadlines,
     /// `--max-pending`: replies one client may await.
     pub max_pending: usize,
+    /// `--max-pending-bytes`: what the shard's awaited replies may hold.
+    pub max_pending_bytes: usize,
     /// The breaker thresholds.
     pub breaker: BreakerSettings,
     /// The reconnect delays.
@@ -99,7 +101,11 @@ impl Upstreams {
         Upstreams {
             pools,
             conns: Table::upstream(16),
-            pending: Pendings::new(ring_capacity, PENDING_BUFFERS_FREE_MAX),
+            pending: Pendings::new(
+                ring_capacity,
+                settings.max_pending_bytes,
+                PENDING_BUFFERS_FREE_MAX,
+            ),
             settings,
             connect_wanted: false,
             waiting: 0,
@@ -290,14 +296,21 @@ pub struct Calls<'a> {
     pub pending: Option<Token>,
 }
 
-impl Caller for Calls<'_> {
-    fn call(&mut self, index: usize, upstream: usize, request: &[u8]) {
-        let pending = match self.pending {
+impl Calls<'_> {
+    /// The awaited reply of this frame, opened at its first call or keep.
+    fn entry(&mut self) -> Token {
+        match self.pending {
             Some(pending) => pending,
             None => *self
                 .pending
                 .insert(self.upstreams.pending.open(self.client)),
-        };
+        }
+    }
+}
+
+impl Caller for Calls<'_> {
+    fn call(&mut self, index: usize, upstream: usize, request: &[u8]) {
+        let pending = self.entry();
         let call = self.upstreams.pending.add_call(pending);
         debug_assert_eq!(call, index);
         let sent = self.upstreams.send(
@@ -316,9 +329,15 @@ impl Caller for Calls<'_> {
         }
     }
 
-    fn keep(&mut self, bytes: &[u8]) {
-        if let Some(pending) = self.pending {
-            self.upstreams.pending.keep(pending, bytes);
+    fn keep(&mut self, bytes: &[u8]) -> Result<(), CallError> {
+        let opened = self.pending.is_none();
+        let pending = self.entry();
+        let kept = self.upstreams.pending.keep(pending, bytes);
+        if kept.is_err() && opened {
+            // Nothing was sent for it: no entry.
+            self.upstreams.pending.discard(pending);
+            self.pending = None;
         }
+        kept
     }
 }

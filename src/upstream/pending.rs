@@ -15,6 +15,23 @@
 //! their capacity, so the steady state allocates nothing: a request whose
 //! single reply arrives in order and finds room in the client's ring uses
 //! no buffer at all; the others borrow one and give it back.
+//!
+//! Two bounds hold the bytes (the capacity of the byte buffers):
+//! - an entry holds at most `entry_max` (`--buffer`, the client's ring: a
+//!   reply larger could not be written anyway), whatever number of calls
+//!   it made; a reply that would take it past that is not stored and the
+//!   call fails with [`CallError::TooLarge`]. So one client holds at most
+//!   `--max-pending` × `--buffer`;
+//! - the shard's entries and idle buffers together hold at most `held_max`
+//!   (`--max-pending-bytes`). Idle buffers are freed first; past that, a
+//!   reply that would need more is not stored ([`CallError::NoMemory`]),
+//!   a split command's plan is refused, and a reply made behind awaited
+//!   ones is not taken ([`Pendings::buffer`] says no; the engine stops
+//!   reading that client until its earlier replies are written).
+//!
+//! The outcome lists (12 bytes per call) are not counted: they are
+//! bounded by the entries (`--max-pending` per client) times the calls of
+//! one (at most one per upstream).
 
 use mio::Token;
 
@@ -118,27 +135,66 @@ pub struct Pendings {
     /// Per client slot: its list. Grows to the highest slot seen.
     clients: Vec<PendingList>,
     /// Idle byte buffers. Invariant: each is empty, with capacity at most
-    /// `buffer_max`; at most `free_max` are kept.
+    /// `entry_max`; at most `free_max` are kept.
     buffers: Vec<Vec<u8>>,
     /// Idle outcome lists (empty), at most `free_max`.
     lists: Vec<Vec<Outcome>>,
     free_max: usize,
-    buffer_max: usize,
+    /// The most bytes one entry may hold.
+    entry_max: usize,
+    /// The most bytes all byte buffers may hold together.
+    held_max: usize,
+    /// The capacity of every byte buffer this table owns (in entries,
+    /// idle, or lent out by [`Pendings::buffer`]). Invariant: at most
+    /// `held_max`.
+    held: usize,
+    /// Outcomes not stored and split plans refused for `held_max`.
+    refused: u64,
+    /// Times a client's reply waited for `held_max`.
+    paused: u64,
 }
 
 impl Pendings {
-    /// An empty table. Buffers larger than `buffer_max` bytes are freed
-    /// rather than kept; at most `free_max` idle ones of each kind are
-    /// kept.
-    pub fn new(buffer_max: usize, free_max: usize) -> Pendings {
+    /// An empty table whose entries hold at most `entry_max` bytes each
+    /// and whose byte buffers hold at most `held_max` together; at most
+    /// `free_max` idle buffers of each kind are kept.
+    pub fn new(entry_max: usize, held_max: usize, free_max: usize) -> Pendings {
+        debug_assert!(held_max >= entry_max, "one whole entry must fit");
         Pendings {
             table: Table::with_capacity(1024),
             clients: Vec::new(),
             buffers: Vec::with_capacity(free_max),
             lists: Vec::with_capacity(free_max),
             free_max,
-            buffer_max,
+            entry_max,
+            held_max,
+            held: 0,
+            refused: 0,
+            paused: 0,
         }
+    }
+
+    /// Bytes the byte buffers hold (their capacity), idle ones included.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Outcomes not stored and split plans refused because the shard's
+    /// bound was reached (each failed its request with
+    /// [`CallError::NoMemory`]).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Times a client's reply waited because the shard's bound was reached
+    /// (see [`Pendings::note_paused`]).
+    pub fn paused(&self) -> u64 {
+        self.paused
+    }
+
+    /// Counts a client left waiting because [`Pendings::buffer`] said no.
+    pub fn note_paused(&mut self) {
+        self.paused += 1;
     }
 
     /// Entries in the table (every client's together).
@@ -256,16 +312,35 @@ impl Pendings {
         entry.calls as usize - 1
     }
 
+    /// Frees an entry that is in no client's list (its request was given
+    /// up while it was served: a plan refused, a service that failed).
+    pub fn discard(&mut self, token: Token) {
+        if let Some(entry) = self.table.remove(token) {
+            self.recycle(entry);
+        }
+    }
+
     /// Keeps `bytes` at the start of `token`'s store (before any reply can
-    /// have arrived: keeping happens within the service call).
-    pub fn keep(&mut self, token: Token, bytes: &[u8]) {
+    /// have arrived: keeping happens within the service call), if the
+    /// entry's and the shard's bounds allow: else `TooLarge` or
+    /// `NoMemory`, and nothing is kept.
+    pub fn keep(&mut self, token: Token, bytes: &[u8]) -> Result<(), CallError> {
+        if bytes.len() > self.entry_max {
+            return Err(CallError::TooLarge);
+        }
         let mut store = self.take_store(token);
         debug_assert_eq!(store.len(), self.table.get(token).map_or(0, |e| e.kept));
         store.clear();
+        if !self.grow(&mut store, bytes.len()) {
+            self.give_buffer(store);
+            self.refused += 1;
+            return Err(CallError::NoMemory);
+        }
         store.extend_from_slice(bytes);
         let entry = self.table.get_mut(token).expect("keep on a live entry");
         entry.kept = bytes.len();
         entry.store = Some(store);
+        Ok(())
     }
 
     /// Stores the outcome of call `call` of `token`: the reply `bytes`, or
@@ -283,17 +358,8 @@ impl Pendings {
             list.resize(calls, Outcome::Waiting);
         }
         debug_assert_eq!(list[call], Outcome::Waiting, "two outcomes for one call");
-        list[call] = match outcome {
-            Ok(bytes) => {
-                let mut store = self.take_store(token);
-                let start = store.len();
-                store.extend_from_slice(bytes);
-                self.table.get_mut(token).expect("live").store = Some(store);
-                Outcome::Reply {
-                    start: start as u32,
-                    len: bytes.len() as u32,
-                }
-            }
+        list[call] = match outcome.and_then(|bytes| self.store(token, bytes)) {
+            Ok((start, len)) => Outcome::Reply { start, len },
             Err(error) => Outcome::Failed(error),
         };
         let entry = self.table.get_mut(token).expect("live");
@@ -313,24 +379,87 @@ impl Pendings {
     }
 
     /// An empty buffer with room for `capacity` bytes (at least
-    /// [`BUFFER_MIN`]): a kept one if any.
-    pub fn buffer(&mut self, capacity: usize) -> Vec<u8> {
+    /// [`BUFFER_MIN`]): a kept one if any. `None` when the shard's bound
+    /// leaves no room for it (or it is larger than an entry may hold).
+    /// Give it back with [`Pendings::give_buffer`] or
+    /// [`Pendings::open_ready`], and write no more than `capacity` into it:
+    /// its capacity is what is counted.
+    pub fn buffer(&mut self, capacity: usize) -> Option<Vec<u8>> {
+        if capacity > self.entry_max {
+            return None;
+        }
         let mut buffer = self.buffers.pop().unwrap_or_default();
-        buffer.reserve(capacity.max(BUFFER_MIN));
-        buffer
+        if self.grow(&mut buffer, capacity) {
+            Some(buffer)
+        } else {
+            self.give_buffer(buffer);
+            None
+        }
     }
 
     /// Takes a buffer back (see [`Pendings::buffer`]).
     pub fn give_buffer(&mut self, mut buffer: Vec<u8>) {
-        if self.buffers.len() < self.free_max && buffer.capacity() <= self.buffer_max {
+        if self.buffers.len() < self.free_max && buffer.capacity() <= self.entry_max {
             buffer.clear();
             self.buffers.push(buffer);
+        } else {
+            self.held -= buffer.capacity();
         }
+    }
+
+    /// Appends a reply to `token`'s store: where it starts and its
+    /// length, or why it was not stored.
+    fn store(&mut self, token: Token, bytes: &[u8]) -> Result<(u32, u32), CallError> {
+        let stored = self
+            .table
+            .get(token)
+            .map_or(0, |entry| entry.store.as_ref().map_or(0, Vec::len));
+        if stored + bytes.len() > self.entry_max {
+            // The answer could not be written whole to the client anyway.
+            return Err(CallError::TooLarge);
+        }
+        let mut store = self.take_store(token);
+        let stored = self.grow(&mut store, bytes.len());
+        let start = store.len();
+        if stored {
+            store.extend_from_slice(bytes);
+        }
+        let entry = self.table.get_mut(token).expect("live");
+        entry.store = Some(store);
+        if !stored {
+            self.refused += 1;
+            return Err(CallError::NoMemory);
+        }
+        Ok((start as u32, bytes.len() as u32))
+    }
+
+    /// Makes room in `buffer` for `more` bytes past its length, without
+    /// passing the shard's bound (idle buffers are freed for it first);
+    /// false if it cannot. The capacity grows to exactly what is needed,
+    /// so an entry's buffer never holds more than the entry may.
+    fn grow(&mut self, buffer: &mut Vec<u8>, more: usize) -> bool {
+        let need = (buffer.len() + more).max(BUFFER_MIN.min(self.entry_max));
+        let Some(extra) = need
+            .checked_sub(buffer.capacity())
+            .filter(|&extra| extra > 0)
+        else {
+            return true;
+        };
+        while self.held + extra > self.held_max {
+            let Some(idle) = self.buffers.pop() else {
+                return false;
+            };
+            self.held -= idle.capacity();
+        }
+        let before = buffer.capacity();
+        buffer.reserve_exact(need - buffer.len());
+        self.held += buffer.capacity() - before;
+        true
     }
 
     fn take_store(&mut self, token: Token) -> Vec<u8> {
         let taken = self.table.get_mut(token).and_then(|e| e.store.take());
-        taken.unwrap_or_else(|| self.buffer(0))
+        taken.unwrap_or_else(|| self.buffers.pop().unwrap_or_default())
     }
 
     fn take_list(&mut self, token: Token) -> Vec<Outcome> {
@@ -349,7 +478,7 @@ impl Pendings {
             self.give_buffer(store);
         }
         if let Some(mut list) = entry.outcomes {
-            if self.lists.len() < self.free_max && list.capacity() <= self.buffer_max {
+            if self.lists.len() < self.free_max && list.capacity() <= self.entry_max {
                 list.clear();
                 self.lists.push(list);
             }
@@ -372,11 +501,11 @@ mod tests {
 
     #[test]
     fn entries_leave_in_request_order() {
-        let mut pendings = Pendings::new(1 << 16, 4);
+        let mut pendings = Pendings::new(1 << 16, 1 << 20, 4);
         let first = pendings.open(client());
         pendings.append(first);
         pendings.add_call(first);
-        let mut buffer = pendings.buffer(8);
+        let mut buffer = pendings.buffer(8).unwrap();
         buffer.extend_from_slice(b"+PONG\r\n");
         let second = pendings.open_ready(client(), buffer);
         pendings.append(second);
@@ -405,13 +534,13 @@ mod tests {
 
     #[test]
     fn several_calls_complete_in_any_order_with_kept_bytes() {
-        let mut pendings = Pendings::new(1 << 16, 4);
+        let mut pendings = Pendings::new(1 << 16, 1 << 20, 4);
         let entry = pendings.open(client());
         pendings.append(entry);
         for _ in 0..3 {
             pendings.add_call(entry);
         }
-        pendings.keep(entry, b"MGET a b c");
+        pendings.keep(entry, b"MGET a b c").unwrap();
         assert_eq!(
             pendings.record(entry, 2, Err(CallError::Timeout)),
             Some((client(), false))
@@ -435,7 +564,7 @@ mod tests {
 
     #[test]
     fn a_closed_client_leaves_stale_tokens_behind() {
-        let mut pendings = Pendings::new(1 << 16, 4);
+        let mut pendings = Pendings::new(1 << 16, 1 << 20, 4);
         let entry = pendings.open(client());
         pendings.append(entry);
         pendings.add_call(entry);
@@ -448,21 +577,105 @@ mod tests {
 
     #[test]
     fn buffers_are_reused() {
-        let mut pendings = Pendings::new(1024, 1);
-        let mut buffer = pendings.buffer(32);
+        let mut pendings = Pendings::new(1024, 1 << 20, 1);
+        let mut buffer = pendings.buffer(32).unwrap();
         let pointer = buffer.as_ptr();
         assert!(buffer.capacity() >= BUFFER_MIN);
         buffer.extend_from_slice(b"x");
         let entry = pendings.open_ready(client(), buffer);
         pendings.append(entry);
         pendings.pop(client());
-        let again = pendings.buffer(16);
+        let again = pendings.buffer(16).unwrap();
         assert_eq!(again.as_ptr(), pointer);
         assert!(again.is_empty());
-        // Too large to keep.
-        pendings.give_buffer(Vec::with_capacity(2048));
         let capacity = again.capacity();
         pendings.give_buffer(again);
-        assert_eq!(pendings.buffer(1).capacity(), capacity);
+        assert_eq!(pendings.buffer(1).unwrap().capacity(), capacity);
+        assert!(pendings.buffer(1025).is_none(), "larger than an entry");
+    }
+
+    /// An entry with `calls` calls, in `client`'s list.
+    fn entry_with_calls(pendings: &mut Pendings, client: Token, calls: usize) -> Token {
+        let entry = pendings.open(client);
+        pendings.append(entry);
+        for _ in 0..calls {
+            pendings.add_call(entry);
+        }
+        entry
+    }
+
+    #[test]
+    fn an_entry_holds_at_most_entry_max_whatever_its_calls() {
+        let mut pendings = Pendings::new(1024, 1 << 20, 4);
+        let entry = entry_with_calls(&mut pendings, client(), 4);
+        pendings.keep(entry, &[7; 24]).unwrap();
+        let reply = [b'x'; 400];
+        assert_eq!(
+            pendings.record(entry, 0, Ok(&reply)),
+            Some((client(), false))
+        );
+        assert_eq!(
+            pendings.record(entry, 1, Ok(&reply)),
+            Some((client(), false))
+        );
+        // 24 + 400 + 400 + 400 > 1024: the third is not stored.
+        assert_eq!(
+            pendings.record(entry, 2, Ok(&reply)),
+            Some((client(), false))
+        );
+        assert_eq!(
+            pendings.record(entry, 3, Ok(b":1\r\n")),
+            Some((client(), true))
+        );
+        let answer = pendings.get(entry).unwrap().answer();
+        assert_eq!(answer.outcome(1), Ok(&reply[..]));
+        assert_eq!(answer.outcome(2), Err(CallError::TooLarge));
+        assert_eq!(answer.outcome(3), Ok(&b":1\r\n"[..]));
+        assert!(pendings.held() <= 1024, "{} bytes held", pendings.held());
+        assert_eq!(pendings.refused(), 0, "the entry's bound, not the shard's");
+        assert_eq!(pendings.keep(entry, &[0; 1025]), Err(CallError::TooLarge));
+    }
+
+    #[test]
+    fn the_shard_holds_at_most_held_max() {
+        let mut pendings = Pendings::new(1024, 2048, 4);
+        let reply = [b'x'; 1000];
+        let mut stored = 0;
+        let mut entries = Vec::new();
+        for slot in 0..4 {
+            let client = Token(slot);
+            let entry = entry_with_calls(&mut pendings, client, 1);
+            entries.push(entry);
+            pendings.record(entry, 0, Ok(&reply)).unwrap();
+            match pendings.get(entry).unwrap().answer().outcome(0) {
+                Ok(bytes) => {
+                    assert_eq!(bytes, reply);
+                    stored += 1;
+                }
+                Err(error) => assert_eq!(error, CallError::NoMemory),
+            }
+            assert!(pendings.held() <= 2048, "{} bytes held", pendings.held());
+        }
+        assert_eq!(stored, 2);
+        assert_eq!(pendings.refused(), 2);
+        assert!(pendings.buffer(100).is_none(), "no room for a ready reply");
+        // A plan kept before any call: the entry is not in a list yet.
+        let entry = pendings.open(Token(9));
+        assert_eq!(pendings.keep(entry, b"plan"), Err(CallError::NoMemory));
+        pendings.discard(entry);
+        // Entries written and gone give their room back.
+        pendings.pop(Token(0));
+        let ready = pendings.buffer(100).expect("room again");
+        pendings.give_buffer(ready);
+        for slot in 0..4 {
+            pendings.clear(Token(slot));
+        }
+        assert!(pendings.is_empty());
+        // Only idle buffers are left, and they make room when needed.
+        let whole = pendings.buffer(1024).unwrap();
+        let second = pendings.buffer(1024).unwrap();
+        assert!(pendings.held() <= 2048);
+        pendings.give_buffer(whole);
+        pendings.give_buffer(second);
     }
 }
