@@ -349,3 +349,54 @@ fn redis_cli_works_as_a_newcomer_would_try_it() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n1\n1\n");
 }
+
+/// Sends `args` and returns the integer reply.
+fn integer(stream: &mut TcpStream, args: &[&[u8]]) -> i64 {
+    stream.write_all(&command(args)).unwrap();
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        line.extend(read_exact_timeout(stream, 1, Duration::from_secs(5)));
+    }
+    let text = String::from_utf8_lossy(&line);
+    assert!(text.starts_with(':'), "not an integer reply: {text:?}");
+    text[1..text.len() - 2].parse().unwrap()
+}
+
+#[test]
+fn expired_keys_are_reclaimed_with_no_commands_arriving() {
+    // The reproduction: fill 1 MiB with keys that live 200 ms, let
+    // them expire, then write half as many again.
+    let server = resp(&["--max-memory", "1MiB"]);
+    let mut s = server.connect();
+    let value = [b'v'; 400];
+    let mut stored = 0;
+    loop {
+        let key = format!("k{stored}");
+        s.write_all(&command(&[b"SET", key.as_bytes(), &value, b"PX", b"200"]))
+            .unwrap();
+        let reply = read_exact_timeout(&mut s, 5, Duration::from_secs(5));
+        if reply == b"+OK\r\n" {
+            stored += 1;
+            continue;
+        }
+        assert_eq!(reply, b"-OOM ");
+        let rest = b"command not allowed when used memory > 'maxmemory'.\r\n";
+        read_exact_timeout(&mut s, rest.len(), Duration::from_secs(5));
+        break;
+    }
+    assert!(stored > 2000, "{stored} keys of 400 B in 1 MiB");
+    // DBSIZE touches no key: only the active expiry can bring it down
+    // (fewer than 64 polls, so not the old every-64-commands sweep).
+    let mut dbsize = -1;
+    let emptied = wait_until(Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(100));
+        dbsize = integer(&mut s, &[b"DBSIZE"]);
+        dbsize == 0
+    });
+    assert!(emptied, "DBSIZE still {dbsize} 5 s after every key expired");
+    for i in 0..stored / 2 {
+        let key = format!("fresh{i}");
+        exchange(&mut s, &[b"SET", key.as_bytes(), &value], b"+OK\r\n");
+    }
+    exchange(&mut s, &[b"DBSIZE"], format!(":{}\r\n", stored / 2).as_bytes());
+}
