@@ -400,3 +400,65 @@ fn expired_keys_are_reclaimed_with_no_commands_arriving() {
     }
     exchange(&mut s, &[b"DBSIZE"], format!(":{}\r\n", stored / 2).as_bytes());
 }
+
+#[test]
+fn replies_that_outgrow_the_ring_get_an_error_and_scan_pages_shrink() {
+    let server = resp(&["--buffer", "4KiB"]);
+    let mut s = server.connect();
+    let mut keys = Vec::new();
+    for i in 0..10 {
+        let key = format!("{i}{}", "k".repeat(900));
+        exchange(&mut s, &[b"SET", key.as_bytes(), b"v"], b"+OK\r\n");
+        keys.push(key);
+    }
+    // Ten 900-byte names do not fit a 4 KiB reply.
+    exchange(
+        &mut s,
+        &[b"KEYS", b"*"],
+        b"-ERR reply too large for the connection buffer\r\n",
+    );
+    // SCAN returns what fits and a cursor to go on from.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = b"0".to_vec();
+    let mut calls = 0;
+    loop {
+        let mut client = util::Resp::from(s.try_clone().unwrap());
+        let reply = client.call(&[b"SCAN", &cursor, b"COUNT", b"100"]);
+        calls += 1;
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let mut lines = text.split("\r\n");
+        assert_eq!(lines.next(), Some("*2"));
+        lines.next();
+        cursor = lines.next().unwrap().as_bytes().to_vec();
+        seen.extend(lines.filter(|l| l.len() > 100).map(str::to_string));
+        if cursor == b"0" {
+            break;
+        }
+    }
+    assert!(calls > 1, "one SCAN call fit ten 900-byte keys in 4 KiB");
+    assert_eq!(seen.len(), 10);
+    // A value may not outgrow what a client could send (--max-frame).
+    let big = vec![b'x'; 3000];
+    exchange(&mut s, &[b"SET", b"big", &big], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &[b"APPEND", b"big", &big],
+        b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+    );
+    exchange(
+        &mut s,
+        &[b"SETRANGE", b"big", b"5000", b"x"],
+        b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+    );
+    let mut expected = b"$3000\r\n".to_vec();
+    expected.extend(&big);
+    expected.extend(b"\r\n");
+    exchange(&mut s, &[b"GETSET", b"big", b"small"], &expected);
+    exchange(&mut s, &[b"PING"], b"+PONG\r\n");
+    server.wait_metric(
+        "holdfast_connections_closed_total",
+        &[("reason", "output_overflow")],
+        0.0,
+        Duration::from_secs(1),
+    );
+}

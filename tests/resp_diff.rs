@@ -529,3 +529,119 @@ fn generated_sequences_get_the_replies_redis_gives() {
         panic!("{error}");
     }
 }
+
+/// Sends `args` to both; returns (holdfast's reply, redis's reply).
+fn both(pair: &mut Pair, args: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
+    (pair.ours.call(args), pair.theirs.call(args))
+}
+
+#[test]
+fn command_info_matches_redis_for_every_command_served() {
+    let mut pair = Pair::start();
+    for command in holdfast::service::kv::COMMANDS {
+        let (ours, theirs) = both(&mut pair, &[b"COMMAND", b"INFO", command.name.as_bytes()]);
+        let (Value::Array(Some(ours)), Value::Array(Some(theirs))) =
+            (parse(&ours).0, parse(&theirs).0)
+        else {
+            panic!("COMMAND INFO {} is not an array", command.name);
+        };
+        let (Value::Array(Some(ours)), Value::Array(Some(theirs))) = (&ours[0], &theirs[0]) else {
+            panic!("COMMAND INFO {} has no entry", command.name);
+        };
+        // Name, arity, flags, key positions, ACL categories, tips; key
+        // specifications and subcommands are left empty.
+        assert_eq!(ours[..8], theirs[..8], "COMMAND INFO {}", command.name);
+    }
+    let (ours, theirs) = both(&mut pair, &[b"COMMAND", b"INFO", b"nosuchcommand"]);
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn info_fields_are_redis_fields() {
+    let mut pair = Pair::start();
+    pair.ours.call(&[b"SET", b"a", b"1", b"EX", b"100"]);
+    pair.ours.call(&[b"SET", b"b", b"1"]);
+    let fields = |reply: &[u8]| -> Vec<(String, String)> {
+        let Value::Bulk(Some(text)) = parse(reply).0 else {
+            panic!("INFO is not a bulk string");
+        };
+        String::from_utf8(text)
+            .unwrap()
+            .split("\r\n")
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    // holdfast's own lines, not in Redis's INFO.
+    let own = ["holdfast_version", "shards", "backend", "protocol_errors", "handler_panics"];
+    for section in ["server", "clients", "memory", "stats", "keyspace"] {
+        let (ours, theirs) = both(&mut pair, &[b"INFO", section.as_bytes()]);
+        let (ours, theirs) = (fields(&ours), fields(&theirs));
+        for (key, _) in &ours {
+            if own.contains(&key.as_str()) || key == "db0" {
+                continue;
+            }
+            assert!(
+                theirs.iter().any(|(k, _)| k == key),
+                "INFO {section}: {key} is not a Redis field"
+            );
+        }
+    }
+    let (ours, _) = both(&mut pair, &[b"INFO", b"keyspace"]);
+    let ours = fields(&ours);
+    assert!(ours.contains(&("db0".into(), "keys=2,expires=1,avg_ttl=0".into())), "{ours:?}");
+    let (ours, theirs) = both(&mut pair, &[b"INFO", b"nosuchsection"]);
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn clock_dependent_replies_agree() {
+    let mut pair = Pair::start();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    // Rounded as Redis rounds: 1.2 s is 1.
+    for args in [
+        &[&b"SET"[..], b"k", b"v", b"PX", b"1200"][..],
+        &[b"TTL", b"k"],
+        &[b"SET", b"k", b"v", b"PX", b"2400"],
+        &[b"TTL", b"k"],
+        &[b"SET", b"k", b"v", b"PX", b"200"],
+        &[b"TTL", b"k"],
+    ] {
+        let (ours, theirs) = both(&mut pair, args);
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+    // An absolute time in the past: stored expired, never read back.
+    let past = (now.as_millis() - 1000).to_string();
+    for args in [
+        &[&b"SET"[..], b"gone", b"v", b"PXAT", past.as_bytes()][..],
+        &[b"GET", b"gone"],
+        &[b"EXISTS", b"gone"],
+        &[b"TTL", b"gone"],
+    ] {
+        let (ours, theirs) = both(&mut pair, args);
+        assert_eq!(ours, theirs, "{args:?}");
+    }
+    let (ours, theirs) = both(&mut pair, &[b"TIME"]);
+    let seconds = |reply: &[u8]| match parse(reply).0 {
+        Value::Array(Some(parts)) => match &parts[0] {
+            Value::Bulk(Some(s)) => String::from_utf8_lossy(s).parse::<u64>().unwrap(),
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    assert!(seconds(&ours).abs_diff(seconds(&theirs)) <= 2);
+}
+
+#[test]
+fn other_data_types_get_an_error_naming_the_command() {
+    let mut pair = Pair::start();
+    for name in ["LPUSH", "hset", "SADD", "ZADD", "XADD", "MULTI", "EVAL", "SUBSCRIBE"] {
+        let reply = pair.ours.call(&[name.as_bytes(), b"x", b"y"]);
+        let expected = format!(
+            "-ERR unsupported command '{}': this server holds strings only (see the README)\r\n",
+            name.to_lowercase()
+        );
+        assert_eq!(String::from_utf8_lossy(&reply), expected);
+    }
+    assert_eq!(pair.ours.call(&[b"PING"]), b"+PONG\r\n");
+}
