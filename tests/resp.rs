@@ -398,7 +398,11 @@ fn expired_keys_are_reclaimed_with_no_commands_arriving() {
         let key = format!("fresh{i}");
         exchange(&mut s, &[b"SET", key.as_bytes(), &value], b"+OK\r\n");
     }
-    exchange(&mut s, &[b"DBSIZE"], format!(":{}\r\n", stored / 2).as_bytes());
+    exchange(
+        &mut s,
+        &[b"DBSIZE"],
+        format!(":{}\r\n", stored / 2).as_bytes(),
+    );
 }
 
 #[test]

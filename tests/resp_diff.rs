@@ -42,7 +42,10 @@ pub const INTENDED_DIFFERENCES: &[(&str, &str)] = &[
         "COMMAND",
         "only this server's commands; key specifications and subcommands are empty; DOCS is empty",
     ),
-    ("INFO", "a subset of Redis's sections and fields, plus holdfast's own"),
+    (
+        "INFO",
+        "a subset of Redis's sections and fields, plus holdfast's own",
+    ),
     (
         "HELLO, CLIENT, CONFIG",
         "RESP2 only; CLIENT names are not kept; CONFIG GET knows save, appendonly, maxmemory, databases",
@@ -103,8 +106,24 @@ const INTEGERS: &[&str] = &[
 ];
 
 const FLOATS: &[&str] = &[
-    "0", "0.1", "-0.1", "1.5", "2.0e2", "5.0e3", "-3", "1e-5", "abc", "", "inf", "-inf", "nan",
-    "1e400", "0x1p3", " 1", "1e", "3.0000000000000000001",
+    "0",
+    "0.1",
+    "-0.1",
+    "1.5",
+    "2.0e2",
+    "5.0e3",
+    "-3",
+    "1e-5",
+    "abc",
+    "",
+    "inf",
+    "-inf",
+    "nan",
+    "1e400",
+    "0x1p3",
+    " 1",
+    "1e",
+    "3.0000000000000000001",
 ];
 
 /// Expiry amounts that keep a key for the whole case or delete it at
@@ -192,18 +211,30 @@ fn expire_flags() -> impl Strategy<Value = Vec<String>> {
 
 fn string_command() -> impl Strategy<Value = Vec<String>> {
     prop_oneof![
-        (key(), pick(VALUES), set_options())
-            .prop_map(|(k, v, o)| cmd([vec!["SET".into(), k, v], o].concat())),
+        (key(), pick(VALUES), set_options()).prop_map(|(k, v, o)| cmd([
+            vec!["SET".into(), k, v],
+            o
+        ]
+        .concat())),
         key().prop_map(|k| cmd(vec!["GET".into(), k])),
-        prop::collection::vec(key(), 0..4)
-            .prop_map(|ks| cmd([vec!["MGET".into()], ks].concat())),
+        prop::collection::vec(key(), 0..4).prop_map(|ks| cmd([vec!["MGET".into()], ks].concat())),
         (key(), pick(VALUES)).prop_map(|(k, v)| cmd(vec!["SETNX".into(), k, v])),
-        (pick(&["SETEX", "PSETEX"]), key(), pick(SECONDS), pick(VALUES))
+        (
+            pick(&["SETEX", "PSETEX"]),
+            key(),
+            pick(SECONDS),
+            pick(VALUES)
+        )
             .prop_map(|(c, k, s, v)| cmd(vec![c, k, s, v])),
         (key(), pick(VALUES)).prop_map(|(k, v)| cmd(vec!["GETSET".into(), k, v])),
         key().prop_map(|k| cmd(vec!["GETDEL".into(), k])),
         (key(), getex_options()).prop_map(|(k, o)| cmd([vec!["GETEX".into(), k], o].concat())),
-        (pick(&["GETRANGE", "SUBSTR"]), key(), pick(INTEGERS), pick(INTEGERS))
+        (
+            pick(&["GETRANGE", "SUBSTR"]),
+            key(),
+            pick(INTEGERS),
+            pick(INTEGERS)
+        )
             .prop_map(|(c, k, s, e)| cmd(vec![c, k, s, e])),
         (
             key(),
@@ -259,18 +290,28 @@ fn key_command() -> impl Strategy<Value = Vec<String>> {
             expire_flags()
         )
             .prop_map(|(c, k, s, f)| cmd([vec![c, k, s], f].concat())),
-        (pick(&["PEXPIRE", "PEXPIREAT"]), key(), pick(MILLIS), expire_flags())
-            .prop_map(|(c, k, s, f)| cmd([vec![c, k, s], f].concat())),
         (
+            pick(&["PEXPIRE", "PEXPIREAT"]),
             key(),
-            pick(&[FUTURE_S, PAST_S]),
+            pick(MILLIS),
             expire_flags()
         )
-            .prop_map(|(k, t, f)| cmd([vec!["EXPIREAT".into(), k, t], f].concat())),
-        (key(), pick(&[FUTURE_MS, PAST_MS]))
-            .prop_map(|(k, t)| cmd(vec!["PEXPIREAT".into(), k, t])),
+            .prop_map(|(c, k, s, f)| cmd([vec![c, k, s], f].concat())),
+        (key(), pick(&[FUTURE_S, PAST_S]), expire_flags()).prop_map(|(k, t, f)| cmd([
+            vec!["EXPIREAT".into(), k, t],
+            f
+        ]
+        .concat())),
+        (key(), pick(&[FUTURE_MS, PAST_MS])).prop_map(|(k, t)| cmd(vec!["PEXPIREAT".into(), k, t])),
         (
-            pick(&["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME", "PERSIST", "TYPE"]),
+            pick(&[
+                "TTL",
+                "PTTL",
+                "EXPIRETIME",
+                "PEXPIRETIME",
+                "PERSIST",
+                "TYPE"
+            ]),
             key()
         )
             .prop_map(|(c, k)| cmd(vec![c, k])),
@@ -281,8 +322,11 @@ fn key_command() -> impl Strategy<Value = Vec<String>> {
         scan_command(),
         Just(cmd(vec!["RANDOMKEY".into()])),
         pick(INTEGERS).prop_map(|n| cmd(vec!["SELECT".into(), n])),
-        prop::collection::vec(pick(&["ASYNC", "sync", "LAZY"]), 0..2)
-            .prop_map(|o| cmd([vec!["FLUSHDB".into()], o].concat())),
+        prop::collection::vec(pick(&["ASYNC", "sync", "LAZY"]), 0..2).prop_map(|o| cmd([
+            vec!["FLUSHDB".into()],
+            o
+        ]
+        .concat())),
     ]
 }
 
@@ -306,12 +350,15 @@ fn scan_command() -> impl Strategy<Value = Vec<String>> {
 fn other_command() -> impl Strategy<Value = Vec<String>> {
     let name = pick(&[
         "GET", "SET", "SETEX", "GETEX", "MSET", "INCRBY", "EXPIRE", "TTL", "RENAME", "KEYS",
-        "SCAN", "DBSIZE", "LCS", "GETRANGE", "SELECT", "ECHO", "PING", "APPEND", "FOO",
-        "getfoo", "x\r\ny",
+        "SCAN", "DBSIZE", "LCS", "GETRANGE", "SELECT", "ECHO", "PING", "APPEND", "FOO", "getfoo",
+        "x\r\ny",
     ]);
     prop_oneof![
-        (name, prop::collection::vec(pick(VALUES), 0..4))
-            .prop_map(|(n, args)| cmd([vec![n], args].concat())),
+        (name, prop::collection::vec(pick(VALUES), 0..4)).prop_map(|(n, args)| cmd([
+            vec![n],
+            args
+        ]
+        .concat())),
         prop::collection::vec(pick(VALUES), 0..3)
             .prop_map(|args| cmd([vec!["PING".into()], args].concat())),
         pick(VALUES).prop_map(|v| cmd(vec!["ECHO".into(), v])),
@@ -390,10 +437,7 @@ fn compare(args: &[Vec<u8>], ours: &[u8], theirs: &[u8]) -> Result<(), String> {
         "PTTL" | "PEXPIRETIME" => within(2000),
         // A cursor other than 0 means different places in the two
         // servers (cursor 0 runs a whole iteration, see `Pair::run`).
-        "SCAN" => matches!(
-            (&a, &b),
-            (Value::Array(Some(_)), Value::Array(Some(_)))
-        ),
+        "SCAN" => matches!((&a, &b), (Value::Array(Some(_)), Value::Array(Some(_)))),
         "KEYS" => match (&a, &b) {
             (Value::Array(Some(x)), Value::Array(Some(y))) => {
                 let (mut x, mut y) = (x.clone(), y.clone());
@@ -403,10 +447,7 @@ fn compare(args: &[Vec<u8>], ours: &[u8], theirs: &[u8]) -> Result<(), String> {
             }
             _ => false,
         },
-        "RANDOMKEY" => matches!(
-            (&a, &b),
-            (Value::Bulk(Some(_)), Value::Bulk(Some(_)))
-        ),
+        "RANDOMKEY" => matches!((&a, &b), (Value::Bulk(Some(_)), Value::Bulk(Some(_)))),
         _ => false,
     };
     if same {
@@ -414,7 +455,9 @@ fn compare(args: &[Vec<u8>], ours: &[u8], theirs: &[u8]) -> Result<(), String> {
     } else {
         Err(format!(
             "{:?}\n  holdfast: {:?}\n  redis:    {:?}",
-            args.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>(),
+            args.iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>(),
             String::from_utf8_lossy(ours),
             String::from_utf8_lossy(theirs)
         ))
@@ -494,7 +537,9 @@ impl Pair {
                 let ours = scan_all(&mut self.ours, &args[2..]);
                 let theirs = scan_all(&mut self.theirs, &args[2..]);
                 if ours != theirs {
-                    return Err(format!("{command:?}\n  holdfast: {ours:?}\n  redis:    {theirs:?}"));
+                    return Err(format!(
+                        "{command:?}\n  holdfast: {ours:?}\n  redis:    {theirs:?}"
+                    ));
                 }
                 continue;
             }
@@ -573,7 +618,13 @@ fn info_fields_are_redis_fields() {
             .collect()
     };
     // holdfast's own lines, not in Redis's INFO.
-    let own = ["holdfast_version", "shards", "backend", "protocol_errors", "handler_panics"];
+    let own = [
+        "holdfast_version",
+        "shards",
+        "backend",
+        "protocol_errors",
+        "handler_panics",
+    ];
     for section in ["server", "clients", "memory", "stats", "keyspace"] {
         let (ours, theirs) = both(&mut pair, &[b"INFO", section.as_bytes()]);
         let (ours, theirs) = (fields(&ours), fields(&theirs));
@@ -589,7 +640,10 @@ fn info_fields_are_redis_fields() {
     }
     let (ours, _) = both(&mut pair, &[b"INFO", b"keyspace"]);
     let ours = fields(&ours);
-    assert!(ours.contains(&("db0".into(), "keys=2,expires=1,avg_ttl=0".into())), "{ours:?}");
+    assert!(
+        ours.contains(&("db0".into(), "keys=2,expires=1,avg_ttl=0".into())),
+        "{ours:?}"
+    );
     let (ours, theirs) = both(&mut pair, &[b"INFO", b"nosuchsection"]);
     assert_eq!(ours, theirs);
 }
@@ -635,7 +689,16 @@ fn clock_dependent_replies_agree() {
 #[test]
 fn other_data_types_get_an_error_naming_the_command() {
     let mut pair = Pair::start();
-    for name in ["LPUSH", "hset", "SADD", "ZADD", "XADD", "MULTI", "EVAL", "SUBSCRIBE"] {
+    for name in [
+        "LPUSH",
+        "hset",
+        "SADD",
+        "ZADD",
+        "XADD",
+        "MULTI",
+        "EVAL",
+        "SUBSCRIBE",
+    ] {
         let reply = pair.ours.call(&[name.as_bytes(), b"x", b"y"]);
         let expected = format!(
             "-ERR unsupported command '{}': this server holds strings only (see the README)\r\n",

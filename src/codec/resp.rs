@@ -264,7 +264,9 @@ pub fn parse_int(text: &[u8]) -> Option<i64> {
         _ => (false, text),
     };
     // No leading zero, and no "-0": Redis's `string2ll` refuses both.
-    if digits.is_empty() || digits.len() > 19 || (digits[0] == b'0' && (digits.len() > 1 || negative))
+    if digits.is_empty()
+        || digits.len() > 19
+        || (digits[0] == b'0' && (digits.len() > 1 || negative))
     {
         return None;
     }

@@ -164,7 +164,11 @@ impl Slot<'_> {
         let old = self
             .index
             .map_or(0, |i| entry_size(self.key, &self.stripe.map[i].value));
-        if self.store.resize(old, entry_size(self.key, &value)).is_err() {
+        if self
+            .store
+            .resize(old, entry_size(self.key, &value))
+            .is_err()
+        {
             self.refused = true;
             return Err(Oom);
         }
@@ -177,13 +181,15 @@ impl Slot<'_> {
                 let slot = &mut self.stripe.map[i];
                 let was = slot.expiry().is_some();
                 *slot = entry;
-                self.store.count_volatile(self.stripe, was, expiry.is_some());
+                self.store
+                    .count_volatile(self.stripe, was, expiry.is_some());
             }
             None => {
                 let (i, _) = self.stripe.map.insert_full(self.key.into(), entry);
                 self.index = Some(i);
                 self.store.keys.fetch_add(1, Ordering::Relaxed);
-                self.store.count_volatile(self.stripe, false, expiry.is_some());
+                self.store
+                    .count_volatile(self.stripe, false, expiry.is_some());
             }
         }
         Ok(())
@@ -198,7 +204,8 @@ impl Slot<'_> {
         let entry = &mut self.stripe.map[i];
         let was = entry.expiry().is_some();
         entry.expires_at = expiry.unwrap_or(PERSISTENT);
-        self.store.count_volatile(self.stripe, was, expiry.is_some());
+        self.store
+            .count_volatile(self.stripe, was, expiry.is_some());
         true
     }
 
@@ -844,7 +851,10 @@ mod tests {
         assert_eq!(store.volatile_len(), 1);
         assert!(store.remove(b"k"));
         assert!(!store.remove(b"k"));
-        assert_eq!((store.used_memory(), store.len(), store.volatile_len()), (0, 0, 0));
+        assert_eq!(
+            (store.used_memory(), store.len(), store.volatile_len()),
+            (0, 0, 0)
+        );
     }
 
     #[test]
@@ -869,14 +879,25 @@ mod tests {
         let size = 4 + 100 + ENTRY_OVERHEAD;
         let store = Store::new(1, 200 * size);
         let mut stored = 0;
-        while set(&store, format!("k{stored:03}").as_bytes(), &[1; 100], in_ms(30)).is_ok() {
+        while set(
+            &store,
+            format!("k{stored:03}").as_bytes(),
+            &[1; 100],
+            in_ms(30),
+        )
+        .is_ok()
+        {
             stored += 1;
         }
         assert_eq!(stored, 200);
         std::thread::sleep(Duration::from_millis(60));
         for i in 0..200 {
             let key = format!("f{i:03}");
-            assert_eq!(set(&store, key.as_bytes(), &[2; 100], None), Ok(()), "write {i}");
+            assert_eq!(
+                set(&store, key.as_bytes(), &[2; 100], None),
+                Ok(()),
+                "write {i}"
+            );
         }
         assert_eq!(store.len(), 200);
         assert_eq!(store.expired_keys(), 200);
@@ -929,7 +950,7 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(10));
         assert!(store.expire_cycle(0..store.stripes(), Instant::now()));
-        assert!(store.len() > 0);
+        assert!(!store.is_empty());
     }
 
     #[test]

@@ -207,7 +207,11 @@ fn parse_exponent(text: &[u8]) -> Option<i64> {
 /// subnormals and overflow included.
 fn round(negative: bool, num: Big, den: Big) -> Ld {
     if num.is_zero() {
-        return Ld::Finite { negative, m: 0, e: 0 };
+        return Ld::Finite {
+            negative,
+            m: 0,
+            e: 0,
+        };
     }
     // Scale so the quotient has 66 or 67 bits: 64 kept, the rest rounded.
     let s = 66 - (num.bits() as i64 - den.bits() as i64);
@@ -226,7 +230,11 @@ fn round(negative: bool, num: Big, den: Big) -> Ld {
     }
     let mut m = if drop >= 128 { 0 } else { q >> drop };
     if drop > 0 {
-        let rest = if drop >= 128 { q } else { q & ((1u128 << drop) - 1) };
+        let rest = if drop >= 128 {
+            q
+        } else {
+            q & ((1u128 << drop) - 1)
+        };
         let half = if drop > 128 { 0 } else { 1u128 << (drop - 1) };
         let up = match rest.cmp(&half) {
             Ordering::Greater => drop <= 128,
@@ -370,14 +378,20 @@ impl Big {
     }
 
     fn bit(&self, i: usize) -> bool {
-        self.0.get(i / 32).is_some_and(|limb| limb >> (i % 32) & 1 == 1)
+        self.0
+            .get(i / 32)
+            .is_some_and(|limb| limb >> (i % 32) & 1 == 1)
     }
 
     /// Whether any bit below `i` is set.
     fn any_below(&self, i: usize) -> bool {
         let (limbs, bits) = (i / 32, i % 32);
         self.0.iter().take(limbs).any(|&l| l != 0)
-            || (bits > 0 && self.0.get(limbs).is_some_and(|l| l & ((1 << bits) - 1) != 0))
+            || (bits > 0
+                && self
+                    .0
+                    .get(limbs)
+                    .is_some_and(|l| l & ((1 << bits) - 1) != 0))
     }
 
     fn mul_add_small(&mut self, factor: u32, add: u32) {
@@ -470,8 +484,7 @@ impl Big {
         let mut out = Vec::with_capacity(self.0.len());
         let mut borrow = 0i64;
         for i in 0..self.0.len() {
-            let mut v =
-                i64::from(self.0[i]) - i64::from(*other.0.get(i).unwrap_or(&0)) - borrow;
+            let mut v = i64::from(self.0[i]) - i64::from(*other.0.get(i).unwrap_or(&0)) - borrow;
             borrow = i64::from(v < 0);
             if v < 0 {
                 v += 1 << 32;
@@ -548,8 +561,7 @@ mod tests {
     use super::*;
 
     fn incr(current: Option<&str>, by: &str) -> Result<String, IncrFloatError> {
-        incr_text(current.map(str::as_bytes), by.as_bytes())
-            .map(|t| String::from_utf8(t).unwrap())
+        incr_text(current.map(str::as_bytes), by.as_bytes()).map(|t| String::from_utf8(t).unwrap())
     }
 
     #[test]
@@ -566,7 +578,10 @@ mod tests {
         // Past 64 bits of mantissa the sum rounds; printing is exact binary.
         assert_eq!(incr(Some("1e20"), "1").unwrap(), "100000000000000000000");
         assert_eq!(incr(Some("3.0000000000000000001"), "0").unwrap(), "3");
-        assert_eq!(incr(Some("1e30"), "0").unwrap(), "1000000000000000000024696061952");
+        assert_eq!(
+            incr(Some("1e30"), "0").unwrap(),
+            "1000000000000000000024696061952"
+        );
         assert_eq!(
             incr(Some("123456789.123456789"), "0.000000001").unwrap(),
             "123456789.12345678999554366"
@@ -576,11 +591,20 @@ mod tests {
 
     #[test]
     fn what_strtold_refuses_is_not_a_float() {
-        for bad in ["", " 1", "1 ", "abc", "1e", "0x", "nan", "1e99999", "1e-99999", "--1", "1.2.3"] {
-            assert_eq!(incr(Some(bad), "1"), Err(IncrFloatError::NotFloat), "{bad:?}");
+        for bad in [
+            "", " 1", "1 ", "abc", "1e", "0x", "nan", "1e99999", "1e-99999", "--1", "1.2.3",
+        ] {
+            assert_eq!(
+                incr(Some(bad), "1"),
+                Err(IncrFloatError::NotFloat),
+                "{bad:?}"
+            );
         }
         assert_eq!(incr(Some("inf"), "1"), Err(IncrFloatError::NanOrInfinity));
         assert_eq!(incr(Some("0e-99999"), "1").unwrap(), "1");
-        assert_eq!(incr(Some("1.18e4932"), "1.18e4932"), Err(IncrFloatError::NanOrInfinity));
+        assert_eq!(
+            incr(Some("1.18e4932"), "1.18e4932"),
+            Err(IncrFloatError::NanOrInfinity)
+        );
     }
 }

@@ -45,7 +45,7 @@ impl Kv {
         };
         let seconds = matches!(command.op, Op::Expire | Op::Expireat);
         if seconds {
-            if when > i64::MAX / 1000 || when < i64::MIN / 1000 {
+            if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
                 return out.invalid_expire(command.name);
             }
             when *= 1000;
@@ -149,9 +149,9 @@ impl Kv {
     pub(super) fn select(&self, argv: &[&[u8]], out: &mut Out<'_, '_>) {
         match parse_int(argv[1]) {
             None => out.put(NOT_INTEGER),
-            Some(id) if i32::try_from(id).is_err() => out.error(
-                b"value is out of range, value must between -2147483648 and 2147483647",
-            ),
+            Some(id) if i32::try_from(id).is_err() => {
+                out.error(b"value is out of range, value must between -2147483648 and 2147483647")
+            }
             Some(0) => out.put(OK),
             Some(_) => out.error(b"DB index is out of range"),
         }

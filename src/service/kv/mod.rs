@@ -218,7 +218,9 @@ impl Kv {
 
     /// Room for a reply carrying `key`'s current value.
     fn value_reserve(&self, key: &[u8]) -> usize {
-        let len = self.store.with(key, |slot| slot.value().map_or(0, |v| v.len()));
+        let len = self
+            .store
+            .with(key, |slot| slot.value().map_or(0, |v| v.len()));
         SMALL_REPLY.max(reply::bulk_len_of(len))
     }
 
@@ -236,7 +238,12 @@ impl Kv {
         pending.text.reset(self.reply_max);
         let Some(command) = Self::resolve(argv, &mut pending.text) else {
             pending.kind = Prepared::Text;
-            return pending.text.bytes.len().max(SMALL_REPLY).min(self.reply_max);
+            return pending
+                .text
+                .bytes
+                .len()
+                .max(SMALL_REPLY)
+                .min(self.reply_max);
         };
         match self.plan(command, argv, frame) {
             Plan::Write(reserve) => reserve.min(self.reply_max),
@@ -250,7 +257,12 @@ impl Kv {
                     // A retry of the same INFO (its output was full): the
                     // page rendered for it is still current.
                     pending.kind = Prepared::Text;
-                    return pending.text.bytes.len().max(SMALL_REPLY).min(self.reply_max);
+                    return pending
+                        .text
+                        .bytes
+                        .len()
+                        .max(SMALL_REPLY)
+                        .min(self.reply_max);
                 }
                 pending.text.reset(self.reply_max);
                 self.render(command, argv, &mut pending.text);
@@ -264,14 +276,23 @@ impl Kv {
                     return SMALL_REPLY;
                 }
                 pending.kind = Prepared::Text;
-                pending.text.bytes.len().max(SMALL_REPLY).min(self.reply_max)
+                pending
+                    .text
+                    .bytes
+                    .len()
+                    .max(SMALL_REPLY)
+                    .min(self.reply_max)
             }
         }
     }
 
     fn prepare_values(&self, many: bool, keys: &[&[u8]], pending: &mut Pending) -> usize {
         pending.values.clear();
-        let mut size = if many { array_header_len(keys.len()) } else { 0 };
+        let mut size = if many {
+            array_header_len(keys.len())
+        } else {
+            0
+        };
         for key in keys {
             let value = self.store.get(key);
             size += value.as_deref().map_or(reply::NIL.len(), bulk_len);

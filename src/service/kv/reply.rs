@@ -217,7 +217,10 @@ mod tests {
         assert!(text.too_large, "9 bytes in a limit of 8");
         text.reset(9);
         text.bulk(b"abc");
-        assert_eq!((text.bytes.as_slice(), text.too_large), (&b"$3\r\nabc\r\n"[..], false));
+        assert_eq!(
+            (text.bytes.as_slice(), text.too_large),
+            (&b"$3\r\nabc\r\n"[..], false)
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ impl Kv {
             });
         let mut text = String::new();
         for section in SECTIONS {
-            if every || asked.iter().any(|s| s.eq_ignore_ascii_case(section.as_bytes())) {
+            if every
+                || asked
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(section.as_bytes()))
+            {
                 if !text.is_empty() {
                     text.push_str("\r\n");
                 }
@@ -48,7 +52,8 @@ impl Kv {
 
     fn info_section(&self, section: &str, text: &mut String) {
         let shards = &self.registry.shards;
-        let sum = |get: &dyn Fn(&ShardMetrics) -> u64| -> u64 { shards.iter().map(|s| get(s)).sum() };
+        let sum =
+            |get: &dyn Fn(&ShardMetrics) -> u64| -> u64 { shards.iter().map(|s| get(s)).sum() };
         match section {
             "server" => {
                 let uptime = self.started.elapsed().as_secs();

@@ -194,7 +194,11 @@ impl Kv {
     ) {
         let room = out.room();
         let done = self.store.write(key, |slot| {
-            let old = if flags.get { slot.value().cloned() } else { None };
+            let old = if flags.get {
+                slot.value().cloned()
+            } else {
+                None
+            };
             if old.as_deref().is_some_and(|v| bulk_len(v) > room) {
                 return Set::TooLarge;
             }
@@ -252,11 +256,12 @@ impl Kv {
             let when = match expire.map(|e| expire_at(e, slot.now())) {
                 None => None,
                 Some(Ok(when)) => Some(when),
-                Some(Err(BadExpire::NotInteger)) => return Err(NOT_INTEGER),
-                Some(Err(BadExpire::Invalid)) => return Err(&b""[..]),
+                Some(Err(BadExpire::NotInteger)) => return Err(Some(NOT_INTEGER)),
+                // Names the command: written below.
+                Some(Err(BadExpire::Invalid)) => return Err(None),
             };
             if bulk_len(&value) > room {
-                return Err(TOO_LARGE);
+                return Err(Some(TOO_LARGE));
             }
             match (when, expire) {
                 (Some(when), Some(e)) if e.absolute && when <= slot.now() => {
@@ -275,8 +280,8 @@ impl Kv {
         match done {
             Ok(Some(value)) => out.bulk(&value),
             Ok(None) => out.put(NIL),
-            Err(b"") => out.invalid_expire("getex"),
-            Err(error) => out.put(error),
+            Err(None) => out.invalid_expire("getex"),
+            Err(Some(error)) => out.put(error),
         }
     }
 
