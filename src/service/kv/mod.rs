@@ -89,6 +89,8 @@ struct Pending {
     kind: Prepared,
     /// GET / MGET: the values, as they were at reserve time.
     values: Vec<Option<Arc<[u8]>>>,
+    /// MGET (an array of them), not GET.
+    many: bool,
     /// Every other prepared reply, rendered.
     text: Text,
     /// INFO: the frame and call count `text` was rendered at; a retry of
@@ -288,6 +290,7 @@ impl Kv {
 
     fn prepare_values(&self, many: bool, keys: &[&[u8]], pending: &mut Pending) -> usize {
         pending.values.clear();
+        pending.many = many;
         let mut size = if many {
             array_header_len(keys.len())
         } else {
@@ -386,8 +389,7 @@ impl Kv {
                 out.put(&pending.text.bytes);
             }
             Prepared::Values => {
-                let argv = Argv::parse(frame);
-                let many = argv.get()[0].len() == 4; // MGET, not GET
+                let many = pending.many;
                 let needed = pending
                     .values
                     .iter()
