@@ -349,3 +349,120 @@ fn redis_cli_works_as_a_newcomer_would_try_it() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "OK\n1\n1\n");
 }
+
+/// Sends `args` and returns the integer reply.
+fn integer(stream: &mut TcpStream, args: &[&[u8]]) -> i64 {
+    stream.write_all(&command(args)).unwrap();
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        line.extend(read_exact_timeout(stream, 1, Duration::from_secs(5)));
+    }
+    let text = String::from_utf8_lossy(&line);
+    assert!(text.starts_with(':'), "not an integer reply: {text:?}");
+    text[1..text.len() - 2].parse().unwrap()
+}
+
+#[test]
+fn expired_keys_are_reclaimed_with_no_commands_arriving() {
+    // The reproduction: fill 1 MiB with keys that live 200 ms, let
+    // them expire, then write half as many again.
+    let server = resp(&["--max-memory", "1MiB"]);
+    let mut s = server.connect();
+    let value = [b'v'; 400];
+    let mut stored = 0;
+    loop {
+        let key = format!("k{stored}");
+        s.write_all(&command(&[b"SET", key.as_bytes(), &value, b"PX", b"200"]))
+            .unwrap();
+        let reply = read_exact_timeout(&mut s, 5, Duration::from_secs(5));
+        if reply == b"+OK\r\n" {
+            stored += 1;
+            continue;
+        }
+        assert_eq!(reply, b"-OOM ");
+        let rest = b"command not allowed when used memory > 'maxmemory'.\r\n";
+        read_exact_timeout(&mut s, rest.len(), Duration::from_secs(5));
+        break;
+    }
+    assert!(stored > 2000, "{stored} keys of 400 B in 1 MiB");
+    // DBSIZE touches no key: only the active expiry can bring it down
+    // (fewer than 64 polls, so not the old every-64-commands sweep).
+    let mut dbsize = -1;
+    let emptied = wait_until(Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(100));
+        dbsize = integer(&mut s, &[b"DBSIZE"]);
+        dbsize == 0
+    });
+    assert!(emptied, "DBSIZE still {dbsize} 5 s after every key expired");
+    for i in 0..stored / 2 {
+        let key = format!("fresh{i}");
+        exchange(&mut s, &[b"SET", key.as_bytes(), &value], b"+OK\r\n");
+    }
+    exchange(
+        &mut s,
+        &[b"DBSIZE"],
+        format!(":{}\r\n", stored / 2).as_bytes(),
+    );
+}
+
+#[test]
+fn replies_that_outgrow_the_ring_get_an_error_and_scan_pages_shrink() {
+    let server = resp(&["--buffer", "4KiB"]);
+    let mut s = server.connect();
+    let mut keys = Vec::new();
+    for i in 0..10 {
+        let key = format!("{i}{}", "k".repeat(900));
+        exchange(&mut s, &[b"SET", key.as_bytes(), b"v"], b"+OK\r\n");
+        keys.push(key);
+    }
+    // Ten 900-byte names do not fit a 4 KiB reply.
+    exchange(
+        &mut s,
+        &[b"KEYS", b"*"],
+        b"-ERR reply too large for the connection buffer\r\n",
+    );
+    // SCAN returns what fits and a cursor to go on from.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = b"0".to_vec();
+    let mut calls = 0;
+    loop {
+        let mut client = util::Resp::from(s.try_clone().unwrap());
+        let reply = client.call(&[b"SCAN", &cursor, b"COUNT", b"100"]);
+        calls += 1;
+        let text = String::from_utf8_lossy(&reply).into_owned();
+        let mut lines = text.split("\r\n");
+        assert_eq!(lines.next(), Some("*2"));
+        lines.next();
+        cursor = lines.next().unwrap().as_bytes().to_vec();
+        seen.extend(lines.filter(|l| l.len() > 100).map(str::to_string));
+        if cursor == b"0" {
+            break;
+        }
+    }
+    assert!(calls > 1, "one SCAN call fit ten 900-byte keys in 4 KiB");
+    assert_eq!(seen.len(), 10);
+    // A value may not outgrow what a client could send (--max-frame).
+    let big = vec![b'x'; 3000];
+    exchange(&mut s, &[b"SET", b"big", &big], b"+OK\r\n");
+    exchange(
+        &mut s,
+        &[b"APPEND", b"big", &big],
+        b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+    );
+    exchange(
+        &mut s,
+        &[b"SETRANGE", b"big", b"5000", b"x"],
+        b"-ERR string exceeds maximum allowed size (proto-max-bulk-len)\r\n",
+    );
+    let mut expected = b"$3000\r\n".to_vec();
+    expected.extend(&big);
+    expected.extend(b"\r\n");
+    exchange(&mut s, &[b"GETSET", b"big", b"small"], &expected);
+    exchange(&mut s, &[b"PING"], b"+PONG\r\n");
+    server.wait_metric(
+        "holdfast_connections_closed_total",
+        &[("reason", "output_overflow")],
+        0.0,
+        Duration::from_secs(1),
+    );
+}

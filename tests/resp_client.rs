@@ -106,7 +106,11 @@ fn errors_are_reported_and_the_connection_goes_on() {
             .to_string()
             .contains("wrong number of arguments")
     );
+    // Other data types are not held: the error names the command.
     let error: RedisResult<Value> = redis::cmd("BLPOP").arg("x").arg(0).query(&mut con);
+    let error = error.unwrap_err().to_string();
+    assert!(error.contains("unsupported command 'blpop'"), "{error}");
+    let error: RedisResult<Value> = redis::cmd("NOSUCH").query(&mut con);
     assert!(error.unwrap_err().to_string().contains("unknown command"));
     assert_eq!(con.get::<_, String>("text").unwrap(), "abc");
 }

@@ -276,7 +276,11 @@ pub fn parse_int(text: &[u8]) -> Option<i64> {
         Some((b'-', digits)) => (true, digits),
         _ => (false, text),
     };
-    if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
+    // No leading zero, and no "-0": Redis's `string2ll` refuses both.
+    if digits.is_empty()
+        || digits.len() > 19
+        || (digits[0] == b'0' && (digits.len() > 1 || negative))
+    {
         return None;
     }
     let mut value: i64 = 0;
@@ -781,6 +785,8 @@ mod tests {
             b" 1",
             b"9223372036854775808",
             b"+1",
+            b"-0",
+            b"-01",
         ] {
             assert_eq!(parse_int(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }

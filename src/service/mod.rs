@@ -52,6 +52,16 @@ pub trait Service: Send + 'static {
     /// Serves one frame.
     fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>);
 
+    /// Periodic work on the shard's loop (the key-value service expires
+    /// keys here). Called on the shard's first turn, then again once the
+    /// returned delay has passed: on the first turn after it (the loop
+    /// wakes for it when idle, and a busy loop may run it a little late).
+    /// `None` asks for no more ticks. Like `call`, it must not block; a
+    /// panic in it is counted in `handler_panics` and ends the ticks.
+    fn tick(&mut self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// The most payload bytes the reply written by [`Service::answer`] may
     /// take. The default fits a reply that forwards every upstream reply
     /// as it came, or an error of a few dozen bytes instead of any of them.

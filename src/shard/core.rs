@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -157,6 +158,9 @@ pub struct Core {
     /// answer panicked or overflowed), closed once the upstream side that
     /// found out is done. Empty between calls.
     pub(super) doomed: Vec<(Token, CloseReason)>,
+    /// When the service's periodic work ([`Service::tick`]) is due next;
+    /// `None` once it wants no more.
+    tick_at: Option<Millis>,
 }
 
 impl Core {
@@ -211,6 +215,7 @@ impl Core {
             now_us: 0,
             upstreams,
             doomed: Vec::new(),
+            tick_at: Some(0),
         })
     }
 
@@ -249,6 +254,7 @@ impl Core {
             self.wheel.next_expiry(),
             self.acceptor.resume_at(),
             self.drain_until,
+            self.tick_at,
             self.upstreams
                 .as_ref()
                 .and_then(|upstreams| upstreams.next_wake()),
@@ -494,6 +500,24 @@ impl Core {
             self.expire_queued(io);
             self.connect_lanes(io);
         }
+        self.tick_service();
+    }
+
+    /// Runs the service's periodic work once it is due. A panic in it is
+    /// counted and logged, and ends the ticks (the shard goes on).
+    fn tick_service(&mut self) {
+        if self.tick_at.is_none_or(|at| self.now < at) {
+            return;
+        }
+        let service = &mut self.service;
+        self.tick_at = match catch_unwind(AssertUnwindSafe(|| service.tick())) {
+            Ok(delay) => delay.map(|d| self.now + d.as_millis().min(Millis::MAX as u128) as Millis),
+            Err(_) => {
+                self.metrics.handler_panics.inc();
+                log::error!("the service's tick panicked; no more ticks on this shard");
+                None
+            }
+        };
     }
 
     /// Starts the graceful shutdown (the driver has stopped accepting): read

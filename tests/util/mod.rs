@@ -809,9 +809,14 @@ impl Redis {
     /// Starts one on a port the kernel says is free (bind port 0, release,
     /// start; another port if something took it meanwhile).
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// [`Redis::start`] with more `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Redis {
         for _ in 0..10 {
             let port = free_port();
-            if let Some(redis) = Redis::start_on(port) {
+            if let Some(redis) = Redis::start_on_with(port, extra) {
                 return redis;
             }
         }
@@ -821,9 +826,14 @@ impl Redis {
     /// Starts one on `port`; `None` if it did not come up (the port was
     /// taken).
     pub fn start_on(port: u16) -> Option<Redis> {
+        Redis::start_on_with(port, &[])
+    }
+
+    fn start_on_with(port: u16, extra: &[&str]) -> Option<Redis> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
