@@ -1,9 +1,11 @@
 //! The io_uring driver's loop (`uring` feature), after `IO_URING.md`:
-//! one multishot accept, one multishot receive per connection into a
-//! provided buffer ring (so an idle connection holds no read buffer), at
-//! most one send per connection in flight straight from its output ring,
-//! and one `io_uring_enter` per turn that both submits and waits (its
-//! timeout is the timer wheel's next deadline).
+//! one multishot accept, one receive per connection into a provided buffer
+//! ring (so an idle connection holds no read buffer), asking for no more
+//! than its input ring has room for so that the buffer goes back in the
+//! same turn (a connection that stops serving holds none), at most one
+//! send per connection in flight straight from its output ring, and one
+//! `io_uring_enter` per turn that both submits and waits (its timeout is
+//! the timer wheel's next deadline).
 //!
 //! Closing follows the note's sequence: the connection is counted and
 //! marked [`State::Closed`], every operation in flight on it is cancelled
@@ -28,8 +30,10 @@ use mio::Token;
 use self::io::{Ring, UringIo};
 use self::op::{Kind, Op};
 use super::core::Core;
+use crate::buffer::Pool;
 use crate::config::Config;
-use crate::conn::State;
+use crate::conn::table::is_upstream;
+use crate::conn::{Conn, State};
 
 pub use self::io::EventWaker;
 pub use self::probe::probe;
@@ -86,7 +90,8 @@ impl UringShard {
             ring,
         } = self;
         ring.enable()?;
-        let io = UringIo::new(ring, core.metrics.clone(), waker);
+        let input_capacity = core.pool.ring_capacity();
+        let io = UringIo::new(ring, core.metrics.clone(), waker, input_capacity);
         let mut shard = Loop {
             touched: Vec::with_capacity(io.cqes.capacity()),
             core,
@@ -192,17 +197,16 @@ impl Loop {
                 Kind::Accept => self.on_accept(cqe, last),
                 Kind::Wake => self.io.wake_done(),
                 Kind::CancelRing => self.io.ring_cancel_done(),
-                Kind::Recv | Kind::Send | Kind::Cancel | Kind::Connect => {
-                    self.on_conn(op, cqe, last)
-                }
+                Kind::Recv | Kind::Send | Kind::Cancel | Kind::Connect => self.on_conn(op, cqe),
             }
         }
         // Reuses the list's memory turn after turn (no allocation per turn).
         let mut touched = std::mem::take(&mut self.touched);
         for token in touched.drain(..) {
-            if let Some(conn) = self.core.conn_mut(token) {
+            if let Some((conn, pool)) = conn_and_pool(&mut self.core, token) {
                 self.io.untouch(token);
                 if conn.state != State::Closed {
+                    self.io.absorb(token, conn, pool);
                     self.core.drive(&mut self.io, token);
                 }
             }
@@ -257,7 +261,7 @@ impl Loop {
 
     /// A receive, send, cancel or (upstream) connect completion of one
     /// connection.
-    fn on_conn(&mut self, op: Op, cqe: Completion, last: bool) {
+    fn on_conn(&mut self, op: Op, cqe: Completion) {
         let token = self.io.owner(op);
         let Some(conn) = token.and_then(|token| self.core.conn_mut(token)) else {
             // The tracker knew the op, so its connection must be alive
@@ -267,7 +271,7 @@ impl Loop {
         };
         let token = token.expect("found");
         let moved = match op.kind {
-            Kind::Recv => self.io.on_recv(token, conn, cqe, last),
+            Kind::Recv => self.io.on_recv(token, conn, cqe),
             Kind::Send => self.io.on_send(token, conn, cqe),
             Kind::Connect => self.io.on_connect(token, cqe),
             _ => self.io.on_cancel(token),
@@ -323,6 +327,17 @@ impl Loop {
         self.io.tracker.finish();
         Ok(true)
     }
+}
+
+/// `token`'s connection, client or upstream, if live, with the shard's
+/// ring pool beside it (for [`UringIo::absorb`]).
+fn conn_and_pool(core: &mut Core, token: Token) -> Option<(&mut Conn, &mut Pool)> {
+    let conn = if is_upstream(token) {
+        &mut core.upstreams.as_deref_mut()?.conns.get_mut(token)?.conn
+    } else {
+        core.conns.get_mut(token)?
+    };
+    Some((conn, &mut core.pool))
 }
 
 /// A timeout for `submit_with_args`.
