@@ -644,7 +644,7 @@ fn shutdown_with_operations_in_flight(grace: &str, within: Duration) {
 
 #[test]
 fn sigterm_with_operations_in_flight_exits_0_after_the_grace() {
-    shutdown_with_operations_in_flight("1s", Duration::from_secs(4));
+    shutdown_with_operations_in_flight("1s", Duration::from_millis(2_500));
 }
 
 #[test]

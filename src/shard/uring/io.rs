@@ -471,6 +471,10 @@ impl UringIo {
         *slot = Slot {
             token: Some(token),
             activation,
+            // Bytes may have come with the handshake: the first receive
+            // tries at once, and a drain that takes the connection in
+            // waits for it before it stops reading.
+            more: true,
             ..Slot::default()
         };
         self.settle_recv(token, conn);
