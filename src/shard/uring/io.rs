@@ -39,8 +39,9 @@ pub struct Ring {
 impl Ring {
     /// A ring with `entries` submission entries (4× as many completion
     /// entries) and `buffers` provided buffers of `buffer_size` bytes,
-    /// flagged SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL (IO_URING.md §1):
-    /// it must be made on the thread that submits.
+    /// flagged SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL (docs/io_uring.md,
+    /// "Kernel, operations, flags"): it must be made on the thread that
+    /// submits.
     ///
     /// The ring starts disabled, so it may be made (and its buffers
     /// registered) on another thread: [`Ring::enable`] on the loop's thread
@@ -290,8 +291,8 @@ impl UringIo {
 
     /// Queues `entry` as `op`. A full submission queue is submitted first
     /// (the completions that makes room for are kept for the loop); a
-    /// pushed entry is live whatever happens next (IO_URING.md §6), so it
-    /// is tracked at once.
+    /// pushed entry is live whatever happens next (docs/io_uring.md, "Close
+    /// and cancel"), so it is tracked at once.
     fn push(&mut self, entry: Entry, op: Op) {
         let user_data = op.encode();
         let entry = entry.user_data(user_data);
@@ -456,7 +457,7 @@ impl UringIo {
         let index = index as usize;
         assert!(
             index < op::SLOT_MAX,
-            "connection slot beyond user_data's 24 bits"
+            "connection slot beyond user_data's 32 bits"
         );
         self.slots.ensure(index);
         let slot = &mut self.slots[index];
@@ -867,8 +868,8 @@ impl Io for UringIo {
             return true;
         }
         // The socket stays open until the last completion, but the peer
-        // learns of the close now (IO_URING.md §6, step 1), as it does on
-        // epoll where the close is immediate.
+        // learns of the close now (docs/io_uring.md, "Close and cancel",
+        // step 1), as it does on epoll where the close is immediate.
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         false
     }

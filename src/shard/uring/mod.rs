@@ -1,16 +1,17 @@
-//! The io_uring driver's loop (`uring` feature), after `IO_URING.md`:
-//! one multishot accept, one receive per connection into a provided buffer
-//! ring (so an idle connection holds no read buffer), asking for no more
-//! than its input ring has room for so that the buffer goes back in the
-//! same turn (a connection that stops serving holds none), at most one
-//! send per connection in flight straight from its output ring, and one
-//! `io_uring_enter` per turn that both submits and waits (its timeout is
-//! the timer wheel's next deadline).
+//! The io_uring driver's loop (`uring` feature; docs/io_uring.md says what
+//! it relies on and why): one multishot accept, one receive per connection
+//! into a provided buffer ring (so an idle connection holds no read
+//! buffer), asking for no more than its input ring has room for so that the
+//! buffer goes back in the same turn (a connection that stops serving holds
+//! none), at most one send per connection in flight straight from its
+//! output ring, and one `io_uring_enter` per turn that both submits and
+//! waits (its timeout is the timer wheel's next deadline).
 //!
-//! Closing follows the note's sequence: the connection is counted and
-//! marked [`State::Closed`], every operation in flight on it is cancelled
-//! by its exact `user_data`, and only after each one's final completion are
-//! its socket closed, its rings freed and its slot reused.
+//! Closing follows the sequence of docs/io_uring.md, "Close and cancel":
+//! the connection is counted and marked [`State::Closed`], every operation
+//! in flight on it is cancelled by its exact `user_data`, and only after
+//! each one's final completion are its socket closed, its rings freed and
+//! its slot reused.
 
 #[allow(unsafe_code)]
 mod bufs;
