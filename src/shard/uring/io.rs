@@ -19,7 +19,7 @@ use super::op::{self, Kind, Op, Tracker};
 use super::{Completion, submit_and_wait};
 use crate::buffer::{Pool, Ring as Bytes};
 use crate::conn::{Conn, State};
-use crate::driver::Read;
+use crate::driver::{self, Read};
 use crate::metrics::ShardMetrics;
 use crate::shard::core::Io;
 
@@ -754,13 +754,13 @@ impl Io for UringIo {
         token: Token,
         conn: &mut Conn,
         pool: &mut Pool,
-        _budget: usize,
+        budget: usize,
     ) -> io::Result<Read> {
         // The bytes are in the input ring already (see `absorb`): this
         // reports them, and whether the socket may hold more.
         let enters = self.enters as u32;
         let slot = self.slot(token);
-        let done = Read {
+        let mut done = Read {
             bytes: std::mem::take(&mut slot.received) as usize,
             eof: slot.eof,
         };
@@ -773,6 +773,17 @@ impl Io for UringIo {
             // The kernel has had the receive for a whole enter without
             // completing it: the socket was empty.
             slot.more = false;
+        }
+        if slot.more && slot.recv.is_none() && slot.error.is_none() && !slot.eof {
+            // A burst: more waits than a receive brings. Read it now into
+            // the input ring's room, as epoll does, rather than a buffer's
+            // worth per turn; no receive is in flight to race with.
+            conn.read_ready = true;
+            let read = driver::mio::read(conn, pool, budget.saturating_sub(done.bytes))?;
+            done.bytes += read.bytes;
+            done.eof |= read.eof;
+            slot.eof |= read.eof;
+            slot.more = conn.read_ready;
         }
         // Cleared once nothing is known to wait, so the core neither queues
         // the connection again nor (draining) stops reading too early.
