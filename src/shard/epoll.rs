@@ -146,7 +146,7 @@ impl EpollShard {
                 self.close_listener();
                 self.core.begin_drain(&mut self.io);
             }
-            if self.core.acceptor.due(self.core.now) {
+            if self.listener.is_some() && self.core.acceptor.due(self.core.now) {
                 self.core.acceptor.begin();
                 self.accept_some(self.core.limits.accept_batch);
             }

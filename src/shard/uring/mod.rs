@@ -248,7 +248,7 @@ impl Loop {
                 self.core.acceptor.ready = true;
             } else {
                 // The drain's cancel took the accept: only now may the
-                // listener be closed (docs/io_uring.md, "Close").
+                // listener be closed (docs/io_uring.md, "Close and cancel").
                 self.close_listener();
             }
         }
