@@ -190,6 +190,53 @@ fn sigterm_reads_requests_queued_behind_backpressure() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// A client that connects while the shard is busy has had its handshake
+/// completed by the kernel: it waits in the listener's queue, its request
+/// in its socket. A drain that begins then takes it in and answers it
+/// (closing the listener with it queued would reset it), and the exit still
+/// comes within the grace period.
+#[test]
+fn sigterm_answers_a_connection_still_in_the_accept_queue() {
+    let mut server = Server::start(&[
+        "--protocol",
+        "resp",
+        "--enable-debug-commands",
+        "--shutdown-grace",
+        "3s",
+    ]);
+    let mut a = util::Resp::connect(server.addr);
+    // The shard sleeps for a second: nothing is accepted meanwhile.
+    a.send(&[b"DEBUG", b"SLEEP", b"1000"]);
+    thread::sleep(Duration::from_millis(200));
+    let mut b = server.connect();
+    b.write_all(b"PING\r\n").unwrap();
+    assert!(
+        util::wait_until(Duration::from_secs(1), || util::unacked_bytes(&b) == 0),
+        "the PING never reached the server's socket"
+    );
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+
+    assert_eq!(a.reply(), b"+OK\r\n", "A, whose command was running");
+    let mut reply = [0u8; 7];
+    b.read_exact(&mut reply)
+        .unwrap_or_else(|e| panic!("B, queued when the drain began: {e}"));
+    assert_eq!(&reply, b"+PONG\r\n", "B");
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit within the grace period");
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr_text()
+    );
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_millis(4_500),
+        "exited {took:?} after the signal, grace 3 s"
+    );
+}
+
 /// A client whose replies pile up unread: it keeps the drain busy until the
 /// grace period ends (the write timeout, 10 s by default, is longer).
 fn stuck_reader(server: &Server) -> TcpStream {

@@ -1,10 +1,12 @@
 //! Deadlines: a silent peer, a peer that never finishes its frame
 //! (slowloris) and a peer that never reads its replies are all closed, each
-//! counted under its own reason, and nothing else is.
+//! counted under its own reason, and nothing else is; meanwhile such peers
+//! cost the other clients nothing.
 
 mod util;
 
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -223,6 +225,120 @@ fn slow_readers_closed_by_write_timeout_with_bounded_memory() {
         assert!(failed, "client {i} can still write after its close");
     }
     server.assert_fds_return(baseline_fds, Duration::from_secs(2));
+}
+
+/// Pipelines `request` on every one of `clients` without reading, until a
+/// whole pass over them (twice, 20 ms apart) takes nothing more.
+fn send_until_stalled(clients: &mut [TcpStream], request: &[u8]) {
+    let mut sent = vec![0usize; clients.len()];
+    let start = Instant::now();
+    let mut idle_passes = 0;
+    while idle_passes < 2 {
+        let mut took = 0;
+        for (client, sent) in clients.iter_mut().zip(&mut sent) {
+            let end = request.len().min(*sent + 64 * 1024);
+            if *sent < end {
+                let n = util::write_nonblocking(client, &request[*sent..end]).unwrap();
+                *sent += n;
+                took += n;
+            }
+        }
+        idle_passes = if took == 0 { idle_passes + 1 } else { 0 };
+        thread::sleep(Duration::from_millis(20));
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the server never stopped reading"
+        );
+    }
+}
+
+/// A fresh client's PING: answered, and how long it took (at most 1 s).
+fn fresh_ping(addr: std::net::SocketAddr) -> Result<Duration, String> {
+    let mut client = util::connect(addr);
+    client
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let start = Instant::now();
+    client.write_all(b"PING\r\n").unwrap();
+    let mut reply = [0u8; 7];
+    match client.read_exact(&mut reply) {
+        Ok(()) if &reply == b"+PONG\r\n" => Ok(start.elapsed()),
+        Ok(()) => Err(format!("got {:?}", String::from_utf8_lossy(&reply))),
+        Err(e) => Err(format!("no answer within 1 s ({e})")),
+    }
+}
+
+/// Hundreds of clients with a 4 KiB receive window each pipeline 200 GETs
+/// of a 60 KB value and 20000 PINGs and never read. With the default
+/// settings a fresh client is still answered at once, every time, and every
+/// one of the stuck clients is closed by the write timeout. (On io_uring a
+/// connection whose output was blocked kept the receive buffers it held, a
+/// few hundred of them took the shared pool, and every other connection
+/// waited for a buffer: fresh clients went unanswered and the stuck ones
+/// that never got to read waited for the idle timeout instead.)
+#[test]
+fn pipelining_slow_readers_neither_stall_fresh_clients_nor_escape_the_write_timeout() {
+    const CLIENTS: usize = 300;
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+    util::raise_own_fd_limit();
+    let server = Server::start(&["--protocol", "resp", "--write-timeout", "2s"]);
+    let mut setter = util::Resp::connect(server.addr);
+    assert_eq!(setter.call(&[b"SET", b"big", &[b'v'; 60_000]]), b"+OK\r\n");
+    drop(setter);
+    let mut request = Vec::new();
+    for _ in 0..200 {
+        holdfast::codec::resp::encode_command(&[b"GET", b"big"], &mut request);
+    }
+    for _ in 0..20_000 {
+        holdfast::codec::resp::encode_command(&[b"PING"], &mut request);
+    }
+    let mut stuck: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| connect_small_rcvbuf(server.addr, 4096))
+        .collect();
+    send_until_stalled(&mut stuck, &request);
+    let stalled = Instant::now();
+    // The clients stall as soon as the socket buffers are full, which may
+    // be before a busy server has been through them all: let it finish
+    // (nothing more read for 200 ms) before timing anyone's answer.
+    let mut read = -1.0;
+    let settled = util::wait_until(Duration::from_secs(10), || {
+        thread::sleep(Duration::from_millis(200));
+        let now = server.metric("holdfast_bytes_read_total", &[]);
+        std::mem::replace(&mut read, now) == now
+    });
+    assert!(settled, "the server was still reading after 10 s");
+
+    for attempt in 0..5 {
+        let took = fresh_ping(server.addr).unwrap_or_else(|e| {
+            panic!(
+                "fresh client {attempt}: {e}; {} receives ended for lack of buffers",
+                server.metric("holdfast_uring_enobufs_total", &[])
+            )
+        });
+        eprintln!("fresh client {attempt}: +PONG in {took:?}");
+    }
+    // Each made its last progress before they all stalled: its deadline is
+    // at most the write timeout after that. (With the buffer pool held, the
+    // clients that never got to read were served in waves as others closed:
+    // 7 s here.)
+    let closed = |server: &Server| server.metric(CLOSED, &[("reason", "write_timeout")]);
+    let all_closed = util::wait_until(
+        (WRITE_TIMEOUT + Duration::from_secs(3)).saturating_sub(stalled.elapsed()),
+        || closed(&server) == CLIENTS as f64,
+    );
+    assert!(
+        all_closed,
+        "{} of {CLIENTS} stuck clients closed by the write timeout {:?} after they stalled",
+        closed(&server),
+        stalled.elapsed()
+    );
+    server.wait_metric(
+        "holdfast_connections_open",
+        &[],
+        0.0,
+        Duration::from_secs(3),
+    );
+    fresh_ping(server.addr).expect("a fresh client after the closes");
 }
 
 #[test]

@@ -1,8 +1,8 @@
-//! The io_uring driver, on the scenarios of IO_URING.md §9: a close with a
-//! receive pending, slot reuse under randomised close timing, a provided
-//! buffer pool far too small, short sends, a reset in the middle of a send,
-//! shutdown with operations in flight, a tiny completion queue, wake-ups,
-//! and the fallback to epoll when seccomp denies io_uring.
+//! The io_uring driver, on the scenarios of docs/io_uring.md, "Testing": a
+//! close with a receive pending, slot reuse under randomised close timing, a
+//! provided buffer pool far too small, short sends, a reset in the middle of
+//! a send, shutdown with operations in flight, a tiny completion queue,
+//! wake-ups, and the fallback to epoll when seccomp denies io_uring.
 //!
 //! The rest of the suite already runs on io_uring in a `--features uring`
 //! build (it is the default backend there); these tests name the backend
@@ -642,7 +642,7 @@ fn shutdown_with_operations_in_flight(grace: &str, within: Duration) {
 
 #[test]
 fn sigterm_with_operations_in_flight_exits_0_after_the_grace() {
-    shutdown_with_operations_in_flight("1s", Duration::from_secs(4));
+    shutdown_with_operations_in_flight("1s", Duration::from_millis(2_500));
 }
 
 #[test]

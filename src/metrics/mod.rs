@@ -359,8 +359,8 @@ impl ShardMetrics {
 pub struct UringMetrics {
     /// `io_uring_enter` calls (each submits and, most often, waits).
     pub enters: Counter,
-    /// Multishot receives ended by an empty provided-buffer pool (re-armed
-    /// once buffers return).
+    /// Receives ended by an empty provided-buffer pool (posted again on a
+    /// later turn).
     pub enobufs: Counter,
     /// Times the completion queue had overflowed (completions held by the
     /// kernel until the next enter).

@@ -448,7 +448,7 @@ fn uring(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Resu
         ),
         (
             "holdfast_uring_enobufs_total",
-            "Multishot receives ended by an empty provided-buffer pool (see --uring-buffers).",
+            "Receives ended by an empty provided-buffer pool (see --uring-buffers).",
             |s| s.uring.enobufs.get(),
         ),
         (

@@ -111,6 +111,9 @@ pub struct Limits {
     pub events_max: usize,
     /// `--shutdown-grace`.
     pub shutdown_grace: Millis,
+    /// `--backlog`: the most connections a listener's queue holds, so the
+    /// most a drain accepts from it before closing it.
+    pub backlog: usize,
 }
 
 /// The driver-independent half of a shard.
@@ -200,6 +203,7 @@ impl Core {
                 read_budget: config.read_budget,
                 events_max: config.events_max,
                 shutdown_grace: ms(config.shutdown_grace),
+                backlog: config.backlog as usize,
             },
             acceptor: Acceptor::new()?,
             metrics,
@@ -520,8 +524,9 @@ impl Core {
         };
     }
 
-    /// Starts the graceful shutdown (the driver has stopped accepting): read
-    /// what already reached each connection, answer it, flush, close.
+    /// Starts the graceful shutdown (the driver has taken in what was in the
+    /// listener's queue and stopped accepting): read what already reached
+    /// each connection, answer it, flush, close.
     pub fn begin_drain<I: Io>(&mut self, io: &mut I) {
         self.drain_until = Some(self.now + self.limits.shutdown_grace);
         for token in self.conns.tokens() {
@@ -536,6 +541,20 @@ impl Core {
                 conn.read_ready = true;
                 self.drive(io, token);
             }
+        }
+    }
+
+    /// Serves `token`, accepted after the drain began (it was waiting in the
+    /// listener's queue: the kernel had completed its handshake), as the
+    /// drain serves every connection: what already reached it is read and
+    /// answered, then it closes.
+    pub fn adopt_draining<I: Io>(&mut self, io: &mut I, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token)
+            && conn.state == State::Open
+        {
+            conn.state = State::DrainRead;
+            conn.read_ready = true;
+            self.drive(io, token);
         }
     }
 

@@ -143,14 +143,13 @@ impl EpollShard {
                 }
             }
             if self.core.stop_requested() {
-                if let Some(mut listener) = self.listener.take() {
-                    let _ = self.poll.registry().deregister(&mut listener);
-                    let fds_own = self.core.metrics.fds_own.get();
-                    self.core.metrics.fds_own.set(fds_own - 1);
-                }
+                self.close_listener();
                 self.core.begin_drain(&mut self.io);
             }
-            self.accept_some();
+            if self.listener.is_some() && self.core.acceptor.due(self.core.now) {
+                self.core.acceptor.begin();
+                self.accept_some(self.core.limits.accept_batch);
+            }
             self.core.drive_queued(&mut self.io);
             self.core.fire_timers(&mut self.io);
             let done = self.core.drain_done(&mut self.io);
@@ -161,17 +160,27 @@ impl EpollShard {
         }
     }
 
-    /// Accepts up to one batch of waiting connections.
-    fn accept_some(&mut self) {
+    /// The drain begins: accepts every connection in the listener's queue
+    /// (the kernel completed their handshakes: closing the listener would
+    /// reset them), so that the drain serves them too, then closes it. A
+    /// handshake that completes after this is reset.
+    fn close_listener(&mut self) {
+        self.core.acceptor.begin();
+        self.accept_some(self.core.limits.backlog);
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+            let fds_own = self.core.metrics.fds_own.get();
+            self.core.metrics.fds_own.set(fds_own - 1);
+        }
+    }
+
+    /// Accepts up to `max` waiting connections.
+    fn accept_some(&mut self, max: usize) {
         let core = &mut self.core;
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
-        if !core.acceptor.due(core.now) {
-            return;
-        }
-        core.acceptor.begin();
-        for _ in 0..core.limits.accept_batch {
+        for _ in 0..max {
             match listener.accept() {
                 Ok((stream, _)) => {
                     core.acceptor.on_accepted();

@@ -1,9 +1,8 @@
-//! The provided buffer ring (IO_URING.md §4): `count` buffers of `size`
-//! bytes that the kernel fills for multishot receives, so an idle
-//! connection holds no read memory. A buffer a completion hands over is
-//! held until its bytes are copied into the connection's input ring, then
-//! given back exactly once. Held buffers are chained per connection in
-//! arrival order through `next` (no allocation).
+//! The provided buffer ring (docs/io_uring.md, "Reads"): `count` buffers
+//! of `size` bytes that the kernel fills for receives, so an idle
+//! connection holds no read memory. A completion hands a buffer over; its
+//! bytes are copied into the connection's input ring at once and the buffer
+//! goes straight back, so no connection ever keeps one.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -12,9 +11,6 @@ use io_uring::types::BufRingEntry;
 
 /// The buffer group id of the shard's one provided buffer ring.
 pub const GROUP: u16 = 0;
-
-/// End of a held chain.
-const NONE: u16 = u16::MAX;
 
 /// The buffers and the ring of entries the kernel takes them from.
 pub struct BufRing {
@@ -31,39 +27,6 @@ pub struct BufRing {
     memory: *mut u8,
     memory_layout: Layout,
     size: usize,
-    /// Per buffer: bytes of it not yet copied, where they start, and the
-    /// next buffer in the same connection's chain.
-    len: Box<[u32]>,
-    start: Box<[u32]>,
-    next: Box<[u16]>,
-    /// Buffers the kernel has (given back and not yet handed out again).
-    available: usize,
-}
-
-/// A connection's held buffers, oldest first.
-#[derive(Clone, Copy, Debug)]
-pub struct Chain {
-    head: u16,
-    tail: u16,
-    /// Buffers in the chain.
-    pub count: u16,
-}
-
-impl Default for Chain {
-    fn default() -> Chain {
-        Chain {
-            head: NONE,
-            tail: NONE,
-            count: 0,
-        }
-    }
-}
-
-impl Chain {
-    /// No buffer held.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
 }
 
 impl BufRing {
@@ -89,13 +52,9 @@ impl BufRing {
             memory,
             memory_layout,
             size,
-            len: vec![0; count].into_boxed_slice(),
-            start: vec![0; count].into_boxed_slice(),
-            next: vec![NONE; count].into_boxed_slice(),
-            available: 0,
         };
         for bid in 0..count {
-            ring.give(bid as u16);
+            ring.give_back(bid as u16);
         }
         ring
     }
@@ -107,13 +66,24 @@ impl BufRing {
         (self.entries as u64, self.mask.wrapping_add(1))
     }
 
-    /// Buffers the kernel may fill now.
-    pub fn available(&self) -> usize {
-        self.available
+    /// How many buffers there are. Every completion's buffer goes back
+    /// while the completion is handled, so between turns the kernel has
+    /// them all.
+    pub fn count(&self) -> usize {
+        self.mask as usize + 1
     }
 
-    /// Hands buffer `bid` back to the kernel.
-    fn give(&mut self, bid: u16) {
+    /// The size of one buffer: the most one receive brings.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Hands buffer `bid` to the kernel: at start, and once a completion
+    /// that handed it over has been handled (its bytes copied out, or for
+    /// nobody: a closed connection, a stray completion).
+    pub fn give_back(&mut self, bid: u16) {
+        // A bid past the pool would hand the kernel memory we do not own.
+        assert!(bid <= self.mask, "buffer id {bid} past the pool");
         let index = (self.tail & self.mask) as usize;
         let address = self.memory as u64 + (bid as usize * self.size) as u64;
         // SAFETY: `index` ≤ mask < count, inside the allocation; the kernel
@@ -129,74 +99,18 @@ impl BufRing {
         // that publishes the entry written above.
         let tail = unsafe { &*BufRingEntry::tail(self.entries).cast::<AtomicU16>() };
         tail.store(self.tail, Ordering::Release);
-        self.available += 1;
     }
 
-    /// A receive completion handed over `bid` with `len` bytes: append it
-    /// to `chain` (an empty buffer goes straight back).
-    pub fn hold(&mut self, chain: &mut Chain, bid: u16, len: usize) {
-        self.available -= 1;
-        if len == 0 {
-            self.give(bid);
-            return;
-        }
+    /// The first `len` bytes of buffer `bid`, which a completion handed
+    /// over: copy them out, then [`BufRing::give_back`] the buffer.
+    pub fn filled(&self, bid: u16, len: usize) -> &[u8] {
         let b = bid as usize;
-        self.len[b] = len as u32;
-        self.start[b] = 0;
-        self.next[b] = NONE;
-        if chain.tail == NONE {
-            chain.head = bid;
-        } else {
-            self.next[chain.tail as usize] = bid;
-        }
-        chain.tail = bid;
-        chain.count += 1;
-    }
-
-    /// A completion carried `bid` for nobody (a closed connection, a stray
-    /// completion): give it back at once.
-    pub fn drop_buffer(&mut self, bid: u16) {
-        self.available -= 1;
-        self.give(bid);
-    }
-
-    /// The oldest held bytes of `chain`.
-    pub fn front(&self, chain: &Chain) -> Option<&[u8]> {
-        if chain.head == NONE {
-            return None;
-        }
-        let b = chain.head as usize;
-        let start = b * self.size + self.start[b] as usize;
-        // SAFETY: buffer `b` is held (a completion handed it over and it
-        // has not been given back), so the kernel does not write it; the
-        // range lies within buffer `b` (start + len ≤ its size), inside the
-        // allocation, and lives as long as `self`.
-        Some(unsafe { std::slice::from_raw_parts(self.memory.add(start), self.len[b] as usize) })
-    }
-
-    /// `n` bytes of the front of `chain` were copied out; a buffer emptied
-    /// goes back to the kernel.
-    pub fn consume(&mut self, chain: &mut Chain, n: usize) {
-        let b = chain.head as usize;
-        debug_assert!(chain.head != NONE && n <= self.len[b] as usize);
-        self.len[b] -= n as u32;
-        self.start[b] += n as u32;
-        if self.len[b] == 0 {
-            chain.head = self.next[b];
-            if chain.head == NONE {
-                chain.tail = NONE;
-            }
-            chain.count -= 1;
-            self.give(b as u16);
-        }
-    }
-
-    /// Gives back every buffer of `chain` (the connection is closing).
-    pub fn clear(&mut self, chain: &mut Chain) {
-        while chain.head != NONE {
-            let len = self.len[chain.head as usize] as usize;
-            self.consume(chain, len);
-        }
+        assert!(b <= self.mask as usize && len <= self.size);
+        // SAFETY: buffer `b` was handed over by a completion and has not been
+        // given back, so the kernel does not write it; the range lies within
+        // buffer `b` (checked above), inside the allocation, and lives as
+        // long as `self`.
+        unsafe { std::slice::from_raw_parts(self.memory.add(b * self.size), len) }
     }
 }
 
@@ -235,38 +149,22 @@ mod tests {
     }
 
     #[test]
-    fn chains_keep_order_and_give_each_buffer_back_once() {
+    fn a_buffer_handed_over_is_read_then_given_back_once() {
         let mut ring = BufRing::new(4, 8);
-        assert_eq!(ring.available(), 4);
-        let mut chain = Chain::default();
-        // The kernel hands out buffers 2 then 0, filled with 5 and 3 bytes.
+        assert_eq!(ring.count(), 4);
+        // The kernel hands out buffer 2, filled with 5 bytes.
         fill(&mut ring, 2, b"hello");
-        fill(&mut ring, 0, b"abc");
-        ring.hold(&mut chain, 2, 5);
-        ring.hold(&mut chain, 0, 3);
-        assert_eq!(ring.available(), 2);
-        assert_eq!(chain.count, 2);
-        assert_eq!(ring.front(&chain), Some(&b"hello"[..]));
-        ring.consume(&mut chain, 2);
-        assert_eq!(ring.front(&chain), Some(&b"llo"[..]));
-        assert_eq!(ring.available(), 2);
-        ring.consume(&mut chain, 3);
-        assert_eq!(ring.available(), 3);
-        assert_eq!(ring.front(&chain), Some(&b"abc"[..]));
-        ring.clear(&mut chain);
-        assert!(chain.is_empty());
-        assert_eq!(ring.front(&chain), None);
-        assert_eq!(ring.available(), 4);
-        // Four gives at start, two after: the tail moved six entries.
-        assert_eq!(ring.tail, 6);
+        assert_eq!(ring.filled(2, 5), b"hello");
+        assert_eq!(ring.filled(2, 2), b"he");
+        ring.give_back(2);
+        // Four gives at start, one after: the tail moved five entries.
+        assert_eq!(ring.tail, 5);
     }
 
     #[test]
-    fn an_empty_buffer_goes_straight_back() {
-        let mut ring = BufRing::new(2, 8);
-        let mut chain = Chain::default();
-        ring.hold(&mut chain, 1, 0);
-        assert!(chain.is_empty());
-        assert_eq!(ring.available(), 2);
+    #[should_panic]
+    fn a_length_past_the_buffer_is_refused() {
+        let ring = BufRing::new(2, 8);
+        ring.filled(1, 9);
     }
 }

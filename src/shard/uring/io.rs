@@ -14,19 +14,19 @@ use io_uring::{IoUring, opcode};
 use mio::Token;
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use super::bufs::{self, BufRing, Chain};
+use super::bufs::{self, BufRing};
 use super::op::{self, Kind, Op, Tracker};
 use super::{Completion, submit_and_wait};
-use crate::buffer::Pool;
+use crate::buffer::{Pool, Ring as Bytes};
 use crate::conn::{Conn, State};
-use crate::driver::Read;
+use crate::driver::{self, Read};
 use crate::metrics::ShardMetrics;
 use crate::shard::core::Io;
 
-/// A connection that holds this many received buffers it cannot copy yet
-/// has its receive cancelled until they are copied (backpressure: one slow
-/// connection must not take the whole shared pool).
-const HELD_MAX: u16 = 4;
+/// `IORING_RECVSEND_POLL_FIRST` (in a receive's `ioprio`): the socket is
+/// probably empty, so wait for it to be readable before trying (and before
+/// taking a buffer). Not exported by the `io-uring` crate.
+const RECVSEND_POLL_FIRST: u16 = 1;
 
 /// The io_uring instance with its provided buffers. The instance is
 /// declared first so it is dropped first: the kernel lets go of the buffers
@@ -39,8 +39,9 @@ pub struct Ring {
 impl Ring {
     /// A ring with `entries` submission entries (4× as many completion
     /// entries) and `buffers` provided buffers of `buffer_size` bytes,
-    /// flagged SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL (IO_URING.md §1):
-    /// it must be made on the thread that submits.
+    /// flagged SINGLE_ISSUER | DEFER_TASKRUN | SUBMIT_ALL (docs/io_uring.md,
+    /// "Kernel, operations, flags"): it must be made on the thread that
+    /// submits.
     ///
     /// The ring starts disabled, so it may be made (and its buffers
     /// registered) on another thread: [`Ring::enable`] on the loop's thread
@@ -103,8 +104,8 @@ impl EventWaker {
 struct Slot {
     /// The connection that owns the slot.
     token: Option<Token>,
-    /// Activation of the receive in flight.
-    recv: Option<u8>,
+    /// The receive in flight.
+    recv: Option<Receiving>,
     /// A cancel was sent for that receive.
     recv_cancelled: bool,
     /// Activation and length of the send in flight.
@@ -113,11 +114,18 @@ struct Slot {
     cancels: u16,
     /// The activation the next operation gets.
     activation: u8,
-    /// Received buffers not yet copied into the input ring.
-    held: Chain,
-    /// The peer's FIN arrived (after the bytes in `held`).
+    /// The buffer (id, length) the last receive filled, until
+    /// [`UringIo::absorb`] copies it into the input ring later in the same
+    /// turn.
+    held: Option<(u16, u32)>,
+    /// Bytes copied into the input ring that `read` has not reported.
+    received: u32,
+    /// The socket may hold more than the receives took: the last one filled
+    /// all it asked for, or ended for lack of a buffer.
+    more: bool,
+    /// The peer's FIN arrived (after the bytes received).
     eof: bool,
-    /// The receive failed with this errno (after the bytes in `held`).
+    /// The receive failed with this errno (after the bytes received).
     error: Option<i32>,
     /// The send failed with this errno.
     send_error: Option<i32>,
@@ -131,6 +139,18 @@ struct Slot {
     connect: Option<Box<Connecting>>,
     /// Upstream connections: the connect's result, until the core asks.
     connected: Option<i32>,
+}
+
+/// A receive in flight.
+#[derive(Clone, Copy, Debug)]
+struct Receiving {
+    activation: u8,
+    /// Bytes asked for: never more than the input ring had room for, nor
+    /// than a buffer holds.
+    asked: u32,
+    /// [`UringIo::enters`] (its low 32 bits) when it was pushed: once an
+    /// enter has passed and it is still in flight, the socket was empty.
+    pushed: u32,
 }
 
 /// An upstream connect in flight: its activation, and the address the
@@ -232,11 +252,22 @@ pub struct UringIo {
     ring_cancels: u16,
     /// Connections whose receive ended for lack of buffers, oldest first.
     starved: VecDeque<Token>,
+    /// Enters so far (see [`Receiving::pushed`]).
+    enters: u64,
+    /// The size of an input ring (`--buffer`): what a receive may ask for
+    /// on a connection that has none yet.
+    input_capacity: usize,
 }
 
 impl UringIo {
-    /// The driver around `ring`.
-    pub fn new(ring: Ring, metrics: Arc<ShardMetrics>, waker: Arc<EventWaker>) -> UringIo {
+    /// The driver around `ring`, for connections whose input rings hold
+    /// `input_capacity` bytes.
+    pub fn new(
+        ring: Ring,
+        metrics: Arc<ShardMetrics>,
+        waker: Arc<EventWaker>,
+        input_capacity: usize,
+    ) -> UringIo {
         let cq_entries = ring.uring.params().cq_entries() as usize;
         UringIo {
             ring,
@@ -253,13 +284,15 @@ impl UringIo {
             ring_activation: 0,
             ring_cancels: 0,
             starved: VecDeque::new(),
+            enters: 0,
+            input_capacity,
         }
     }
 
     /// Queues `entry` as `op`. A full submission queue is submitted first
     /// (the completions that makes room for are kept for the loop); a
-    /// pushed entry is live whatever happens next (IO_URING.md §6), so it
-    /// is tracked at once.
+    /// pushed entry is live whatever happens next (docs/io_uring.md, "Close
+    /// and cancel"), so it is tracked at once.
     fn push(&mut self, entry: Entry, op: Op) {
         let user_data = op.encode();
         let entry = entry.user_data(user_data);
@@ -293,6 +326,7 @@ impl UringIo {
     pub fn enter(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.metrics.uring.enters.inc();
         submit_and_wait(&self.ring.uring, timeout)?;
+        self.enters += 1;
         self.collect();
         Ok(())
     }
@@ -402,7 +436,7 @@ impl UringIo {
     /// back, an accepted socket is closed.
     pub fn drop_carried(&mut self, cqe: Completion, op: Option<Op>) {
         if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags) {
-            self.ring.bufs.drop_buffer(bid);
+            self.ring.bufs.give_back(bid);
         }
         if op.is_some_and(|op| op.kind == Kind::Accept) && cqe.result >= 0 {
             // SAFETY: as in `accepted_stream`; dropping it closes it.
@@ -423,7 +457,7 @@ impl UringIo {
         let index = index as usize;
         assert!(
             index < op::SLOT_MAX,
-            "connection slot beyond user_data's 24 bits"
+            "connection slot beyond user_data's 32 bits"
         );
         self.slots.ensure(index);
         let slot = &mut self.slots[index];
@@ -438,6 +472,10 @@ impl UringIo {
         *slot = Slot {
             token: Some(token),
             activation,
+            // Bytes may have come with the handshake: the first receive
+            // tries at once, and a drain that takes the connection in
+            // waits for it before it stops reading.
+            more: true,
             ..Slot::default()
         };
         self.settle_recv(token, conn);
@@ -460,7 +498,7 @@ impl UringIo {
     pub fn forget(&mut self, token: Token) {
         self.tracker.releasing(token);
         let slot = self.slot(token);
-        debug_assert!(slot.idle() && slot.held.is_empty());
+        debug_assert!(slot.idle() && slot.held.is_none());
         let activation = slot.activation;
         *slot = Slot {
             activation,
@@ -503,14 +541,15 @@ impl UringIo {
         !self.starved.is_empty()
     }
 
-    /// Buffers the kernel may fill now.
+    /// Buffers the kernel may fill now: all of them, between turns.
     pub fn buffers_available(&self) -> usize {
-        self.ring.bufs.available()
+        self.ring.bufs.count()
     }
 
-    /// Posts or cancels `conn`'s receive as its state asks: posted while
-    /// it reads and holds no buffers; cancelled when it stops reading or
-    /// cannot take in what it holds.
+    /// Posts or cancels `conn`'s receive as its state asks: one is in
+    /// flight while the connection reads and its input ring has room;
+    /// cancelled once it stops reading. (A receive in flight when the
+    /// output blocks stays: it can bring no more than the input ring takes.)
     pub fn settle_recv(&mut self, token: Token, conn: &Conn) {
         if conn.state == State::Closed {
             return;
@@ -518,49 +557,73 @@ impl UringIo {
         let slot = self.slot(token);
         let reads = conn.state.reads() && !slot.eof && slot.error.is_none();
         match slot.recv {
-            Some(activation) => {
-                let stuck = !slot.held.is_empty() && !conn.wants_read();
-                if !slot.recv_cancelled && (!reads || stuck || slot.held.count >= HELD_MAX) {
-                    slot.recv_cancelled = true;
-                    slot.cancels += 1;
-                    let target = Op::conn(Kind::Recv, token, activation);
-                    let op = Op::conn(Kind::Cancel, token, slot.next_activation());
-                    self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
-                }
+            Some(receiving) if !reads && !slot.recv_cancelled => {
+                slot.recv_cancelled = true;
+                slot.cancels += 1;
+                let target = Op::conn(Kind::Recv, token, receiving.activation);
+                let op = Op::conn(Kind::Cancel, token, slot.next_activation());
+                self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
             }
-            None if reads && slot.held.is_empty() && !slot.starved => {
-                let activation = slot.next_activation();
-                slot.recv = Some(activation);
-                slot.recv_cancelled = false;
-                let fd = Fd(conn.stream.as_raw_fd());
-                let entry = opcode::RecvMulti::new(fd, bufs::GROUP).build();
-                self.push(entry, Op::conn(Kind::Recv, token, activation));
+            None if reads && !slot.starved && !conn.output_blocked && !conn.pending_full => {
+                self.post_recv(token, conn);
             }
-            None => {}
+            _ => {}
         }
     }
 
-    /// A receive completion for `conn`. Returns true if the connection
-    /// should be driven.
-    pub fn on_recv(&mut self, token: Token, conn: &mut Conn, cqe: Completion, last: bool) -> bool {
+    /// Posts a receive for `conn` into a provided buffer, asking for no
+    /// more than its input ring has room for: whatever it brings fits, so
+    /// its buffer can go back as soon as it is copied.
+    fn post_recv(&mut self, token: Token, conn: &Conn) {
+        let room = conn.input.as_ref().map_or(self.input_capacity, Bytes::free);
+        if room == 0 {
+            return;
+        }
+        // The kernel brings no more than a buffer's worth anyway; asking for
+        // exactly what it can bring tells a full receive (more may wait)
+        // from a short one.
+        let asked = room.min(self.ring.bufs.size()) as u32;
+        let pushed = self.enters as u32;
+        let slot = self.slot(token);
+        let activation = slot.next_activation();
+        slot.recv = Some(Receiving {
+            activation,
+            asked,
+            pushed,
+        });
+        slot.recv_cancelled = false;
+        // Most sockets are empty when their receive is posted (a client
+        // waits for its reply): then wait for readability first, which
+        // also takes no buffer until bytes are there.
+        let ioprio = if slot.more { 0 } else { RECVSEND_POLL_FIRST };
+        let entry = opcode::Recv::new(Fd(conn.stream.as_raw_fd()), std::ptr::null_mut(), asked)
+            .buf_group(bufs::GROUP)
+            .ioprio(ioprio)
+            .build()
+            .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+        self.push(entry, Op::conn(Kind::Recv, token, activation));
+    }
+
+    /// A receive completion for `conn`: the buffer it filled is held until
+    /// [`UringIo::absorb`], before the connection is driven this turn.
+    /// Returns true if the connection should be driven.
+    pub fn on_recv(&mut self, token: Token, conn: &mut Conn, cqe: Completion) -> bool {
         let (slot, _) = op::split(token);
         let slot = &mut self.slots[slot as usize];
-        if last {
-            slot.recv = None;
-            slot.recv_cancelled = false;
-        }
+        let receiving = slot.recv.take();
+        slot.recv_cancelled = false;
+        let live = conn.state != State::Closed;
         if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags) {
-            if conn.state == State::Closed {
-                self.ring.bufs.drop_buffer(bid);
-                return false;
+            if live && cqe.result > 0 {
+                debug_assert!(slot.held.is_none(), "one receive at a time");
+                slot.held = Some((bid, cqe.result as u32));
+                slot.more = receiving.is_some_and(|r| cqe.result as u32 >= r.asked);
+                conn.read_ready = true;
+                return true;
             }
-            self.ring
-                .bufs
-                .hold(&mut slot.held, bid, cqe.result.max(0) as usize);
-            conn.read_ready = true;
-            return true;
+            self.ring.bufs.give_back(bid);
         }
-        if conn.state == State::Closed {
+        if !live {
             return false;
         }
         match cqe.result {
@@ -568,15 +631,36 @@ impl UringIo {
             e if e == -libc::ENOBUFS => {
                 self.metrics.uring.enobufs.inc();
                 slot.starved = true;
+                // Bytes are waiting: the receive found no buffer for them.
+                slot.more = true;
                 self.starved.push_back(token);
                 return false;
             }
-            e if e == -libc::ECANCELED => {}
+            e if e == -libc::ECANCELED => return false,
             e if e < 0 => slot.error = Some(-e),
             _ => {}
         }
         conn.read_ready = true;
         true
+    }
+
+    /// Copies the buffer `token`'s last receive filled into its input ring
+    /// (taken from `pool` if it has none) and gives the buffer back. Called
+    /// for every connection a completion moved, before it is driven,
+    /// whether or not it reads now: a connection whose output is blocked
+    /// must not keep a buffer the others need. It fits: the receive asked
+    /// for no more than the ring's room, and only serving (which frees
+    /// room) has touched the ring since.
+    pub fn absorb(&mut self, token: Token, conn: &mut Conn, pool: &mut Pool) {
+        let slot = self.slot(token);
+        let Some((bid, len)) = slot.held.take() else {
+            return;
+        };
+        slot.received += len;
+        let input = conn.input.get_or_insert_with(|| pool.take());
+        let copied = input.push(self.ring.bufs.filled(bid, len as usize));
+        self.ring.bufs.give_back(bid);
+        assert_eq!(copied, len as usize, "a receive overran its input ring");
     }
 
     /// A send completion for `conn`: its bytes leave the output ring.
@@ -672,33 +756,38 @@ impl Io for UringIo {
         pool: &mut Pool,
         budget: usize,
     ) -> io::Result<Read> {
-        let (index, _) = op::split(token);
-        let slot = &mut self.slots[index as usize];
-        let bufs = &mut self.ring.bufs;
-        let mut done = Read::default();
-        while done.bytes < budget {
-            let Some(bytes) = bufs.front(&slot.held) else {
-                break;
-            };
-            let input = conn.input.get_or_insert_with(|| pool.take());
-            let n = bytes.len().min(input.free()).min(budget - done.bytes);
-            if n == 0 {
-                break;
-            }
-            input.push(&bytes[..n]);
-            bufs.consume(&mut slot.held, n);
-            done.bytes += n;
+        // The bytes are in the input ring already (see `absorb`): this
+        // reports them, and whether the socket may hold more.
+        let enters = self.enters as u32;
+        let slot = self.slot(token);
+        let mut done = Read {
+            bytes: std::mem::take(&mut slot.received) as usize,
+            eof: slot.eof,
+        };
+        if let Some(errno) = slot.error
+            && done.bytes == 0
+        {
+            return Err(io::Error::from_raw_os_error(errno));
         }
-        if slot.held.is_empty() {
-            if let Some(errno) = slot.error {
-                if done.bytes == 0 {
-                    return Err(io::Error::from_raw_os_error(errno));
-                }
-            } else {
-                conn.read_ready = false;
-                done.eof = slot.eof;
-            }
+        if slot.recv.is_some_and(|r| r.pushed != enters) {
+            // The kernel has had the receive for a whole enter without
+            // completing it: the socket was empty.
+            slot.more = false;
         }
+        if slot.more && slot.recv.is_none() && slot.error.is_none() && !slot.eof {
+            // A burst: more waits than a receive brings. Read it now into
+            // the input ring's room, as epoll does, rather than a buffer's
+            // worth per turn; no receive is in flight to race with.
+            conn.read_ready = true;
+            let read = driver::mio::read(conn, pool, budget.saturating_sub(done.bytes))?;
+            done.bytes += read.bytes;
+            done.eof |= read.eof;
+            slot.eof |= read.eof;
+            slot.more = conn.read_ready;
+        }
+        // Cleared once nothing is known to wait, so the core neither queues
+        // the connection again nor (draining) stops reading too early.
+        conn.read_ready = (slot.more && !slot.eof) || slot.error.is_some();
         if let Some(input) = conn.input.take_if(|input| input.is_empty()) {
             pool.give(input);
         }
@@ -760,8 +849,10 @@ impl Io for UringIo {
     fn retire(&mut self, token: Token, conn: &mut Conn) -> bool {
         let (index, _) = op::split(token);
         let slot = &mut self.slots[index as usize];
-        self.ring.bufs.clear(&mut slot.held);
         slot.starved = false;
+        if let Some((bid, _)) = slot.held.take() {
+            self.ring.bufs.give_back(bid);
+        }
         if let Some(connecting) = slot.connect.as_ref() {
             let target = Op::conn(Kind::Connect, token, connecting.activation);
             slot.cancels += 1;
@@ -770,9 +861,9 @@ impl Io for UringIo {
         }
         let slot = &mut self.slots[index as usize];
         let mut targets = [None, None];
-        if let Some(activation) = slot.recv.filter(|_| !slot.recv_cancelled) {
+        if let Some(receiving) = slot.recv.filter(|_| !slot.recv_cancelled) {
             slot.recv_cancelled = true;
-            targets[0] = Some(Op::conn(Kind::Recv, token, activation));
+            targets[0] = Some(Op::conn(Kind::Recv, token, receiving.activation));
         }
         if let Some((activation, _)) = slot.send {
             targets[1] = Some(Op::conn(Kind::Send, token, activation));
@@ -788,8 +879,8 @@ impl Io for UringIo {
             return true;
         }
         // The socket stays open until the last completion, but the peer
-        // learns of the close now (IO_URING.md §6, step 1), as it does on
-        // epoll where the close is immediate.
+        // learns of the close now (docs/io_uring.md, "Close and cancel",
+        // step 1), as it does on epoll where the close is immediate.
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         false
     }
@@ -806,8 +897,8 @@ impl Drop for UringIo {
     }
 }
 
-/// The note's kernel-level scenarios on a real ring (IO_URING.md §3, §4,
-/// §6), over a Unix socket pair.
+/// The kernel-level scenarios the driver relies on (docs/io_uring.md), on
+/// a real ring over a Unix socket pair.
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -819,11 +910,18 @@ mod tests {
         let ring = Ring::new(64, buffers, 512).expect("io_uring (run `holdfast serve --check`)");
         ring.enable().unwrap();
         let waker = Arc::new(EventWaker::new().unwrap());
-        UringIo::new(ring, Arc::default(), waker)
+        UringIo::new(ring, Arc::default(), waker, 4096)
     }
 
-    fn recv(io: &mut UringIo, fd: RawFd, op: Op) {
-        io.push(opcode::RecvMulti::new(Fd(fd), bufs::GROUP).build(), op);
+    /// Posts a receive of at most `len` bytes into a provided buffer, as
+    /// `settle_recv` does (`poll_first`: wait for readability first).
+    fn recv(io: &mut UringIo, fd: RawFd, len: u32, poll_first: bool, op: Op) {
+        let entry = opcode::Recv::new(Fd(fd), std::ptr::null_mut(), len)
+            .buf_group(bufs::GROUP)
+            .ioprio(if poll_first { RECVSEND_POLL_FIRST } else { 0 })
+            .build()
+            .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+        io.push(entry, op);
     }
 
     fn cancel(io: &mut UringIo, target: Op, op: Op) {
@@ -845,6 +943,14 @@ mod tests {
         panic!("no completion for {op:?}");
     }
 
+    /// The buffer a completion carries, its bytes copied out and given back.
+    fn take(io: &mut UringIo, cqe: Completion) -> Vec<u8> {
+        let bid = io_uring::cqueue::buffer_select(cqe.flags).expect("a provided buffer");
+        let bytes = io.ring.bufs.filled(bid, cqe.result as usize).to_vec();
+        io.ring.bufs.give_back(bid);
+        bytes
+    }
+
     #[test]
     fn a_cancel_aimed_at_a_stale_generation_finds_nothing() {
         let mut io = io(8);
@@ -853,7 +959,7 @@ mod tests {
         let live = Token((2 << 32) | 3);
         let stale = Token((1 << 32) | 3);
         let receive = Op::conn(Kind::Recv, live, 1);
-        recv(&mut io, ours.as_raw_fd(), receive);
+        recv(&mut io, ours.as_raw_fd(), 512, true, receive);
         let stale_cancel = Op::conn(Kind::Cancel, stale, 2);
         cancel(&mut io, Op::conn(Kind::Recv, stale, 1), stale_cancel);
         assert_eq!(next_for(&mut io, stale_cancel).result, -libc::ENOENT);
@@ -861,53 +967,76 @@ mod tests {
         peer.write_all(b"still here").unwrap();
         let cqe = next_for(&mut io, receive);
         assert_eq!(cqe.result, 10);
-        assert!(io_uring::cqueue::more(cqe.flags));
-        let bid = io_uring::cqueue::buffer_select(cqe.flags).expect("a provided buffer");
-        io.ring.bufs.drop_buffer(bid);
-        // Close with the receive pending: cancel by its exact user_data; its
+        assert_eq!(take(&mut io, cqe), b"still here");
+        // Close with a receive pending: cancel by its exact user_data; its
         // own final completion (not the cancel's) retires it.
+        let again = Op::conn(Kind::Recv, live, 2);
+        recv(&mut io, ours.as_raw_fd(), 512, true, again);
         let close = Op::conn(Kind::Cancel, live, 3);
-        cancel(&mut io, receive, close);
+        cancel(&mut io, again, close);
         assert_eq!(next_for(&mut io, close).result, 0);
-        let last = next_for(&mut io, receive);
+        let last = next_for(&mut io, again);
         assert_eq!(last.result, -libc::ECANCELED);
-        assert!(!io_uring::cqueue::more(last.flags));
+        assert!(io_uring::cqueue::buffer_select(last.flags).is_none());
         io.tracker.finish();
     }
 
     #[test]
-    fn an_empty_buffer_pool_ends_the_receive_with_enobufs_until_buffers_return() {
-        let mut io = io(1);
+    fn a_receive_brings_no_more_than_it_asked_for() {
+        let mut io = io(8);
         let (ours, mut peer) = UnixStream::pair().unwrap();
         let token = Token((1 << 32) | 1);
+        peer.write_all(&[7u8; 300]).unwrap();
+        // 300 bytes wait; the input ring has room for 100: the receive
+        // takes 100 and leaves the rest in the socket.
         let first = Op::conn(Kind::Recv, token, 1);
-        recv(&mut io, ours.as_raw_fd(), first);
-        peer.write_all(b"one").unwrap();
+        recv(&mut io, ours.as_raw_fd(), 100, false, first);
         let cqe = next_for(&mut io, first);
-        assert_eq!(cqe.result, 3);
-        let mut chain = Chain::default();
-        let bid = io_uring::cqueue::buffer_select(cqe.flags).unwrap();
-        io.ring.bufs.hold(&mut chain, bid, 3);
-        assert_eq!(io.ring.bufs.available(), 0);
-        // The one buffer is held: the next bytes end the receive.
-        peer.write_all(b"two").unwrap();
-        let cqe = next_for(&mut io, first);
-        assert_eq!(cqe.result, -libc::ENOBUFS);
-        assert!(!io_uring::cqueue::more(cqe.flags));
-        // Copy out, give the buffer back, post again: the bytes were kept.
-        assert_eq!(io.ring.bufs.front(&chain), Some(&b"one"[..]));
-        io.ring.bufs.consume(&mut chain, 3);
+        assert_eq!(cqe.result, 100);
+        assert_eq!(take(&mut io, cqe).len(), 100);
         let second = Op::conn(Kind::Recv, token, 2);
-        recv(&mut io, ours.as_raw_fd(), second);
+        recv(&mut io, ours.as_raw_fd(), 512, false, second);
         let cqe = next_for(&mut io, second);
-        assert_eq!(cqe.result, 3);
-        io.ring
-            .bufs
-            .drop_buffer(io_uring::cqueue::buffer_select(cqe.flags).unwrap());
-        let stop = Op::conn(Kind::Cancel, token, 3);
-        cancel(&mut io, second, stop);
+        assert_eq!(cqe.result, 200, "what the first receive left");
+        take(&mut io, cqe);
+        io.tracker.finish();
+    }
+
+    #[test]
+    fn an_empty_pool_ends_a_receive_with_enobufs_until_buffers_return() {
+        let mut io = io(1);
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let (idle, _idle_peer) = UnixStream::pair().unwrap();
+        let token = Token((1 << 32) | 1);
+        let waiting = Op::conn(Kind::Recv, Token((1 << 32) | 2), 1);
+        // An idle connection's receive waits for readability first: it takes
+        // no buffer, so an empty pool does not end it.
+        recv(&mut io, idle.as_raw_fd(), 512, true, waiting);
+        let first = Op::conn(Kind::Recv, token, 1);
+        recv(&mut io, ours.as_raw_fd(), 512, true, first);
+        peer.write_all(b"one").unwrap();
+        let one = next_for(&mut io, first);
+        assert_eq!(one.result, 3);
+        // The one buffer is out (not given back yet): bytes that come now
+        // end the next receive.
+        let second = Op::conn(Kind::Recv, token, 2);
+        recv(&mut io, ours.as_raw_fd(), 512, true, second);
+        peer.write_all(b"two").unwrap();
+        let starved = next_for(&mut io, second);
+        assert_eq!(starved.result, -libc::ENOBUFS);
+        assert!(io_uring::cqueue::buffer_select(starved.flags).is_none());
+        // Give the buffer back, post again: the bytes were kept.
+        assert_eq!(take(&mut io, one), b"one");
+        let third = Op::conn(Kind::Recv, token, 3);
+        recv(&mut io, ours.as_raw_fd(), 512, false, third);
+        let cqe = next_for(&mut io, third);
+        assert_eq!(take(&mut io, cqe), b"two");
+        // The idle connection's receive is still waiting, untouched.
+        assert!(io.cqes.iter().all(|c| c.user_data != waiting.encode()));
+        let stop = Op::conn(Kind::Cancel, token, 4);
+        cancel(&mut io, waiting, stop);
         next_for(&mut io, stop);
-        assert_eq!(next_for(&mut io, second).result, -libc::ECANCELED);
+        assert_eq!(next_for(&mut io, waiting).result, -libc::ECANCELED);
         io.tracker.finish();
     }
 }

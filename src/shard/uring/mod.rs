@@ -1,14 +1,17 @@
-//! The io_uring driver's loop (`uring` feature), after `IO_URING.md`:
-//! one multishot accept, one multishot receive per connection into a
-//! provided buffer ring (so an idle connection holds no read buffer), at
-//! most one send per connection in flight straight from its output ring,
-//! and one `io_uring_enter` per turn that both submits and waits (its
-//! timeout is the timer wheel's next deadline).
+//! The io_uring driver's loop (`uring` feature; docs/io_uring.md says what
+//! it relies on and why): one multishot accept, one receive per connection
+//! into a provided buffer ring (so an idle connection holds no read
+//! buffer), asking for no more than its input ring has room for so that the
+//! buffer goes back in the same turn (a connection that stops serving holds
+//! none), at most one send per connection in flight straight from its
+//! output ring, and one `io_uring_enter` per turn that both submits and
+//! waits (its timeout is the timer wheel's next deadline).
 //!
-//! Closing follows the note's sequence: the connection is counted and
-//! marked [`State::Closed`], every operation in flight on it is cancelled
-//! by its exact `user_data`, and only after each one's final completion are
-//! its socket closed, its rings freed and its slot reused.
+//! Closing follows the sequence of docs/io_uring.md, "Close and cancel":
+//! the connection is counted and marked [`State::Closed`], every operation
+//! in flight on it is cancelled by its exact `user_data`, and only after
+//! each one's final completion are its socket closed, its rings freed and
+//! its slot reused.
 
 #[allow(unsafe_code)]
 mod bufs;
@@ -28,16 +31,23 @@ use mio::Token;
 use self::io::{Ring, UringIo};
 use self::op::{Kind, Op};
 use super::core::Core;
+use crate::buffer::Pool;
 use crate::config::Config;
-use crate::conn::State;
+use crate::conn::table::is_upstream;
+use crate::conn::{Conn, State};
+use crate::timer::Millis;
 
 pub use self::io::EventWaker;
 pub use self::probe::probe;
 
-/// After the drain has ended, how long to wait for the kernel to finish
-/// the last cancelled operations before giving up on them (their memory is
-/// then leaked rather than freed under the kernel).
-const EXIT_WAIT: Duration = Duration::from_secs(2);
+/// How long past the end of the grace period the shard waits for the
+/// final completions of what it cancelled (the connections still open then,
+/// the accept, the eventfd read) before it gives up on them, their memory
+/// leaked rather than freed under the kernel. Cancelled operations complete
+/// within the next enter; this only bounds a kernel that does not, so that
+/// the process exits by the grace period as on epoll (it was 2 s, twice
+/// over: 4 s past the grace).
+const EXIT_WAIT: Duration = Duration::from_millis(500);
 /// While connections wait for receive buffers, the loop looks again at
 /// least this often.
 const STARVED_RECHECK: Duration = Duration::from_millis(10);
@@ -86,7 +96,8 @@ impl UringShard {
             ring,
         } = self;
         ring.enable()?;
-        let io = UringIo::new(ring, core.metrics.clone(), waker);
+        let input_capacity = core.pool.ring_capacity();
+        let io = UringIo::new(ring, core.metrics.clone(), waker, input_capacity);
         let mut shard = Loop {
             touched: Vec::with_capacity(io.cqes.capacity()),
             core,
@@ -161,11 +172,12 @@ impl Loop {
             self.core.drain_done(&mut self.io);
             self.core.end_turn(turn);
             if let Some(until) = self.core.drain_until {
+                // One deadline for all the waiting that follows the drain.
+                let exit_by = until + EXIT_WAIT.as_millis() as Millis;
                 if self.core.all_released() && !self.io.accept_armed() {
-                    return self.exit();
+                    return self.exit(exit_by);
                 }
-                let late = Duration::from_millis(self.core.now.saturating_sub(until));
-                if late > EXIT_WAIT {
+                if self.core.now > exit_by {
                     log::error!(
                         "io_uring: {} connections still have operations in flight {EXIT_WAIT:?} \
                          after the drain; leaking their memory",
@@ -192,17 +204,16 @@ impl Loop {
                 Kind::Accept => self.on_accept(cqe, last),
                 Kind::Wake => self.io.wake_done(),
                 Kind::CancelRing => self.io.ring_cancel_done(),
-                Kind::Recv | Kind::Send | Kind::Cancel | Kind::Connect => {
-                    self.on_conn(op, cqe, last)
-                }
+                Kind::Recv | Kind::Send | Kind::Cancel | Kind::Connect => self.on_conn(op, cqe),
             }
         }
         // Reuses the list's memory turn after turn (no allocation per turn).
         let mut touched = std::mem::take(&mut self.touched);
         for token in touched.drain(..) {
-            if let Some(conn) = self.core.conn_mut(token) {
+            if let Some((conn, pool)) = conn_and_pool(&mut self.core, token) {
                 self.io.untouch(token);
                 if conn.state != State::Closed {
+                    self.io.absorb(token, conn, pool);
                     self.core.drive(&mut self.io, token);
                 }
             }
@@ -219,45 +230,77 @@ impl Loop {
     }
 
     fn on_accept(&mut self, cqe: Completion, last: bool) {
+        if cqe.result >= 0 {
+            let stream = self.io.accepted_stream(cqe.result);
+            self.take_in(stream);
+        } else if cqe.result != -libc::ECANCELED
+            && let Some(listener) = self.listener.as_ref()
+        {
+            let error = std::io::Error::from_raw_os_error(-cqe.result);
+            let shed = || listener.accept().is_ok();
+            let core = &mut self.core;
+            core.acceptor
+                .on_error(&error, core.now, &core.metrics, shed);
+        }
         if last {
             self.io.accept_ended();
-            if self.listener.is_some() && self.core.drain_until.is_none() {
+            if self.core.drain_until.is_none() {
                 self.core.acceptor.ready = true;
             } else {
                 // The drain's cancel took the accept: only now may the
-                // listener be closed (IO_URING.md §6).
-                self.listener = None;
+                // listener be closed (docs/io_uring.md, "Close and cancel").
+                self.close_listener();
             }
         }
-        if cqe.result >= 0 {
-            let stream = self.io.accepted_stream(cqe.result);
-            if self.core.drain_until.is_some() {
-                // Accepted in the same instant the drain began.
-                return;
-            }
-            self.core.acceptor.on_accepted();
-            if let Some(token) = self.core.admit(stream) {
-                let conn = self.core.conns.get_mut(token).expect("just admitted");
-                self.io.open(token, conn);
-            }
-            return;
-        }
-        if cqe.result == -libc::ECANCELED {
-            return;
-        }
-        let Some(listener) = self.listener.as_ref() else {
+    }
+
+    /// Takes in a socket the listener gave: admitted as usual (or turned
+    /// away past `--max-conns`), and served as a draining connection if the
+    /// drain has begun (it was in the listener's queue before the drain:
+    /// the kernel had completed its handshake).
+    fn take_in(&mut self, stream: mio::net::TcpStream) {
+        self.core.acceptor.on_accepted();
+        let Some(token) = self.core.admit(stream) else {
             return;
         };
-        let error = std::io::Error::from_raw_os_error(-cqe.result);
-        let shed = || listener.accept().is_ok();
-        let core = &mut self.core;
-        core.acceptor
-            .on_error(&error, core.now, &core.metrics, shed);
+        let conn = self.core.conns.get_mut(token).expect("just admitted");
+        self.io.open(token, conn);
+        if self.core.drain_until.is_some() {
+            self.core.adopt_draining(&mut self.io, token);
+        }
+    }
+
+    /// Accepts what is still in the listener's queue (at most `--backlog`)
+    /// and takes it in, then closes the listener: closing it with
+    /// connections queued would reset them. A handshake that completes
+    /// after this is reset.
+    fn close_listener(&mut self) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        for _ in 0..self.core.limits.backlog {
+            match listener.accept() {
+                // Non-blocking, as the multishot accept makes them (see
+                // `UringIo::arm_accept`).
+                Ok((stream, _)) => match stream.set_nonblocking(true) {
+                    Ok(()) => self.take_in(mio::net::TcpStream::from_std(stream)),
+                    Err(e) => log::warn!("accept: making the socket non-blocking: {e}"),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    let shed = || listener.accept().is_ok();
+                    let core = &mut self.core;
+                    if !core.acceptor.on_error(&e, core.now, &core.metrics, shed) {
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// A receive, send, cancel or (upstream) connect completion of one
     /// connection.
-    fn on_conn(&mut self, op: Op, cqe: Completion, last: bool) {
+    fn on_conn(&mut self, op: Op, cqe: Completion) {
         let token = self.io.owner(op);
         let Some(conn) = token.and_then(|token| self.core.conn_mut(token)) else {
             // The tracker knew the op, so its connection must be alive
@@ -267,7 +310,7 @@ impl Loop {
         };
         let token = token.expect("found");
         let moved = match op.kind {
-            Kind::Recv => self.io.on_recv(token, conn, cqe, last),
+            Kind::Recv => self.io.on_recv(token, conn, cqe),
             Kind::Send => self.io.on_send(token, conn, cqe),
             Kind::Connect => self.io.on_connect(token, cqe),
             _ => self.io.on_cancel(token),
@@ -293,13 +336,14 @@ impl Loop {
         }
     }
 
-    /// The drain began: cancel the multishot accept (its final completion
-    /// then closes the listener).
+    /// The drain begins: cancel the multishot accept (what it still
+    /// delivers is taken in as draining, and its final completion closes the
+    /// listener, taking in what is still queued first).
     fn stop_accepting(&mut self) {
         if self.io.accept_armed() {
             self.io.cancel_accept();
         } else {
-            self.listener = None;
+            self.close_listener();
         }
         self.core
             .metrics
@@ -308,10 +352,11 @@ impl Loop {
     }
 
     /// Every connection is gone: cancel the eventfd read, wait for its
-    /// final completion (bounded), then drop the ring before its buffers.
-    fn exit(&mut self) -> std::io::Result<bool> {
+    /// final completion (until `exit_by` at most), then drop the ring
+    /// before its buffers.
+    fn exit(&mut self, exit_by: Millis) -> std::io::Result<bool> {
         self.io.cancel_wake();
-        let until = Instant::now() + EXIT_WAIT;
+        let until = Instant::now() + Duration::from_millis(exit_by.saturating_sub(self.core.now));
         while self.io.ring_ops_in_flight() && Instant::now() < until {
             self.io.enter(Some(Duration::from_millis(50)))?;
             self.handle_completions();
@@ -323,6 +368,17 @@ impl Loop {
         self.io.tracker.finish();
         Ok(true)
     }
+}
+
+/// `token`'s connection, client or upstream, if live, with the shard's
+/// ring pool beside it (for [`UringIo::absorb`]).
+fn conn_and_pool(core: &mut Core, token: Token) -> Option<(&mut Conn, &mut Pool)> {
+    let conn = if is_upstream(token) {
+        &mut core.upstreams.as_deref_mut()?.conns.get_mut(token)?.conn
+    } else {
+        core.conns.get_mut(token)?
+    };
+    Some((conn, &mut core.pool))
 }
 
 /// A timeout for `submit_with_args`.

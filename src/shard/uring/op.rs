@@ -1,9 +1,9 @@
 //! What a completion is about: every operation's `user_data` names its
 //! kind, the connection slot and generation it belongs to, and an
 //! activation that changes on each re-arm, so every value in flight is
-//! unique and a cancel hits exactly one operation (IO_URING.md §3). The
-//! [`Tracker`] checks, in debug builds, that each operation gets exactly
-//! one final completion.
+//! unique and a cancel hits exactly one operation (docs/io_uring.md,
+//! "user_data"). The [`Tracker`] checks, in debug builds, that each
+//! operation gets exactly one final completion.
 
 use mio::Token;
 
@@ -44,18 +44,22 @@ impl Kind {
 
 /// Slot value of ring-wide operations (no connection has it: the table's
 /// slots stay below [`SLOT_MAX`]).
-pub const RING_SLOT: u32 = (1 << 24) - 1;
-/// Connection slots must stay below this to fit in the 24 bits.
+pub const RING_SLOT: u32 = u32::MAX;
+/// Connection slots stay below this. The field is 32 bits wide, so that
+/// every slot a connection table can hand out (below 2^31, client `2s` and
+/// upstream `2s + 1`) fits: `--max-conns` (at most 10,000,000) never meets
+/// it. (At 24 bits it stopped at 8,388,607 slots, and a shard holding more
+/// connections panicked.)
 pub const SLOT_MAX: usize = RING_SLOT as usize;
 
-/// A decoded `user_data`: `kind:8 | activation:8 | generation:24 | slot:24`.
+/// A decoded `user_data`: `kind:4 | activation:8 | generation:20 | slot:32`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Op {
     /// What the operation is.
     pub kind: Kind,
     /// Bumped on every re-arm of the same kind on the same connection.
     pub activation: u8,
-    /// The low 24 bits of the connection token's generation.
+    /// The low 20 bits of the connection token's generation.
     pub generation: u32,
     /// The connection's slot, or [`RING_SLOT`].
     pub slot: u32,
@@ -85,19 +89,19 @@ impl Op {
 
     /// The 64-bit value the kernel carries.
     pub fn encode(self) -> u64 {
-        (self.kind as u64) << 56
-            | (self.activation as u64) << 48
-            | (self.generation as u64 & 0xff_ffff) << 24
-            | (self.slot as u64 & 0xff_ffff)
+        (self.kind as u64) << 60
+            | (self.activation as u64) << 52
+            | (self.generation as u64 & GENERATION_MASK) << 32
+            | self.slot as u64
     }
 
     /// The operation a completion names, if its kind is known.
     pub fn decode(user_data: u64) -> Option<Op> {
         Some(Op {
-            kind: Kind::from_u8((user_data >> 56) as u8)?,
-            activation: (user_data >> 48) as u8,
-            generation: ((user_data >> 24) & 0xff_ffff) as u32,
-            slot: (user_data & 0xff_ffff) as u32,
+            kind: Kind::from_u8((user_data >> 60) as u8)?,
+            activation: (user_data >> 52) as u8,
+            generation: ((user_data >> 32) & GENERATION_MASK) as u32,
+            slot: user_data as u32,
         })
     }
 
@@ -107,7 +111,13 @@ impl Op {
     }
 }
 
-/// A connection token's slot and the low 24 bits of its generation (see
+/// The bits of a token's generation that `user_data` keeps: a slot's
+/// operations have all completed before it is reused, so the generation
+/// only has to tell a stale cancel from a live operation, and 2^20 reuses
+/// of one slot apart is far enough.
+const GENERATION_MASK: u64 = 0xf_ffff;
+
+/// A connection token's slot and the low 20 bits of its generation (see
 /// [`crate::conn::Table`]: `generation << 32 | slot`). Client and upstream
 /// connections have a table each (`UPSTREAM_BIT` in the token): their
 /// slots interleave here, client slot `s` at `2s`, upstream slot `s` at
@@ -117,7 +127,7 @@ pub fn split(token: Token) -> (u32, u32) {
     let upstream = raw & crate::conn::table::UPSTREAM_BIT;
     let table_slot = raw & !crate::conn::table::UPSTREAM_BIT;
     let slot = ((table_slot << 1) | usize::from(upstream != 0)) as u32;
-    let generation = ((token.0 >> 32) & 0xff_ffff) as u32;
+    let generation = ((token.0 >> 32) as u64 & GENERATION_MASK) as u32;
     (slot, generation)
 }
 
@@ -256,7 +266,7 @@ mod tests {
         let decoded = Op::decode(op.encode()).unwrap();
         assert_eq!(decoded, op);
         assert_eq!(decoded.slot, 0x00ab_cdee);
-        assert_eq!(decoded.generation, 0x23_4567);
+        assert_eq!(decoded.generation, 0x3_4567);
         assert!(decoded.is_for(token));
         // A later owner of the same slot (another generation) is not named.
         let next = Token((0x0123_4568usize << 32) | 0x0055_e6f7);
@@ -270,6 +280,24 @@ mod tests {
             (ring.kind, ring.slot, ring.activation),
             (Kind::Accept, RING_SLOT, 3)
         );
+    }
+
+    #[test]
+    fn every_slot_max_conns_allows_fits() {
+        // --max-conns is at most 10,000,000, and a shard's table may hold
+        // them all: the last client slot and the upstream slot beside it.
+        for table_slot in [9_999_999usize, (1 << 24) + 5] {
+            for role in [0, crate::conn::table::UPSTREAM_BIT] {
+                let token = Token((77usize << 32) | role | table_slot);
+                let op = Op::conn(Kind::Recv, token, 9);
+                let decoded = Op::decode(op.encode()).unwrap();
+                assert_eq!(decoded, op, "slot {table_slot} role {role:#x}");
+                assert!(decoded.is_for(token));
+                assert!((decoded.slot as usize) < SLOT_MAX);
+                // Its neighbour in the table is someone else.
+                assert!(!decoded.is_for(Token((77usize << 32) | role | (table_slot - 1))));
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Deciding once, before the first accept, whether io_uring can run here
-//! (IO_URING.md §2): a ring with the real flags, every opcode the driver
-//! uses, and a provided buffer ring must all work; otherwise the error is
-//! mapped to its likely cause.
+//! (docs/io_uring.md, "Start-up and fallback"): a ring with the real flags,
+//! every opcode the driver uses, and a provided buffer ring must all work;
+//! otherwise the error is mapped to its likely cause.
 
 use io_uring::{Probe, opcode};
 
@@ -37,20 +37,25 @@ pub fn probe(config: &Config) -> Result<(), String> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(|e| explain(&e))?;
-    let needed = [
-        ("accept", opcode::AcceptMulti::CODE),
-        ("recv", opcode::RecvMulti::CODE),
-        ("send", opcode::Send::CODE),
-        ("read", opcode::Read::CODE),
-        ("async_cancel", opcode::AsyncCancel::CODE),
-    ];
-    for (name, code) in needed {
+    for (name, _, code) in NEEDED {
         if !probe.is_supported(code) {
             return Err(format!("the kernel lacks the io_uring {name} operation"));
         }
     }
     Ok(())
 }
+
+/// Every operation the driver posts (`io.rs`): the name the refusal gives,
+/// the `opcode` type that builds it, and its code.
+const NEEDED: [(&str, &str, u8); 6] = [
+    ("accept", "AcceptMulti", opcode::AcceptMulti::CODE),
+    ("recv", "Recv", opcode::Recv::CODE),
+    ("send", "Send", opcode::Send::CODE),
+    ("read", "Read", opcode::Read::CODE),
+    ("async_cancel", "AsyncCancel", opcode::AsyncCancel::CODE),
+    // Upstream connections (`holdfast proxy`).
+    ("connect", "Connect", opcode::Connect::CODE),
+];
 
 /// The errno of a failed set-up, with its usual cause.
 fn explain(error: &std::io::Error) -> String {
@@ -80,6 +85,24 @@ fn kernel_version(release: &str) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_the_driver_posts_is_probed() {
+        let source = include_str!("io.rs");
+        let posted: std::collections::BTreeSet<&str> = source
+            .split("opcode::")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("::new").map(|(name, _)| name))
+            .filter(|name| name.chars().all(char::is_alphanumeric))
+            .collect();
+        assert!(posted.contains("Send"), "found {posted:?}");
+        for name in posted {
+            assert!(
+                NEEDED.iter().any(|&(_, built_by, _)| built_by == name),
+                "io.rs posts {name}, which the probe does not check"
+            );
+        }
+    }
 
     #[test]
     fn kernel_versions_parse() {
