@@ -474,11 +474,27 @@ fn short_sends_to_a_slow_reader_lose_nothing() {
     let data = Rng::new(0x5e_0d5).bytes(BYTES);
     let mut writer = client.try_clone().unwrap();
     let sent = data.clone();
+    let written = Arc::new(AtomicUsize::new(0));
+    let progress = written.clone();
     let writing = thread::spawn(move || {
         for chunk in sent.chunks(64 * 1024) {
             writer.write_all(chunk).unwrap();
+            progress.fetch_add(chunk.len(), Ordering::Relaxed);
         }
     });
+    // Read nothing until the writer is stuck: the server has stopped
+    // reading, so its output ring is full and a send of it waits on a full
+    // socket. The reads below then free less room than that send holds:
+    // short sends by construction, not by the relative speed of the two
+    // sides (a loaded machine made them vanish once).
+    let mut last = (0, Instant::now());
+    while last.1.elapsed() < Duration::from_millis(300) {
+        thread::sleep(Duration::from_millis(20));
+        let now = written.load(Ordering::Relaxed);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
     let start = Instant::now();
     let mut got = Vec::with_capacity(BYTES);
     let mut buf = vec![0u8; 8 * 1024];
