@@ -239,13 +239,7 @@ impl Kv {
         pending.kind = Prepared::Nothing;
         pending.text.reset(self.reply_max);
         let Some(command) = Self::resolve(argv, &mut pending.text) else {
-            pending.kind = Prepared::Text;
-            return pending
-                .text
-                .bytes
-                .len()
-                .max(SMALL_REPLY)
-                .min(self.reply_max);
+            return self.prepared_text(pending);
         };
         match self.plan(command, argv, frame) {
             Plan::Write(reserve) => reserve.min(self.reply_max),
@@ -258,13 +252,7 @@ impl Kv {
                 {
                     // A retry of the same INFO (its output was full): the
                     // page rendered for it is still current.
-                    pending.kind = Prepared::Text;
-                    return pending
-                        .text
-                        .bytes
-                        .len()
-                        .max(SMALL_REPLY)
-                        .min(self.reply_max);
+                    return self.prepared_text(pending);
                 }
                 pending.text.reset(self.reply_max);
                 self.render(command, argv, &mut pending.text);
@@ -277,15 +265,21 @@ impl Kv {
                     pending.kind = Prepared::TooLarge;
                     return SMALL_REPLY;
                 }
-                pending.kind = Prepared::Text;
-                pending
-                    .text
-                    .bytes
-                    .len()
-                    .max(SMALL_REPLY)
-                    .min(self.reply_max)
+                self.prepared_text(pending)
             }
         }
+    }
+
+    /// Marks the rendered text as the reply to write, and returns the
+    /// room it needs.
+    fn prepared_text(&self, pending: &mut Pending) -> usize {
+        pending.kind = Prepared::Text;
+        pending
+            .text
+            .bytes
+            .len()
+            .max(SMALL_REPLY)
+            .min(self.reply_max)
     }
 
     fn prepare_values(&self, many: bool, keys: &[&[u8]], pending: &mut Pending) -> usize {
