@@ -6,7 +6,8 @@
 #               (--features uring) unless the kernel refuses io_uring (one line says so)
 #   make test-uring  only the io_uring test run (fails if the kernel refuses io_uring)
 #   make fmt    format the code
-#   make lint   clippy on every target, warnings are errors
+#   make lint   the import graph (scripts/imports.py: no cycle, no upward import), then clippy on
+#               every target, warnings are errors
 #   make bench  release build (--features uring), then holdfast epoll and io_uring vs tokio (pinned,
 #               alternated, 3 rounds), then make syscalls; target/bench/results.md
 #   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
@@ -63,6 +64,7 @@ check-fmt:
 	$(CARGO) fmt --all -- --check
 
 lint:
+	python3 scripts/imports.py
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(URING_CARGO) clippy --all-targets --features uring -- -D warnings
 

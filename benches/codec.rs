@@ -6,8 +6,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use holdfast::buffer::Ring;
-use holdfast::codec::{Codec, Decoded, Input, Protocol};
+use holdfast::engine::buffer::Ring;
+use holdfast::engine::codec::{Codec, Decoded, Input, Protocol};
 
 const CAPACITY: usize = 64 * 1024;
 /// Payload bytes per frame.

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::io::Cursor;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use holdfast::buffer::Ring;
+use holdfast::engine::buffer::Ring;
 
 const CAPACITY: usize = 64 * 1024;
 

@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use holdfast::timer::Wheel;
+use holdfast::engine::timer::Wheel;
 
 /// The shard's wheel shape: 512 slots of 10 ms.
 const TICK_MS: u64 = 10;

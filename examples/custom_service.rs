@@ -14,10 +14,10 @@
 
 use std::io::Write;
 
-use holdfast::codec::Protocol;
 use holdfast::config::Config;
-use holdfast::server::Server;
-use holdfast::service::{Reply, Service};
+use holdfast::engine::codec::Protocol;
+use holdfast::engine::server::Server;
+use holdfast::engine::service::{Reply, Service};
 
 /// Upper-cases each line; one instance per shard.
 #[derive(Default)]

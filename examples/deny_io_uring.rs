@@ -3,11 +3,11 @@
 //! EPERM (or ENOSYS), then this process becomes the program (`exec`), which
 //! inherits the filter. Everything else is allowed.
 //!
-//! The seccomp fallback test in `tests/uring.rs` runs `holdfast` through it:
+//! The seccomp fallback test in `tests/it/uring.rs` runs `holdfast` through it:
 //!     deny_io_uring [--errno EPERM|ENOSYS] [--rlimit] PROGRAM [ARGS...]
 //! With `--rlimit`, setting a resource limit (`setrlimit(2)`, and
 //! `prlimit64(2)` with a new limit) fails with the same errno instead, while
-//! reading one still works (`tests/limits.rs`: a failure to raise
+//! reading one still works (`tests/it/limits.rs`: a failure to raise
 //! RLIMIT_NOFILE is reported as such).
 //! For example:
 //!     cargo run --example deny_io_uring -- target/debug/holdfast serve --check

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::bench::{BenchOptions, Protocol as BenchProtocol};
-use crate::codec::Protocol;
 use crate::config::{Config, ConfigError, parse_duration, parse_size};
+use crate::engine::codec::Protocol;
+use crate::tools::bench::{BenchOptions, Protocol as BenchProtocol};
 
 /// What the command line asked for.
 pub enum Command {
@@ -789,7 +789,7 @@ mod tests {
             "8",
         ])
         .unwrap();
-        assert_eq!(config.protocol, crate::codec::Protocol::Line);
+        assert_eq!(config.protocol, crate::engine::codec::Protocol::Line);
         assert_eq!(config.listen, "127.0.0.1:7100".parse().unwrap());
         assert_eq!(config.admin, None);
         assert_eq!(config.buffer, 16 * 1024);

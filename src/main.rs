@@ -3,10 +3,12 @@
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
 
+use holdfast::apps::echo::Echo;
+use holdfast::apps::kv::{Kv, Store};
+use holdfast::apps::proxy::Proxy;
 use holdfast::cli::{self, Command};
-use holdfast::codec::Protocol;
-use holdfast::server::Server;
-use holdfast::service::{Kv, Proxy, Store};
+use holdfast::engine::codec::Protocol;
+use holdfast::engine::server::Server;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os()) {
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Bench(options) => match holdfast::bench::run(&options) {
+        Command::Bench(options) => match holdfast::tools::bench::run(&options) {
             Ok(summary) => {
                 if options.json {
                     println!("{}", summary.to_json());
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Check(config) => match holdfast::server::choose_backend(&config) {
+        Command::Check(config) => match holdfast::engine::server::choose_backend(&config) {
             Ok((backend, fallback)) => {
                 if let Some(warning) = fallback {
                     eprintln!("holdfast: {warning}");
@@ -76,7 +78,9 @@ fn main() -> ExitCode {
                         Kv::new(store.clone(), context)
                     })
                 }
-                Protocol::Echo | Protocol::Line | Protocol::Frame => Server::new(config),
+                Protocol::Echo | Protocol::Line | Protocol::Frame => {
+                    Server::new(config).service(|| Echo)
+                }
             };
             match server.run() {
                 Ok(()) => ExitCode::SUCCESS,

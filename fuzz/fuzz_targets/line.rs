@@ -2,7 +2,7 @@
 
 #![no_main]
 
-use holdfast::codec::Protocol;
+use holdfast::engine::codec::Protocol;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| holdfast_fuzz::serve(Protocol::Line, data));

@@ -1,8 +1,8 @@
 //! What every decoder fuzz target does: serve fuzzer bytes to a codec the
 //! way a connection would, and check the decoder contract on every answer.
 
-use holdfast::buffer::Ring;
-use holdfast::codec::{Codec, Decoded, Input, Protocol};
+use holdfast::engine::buffer::Ring;
+use holdfast::engine::codec::{Codec, Decoded, Input, Protocol};
 
 /// Small, so that frames often straddle the wrap.
 pub const RING_CAPACITY: usize = 64;
@@ -65,7 +65,7 @@ fn drain(codec: Codec, ring: &mut Ring, progress: &mut usize) -> bool {
                 input.copy_to(start, &mut payload);
                 if protocol_is_resp(codec) {
                     // The service re-walks the frame: it must not panic.
-                    let _ = holdfast::codec::resp::Args::parse(&payload).count();
+                    let _ = holdfast::engine::codec::resp::Args::parse(&payload).count();
                 }
                 ring.consume(consumed);
             }

@@ -1,0 +1,296 @@
+//! Server and connection commands: INFO, HELLO, CONFIG GET, COMMAND,
+//! CLIENT, TIME, DEBUG.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::reply::{EMPTY_ARRAY, NIL, OK, Out, Sink, c_str, no_newlines};
+use super::table::{self, COMMANDS};
+use super::{DEBUG_SLEEP_MAX_MS, Kv, REDIS_VERSION, glob};
+use crate::engine::codec::resp::parse_int;
+use crate::engine::metrics::{CloseReason, ShardMetrics};
+
+/// The INFO sections, in Redis's order, and whether the default page
+/// shows them.
+const SECTIONS: [&str; 5] = ["server", "clients", "memory", "stats", "keyspace"];
+
+/// `-ERR unknown subcommand '<sub>'. Try <NAME> HELP.`
+fn unknown_subcommand(name: &str, sub: &[u8], out: &mut dyn Sink) {
+    let sub = c_str(sub);
+    let mut text = b"unknown subcommand '".to_vec();
+    text.extend_from_slice(&sub[..sub.len().min(128)]);
+    text.extend_from_slice(format!("'. Try {} HELP.", name.to_ascii_uppercase()).as_bytes());
+    out.error(&text);
+}
+
+impl Kv {
+    /// INFO [section ...]: server, clients, memory, stats and keyspace, with
+    /// Redis's field names, from counters (no key is walked).
+    pub(super) fn info(&self, argv: &[&[u8]], out: &mut dyn Sink) {
+        let asked = &argv[1..];
+        let every = asked.is_empty()
+            || asked.iter().any(|s| {
+                [&b"all"[..], b"default", b"everything"]
+                    .iter()
+                    .any(|w| s.eq_ignore_ascii_case(w))
+            });
+        let mut text = String::new();
+        for section in SECTIONS {
+            if every
+                || asked
+                    .iter()
+                    .any(|s| s.eq_ignore_ascii_case(section.as_bytes()))
+            {
+                if !text.is_empty() {
+                    text.push_str("\r\n");
+                }
+                self.info_section(section, &mut text);
+            }
+        }
+        out.bulk(text.as_bytes());
+    }
+
+    fn info_section(&self, section: &str, text: &mut String) {
+        let shards = &self.registry.shards;
+        let sum =
+            |get: &dyn Fn(&ShardMetrics) -> u64| -> u64 { shards.iter().map(|s| get(s)).sum() };
+        match section {
+            "server" => {
+                let uptime = self.started.elapsed().as_secs();
+                let _ = write!(
+                    text,
+                    "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+                     os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\n\
+                     uptime_in_days:{}\r\nhz:10\r\nholdfast_version:{}\r\nshards:{}\r\n\
+                     backend:{}\r\n",
+                    std::env::consts::OS,
+                    std::process::id(),
+                    self.port,
+                    uptime / 86_400,
+                    env!("CARGO_PKG_VERSION"),
+                    self.threads,
+                    self.registry.backend,
+                );
+            }
+            "clients" => {
+                let _ = write!(
+                    text,
+                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+                    sum(&|s| s.connections_open.get()),
+                    self.max_conns,
+                );
+            }
+            "memory" => {
+                let used = self.store.used_memory();
+                let max = self.store.max_memory();
+                let _ = write!(
+                    text,
+                    "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n\
+                     maxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\n",
+                    human_bytes(used as u64),
+                    human_bytes(max as u64),
+                );
+            }
+            "stats" => {
+                let closed = |reason: CloseReason| sum(&|s| s.closed[reason.index()].get());
+                let _ = write!(
+                    text,
+                    "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                     total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
+                     rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
+                     protocol_errors:{}\r\nhandler_panics:{}\r\n",
+                    sum(&|s| s.accepted.get()),
+                    sum(&|s| s.frames.get()),
+                    sum(&|s| s.bytes_read.get()),
+                    sum(&|s| s.bytes_written.get()),
+                    sum(&|s| s.rejected.iter().map(|c| c.get()).sum()),
+                    self.store.expired_keys(),
+                    closed(CloseReason::ProtocolError),
+                    sum(&|s| s.handler_panics.get()),
+                );
+            }
+            _ => {
+                text.push_str("# Keyspace\r\n");
+                let keys = self.store.len();
+                if keys > 0 {
+                    let _ = write!(
+                        text,
+                        "db0:keys={keys},expires={},avg_ttl={}\r\n",
+                        self.store.volatile_len(),
+                        self.store.avg_ttl(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// HELLO [protover ...]: RESP2 only.
+    pub(super) fn hello(&self, argv: &[&[u8]], out: &mut dyn Sink) {
+        match argv.get(1).map(|v| parse_int(v)) {
+            None | Some(Some(2)) => {
+                out.array(14);
+                for (key, value) in [
+                    ("server", "redis"),
+                    ("version", REDIS_VERSION),
+                    ("proto", ""),
+                    ("id", ""),
+                    ("mode", "standalone"),
+                    ("role", "master"),
+                ] {
+                    out.bulk(key.as_bytes());
+                    match key {
+                        "proto" => out.integer(2),
+                        "id" => out.integer(self.shard as i64),
+                        _ => out.bulk(value.as_bytes()),
+                    }
+                }
+                out.bulk(b"modules");
+                out.put(EMPTY_ARRAY);
+            }
+            // RESP3 is not spoken: clients fall back to RESP2 on this.
+            Some(Some(_)) => out.put(b"-NOPROTO unsupported protocol version\r\n"),
+            Some(None) => out.error(b"Protocol version is not an integer or out of range"),
+        }
+    }
+
+    /// CONFIG GET pattern [pattern ...], over the few parameters clients
+    /// ask for.
+    pub(super) fn config(&self, argv: &[&[u8]], out: &mut dyn Sink) {
+        if !argv[1].eq_ignore_ascii_case(b"GET") {
+            return unknown_subcommand("config", argv[1], out);
+        }
+        if argv.len() < 3 {
+            return out.wrong_arity("config|get");
+        }
+        let max_memory = self.store.max_memory().to_string();
+        let params: [(&str, &str); 4] = [
+            ("save", ""),
+            ("appendonly", "no"),
+            ("maxmemory", &max_memory),
+            ("databases", "1"),
+        ];
+        let mut found: Vec<(&str, &str)> = Vec::new();
+        for pattern in &argv[2..] {
+            let pattern = pattern.to_ascii_lowercase();
+            for (param, value) in params {
+                if glob::matches(&pattern, param.as_bytes())
+                    && !found.iter().any(|(p, _)| *p == param)
+                {
+                    found.push((param, value));
+                }
+            }
+        }
+        out.array(found.len() * 2);
+        for (param, value) in found {
+            out.bulk(param.as_bytes());
+            out.bulk(value.as_bytes());
+        }
+    }
+
+    /// COMMAND [COUNT | INFO name ... | DOCS name ... | LIST].
+    pub(super) fn command(&self, argv: &[&[u8]], out: &mut dyn Sink) {
+        let Some(sub) = argv.get(1) else {
+            out.array(COMMANDS.len());
+            for command in COMMANDS {
+                command.render_info(out);
+            }
+            return;
+        };
+        let sub = sub.to_ascii_uppercase();
+        match sub.as_slice() {
+            b"COUNT" if argv.len() == 2 => out.integer(COMMANDS.len() as i64),
+            b"LIST" if argv.len() == 2 => {
+                out.array(COMMANDS.len());
+                for command in COMMANDS {
+                    out.bulk(command.name.as_bytes());
+                }
+            }
+            b"INFO" if argv.len() == 2 => self.command(&argv[..1], out),
+            b"INFO" => {
+                out.array(argv.len() - 2);
+                for name in &argv[2..] {
+                    match table::lookup(name) {
+                        Some(command) => command.render_info(out),
+                        None => out.put(NIL),
+                    }
+                }
+            }
+            // Documentation is not served: an empty map for any name.
+            b"DOCS" => out.put(EMPTY_ARRAY),
+            b"COUNT" | b"LIST" => out.wrong_arity(if sub == b"COUNT" {
+                "command|count"
+            } else {
+                "command|list"
+            }),
+            _ => unknown_subcommand("command", argv[1], out),
+        }
+    }
+
+    /// CLIENT GETNAME / SETNAME / SETINFO / ID: names are not kept.
+    pub(super) fn client(&self, argv: &[&[u8]], out: &mut Out<'_, '_>) {
+        let sub = argv[1].to_ascii_uppercase();
+        match (sub.as_slice(), argv.len()) {
+            (b"GETNAME", 2) => out.put(NIL),
+            (b"ID", 2) => out.integer(self.shard as i64),
+            (b"SETNAME", 3) | (b"SETINFO", 4) => out.put(OK),
+            (b"GETNAME" | b"ID" | b"SETNAME" | b"SETINFO", _) => {
+                let name = format!("client|{}", String::from_utf8_lossy(&sub).to_lowercase());
+                out.wrong_arity(&name);
+            }
+            _ => unknown_subcommand("client", argv[1], out),
+        }
+    }
+
+    /// TIME: Unix seconds and microseconds, as two bulk strings.
+    pub(super) fn time(&self, out: &mut Out<'_, '_>) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        out.array(2);
+        out.bulk(now.as_secs().to_string().as_bytes());
+        out.bulk(now.subsec_micros().to_string().as_bytes());
+    }
+
+    /// DEBUG PANIC | SLEEP ms, only with `--enable-debug-commands`.
+    pub(super) fn debug(&self, argv: &[&[u8]], out: &mut Out<'_, '_>) {
+        if !self.debug_commands {
+            return out.error(
+                b"DEBUG command not allowed; start the server with --enable-debug-commands",
+            );
+        }
+        let sub = argv[1].to_ascii_uppercase();
+        match sub.as_slice() {
+            b"PANIC" => panic!("DEBUG PANIC"),
+            b"SLEEP" => match argv.get(2).and_then(|ms| parse_int(ms)) {
+                Some(ms) if (0..=DEBUG_SLEEP_MAX_MS as i64).contains(&ms) => {
+                    std::thread::sleep(Duration::from_millis(ms as u64));
+                    out.put(OK);
+                }
+                _ => out.error(b"DEBUG SLEEP takes 0 to 10000 milliseconds"),
+            },
+            _ => out.error(&no_newlines(b"DEBUG subcommands: PANIC, SLEEP <ms>")),
+        }
+    }
+}
+
+/// Redis's `bytesToHuman`: `960.55K`, `64.00M`, `0B`.
+fn human_bytes(n: u64) -> String {
+    let n = n as f64;
+    const UNITS: [(f64, &str); 5] = [
+        (1024.0, "K"),
+        (1024.0 * 1024.0, "M"),
+        (1024.0 * 1024.0 * 1024.0, "G"),
+        (1024.0 * 1024.0 * 1024.0 * 1024.0, "T"),
+        (1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0, "P"),
+    ];
+    if n < 1024.0 {
+        return format!("{}B", n as u64);
+    }
+    let (scale, unit) = UNITS
+        .iter()
+        .rev()
+        .find(|(scale, _)| n >= *scale)
+        .copied()
+        .unwrap_or(UNITS[0]);
+    format!("{:.2}{unit}", n / scale)
+}

@@ -1,0 +1,252 @@
+//! The service behind `holdfast proxy`: each RESP command goes to the
+//! upstream that owns its key ([`crate::apps::proxy::command::route`] over a
+//! ketama [`Ring`]), is split over several and merged back
+//! ([`Plan`]), is answered here (PING, ECHO, ...), or is refused with an
+//! error naming why. The engine sends the calls, keeps replies in request
+//! order and turns failures into [`CallError`]s; this service only says
+//! what they look like in RESP.
+
+use crate::apps::proxy::command::{Local, Route, local_reply, route};
+use crate::apps::proxy::hash::Ring;
+use crate::apps::proxy::split::{BAD_REPLY, Plan};
+use crate::engine::codec::resp::Args;
+use crate::engine::service::{Answer, CallError, Reply, Service, ServiceContext};
+
+/// The reserve of every reply the proxy writes itself but PING and ECHO
+/// with a message: refusals name a command cut to 32 bytes and stay under
+/// 200 bytes.
+const SMALL_REPLY: usize = 256;
+
+/// A merged reply is at most its parts plus an array header this long.
+const MERGE_HEADER_MAX: usize = 24;
+
+/// The longest error this service writes for a failed call.
+const ERROR_MAX: usize = 64;
+
+/// The reply when a reply would not fit the client's ring.
+const TOO_LARGE: &[u8] = b"-ERR reply too large for the connection buffer\r\n";
+
+/// One shard's proxy service.
+pub struct Proxy {
+    ring: Ring,
+    /// Reused from command to command: the split of the last one.
+    plan: Plan,
+    /// Sub-commands and replies written here; keeps its capacity.
+    scratch: Vec<u8>,
+    /// Merged replies are written here before they go out.
+    merged: Vec<u8>,
+    /// Spare room for the list of sub-replies a merge takes (see
+    /// [`recycle`]).
+    replies: Vec<&'static [u8]>,
+    /// The client ring's capacity: no reply may be larger.
+    reply_max: usize,
+}
+
+impl Proxy {
+    /// A shard's proxy over the upstreams of the settings (validated: at
+    /// least one, at most `UPSTREAMS_MAX`).
+    pub fn new(context: &ServiceContext<'_>) -> Proxy {
+        let config = context.config;
+        let ring = Ring::new(&config.upstreams, config.key_hash).expect("validated upstreams");
+        Proxy {
+            ring,
+            plan: Plan::new(),
+            scratch: Vec::new(),
+            merged: Vec::new(),
+            replies: Vec::new(),
+            reply_max: config.buffer,
+        }
+    }
+
+    /// Whether an echoed `frame` (PING msg, ECHO msg) fits a reply.
+    fn echo_fits(&self, frame: &[u8]) -> bool {
+        frame.len() + 32 <= self.reply_max
+    }
+}
+
+impl Service for Proxy {
+    fn reply_reserve(&self, frame: &[u8]) -> usize {
+        let mut args = Args::parse(frame);
+        let echoes = args.next().is_some_and(|name| {
+            name.eq_ignore_ascii_case(b"PING") || name.eq_ignore_ascii_case(b"ECHO")
+        });
+        if echoes && self.echo_fits(frame) {
+            (frame.len() + 32).max(SMALL_REPLY)
+        } else {
+            SMALL_REPLY
+        }
+    }
+
+    fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {
+        let Proxy {
+            ring,
+            plan,
+            scratch,
+            ..
+        } = self;
+        let args = Args::parse(frame);
+        let place = |key: &[u8]| ring.upstream(key);
+        match route(args.clone(), place) {
+            Route::Forward(upstream) => reply.call(upstream, frame),
+            Route::Split(split) => {
+                scratch.clear();
+                plan.split(split, args, place, scratch);
+                // What the answer needs to merge, held until then.
+                let saved = scratch.len();
+                plan.save(scratch);
+                if let Err(error) = reply.keep(&scratch[saved..]) {
+                    let _ = put_error(reply, error);
+                    return;
+                }
+                for sub in plan.subs() {
+                    reply.call(sub.upstream, &scratch[sub.bytes.clone()]);
+                }
+            }
+            Route::Local(local) => {
+                let echoes = matches!(local, Local::Ping | Local::Echo) && args.left() > 1;
+                if echoes && frame.len() + 32 > self.reply_max {
+                    let _ = reply.put(TOO_LARGE);
+                    return;
+                }
+                scratch.clear();
+                local_reply(local, args, scratch);
+                let _ = reply.put(scratch);
+                if local == Local::Quit {
+                    reply.close_after();
+                }
+            }
+            Route::Refuse(refusal) => {
+                scratch.clear();
+                refusal.write(scratch);
+                let _ = reply.put(scratch);
+            }
+            Route::Empty => {}
+        }
+    }
+
+    fn answer_reserve(&self, answer: &Answer<'_>) -> usize {
+        match answer_bound(answer) {
+            bound if bound > self.reply_max => TOO_LARGE.len(),
+            bound => bound,
+        }
+    }
+
+    fn answer(&mut self, answer: &Answer<'_>, reply: &mut Reply<'_>) {
+        if answer_bound(answer) > self.reply_max {
+            let _ = reply.put(TOO_LARGE);
+            return;
+        }
+        if answer.kept().is_empty() {
+            let _ = match answer.outcome(0) {
+                Ok(bytes) => reply.put(bytes),
+                Err(error) => put_error(reply, error),
+            };
+            return;
+        }
+        let Proxy {
+            plan,
+            merged,
+            replies,
+            ..
+        } = self;
+        let restored = plan.restore(answer.kept());
+        debug_assert!(restored, "a kept plan restores");
+        if !restored || plan.subs().len() != answer.calls() {
+            let _ = reply.put(BAD_REPLY);
+            return;
+        }
+        if (0..answer.calls()).any(|call| answer.outcome(call) == Err(CallError::TooLarge)) {
+            // A part too large to hold, or the parts together.
+            let _ = reply.put(TOO_LARGE);
+            return;
+        }
+        let mut parts = recycle(std::mem::take(replies));
+        for call in 0..answer.calls() {
+            parts.push(
+                answer
+                    .outcome(call)
+                    .unwrap_or_else(|error| error_reply(error)),
+            );
+        }
+        merged.clear();
+        let result = plan.merge(&parts, merged);
+        parts.clear();
+        *replies = recycle(parts);
+        let _ = match result {
+            Ok(()) => reply.put(merged),
+            Err(error) => {
+                log::debug!("proxy: cannot merge the replies to a split command: {error}");
+                reply.put(BAD_REPLY)
+            }
+        };
+    }
+}
+
+/// The most bytes the answer can take: a forwarded command's reply as it
+/// came (or an error), or a merged one (its parts and an array header, or
+/// an error).
+fn answer_bound(answer: &Answer<'_>) -> usize {
+    if answer.kept().is_empty() {
+        answer.outcome(0).map_or(ERROR_MAX, <[u8]>::len)
+    } else {
+        (answer.replies_len() + MERGE_HEADER_MAX).max(ERROR_MAX)
+    }
+}
+
+/// The RESP error for a failed call.
+fn error_reply(error: CallError) -> &'static [u8] {
+    match error {
+        CallError::Unavailable => b"-ERR upstream unavailable\r\n",
+        CallError::Connect => b"-ERR upstream connection failed\r\n",
+        CallError::Timeout => b"-ERR upstream timed out\r\n",
+        CallError::Reset => b"-ERR upstream connection lost\r\n",
+        CallError::TooLarge => b"-ERR upstream reply too large for the connection buffer\r\n",
+        CallError::NoMemory => b"-ERR proxy awaited-reply memory full (max-pending-bytes)\r\n",
+    }
+}
+
+fn put_error(
+    reply: &mut Reply<'_>,
+    error: CallError,
+) -> Result<(), crate::engine::service::Overflow> {
+    reply.put(error_reply(error))
+}
+
+/// An empty vector of slices of any lifetime, on the memory of `spare`:
+/// collecting an empty `IntoIter` into a `Vec` of a type of the same size
+/// reuses its allocation, so the list of sub-replies a merge takes costs
+/// no allocation once warmed up.
+fn recycle<'a, 'b>(mut spare: Vec<&'a [u8]>) -> Vec<&'b [u8]> {
+    spare.clear();
+    spare
+        .into_iter()
+        .map(|_| -> &'b [u8] { unreachable!() })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_fit_their_reserve() {
+        for error in CallError::ALL {
+            assert!(error_reply(error).len() <= ERROR_MAX, "{error:?}");
+        }
+        assert!(BAD_REPLY.len() <= ERROR_MAX);
+        assert!(TOO_LARGE.len() <= ERROR_MAX);
+    }
+
+    #[test]
+    fn recycling_keeps_the_allocation() {
+        let mut spare: Vec<&'static [u8]> = Vec::with_capacity(8);
+        spare.push(b"x");
+        let pointer = spare.as_ptr() as usize;
+        let text = String::from("short-lived");
+        let mut parts = recycle(spare);
+        parts.push(text.as_bytes());
+        assert_eq!(parts.as_ptr() as usize, pointer);
+        let back: Vec<&'static [u8]> = recycle(parts);
+        assert_eq!(back.capacity(), 8);
+    }
+}

@@ -1,0 +1,219 @@
+//! One client connection: its socket, its two rings (held only while they
+//! hold bytes), where it is in its life, and the timestamps its deadlines
+//! are computed from.
+
+pub mod table;
+
+pub use table::Table;
+
+use mio::net::TcpStream;
+
+use crate::engine::buffer::Ring;
+use crate::engine::metrics::CloseReason;
+use crate::engine::timer::{Millis, TimerKey};
+
+/// Where a connection is in its life. Reading stops in every state but
+/// `Open` and `DrainRead`; a connection in any state still gets every reply
+/// to the frames it has sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Reading and serving.
+    Open,
+    /// The peer sent FIN: answer what was received, flush, close (`peer`).
+    ReadClosed,
+    /// Shutdown began: read what already reached the socket (to EAGAIN),
+    /// then as `Drain`.
+    DrainRead,
+    /// Shutdown: answer what was received, flush, close (`shutdown`).
+    Drain,
+    /// Closing for this reason once the output is flushed; nothing more is
+    /// read or served (a service asked to close, or the stream was corrupt).
+    Closing(CloseReason),
+    /// Our side is shut (FIN sent after the last reply); input is read and
+    /// discarded until the peer's FIN or [`LINGER_MS`], then the connection
+    /// closes for this reason. Closing a socket that still has unread input
+    /// makes the kernel send a reset, which destroys replies the peer has
+    /// not read yet; lingering lets them arrive (nginx's lingering close).
+    Lingering(CloseReason),
+    /// Closed and counted; the driver still has operations in flight on
+    /// the socket (io_uring), so the socket and rings are released only
+    /// when the last one completes. Nothing is read, served or written.
+    Closed,
+}
+
+/// How long a connection lingers after our FIN for the peer's, at most.
+/// Two seconds is plenty for a peer that is reading to take its replies,
+/// and bounds what one that keeps sending can cost.
+pub const LINGER_MS: Millis = 2_000;
+
+impl State {
+    /// Whether the socket should be read in this state.
+    pub fn reads(self) -> bool {
+        matches!(self, State::Open | State::DrainRead | State::Lingering(_))
+    }
+
+    /// Whether received frames are still served in this state.
+    pub fn serves(self) -> bool {
+        !matches!(
+            self,
+            State::Closing(_) | State::Lingering(_) | State::Closed
+        )
+    }
+
+    /// The reason to count when this connection closes once it has nothing
+    /// left to do, or `None` while it may still receive frames.
+    pub fn finished_reason(self) -> Option<CloseReason> {
+        match self {
+            State::Open | State::DrainRead | State::Lingering(_) | State::Closed => None,
+            State::ReadClosed => Some(CloseReason::Peer),
+            State::Drain => Some(CloseReason::Shutdown),
+            State::Closing(reason) => Some(reason),
+        }
+    }
+}
+
+/// The time limits, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// No traffic at all for this long closes.
+    pub idle: Millis,
+    /// A started frame must complete within this.
+    pub read: Millis,
+    /// Pending output must make progress within this.
+    pub write: Millis,
+}
+
+/// One connection.
+///
+/// Invariants: `input`/`output` are `Some` only while they hold bytes (or
+/// within one drive of the loop), so an idle connection holds no ring;
+/// `partial_since` is `Some` exactly when `input` holds an incomplete frame;
+/// `timer` is the wheel entry for a time no later than [`Conn::deadline`].
+pub struct Conn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Received bytes not yet served.
+    pub input: Option<Ring>,
+    /// Reply bytes not yet written.
+    pub output: Option<Ring>,
+    /// Life cycle.
+    pub state: State,
+    /// The socket may have unread bytes (edge-triggered: set by a readable
+    /// event, cleared only by EAGAIN or end of stream).
+    pub read_ready: bool,
+    /// The socket may accept bytes (set by a writable event, cleared by
+    /// EAGAIN).
+    pub write_ready: bool,
+    /// A read returned end of stream: the peer will send nothing more.
+    pub eof: bool,
+    /// The poller reported the peer's FIN (EPOLLRDHUP). The FIN raises no
+    /// edge of its own once reported, so reads go on to end of stream
+    /// rather than stop at a short read.
+    pub fin_seen: bool,
+    /// Serving stopped because the output ring lacks room for the next
+    /// reply: reading is paused until it drains (backpressure).
+    pub output_blocked: bool,
+    /// Serving stopped because `--max-pending` replies are awaited (from
+    /// upstreams): reading is paused until one is written (backpressure).
+    pub pending_full: bool,
+    /// Already in the shard's queue of connections to drive again.
+    pub queued: bool,
+    /// Last time a byte was read or written.
+    pub last_active: Millis,
+    /// When the incomplete frame at the front of `input` started.
+    pub partial_since: Option<Millis>,
+    /// Last time pending output made progress (or became pending).
+    pub write_since: Millis,
+    /// The decoder's scratch (see the codec contract).
+    pub progress: usize,
+    /// The wheel entry and the time it fires.
+    pub timer: Option<(TimerKey, Millis)>,
+}
+
+impl Conn {
+    /// A new open connection accepted at `now`.
+    pub fn new(stream: TcpStream, now: Millis) -> Conn {
+        Conn {
+            stream,
+            input: None,
+            output: None,
+            state: State::Open,
+            // Registering with epoll reports bytes already waiting.
+            read_ready: false,
+            write_ready: true,
+            eof: false,
+            fin_seen: false,
+            output_blocked: false,
+            pending_full: false,
+            queued: false,
+            last_active: now,
+            partial_since: None,
+            write_since: now,
+            progress: 0,
+            timer: None,
+        }
+    }
+
+    /// Whether the socket should be read now.
+    pub fn wants_read(&self) -> bool {
+        self.read_ready
+            && self.state.reads()
+            && !self.output_blocked
+            && !self.pending_full
+            && !self.input.as_ref().is_some_and(Ring::is_full)
+    }
+
+    /// Bytes waiting to be written.
+    pub fn output_len(&self) -> usize {
+        self.output.as_ref().map_or(0, Ring::len)
+    }
+
+    /// The earliest deadline now in force and the reason it would close
+    /// with. Output that makes no progress is the write timeout's; an
+    /// incomplete frame is the read timeout's, except while reading is
+    /// paused for backpressure (a full output ring, or `--max-pending`
+    /// replies awaited: then the peer is not the one stalling);
+    /// otherwise the idle timeout's. A lingering connection has only its
+    /// linger deadline.
+    pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, CloseReason) {
+        if let State::Lingering(reason) = self.state {
+            // Our FIN was the last write: the linger is counted from it,
+            // and reading (discarding) does not extend it.
+            return (self.write_since + LINGER_MS, reason);
+        }
+        let mut deadline = (self.last_active + timeouts.idle, CloseReason::IdleTimeout);
+        let mut tighten = |at: Millis, reason: CloseReason| {
+            if at < deadline.0 {
+                deadline = (at, reason);
+            }
+        };
+        if let Some(since) = self.partial_since
+            && !self.output_blocked
+            && !self.pending_full
+            && self.state.reads()
+        {
+            tighten(since + timeouts.read, CloseReason::ReadTimeout);
+        }
+        if self.output_len() > 0 {
+            tighten(self.write_since + timeouts.write, CloseReason::WriteTimeout);
+        }
+        deadline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection costs its `Conn`, a table entry and a wheel node:
+    /// this keeps the first within the budget that makes ~200 bytes of RSS
+    /// per idle connection possible.
+    #[test]
+    fn conn_stays_small() {
+        assert!(
+            std::mem::size_of::<Conn>() <= 160,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
+    }
+}

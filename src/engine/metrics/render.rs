@@ -1,0 +1,845 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Registry`].
+//!
+//! Which families carry a `shard` label: the ones where an operator wants to
+//! see imbalance between event loops (connections open and accepted, frames,
+//! bytes, loop turns). Prometheus forbids mixing a labelled and an unlabelled
+//! series of one family, so those families have per-shard series only and
+//! the process-wide figure is `sum(holdfast_frames_total)` in PromQL. Every
+//! other family (closes and rejects by reason, panics, the loop-turn
+//! histogram, process figures) is rendered once, already summed over shards:
+//! a per-shard split of those would multiply the series count (9 close
+//! reasons × shards, 12 buckets × shards) for little insight.
+//!
+//! Rendering reads only relaxed atomics, so a scrape never waits for a shard
+//! and a shard never waits for a scrape. The price is that figures read at
+//! slightly different instants need not agree exactly (say,
+//! `holdfast_loop_turn_seconds_sum` against `_count`).
+
+use std::fmt::{self, Write};
+
+use super::{
+    BreakerState, CloseReason, FailFast, LOOP_TURN_BUCKETS, Registry, RejectReason, ShardMetrics,
+    UPSTREAM_LATENCY_BUCKETS, UpstreamError,
+};
+
+/// Renders every metric, summed over shards, with per-shard series where
+/// imbalance matters. Appends to `out`; a `/proc` file that cannot be read
+/// leaves its series out rather than failing the scrape.
+pub fn render(registry: &Registry, out: &mut String) {
+    // `fmt::Write` for `String` never fails; the `Result` only exists so
+    // the helpers below can use `?`.
+    let _ = render_to(registry, out);
+}
+
+/// The figures read from `/proc` and `getrlimit`, each `None` when it could
+/// not be read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ProcessFigures {
+    /// File descriptors open, not counting the one used to list them.
+    open_fds: Option<u64>,
+    /// The RLIMIT_NOFILE soft limit.
+    max_fds: Option<u64>,
+    /// Resident set size in bytes.
+    resident_memory_bytes: Option<u64>,
+}
+
+fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
+    let shards = &registry.shards;
+
+    per_shard(
+        out,
+        "holdfast_connections_open",
+        "gauge",
+        "Client connections open now (admin connections excluded).",
+        shards,
+        |s| s.connections_open.get(),
+    )?;
+    per_shard(
+        out,
+        "holdfast_connections_accepted_total",
+        "counter",
+        "Client connections accepted (rejected ones excluded).",
+        shards,
+        |s| s.accepted.get(),
+    )?;
+
+    header(
+        out,
+        "holdfast_connections_rejected_total",
+        "counter",
+        "Connections closed at once on accept, by reason.",
+    )?;
+    for reason in RejectReason::ALL {
+        let value = sum(shards, |s| s.rejected[reason.index()].get());
+        writeln!(
+            out,
+            "holdfast_connections_rejected_total{{reason=\"{}\"}} {value}",
+            reason.as_str()
+        )?;
+    }
+
+    header(
+        out,
+        "holdfast_connections_closed_total",
+        "counter",
+        "Client connections closed, by reason.",
+    )?;
+    for reason in CloseReason::ALL {
+        let value = sum(shards, |s| s.closed[reason.index()].get());
+        writeln!(
+            out,
+            "holdfast_connections_closed_total{{reason=\"{}\"}} {value}",
+            reason.as_str()
+        )?;
+    }
+
+    single(
+        out,
+        "holdfast_handler_panics_total",
+        "counter",
+        "Service calls that panicked (each closes its connection).",
+        sum(shards, |s| s.handler_panics.get()),
+    )?;
+    per_shard(
+        out,
+        "holdfast_frames_total",
+        "counter",
+        "Frames served.",
+        shards,
+        |s| s.frames.get(),
+    )?;
+    per_shard(
+        out,
+        "holdfast_bytes_read_total",
+        "counter",
+        "Bytes read from client sockets.",
+        shards,
+        |s| s.bytes_read.get(),
+    )?;
+    per_shard(
+        out,
+        "holdfast_bytes_written_total",
+        "counter",
+        "Bytes written to client sockets.",
+        shards,
+        |s| s.bytes_written.get(),
+    )?;
+    single(
+        out,
+        "holdfast_shards",
+        "gauge",
+        "Event loops (one thread each).",
+        shards.len() as u64,
+    )?;
+    per_shard(
+        out,
+        "holdfast_loop_iterations_total",
+        "counter",
+        "Event loop turns (one poll and the work after it).",
+        shards,
+        |s| s.loop_iterations.get(),
+    )?;
+    loop_turn_histogram(out, shards)?;
+    if !registry.upstreams.is_empty() {
+        upstreams(out, registry)?;
+    }
+    if registry.backend == "uring" {
+        uring(out, shards)?;
+    }
+
+    header(
+        out,
+        "holdfast_backend_info",
+        "gauge",
+        "The I/O driver in use; the value is always 1.",
+    )?;
+    writeln!(
+        out,
+        "holdfast_backend_info{{backend=\"{}\"}} 1",
+        registry.backend
+    )?;
+    single(
+        out,
+        "holdfast_ready",
+        "gauge",
+        "1 while accepting connections, 0 once draining.",
+        u64::from(registry.ready.load(std::sync::atomic::Ordering::Relaxed)),
+    )?;
+
+    let process = ProcessFigures::read();
+    if let Some(open_fds) = process.open_fds {
+        single(
+            out,
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            open_fds,
+        )?;
+    }
+    if let Some(max_fds) = process.max_fds {
+        single(
+            out,
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors (RLIMIT_NOFILE soft limit).",
+            max_fds,
+        )?;
+    }
+    if let Some(bytes) = process.resident_memory_bytes {
+        single(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            bytes,
+        )?;
+    }
+    if let Some(open_fds) = process.open_fds {
+        header(
+            out,
+            "holdfast_fd_unaccounted",
+            "gauge",
+            "Open file descriptors that no connection, shard or known process \
+             resource accounts for; non-zero for long means a leak.",
+        )?;
+        writeln!(
+            out,
+            "holdfast_fd_unaccounted {}",
+            fd_unaccounted(open_fds, registry)
+        )?;
+    }
+    Ok(())
+}
+
+/// The upstream families (only when the service calls upstreams), each
+/// summed over shards, labelled by the upstream as written.
+fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
+    let shards = &registry.shards;
+    let names: Vec<String> = registry.upstreams.iter().map(|n| escape(n)).collect();
+    per_shard(
+        out,
+        "holdfast_pending_replies",
+        "gauge",
+        "Replies clients await from upstreams (or queued behind those).",
+        shards,
+        |s| s.pending.get(),
+    )?;
+    per_shard(
+        out,
+        "holdfast_pending_bytes",
+        "gauge",
+        "Bytes the buffers of awaited replies hold, idle ones kept for reuse included; \
+         at most --max-pending-bytes.",
+        shards,
+        |s| s.pending_bytes.get(),
+    )?;
+    header(
+        out,
+        "holdfast_pending_bytes_full_total",
+        "counter",
+        "Times --max-pending-bytes was reached: a reply dropped or a split command refused \
+         (outcome failed: the request got an error), or a client's reply left waiting \
+         (outcome paused: the client is not read from until its earlier replies are written).",
+    )?;
+    for (index, shard) in shards.iter().enumerate() {
+        for (outcome, value) in [
+            ("failed", shard.pending_bytes_refused.get()),
+            ("paused", shard.pending_bytes_paused.get()),
+        ] {
+            writeln!(
+                out,
+                "holdfast_pending_bytes_full_total{{shard=\"{index}\",outcome=\"{outcome}\"}} {value}"
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_requests_total",
+        "counter",
+        "Requests sent (or queued to be sent) to each upstream.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let value = sum(shards, |s| s.upstreams[index].requests.get());
+        writeln!(
+            out,
+            "holdfast_upstream_requests_total{{upstream=\"{name}\"}} {value}"
+        )?;
+    }
+    header(
+        out,
+        "holdfast_upstream_errors_total",
+        "counter",
+        "Upstream failures by kind: connect attempts that failed; requests that timed out, \
+         lost their connection, or were too large.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for kind in UpstreamError::ALL {
+            let value = sum(shards, |s| s.upstreams[index].errors[kind.index()].get());
+            writeln!(
+                out,
+                "holdfast_upstream_errors_total{{upstream=\"{name}\",kind=\"{}\"}} {value}",
+                kind.as_str()
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_fail_fast_total",
+        "counter",
+        "Requests refused at once without being sent, by reason.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for reason in FailFast::ALL {
+            let value = sum(shards, |s| {
+                s.upstreams[index].fail_fast[reason.index()].get()
+            });
+            writeln!(
+                out,
+                "holdfast_upstream_fail_fast_total{{upstream=\"{name}\",reason=\"{}\"}} {value}",
+                reason.as_str()
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_connects_total",
+        "counter",
+        "Connect attempts to each upstream.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let value = sum(shards, |s| s.upstreams[index].connects.get());
+        writeln!(
+            out,
+            "holdfast_upstream_connects_total{{upstream=\"{name}\"}} {value}"
+        )?;
+    }
+    const LATENCY: &str = "holdfast_upstream_latency_seconds";
+    header(
+        out,
+        LATENCY,
+        "histogram",
+        "From a request handed to an upstream connection to its reply read.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let mut cumulative: u64 = 0;
+        for (bucket, bound) in UPSTREAM_LATENCY_BUCKETS.iter().enumerate() {
+            cumulative = cumulative.wrapping_add(sum(shards, |s| {
+                s.upstreams[index].latency.buckets[bucket].get()
+            }));
+            writeln!(
+                out,
+                "{LATENCY}_bucket{{upstream=\"{name}\",le=\"{bound}\"}} {cumulative}"
+            )?;
+        }
+        let last = UPSTREAM_LATENCY_BUCKETS.len();
+        cumulative = cumulative.wrapping_add(sum(shards, |s| {
+            s.upstreams[index].latency.buckets[last].get()
+        }));
+        writeln!(
+            out,
+            "{LATENCY}_bucket{{upstream=\"{name}\",le=\"+Inf\"}} {cumulative}"
+        )?;
+        let sum_us = sum(shards, |s| s.upstreams[index].latency.sum_us.get());
+        writeln!(
+            out,
+            "{LATENCY}_sum{{upstream=\"{name}\"}} {}",
+            sum_us as f64 / 1e6
+        )?;
+        writeln!(out, "{LATENCY}_count{{upstream=\"{name}\"}} {cumulative}")?;
+    }
+    header(
+        out,
+        "holdfast_upstream_connections",
+        "gauge",
+        "Upstream connections by state: in_use (owing replies), idle, connecting.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        type State = (&'static str, fn(&super::UpstreamMetrics) -> u64);
+        let states: [State; 3] = [
+            ("in_use", |u| u.conns_in_use.get()),
+            ("idle", |u| u.conns_idle.get()),
+            ("connecting", |u| u.conns_connecting.get()),
+        ];
+        for (state, value) in states {
+            let value = sum(shards, |s| value(&s.upstreams[index]));
+            writeln!(
+                out,
+                "holdfast_upstream_connections{{upstream=\"{name}\",state=\"{state}\"}} {value}"
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_queued",
+        "gauge",
+        "Requests waiting for an upstream connection.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        let value = sum(shards, |s| s.upstreams[index].queued.get());
+        writeln!(
+            out,
+            "holdfast_upstream_queued{{upstream=\"{name}\"}} {value}"
+        )?;
+    }
+    header(
+        out,
+        "holdfast_upstream_breaker_state",
+        "gauge",
+        "Shards whose circuit breaker for the upstream is in each state (one breaker per shard).",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for state in BreakerState::ALL {
+            let value = shards
+                .iter()
+                .filter(|s| s.upstreams[index].breaker_state.get() == state.index() as u64)
+                .count();
+            writeln!(
+                out,
+                "holdfast_upstream_breaker_state{{upstream=\"{name}\",state=\"{}\"}} {value}",
+                state.name()
+            )?;
+        }
+    }
+    header(
+        out,
+        "holdfast_upstream_breaker_transitions_total",
+        "counter",
+        "Circuit breaker state changes, summed over shards.",
+    )?;
+    for (index, name) in names.iter().enumerate() {
+        for from in BreakerState::ALL {
+            for to in BreakerState::ALL {
+                if from == to {
+                    continue;
+                }
+                let value = sum(shards, |s| {
+                    s.upstreams[index].transitions[from.index()][to.index()].get()
+                });
+                writeln!(
+                    out,
+                    "holdfast_upstream_breaker_transitions_total{{upstream=\"{name}\",from=\"{}\",to=\"{}\"}} {value}",
+                    from.name(),
+                    to.name()
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A label value with `\` and `"` escaped (and newlines, which an upstream
+/// name as written cannot hold anyway).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The io_uring driver's counters, rendered only when it runs.
+fn uring(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Result {
+    type Family = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
+    let families: [Family; 5] = [
+        (
+            "holdfast_uring_enters_total",
+            "io_uring_enter calls (each submits and most often waits).",
+            |s| s.uring.enters.get(),
+        ),
+        (
+            "holdfast_uring_enobufs_total",
+            "Receives ended by an empty provided-buffer pool (see --uring-buffers).",
+            |s| s.uring.enobufs.get(),
+        ),
+        (
+            "holdfast_uring_cq_overflow_total",
+            "Turns that found the completion queue overflowed (see --uring-entries).",
+            |s| s.uring.cq_overflow.get(),
+        ),
+        (
+            "holdfast_uring_short_sends_total",
+            "Sends that wrote fewer bytes than asked (the rest is sent again).",
+            |s| s.uring.short_sends.get(),
+        ),
+        (
+            "holdfast_uring_stray_completions_total",
+            "Completions naming no live operation; non-zero is a bug.",
+            |s| s.uring.stray_completions.get(),
+        ),
+    ];
+    for (name, help, value) in families {
+        per_shard(out, name, "counter", help, shards, value)?;
+    }
+    Ok(())
+}
+
+/// Open fds minus every fd the process knows it holds: client connections,
+/// each shard's own (listener, poller, waker, spare), and the rest
+/// (`fds_other`: stdio, the admin listener, poller and admin connections,
+/// the signal pipe). Signed, so an accounting bug that over-counts shows up
+/// as a negative value instead of hiding at 0.
+///
+/// The fds are read at different instants from different threads, so a
+/// connection opening during a scrape can make one scrape read ±1; only a
+/// value that stays non-zero means a leak.
+fn fd_unaccounted(open_fds: u64, registry: &Registry) -> i64 {
+    let shards = &registry.shards;
+    let accounted = sum(shards, |s| s.connections_open.get())
+        .saturating_add(sum(shards, |s| s.upstream_conns_open.get()))
+        .saturating_add(sum(shards, |s| s.fds_own.get()))
+        .saturating_add(
+            registry
+                .fds_other
+                .load(std::sync::atomic::Ordering::Relaxed) as u64,
+        );
+    (i128::from(open_fds) - i128::from(accounted)).clamp(i64::MIN.into(), i64::MAX.into()) as i64
+}
+
+/// `holdfast_loop_turn_seconds`, summed over shards. `_count` is the
+/// `+Inf` bucket rather than the separate `count` counter, so the
+/// histogram is self-consistent even though the shards keep writing while
+/// it is read.
+fn loop_turn_histogram(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Result {
+    const NAME: &str = "holdfast_loop_turn_seconds";
+    header(
+        out,
+        NAME,
+        "histogram",
+        "Time one event loop turn spent on work (not waiting in poll).",
+    )?;
+    let mut cumulative: u64 = 0;
+    for (index, bound) in LOOP_TURN_BUCKETS.iter().enumerate() {
+        cumulative = cumulative.wrapping_add(sum(shards, |s| s.loop_turn.buckets[index].get()));
+        writeln!(out, "{NAME}_bucket{{le=\"{bound}\"}} {cumulative}")?;
+    }
+    let last = LOOP_TURN_BUCKETS.len();
+    cumulative = cumulative.wrapping_add(sum(shards, |s| s.loop_turn.buckets[last].get()));
+    writeln!(out, "{NAME}_bucket{{le=\"+Inf\"}} {cumulative}")?;
+    let sum_ns = sum(shards, |s| s.loop_turn.sum_ns.get());
+    writeln!(out, "{NAME}_sum {}", sum_ns as f64 / 1e9)?;
+    writeln!(out, "{NAME}_count {cumulative}")
+}
+
+impl ProcessFigures {
+    fn read() -> ProcessFigures {
+        ProcessFigures {
+            open_fds: crate::engine::sys::open_fds(),
+            max_fds: nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .ok()
+                .map(|(soft, _hard)| soft),
+            resident_memory_bytes: resident_memory_bytes(),
+        }
+    }
+}
+
+/// Resident memory from the `VmRSS:` line of `/proc/self/status`.
+///
+/// Why not `/proc/self/statm` × page size: the page size needs
+/// `sysconf(_SC_PAGESIZE)`, which nix only offers behind a feature the crate
+/// does not enable, and calling libc directly would need `unsafe`. The
+/// kernel derives `VmRSS` from the same resident page count as `statm`
+/// (shifted to kB), so the figure is the same.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_rss(&status)
+}
+
+/// Parses `VmRSS:    1234 kB` out of `/proc/self/status` into bytes.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let mut words = line["VmRSS:".len()..].split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    if words.next()? != "kB" {
+        return None;
+    }
+    kib.checked_mul(1024)
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) -> fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} {kind}")
+}
+
+/// A family with one unlabelled series.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) -> fmt::Result {
+    header(out, name, kind, help)?;
+    writeln!(out, "{name} {value}")
+}
+
+/// A family with one `shard="N"` series per shard and no unlabelled one
+/// (see the module documentation).
+fn per_shard(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    shards: &[std::sync::Arc<ShardMetrics>],
+    value: impl Fn(&ShardMetrics) -> u64,
+) -> fmt::Result {
+    header(out, name, kind, help)?;
+    for (index, shard) in shards.iter().enumerate() {
+        writeln!(out, "{name}{{shard=\"{index}\"}} {}", value(shard))?;
+    }
+    Ok(())
+}
+
+/// Sums one figure over shards. Counters wrap like the shards' own adds, so
+/// a (theoretical) overflow cannot panic a debug build mid-scrape.
+fn sum(shards: &[std::sync::Arc<ShardMetrics>], value: impl Fn(&ShardMetrics) -> u64) -> u64 {
+    shards
+        .iter()
+        .fold(0u64, |total, shard| total.wrapping_add(value(shard)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use prometheus_parse::{Sample, Scrape, Value};
+
+    use super::*;
+
+    /// Two fake shards with different, recognisable figures.
+    fn two_shards() -> Registry {
+        let a = ShardMetrics::default();
+        let b = ShardMetrics::default();
+        a.connections_open.set(3);
+        b.connections_open.set(4);
+        a.accepted.add(10);
+        b.accepted.add(20);
+        a.rejected[RejectReason::MaxConns.index()].add(1);
+        b.rejected[RejectReason::MaxConns.index()].add(2);
+        a.closed[CloseReason::Peer.index()].add(5);
+        b.closed[CloseReason::Peer.index()].add(7);
+        b.closed[CloseReason::IdleTimeout.index()].add(1);
+        a.handler_panics.inc();
+        b.handler_panics.add(2);
+        a.frames.add(100);
+        b.frames.add(200);
+        a.bytes_read.add(1000);
+        b.bytes_read.add(2000);
+        a.bytes_written.add(1500);
+        b.bytes_written.add(2500);
+        a.loop_iterations.add(40);
+        b.loop_iterations.add(60);
+        a.loop_turn.observe_ns(5_000); // 5 µs: first bucket
+        a.loop_turn.observe_ns(200_000); // 200 µs: le=0.0005
+        b.loop_turn.observe_ns(5_000);
+        b.loop_turn.observe_ns(2_000_000_000); // 2 s: +Inf only
+        let registry = Registry::new(vec![Arc::new(a), Arc::new(b)], "epoll");
+        registry.ready.store(true, Ordering::Relaxed);
+        registry
+    }
+
+    fn scrape(registry: &Registry) -> (String, Scrape) {
+        let mut text = String::new();
+        render(registry, &mut text);
+        let scrape = Scrape::parse(text.lines().map(|line| Ok(line.to_owned())))
+            .expect("rendered text parses");
+        (text, scrape)
+    }
+
+    fn samples<'a>(scrape: &'a Scrape, name: &str) -> Vec<&'a Sample> {
+        scrape.samples.iter().filter(|s| s.metric == name).collect()
+    }
+
+    fn value(sample: &Sample) -> f64 {
+        match sample.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
+            ref other => panic!("{}: not a scalar: {other:?}", sample.metric),
+        }
+    }
+
+    /// The sum of every series of `name` whose labels include `label`.
+    fn total(scrape: &Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+        samples(scrape, name)
+            .into_iter()
+            .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(value)
+            .sum()
+    }
+
+    #[test]
+    fn every_documented_family_present_with_its_type() {
+        let (text, scrape) = scrape(&two_shards());
+        let families = [
+            ("holdfast_connections_open", "gauge"),
+            ("holdfast_connections_accepted_total", "counter"),
+            ("holdfast_connections_rejected_total", "counter"),
+            ("holdfast_connections_closed_total", "counter"),
+            ("holdfast_handler_panics_total", "counter"),
+            ("holdfast_frames_total", "counter"),
+            ("holdfast_bytes_read_total", "counter"),
+            ("holdfast_bytes_written_total", "counter"),
+            ("holdfast_shards", "gauge"),
+            ("holdfast_loop_iterations_total", "counter"),
+            ("holdfast_loop_turn_seconds", "histogram"),
+            ("holdfast_backend_info", "gauge"),
+            ("holdfast_ready", "gauge"),
+            ("process_open_fds", "gauge"),
+            ("process_max_fds", "gauge"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("holdfast_fd_unaccounted", "gauge"),
+        ];
+        for (name, kind) in families {
+            assert!(scrape.docs.contains_key(name), "no HELP for {name}");
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "no `# TYPE {name} {kind}`"
+            );
+            let found = samples(&scrape, name);
+            assert!(!found.is_empty(), "no sample of {name}");
+            for sample in found {
+                let typed = matches!(
+                    (&sample.value, kind),
+                    (Value::Counter(_), "counter")
+                        | (Value::Gauge(_), "gauge")
+                        | (Value::Histogram(_), "histogram")
+                );
+                assert!(typed, "{name} parsed as {:?}", sample.value);
+            }
+        }
+        // Every TYPE line names a family in the list: nothing undocumented.
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(families.iter().any(|(n, _)| *n == name), "extra {name}");
+        }
+        // No empty lines or stray text: every line is a comment or a sample.
+        for line in text.lines() {
+            assert!(line.starts_with("# ") || line.contains(' '), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn counters_summed_across_shards() {
+        let (_, scrape) = scrape(&two_shards());
+        let cases = [
+            ("holdfast_connections_open", 7.0),
+            ("holdfast_connections_accepted_total", 30.0),
+            ("holdfast_handler_panics_total", 3.0),
+            ("holdfast_frames_total", 300.0),
+            ("holdfast_bytes_read_total", 3000.0),
+            ("holdfast_bytes_written_total", 4000.0),
+            ("holdfast_loop_iterations_total", 100.0),
+            ("holdfast_shards", 2.0),
+            ("holdfast_ready", 1.0),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(total(&scrape, name, None), expected, "{name}");
+        }
+        let rejected = "holdfast_connections_rejected_total";
+        assert_eq!(total(&scrape, rejected, Some(("reason", "max_conns"))), 3.0);
+        assert_eq!(total(&scrape, rejected, Some(("reason", "fd_limit"))), 0.0);
+        let closed = "holdfast_connections_closed_total";
+        assert_eq!(total(&scrape, closed, Some(("reason", "peer"))), 12.0);
+        assert_eq!(
+            total(&scrape, closed, Some(("reason", "idle_timeout"))),
+            1.0
+        );
+        let backend = samples(&scrape, "holdfast_backend_info");
+        assert_eq!(backend.len(), 1);
+        assert_eq!(backend[0].labels.get("backend"), Some("epoll"));
+        assert_eq!(value(backend[0]), 1.0);
+    }
+
+    #[test]
+    fn per_shard_families_carry_one_series_per_shard() {
+        let (_, scrape) = scrape(&two_shards());
+        let open = samples(&scrape, "holdfast_connections_open");
+        assert_eq!(open.len(), 2, "labelled series only, no unlabelled sum");
+        assert_eq!(
+            total(&scrape, "holdfast_frames_total", Some(("shard", "0"))),
+            100.0
+        );
+        assert_eq!(
+            total(&scrape, "holdfast_frames_total", Some(("shard", "1"))),
+            200.0
+        );
+    }
+
+    #[test]
+    fn every_reason_present_even_at_zero() {
+        let registry = Registry::new(vec![Arc::new(ShardMetrics::default())], "epoll");
+        let (_, scrape) = scrape(&registry);
+        for reason in CloseReason::ALL {
+            let found = samples(&scrape, "holdfast_connections_closed_total")
+                .into_iter()
+                .filter(|s| s.labels.get("reason") == Some(reason.as_str()))
+                .count();
+            assert_eq!(found, 1, "close reason {}", reason.as_str());
+        }
+        for reason in RejectReason::ALL {
+            let found = samples(&scrape, "holdfast_connections_rejected_total")
+                .into_iter()
+                .filter(|s| s.labels.get("reason") == Some(reason.as_str()))
+                .count();
+            assert_eq!(found, 1, "reject reason {}", reason.as_str());
+        }
+        assert_eq!(total(&scrape, "holdfast_ready", None), 0.0);
+    }
+
+    #[test]
+    fn histogram_buckets_cumulative_and_count_matches() {
+        let (_, scrape) = scrape(&two_shards());
+        let histogram = samples(&scrape, "holdfast_loop_turn_seconds");
+        assert_eq!(histogram.len(), 1);
+        let Value::Histogram(ref buckets) = histogram[0].value else {
+            panic!("not a histogram: {:?}", histogram[0].value);
+        };
+        assert_eq!(buckets.len(), LOOP_TURN_BUCKETS.len() + 1);
+        for pair in buckets.windows(2) {
+            assert!(pair[0].less_than < pair[1].less_than, "bounds ascend");
+            assert!(pair[0].count <= pair[1].count, "cumulative: {pair:?}");
+        }
+        let count_at = |bound: f64| {
+            buckets
+                .iter()
+                .find(|b| b.less_than == bound)
+                .unwrap_or_else(|| panic!("no bucket le={bound}"))
+                .count
+        };
+        assert_eq!(count_at(0.000_01), 2.0);
+        assert_eq!(count_at(0.000_1), 2.0);
+        assert_eq!(count_at(0.000_5), 3.0);
+        assert_eq!(count_at(1.0), 3.0);
+        assert_eq!(count_at(f64::INFINITY), 4.0);
+        assert_eq!(
+            total(&scrape, "holdfast_loop_turn_seconds_count", None),
+            4.0
+        );
+        let sum = total(&scrape, "holdfast_loop_turn_seconds_sum", None);
+        assert!((sum - 2.000_21).abs() < 1e-9, "sum {sum}");
+    }
+
+    #[test]
+    fn fd_unaccounted_subtracts_every_known_fd() {
+        let registry = two_shards(); // 7 connections open
+        registry.shards[0].fds_own.set(4);
+        registry.shards[1].fds_own.set(4);
+        registry.fds_other.store(6, Ordering::Relaxed);
+        assert_eq!(fd_unaccounted(21, &registry), 0);
+        assert_eq!(fd_unaccounted(23, &registry), 2);
+        assert_eq!(fd_unaccounted(20, &registry), -1, "over-counting shows");
+    }
+
+    #[test]
+    fn process_figures_read_on_linux() {
+        let figures = ProcessFigures::read();
+        // This test holds at least stdio open; the listing fd is excluded.
+        assert!(figures.open_fds.is_some_and(|n| n >= 3), "{figures:?}");
+        assert!(figures.max_fds.is_some_and(|n| n >= 3), "{figures:?}");
+        assert!(
+            figures.resident_memory_bytes.is_some_and(|n| n > 0),
+            "{figures:?}"
+        );
+    }
+
+    #[test]
+    fn vm_rss_parsed_and_garbage_skipped() {
+        let status = "Name:\tholdfast\nVmHWM:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t3\n";
+        assert_eq!(parse_vm_rss(status), Some(1234 * 1024));
+        assert_eq!(parse_vm_rss("VmRSS:\tlots kB\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
+        assert_eq!(parse_vm_rss("Name:\tkernel-thread\n"), None);
+    }
+}

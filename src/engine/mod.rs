@@ -1,0 +1,34 @@
+//! The engine: everything between a socket and a [`service::Service`].
+//!
+//! From the outside in:
+//!
+//! - [`server`]: binds, starts one [`shard`] per core, handles signals and
+//!   the graceful shutdown, joins.
+//! - [`shard`]: one event loop on one thread: accepts, drives connections,
+//!   fires deadlines. Nothing on its hot path is shared with other shards.
+//! - [`driver`]: every syscall on a connection's socket.
+//! - [`conn`]: one connection's state, its two rings, its deadlines; the
+//!   connection table (slab + generation).
+//! - [`buffer`]: fixed-capacity byte rings and their per-shard pool.
+//! - [`codec`]: frames out of the input ring, framing into the output ring;
+//!   RESP replies read from upstreams.
+//! - [`service`]: the application interface.
+//! - [`timer`]: the hashed timer wheel behind every deadline.
+//! - [`upstream`]: calling other servers from a service: per-upstream
+//!   pools of connections in the shard's own loop, the replies clients
+//!   await (in request order), the circuit breaker and the reconnect
+//!   backoff.
+//! - [`metrics`]: per-shard counters, Prometheus text, the admin endpoint.
+//! - [`sys`]: socket options, RLIMIT_NOFILE.
+
+pub mod buffer;
+pub mod codec;
+pub mod conn;
+pub mod driver;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod shard;
+pub mod sys;
+pub mod timer;
+pub mod upstream;

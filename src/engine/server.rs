@@ -1,0 +1,437 @@
+//! The process around the shards: resolves the machine-dependent settings,
+//! binds one listener per shard, starts the shards and the admin endpoint,
+//! turns SIGTERM/SIGINT into a graceful shutdown, and joins.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+
+use crate::config::{Backend, Config};
+use crate::engine::metrics::{Registry, ShardMetrics, admin};
+use crate::engine::service::{Service, ServiceContext};
+use crate::engine::shard::{Shard, Shared, Waker, fds_per_shard};
+use crate::engine::sys;
+
+/// Descriptors the process keeps for itself besides the shards': stdio,
+/// the signal pipe, the admin endpoint (listener, poller and its bounded
+/// connections) and slack for short-lived ones such as `/proc` reads.
+const FDS_OWN_BASE: usize = 32;
+
+/// Exit code when a shard dies (EX_SOFTWARE).
+const EXIT_SHARD_DIED: i32 = 70;
+
+/// Builds the service instance of one shard.
+pub type ServiceFactory = Arc<dyn Fn(&ServiceContext<'_>) -> Box<dyn Service> + Send + Sync>;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum ServerError {
+    /// A listener could not be bound (exit code 1).
+    Bind {
+        /// What it tried to bind.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The file descriptor limit leaves no room for connections.
+    FdLimit {
+        /// RLIMIT_NOFILE in force.
+        limit: u64,
+        /// Descriptors the server needs for itself.
+        reserved: usize,
+    },
+    /// `--backend uring` was asked for and the kernel refuses io_uring.
+    Backend(String),
+    /// Any other start-up step failed.
+    Setup {
+        /// The step.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// [`Server::start`] was called before [`Server::service`] (a bug in
+    /// the program embedding the engine).
+    NoService,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::NoService => {
+                write!(f, "no service to run: Server::service was not called")
+            }
+            ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            ServerError::FdLimit { limit, reserved } => write!(
+                f,
+                "RLIMIT_NOFILE is {limit}, which leaves no room for connections after the \
+                 {reserved} descriptors the server needs; raise it (ulimit -n)"
+            ),
+            ServerError::Setup { what, source } => write!(f, "{what}: {source}"),
+            ServerError::Backend(why) => write!(f, "--backend uring: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServerError::Bind { source, .. } | ServerError::Setup { source, .. } => Some(source),
+            ServerError::FdLimit { .. } | ServerError::Backend(_) | ServerError::NoService => None,
+        }
+    }
+}
+
+/// A server to start: a validated config and the service to run.
+pub struct Server {
+    config: Config,
+    /// Set by [`Server::service`] or [`Server::service_with`]; the engine
+    /// has no service of its own.
+    factory: Option<ServiceFactory>,
+}
+
+/// A started server.
+pub struct Running {
+    /// Where clients connect (the real port when `--listen` had port 0).
+    pub local_addr: SocketAddr,
+    /// Where the admin endpoint listens, if enabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// The counters every shard writes.
+    pub registry: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+    wakers: Vec<Waker>,
+    shards: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// A server under `config` (validated); give it its service with
+    /// [`Server::service`] or [`Server::service_with`] before starting it.
+    pub fn new(config: Config) -> Server {
+        Server {
+            config,
+            factory: None,
+        }
+    }
+
+    /// Runs `make()`'s service: one instance per shard.
+    pub fn service<S, F>(mut self, make: F) -> Server
+    where
+        S: Service,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        self.factory = Some(Arc::new(move |_| Box::new(make())));
+        self
+    }
+
+    /// Runs the service `make(context)` builds for each shard, for services
+    /// that need to know where they run (the shard, the settings, the
+    /// engine's counters).
+    pub fn service_with<S, F>(mut self, make: F) -> Server
+    where
+        S: Service,
+        F: Fn(&ServiceContext<'_>) -> S + Send + Sync + 'static,
+    {
+        self.factory = Some(Arc::new(move |context| Box::new(make(context))));
+        self
+    }
+
+    /// Starts, then serves until SIGTERM or SIGINT and a graceful shutdown.
+    /// A second signal exits at once.
+    pub fn run(self) -> Result<(), ServerError> {
+        let grace = self.config.shutdown_grace;
+        // The signal pipe is made before the shards start, so the start-up
+        // fd count takes it in as the server's own; measured after, a
+        // connection accepted in between would be counted as well.
+        let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+            .map_err(|source| ServerError::Setup {
+                what: "installing signal handlers",
+                source,
+            })?;
+        let running = self.start()?;
+        let stopper = running.stopper();
+        std::thread::Builder::new()
+            .name("holdfast-signals".into())
+            .spawn(move || {
+                let mut first = true;
+                for signal in signals.forever() {
+                    if first {
+                        log::info!(
+                            "signal {signal}: draining for at most {grace:?}; signal again to exit at once"
+                        );
+                        stopper();
+                        first = false;
+                    } else {
+                        log::warn!("signal {signal} again: exiting now");
+                        std::process::exit(128 + signal);
+                    }
+                }
+            })
+            .map_err(|source| ServerError::Setup {
+                what: "starting the signal thread",
+                source,
+            })?;
+        running.wait();
+        log::info!("stopped");
+        Ok(())
+    }
+
+    /// Binds and starts every shard (and the admin endpoint) and returns
+    /// at once.
+    pub fn start(self) -> Result<Running, ServerError> {
+        let factory = self.factory.ok_or(ServerError::NoService)?;
+        let mut config = self.config;
+        if config.threads == 0 {
+            config.threads = sys::cpu_count();
+        }
+        config.max_conns = resolve_max_conns(&config)?;
+        let (backend, fallback) = choose_backend(&config)?;
+        if let Some(warning) = fallback {
+            log::warn!("{warning}");
+        }
+
+        let mut listeners = Vec::with_capacity(config.threads);
+        let reuse_port = config.threads > 1;
+        if reuse_port && config.listen.port() != 0 {
+            // SO_REUSEPORT would let this process quietly share the port
+            // with another server of the same user (a second holdfast, say)
+            // instead of failing. A plain bind first finds that out.
+            drop(
+                sys::listener(config.listen, 1, false).map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?,
+            );
+        }
+        for _ in 0..config.threads {
+            // With port 0 the first bind picks the port; the others share it.
+            let addr = listeners
+                .first()
+                .map_or(Ok(config.listen), std::net::TcpListener::local_addr)
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+            let listener = sys::listener(addr, config.backlog, reuse_port)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            listeners.push(listener);
+        }
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+
+        let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
+            .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstreams.len())))
+            .collect();
+        let mut registry = Registry::new(metrics.clone(), backend.name());
+        registry.upstreams = config.upstreams.clone();
+        let registry = Arc::new(registry);
+        let shared = Shared {
+            open_total: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let mut shards = Vec::with_capacity(config.threads);
+        let mut wakers = Vec::with_capacity(config.threads);
+        for (index, (listener, metrics)) in listeners.into_iter().zip(metrics).enumerate() {
+            let context = ServiceContext {
+                shard: index,
+                config: &config,
+                registry: &registry,
+            };
+            let (shard, waker) = Shard::new(
+                index,
+                backend,
+                listener,
+                factory(&context),
+                &config,
+                &shared,
+                metrics,
+            )
+            .map_err(|source| ServerError::Setup {
+                what: "creating a shard",
+                source,
+            })?;
+            shards.push(shard);
+            wakers.push(waker);
+        }
+
+        // Whatever the process holds now besides the shards (stdio, fds
+        // inherited from the parent) is expected, not a leak; the admin
+        // endpoint and the signal pipe add their own below.
+        // (A uring shard makes its ring on its own thread, later: each
+        // shard's own count says what it holds right now.)
+        let fds_now = sys::open_fds().unwrap_or(0) as usize;
+        let fds_shards: u64 = registry.shards.iter().map(|s| s.fds_own.get()).sum();
+        registry.fds_other.store(
+            fds_now.saturating_sub(fds_shards as usize),
+            Ordering::Relaxed,
+        );
+        let admin_addr = match config.admin {
+            Some(addr) => {
+                let admin = admin::spawn(addr, registry.clone())
+                    .map_err(|source| ServerError::Bind { addr, source })?;
+                Some(admin.local_addr)
+            }
+            None => None,
+        };
+
+        let handles = shards
+            .into_iter()
+            .enumerate()
+            .map(|(index, shard)| spawn_shard(index, shard, config.pin_cores))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| ServerError::Setup {
+                what: "starting a shard thread",
+                source,
+            })?;
+        registry.ready.store(true, Ordering::Release);
+        log::info!(
+            "listening on {local_addr} ({protocol}, {backend}, {threads} shard{s}, max-conns {max_conns}, \
+             buffer {buffer} B, max-frame {max_frame} B); admin on {admin}",
+            protocol = config.protocol.name(),
+            backend = backend.name(),
+            threads = config.threads,
+            s = if config.threads == 1 { "" } else { "s" },
+            max_conns = config.max_conns,
+            buffer = config.buffer,
+            max_frame = config.max_frame,
+            admin = admin_addr.map_or("off".to_string(), |a| a.to_string()),
+        );
+        Ok(Running {
+            local_addr,
+            admin_addr,
+            registry,
+            stop: shared.stop,
+            wakers,
+            shards: handles,
+        })
+    }
+}
+
+impl Running {
+    /// A function that starts the graceful shutdown (idempotent).
+    pub fn stopper(&self) -> impl Fn() + Send + 'static {
+        let stop = self.stop.clone();
+        let wakers = self.wakers.clone();
+        let registry = self.registry.clone();
+        move || {
+            registry.ready.store(false, Ordering::Release);
+            stop.store(true, Ordering::Release);
+            for waker in &wakers {
+                if let Err(e) = waker.wake() {
+                    log::error!("waking a shard for shutdown: {e}");
+                }
+            }
+        }
+    }
+
+    /// Waits until every shard has drained and stopped.
+    pub fn wait(self) {
+        for shard in self.shards {
+            let _ = shard.join();
+        }
+    }
+}
+
+/// Starts a shard on its own thread. A shard that fails or panics outside
+/// a service call is a bug: the process exits non-zero rather than go on
+/// half-served, and a supervisor restarts it.
+fn spawn_shard(index: usize, shard: Shard, pin: bool) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("holdfast-shard-{index}"))
+        .spawn(move || {
+            if pin {
+                match sys::pin_to_cpu(index) {
+                    Ok(cpu) => log::debug!("shard {index} pinned to CPU {cpu}"),
+                    Err(e) => log::warn!("--pin-cores: shard {index}: {e}"),
+                }
+            }
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run())) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::error!("shard {index} died: {e}");
+                    std::process::exit(EXIT_SHARD_DIED);
+                }
+                Err(_) => {
+                    log::error!("shard {index} died: panic (see the message above)");
+                    std::process::exit(EXIT_SHARD_DIED);
+                }
+            }
+        })
+}
+
+/// The driver to run: `--backend` if given (an explicit `uring` that the
+/// kernel refuses is an error), else the build's default. When the default
+/// io_uring is refused, epoll runs and the second value is the warning
+/// that says so and names the likely cause.
+pub fn choose_backend(config: &Config) -> Result<(Backend, Option<String>), ServerError> {
+    match config.backend {
+        Some(Backend::Epoll) => Ok((Backend::Epoll, None)),
+        #[cfg(feature = "uring")]
+        requested => match crate::engine::shard::uring::probe(config) {
+            Ok(()) => Ok((Backend::Uring, None)),
+            Err(why) if requested.is_some() => Err(ServerError::Backend(why)),
+            Err(why) => Ok((
+                Backend::Epoll,
+                Some(format!(
+                    "io_uring unavailable: {why}; falling back to epoll"
+                )),
+            )),
+        },
+        #[cfg(not(feature = "uring"))]
+        None => Ok((Backend::Epoll, None)),
+        #[cfg(not(feature = "uring"))]
+        Some(Backend::Uring) => Err(ServerError::Backend(
+            "this build has no io_uring driver (build with --features uring)".into(),
+        )),
+    }
+}
+
+/// Descriptors the server keeps for itself besides client connections:
+/// stdio, the admin endpoint and the signal pipe (within
+/// [`FDS_OWN_BASE`]), each shard's own ([`fds_per_shard`]) and, with
+/// upstreams, a connection per lane of every upstream on every shard.
+pub fn fds_reserved(config: &Config) -> usize {
+    FDS_OWN_BASE + fds_reserved_per_shard(config) * config.threads
+}
+
+/// What [`fds_reserved`] keeps for each shard: its own descriptors and a
+/// connection per lane of every upstream.
+pub fn fds_reserved_per_shard(config: &Config) -> usize {
+    let upstreams = !config.upstreams.is_empty();
+    fds_per_shard(upstreams) + config.upstreams.len() * config.upstream_conns
+}
+
+/// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the
+/// hard one, derive the default from it, and lower a requested value that
+/// does not fit (with one warning naming both numbers, as Redis does with
+/// maxclients).
+fn resolve_max_conns(config: &Config) -> Result<usize, ServerError> {
+    let limit = sys::raise_fd_limit().map_err(|source| ServerError::Setup {
+        what: "raising RLIMIT_NOFILE to its hard limit",
+        source,
+    })?;
+    let reserved = fds_reserved(config);
+    let fit = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(reserved);
+    if fit == 0 {
+        return Err(ServerError::FdLimit { limit, reserved });
+    }
+    if config.max_conns == 0 {
+        return Ok(fit);
+    }
+    if config.max_conns > fit {
+        log::warn!(
+            "--max-conns {} does not fit in RLIMIT_NOFILE {limit} with {reserved} descriptors \
+             for the server itself; lowered to {fit}",
+            config.max_conns
+        );
+        return Ok(fit);
+    }
+    Ok(config.max_conns)
+}

@@ -1,0 +1,762 @@
+//! The shard's side of upstream connections: connecting them, driving them
+//! (write requests, read replies, hand each reply to the client that
+//! awaits it), their deadlines, and closing them with every request they
+//! owed answered by an error. Same loop, same rings, same wheel as client
+//! connections; the driver's [`Io`] moves their bytes the same way.
+//!
+//! A reply read is matched to the oldest request the connection owes (an
+//! upstream answers a connection's requests in order). It is written
+//! straight into the client's output ring when it is the client's next
+//! awaited reply and there is room; otherwise it is stored in the awaited
+//! entry until the replies before it are written.
+
+use std::collections::VecDeque;
+
+use mio::Token;
+
+use super::core::{Core, Io};
+use super::serve::{self, Writer};
+use crate::engine::codec::reply::Skip;
+use crate::engine::codec::{Decoded, Protocol};
+use crate::engine::conn::{Conn, State, Table};
+use crate::engine::metrics::{CloseReason, UpstreamError};
+use crate::engine::service::{Answer, CallError};
+use crate::engine::timer::Millis;
+use crate::engine::upstream::breaker::{FailureKind, State as BreakerState};
+use crate::engine::upstream::conn::{Expiry, Phase, UpConn};
+use crate::engine::upstream::pending::Pendings;
+
+impl Core {
+    /// Moves one upstream connection as far as it can go now: finish its
+    /// connect, read replies and hand them on, take queued requests, write.
+    pub(super) fn drive_upstream<I: Io>(&mut self, io: &mut I, token: Token) {
+        let now = self.now;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let Some(up) = upstreams.conns.get_mut(token) else {
+            return;
+        };
+        if up.conn.state == State::Closed {
+            return;
+        }
+        if let Phase::Connecting(_) = up.phase {
+            match io.connect_status(token, &mut up.conn) {
+                None => return,
+                Some(Err(error)) => {
+                    log::debug!(
+                        "upstream {}: connect: {error}",
+                        upstreams.pools[up.upstream].name
+                    );
+                    self.connect_failed(io, token);
+                    return;
+                }
+                Some(Ok(())) => {
+                    up.phase = Phase::Ready;
+                    up.conn.last_active = now;
+                    up.conn.write_since = now;
+                    // Replies may come before any readiness event says so.
+                    up.conn.read_ready = true;
+                    let pool = &mut upstreams.pools[up.upstream];
+                    pool.breaker.on_connected(now);
+                    pool.backoff.reset();
+                    pool.retry_at = 0;
+                }
+            }
+        }
+        let mut budget = self.limits.read_budget;
+        let mut failure = None;
+        let mut eof = false;
+        loop {
+            let mut moved = false;
+            let upstreams = self.upstreams.as_deref_mut().expect("checked");
+            let up = upstreams.conns.get_mut(token).expect("checked");
+            if up.conn.wants_read() && budget > 0 {
+                match io.read(token, &mut up.conn, &mut self.pool, budget) {
+                    Ok(read) => {
+                        if read.bytes > 0 {
+                            moved = true;
+                            budget = budget.saturating_sub(read.bytes);
+                            up.conn.last_active = now;
+                        }
+                        if read.eof {
+                            eof = true;
+                            up.conn.eof = true;
+                            up.conn.read_ready = false;
+                        }
+                    }
+                    Err(_) => {
+                        failure = Some(CallError::Reset);
+                        break;
+                    }
+                }
+            }
+            match self.take_replies(token) {
+                Ok(replies) => moved |= replies > 0,
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+            let upstreams = self.upstreams.as_deref_mut().expect("checked");
+            moved |= upstreams.take_queued(token, &mut self.pool, self.now_us) > 0;
+            let up = upstreams.conns.get_mut(token).expect("checked");
+            match io.flush(token, &mut up.conn, &mut self.pool) {
+                Ok(0) => {}
+                Ok(_) => {
+                    moved = true;
+                    up.conn.last_active = now;
+                    up.conn.write_since = now;
+                }
+                Err(_) => {
+                    failure = Some(CallError::Reset);
+                    break;
+                }
+            }
+            if !moved || eof {
+                break;
+            }
+        }
+        self.close_doomed(io);
+        if failure.is_none() && eof {
+            // The upstream closed: what it still owed will never come.
+            failure = Some(CallError::Reset);
+        }
+        if let Some(error) = failure {
+            self.close_upstream(io, token, Some(error));
+            return;
+        }
+        let upstreams = self.upstreams.as_deref_mut().expect("checked");
+        let up = upstreams.conns.get_mut(token).expect("checked");
+        if up.conn.wants_read() && !up.conn.queued {
+            up.conn.queued = true;
+            self.queue.push_back(token);
+        }
+        let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
+        reschedule(&mut self.wheel, &mut up.conn, token, deadline);
+        io.settle(token, &mut up.conn);
+    }
+
+    /// Reads every whole reply in `token`'s input and hands each to the
+    /// client awaiting it; returns how many. A reply larger than the ring
+    /// is passed over as its bytes come, and its request alone gets
+    /// `TooLarge`: the connection stays in step for the requests behind
+    /// it. An error closes the connection: bytes that are not a reply, or
+    /// a reply with no request to answer (`Reset`).
+    fn take_replies(&mut self, token: Token) -> Result<usize, CallError> {
+        let Core {
+            conns,
+            pool,
+            codec,
+            service,
+            scratch,
+            metrics,
+            upstreams,
+            queue,
+            doomed,
+            now,
+            now_us,
+            ..
+        } = self;
+        let upstreams = upstreams
+            .as_deref_mut()
+            .expect("upstream connections need upstreams");
+        let max_pending = upstreams.settings.max_pending;
+        let up = upstreams.conns.get_mut(token).expect("live");
+        let UpConn {
+            conn,
+            outstanding,
+            scanned,
+            upstream,
+            skipping,
+            ..
+        } = up;
+        let Some(input) = conn.input.as_ref() else {
+            return Ok(0);
+        };
+        if input.len() <= *scanned {
+            // Nothing new since the last look found no whole reply.
+            return Ok(0);
+        }
+        let full = input.is_full();
+        let (first, second) = input.readable();
+        // Replies are read from one slice: a wrapped ring is copied once.
+        let bytes: &[u8] = if second.is_empty() {
+            first
+        } else {
+            let len = input.len();
+            input.copy_out(0, &mut scratch[..len]);
+            &scratch[..len]
+        };
+        let mut clients = Clients {
+            conns,
+            queue,
+            writer: Writer {
+                codec,
+                service: service.as_mut(),
+                pool,
+                metrics,
+            },
+            doomed,
+            now: *now,
+        };
+        let counts = &metrics.upstreams[*upstream];
+        let breaker = &mut upstreams.pools[*upstream].breaker;
+        let mut at = 0;
+        let mut replies = 0;
+        let result = loop {
+            let outcome = if let Some(skip) = skipping.as_mut() {
+                match skip.feed(&bytes[at..]) {
+                    Ok((used, false)) => {
+                        at += used;
+                        break Ok(());
+                    }
+                    Ok((used, true)) => {
+                        at += used;
+                        *skipping = None;
+                        counts.errors[UpstreamError::TooLarge.index()].inc();
+                        Err(CallError::TooLarge)
+                    }
+                    Err(error) => {
+                        log::debug!("upstream {upstream}: {error}");
+                        break Err(CallError::Reset);
+                    }
+                }
+            } else {
+                match codec.decode_reply(&bytes[at..], &mut conn.progress) {
+                    Decoded::NeedMore => {
+                        if full && at == 0 && codec.protocol() == Protocol::Resp {
+                            // Larger than the ring: pass it over.
+                            *skipping = Some(Skip::new());
+                            continue;
+                        }
+                        break Ok(());
+                    }
+                    Decoded::Error(error) => {
+                        log::debug!("upstream {upstream}: {error}");
+                        break Err(CallError::Reset);
+                    }
+                    Decoded::Frame {
+                        start,
+                        len,
+                        consumed,
+                    } => {
+                        let reply = &bytes[at + start..at + start + len];
+                        at += consumed;
+                        Ok(reply)
+                    }
+                }
+            };
+            let Some(owed) = outstanding.pop_front() else {
+                log::debug!("upstream {upstream}: a reply to no request");
+                break Err(CallError::Reset);
+            };
+            // The upstream answered: whatever the reply, it is no failure
+            // of the upstream's (a reply too large is the request's doing).
+            breaker.on_success(*now);
+            counts
+                .latency
+                .observe_us(now_us.saturating_sub(owed.sent_us));
+            clients.complete(
+                &mut upstreams.pending,
+                max_pending,
+                owed.pending,
+                owed.call as usize,
+                outcome,
+            );
+            replies += 1;
+        };
+        let input = conn.input.as_mut().expect("read from it");
+        input.consume(at);
+        *scanned = input.len();
+        if input.is_empty() {
+            *scanned = 0;
+            if let Some(input) = conn.input.take() {
+                clients.writer.pool.give(input);
+            }
+        }
+        result.map(|()| replies)
+    }
+
+    /// Connects the lanes that have requests waiting and no connection
+    /// (unless a failed connect is backing off while the breaker is closed).
+    pub(super) fn connect_lanes<I: Io>(&mut self, io: &mut I) {
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        upstreams.connect_wanted = false;
+        if upstreams.waiting == 0 || (self.drain_until.is_some() && self.conns.is_empty()) {
+            // Only lanes with requests waiting get a connection; once the
+            // drain has no client left, none does.
+            return;
+        }
+        let now = self.now;
+        let (pools, lanes) = (upstreams.pools.len(), upstreams.settings.lanes);
+        for upstream in 0..pools {
+            for lane in 0..lanes {
+                let upstreams = self.upstreams.as_deref_mut().expect("checked");
+                let pool = &upstreams.pools[upstream];
+                let waiting = &pool.lanes[lane];
+                if waiting.conn.is_some() || waiting.queue.is_empty() {
+                    continue;
+                }
+                if now < pool.retry_at && pool.breaker.state() == BreakerState::Closed {
+                    continue;
+                }
+                self.open_upstream(io, upstream, lane);
+            }
+        }
+    }
+
+    /// Starts a connection for `lane` of `upstream`.
+    fn open_upstream<I: Io>(&mut self, io: &mut I, upstream: usize, lane: usize) {
+        let now = self.now;
+        let upstreams = self.upstreams.as_deref_mut().expect("checked");
+        let token = upstreams.conns.next_token();
+        let addr = upstreams.pools[upstream].addr;
+        self.metrics.upstreams[upstream].connects.inc();
+        let stream = match io.connect(token, addr) {
+            Ok(stream) => stream,
+            Err(error) => {
+                log::debug!(
+                    "upstream {}: connect: {error}",
+                    upstreams.pools[upstream].name
+                );
+                self.lane_connect_failed(upstream, lane);
+                self.close_doomed(io);
+                return;
+            }
+        };
+        let mut conn = Conn::new(stream, now);
+        // Nothing is known until the connect completes.
+        conn.read_ready = false;
+        conn.write_ready = false;
+        let pipeline = upstreams.settings.pipeline;
+        let deadline = now + upstreams.settings.deadlines.connect;
+        let inserted = upstreams
+            .conns
+            .insert(|_| UpConn::new(conn, upstream, lane, pipeline, now));
+        debug_assert_eq!(inserted, token);
+        upstreams.pools[upstream].lanes[lane].conn = Some(token);
+        let up = upstreams.conns.get_mut(token).expect("just inserted");
+        up.conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+    }
+
+    /// `token`'s connect failed or timed out.
+    fn connect_failed<I: Io>(&mut self, io: &mut I, token: Token) {
+        let upstreams = self.upstreams.as_deref_mut().expect("checked");
+        let Some(up) = upstreams.conns.get(token) else {
+            return;
+        };
+        let (upstream, lane) = (up.upstream, up.lane);
+        self.close_upstream(io, token, None);
+        self.lane_connect_failed(upstream, lane);
+        self.close_doomed(io);
+    }
+
+    /// A connect attempt for `lane` of `upstream` failed: the breaker
+    /// counts it, the next attempt backs off, and the requests that waited
+    /// for it fail at once (nothing piles up behind a dead upstream).
+    fn lane_connect_failed(&mut self, upstream: usize, lane: usize) {
+        let now = self.now;
+        let upstreams = self.upstreams.as_deref_mut().expect("checked");
+        let pool = &mut upstreams.pools[upstream];
+        pool.breaker.on_failure(now, FailureKind::Connect);
+        pool.retry_at = now + pool.backoff.next_delay();
+        let counts = &self.metrics.upstreams[upstream];
+        counts.errors[UpstreamError::Connect.index()].inc();
+        let mut clients = Clients {
+            conns: &mut self.conns,
+            queue: &mut self.queue,
+            writer: Writer {
+                codec: &self.codec,
+                service: self.service.as_mut(),
+                pool: &mut self.pool,
+                metrics: &self.metrics,
+            },
+            doomed: &mut self.doomed,
+            now,
+        };
+        let max_pending = upstreams.settings.max_pending;
+        let pool = &mut upstreams.pools[upstream];
+        while let Some(waiting) = pool.lanes[lane].dequeue_dropped(clients.writer.pool) {
+            upstreams.waiting -= 1;
+            clients.complete(
+                &mut upstreams.pending,
+                max_pending,
+                waiting.pending,
+                waiting.call as usize,
+                Err(CallError::Connect),
+            );
+        }
+    }
+
+    /// An upstream connection's wheel entry fired: close it if its
+    /// deadline passed, else re-schedule.
+    pub(super) fn upstream_timer<I: Io>(&mut self, io: &mut I, token: Token) {
+        let now = self.now;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let Some(up) = upstreams.conns.get_mut(token) else {
+            return;
+        };
+        if up.conn.state == State::Closed {
+            return;
+        }
+        let (deadline, expiry) = up.deadline(&upstreams.settings.deadlines);
+        if now < deadline {
+            up.conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+            return;
+        }
+        up.conn.timer = None;
+        match expiry {
+            Expiry::Connect => {
+                log::debug!(
+                    "upstream {}: connect timed out",
+                    upstreams.pools[up.upstream].name
+                );
+                self.connect_failed(io, token);
+            }
+            Expiry::Request => self.close_upstream(io, token, Some(CallError::Timeout)),
+            Expiry::Idle => self.close_upstream(io, token, None),
+        }
+    }
+
+    /// Fails the queued requests that waited longer than
+    /// `--upstream-timeout` for a connection.
+    pub(super) fn expire_queued<I: Io>(&mut self, io: &mut I) {
+        let now = self.now;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        if upstreams.waiting == 0 {
+            return;
+        }
+        let timeout = upstreams.settings.deadlines.request;
+        let max_pending = upstreams.settings.max_pending;
+        let mut clients = Clients {
+            conns: &mut self.conns,
+            queue: &mut self.queue,
+            writer: Writer {
+                codec: &self.codec,
+                service: self.service.as_mut(),
+                pool: &mut self.pool,
+                metrics: &self.metrics,
+            },
+            doomed: &mut self.doomed,
+            now,
+        };
+        for (upstream, pool) in upstreams.pools.iter_mut().enumerate() {
+            let counts = &self.metrics.upstreams[upstream];
+            for lane in pool.lanes.iter_mut() {
+                while lane
+                    .queue
+                    .front()
+                    .is_some_and(|waiting| waiting.since_us / 1000 + timeout <= now)
+                {
+                    let waiting = lane
+                        .dequeue_dropped(clients.writer.pool)
+                        .expect("front exists");
+                    upstreams.waiting -= 1;
+                    pool.breaker.on_failure(now, FailureKind::Timeout);
+                    counts.errors[UpstreamError::Timeout.index()].inc();
+                    clients.complete(
+                        &mut upstreams.pending,
+                        max_pending,
+                        waiting.pending,
+                        waiting.call as usize,
+                        Err(CallError::Timeout),
+                    );
+                }
+            }
+        }
+        self.close_doomed(io);
+    }
+
+    /// Closes an upstream connection. Every request it owed gets `error`
+    /// as its outcome (a timeout for the oldest and all behind it: the
+    /// stream is out of step), and each counts as a failure for the
+    /// breaker. `None`: a quiet close (idle, draining), owing nothing that
+    /// matters.
+    pub(super) fn close_upstream<I: Io>(
+        &mut self,
+        io: &mut I,
+        token: Token,
+        error: Option<CallError>,
+    ) {
+        let now = self.now;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let Some(up) = upstreams.conns.get_mut(token) else {
+            return;
+        };
+        if up.conn.state == State::Closed {
+            return;
+        }
+        up.conn.state = State::Closed;
+        if let Some((key, _)) = up.conn.timer.take() {
+            self.wheel.cancel(key);
+        }
+        let pool = &mut upstreams.pools[up.upstream];
+        let lane = &mut pool.lanes[up.lane];
+        if lane.conn == Some(token) {
+            lane.conn = None;
+        }
+        if !up.outstanding.is_empty() {
+            log::debug!(
+                "upstream {}: closing with {} replies owed ({})",
+                pool.name,
+                up.outstanding.len(),
+                error.map_or("quietly", CallError::name)
+            );
+        }
+        let counts = &self.metrics.upstreams[up.upstream];
+        let max_pending = upstreams.settings.max_pending;
+        let mut clients = Clients {
+            conns: &mut self.conns,
+            queue: &mut self.queue,
+            writer: Writer {
+                codec: &self.codec,
+                service: self.service.as_mut(),
+                pool: &mut self.pool,
+                metrics: &self.metrics,
+            },
+            doomed: &mut self.doomed,
+            now,
+        };
+        up.skipping = None;
+        while let Some(owed) = up.outstanding.pop_front() {
+            let outcome = error.unwrap_or(CallError::Reset);
+            let (kind, label) = match outcome {
+                CallError::Timeout => (FailureKind::Timeout, UpstreamError::Timeout),
+                _ => (FailureKind::Reset, UpstreamError::Reset),
+            };
+            pool.breaker.on_failure(now, kind);
+            counts.errors[label.index()].inc();
+            clients.complete(
+                &mut upstreams.pending,
+                max_pending,
+                owed.pending,
+                owed.call as usize,
+                Err(outcome),
+            );
+        }
+        if io.retire(token, &mut up.conn) {
+            self.release_upstream(token);
+        }
+        self.close_doomed(io);
+    }
+
+    /// Frees a closed upstream connection: socket, rings, slot.
+    pub(super) fn release_upstream(&mut self, token: Token) {
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let Some(mut up) = upstreams.conns.remove(token) else {
+            return;
+        };
+        debug_assert_eq!(up.conn.state, State::Closed);
+        for ring in [up.conn.input.take(), up.conn.output.take()]
+            .into_iter()
+            .flatten()
+        {
+            self.pool.give(ring);
+        }
+    }
+
+    /// Closes every upstream connection and drops the requests still
+    /// queued (the drain has ended for clients: no one awaits them).
+    pub(super) fn close_upstreams<I: Io>(&mut self, io: &mut I) {
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        for pool in upstreams.pools.iter_mut() {
+            for lane in pool.lanes.iter_mut() {
+                while lane.dequeue_dropped(&mut self.pool).is_some() {
+                    upstreams.waiting -= 1;
+                }
+            }
+        }
+        for token in upstreams.conns.tokens() {
+            self.close_upstream(io, token, None);
+        }
+    }
+
+    /// Closes the clients whose reply could not be written (a panic or an
+    /// overflow in the service's answer).
+    fn close_doomed<I: Io>(&mut self, io: &mut I) {
+        while let Some((client, reason)) = self.doomed.pop() {
+            self.close(io, client, reason);
+        }
+    }
+
+    /// Copies each pool's state into its gauges, at most every
+    /// [`PUBLISH_EVERY_MS`] (the work grows with the number of upstreams,
+    /// and a turn can be a few microseconds).
+    pub(super) fn publish_upstreams(&mut self) {
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let due = upstreams.published_at + PUBLISH_EVERY_MS;
+        if self.now < due && self.drain_until.is_none() {
+            // The loop wakes for it if nothing else comes first, so gauges
+            // of an idle shard are never stale for longer.
+            upstreams.publish_due = Some(due);
+            return;
+        }
+        upstreams.published_at = self.now;
+        upstreams.publish_due = None;
+        debug_assert_eq!(
+            upstreams.waiting,
+            upstreams
+                .pools
+                .iter()
+                .map(|pool| pool.queued())
+                .sum::<usize>(),
+            "the count of queued requests drifted"
+        );
+        let upstreams = &*upstreams;
+        self.metrics.pending.set(upstreams.pending.len() as u64);
+        let pending = &upstreams.pending;
+        self.metrics.pending_bytes.set(pending.held() as u64);
+        self.metrics.pending_bytes_refused.set(pending.refused());
+        self.metrics.pending_bytes_paused.set(pending.paused());
+        self.metrics
+            .upstream_conns_open
+            .set(upstreams.conns.len() as u64);
+        for (pool, counts) in upstreams.pools.iter().zip(self.metrics.upstreams.iter()) {
+            let (mut in_use, mut idle, mut connecting) = (0, 0, 0);
+            for lane in pool.lanes.iter() {
+                let Some(up) = lane.conn.and_then(|token| upstreams.conns.get(token)) else {
+                    continue;
+                };
+                match up.phase {
+                    Phase::Connecting(_) => connecting += 1,
+                    Phase::Ready if up.outstanding.is_empty() => idle += 1,
+                    Phase::Ready => in_use += 1,
+                }
+            }
+            counts.conns_in_use.set(in_use);
+            counts.conns_idle.set(idle);
+            counts.conns_connecting.set(connecting);
+            counts.queued.set(pool.queued() as u64);
+            counts
+                .breaker_state
+                .set(pool.breaker.state().index() as u64);
+            for from in BreakerState::ALL {
+                for to in BreakerState::ALL {
+                    counts.transitions[from.index()][to.index()]
+                        .set(pool.breaker.transitions(from, to));
+                }
+            }
+        }
+    }
+}
+
+/// How often the upstream gauges are refreshed, at most.
+const PUBLISH_EVERY_MS: Millis = 50;
+
+/// Moves a connection's wheel entry earlier when its deadline moved
+/// earlier (a later deadline is found lazily when the entry fires).
+fn reschedule(
+    wheel: &mut crate::engine::timer::Wheel<Token>,
+    conn: &mut Conn,
+    token: Token,
+    deadline: Millis,
+) {
+    match conn.timer {
+        Some((_, at)) if at <= deadline => {}
+        previous => {
+            if let Some((key, _)) = previous {
+                wheel.cancel(key);
+            }
+            conn.timer = Some((wheel.schedule(deadline, token), deadline));
+        }
+    }
+}
+
+/// The client side, while an upstream outcome is handed on.
+struct Clients<'a> {
+    conns: &'a mut Table<Conn>,
+    queue: &'a mut VecDeque<Token>,
+    writer: Writer<'a>,
+    /// Clients to close once the upstream side is done (their answer
+    /// panicked or overflowed).
+    doomed: &'a mut Vec<(Token, CloseReason)>,
+    now: Millis,
+}
+
+impl Clients<'_> {
+    /// Hands the outcome of call `call` of the awaited reply `pending` to
+    /// its client: written at once when it is the client's next reply, its
+    /// only call, and there is room; else stored, and the client's
+    /// complete replies written in order as far as they go. The client is
+    /// queued to be driven (flushed, served further).
+    fn complete(
+        &mut self,
+        pendings: &mut Pendings,
+        max_pending: usize,
+        pending: Token,
+        call: usize,
+        outcome: Result<&[u8], CallError>,
+    ) {
+        let Some(entry) = pendings.get(pending) else {
+            // Its client has gone.
+            return;
+        };
+        let client = entry.client;
+        let Some(conn) = self.conns.get_mut(client) else {
+            debug_assert!(false, "an awaited reply outlived its client");
+            return;
+        };
+        let is_head = pendings.head(client) == Some(pending);
+        let had_output = conn.output_len() > 0;
+        let mut written = false;
+        if is_head && entry.nothing_stored() {
+            match serve::write_answer(conn, &Answer::one(outcome), &mut self.writer) {
+                Ok(true) => {
+                    pendings.answered(pending);
+                    pendings.pop(client);
+                    written = true;
+                }
+                Ok(false) => {
+                    pendings.record(pending, call, outcome);
+                }
+                Err(reason) => {
+                    self.doomed.push((client, reason));
+                    return;
+                }
+            }
+        } else {
+            let Some((_, complete)) = pendings.record(pending, call, outcome) else {
+                return;
+            };
+            if !(complete && is_head) {
+                return;
+            }
+        }
+        match serve::deliver(conn, client, pendings, max_pending, &mut self.writer) {
+            Ok(delivered) => written |= delivered > 0,
+            Err(reason) => {
+                self.doomed.push((client, reason));
+                return;
+            }
+        }
+        if !written {
+            return;
+        }
+        if pendings.awaited(client) < max_pending {
+            // A reply written may lift the client's wait (as in deliver).
+            conn.pending_full = false;
+        }
+        if !had_output && conn.output_len() > 0 {
+            conn.write_since = self.now;
+        }
+        if !conn.queued {
+            conn.queued = true;
+            self.queue.push_back(client);
+        }
+    }
+}

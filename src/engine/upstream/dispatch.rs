@@ -1,0 +1,343 @@
+//! A shard's upstreams: one [`Pool`] per upstream address, the upstream
+//! connections themselves (a table beside the client table: same rings,
+//! same wheel, same loop), the replies clients await ([`Pendings`]), and
+//! [`Upstreams::send`], which puts one call on a connection, in a lane's
+//! queue, or refuses it at once.
+//!
+//! Why a table of its own rather than client connections with a role
+//! flag: serving a client writes into an upstream connection's ring, and
+//! reading an upstream reply writes into a client's; with two tables both
+//! are plain disjoint borrows. Client-only bookkeeping (`--max-conns`, the
+//! accept pacing, the drain) stays untouched, and the token says which
+//! table an event or a deadline is for (`conn::table::UPSTREAM_BIT`).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use mio::Token;
+
+use super::backoff::BackoffSettings;
+use super::breaker::{BreakerSettings, State};
+use super::conn::{Deadlines, Outstanding, UpConn};
+use super::pending::Pendings;
+use super::pool::{Pool, Waiting};
+use crate::engine::buffer::Pool as Rings;
+use crate::engine::conn::Table;
+use crate::engine::metrics::{FailFast, ShardMetrics, UpstreamError};
+use crate::engine::service::{CallError, Caller};
+use crate::engine::timer::Millis;
+
+/// What a shard needs to know to call upstreams, from the validated
+/// settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Each upstream: its name as written and its address.
+    pub upstreams: Vec<(String, SocketAddr)>,
+    /// `--upstream-conns`: lanes (connections) per upstream per shard.
+    pub lanes: usize,
+    /// `--upstream-pipeline`: replies one connection may owe.
+    pub pipeline: usize,
+    /// `--upstream-queue`: requests one lane may hold waiting.
+    pub queue_max: usize,
+    /// `--connect-timeout`, `--upstream-timeout`, `--upstream-idle-timeout`.
+    pub deadlines: Deadlines,
+    /// `--max-pending`: replies one client may await.
+    pub max_pending: usize,
+    /// `--max-pending-bytes`: what the shard's awaited replies may hold.
+    pub max_pending_bytes: usize,
+    /// The breaker thresholds.
+    pub breaker: BreakerSettings,
+    /// The reconnect delays.
+    pub backoff: BackoffSettings,
+}
+
+/// Idle buffers of awaited replies a shard keeps for reuse.
+const PENDING_BUFFERS_FREE_MAX: usize = 256;
+
+/// A shard's upstreams and the replies its clients await from them.
+pub struct Upstreams {
+    /// By upstream index.
+    pub pools: Vec<Pool>,
+    /// Upstream connections (tokens with `UPSTREAM_BIT`).
+    pub conns: Table<UpConn>,
+    /// Replies clients await.
+    pub pending: Pendings,
+    /// The settings.
+    pub settings: Settings,
+    /// A lane queued a request and has no connection: the shard should
+    /// connect before it next waits.
+    pub connect_wanted: bool,
+    /// Requests waiting in every lane's queue together, so that the
+    /// per-turn work on queues (deadlines, connects) is skipped when none
+    /// waits. Invariant: the sum of the lanes' queue lengths.
+    pub waiting: usize,
+    /// When the gauges were last refreshed (shard milliseconds).
+    pub published_at: Millis,
+    /// A refresh was skipped: when it is due.
+    pub publish_due: Option<Millis>,
+}
+
+impl Upstreams {
+    /// The upstreams of shard number `shard`, with rings of
+    /// `ring_capacity` bytes.
+    pub fn new(settings: Settings, shard: usize, ring_capacity: usize) -> Upstreams {
+        let pools = settings
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(index, (name, addr))| {
+                // Distinct per (shard, upstream), so shards reconnect apart.
+                let seed = ((shard as u64) << 32) ^ (index as u64) ^ 0x9e37_79b9_7f4a_7c15;
+                Pool::new(
+                    name.clone(),
+                    *addr,
+                    settings.lanes,
+                    settings.breaker,
+                    settings.backoff,
+                    seed,
+                )
+            })
+            .collect();
+        Upstreams {
+            pools,
+            conns: Table::upstream(16),
+            pending: Pendings::new(
+                ring_capacity,
+                settings.max_pending_bytes,
+                PENDING_BUFFERS_FREE_MAX,
+            ),
+            settings,
+            connect_wanted: false,
+            waiting: 0,
+            published_at: 0,
+            publish_due: None,
+        }
+    }
+
+    /// Puts call `call` of the awaited reply `pending` (client `client`) to
+    /// `upstream`: straight into the lane's connection when it is ready,
+    /// under its pipeline bound and with room, and nothing is queued ahead;
+    /// else into the lane's queue; else (or with the breaker open, or
+    /// while a failed connect backs off) refused at once. An accepted call
+    /// is counted by the breaker, whose outcome it will report.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &mut self,
+        pending: Token,
+        call: usize,
+        client: Token,
+        upstream: usize,
+        request: &[u8],
+        rings: &mut Rings,
+        queue: &mut VecDeque<Token>,
+        metrics: &ShardMetrics,
+        now_us: u64,
+    ) -> Result<(), CallError> {
+        let Some(pool) = self.pools.get_mut(upstream) else {
+            debug_assert!(false, "call to upstream {upstream}, which does not exist");
+            return Err(CallError::Unavailable);
+        };
+        let counts = &metrics.upstreams[upstream];
+        let now = now_us / 1000;
+        let capacity = rings.ring_capacity();
+        let len = request.len();
+        if len > capacity {
+            counts.errors[UpstreamError::TooLarge.index()].inc();
+            return Err(CallError::TooLarge);
+        }
+        let lane_index = pool.lane_of(client);
+        let lane = &mut pool.lanes[lane_index];
+        let pipeline = self.settings.pipeline;
+        let direct = lane.queue.is_empty()
+            && lane
+                .conn
+                .and_then(|token| self.conns.get(token))
+                .is_some_and(|up| up.has_room(len, pipeline, capacity));
+        if !direct {
+            let refused = if lane.conn.is_none()
+                && now < pool.retry_at
+                && pool.breaker.state() == State::Closed
+            {
+                Some(FailFast::Backoff)
+            } else if !lane.queue_has_room(len, self.settings.queue_max, capacity) {
+                Some(FailFast::QueueFull)
+            } else {
+                None
+            };
+            if let Some(reason) = refused {
+                counts.fail_fast[reason.index()].inc();
+                return Err(CallError::Unavailable);
+            }
+        }
+        // Last, as it takes a probe slot when half-open: only for a call
+        // that will be sent and so will report an outcome.
+        if !pool.breaker.allow(now) {
+            counts.fail_fast[FailFast::BreakerOpen.index()].inc();
+            return Err(CallError::Unavailable);
+        }
+        counts.requests.inc();
+        let call = call as u32;
+        if direct {
+            let token = lane.conn.expect("direct needs a connection");
+            let up = self.conns.get_mut(token).expect("checked above");
+            let outstanding = Outstanding {
+                pending,
+                call,
+                sent_us: now_us,
+            };
+            write_request(up, request, outstanding, rings);
+            if !up.conn.queued {
+                up.conn.queued = true;
+                queue.push_back(token);
+            }
+        } else {
+            let waiting = Waiting {
+                pending,
+                call,
+                len: len as u32,
+                since_us: now_us,
+            };
+            lane.enqueue(waiting, request, self.settings.queue_max, rings);
+            self.waiting += 1;
+            match lane.conn {
+                None => self.connect_wanted = true,
+                // Its next drive takes what fits from the queue.
+                Some(token) => {
+                    if let Some(up) = self.conns.get_mut(token)
+                        && !up.conn.queued
+                    {
+                        up.conn.queued = true;
+                        queue.push_back(token);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves requests from the front of `up`'s lane queue into it while it
+    /// has room; returns how many.
+    pub fn take_queued(&mut self, token: Token, rings: &mut Rings, now_us: u64) -> usize {
+        let Some(up) = self.conns.get_mut(token) else {
+            return 0;
+        };
+        let lane = &mut self.pools[up.upstream].lanes[up.lane];
+        let mut moved = 0;
+        while let Some(len) = lane.front_len() {
+            if !up.has_room(len, self.settings.pipeline, rings.ring_capacity()) {
+                break;
+            }
+            let output = up.conn.output.get_or_insert_with(|| rings.take());
+            let waiting = lane.dequeue_into(output, rings).expect("front exists");
+            up.outstanding.push_back(Outstanding {
+                pending: waiting.pending,
+                call: waiting.call,
+                // The timeout counts from the queueing, so waiting for a
+                // connection cannot stretch it.
+                sent_us: waiting.since_us.min(now_us),
+            });
+            moved += 1;
+        }
+        self.waiting -= moved;
+        moved
+    }
+
+    /// When the loop must wake for the upstreams' sake: the earliest time
+    /// a queued request times out, or a skipped gauge refresh is due.
+    pub fn next_wake(&self) -> Option<Millis> {
+        let queued = self.next_queue_deadline();
+        match (queued, self.publish_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The earliest time a queued request times out, if any waits.
+    pub fn next_queue_deadline(&self) -> Option<Millis> {
+        if self.waiting == 0 {
+            return None;
+        }
+        let timeout = self.settings.deadlines.request;
+        self.pools
+            .iter()
+            .flat_map(|pool| pool.lanes.iter())
+            .filter_map(|lane| lane.queue.front())
+            .map(|waiting| waiting.since_us / 1000 + timeout)
+            .min()
+    }
+}
+
+/// Appends `request` to `up`'s output ring and records the reply it owes.
+fn write_request(up: &mut UpConn, request: &[u8], outstanding: Outstanding, rings: &mut Rings) {
+    let output = up.conn.output.get_or_insert_with(|| rings.take());
+    let taken = output.push(request);
+    assert_eq!(taken, request.len(), "request written beyond its room");
+    up.outstanding.push_back(outstanding);
+}
+
+/// The engine's side of [`crate::engine::service::Reply::call`] while one client
+/// frame is served: the calls go to [`Upstreams::send`], on behalf of one
+/// awaited reply opened at the first call.
+pub struct Calls<'a> {
+    /// The shard's upstreams.
+    pub upstreams: &'a mut Upstreams,
+    /// The shard's ring pool.
+    pub rings: &'a mut Rings,
+    /// The shard's queue of connections to drive this turn (a connection
+    /// given a request goes there to be flushed).
+    pub queue: &'a mut VecDeque<Token>,
+    /// The shard's counters.
+    pub metrics: &'a ShardMetrics,
+    /// The client being served.
+    pub client: Token,
+    /// The shard's clock, in microseconds.
+    pub now_us: u64,
+    /// The awaited reply opened for this frame, once it made a call.
+    pub pending: Option<Token>,
+}
+
+impl Calls<'_> {
+    /// The awaited reply of this frame, opened at its first call or keep.
+    fn entry(&mut self) -> Token {
+        match self.pending {
+            Some(pending) => pending,
+            None => *self
+                .pending
+                .insert(self.upstreams.pending.open(self.client)),
+        }
+    }
+}
+
+impl Caller for Calls<'_> {
+    fn call(&mut self, index: usize, upstream: usize, request: &[u8]) {
+        let pending = self.entry();
+        let call = self.upstreams.pending.add_call(pending);
+        debug_assert_eq!(call, index);
+        let sent = self.upstreams.send(
+            pending,
+            call,
+            self.client,
+            upstream,
+            request,
+            self.rings,
+            self.queue,
+            self.metrics,
+            self.now_us,
+        );
+        if let Err(error) = sent {
+            self.upstreams.pending.record(pending, call, Err(error));
+        }
+    }
+
+    fn keep(&mut self, bytes: &[u8]) -> Result<(), CallError> {
+        let opened = self.pending.is_none();
+        let pending = self.entry();
+        let kept = self.upstreams.pending.keep(pending, bytes);
+        if kept.is_err() && opened {
+            // Nothing was sent for it: no entry.
+            self.upstreams.pending.discard(pending);
+            self.pending = None;
+        }
+        kept
+    }
+}

@@ -1,0 +1,150 @@
+//! Zero heap allocations per request in the proxy's steady state: a
+//! forwarded GET and SET, and a pipelined MGET split over two upstreams
+//! and merged (pending buffers, outcome lists, the split plan and the
+//! merge's list of replies are all reused).
+//!
+//! As in `alloc.rs`, a counting global allocator wraps the system one and
+//! the proxy runs in this process; the upstreams are `redis-server`
+//! processes (their allocations are not this process's). The client side
+//! uses fixed buffers, so every allocation counted would be the engine's.
+//!
+//! `HOLDFAST_ALLOC_TRACE=1 cargo test --test alloc proxy:: -- --nocapture`
+//! prints a backtrace of the first allocations in the window.
+
+use crate::util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+
+use holdfast::apps::proxy::Proxy;
+use holdfast::apps::proxy::hash::{KeyHash, Ring};
+use holdfast::config::Config;
+use holdfast::engine::codec::Protocol;
+use holdfast::engine::codec::resp::encode_command;
+use holdfast::engine::server::Server;
+use util::Redis;
+
+use crate::counting::{ALLOCATIONS, COUNTING, TRACE, TRACES};
+
+/// Connections driven at once.
+const CONNS: usize = 4;
+/// Warm-up time before counting starts: longer than the upstream timeout
+/// (1 s), so that upstream connections' wheel entries have fired and been
+/// re-scheduled once (the wheel's list of expired entries reaches its
+/// working size) — that is steady state too.
+const WARMUP: std::time::Duration = std::time::Duration::from_millis(1_500);
+/// Rounds per connection while counting.
+const MEASURED: usize = 5_000;
+
+/// One round: what each connection sends, and the replies it expects.
+struct Round {
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+/// `rounds` rounds on each connection, in lock step; allocation-free.
+fn run(conns: &mut [TcpStream], round: &Round, buffer: &mut [u8], rounds: usize) {
+    for _ in 0..rounds {
+        for conn in conns.iter_mut() {
+            conn.write_all(&round.request).unwrap();
+        }
+        for conn in conns.iter_mut() {
+            conn.read_exact(buffer).unwrap();
+            assert!(buffer == round.reply.as_slice(), "wrong reply");
+        }
+    }
+}
+
+#[test]
+fn steady_state_proxy_requests_allocate_nothing() {
+    let _serial = crate::counting::serial();
+    TRACE.store(
+        std::env::var_os("HOLDFAST_ALLOC_TRACE").is_some(),
+        Ordering::SeqCst,
+    );
+    let (a, b) = (Redis::start(), Redis::start());
+    let names = vec![a.name(), b.name()];
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
+        threads: 1,
+        protocol: Protocol::Resp,
+        log_level: log::LevelFilter::Off,
+        upstreams: names.clone(),
+        // Rings exist before counting for every ring this load can hold at
+        // once (4 clients × 2, 2 upstream connections × 2, 2 lane queues:
+        // 14): the pool allocates only for a new peak of busy rings, not per
+        // request, and under load a new peak could come at any time (a
+        // fresh clone's CI once saw it: 1 allocation, from `Pool::take`).
+        pool_prealloc: 64,
+        ..Config::default()
+    };
+    config.validate().unwrap();
+    let running = Server::new(config)
+        .service_with(Proxy::new)
+        .start()
+        .expect("start the proxy");
+    let mut conns: Vec<TcpStream> = (0..CONNS)
+        .map(|_| {
+            let conn = util::connect(running.local_addr);
+            conn.set_nodelay(true).unwrap();
+            conn
+        })
+        .collect();
+    // Two keys on different upstreams.
+    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let keys: Vec<String> = (0..100).map(|i| format!("{i}:alloc")).collect();
+    let first = keys
+        .iter()
+        .find(|k| ring.upstream(k.as_bytes()) == 0)
+        .unwrap();
+    let second = keys
+        .iter()
+        .find(|k| ring.upstream(k.as_bytes()) == 1)
+        .unwrap();
+    let value = b"0123456789abcdef";
+    let encode = |args: &[&[u8]]| {
+        let mut bytes = Vec::new();
+        encode_command(args, &mut bytes);
+        bytes
+    };
+    // A SET on each upstream, a GET, and a split MGET, pipelined.
+    let mut request = encode(&[b"SET", first.as_bytes(), value]);
+    request.extend(encode(&[b"SET", second.as_bytes(), value]));
+    request.extend(encode(&[b"GET", first.as_bytes()]));
+    request.extend(encode(&[
+        b"MGET",
+        first.as_bytes(),
+        second.as_bytes(),
+        b"{x}gone",
+    ]));
+    let mut reply = b"+OK\r\n+OK\r\n$16\r\n0123456789abcdef\r\n".to_vec();
+    reply.extend(b"*3\r\n$16\r\n0123456789abcdef\r\n");
+    reply.extend(b"$16\r\n0123456789abcdef\r\n$-1\r\n");
+    let round = Round { request, reply };
+    let mut buffer = vec![0u8; round.reply.len()];
+    let start = std::time::Instant::now();
+    while start.elapsed() < WARMUP {
+        run(&mut conns, &round, &mut buffer, 100);
+    }
+
+    ALLOCATIONS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    run(&mut conns, &round, &mut buffer, MEASURED);
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+
+    drop(conns);
+    running.stopper()();
+    running.wait();
+    let requests = CONNS * MEASURED * 4;
+    eprintln!("proxy: {allocations} allocations over {requests} requests");
+    for trace in TRACES.lock().unwrap().iter() {
+        eprintln!("allocation in the window:\n{trace}");
+    }
+    assert_eq!(
+        allocations, 0,
+        "{allocations} heap allocations over {requests} steady-state proxied requests"
+    );
+}

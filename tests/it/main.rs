@@ -1,0 +1,28 @@
+//! The integration tests, one binary: each module tests one concern of the
+//! `holdfast` binary or the library through real loopback sockets (`util`
+//! starts servers, redis-servers and clients). Run one module with
+//! `cargo test --test it MODULE::`.
+
+mod util;
+
+mod admin;
+mod bad_input;
+mod bench_cli;
+mod cli;
+mod fd_exhaustion;
+mod lifecycle;
+mod limits;
+mod metrics;
+mod panic;
+mod partial_io;
+mod proxy;
+mod regressions;
+mod resp;
+mod resp_client;
+mod resp_diff;
+mod shards;
+mod split_sticky;
+mod timeouts;
+mod upstream;
+#[cfg(feature = "uring")]
+mod uring;
