@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 
 use holdfast::apps::proxy::Proxy;
-use holdfast::apps::proxy::hash::{KeyHash, Ring};
+use holdfast::apps::proxy::hash::{Continuum, KeyHash};
 use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
 use holdfast::engine::codec::resp::encode_command;
@@ -93,7 +93,7 @@ fn steady_state_proxy_requests_allocate_nothing() {
         })
         .collect();
     // Two keys on different upstreams.
-    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let ring = Continuum::new(&names, KeyHash::Murmur).unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("{i}:alloc")).collect();
     let first = keys
         .iter()

@@ -8,7 +8,7 @@ use crate::util;
 use std::collections::HashSet;
 use std::process::Command;
 
-use holdfast::apps::proxy::hash::{KeyHash, Ring};
+use holdfast::apps::proxy::hash::{Continuum, KeyHash};
 use util::{Redis, Resp, Server};
 
 /// A proxy in front of `upstreams`, with `extra` flags.
@@ -25,7 +25,7 @@ fn proxy(upstreams: &[&Redis], extra: &[&str]) -> Server {
 /// Where the proxy puts `key` among `upstreams` (in the order given).
 fn owner(upstreams: &[&Redis], key: &str) -> usize {
     let names: Vec<String> = upstreams.iter().map(|r| r.name()).collect();
-    Ring::new(&names, KeyHash::Murmur)
+    Continuum::new(&names, KeyHash::Murmur)
         .unwrap()
         .upstream(key.as_bytes())
 }
@@ -176,7 +176,7 @@ fn pipelined_replies_keep_request_order_across_upstreams() {
     let slow = Server::start(&["--protocol", "resp", "--enable-debug-commands"]);
     let slow_name = slow.addr.to_string();
     let names = [a.name(), b.name(), slow_name.clone()];
-    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let ring = Continuum::new(&names, KeyHash::Murmur).unwrap();
     let server = Server::start_proxy(&[
         "--upstream",
         &names[0],

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use holdfast::apps::proxy::hash::{KeyHash, Ring};
+use holdfast::apps::proxy::hash::{Continuum, KeyHash};
 use util::{Blackhole, Redis, Resp, Server, wait_until};
 
 const UNAVAILABLE: &[u8] = b"-ERR upstream unavailable\r\n";
@@ -275,7 +275,7 @@ fn a_connect_to_a_blackhole_times_out() {
 fn only_the_dead_upstreams_keys_fail() {
     let (live, mut dead) = (Redis::start(), Redis::start());
     let names = [live.name(), dead.name()];
-    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let ring = Continuum::new(&names, KeyHash::Murmur).unwrap();
     let server = Server::start_proxy(&["--upstream", &names[0], "--upstream", &names[1]]);
     let mut client = Resp::connect(server.addr);
     let keys: Vec<String> = (0..40).map(|i| format!("{i}:key")).collect();
@@ -548,7 +548,7 @@ fn a_split_command_holds_at_most_one_buffer() {
     let slow = stallable();
     let mut names: Vec<String> = fast.iter().map(Redis::name).collect();
     names.push(slow.addr.to_string());
-    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let ring = Continuum::new(&names, KeyHash::Murmur).unwrap();
     let mut args: Vec<&str> = Vec::new();
     for name in &names {
         args.extend(["--upstream", name]);
@@ -606,7 +606,7 @@ fn a_shard_holds_at_most_max_pending_bytes() {
     let redis = Redis::start();
     let slow = stallable();
     let names = [redis.name(), slow.addr.to_string()];
-    let ring = Ring::new(&names, KeyHash::Murmur).unwrap();
+    let ring = Continuum::new(&names, KeyHash::Murmur).unwrap();
     let server = Server::start_proxy(&[
         "--upstream",
         &names[0],

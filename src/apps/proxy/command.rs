@@ -140,7 +140,7 @@ pub enum Reason {
 pub const NAME_MAX: usize = 32;
 
 /// Routes the command `args` (its name first); `place` maps a key to the
-/// index of the upstream that owns it (as [`super::hash::Ring::upstream`]).
+/// index of the upstream that owns it (as [`super::hash::Continuum::upstream`]).
 pub fn route(mut args: Args<'_>, place: impl Fn(&[u8]) -> usize) -> Route {
     let Some(name) = args.next() else {
         return Route::Empty;

@@ -26,7 +26,7 @@
 //! the weight), so adding an upstream moves only the keys that now fall on
 //! the new one's points, and removing one moves only its own keys.
 
-/// Ring points per upstream of average weight, as ketama and nutcracker
+/// Continuum points per upstream of average weight, as ketama and nutcracker
 /// (`KETAMA_POINTS_PER_SERVER`): 8 bytes each, so 1.3 KiB per upstream.
 pub const POINTS_PER_UPSTREAM: usize = 160;
 
@@ -48,7 +48,7 @@ const POINT_INPUT_MAX: usize = 85;
 /// Invariant: `points` is sorted by `hash` and every `upstream` is below
 /// `upstreams`.
 #[derive(Clone, Debug)]
-pub struct Ring {
+pub struct Continuum {
     points: Box<[Point]>,
     upstreams: usize,
     hash: KeyHash,
@@ -125,18 +125,18 @@ impl std::fmt::Display for RingError {
 
 impl std::error::Error for RingError {}
 
-impl Ring {
+impl Continuum {
     /// A ring over upstreams of equal weight; an upstream's index in
-    /// `names` is what [`Ring::upstream`] returns.
+    /// `names` is what [`Continuum::upstream`] returns.
     ///
     /// Name each upstream as nutcracker names a server, or keys land
     /// elsewhere: the `host:port` as written in its configuration (a host
     /// name stays a host name, not the address it resolves to; the
     /// `:port` is dropped when it is 11211), or the explicit name that
     /// follows the weight (`127.0.0.1:6379:1 redis1` is named `redis1`).
-    pub fn new<N: AsRef<[u8]>>(names: &[N], hash: KeyHash) -> Result<Ring, RingError> {
+    pub fn new<N: AsRef<[u8]>>(names: &[N], hash: KeyHash) -> Result<Continuum, RingError> {
         let weighted: Vec<(&[u8], u32)> = names.iter().map(|n| (n.as_ref(), 1)).collect();
-        Ring::weighted(&weighted, hash)
+        Continuum::weighted(&weighted, hash)
     }
 
     /// A ring over `(name, weight)` upstreams: each gets points in
@@ -144,7 +144,7 @@ impl Ring {
     pub fn weighted<N: AsRef<[u8]>>(
         upstreams: &[(N, u32)],
         hash: KeyHash,
-    ) -> Result<Ring, RingError> {
+    ) -> Result<Continuum, RingError> {
         if upstreams.is_empty() {
             return Err(RingError::Empty);
         }
@@ -180,7 +180,7 @@ impl Ring {
         // sort gives such a tie to the lower upstream index, where
         // nutcracker's qsort leaves it unspecified.
         points.sort_by_key(|p| p.hash);
-        Ok(Ring {
+        Ok(Continuum {
             points: points.into_boxed_slice(),
             upstreams: count,
             hash,
@@ -297,7 +297,7 @@ mod tests {
     fn placement_matches_nutcracker_fnv1a_64() {
         // Recorded: nutcracker 0.5.0, ketama, fnv1a_64, hash_tag "{}",
         // servers 127.0.0.1:16501:1 .. 16503:1; which redis-server got it.
-        let ring = Ring::new(&RECORDED, KeyHash::Fnv1a64).unwrap();
+        let ring = Continuum::new(&RECORDED, KeyHash::Fnv1a64).unwrap();
         let mut golden: Vec<(&[u8], usize)> = vec![
             (b"{user1000}.following", 1),
             (b"{user1000}.followers", 1),
@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn placement_matches_nutcracker_murmur() {
         // Recorded as above with `hash: murmur`.
-        let ring = Ring::new(&RECORDED, KeyHash::Murmur).unwrap();
+        let ring = Continuum::new(&RECORDED, KeyHash::Murmur).unwrap();
         let golden: [(&[u8], usize); 24] = [
             (b"key:0", 2),
             (b"key:1", 2),
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn tagged_keys_share_an_upstream() {
-        let ring = Ring::new(&names(8), KeyHash::Fnv1a64).unwrap();
+        let ring = Continuum::new(&names(8), KeyHash::Fnv1a64).unwrap();
         for user in 0..200 {
             let a = format!("{{user{user}}}.name");
             let b = format!("x{{user{user}}}.mail");
@@ -394,7 +394,7 @@ mod tests {
     /// The largest relative distance of an upstream's share of 100k keys
     /// from 1/count.
     fn spread(count: usize, hash: KeyHash) -> f64 {
-        let ring = Ring::new(&names(count), hash).unwrap();
+        let ring = Continuum::new(&names(count), hash).unwrap();
         let mut hits = vec![0usize; count];
         for key in keys() {
             hits[ring.upstream(&key)] += 1;
@@ -425,8 +425,8 @@ mod tests {
             (4, KeyHash::Murmur),
             (8, KeyHash::Murmur),
         ] {
-            let before = Ring::new(&names(count), hash).unwrap();
-            let after = Ring::new(&names(count + 1), hash).unwrap();
+            let before = Continuum::new(&names(count), hash).unwrap();
+            let after = Continuum::new(&names(count + 1), hash).unwrap();
             let mut moved = 0usize;
             for key in keys() {
                 let (old, new) = (before.upstream(&key), after.upstream(&key));
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn removing_an_upstream_moves_only_its_keys() {
         let all = names(6);
-        let ring = Ring::new(&all, KeyHash::Murmur).unwrap();
+        let ring = Continuum::new(&all, KeyHash::Murmur).unwrap();
         for gone in 0..all.len() {
             let rest: Vec<&String> = all
                 .iter()
@@ -454,7 +454,7 @@ mod tests {
                 .filter(|(i, _)| *i != gone)
                 .map(|(_, n)| n)
                 .collect();
-            let smaller = Ring::new(&rest, KeyHash::Murmur).unwrap();
+            let smaller = Continuum::new(&rest, KeyHash::Murmur).unwrap();
             for key in keys().step_by(7) {
                 let old = ring.upstream(&key);
                 if old != gone {
@@ -467,14 +467,14 @@ mod tests {
 
     #[test]
     fn placement_is_deterministic() {
-        let a = Ring::new(&names(5), KeyHash::Murmur).unwrap();
-        let b = Ring::new(&names(5), KeyHash::Murmur).unwrap();
+        let a = Continuum::new(&names(5), KeyHash::Murmur).unwrap();
+        let b = Continuum::new(&names(5), KeyHash::Murmur).unwrap();
         assert!(keys().take(1000).all(|k| a.upstream(&k) == b.upstream(&k)));
     }
 
     #[test]
     fn weights_share_points() {
-        let ring = Ring::weighted(&[("a:1", 1), ("b:1", 3)], KeyHash::Murmur).unwrap();
+        let ring = Continuum::weighted(&[("a:1", 1), ("b:1", 3)], KeyHash::Murmur).unwrap();
         let heavy = ring.points.iter().filter(|p| p.upstream == 1).count();
         assert_eq!((ring.points.len(), heavy), (320, 240));
         assert_eq!(points_for(1, 3, 3), POINTS_PER_UPSTREAM);
@@ -485,27 +485,27 @@ mod tests {
     fn bad_rings_rejected() {
         let none: [&str; 0] = [];
         assert_eq!(
-            Ring::new(&none, KeyHash::Murmur).unwrap_err(),
+            Continuum::new(&none, KeyHash::Murmur).unwrap_err(),
             RingError::Empty
         );
         assert_eq!(
-            Ring::weighted(&[("a", 1), ("b", 0)], KeyHash::Murmur).unwrap_err(),
+            Continuum::weighted(&[("a", 1), ("b", 0)], KeyHash::Murmur).unwrap_err(),
             RingError::Weight(1)
         );
         let many = names(UPSTREAMS_MAX + 1);
         assert_eq!(
-            Ring::new(&many, KeyHash::Murmur).unwrap_err(),
+            Continuum::new(&many, KeyHash::Murmur).unwrap_err(),
             RingError::TooMany(UPSTREAMS_MAX + 1)
         );
     }
 
     #[test]
     fn positions_wrap_past_the_last_point() {
-        let ring = Ring::new(&names(3), KeyHash::Murmur).unwrap();
+        let ring = Continuum::new(&names(3), KeyHash::Murmur).unwrap();
         let first = ring.points[0].upstream as usize;
         assert_eq!(ring.upstream_of_hash(u32::MAX), first);
         assert_eq!(ring.upstream_of_hash(0), first);
-        let one = Ring::new(&["only:1"], KeyHash::Murmur).unwrap();
+        let one = Continuum::new(&["only:1"], KeyHash::Murmur).unwrap();
         assert_eq!(one.upstream(b"anything"), 0);
     }
 }

@@ -7,7 +7,7 @@
 //! what they look like in RESP.
 
 use crate::apps::proxy::command::{Local, Route, local_reply, route};
-use crate::apps::proxy::hash::Ring;
+use crate::apps::proxy::hash::Continuum;
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
 use crate::engine::codec::resp::Args;
 use crate::engine::service::{Answer, CallError, Reply, Service, ServiceContext};
@@ -28,7 +28,7 @@ const TOO_LARGE: &[u8] = b"-ERR reply too large for the connection buffer\r\n";
 
 /// One shard's proxy service.
 pub struct Proxy {
-    ring: Ring,
+    ring: Continuum,
     /// Reused from command to command: the split of the last one.
     plan: Plan,
     /// Sub-commands and replies written here; keeps its capacity.
@@ -47,7 +47,7 @@ impl Proxy {
     /// least one, at most `UPSTREAMS_MAX`).
     pub fn new(context: &ServiceContext<'_>) -> Proxy {
         let config = context.config;
-        let ring = Ring::new(&config.upstreams, config.key_hash).expect("validated upstreams");
+        let ring = Continuum::new(&config.upstreams, config.key_hash).expect("validated upstreams");
         Proxy {
             ring,
             plan: Plan::new(),

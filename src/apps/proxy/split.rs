@@ -25,7 +25,7 @@
 use std::ops::Range;
 
 use super::command::{Split, push_bulk, push_header};
-use crate::engine::codec::reply::{Reply, ReplyError, next};
+use crate::engine::codec::reply::{Element, ReplyError, next};
 use crate::engine::codec::resp::Args;
 
 /// The client's reply when an upstream's reply cannot be merged (the
@@ -235,16 +235,19 @@ impl Plan {
         for (sub, reply) in replies.iter().enumerate() {
             let (head, used) = read(reply, 0, sub)?;
             match (split, head) {
-                (_, Reply::Error(_)) => {
+                (_, Element::Error(_)) => {
                     if reply.len() != used {
                         return Err(unexpected(sub));
                     }
                     out.extend_from_slice(reply);
                     return Ok(());
                 }
-                (Split::Mget, Reply::Array(n)) if n == self.subs[sub].keys => {}
-                (Split::Mset, Reply::Simple(b"OK")) => {}
-                (Split::Del | Split::Unlink | Split::Exists | Split::Touch, Reply::Integer(n)) => {
+                (Split::Mget, Element::Array(n)) if n == self.subs[sub].keys => {}
+                (Split::Mset, Element::Simple(b"OK")) => {}
+                (
+                    Split::Del | Split::Unlink | Split::Exists | Split::Touch,
+                    Element::Integer(n),
+                ) => {
                     sum = sum.saturating_add(n);
                 }
                 _ => return Err(unexpected(sub)),
@@ -262,7 +265,7 @@ impl Plan {
                     let reply = replies[sub];
                     let at = self.cursors[sub];
                     match read(reply, at, sub)? {
-                        (Reply::Bulk(_) | Reply::Nil, used) => {
+                        (Element::Bulk(_) | Element::Nil, used) => {
                             out.extend_from_slice(&reply[at..at + used]);
                             self.cursors[sub] = at + used;
                         }
@@ -282,7 +285,7 @@ impl Plan {
 
 /// The element of `reply` at `at`, and its length; an incomplete reply is
 /// as unexpected as a wrong one (the caller gives whole replies).
-fn read(reply: &[u8], at: usize, sub: usize) -> Result<(Reply<'_>, usize), MergeError> {
+fn read(reply: &[u8], at: usize, sub: usize) -> Result<(Element<'_>, usize), MergeError> {
     match next(&reply[at..]) {
         Ok(Some(element)) => Ok(element),
         Ok(None) => Err(MergeError { sub, invalid: None }),
@@ -575,7 +578,7 @@ mod tests {
             data in prop::collection::vec((arb_key(), arb_key()), 0..30),
             wanted in prop::collection::vec(arb_key(), 1..30),
         ) {
-            let ring = crate::apps::proxy::hash::Ring::new(
+            let ring = crate::apps::proxy::hash::Continuum::new(
                 &(0..upstreams).map(|i| format!("10.0.0.{i}:6379")).collect::<Vec<_>>(),
                 crate::apps::proxy::hash::KeyHash::Murmur,
             ).unwrap();

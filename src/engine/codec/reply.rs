@@ -23,7 +23,7 @@ pub const BULK_MAX: usize = 512 << 20;
 
 /// One element of a reply, borrowing from the bytes it was read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub enum Element<'a> {
     /// `+OK`: the text after `+`.
     Simple(&'a [u8]),
     /// `-ERR ...`: the text after `-` (`ERR ...`).
@@ -66,7 +66,7 @@ impl std::error::Error for ReplyError {}
 
 /// Reads the first element of `bytes`: the element and the bytes it took,
 /// `Ok(None)` when more bytes are needed to tell.
-pub fn next(bytes: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ReplyError> {
+pub fn next(bytes: &[u8]) -> Result<Option<(Element<'_>, usize)>, ReplyError> {
     let Some(&kind) = bytes.first() else {
         return Ok(None);
     };
@@ -78,16 +78,16 @@ pub fn next(bytes: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ReplyError> {
     };
     let number = || parse_int(line).ok_or(ReplyError::Number);
     let reply = match kind {
-        b'+' => Reply::Simple(line),
-        b'-' => Reply::Error(line),
-        b':' => Reply::Integer(number()?),
+        b'+' => Element::Simple(line),
+        b'-' => Element::Error(line),
+        b':' => Element::Integer(number()?),
         b'*' => match number()? {
-            -1 => Reply::Nil,
-            n => Reply::Array(usize::try_from(n).map_err(|_| ReplyError::Number)?),
+            -1 => Element::Nil,
+            n => Element::Array(usize::try_from(n).map_err(|_| ReplyError::Number)?),
         },
         _ => {
             let len = match number()? {
-                -1 => return Ok(Some((Reply::Nil, after))),
+                -1 => return Ok(Some((Element::Nil, after))),
                 n => usize::try_from(n)
                     .ok()
                     .filter(|&n| n <= BULK_MAX)
@@ -100,7 +100,7 @@ pub fn next(bytes: &[u8]) -> Result<Option<(Reply<'_>, usize)>, ReplyError> {
             if &bytes[end - 2..end] != b"\r\n" {
                 return Err(ReplyError::Crlf);
             }
-            return Ok(Some((Reply::Bulk(&bytes[after..end - 2]), end)));
+            return Ok(Some((Element::Bulk(&bytes[after..end - 2]), end)));
         }
     };
     Ok(Some((reply, after)))
@@ -128,9 +128,9 @@ pub fn reply_len(bytes: &[u8]) -> Result<Option<usize>, ReplyError> {
 
 /// The count of elements still to read once `reply` has been read: one
 /// less, plus an array's elements.
-fn after_element(left: u64, reply: Reply<'_>) -> Result<u64, ReplyError> {
+fn after_element(left: u64, reply: Element<'_>) -> Result<u64, ReplyError> {
     let more = match reply {
-        Reply::Array(n) => n as u64,
+        Element::Array(n) => n as u64,
         _ => 0,
     };
     (left - 1).checked_add(more).ok_or(ReplyError::Number)
@@ -202,12 +202,12 @@ impl Skip {
                         Some(b"\r\n") => at += 2,
                         Some(_) => return Err(ReplyError::Crlf),
                     }
-                    self.element_done(Reply::Nil)?;
+                    self.element_done(Element::Nil)?;
                 }
                 SkipAt::Line => match rest.iter().position(|&b| b == b'\n') {
                     Some(newline) => {
                         at += newline + 1;
-                        self.element_done(Reply::Nil)?;
+                        self.element_done(Element::Nil)?;
                     }
                     None => return Ok((bytes.len(), false)),
                 },
@@ -224,8 +224,8 @@ impl Skip {
                         let n = parse_int(&rest[1..line - 2]).ok_or(ReplyError::Number)?;
                         at += line;
                         match (kind, n) {
-                            (b'*' | b'$', -1) => self.element_done(Reply::Nil)?,
-                            (b'*', n) if n >= 0 => self.element_done(Reply::Array(n as usize))?,
+                            (b'*' | b'$', -1) => self.element_done(Element::Nil)?,
+                            (b'*', n) if n >= 0 => self.element_done(Element::Array(n as usize))?,
                             (b'$', n) if n >= 0 && n as u64 <= BULK_MAX as u64 => {
                                 self.at = SkipAt::Bulk(n as u64);
                             }
@@ -240,7 +240,7 @@ impl Skip {
     }
 
     /// An element was passed (an array's header adds its elements).
-    fn element_done(&mut self, element: Reply<'_>) -> Result<(), ReplyError> {
+    fn element_done(&mut self, element: Element<'_>) -> Result<(), ReplyError> {
         self.left = after_element(self.left, element)?;
         self.at = SkipAt::Start;
         Ok(())
@@ -282,7 +282,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn one(bytes: &[u8]) -> Reply<'_> {
+    fn one(bytes: &[u8]) -> Element<'_> {
         let (reply, used) = next(bytes).unwrap().unwrap();
         assert_eq!(used, bytes.len());
         reply
@@ -290,15 +290,15 @@ mod tests {
 
     #[test]
     fn each_kind_of_element() {
-        assert_eq!(one(b"+OK\r\n"), Reply::Simple(b"OK"));
-        assert_eq!(one(b"-ERR no\r\n"), Reply::Error(b"ERR no"));
-        assert_eq!(one(b":-42\r\n"), Reply::Integer(-42));
-        assert_eq!(one(b"$3\r\na\r\n\r\n"), Reply::Bulk(b"a\r\n"));
-        assert_eq!(one(b"$0\r\n\r\n"), Reply::Bulk(b""));
-        assert_eq!(one(b"$-1\r\n"), Reply::Nil);
-        assert_eq!(one(b"*-1\r\n"), Reply::Nil);
-        assert_eq!(one(b"*0\r\n"), Reply::Array(0));
-        assert_eq!(next(b"*2\r\n:1\r\n").unwrap(), Some((Reply::Array(2), 4)));
+        assert_eq!(one(b"+OK\r\n"), Element::Simple(b"OK"));
+        assert_eq!(one(b"-ERR no\r\n"), Element::Error(b"ERR no"));
+        assert_eq!(one(b":-42\r\n"), Element::Integer(-42));
+        assert_eq!(one(b"$3\r\na\r\n\r\n"), Element::Bulk(b"a\r\n"));
+        assert_eq!(one(b"$0\r\n\r\n"), Element::Bulk(b""));
+        assert_eq!(one(b"$-1\r\n"), Element::Nil);
+        assert_eq!(one(b"*-1\r\n"), Element::Nil);
+        assert_eq!(one(b"*0\r\n"), Element::Array(0));
+        assert_eq!(next(b"*2\r\n:1\r\n").unwrap(), Some((Element::Array(2), 4)));
     }
 
     #[test]
