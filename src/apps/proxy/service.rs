@@ -1,6 +1,6 @@
 //! The service behind `holdfast proxy`: each RESP command goes to the
 //! upstream that owns its key ([`crate::apps::proxy::command::route`] over a
-//! ketama [`Ring`]), is split over several and merged back
+//! ketama [`Continuum`]), is split over several and merged back
 //! ([`Plan`]), is answered here (PING, ECHO, ...), or is refused with an
 //! error naming why. The engine sends the calls, keeps replies in request
 //! order and turns failures into [`CallError`]s; this service only says
