@@ -29,6 +29,6 @@ pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod shard;
-pub mod sys;
+pub(crate) mod sys;
 pub mod timer;
-pub mod upstream;
+pub(crate) mod upstream;

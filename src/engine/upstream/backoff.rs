@@ -132,6 +132,7 @@ impl Backoff {
         self.previous = self.settings.base;
     }
 
+    #[cfg(test)]
     /// Failures since the last success (or the start).
     pub fn attempts(&self) -> u32 {
         self.attempt

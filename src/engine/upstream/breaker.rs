@@ -140,17 +140,6 @@ pub enum FailureKind {
     Reset,
 }
 
-impl FailureKind {
-    /// The metric label: `connect`, `timeout`, `reset`.
-    pub fn name(self) -> &'static str {
-        match self {
-            FailureKind::Connect => "connect",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Reset => "reset",
-        }
-    }
-}
-
 /// One upstream's circuit breaker.
 #[derive(Clone, Debug)]
 pub struct Breaker {
@@ -274,6 +263,7 @@ impl Breaker {
         self.state
     }
 
+    #[cfg(test)]
     /// When an open breaker will let probes through; `None` unless open.
     pub fn open_until(&self) -> Option<Millis> {
         (self.state == State::Open).then(|| self.opened_at.saturating_add(self.settings.cool_down))
@@ -282,11 +272,6 @@ impl Breaker {
     /// How many times the breaker went from `from` to `to`, for metrics.
     pub fn transitions(&self, from: State, to: State) -> u64 {
         self.transitions[from.index()][to.index()]
-    }
-
-    /// The settings it was built with.
-    pub fn settings(&self) -> &BreakerSettings {
-        &self.settings
     }
 
     fn tick(&mut self, now: Millis) -> Millis {
@@ -564,7 +549,6 @@ mod tests {
         // closed→open, open→half_open ×2, half_open→open, half_open→closed.
         assert_eq!(counts, [0, 1, 0, 0, 0, 2, 1, 1, 0]);
         assert_eq!(State::HalfOpen.name(), "half_open");
-        assert_eq!(FailureKind::Connect.name(), "connect");
     }
 
     #[test]

@@ -102,6 +102,7 @@ impl Pending {
         self.ready || (self.calls > 0 && self.left == 0)
     }
 
+    #[cfg(test)]
     /// Calls made.
     pub fn calls(&self) -> usize {
         self.calls as usize
@@ -202,6 +203,7 @@ impl Pendings {
         self.table.len()
     }
 
+    #[cfg(test)]
     /// No entry.
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
