@@ -14,10 +14,8 @@
 
 use std::io::Write;
 
-use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
-use holdfast::engine::server::Server;
-use holdfast::engine::service::{Reply, Service};
+use holdfast::{Config, Reply, Server, Service};
 
 /// Upper-cases each line; one instance per shard.
 #[derive(Default)]

@@ -16,6 +16,9 @@
 //!
 //! [`cli`] (the command line) sits above them all and is used by the binary.
 //!
+//! A service author needs what the crate root re-exports: [`Server`],
+//! [`Config`], [`Service`] and its [`Reply`] (`examples/custom_service.rs`).
+//!
 //! Data flows one way: socket → input ring → codec → service → output ring
 //! → socket.
 
@@ -27,3 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod tools;
+
+pub use config::Config;
+pub use engine::server::Server;
+pub use engine::service::{Reply, Service, ServiceContext};
