@@ -811,6 +811,90 @@ mod tests {
         assert!((sum - 2.000_21).abs() < 1e-9, "sum {sum}");
     }
 
+    /// Two shards with two upstreams (one name needing escapes) under
+    /// io_uring, every figure set to a distinct value, so every family
+    /// and every label combination renders something recognisable.
+    fn full_registry() -> Registry {
+        let mut next = 0u64;
+        let mut fill = |counter: &dyn Fn(u64)| {
+            next += 1;
+            counter(next);
+        };
+        let shards: Vec<Arc<ShardMetrics>> = (0..2)
+            .map(|_| {
+                let s = ShardMetrics::with_upstreams(2);
+                for gauge in [
+                    &s.connections_open,
+                    &s.fds_own,
+                    &s.pending,
+                    &s.pending_bytes,
+                    &s.pending_bytes_refused,
+                    &s.pending_bytes_paused,
+                    &s.upstream_conns_open,
+                ] {
+                    fill(&|v| gauge.set(v));
+                }
+                let counters = [&s.accepted, &s.handler_panics, &s.frames, &s.bytes_read]
+                    .into_iter()
+                    .chain([&s.bytes_written, &s.loop_iterations])
+                    .chain(&s.rejected)
+                    .chain(&s.closed)
+                    .chain(&s.loop_turn.buckets)
+                    .chain([&s.loop_turn.sum_ns, &s.loop_turn.count])
+                    .chain([&s.uring.enters, &s.uring.enobufs, &s.uring.cq_overflow])
+                    .chain([&s.uring.short_sends, &s.uring.stray_completions]);
+                for counter in counters {
+                    fill(&|v| counter.add(v));
+                }
+                for (index, u) in s.upstreams.iter().enumerate() {
+                    let counters = [&u.requests, &u.connects, &u.latency.sum_us]
+                        .into_iter()
+                        .chain(&u.errors)
+                        .chain(&u.fail_fast)
+                        .chain(&u.latency.buckets);
+                    for counter in counters {
+                        fill(&|v| counter.add(v));
+                    }
+                    let gauges = [&u.conns_in_use, &u.conns_idle, &u.conns_connecting, &u.queued]
+                        .into_iter()
+                        .chain(u.transitions.iter().flatten());
+                    for gauge in gauges {
+                        fill(&|v| gauge.set(v));
+                    }
+                    u.breaker_state.set(index as u64 + 1);
+                }
+                Arc::new(s)
+            })
+            .collect();
+        let mut registry = Registry::new(shards, "uring");
+        registry.upstreams = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
+        registry.ready.store(true, Ordering::Relaxed);
+        registry.fds_other.store(5, Ordering::Relaxed);
+        registry
+    }
+
+    /// The whole exposition text of [`full_registry`], byte for byte, with
+    /// only the values read from `/proc` (which change from run to run)
+    /// replaced by `N`: pins the format against refactoring.
+    #[test]
+    fn full_text_unchanged() {
+        let mut text = String::new();
+        render(&full_registry(), &mut text);
+        let masked: String = text
+            .lines()
+            .map(|line| match line.rsplit_once(' ') {
+                Some((series, _))
+                    if line.starts_with("process_")
+                        || line.starts_with("holdfast_fd_unaccounted ") =>
+                {
+                    format!("{series} N\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        assert_eq!(masked, include_str!("render_full.txt"));
+    }
+
     #[test]
     fn fd_unaccounted_subtracts_every_known_fd() {
         let registry = two_shards(); // 7 connections open
