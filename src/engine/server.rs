@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crate::config::{Backend, Config};
-use crate::engine::metrics::{Registry, ShardMetrics, admin};
+use crate::engine::admin;
+use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::service::{Service, ServiceContext};
 use crate::engine::shard::{Shard, Shared, Waker, fds_per_shard};
 use crate::engine::sys;
