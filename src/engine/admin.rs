@@ -414,21 +414,8 @@ impl Connection {
                     }
                 }
                 Phase::Writing { response, written } => {
-                    while *written < response.len() {
-                        match self.stream.write(&response[*written..]) {
-                            Ok(0) => return Progress::Close,
-                            Ok(n) => *written += n,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                return Progress::Blocked;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => return Progress::Close,
-                        }
-                    }
-                    // FIN now, so the peer sees the end of the response
-                    // while we wait for its close.
-                    if self.stream.shutdown(Shutdown::Write).is_err() {
-                        return Progress::Close;
+                    if let Some(progress) = write_response(&mut self.stream, response, written) {
+                        return progress;
                     }
                     Phase::Draining
                 }
@@ -437,6 +424,30 @@ impl Connection {
             self.phase = next;
         }
     }
+}
+
+/// Writes `response[written..]` and then shuts down our side. `None`:
+/// done, go on to draining; else blocked or failed.
+fn write_response(
+    stream: &mut TcpStream,
+    response: &[u8],
+    written: &mut usize,
+) -> Option<Progress> {
+    while *written < response.len() {
+        match stream.write(&response[*written..]) {
+            Ok(0) => return Some(Progress::Close),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Progress::Blocked),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(Progress::Close),
+        }
+    }
+    // FIN now, so the peer sees the end of the response while we wait for
+    // its close.
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return Some(Progress::Close);
+    }
+    None
 }
 
 /// Reads into `head` until the request head is complete (or is known to
