@@ -562,6 +562,13 @@ mod tests {
         }
     }
 
+    /// The whole line, byte for byte: field order and number formats.
+    #[test]
+    fn json_line_exactly() {
+        let expected = r#"{"target":"127.0.0.1:7000","protocol":"echo","conns":100,"connected":100,"pipeline":1,"size":64,"threads":1,"idle":false,"seconds":2.000,"requests":2000,"rps":1000.0,"p50_us":10.0,"p99_us":99.0,"p999_us":999.5,"max_us":2000.0,"errors":1,"connect_s":0.020,"connect_retries":3,"server_cpu_s":0.010,"server_cpu_us_per_req":5.000,"first_error":"i/o: \"reset\""}"#;
+        assert_eq!(summary().to_json(), expected);
+    }
+
     #[test]
     fn text_names_the_rate_and_percentiles() {
         let text = summary().to_text();
