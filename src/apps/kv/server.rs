@@ -294,3 +294,98 @@ fn human_bytes(n: u64) -> String {
         .unwrap_or(UNITS[0]);
     format!("{:.2}{unit}", n / scale)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::metrics::Registry;
+    use crate::engine::service::ServiceContext;
+
+    /// INFO of an empty store over two shards with distinct figures,
+    /// every section byte for byte (the server section's pid and uptime
+    /// masked).
+    #[test]
+    fn info_text_pinned() {
+        let shards: Vec<Arc<ShardMetrics>> = (1..=2u64)
+            .map(|n| {
+                let s = ShardMetrics::default();
+                s.connections_open.set(n);
+                s.accepted.add(10 * n);
+                s.frames.add(100 * n);
+                s.bytes_read.add(1000 * n);
+                s.bytes_written.add(2000 * n);
+                s.rejected[0].add(3 * n);
+                s.rejected[1].add(5 * n);
+                s.closed[CloseReason::ProtocolError.index()].add(7 * n);
+                s.closed[CloseReason::Peer.index()].add(11 * n);
+                s.handler_panics.add(13 * n);
+                Arc::new(s)
+            })
+            .collect();
+        let registry = Arc::new(Registry::new(shards, "epoll"));
+        let mut config = Config::default();
+        config.threads = 2;
+        config.max_conns = 77;
+        let context = ServiceContext {
+            shard: 0,
+            config: &config,
+            registry: &registry,
+        };
+        let store = Arc::new(super::super::store::Store::new(2, 1 << 20));
+        let kv = Kv::new(store, &context);
+        let mut text = String::new();
+        for section in SECTIONS {
+            kv.info_section(section, &mut text);
+        }
+        // Every line ends in CRLF; the pid, uptime and OS vary.
+        assert!(text.ends_with("\r\n") && !text.replace("\r\n", "").contains('\n'));
+        let masked: Vec<String> = text
+            .lines()
+            .map(|line| match line.split_once(':') {
+                Some((key, _)) if ["process_id", "uptime_in_seconds", "os"].contains(&key) => {
+                    format!("{key}:N")
+                }
+                _ => line.to_owned(),
+            })
+            .collect();
+        let expected = [
+            "# Server",
+            "redis_version:7.0.0",
+            "redis_mode:standalone",
+            "os:N",
+            "process_id:N",
+            "tcp_port:7000",
+            "uptime_in_seconds:N",
+            "uptime_in_days:0",
+            "hz:10",
+            "holdfast_version:0.1.0",
+            "shards:2",
+            "backend:epoll",
+            "# Clients",
+            "connected_clients:3",
+            "maxclients:77",
+            "blocked_clients:0",
+            "# Memory",
+            "used_memory:0",
+            "used_memory_human:0B",
+            "maxmemory:1048576",
+            "maxmemory_human:1.00M",
+            "maxmemory_policy:noeviction",
+            "# Stats",
+            "total_connections_received:30",
+            "total_commands_processed:300",
+            "total_net_input_bytes:3000",
+            "total_net_output_bytes:6000",
+            "rejected_connections:24",
+            "expired_keys:0",
+            "evicted_keys:0",
+            "protocol_errors:21",
+            "handler_panics:39",
+            "# Keyspace",
+        ];
+        assert_eq!(masked, expected);
+    }
+}
