@@ -51,76 +51,88 @@ impl Kv {
     }
 
     fn info_section(&self, section: &str, text: &mut String) {
-        let shards = &self.registry.shards;
-        let sum =
-            |get: &dyn Fn(&ShardMetrics) -> u64| -> u64 { shards.iter().map(|s| get(s)).sum() };
         match section {
-            "server" => {
-                let uptime = self.started.elapsed().as_secs();
-                let _ = write!(
-                    text,
-                    "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
-                     os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\n\
-                     uptime_in_days:{}\r\nhz:10\r\nholdfast_version:{}\r\nshards:{}\r\n\
-                     backend:{}\r\n",
-                    std::env::consts::OS,
-                    std::process::id(),
-                    self.port,
-                    uptime / 86_400,
-                    env!("CARGO_PKG_VERSION"),
-                    self.threads,
-                    self.registry.backend,
-                );
-            }
-            "clients" => {
-                let _ = write!(
-                    text,
-                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
-                    sum(&|s| s.connections_open.get()),
-                    self.max_conns,
-                );
-            }
-            "memory" => {
-                let used = self.store.used_memory();
-                let max = self.store.max_memory();
-                let _ = write!(
-                    text,
-                    "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n\
-                     maxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\n",
-                    human_bytes(used as u64),
-                    human_bytes(max as u64),
-                );
-            }
-            "stats" => {
-                let closed = |reason: CloseReason| sum(&|s| s.closed[reason.index()].get());
-                let _ = write!(
-                    text,
-                    "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                     total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
-                     rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
-                     protocol_errors:{}\r\nhandler_panics:{}\r\n",
-                    sum(&|s| s.accepted.get()),
-                    sum(&|s| s.frames.get()),
-                    sum(&|s| s.bytes_read.get()),
-                    sum(&|s| s.bytes_written.get()),
-                    sum(&|s| s.rejected.iter().map(|c| c.get()).sum()),
-                    self.store.expired_keys(),
-                    closed(CloseReason::ProtocolError),
-                    sum(&|s| s.handler_panics.get()),
-                );
-            }
-            _ => {
-                text.push_str("# Keyspace\r\n");
-                let keys = self.store.len();
-                if keys > 0 {
-                    let _ = write!(
-                        text,
-                        "db0:keys={keys},expires={},avg_ttl={}\r\n",
-                        self.store.volatile_len(),
-                        self.store.avg_ttl(),
-                    );
-                }
-            }
+            "server" => self.info_server(text),
+            "clients" => self.info_clients(text),
+            "memory" => self.info_memory(text),
+            "stats" => self.info_stats(text),
+            _ => self.info_keyspace(text),
+        }
+    }
+
+    /// One figure summed over the shards.
+    fn sum_shards(&self, get: impl Fn(&ShardMetrics) -> u64) -> u64 {
+        self.registry.shards.iter().map(|s| get(s)).sum()
+    }
+
+    fn info_server(&self, text: &mut String) {
+        let uptime = self.started.elapsed().as_secs();
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+             os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\n\
+             uptime_in_days:{}\r\nhz:10\r\nholdfast_version:{}\r\nshards:{}\r\n\
+             backend:{}\r\n",
+            std::env::consts::OS,
+            std::process::id(),
+            self.port,
+            uptime / 86_400,
+            env!("CARGO_PKG_VERSION"),
+            self.threads,
+            self.registry.backend,
+        );
+    }
+
+    fn info_clients(&self, text: &mut String) {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+            self.sum_shards(|s| s.connections_open.get()),
+            self.max_conns,
+        );
+    }
+
+    fn info_memory(&self, text: &mut String) {
+        let used = self.store.used_memory();
+        let max = self.store.max_memory();
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n\
+             maxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\n",
+            human_bytes(used as u64),
+            human_bytes(max as u64),
+        );
+    }
+
+    fn info_stats(&self, text: &mut String) {
+        let protocol_errors = CloseReason::ProtocolError.index();
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
+             rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
+             protocol_errors:{}\r\nhandler_panics:{}\r\n",
+            self.sum_shards(|s| s.accepted.get()),
+            self.sum_shards(|s| s.frames.get()),
+            self.sum_shards(|s| s.bytes_read.get()),
+            self.sum_shards(|s| s.bytes_written.get()),
+            self.sum_shards(|s| s.rejected.iter().map(|c| c.get()).sum()),
+            self.store.expired_keys(),
+            self.sum_shards(|s| s.closed[protocol_errors].get()),
+            self.sum_shards(|s| s.handler_panics.get()),
+        );
+    }
+
+    fn info_keyspace(&self, text: &mut String) {
+        text.push_str("# Keyspace\r\n");
+        let keys = self.store.len();
+        if keys > 0 {
+            let _ = write!(
+                text,
+                "db0:keys={keys},expires={},avg_ttl={}\r\n",
+                self.store.volatile_len(),
+                self.store.avg_ttl(),
+            );
         }
     }
 
