@@ -338,9 +338,11 @@ mod tests {
             })
             .collect();
         let registry = Arc::new(Registry::new(shards, "epoll"));
-        let mut config = Config::default();
-        config.threads = 2;
-        config.max_conns = 77;
+        let config = Config {
+            threads: 2,
+            max_conns: 77,
+            ..Config::default()
+        };
         let context = ServiceContext {
             shard: 0,
             config: &config,
