@@ -7,8 +7,10 @@ use holdfast::apps::echo::Echo;
 use holdfast::apps::kv::{Kv, Store};
 use holdfast::apps::proxy::Proxy;
 use holdfast::cli::{self, Command};
+use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
 use holdfast::engine::server::Server;
+use holdfast::tools::bench::BenchOptions;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os()) {
@@ -23,73 +25,83 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Bench(options) => match holdfast::tools::bench::run(&options) {
-            Ok(summary) => {
-                if options.json {
-                    println!("{}", summary.to_json());
-                } else {
-                    print!("{}", summary.to_text());
-                }
-                ExitCode::SUCCESS
-            }
-            Err(line) => {
-                eprintln!("holdfast: {line}");
-                ExitCode::from(1)
-            }
-        },
-        Command::Check(config) => match holdfast::engine::server::choose_backend(&config) {
-            Ok((backend, fallback)) => {
-                if let Some(warning) = fallback {
-                    eprintln!("holdfast: {warning}");
-                }
-                println!("settings ok; backend {}", backend.name());
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("holdfast: {error}");
-                ExitCode::from(1)
-            }
-        },
+        Command::Bench(options) => bench(&options),
+        Command::Check(config) => check(&config),
         Command::Proxy(config) => {
             init_logging(config.log_level);
             install_panic_hook();
-            let server = Server::new(config).service_with(Proxy::new);
-            match server.run() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    log::error!("{error}");
-                    ExitCode::from(1)
-                }
-            }
+            run(Server::new(config).service_with(Proxy::new))
         }
         Command::Serve(config) => {
             init_logging(config.log_level);
             install_panic_hook();
-            let server = match config.protocol {
-                Protocol::Resp => {
-                    // One store for every shard, made by the first shard's
-                    // factory call: the thread count is resolved by then.
-                    let store: Arc<OnceLock<Arc<Store>>> = Arc::default();
-                    Server::new(config).service_with(move |context| {
-                        let store = store.get_or_init(|| {
-                            let config = context.config;
-                            Arc::new(Store::new(config.threads, config.max_memory))
-                        });
-                        Kv::new(store.clone(), context)
-                    })
-                }
-                Protocol::Echo | Protocol::Line | Protocol::Frame => {
-                    Server::new(config).service(|| Echo)
-                }
-            };
-            match server.run() {
-                Ok(()) => ExitCode::SUCCESS,
-                // Every start-up failure (bind, fd limit, setup) exits 1.
-                Err(error) => {
-                    log::error!("{error}");
-                    ExitCode::from(1)
-                }
+            run(serve(config))
+        }
+    }
+}
+
+/// `holdfast bench`: the summary on stdout, as text or one JSON line.
+fn bench(options: &BenchOptions) -> ExitCode {
+    match holdfast::tools::bench::run(options) {
+        Ok(summary) => {
+            if options.json {
+                println!("{}", summary.to_json());
+            } else {
+                print!("{}", summary.to_text());
             }
+            ExitCode::SUCCESS
+        }
+        Err(line) => {
+            eprintln!("holdfast: {line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `holdfast check`: the settings are valid and a backend can run them.
+fn check(config: &Config) -> ExitCode {
+    match holdfast::engine::server::choose_backend(config) {
+        Ok((backend, fallback)) => {
+            if let Some(warning) = fallback {
+                eprintln!("holdfast: {warning}");
+            }
+            println!("settings ok; backend {}", backend.name());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("holdfast: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `holdfast serve`: the key-value service for RESP, echo for the rest.
+fn serve(config: Config) -> Server {
+    match config.protocol {
+        Protocol::Resp => {
+            // One store for every shard, made by the first shard's
+            // factory call: the thread count is resolved by then.
+            let store: Arc<OnceLock<Arc<Store>>> = Arc::default();
+            Server::new(config).service_with(move |context| {
+                let store = store.get_or_init(|| {
+                    let config = context.config;
+                    Arc::new(Store::new(config.threads, config.max_memory))
+                });
+                Kv::new(store.clone(), context)
+            })
+        }
+        Protocol::Echo | Protocol::Line | Protocol::Frame => Server::new(config).service(|| Echo),
+    }
+}
+
+/// Runs `server` until it stops.
+fn run(server: Server) -> ExitCode {
+    match server.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        // Every start-up failure (bind, fd limit, setup) exits 1.
+        Err(error) => {
+            log::error!("{error}");
+            ExitCode::from(1)
         }
     }
 }

@@ -18,9 +18,12 @@
 //!   pools of connections in the shard's own loop, the replies clients
 //!   await (in request order), the circuit breaker and the reconnect
 //!   backoff.
-//! - [`metrics`]: per-shard counters, Prometheus text, the admin endpoint.
+//! - [`metrics`]: per-shard counters, Prometheus text.
+//! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/healthz`,
+//!   `/readyz`) on its own thread.
 //! - [`sys`]: socket options, RLIMIT_NOFILE.
 
+pub mod admin;
 pub mod buffer;
 pub mod codec;
 pub mod conn;

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crate::config::{Backend, Config};
-use crate::engine::metrics::{Registry, ShardMetrics, admin};
+use crate::engine::admin;
+use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::service::{Service, ServiceContext};
 use crate::engine::shard::{Shard, Shared, Waker, fds_per_shard};
 use crate::engine::sys;
@@ -190,40 +191,7 @@ impl Server {
         if let Some(warning) = fallback {
             log::warn!("{warning}");
         }
-
-        let mut listeners = Vec::with_capacity(config.threads);
-        let reuse_port = config.threads > 1;
-        if reuse_port && config.listen.port() != 0 {
-            // SO_REUSEPORT would let this process quietly share the port
-            // with another server of the same user (a second holdfast, say)
-            // instead of failing. A plain bind first finds that out.
-            drop(
-                sys::listener(config.listen, 1, false).map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?,
-            );
-        }
-        for _ in 0..config.threads {
-            // With port 0 the first bind picks the port; the others share it.
-            let addr = listeners
-                .first()
-                .map_or(Ok(config.listen), std::net::TcpListener::local_addr)
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
-            let listener = sys::listener(addr, config.backlog, reuse_port)
-                .map_err(|source| ServerError::Bind { addr, source })?;
-            listeners.push(listener);
-        }
-        let local_addr = listeners[0]
-            .local_addr()
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-
+        let (listeners, local_addr) = bind_listeners(&config)?;
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
             .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstreams.len())))
             .collect();
@@ -234,51 +202,15 @@ impl Server {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let mut shards = Vec::with_capacity(config.threads);
-        let mut wakers = Vec::with_capacity(config.threads);
-        for (index, (listener, metrics)) in listeners.into_iter().zip(metrics).enumerate() {
-            let context = ServiceContext {
-                shard: index,
-                config: &config,
-                registry: &registry,
-            };
-            let (shard, waker) = Shard::new(
-                index,
-                backend,
-                listener,
-                factory(&context),
-                &config,
-                &shared,
-                metrics,
-            )
-            .map_err(|source| ServerError::Setup {
-                what: "creating a shard",
-                source,
-            })?;
-            shards.push(shard);
-            wakers.push(waker);
-        }
-
-        // Whatever the process holds now besides the shards (stdio, fds
-        // inherited from the parent) is expected, not a leak; the admin
-        // endpoint and the signal pipe add their own below.
-        // (A uring shard makes its ring on its own thread, later: each
-        // shard's own count says what it holds right now.)
-        let fds_now = sys::open_fds().unwrap_or(0) as usize;
-        let fds_shards: u64 = registry.shards.iter().map(|s| s.fds_own.get()).sum();
-        registry.fds_other.store(
-            fds_now.saturating_sub(fds_shards as usize),
-            Ordering::Relaxed,
-        );
-        let admin_addr = match config.admin {
-            Some(addr) => {
-                let admin = admin::spawn(addr, registry.clone())
-                    .map_err(|source| ServerError::Bind { addr, source })?;
-                Some(admin.local_addr)
-            }
-            None => None,
+        let setup = ShardSetup {
+            config: &config,
+            backend,
+            factory: &factory,
+            registry: &registry,
+            shared: &shared,
         };
-
+        let (shards, wakers) = setup.make_shards(listeners, metrics)?;
+        let admin_addr = start_admin(&config, &registry)?;
         let handles = shards
             .into_iter()
             .enumerate()
@@ -289,18 +221,7 @@ impl Server {
                 source,
             })?;
         registry.ready.store(true, Ordering::Release);
-        log::info!(
-            "listening on {local_addr} ({protocol}, {backend}, {threads} shard{s}, max-conns {max_conns}, \
-             buffer {buffer} B, max-frame {max_frame} B); admin on {admin}",
-            protocol = config.protocol.name(),
-            backend = backend.name(),
-            threads = config.threads,
-            s = if config.threads == 1 { "" } else { "s" },
-            max_conns = config.max_conns,
-            buffer = config.buffer,
-            max_frame = config.max_frame,
-            admin = admin_addr.map_or("off".to_string(), |a| a.to_string()),
-        );
+        log_listening(&config, backend, local_addr, admin_addr);
         Ok(Running {
             local_addr,
             admin_addr,
@@ -310,6 +231,138 @@ impl Server {
             shards: handles,
         })
     }
+}
+
+/// Binds one listener per shard on `config.listen` (all on the port the
+/// first one got, for port 0); returns them and the bound address.
+fn bind_listeners(
+    config: &Config,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), ServerError> {
+    let mut listeners = Vec::with_capacity(config.threads);
+    let reuse_port = config.threads > 1;
+    if reuse_port && config.listen.port() != 0 {
+        // SO_REUSEPORT would let this process quietly share the port
+        // with another server of the same user (a second holdfast, say)
+        // instead of failing. A plain bind first finds that out.
+        drop(
+            sys::listener(config.listen, 1, false).map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?,
+        );
+    }
+    for _ in 0..config.threads {
+        // With port 0 the first bind picks the port; the others share it.
+        let addr = listeners
+            .first()
+            .map_or(Ok(config.listen), std::net::TcpListener::local_addr)
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let listener = sys::listener(addr, config.backlog, reuse_port)
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        listeners.push(listener);
+    }
+    let local_addr = listeners[0]
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    Ok((listeners, local_addr))
+}
+
+/// What every shard is made from.
+struct ShardSetup<'a> {
+    config: &'a Config,
+    backend: Backend,
+    factory: &'a ServiceFactory,
+    registry: &'a Arc<Registry>,
+    shared: &'a Shared,
+}
+
+impl ShardSetup<'_> {
+    /// One shard per listener, each with its own service from the
+    /// factory and its own metrics; not started yet.
+    fn make_shards(
+        &self,
+        listeners: Vec<std::net::TcpListener>,
+        metrics: Vec<Arc<ShardMetrics>>,
+    ) -> Result<(Vec<Shard>, Vec<Waker>), ServerError> {
+        let mut shards = Vec::with_capacity(listeners.len());
+        let mut wakers = Vec::with_capacity(listeners.len());
+        for (index, (listener, metrics)) in listeners.into_iter().zip(metrics).enumerate() {
+            let context = ServiceContext {
+                shard: index,
+                config: self.config,
+                registry: self.registry,
+            };
+            let (shard, waker) = Shard::new(
+                index,
+                self.backend,
+                listener,
+                (self.factory)(&context),
+                self.config,
+                self.shared,
+                metrics,
+            )
+            .map_err(|source| ServerError::Setup {
+                what: "creating a shard",
+                source,
+            })?;
+            shards.push(shard);
+            wakers.push(waker);
+        }
+        Ok((shards, wakers))
+    }
+}
+
+/// Counts the fds the process holds besides the shards' as expected, then
+/// starts the admin endpoint if configured; returns its address.
+fn start_admin(
+    config: &Config,
+    registry: &Arc<Registry>,
+) -> Result<Option<SocketAddr>, ServerError> {
+    // Whatever the process holds now besides the shards (stdio, fds
+    // inherited from the parent) is expected, not a leak; the admin
+    // endpoint and the signal pipe add their own.
+    // (A uring shard makes its ring on its own thread, later: each
+    // shard's own count says what it holds right now.)
+    let fds_now = sys::open_fds().unwrap_or(0) as usize;
+    let fds_shards: u64 = registry.shards.iter().map(|s| s.fds_own.get()).sum();
+    registry.fds_other.store(
+        fds_now.saturating_sub(fds_shards as usize),
+        Ordering::Relaxed,
+    );
+    let Some(addr) = config.admin else {
+        return Ok(None);
+    };
+    let admin = admin::spawn(addr, registry.clone())
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok(Some(admin.local_addr))
+}
+
+/// The one line that says the server is up (tests and scripts wait for
+/// it).
+fn log_listening(
+    config: &Config,
+    backend: Backend,
+    local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+) {
+    log::info!(
+        "listening on {local_addr} ({protocol}, {backend}, {threads} shard{s}, max-conns {max_conns}, \
+         buffer {buffer} B, max-frame {max_frame} B); admin on {admin}",
+        protocol = config.protocol.name(),
+        backend = backend.name(),
+        threads = config.threads,
+        s = if config.threads == 1 { "" } else { "s" },
+        max_conns = config.max_conns,
+        buffer = config.buffer,
+        max_frame = config.max_frame,
+        admin = admin_addr.map_or("off".to_string(), |a| a.to_string()),
+    );
 }
 
 impl Running {

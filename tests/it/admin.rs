@@ -6,9 +6,10 @@ use crate::util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use util::{Server, echo_round_trip, http_get};
+use util::{Closed, Server, clock_ticks_per_second, echo_round_trip, http_get, poll_state};
 
 #[test]
 fn idle_server_accounts_for_every_descriptor() {
@@ -69,4 +70,82 @@ fn slowloris_and_garbage_on_the_admin_port_do_not_lock_out_scrapes() {
         server.metric("holdfast_fd_unaccounted", &[]) == 0.0
             && server.metric("holdfast_connections_open", &[]) == 0.0
     }));
+}
+
+/// Admin clients that arrive while the server is out of descriptors.
+const WAITING_SCRAPERS: usize = 8;
+
+#[test]
+fn admin_port_sheds_without_spinning_when_out_of_descriptors() {
+    let server = Server::start(&[]);
+    let admin = server.admin();
+    let baseline = server.fd_baseline();
+    // The limit bounds descriptor numbers: the lowest free number leaves
+    // none free below it.
+    let held = server.fd_numbers();
+    let limit = (0..).find(|fd| !held.contains(fd)).unwrap();
+    let old_limit = util::set_fd_soft_limit(server.pid(), limit);
+    let request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let scrapers: Vec<TcpStream> = (0..WAITING_SCRAPERS)
+        .map(|_| {
+            let mut scraper = util::connect(admin);
+            scraper.write_all(request).unwrap();
+            scraper
+        })
+        .collect();
+
+    // The admin thread cannot accept them, and must not busy-loop on its
+    // listener meanwhile.
+    thread::sleep(Duration::from_millis(200));
+    let ticks_before = server.cpu_ticks();
+    thread::sleep(Duration::from_secs(1));
+    let ticks = server.cpu_ticks() - ticks_before;
+    let hz = clock_ticks_per_second();
+    assert!(
+        ticks * 5 < hz,
+        "the server used {ticks} ticks of CPU in 1 s while out of descriptors \
+         ({hz} ticks = one core): the admin listener spins"
+    );
+    // Its spare descriptor let it close some instead of leaving them all
+    // waiting (10 ms back-off doubling: several in 1.2 s).
+    let shed = scrapers
+        .iter()
+        .filter(|s| matches!(poll_state(s), Err(Closed::Eof | Closed::Reset)))
+        .count();
+    assert!(
+        shed >= 1,
+        "no admin client was shed in 1.2 s out of descriptors"
+    );
+
+    // Descriptors back: every client is answered or was shed, none is
+    // left hanging.
+    util::set_fd_soft_limit(server.pid(), old_limit);
+    for (i, mut scraper) in scrapers.into_iter().enumerate() {
+        let mut answer = Vec::new();
+        match scraper.read_to_end(&mut answer) {
+            Ok(_) => assert!(
+                answer.is_empty() || answer.starts_with(b"HTTP/1.1 200"),
+                "scraper {i}: {:?}",
+                String::from_utf8_lossy(&answer)
+            ),
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "scraper {i}"),
+        }
+    }
+    let started = Instant::now();
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    assert!(started.elapsed() < Duration::from_secs(2), "answered late");
+    server.assert_fds_return(baseline, Duration::from_secs(3));
+    // The warning is rate-limited, not one line per attempt.
+    let warnings = server
+        .stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("admin accept"))
+        .count();
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} admin accept warnings:\n{}",
+        server.stderr_text()
+    );
 }

@@ -32,68 +32,14 @@ fn match_impl(pattern: &[u8], string: &[u8], skip_longer: &mut bool) -> bool {
                 if plen == 1 {
                     return true;
                 }
-                while slen > 0 {
-                    if match_impl(&pattern[p + 1..], &string[s..], skip_longer) {
-                        return true;
-                    }
-                    if *skip_longer {
-                        return false;
-                    }
-                    s += 1;
-                    slen -= 1;
-                }
-                *skip_longer = true;
-                return false;
+                return star(&pattern[p + 1..], &string[s..], skip_longer);
             }
             b'?' => {
                 s += 1;
                 slen -= 1;
             }
             b'[' => {
-                p += 1;
-                plen -= 1;
-                let not = at(pattern, p) == b'^';
-                if not {
-                    p += 1;
-                    plen -= 1;
-                }
-                let c = string[s];
-                let mut matched = false;
-                loop {
-                    if at(pattern, p) == b'\\' && plen >= 2 {
-                        p += 1;
-                        plen -= 1;
-                        if at(pattern, p) == c {
-                            matched = true;
-                        }
-                    } else if at(pattern, p) == b']' {
-                        break;
-                    } else if plen == 0 {
-                        p -= 1;
-                        plen += 1;
-                        break;
-                    } else if plen >= 3 && at(pattern, p + 1) == b'-' {
-                        // Signed, as C's `char` is on the platforms Redis
-                        // runs on: bytes past 127 sort below the rest.
-                        let (mut start, mut end) = (at(pattern, p) as i8, at(pattern, p + 2) as i8);
-                        if start > end {
-                            std::mem::swap(&mut start, &mut end);
-                        }
-                        p += 2;
-                        plen -= 2;
-                        if (start..=end).contains(&(c as i8)) {
-                            matched = true;
-                        }
-                    } else if at(pattern, p) == c {
-                        matched = true;
-                    }
-                    p += 1;
-                    plen -= 1;
-                }
-                if not {
-                    matched = !matched;
-                }
-                if !matched {
+                if !class(pattern, (&mut p, &mut plen), string[s]) {
                     return false;
                 }
                 s += 1;
@@ -124,6 +70,69 @@ fn match_impl(pattern: &[u8], string: &[u8], skip_longer: &mut bool) -> bool {
         }
     }
     plen == 0 && slen == 0
+}
+
+/// A `*` followed by `rest` (not empty), against a non-empty `string`:
+/// `rest` is tried at every position. Once a try has failed with the rest
+/// of the string in reach (`skip_longer`), later positions cannot match
+/// either, which keeps nested stars polynomial.
+fn star(rest: &[u8], string: &[u8], skip_longer: &mut bool) -> bool {
+    for s in 0..string.len() {
+        if match_impl(rest, &string[s..], skip_longer) {
+            return true;
+        }
+        if *skip_longer {
+            return false;
+        }
+    }
+    *skip_longer = true;
+    false
+}
+
+/// Whether byte `c` is in the class that starts at the `[` at `p`; leaves
+/// `p` (and `plen`, what is left of the pattern) on its closing `]`, or on
+/// the last byte of an unclosed class.
+fn class(pattern: &[u8], (p, plen): (&mut usize, &mut isize), c: u8) -> bool {
+    *p += 1;
+    *plen -= 1;
+    let not = at(pattern, *p) == b'^';
+    if not {
+        *p += 1;
+        *plen -= 1;
+    }
+    let mut matched = false;
+    loop {
+        if at(pattern, *p) == b'\\' && *plen >= 2 {
+            *p += 1;
+            *plen -= 1;
+            if at(pattern, *p) == c {
+                matched = true;
+            }
+        } else if at(pattern, *p) == b']' {
+            break;
+        } else if *plen == 0 {
+            *p -= 1;
+            *plen += 1;
+            break;
+        } else if *plen >= 3 && at(pattern, *p + 1) == b'-' {
+            // Signed, as C's `char` is on the platforms Redis runs on:
+            // bytes past 127 sort below the rest.
+            let (mut start, mut end) = (at(pattern, *p) as i8, at(pattern, *p + 2) as i8);
+            if start > end {
+                std::mem::swap(&mut start, &mut end);
+            }
+            *p += 2;
+            *plen -= 2;
+            if (start..=end).contains(&(c as i8)) {
+                matched = true;
+            }
+        } else if at(pattern, *p) == c {
+            matched = true;
+        }
+        *p += 1;
+        *plen -= 1;
+    }
+    matched != not
 }
 
 #[cfg(test)]

@@ -51,76 +51,88 @@ impl Kv {
     }
 
     fn info_section(&self, section: &str, text: &mut String) {
-        let shards = &self.registry.shards;
-        let sum =
-            |get: &dyn Fn(&ShardMetrics) -> u64| -> u64 { shards.iter().map(|s| get(s)).sum() };
         match section {
-            "server" => {
-                let uptime = self.started.elapsed().as_secs();
-                let _ = write!(
-                    text,
-                    "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
-                     os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\n\
-                     uptime_in_days:{}\r\nhz:10\r\nholdfast_version:{}\r\nshards:{}\r\n\
-                     backend:{}\r\n",
-                    std::env::consts::OS,
-                    std::process::id(),
-                    self.port,
-                    uptime / 86_400,
-                    env!("CARGO_PKG_VERSION"),
-                    self.threads,
-                    self.registry.backend,
-                );
-            }
-            "clients" => {
-                let _ = write!(
-                    text,
-                    "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
-                    sum(&|s| s.connections_open.get()),
-                    self.max_conns,
-                );
-            }
-            "memory" => {
-                let used = self.store.used_memory();
-                let max = self.store.max_memory();
-                let _ = write!(
-                    text,
-                    "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n\
-                     maxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\n",
-                    human_bytes(used as u64),
-                    human_bytes(max as u64),
-                );
-            }
-            "stats" => {
-                let closed = |reason: CloseReason| sum(&|s| s.closed[reason.index()].get());
-                let _ = write!(
-                    text,
-                    "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                     total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
-                     rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
-                     protocol_errors:{}\r\nhandler_panics:{}\r\n",
-                    sum(&|s| s.accepted.get()),
-                    sum(&|s| s.frames.get()),
-                    sum(&|s| s.bytes_read.get()),
-                    sum(&|s| s.bytes_written.get()),
-                    sum(&|s| s.rejected.iter().map(|c| c.get()).sum()),
-                    self.store.expired_keys(),
-                    closed(CloseReason::ProtocolError),
-                    sum(&|s| s.handler_panics.get()),
-                );
-            }
-            _ => {
-                text.push_str("# Keyspace\r\n");
-                let keys = self.store.len();
-                if keys > 0 {
-                    let _ = write!(
-                        text,
-                        "db0:keys={keys},expires={},avg_ttl={}\r\n",
-                        self.store.volatile_len(),
-                        self.store.avg_ttl(),
-                    );
-                }
-            }
+            "server" => self.info_server(text),
+            "clients" => self.info_clients(text),
+            "memory" => self.info_memory(text),
+            "stats" => self.info_stats(text),
+            _ => self.info_keyspace(text),
+        }
+    }
+
+    /// One figure summed over the shards.
+    fn sum_shards(&self, get: impl Fn(&ShardMetrics) -> u64) -> u64 {
+        self.registry.shards.iter().map(|s| get(s)).sum()
+    }
+
+    fn info_server(&self, text: &mut String) {
+        let uptime = self.started.elapsed().as_secs();
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_mode:standalone\r\n\
+             os:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{uptime}\r\n\
+             uptime_in_days:{}\r\nhz:10\r\nholdfast_version:{}\r\nshards:{}\r\n\
+             backend:{}\r\n",
+            std::env::consts::OS,
+            std::process::id(),
+            self.port,
+            uptime / 86_400,
+            env!("CARGO_PKG_VERSION"),
+            self.threads,
+            self.registry.backend,
+        );
+    }
+
+    fn info_clients(&self, text: &mut String) {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
+            self.sum_shards(|s| s.connections_open.get()),
+            self.max_conns,
+        );
+    }
+
+    fn info_memory(&self, text: &mut String) {
+        let used = self.store.used_memory();
+        let max = self.store.max_memory();
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n\
+             maxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\n",
+            human_bytes(used as u64),
+            human_bytes(max as u64),
+        );
+    }
+
+    fn info_stats(&self, text: &mut String) {
+        let protocol_errors = CloseReason::ProtocolError.index();
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
+             rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
+             protocol_errors:{}\r\nhandler_panics:{}\r\n",
+            self.sum_shards(|s| s.accepted.get()),
+            self.sum_shards(|s| s.frames.get()),
+            self.sum_shards(|s| s.bytes_read.get()),
+            self.sum_shards(|s| s.bytes_written.get()),
+            self.sum_shards(|s| s.rejected.iter().map(|c| c.get()).sum()),
+            self.store.expired_keys(),
+            self.sum_shards(|s| s.closed[protocol_errors].get()),
+            self.sum_shards(|s| s.handler_panics.get()),
+        );
+    }
+
+    fn info_keyspace(&self, text: &mut String) {
+        text.push_str("# Keyspace\r\n");
+        let keys = self.store.len();
+        if keys > 0 {
+            let _ = write!(
+                text,
+                "db0:keys={keys},expires={},avg_ttl={}\r\n",
+                self.store.volatile_len(),
+                self.store.avg_ttl(),
+            );
         }
     }
 
@@ -293,4 +305,101 @@ fn human_bytes(n: u64) -> String {
         .copied()
         .unwrap_or(UNITS[0]);
     format!("{:.2}{unit}", n / scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::metrics::Registry;
+    use crate::engine::service::ServiceContext;
+
+    /// INFO of an empty store over two shards with distinct figures,
+    /// every section byte for byte (the server section's pid and uptime
+    /// masked).
+    #[test]
+    fn info_text_pinned() {
+        let shards: Vec<Arc<ShardMetrics>> = (1..=2u64)
+            .map(|n| {
+                let s = ShardMetrics::default();
+                s.connections_open.set(n);
+                s.accepted.add(10 * n);
+                s.frames.add(100 * n);
+                s.bytes_read.add(1000 * n);
+                s.bytes_written.add(2000 * n);
+                s.rejected[0].add(3 * n);
+                s.rejected[1].add(5 * n);
+                s.closed[CloseReason::ProtocolError.index()].add(7 * n);
+                s.closed[CloseReason::Peer.index()].add(11 * n);
+                s.handler_panics.add(13 * n);
+                Arc::new(s)
+            })
+            .collect();
+        let registry = Arc::new(Registry::new(shards, "epoll"));
+        let config = Config {
+            threads: 2,
+            max_conns: 77,
+            ..Config::default()
+        };
+        let context = ServiceContext {
+            shard: 0,
+            config: &config,
+            registry: &registry,
+        };
+        let store = Arc::new(super::super::store::Store::new(2, 1 << 20));
+        let kv = Kv::new(store, &context);
+        let mut text = String::new();
+        for section in SECTIONS {
+            kv.info_section(section, &mut text);
+        }
+        // Every line ends in CRLF; the pid, uptime and OS vary.
+        assert!(text.ends_with("\r\n") && !text.replace("\r\n", "").contains('\n'));
+        let masked: Vec<String> = text
+            .lines()
+            .map(|line| match line.split_once(':') {
+                Some((key, _)) if ["process_id", "uptime_in_seconds", "os"].contains(&key) => {
+                    format!("{key}:N")
+                }
+                _ => line.to_owned(),
+            })
+            .collect();
+        let expected = [
+            "# Server",
+            "redis_version:7.0.0",
+            "redis_mode:standalone",
+            "os:N",
+            "process_id:N",
+            "tcp_port:7000",
+            "uptime_in_seconds:N",
+            "uptime_in_days:0",
+            "hz:10",
+            "holdfast_version:0.1.0",
+            "shards:2",
+            "backend:epoll",
+            "# Clients",
+            "connected_clients:3",
+            "maxclients:77",
+            "blocked_clients:0",
+            "# Memory",
+            "used_memory:0",
+            "used_memory_human:0B",
+            "maxmemory:1048576",
+            "maxmemory_human:1.00M",
+            "maxmemory_policy:noeviction",
+            "# Stats",
+            "total_connections_received:30",
+            "total_commands_processed:300",
+            "total_net_input_bytes:3000",
+            "total_net_output_bytes:6000",
+            "rejected_connections:24",
+            "expired_keys:0",
+            "evicted_keys:0",
+            "protocol_errors:21",
+            "handler_panics:39",
+            "# Keyspace",
+        ];
+        assert_eq!(masked, expected);
+    }
 }

@@ -77,29 +77,39 @@ fn split(line: impl Iterator<Item = u8>, sink: &mut impl Sink) -> Result<(), Unb
 fn step(at: At, byte: u8, sink: &mut impl Sink) -> Result<At, Unbalanced> {
     Ok(match at {
         At::Blank if is_blank(byte) => At::Blank,
-        At::Blank | At::Word => match byte {
-            b' ' | b'\t' | b'\r' | b'\n' => {
-                sink.end();
-                At::Blank
-            }
-            b'"' => At::Double,
-            b'\'' => At::Single,
-            _ => {
-                sink.byte(byte);
-                At::Word
-            }
-        },
-        At::Double => match byte {
-            b'\\' => At::DoubleEscape,
-            b'"' => At::Closed,
-            _ => {
-                sink.byte(byte);
-                At::Double
-            }
-        },
+        At::Blank | At::Word => unquoted(byte, sink),
+        At::Double | At::DoubleEscape | At::Hex | At::HexDigit(_) => double_quoted(at, byte, sink),
+        At::Single | At::SingleEscape => single_quoted(at, byte, sink),
+        At::Closed if is_blank(byte) => {
+            sink.end();
+            At::Blank
+        }
+        At::Closed => return Err(Unbalanced),
+    })
+}
+
+/// A byte outside quotes (leading blanks already skipped).
+fn unquoted(byte: u8, sink: &mut impl Sink) -> At {
+    match byte {
+        b' ' | b'\t' | b'\r' | b'\n' => {
+            sink.end();
+            At::Blank
+        }
+        b'"' => At::Double,
+        b'\'' => At::Single,
+        _ => {
+            sink.byte(byte);
+            At::Word
+        }
+    }
+}
+
+/// A byte in a double-quoted part, `at` one of its states.
+fn double_quoted(at: At, byte: u8, sink: &mut impl Sink) -> At {
+    match at {
         At::DoubleEscape => {
             let escaped = match byte {
-                b'x' => return Ok(At::Hex),
+                b'x' => return At::Hex,
                 b'n' => b'\n',
                 b'r' => b'\r',
                 b't' => b'\t',
@@ -115,7 +125,7 @@ fn step(at: At, byte: u8, sink: &mut impl Sink) -> Result<At, Unbalanced> {
             // Not `\xHH`: the `x` stands for itself, this byte is read anew.
             None => {
                 sink.byte(b'x');
-                step(At::Double, byte, sink)?
+                double_quoted(At::Double, byte, sink)
             }
         },
         At::HexDigit(first) => match (hex(first), hex(byte)) {
@@ -126,31 +136,41 @@ fn step(at: At, byte: u8, sink: &mut impl Sink) -> Result<At, Unbalanced> {
             _ => {
                 sink.byte(b'x');
                 sink.byte(first);
-                step(At::Double, byte, sink)?
+                double_quoted(At::Double, byte, sink)
             }
         },
-        At::Single => match byte {
-            b'\\' => At::SingleEscape,
-            b'\'' => At::Closed,
+        // At::Double itself.
+        _ => match byte {
+            b'\\' => At::DoubleEscape,
+            b'"' => At::Closed,
             _ => {
                 sink.byte(byte);
-                At::Single
+                At::Double
             }
         },
-        At::SingleEscape if byte == b'\'' => {
+    }
+}
+
+/// A byte in a single-quoted part, `at` one of its states: only `\'` is
+/// an escape.
+fn single_quoted(at: At, byte: u8, sink: &mut impl Sink) -> At {
+    match (at, byte) {
+        (At::SingleEscape, b'\'') => {
             sink.byte(b'\'');
             At::Single
         }
-        At::SingleEscape => {
+        (At::SingleEscape, _) => {
             sink.byte(b'\\');
-            step(At::Single, byte, sink)?
+            single_quoted(At::Single, byte, sink)
         }
-        At::Closed if is_blank(byte) => {
-            sink.end();
-            At::Blank
+        // At::Single itself.
+        (_, b'\\') => At::SingleEscape,
+        (_, b'\'') => At::Closed,
+        _ => {
+            sink.byte(byte);
+            At::Single
         }
-        At::Closed => return Err(Unbalanced),
-    })
+    }
 }
 
 /// C's `isspace` in the C locale.

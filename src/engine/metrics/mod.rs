@@ -1,7 +1,6 @@
 //! Numbers: per-shard counters that only their shard writes, summed by the
 //! admin thread at scrape time. A shard never waits on a lock to count.
 
-pub mod admin;
 pub mod render;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -394,7 +393,7 @@ pub struct Registry {
 impl Registry {
     /// A registry over `shards` using `backend`, not yet ready (the server
     /// sets `ready` once every shard accepts) and with no other fds counted
-    /// (the server adds stdio and its signal pipe; [`admin::spawn`] adds
+    /// (the server adds stdio and its signal pipe; [`crate::engine::admin::spawn`] adds
     /// its own).
     pub fn new(shards: Vec<std::sync::Arc<ShardMetrics>>, backend: &'static str) -> Registry {
         Registry {

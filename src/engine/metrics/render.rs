@@ -16,10 +16,12 @@
 //! `holdfast_loop_turn_seconds_sum` against `_count`).
 
 use std::fmt::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{
     BreakerState, CloseReason, FailFast, LOOP_TURN_BUCKETS, Registry, RejectReason, ShardMetrics,
-    UPSTREAM_LATENCY_BUCKETS, UpstreamError,
+    UPSTREAM_LATENCY_BUCKETS, UpstreamError, UpstreamMetrics,
 };
 
 /// Renders every metric, summed over shards, with per-shard series where
@@ -45,7 +47,21 @@ struct ProcessFigures {
 
 fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     let shards = &registry.shards;
+    connections(out, shards)?;
+    traffic(out, shards)?;
+    loop_turn_histogram(out, shards)?;
+    if !registry.upstreams.is_empty() {
+        upstreams(out, registry)?;
+    }
+    if registry.backend == "uring" {
+        uring(out, shards)?;
+    }
+    state(out, registry)?;
+    process(out, registry)
+}
 
+/// Connections: open and accepted per shard, rejects and closes by reason.
+fn connections(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
     per_shard(
         out,
         "holdfast_connections_open",
@@ -62,7 +78,6 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
         shards,
         |s| s.accepted.get(),
     )?;
-
     header(
         out,
         "holdfast_connections_rejected_total",
@@ -71,13 +86,12 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     )?;
     for reason in RejectReason::ALL {
         let value = sum(shards, |s| s.rejected[reason.index()].get());
+        let reason = reason.as_str();
         writeln!(
             out,
-            "holdfast_connections_rejected_total{{reason=\"{}\"}} {value}",
-            reason.as_str()
+            "holdfast_connections_rejected_total{{reason=\"{reason}\"}} {value}"
         )?;
     }
-
     header(
         out,
         "holdfast_connections_closed_total",
@@ -86,20 +100,23 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     )?;
     for reason in CloseReason::ALL {
         let value = sum(shards, |s| s.closed[reason.index()].get());
+        let reason = reason.as_str();
         writeln!(
             out,
-            "holdfast_connections_closed_total{{reason=\"{}\"}} {value}",
-            reason.as_str()
+            "holdfast_connections_closed_total{{reason=\"{reason}\"}} {value}"
         )?;
     }
-
     single(
         out,
         "holdfast_handler_panics_total",
         "counter",
         "Service calls that panicked (each closes its connection).",
         sum(shards, |s| s.handler_panics.get()),
-    )?;
+    )
+}
+
+/// Frames, bytes, shards and loop turns.
+fn traffic(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
     per_shard(
         out,
         "holdfast_frames_total",
@@ -138,15 +155,11 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
         "Event loop turns (one poll and the work after it).",
         shards,
         |s| s.loop_iterations.get(),
-    )?;
-    loop_turn_histogram(out, shards)?;
-    if !registry.upstreams.is_empty() {
-        upstreams(out, registry)?;
-    }
-    if registry.backend == "uring" {
-        uring(out, shards)?;
-    }
+    )
+}
 
+/// The driver in use and whether the server accepts.
+fn state(out: &mut String, registry: &Registry) -> fmt::Result {
     header(
         out,
         "holdfast_backend_info",
@@ -163,36 +176,35 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
         "holdfast_ready",
         "gauge",
         "1 while accepting connections, 0 once draining.",
-        u64::from(registry.ready.load(std::sync::atomic::Ordering::Relaxed)),
-    )?;
+        u64::from(registry.ready.load(Ordering::Relaxed)),
+    )
+}
 
+/// The process figures, each left out when it could not be read, and the
+/// fds nothing accounts for (needs the open count).
+fn process(out: &mut String, registry: &Registry) -> fmt::Result {
     let process = ProcessFigures::read();
-    if let Some(open_fds) = process.open_fds {
-        single(
-            out,
+    let figures = [
+        (
             "process_open_fds",
-            "gauge",
             "Number of open file descriptors.",
-            open_fds,
-        )?;
-    }
-    if let Some(max_fds) = process.max_fds {
-        single(
-            out,
+            process.open_fds,
+        ),
+        (
             "process_max_fds",
-            "gauge",
             "Maximum number of open file descriptors (RLIMIT_NOFILE soft limit).",
-            max_fds,
-        )?;
-    }
-    if let Some(bytes) = process.resident_memory_bytes {
-        single(
-            out,
+            process.max_fds,
+        ),
+        (
             "process_resident_memory_bytes",
-            "gauge",
             "Resident memory size in bytes.",
-            bytes,
-        )?;
+            process.resident_memory_bytes,
+        ),
+    ];
+    for (name, help, value) in figures {
+        if let Some(value) = value {
+            single(out, name, "gauge", help, value)?;
+        }
     }
     if let Some(open_fds) = process.open_fds {
         header(
@@ -215,7 +227,43 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
 /// summed over shards, labelled by the upstream as written.
 fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
     let shards = &registry.shards;
+    // Escaped once per scrape, not once per series.
     let names: Vec<String> = registry.upstreams.iter().map(|n| escape(n)).collect();
+    let names = &names[..];
+    pending(out, shards)?;
+    per_upstream(
+        out,
+        "holdfast_upstream_requests_total",
+        "counter",
+        "Requests sent (or queued to be sent) to each upstream.",
+        (names, shards),
+        |u| u.requests.get(),
+    )?;
+    upstream_errors(out, names, shards)?;
+    per_upstream(
+        out,
+        "holdfast_upstream_connects_total",
+        "counter",
+        "Connect attempts to each upstream.",
+        (names, shards),
+        |u| u.connects.get(),
+    )?;
+    upstream_latency(out, names, shards)?;
+    upstream_connections(out, names, shards)?;
+    per_upstream(
+        out,
+        "holdfast_upstream_queued",
+        "gauge",
+        "Requests waiting for an upstream connection.",
+        (names, shards),
+        |u| u.queued.get(),
+    )?;
+    breaker_states(out, names, shards)?;
+    breaker_transitions(out, names, shards)
+}
+
+/// Replies awaited and the bytes they hold, per shard.
+fn pending(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
     per_shard(
         out,
         "holdfast_pending_replies",
@@ -252,19 +300,15 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
             )?;
         }
     }
-    header(
-        out,
-        "holdfast_upstream_requests_total",
-        "counter",
-        "Requests sent (or queued to be sent) to each upstream.",
-    )?;
-    for (index, name) in names.iter().enumerate() {
-        let value = sum(shards, |s| s.upstreams[index].requests.get());
-        writeln!(
-            out,
-            "holdfast_upstream_requests_total{{upstream=\"{name}\"}} {value}"
-        )?;
-    }
+    Ok(())
+}
+
+/// Failures by kind, then requests refused without being sent by reason.
+fn upstream_errors(
+    out: &mut String,
+    names: &[String],
+    shards: &[Arc<ShardMetrics>],
+) -> fmt::Result {
     header(
         out,
         "holdfast_upstream_errors_total",
@@ -300,19 +344,16 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
             )?;
         }
     }
-    header(
-        out,
-        "holdfast_upstream_connects_total",
-        "counter",
-        "Connect attempts to each upstream.",
-    )?;
-    for (index, name) in names.iter().enumerate() {
-        let value = sum(shards, |s| s.upstreams[index].connects.get());
-        writeln!(
-            out,
-            "holdfast_upstream_connects_total{{upstream=\"{name}\"}} {value}"
-        )?;
-    }
+    Ok(())
+}
+
+/// `holdfast_upstream_latency_seconds`, one histogram per upstream summed
+/// over shards; `_count` is the `+Inf` bucket, as for the loop turns.
+fn upstream_latency(
+    out: &mut String,
+    names: &[String],
+    shards: &[Arc<ShardMetrics>],
+) -> fmt::Result {
     const LATENCY: &str = "holdfast_upstream_latency_seconds";
     header(
         out,
@@ -321,20 +362,17 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
         "From a request handed to an upstream connection to its reply read.",
     )?;
     for (index, name) in names.iter().enumerate() {
+        let bucket =
+            |bucket: usize| sum(shards, |s| s.upstreams[index].latency.buckets[bucket].get());
         let mut cumulative: u64 = 0;
-        for (bucket, bound) in UPSTREAM_LATENCY_BUCKETS.iter().enumerate() {
-            cumulative = cumulative.wrapping_add(sum(shards, |s| {
-                s.upstreams[index].latency.buckets[bucket].get()
-            }));
+        for (bucket_index, bound) in UPSTREAM_LATENCY_BUCKETS.iter().enumerate() {
+            cumulative = cumulative.wrapping_add(bucket(bucket_index));
             writeln!(
                 out,
                 "{LATENCY}_bucket{{upstream=\"{name}\",le=\"{bound}\"}} {cumulative}"
             )?;
         }
-        let last = UPSTREAM_LATENCY_BUCKETS.len();
-        cumulative = cumulative.wrapping_add(sum(shards, |s| {
-            s.upstreams[index].latency.buckets[last].get()
-        }));
+        cumulative = cumulative.wrapping_add(bucket(UPSTREAM_LATENCY_BUCKETS.len()));
         writeln!(
             out,
             "{LATENCY}_bucket{{upstream=\"{name}\",le=\"+Inf\"}} {cumulative}"
@@ -347,19 +385,28 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
         )?;
         writeln!(out, "{LATENCY}_count{{upstream=\"{name}\"}} {cumulative}")?;
     }
+    Ok(())
+}
+
+/// Upstream connections by state.
+fn upstream_connections(
+    out: &mut String,
+    names: &[String],
+    shards: &[Arc<ShardMetrics>],
+) -> fmt::Result {
     header(
         out,
         "holdfast_upstream_connections",
         "gauge",
         "Upstream connections by state: in_use (owing replies), idle, connecting.",
     )?;
+    type State = (&'static str, fn(&UpstreamMetrics) -> u64);
+    let states: [State; 3] = [
+        ("in_use", |u| u.conns_in_use.get()),
+        ("idle", |u| u.conns_idle.get()),
+        ("connecting", |u| u.conns_connecting.get()),
+    ];
     for (index, name) in names.iter().enumerate() {
-        type State = (&'static str, fn(&super::UpstreamMetrics) -> u64);
-        let states: [State; 3] = [
-            ("in_use", |u| u.conns_in_use.get()),
-            ("idle", |u| u.conns_idle.get()),
-            ("connecting", |u| u.conns_connecting.get()),
-        ];
         for (state, value) in states {
             let value = sum(shards, |s| value(&s.upstreams[index]));
             writeln!(
@@ -368,19 +415,12 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
             )?;
         }
     }
-    header(
-        out,
-        "holdfast_upstream_queued",
-        "gauge",
-        "Requests waiting for an upstream connection.",
-    )?;
-    for (index, name) in names.iter().enumerate() {
-        let value = sum(shards, |s| s.upstreams[index].queued.get());
-        writeln!(
-            out,
-            "holdfast_upstream_queued{{upstream=\"{name}\"}} {value}"
-        )?;
-    }
+    Ok(())
+}
+
+/// How many shards' breakers stand in each state: a count of shards, not a
+/// sum, since each shard has its own breaker.
+fn breaker_states(out: &mut String, names: &[String], shards: &[Arc<ShardMetrics>]) -> fmt::Result {
     header(
         out,
         "holdfast_upstream_breaker_state",
@@ -400,6 +440,15 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
             )?;
         }
     }
+    Ok(())
+}
+
+/// Breaker transitions from one state to another (never to itself).
+fn breaker_transitions(
+    out: &mut String,
+    names: &[String],
+    shards: &[Arc<ShardMetrics>],
+) -> fmt::Result {
     header(
         out,
         "holdfast_upstream_breaker_transitions_total",
@@ -408,10 +457,7 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
     )?;
     for (index, name) in names.iter().enumerate() {
         for from in BreakerState::ALL {
-            for to in BreakerState::ALL {
-                if from == to {
-                    continue;
-                }
+            for to in BreakerState::ALL.into_iter().filter(|&to| to != from) {
                 let value = sum(shards, |s| {
                     s.upstreams[index].transitions[from.index()][to.index()].get()
                 });
@@ -427,6 +473,24 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
     Ok(())
 }
 
+/// A family with one `upstream="name"` series per upstream, summed over
+/// shards.
+fn per_upstream(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    (names, shards): (&[String], &[Arc<ShardMetrics>]),
+    value: impl Fn(&UpstreamMetrics) -> u64,
+) -> fmt::Result {
+    header(out, name, kind, help)?;
+    for (index, upstream) in names.iter().enumerate() {
+        let value = sum(shards, |s| value(&s.upstreams[index]));
+        writeln!(out, "{name}{{upstream=\"{upstream}\"}} {value}")?;
+    }
+    Ok(())
+}
+
 /// A label value with `\` and `"` escaped (and newlines, which an upstream
 /// name as written cannot hold anyway).
 fn escape(value: &str) -> String {
@@ -437,7 +501,7 @@ fn escape(value: &str) -> String {
 }
 
 /// The io_uring driver's counters, rendered only when it runs.
-fn uring(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Result {
+fn uring(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
     type Family = (&'static str, &'static str, fn(&ShardMetrics) -> u64);
     let families: [Family; 5] = [
         (
@@ -486,11 +550,7 @@ fn fd_unaccounted(open_fds: u64, registry: &Registry) -> i64 {
     let accounted = sum(shards, |s| s.connections_open.get())
         .saturating_add(sum(shards, |s| s.upstream_conns_open.get()))
         .saturating_add(sum(shards, |s| s.fds_own.get()))
-        .saturating_add(
-            registry
-                .fds_other
-                .load(std::sync::atomic::Ordering::Relaxed) as u64,
-        );
+        .saturating_add(registry.fds_other.load(Ordering::Relaxed) as u64);
     (i128::from(open_fds) - i128::from(accounted)).clamp(i64::MIN.into(), i64::MAX.into()) as i64
 }
 
@@ -498,7 +558,7 @@ fn fd_unaccounted(open_fds: u64, registry: &Registry) -> i64 {
 /// `+Inf` bucket rather than the separate `count` counter, so the
 /// histogram is self-consistent even though the shards keep writing while
 /// it is read.
-fn loop_turn_histogram(out: &mut String, shards: &[std::sync::Arc<ShardMetrics>]) -> fmt::Result {
+fn loop_turn_histogram(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
     const NAME: &str = "holdfast_loop_turn_seconds";
     header(
         out,
@@ -572,7 +632,7 @@ fn per_shard(
     name: &str,
     kind: &str,
     help: &str,
-    shards: &[std::sync::Arc<ShardMetrics>],
+    shards: &[Arc<ShardMetrics>],
     value: impl Fn(&ShardMetrics) -> u64,
 ) -> fmt::Result {
     header(out, name, kind, help)?;
@@ -584,7 +644,7 @@ fn per_shard(
 
 /// Sums one figure over shards. Counters wrap like the shards' own adds, so
 /// a (theoretical) overflow cannot panic a debug build mid-scrape.
-fn sum(shards: &[std::sync::Arc<ShardMetrics>], value: impl Fn(&ShardMetrics) -> u64) -> u64 {
+fn sum(shards: &[Arc<ShardMetrics>], value: impl Fn(&ShardMetrics) -> u64) -> u64 {
     shards
         .iter()
         .fold(0u64, |total, shard| total.wrapping_add(value(shard)))
@@ -809,6 +869,101 @@ mod tests {
         );
         let sum = total(&scrape, "holdfast_loop_turn_seconds_sum", None);
         assert!((sum - 2.000_21).abs() < 1e-9, "sum {sum}");
+    }
+
+    /// Two shards with two upstreams (one name needing escapes) under
+    /// io_uring, every figure set to a distinct value, so every family
+    /// and every label combination renders something recognisable.
+    fn full_registry() -> Registry {
+        let mut next = 0u64;
+        let mut fill = |counter: &dyn Fn(u64)| {
+            next += 1;
+            counter(next);
+        };
+        let shards: Vec<Arc<ShardMetrics>> = (0..2)
+            .map(|_| {
+                let s = ShardMetrics::with_upstreams(2);
+                for gauge in [
+                    &s.connections_open,
+                    &s.fds_own,
+                    &s.pending,
+                    &s.pending_bytes,
+                    &s.pending_bytes_refused,
+                    &s.pending_bytes_paused,
+                    &s.upstream_conns_open,
+                ] {
+                    fill(&|v| gauge.set(v));
+                }
+                let counters = [&s.accepted, &s.handler_panics, &s.frames, &s.bytes_read]
+                    .into_iter()
+                    .chain([&s.bytes_written, &s.loop_iterations])
+                    .chain(&s.rejected)
+                    .chain(&s.closed)
+                    .chain(&s.loop_turn.buckets)
+                    .chain([&s.loop_turn.sum_ns, &s.loop_turn.count])
+                    .chain([&s.uring.enters, &s.uring.enobufs, &s.uring.cq_overflow])
+                    .chain([&s.uring.short_sends, &s.uring.stray_completions]);
+                for counter in counters {
+                    fill(&|v| counter.add(v));
+                }
+                for (index, u) in s.upstreams.iter().enumerate() {
+                    let counters = [&u.requests, &u.connects, &u.latency.sum_us]
+                        .into_iter()
+                        .chain(&u.errors)
+                        .chain(&u.fail_fast)
+                        .chain(&u.latency.buckets);
+                    for counter in counters {
+                        fill(&|v| counter.add(v));
+                    }
+                    let gauges = [
+                        &u.conns_in_use,
+                        &u.conns_idle,
+                        &u.conns_connecting,
+                        &u.queued,
+                    ]
+                    .into_iter()
+                    .chain(u.transitions.iter().flatten());
+                    for gauge in gauges {
+                        fill(&|v| gauge.set(v));
+                    }
+                    u.breaker_state.set(index as u64 + 1);
+                }
+                Arc::new(s)
+            })
+            .collect();
+        let mut registry = Registry::new(shards, "uring");
+        registry.upstreams = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
+        registry.ready.store(true, Ordering::Relaxed);
+        registry.fds_other.store(5, Ordering::Relaxed);
+        registry
+    }
+
+    /// The whole exposition text of [`full_registry`], byte for byte, with
+    /// only the values read from `/proc` (which change from run to run)
+    /// replaced by `N`: pins the format against refactoring.
+    #[test]
+    fn full_text_unchanged() {
+        let mut text = String::new();
+        render(&full_registry(), &mut text);
+        let masked: String = text
+            .lines()
+            .map(|line| match line.rsplit_once(' ') {
+                Some((series, _))
+                    if line.starts_with("process_")
+                        || line.starts_with("holdfast_fd_unaccounted ") =>
+                {
+                    format!("{series} N\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let expected = include_str!("render_full.txt");
+        // Line by line first, so a failure names the line rather than
+        // printing 200 lines twice.
+        for (number, (got, want)) in masked.lines().zip(expected.lines()).enumerate() {
+            assert_eq!(got, want, "line {}", number + 1);
+        }
+        assert_eq!(masked, expected);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Accept pacing shared by the drivers: fd exhaustion handled without ever
-//! spinning (shed one waiting connection, then pause with a back-off that a
-//! closing connection ends early), and rate-limited warnings.
+//! Accept pacing shared by the drivers and the admin endpoint
+//! (`engine/admin.rs`): fd exhaustion handled without ever spinning (shed
+//! one waiting connection, then pause with a back-off that a closing
+//! connection ends early), and rate-limited warnings.
 
 use std::fs::File;
 use std::io;
@@ -17,7 +18,7 @@ const FD_BACKOFF_MAX: Millis = 1_000;
 /// held back are counted in the next.
 const WARN_INTERVAL: Millis = 1_000;
 
-/// The accept side of a shard.
+/// The accept side of a shard or of the admin endpoint.
 pub struct Acceptor {
     /// The listener may have connections waiting (edge-triggered: set by a
     /// readable event, cleared by EAGAIN).
@@ -29,17 +30,25 @@ pub struct Acceptor {
     /// close a waiting connection.
     spare: Option<File>,
     warn: RateLimit,
+    /// What the warnings name: `accept` for a shard, `admin accept`.
+    what: &'static str,
 }
 
 impl Acceptor {
-    /// Ready to accept, with a spare fd.
+    /// A shard's: ready to accept, with a spare fd.
     pub fn new() -> io::Result<Acceptor> {
+        Acceptor::named("accept")
+    }
+
+    /// Ready to accept, with a spare fd; warnings start with `what`.
+    pub fn named(what: &'static str) -> io::Result<Acceptor> {
         Ok(Acceptor {
             ready: true,
             paused_until: None,
             backoff: FD_BACKOFF_FIRST,
             spare: Some(sys::spare_fd()?),
             warn: RateLimit::default(),
+            what,
         })
     }
 
@@ -72,12 +81,8 @@ impl Acceptor {
         self.paused_until = None;
     }
 
-    /// Handles an accept error at `now`. Fd exhaustion frees the spare fd
-    /// so that `shed_one` can accept one waiting connection and close it
-    /// (the backlog shrinks instead of the listener staying ready forever),
-    /// then pauses with a doubling back-off; a peer that gave up before we
-    /// accepted is nothing; anything else pauses briefly. Warnings are rate
-    /// limited. Returns true if accepting may go on at once.
+    /// A shard's accept error: [`Acceptor::on_error_uncounted`], with a
+    /// shed connection counted as rejected for `fd_limit`.
     pub fn on_error(
         &mut self,
         error: &io::Error,
@@ -85,11 +90,31 @@ impl Acceptor {
         metrics: &ShardMetrics,
         shed_one: impl FnOnce() -> bool,
     ) -> bool {
-        if sys::is_fd_exhaustion(error) {
-            drop(self.spare.take());
-            if shed_one() {
+        self.on_error_uncounted(error, now, || {
+            let shed = shed_one();
+            if shed {
                 metrics.rejected[RejectReason::FdLimit.index()].inc();
             }
+            shed
+        })
+    }
+
+    /// Handles an accept error at `now`. Fd exhaustion frees the spare fd
+    /// so that `shed_one` can accept one waiting connection and close it
+    /// (the backlog shrinks instead of the listener staying ready forever),
+    /// then pauses with a doubling back-off; a peer that gave up before we
+    /// accepted is nothing; anything else pauses briefly. Warnings are rate
+    /// limited. Returns true if accepting may go on at once.
+    pub fn on_error_uncounted(
+        &mut self,
+        error: &io::Error,
+        now: Millis,
+        shed_one: impl FnOnce() -> bool,
+    ) -> bool {
+        let what = self.what;
+        if sys::is_fd_exhaustion(error) {
+            drop(self.spare.take());
+            shed_one();
             // Another shard may take the freed fd first; then try again on
             // the next shed.
             self.spare = sys::spare_fd().ok();
@@ -98,7 +123,7 @@ impl Acceptor {
             self.backoff = (pause * 2).min(FD_BACKOFF_MAX);
             if let Some(held) = self.warn.allow(now) {
                 log::warn!(
-                    "accept: {error}: shedding new connections, pausing accept for {pause}ms \
+                    "{what}: {error}: shedding new connections, pausing accept for {pause}ms \
                      ({held} similar warnings held back)"
                 );
             }
@@ -110,7 +135,7 @@ impl Acceptor {
             return true;
         }
         if let Some(held) = self.warn.allow(now) {
-            log::warn!("accept: {error} ({held} similar warnings held back)");
+            log::warn!("{what}: {error} ({held} similar warnings held back)");
         }
         self.paused_until = Some(now + FD_BACKOFF_FIRST);
         false

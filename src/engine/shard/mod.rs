@@ -8,7 +8,7 @@
 //! [`core`] is the driver-independent half; [`epoll`] and (in a `uring`
 //! build) [`uring`] are the two loops around it.
 
-mod accept;
+pub(crate) mod accept;
 pub mod core;
 mod epoll;
 mod serve;

@@ -197,49 +197,53 @@ impl Summary {
 
     /// The summary as one JSON object on one line (latencies in µs).
     pub fn to_json(&self) -> String {
+        let fields: Vec<String> = self
+            .json_fields()
+            .into_iter()
+            .map(|(key, value)| format!("\"{key}\":{value}"))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    }
+
+    /// The JSON fields in order, each value already in JSON; the optional
+    /// ones only when known.
+    fn json_fields(&self) -> Vec<(&'static str, String)> {
         let o = &self.options;
-        let micros = |nanos: u64| nanos as f64 / 1000.0;
-        let mut line = String::new();
-        let _ = write!(
-            line,
-            "{{\"target\":\"{}\",\"protocol\":\"{}\",\"conns\":{},\"connected\":{},\
-             \"pipeline\":{},\"size\":{},\"threads\":{},\"idle\":{},\"seconds\":{:.3},\
-             \"requests\":{},\"rps\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\
-             \"p999_us\":{:.1},\"max_us\":{:.1},\"errors\":{},\"connect_s\":{:.3},\"connect_retries\":{}",
-            o.target,
-            o.protocol.name(),
-            o.conns,
-            self.connected,
-            o.pipeline,
-            o.size,
-            o.threads,
-            o.idle,
-            self.elapsed.as_secs_f64(),
-            self.requests,
-            self.rate(),
-            micros(self.latency_nanos[0]),
-            micros(self.latency_nanos[1]),
-            micros(self.latency_nanos[2]),
-            micros(self.latency_nanos[3]),
-            self.errors,
-            self.connect_time.as_secs_f64(),
-            self.connect_retries,
-        );
+        let micros = |nanos: u64| format!("{:.1}", nanos as f64 / 1000.0);
+        let mut fields = vec![
+            ("target", format!("\"{}\"", o.target)),
+            ("protocol", format!("\"{}\"", o.protocol.name())),
+            ("conns", o.conns.to_string()),
+            ("connected", self.connected.to_string()),
+            ("pipeline", o.pipeline.to_string()),
+            ("size", o.size.to_string()),
+            ("threads", o.threads.to_string()),
+            ("idle", o.idle.to_string()),
+            ("seconds", format!("{:.3}", self.elapsed.as_secs_f64())),
+            ("requests", self.requests.to_string()),
+            ("rps", format!("{:.1}", self.rate())),
+            ("p50_us", micros(self.latency_nanos[0])),
+            ("p99_us", micros(self.latency_nanos[1])),
+            ("p999_us", micros(self.latency_nanos[2])),
+            ("max_us", micros(self.latency_nanos[3])),
+            ("errors", self.errors.to_string()),
+            (
+                "connect_s",
+                format!("{:.3}", self.connect_time.as_secs_f64()),
+            ),
+            ("connect_retries", self.connect_retries.to_string()),
+        ];
         if let Some(cpu) = self.server_cpu {
-            let _ = write!(line, ",\"server_cpu_s\":{:.3}", cpu.as_secs_f64());
+            fields.push(("server_cpu_s", format!("{:.3}", cpu.as_secs_f64())));
         }
         if let Some(per) = self.server_cpu_per_request() {
-            let _ = write!(
-                line,
-                ",\"server_cpu_us_per_req\":{:.3}",
-                per.as_secs_f64() * 1e6
-            );
+            let us = per.as_secs_f64() * 1e6;
+            fields.push(("server_cpu_us_per_req", format!("{us:.3}")));
         }
         if let Some(error) = &self.first_error {
-            let _ = write!(line, ",\"first_error\":\"{}\"", json_escape(error));
+            fields.push(("first_error", format!("\"{}\"", json_escape(error))));
         }
-        line.push('}');
-        line
+        fields
     }
 
     /// The summary for people, several lines.
@@ -385,14 +389,48 @@ fn progress<T>(
     threads: &[std::thread::JoinHandle<T>],
 ) -> Result<(Duration, Option<Duration>), String> {
     let tty = std::io::stderr().is_terminal();
-    let cpu_now = || match options.server_pid {
+    let connect_start = Instant::now();
+    wait_for_connects(options, live, threads, tty);
+    let start = Instant::now();
+    let connect_time = start.duration_since(connect_start);
+    // Without a warm-up the measured window starts now.
+    let cpu_start = if options.warmup.is_zero() {
+        server_cpu(options)?
+    } else {
+        None
+    };
+    let window = open_window(options, live, start)?;
+    let cpu_start = watch_window(options, live, (start, window), cpu_start, tty)?;
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    let cpu_end = server_cpu(options)?;
+    let cpu = match (cpu_start, cpu_end) {
+        (Some(start), Some(end)) => Some(end.saturating_sub(start)),
+        _ => None,
+    };
+    Ok((connect_time, cpu))
+}
+
+/// The CPU time `--server-pid` has used so far, if one was given.
+fn server_cpu(options: &BenchOptions) -> Result<Option<Duration>, String> {
+    match options.server_pid {
         Some(pid) => process_cpu(pid)
             .map(Some)
             .map_err(|error| format!("--server-pid: reading /proc/{pid}/stat: {error}")),
         None => Ok(None),
-    };
+    }
+}
 
-    // The connect phase.
+/// The connect phase: until every connect has settled, [`CONNECT_TIMEOUT`]
+/// has passed or every load thread has stopped; a line twice a second on a
+/// terminal.
+fn wait_for_connects<T>(
+    options: &BenchOptions,
+    live: &Live,
+    threads: &[std::thread::JoinHandle<T>],
+    tty: bool,
+) {
     let connect_start = Instant::now();
     let mut last_line = connect_start;
     loop {
@@ -402,7 +440,7 @@ fn progress<T>(
             || now.duration_since(connect_start) >= CONNECT_TIMEOUT
             || threads.iter().all(|thread| thread.is_finished())
         {
-            break;
+            return;
         }
         if tty && now.duration_since(last_line) >= Duration::from_millis(500) {
             eprint!(
@@ -415,13 +453,15 @@ fn progress<T>(
         }
         std::thread::sleep(Duration::from_millis(1));
     }
-    let start = Instant::now();
-    let connect_time = start.duration_since(connect_start);
-    let mut cpu_start = if options.warmup.is_zero() {
-        cpu_now()?
-    } else {
-        None
-    };
+}
+
+/// Sets the window (warm-up end, end) from `start` for the load threads;
+/// with `--idle`, says so on stderr.
+fn open_window(
+    options: &BenchOptions,
+    live: &Live,
+    start: Instant,
+) -> Result<(Instant, Instant), String> {
     let warmup_end = start + options.warmup;
     let end = warmup_end + options.duration;
     live.window
@@ -434,13 +474,25 @@ fn progress<T>(
             live.errors.load(Ordering::Relaxed)
         );
     }
+    Ok((warmup_end, end))
+}
 
+/// Sleeps through the window, printing the rate once a second on a
+/// terminal; reads the server's CPU time as the warm-up ends (unless
+/// `cpu_start` already holds it) and returns it.
+fn watch_window(
+    options: &BenchOptions,
+    live: &Live,
+    (start, (warmup_end, end)): (Instant, (Instant, Instant)),
+    mut cpu_start: Option<Duration>,
+    tty: bool,
+) -> Result<Option<Duration>, String> {
     let mut last = (start, 0u64);
     let tick = Duration::from_millis(1000);
     loop {
         let now = Instant::now();
         if now >= end {
-            break;
+            return Ok(cpu_start);
         }
         // Wake for the next tick, or exactly at the window's edges.
         let mut wake = now + tick;
@@ -450,7 +502,7 @@ fn progress<T>(
         std::thread::sleep(wake.min(end) - now);
         let now = Instant::now();
         if cpu_start.is_none() && now >= warmup_end {
-            cpu_start = cpu_now()?;
+            cpu_start = server_cpu(options)?;
         }
         if tty && !options.idle && now.duration_since(last.0) >= Duration::from_millis(900) {
             let requests = live.requests.load(Ordering::Relaxed);
@@ -465,15 +517,6 @@ fn progress<T>(
             last = (now, requests);
         }
     }
-    if tty {
-        eprint!("\r\x1b[K");
-    }
-    let cpu_end = cpu_now()?;
-    let cpu = match (cpu_start, cpu_end) {
-        (Some(start), Some(end)) => Some(end.saturating_sub(start)),
-        _ => None,
-    };
-    Ok((connect_time, cpu))
 }
 
 /// User + system CPU time of process `pid` so far (`/proc/PID/stat`
@@ -560,6 +603,13 @@ mod tests {
         ] {
             assert!(json.contains(field), "{field} missing from {json}");
         }
+    }
+
+    /// The whole line, byte for byte: field order and number formats.
+    #[test]
+    fn json_line_exactly() {
+        let expected = r#"{"target":"127.0.0.1:7000","protocol":"echo","conns":100,"connected":100,"pipeline":1,"size":64,"threads":1,"idle":false,"seconds":2.000,"requests":2000,"rps":1000.0,"p50_us":10.0,"p99_us":99.0,"p999_us":999.5,"max_us":2000.0,"errors":1,"connect_s":0.020,"connect_retries":3,"server_cpu_s":0.010,"server_cpu_us_per_req":5.000,"first_error":"i/o: \"reset\""}"#;
+        assert_eq!(summary().to_json(), expected);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! two start only when the first is over, so a slow connect phase shortens
 //! nothing and every connection is loaded for the whole window.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -88,151 +89,220 @@ pub struct Outcome {
 /// address): connects them all, waits for [`Live::window`], loads them
 /// until its end and measures from the end of its warm-up.
 pub fn run(options: &BenchOptions, indices: Vec<usize>, live: &Arc<Live>) -> io::Result<Outcome> {
-    let message = Message::new(options.protocol, options.size);
-    let mut poll = Poll::new()?;
+    let mut worker = Worker::new(options, indices)?;
     let mut events = Events::with_capacity(EVENTS_MAX);
-    let mut conns: Vec<Option<Conn>> = (0..indices.len()).map(|_| None).collect();
-    let mut scratch = vec![0u8; SCRATCH_LEN];
-    let mut outcome = Outcome {
-        histogram: new_histogram(),
-        requests: 0,
-        errors: 0,
-        connected: 0,
-        retries: 0,
-        first_error: None,
-    };
-    let mut attempts = vec![0u8; indices.len()];
-    let mut retry: std::collections::VecDeque<(Instant, usize)> = Default::default();
-    let mut next_connect = 0;
-    let mut connecting = 0;
-    let mut answered_total = 0u64;
-    let mut published = (0u64, 0u64, 0u64, 0u64);
-    let mut settled = 0u64;
-    // The window, once the main thread has set it and this thread has
-    // started the load.
-    let mut window: Option<(Instant, Instant)> = None;
-
     loop {
         let now = Instant::now();
-        if window.is_none() {
-            if let Some(&(warmup_end, end)) = live.window.get() {
-                window = Some((warmup_end, end));
-                start_load(
-                    &mut conns,
-                    &message,
-                    &mut scratch,
-                    options,
-                    now,
-                    &mut outcome,
-                );
-                settled += (connecting + retry.len()) as u64;
-                for _ in retry.drain(..) {
-                    fail(
-                        &mut outcome,
-                        ConnError::Connect(io::ErrorKind::ConnectionRefused.into()),
-                    );
-                }
-                connecting = 0;
-            }
+        worker.open_window(live, now);
+        if worker.window.is_some_and(|(_, end)| now >= end) {
+            break;
         }
-        if let Some((_, end)) = window {
-            if now >= end {
-                break;
-            }
-        }
-        // Connect phase: start connects up to the in-flight bound.
-        while window.is_none() && connecting < CONNECTING_MAX {
-            let local = match retry.front() {
-                Some(&(at, local)) if at <= now => {
-                    retry.pop_front();
-                    local
-                }
-                _ if next_connect < indices.len() => {
-                    next_connect += 1;
-                    next_connect - 1
-                }
-                _ => break,
-            };
-            attempts[local] += 1;
-            match connect(options.target, indices[local]) {
-                Ok(mut socket) => {
-                    poll.registry().register(
-                        &mut socket,
-                        Token(local),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
-                    conns[local] = Some(Conn::new(socket, options.pipeline));
-                    connecting += 1;
-                }
-                Err(error) if refused(&error) && attempts[local] < CONNECT_ATTEMPTS => {
-                    outcome.retries += 1;
-                    retry.push_back((now + RETRY_PAUSE * u32::from(attempts[local]), local));
-                }
-                Err(error) => {
-                    settled += 1;
-                    fail(&mut outcome, ConnError::Connect(error));
-                }
-            }
-        }
-
-        let timeout = match window {
+        worker.connect_some(now)?;
+        let timeout = match worker.window {
             Some((_, end)) => (end - now).min(Duration::from_millis(100)),
             // Waiting for the window: look at it often.
             None => Duration::from_millis(1),
         };
-        match poll.poll(&mut events, Some(timeout)) {
+        match worker.poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(error),
         }
         let now = Instant::now();
-        let measuring = window.is_some_and(|(warmup_end, _)| now >= warmup_end);
-        let loading = window.is_some();
         for event in events.iter() {
-            let local = event.token().0;
-            let Some(conn) = conns[local].as_mut() else {
-                continue;
-            };
-            let was_open = conn.open;
-            let result = drive(
-                conn,
-                event,
-                &message,
-                &mut scratch,
-                options,
-                now,
-                loading,
-                measuring,
-                &mut outcome,
-                &mut answered_total,
+            worker.on_event(event, now);
+        }
+        worker.publish(live);
+    }
+    Ok(worker.outcome)
+}
+
+/// One thread's state over a run.
+struct Worker<'a> {
+    options: &'a BenchOptions,
+    /// The global index of each local connection (the token).
+    indices: Vec<usize>,
+    message: Message,
+    poll: Poll,
+    /// By local index; `None` before its connect and after it failed.
+    conns: Vec<Option<Conn>>,
+    scratch: Vec<u8>,
+    outcome: Outcome,
+    /// Connect attempts made, by local index.
+    attempts: Vec<u8>,
+    /// Refused connects to try again, at an instant, in instant order.
+    retry: VecDeque<(Instant, usize)>,
+    /// The next local index never tried.
+    next_connect: usize,
+    /// Connects in flight.
+    connecting: usize,
+    /// Replies completed, warm-up included.
+    answered_total: u64,
+    /// Connections whose connect finished, well or badly.
+    settled: u64,
+    /// What [`Live`] was last given: (replies, errors, connected, settled).
+    published: (u64, u64, u64, u64),
+    /// The window, once the main thread has set it and this thread has
+    /// started the load.
+    window: Option<(Instant, Instant)>,
+}
+
+impl<'a> Worker<'a> {
+    fn new(options: &'a BenchOptions, indices: Vec<usize>) -> io::Result<Worker<'a>> {
+        let count = indices.len();
+        Ok(Worker {
+            options,
+            indices,
+            message: Message::new(options.protocol, options.size),
+            poll: Poll::new()?,
+            conns: (0..count).map(|_| None).collect(),
+            scratch: vec![0u8; SCRATCH_LEN],
+            outcome: Outcome {
+                histogram: new_histogram(),
+                requests: 0,
+                errors: 0,
+                connected: 0,
+                retries: 0,
+                first_error: None,
+            },
+            attempts: vec![0u8; count],
+            retry: VecDeque::new(),
+            next_connect: 0,
+            connecting: 0,
+            answered_total: 0,
+            settled: 0,
+            published: (0, 0, 0, 0),
+            window: None,
+        })
+    }
+
+    /// Once the main thread has set the window: starts the load; connects
+    /// still waiting to be retried have missed it and fail.
+    fn open_window(&mut self, live: &Live, now: Instant) {
+        if self.window.is_some() {
+            return;
+        }
+        let Some(&window) = live.window.get() else {
+            return;
+        };
+        self.window = Some(window);
+        start_load(
+            &mut self.conns,
+            &self.message,
+            &mut self.scratch,
+            self.options,
+            now,
+            &mut self.outcome,
+        );
+        self.settled += (self.connecting + self.retry.len()) as u64;
+        for _ in self.retry.drain(..) {
+            fail(
+                &mut self.outcome,
+                ConnError::Connect(io::ErrorKind::ConnectionRefused.into()),
             );
-            if !was_open && matches!(result, Ok(true)) {
-                conn.open = true;
-                connecting -= 1;
-                settled += 1;
-                outcome.connected += 1;
-                continue;
-            }
-            if let Err(error) = result {
-                conns[local] = None;
-                if !was_open {
-                    connecting -= 1;
-                    if let ConnError::Connect(cause) = &error {
-                        if refused(cause) && attempts[local] < CONNECT_ATTEMPTS {
-                            outcome.retries += 1;
-                            retry
-                                .push_back((now + RETRY_PAUSE * u32::from(attempts[local]), local));
-                            continue;
-                        }
-                    }
-                    settled += 1;
+        }
+        self.connecting = 0;
+    }
+
+    /// Connect phase: starts connects (retries first, once due) up to the
+    /// in-flight bound.
+    fn connect_some(&mut self, now: Instant) -> io::Result<()> {
+        while self.window.is_none() && self.connecting < CONNECTING_MAX {
+            let local = match self.retry.front() {
+                Some(&(at, local)) if at <= now => {
+                    self.retry.pop_front();
+                    local
                 }
-                fail(&mut outcome, error);
+                _ if self.next_connect < self.indices.len() => {
+                    self.next_connect += 1;
+                    self.next_connect - 1
+                }
+                _ => break,
+            };
+            self.attempts[local] += 1;
+            match connect(self.options.target, self.indices[local]) {
+                Ok(mut socket) => {
+                    self.poll.registry().register(
+                        &mut socket,
+                        Token(local),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    self.conns[local] = Some(Conn::new(socket, self.options.pipeline));
+                    self.connecting += 1;
+                }
+                Err(error) if refused(&error) && self.attempts[local] < CONNECT_ATTEMPTS => {
+                    self.retry_later(local, now);
+                }
+                Err(error) => {
+                    self.settled += 1;
+                    fail(&mut self.outcome, ConnError::Connect(error));
+                }
             }
         }
+        Ok(())
+    }
 
-        // Publish for the progress line: a handful of relaxed adds per turn.
-        let current = (answered_total, outcome.errors, outcome.connected, settled);
+    /// Queues a refused connect for another attempt, later for each one.
+    fn retry_later(&mut self, local: usize, now: Instant) {
+        self.outcome.retries += 1;
+        let at = now + RETRY_PAUSE * u32::from(self.attempts[local]);
+        self.retry.push_back((at, local));
+    }
+
+    /// Drives the connection an event names; settles its connect when it
+    /// completes or fails.
+    fn on_event(&mut self, event: &mio::event::Event, now: Instant) {
+        let local = event.token().0;
+        let Some(conn) = self.conns[local].as_mut() else {
+            return;
+        };
+        let measuring = self.window.is_some_and(|(warmup_end, _)| now >= warmup_end);
+        let was_open = conn.open;
+        let result = drive(
+            conn,
+            event,
+            &self.message,
+            &mut self.scratch,
+            self.options,
+            now,
+            (self.window.is_some(), measuring),
+            &mut self.outcome,
+            &mut self.answered_total,
+        );
+        match result {
+            Ok(true) if !was_open => {
+                conn.open = true;
+                self.connecting -= 1;
+                self.settled += 1;
+                self.outcome.connected += 1;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                self.conns[local] = None;
+                if !was_open {
+                    self.connecting -= 1;
+                    if let ConnError::Connect(cause) = &error {
+                        if refused(cause) && self.attempts[local] < CONNECT_ATTEMPTS {
+                            self.retry_later(local, now);
+                            return;
+                        }
+                    }
+                    self.settled += 1;
+                }
+                fail(&mut self.outcome, error);
+            }
+        }
+    }
+
+    /// Publishes for the progress line: a handful of relaxed adds per turn.
+    fn publish(&mut self, live: &Live) {
+        let current = (
+            self.answered_total,
+            self.outcome.errors,
+            self.outcome.connected,
+            self.settled,
+        );
+        let published = self.published;
         live.requests
             .fetch_add(current.0 - published.0, Ordering::Relaxed);
         live.errors
@@ -241,9 +311,8 @@ pub fn run(options: &BenchOptions, indices: Vec<usize>, live: &Arc<Live>) -> io:
             .fetch_add(current.2 - published.2, Ordering::Relaxed);
         live.settled
             .fetch_add(current.3 - published.3, Ordering::Relaxed);
-        published = current;
+        self.published = current;
     }
-    Ok(outcome)
 }
 
 /// The window has opened: a connect still in flight has missed it and
@@ -282,8 +351,9 @@ fn start_load(
     }
 }
 
-/// Handles one event on `conn`. Returns `Ok(true)` when a pending connect
-/// just completed (the caller marks it open and drives it again).
+/// Handles one event on `conn`, `loading` once the window is set and
+/// `measuring` once its warm-up is over. Returns `Ok(true)` when a pending
+/// connect just completed (the caller marks it open and drives it again).
 #[allow(clippy::too_many_arguments)]
 fn drive(
     conn: &mut Conn,
@@ -292,8 +362,7 @@ fn drive(
     scratch: &mut [u8],
     options: &BenchOptions,
     now: Instant,
-    loading: bool,
-    measuring: bool,
+    (loading, measuring): (bool, bool),
     outcome: &mut Outcome,
     answered_total: &mut u64,
 ) -> Result<bool, ConnError> {

@@ -736,6 +736,39 @@ pub fn raise_own_fd_limit() -> u64 {
     hard
 }
 
+/// Sets the soft RLIMIT_NOFILE of process `pid` to `soft`, keeping its
+/// hard limit (so an unprivileged test can raise it back); returns the
+/// soft limit it had.
+pub fn set_fd_soft_limit(pid: i32, soft: u64) -> u64 {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a null new-limit pointer only reads; `old` is a live local
+    // the call writes one struct into.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(
+        rc,
+        0,
+        "prlimit(RLIMIT_NOFILE): {}",
+        io::Error::last_os_error()
+    );
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: `new` is a valid, initialised struct that outlives the call;
+    // a null old-limit pointer means "don't report".
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(
+        rc,
+        0,
+        "prlimit(RLIMIT_NOFILE): {}",
+        io::Error::last_os_error()
+    );
+    old.rlim_cur
+}
+
 /// Half-closes the client's sending side.
 pub fn shutdown_write(stream: &TcpStream) {
     stream.shutdown(Shutdown::Write).expect("shutdown(SHUT_WR)");

@@ -17,6 +17,11 @@
 //! of [`ADMIN_TIMEOUT`]. Memory is therefore at most 16 × 8 KiB of request
 //! buffers plus one rendered response per connection (a few hundred bytes
 //! per shard).
+//!
+//! Accepting is paced by the shards' own [`Acceptor`]: out of file
+//! descriptors, it sheds one waiting connection with its spare fd and
+//! pauses (10 ms doubling to 1 s, ended early by a close), so the admin
+//! thread never spins on a listener it cannot accept from.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -28,8 +33,10 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::Registry;
-use super::render::render;
+use crate::engine::metrics::Registry;
+use crate::engine::metrics::render::render;
+use crate::engine::shard::accept::Acceptor;
+use crate::engine::timer::Millis;
 
 /// Admin connections served at once. A scraper or health checker needs
 /// one; the margin covers several of them plus an operator's `curl`. Over
@@ -51,12 +58,6 @@ pub const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// [`ADMIN_CONNECTIONS_MAX`] slots.
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long accepting stops after the process ran out of file descriptors
-/// (EMFILE/ENFILE) or memory. Without the pause an edge-triggered listener
-/// would be retried in a tight loop; with it, the loop simply uses this as
-/// its poll timeout and tries again.
-pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-
 /// Connections accepted per loop turn before the connections already open
 /// get their turn; the rest of the backlog is taken on the next turn (the
 /// poll is then immediate).
@@ -66,17 +67,13 @@ const ACCEPT_BATCH: usize = 2 * ADMIN_CONNECTIONS_MAX;
 /// so a turn can see every socket at once.
 const EVENTS_MAX: usize = ADMIN_CONNECTIONS_MAX + 1;
 
-/// Least time between two warnings about failing accepts, so that a
-/// descriptor shortage does not flood the log ten times a second.
-const ACCEPT_WARN_INTERVAL: Duration = Duration::from_secs(10);
-
 /// Bytes read at once while discarding input after the response.
 const DRAIN_CHUNK: usize = 1024;
 
 /// File descriptors the admin endpoint holds while running besides its
-/// connections: the listener and the epoll instance (mio's `Poll` opens
-/// exactly one fd on Linux; no waker is used).
-const ADMIN_FDS_OWN: usize = 2;
+/// connections: the listener, the epoll instance (mio's `Poll` opens
+/// exactly one fd on Linux; no waker is used) and the accept's spare fd.
+const ADMIN_FDS_OWN: usize = 3;
 
 /// The listener's token; connections use their slot index.
 const LISTENER: Token = Token(usize::MAX);
@@ -131,7 +128,8 @@ fn spawn_with(addr: SocketAddr, registry: Arc<Registry>, limits: Limits) -> io::
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(|e| context("register", e))?;
-    let mut admin_loop = AdminLoop::new(poll, listener, registry, limits);
+    let acceptor = Acceptor::named("admin accept").map_err(|e| context("spare fd", e))?;
+    let mut admin_loop = AdminLoop::new(poll, listener, acceptor, registry, limits);
     let thread = std::thread::Builder::new()
         .name("holdfast-admin".into())
         .spawn(move || admin_loop.run())
@@ -143,19 +141,14 @@ fn spawn_with(addr: SocketAddr, registry: Arc<Registry>, limits: Limits) -> io::
 struct AdminLoop {
     poll: Poll,
     listener: TcpListener,
+    /// Accept pacing, on a clock of milliseconds since `epoch`.
+    acceptor: Acceptor,
+    epoch: Instant,
     registry: Arc<Registry>,
     limits: Limits,
     /// Open connections; the index is the token.
     /// Invariant: `slots.len() == limits.connections_max`.
     slots: Vec<Option<Connection>>,
-    /// Set after EMFILE and the like: accept nothing before this instant.
-    accept_paused_until: Option<Instant>,
-    /// The last accept batch ended at its bound with the backlog possibly
-    /// non-empty. The listener is edge-triggered, so no new event would
-    /// announce those connections: poll without waiting and accept again.
-    accept_more: bool,
-    accept_warned_at: Option<Instant>,
-    accept_warnings_suppressed: u64,
 }
 
 /// One admin connection.
@@ -190,12 +183,13 @@ enum Progress {
 }
 
 impl AdminLoop {
-    /// Takes over `poll` and `listener` (already registered) and counts
-    /// their fds in `fds_other`; `Drop` gives the count back, also when
-    /// the thread cannot be started.
+    /// Takes over `poll`, `listener` (already registered) and `acceptor`
+    /// and counts their fds in `fds_other`; `Drop` gives the count back,
+    /// also when the thread cannot be started.
     fn new(
         poll: Poll,
         listener: TcpListener,
+        acceptor: Acceptor,
         registry: Arc<Registry>,
         limits: Limits,
     ) -> AdminLoop {
@@ -205,13 +199,11 @@ impl AdminLoop {
         AdminLoop {
             poll,
             listener,
+            acceptor,
+            epoch: Instant::now(),
             registry,
             limits,
             slots: (0..limits.connections_max).map(|_| None).collect(),
-            accept_paused_until: None,
-            accept_more: false,
-            accept_warned_at: None,
-            accept_warnings_suppressed: 0,
         }
     }
 
@@ -229,83 +221,97 @@ impl AdminLoop {
                 log::error!("admin endpoint stopped: epoll_wait: {error}");
                 return;
             }
-            let mut accept = std::mem::take(&mut self.accept_more);
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => accept = true,
+                    LISTENER => self.acceptor.ready = true,
                     Token(index) => self.advance(index),
                 }
             }
             let now = Instant::now();
-            if self.accept_paused_until.is_some_and(|until| now >= until) {
-                // The listener may hold connections no edge will announce.
-                self.accept_paused_until = None;
-                accept = true;
-            }
-            if accept && self.accept_paused_until.is_none() {
+            if self.acceptor.due(self.millis(now)) {
+                self.acceptor.begin();
                 self.accept(now);
             }
             self.close_expired(now);
         }
     }
 
-    /// The earliest of the connection deadlines and the end of an accept
+    /// `now` on the acceptor's clock.
+    fn millis(&self, now: Instant) -> Millis {
+        now.saturating_duration_since(self.epoch).as_millis() as Millis
+    }
+
+    /// Zero while accepting is due (the listener is edge-triggered: a
+    /// batch that ended at its bound gets no new event for the rest), else
+    /// the earliest of the connection deadlines and the end of an accept
     /// pause; `None` (wait for an event) when there is neither.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.accept_more {
+        if self.acceptor.due(self.millis(now)) {
             return Some(Duration::ZERO);
         }
+        let resume = self
+            .acceptor
+            .resume_at()
+            .map(|at| self.epoch + Duration::from_millis(at));
         self.slots
             .iter()
             .flatten()
             .map(|connection| connection.deadline)
-            .chain(self.accept_paused_until)
+            .chain(resume)
             .min()
             .map(|wake| wake.saturating_duration_since(now))
     }
 
+    /// Accepts up to [`ACCEPT_BATCH`] waiting connections.
     fn accept(&mut self, now: Instant) {
         for _ in 0..ACCEPT_BATCH {
-            let (mut stream, peer) = match self.listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue;
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    self.acceptor.on_accepted();
+                    self.admit(stream, peer, now);
                 }
-                Err(error) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM, or something odd:
-                    // an operating condition, not worth a tight retry loop.
-                    self.pause_accepting(now, &error);
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.acceptor.ready = false;
                     return;
                 }
-            };
-            let index = self.free_slot();
-            if let Err(error) = self.poll.registry().register(
-                &mut stream,
-                Token(index),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                log::warn!("admin: {peer}: epoll_ctl: {error}; closed");
-                continue;
+                Err(error) => {
+                    let listener = &self.listener;
+                    let shed = || listener.accept().is_ok();
+                    if !self
+                        .acceptor
+                        .on_error_uncounted(&error, self.millis(now), shed)
+                    {
+                        return;
+                    }
+                }
             }
-            self.registry.fds_other.fetch_add(1, Ordering::Relaxed);
-            self.slots[index] = Some(Connection {
-                stream,
-                deadline: now + self.limits.timeout,
-                phase: Phase::Reading {
-                    head: Vec::with_capacity(self.limits.request_bytes_max),
-                },
-            });
-            // The peer may have sent its request already; the readable
-            // edge for it can come with this same accept, so try now.
-            self.advance(index);
         }
-        self.accept_more = true;
+    }
+
+    /// Gives a new connection a slot and reads its request if it came with
+    /// the handshake.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let index = self.free_slot();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(error) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(index), interest)
+        {
+            log::warn!("admin: {peer}: epoll_ctl: {error}; closed");
+            return;
+        }
+        self.registry.fds_other.fetch_add(1, Ordering::Relaxed);
+        self.slots[index] = Some(Connection {
+            stream,
+            deadline: now + self.limits.timeout,
+            phase: Phase::Reading {
+                head: Vec::with_capacity(self.limits.request_bytes_max),
+            },
+        });
+        // The peer may have sent its request already; the readable edge
+        // for it can come with this same accept, so try now.
+        self.advance(index);
     }
 
     /// A slot for a new connection. When all are taken, one gives up its
@@ -330,24 +336,6 @@ impl AdminLoop {
         log::debug!("admin: connection {oldest} evicted for a new one");
         self.close(oldest);
         oldest
-    }
-
-    fn pause_accepting(&mut self, now: Instant, error: &io::Error) {
-        self.accept_paused_until = Some(now + ACCEPT_PAUSE);
-        let due = self
-            .accept_warned_at
-            .is_none_or(|at| now.duration_since(at) >= ACCEPT_WARN_INTERVAL);
-        if due {
-            log::warn!(
-                "admin accept: {error}; pausing accepts for {ACCEPT_PAUSE:?} \
-                 ({} similar failures since the last warning)",
-                self.accept_warnings_suppressed
-            );
-            self.accept_warned_at = Some(now);
-            self.accept_warnings_suppressed = 0;
-        } else {
-            self.accept_warnings_suppressed += 1;
-        }
     }
 
     /// Moves connection `index` as far as its socket allows. Safe to call
@@ -384,6 +372,8 @@ impl AdminLoop {
             let _ = self.poll.registry().deregister(&mut connection.stream);
             drop(connection);
             self.registry.fds_other.fetch_sub(1, Ordering::Relaxed);
+            // An fd is free again: end an accept pause now.
+            self.acceptor.on_close();
         }
     }
 }
@@ -424,21 +414,8 @@ impl Connection {
                     }
                 }
                 Phase::Writing { response, written } => {
-                    while *written < response.len() {
-                        match self.stream.write(&response[*written..]) {
-                            Ok(0) => return Progress::Close,
-                            Ok(n) => *written += n,
-                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                                return Progress::Blocked;
-                            }
-                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                            Err(_) => return Progress::Close,
-                        }
-                    }
-                    // FIN now, so the peer sees the end of the response
-                    // while we wait for its close.
-                    if self.stream.shutdown(Shutdown::Write).is_err() {
-                        return Progress::Close;
+                    if let Some(progress) = write_response(&mut self.stream, response, written) {
+                        return progress;
                     }
                     Phase::Draining
                 }
@@ -447,6 +424,30 @@ impl Connection {
             self.phase = next;
         }
     }
+}
+
+/// Writes `response[written..]` and then shuts down our side. `None`:
+/// done, go on to draining; else blocked or failed.
+fn write_response(
+    stream: &mut TcpStream,
+    response: &[u8],
+    written: &mut usize,
+) -> Option<Progress> {
+    while *written < response.len() {
+        match stream.write(&response[*written..]) {
+            Ok(0) => return Some(Progress::Close),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Progress::Blocked),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(Progress::Close),
+        }
+    }
+    // FIN now, so the peer sees the end of the response while we wait for
+    // its close.
+    if stream.shutdown(Shutdown::Write).is_err() {
+        return Some(Progress::Close);
+    }
+    None
 }
 
 /// Reads into `head` until the request head is complete (or is known to
@@ -613,8 +614,8 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
-    use super::super::ShardMetrics;
     use super::*;
+    use crate::engine::metrics::ShardMetrics;
 
     /// Long enough for a loaded CI machine; tests that need the timeout to
     /// fire shrink it.
@@ -1006,28 +1007,38 @@ mod tests {
     }
 
     #[test]
-    fn fd_shortage_pauses_accepting_and_warns_once() {
+    fn fd_shortage_pauses_accepting_until_a_close() {
         let registry = Arc::new(Registry::new(Vec::new(), "epoll"));
         let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let mut admin_loop = AdminLoop::new(
             Poll::new().unwrap(),
             listener,
+            Acceptor::named("admin accept").unwrap(),
             registry.clone(),
             TEST_LIMITS,
         );
-        assert_eq!(
-            admin_loop.poll_timeout(Instant::now()),
-            None,
-            "idle: wait for events"
-        );
         let now = Instant::now();
+        assert_eq!(
+            admin_loop.poll_timeout(now),
+            Some(Duration::ZERO),
+            "accepting is due at start"
+        );
+        admin_loop.acceptor.ready = false;
+        assert_eq!(admin_loop.poll_timeout(now), None, "idle: wait for events");
+        admin_loop.acceptor.ready = true;
         let emfile = io::Error::from_raw_os_error(libc::EMFILE);
-        admin_loop.pause_accepting(now, &emfile);
-        assert_eq!(admin_loop.poll_timeout(now), Some(ACCEPT_PAUSE));
-        // A second failure right after is counted, not logged.
-        admin_loop.pause_accepting(now + ACCEPT_PAUSE, &emfile);
-        assert_eq!(admin_loop.accept_warnings_suppressed, 1);
-        assert_eq!(admin_loop.accept_warned_at, Some(now));
+        let go_on = admin_loop
+            .acceptor
+            .on_error_uncounted(&emfile, admin_loop.millis(now), || false);
+        assert!(!go_on, "EMFILE stops this batch");
+        let pause = admin_loop.poll_timeout(now).expect("a pause ends");
+        assert!(
+            pause > Duration::ZERO && pause <= Duration::from_millis(10),
+            "{pause:?}"
+        );
+        // A connection closing frees an fd: the pause ends at once.
+        admin_loop.acceptor.on_close();
+        assert_eq!(admin_loop.poll_timeout(now), Some(Duration::ZERO));
         assert_eq!(registry.fds_other.load(Ordering::Relaxed), ADMIN_FDS_OWN);
         drop(admin_loop);
         assert_eq!(
