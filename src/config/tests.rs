@@ -411,3 +411,171 @@ fn missing_file_says_it_cannot_be_read() {
         )
     );
 }
+
+#[test]
+fn each_command_takes_its_settings() {
+    let longs = |mode| -> Vec<String> {
+        let args = args(mode);
+        args.iter()
+            .filter_map(|arg| arg.get_long().map(String::from))
+            .collect()
+    };
+    let (serve, proxy) = (longs(Mode::Serve), longs(Mode::Proxy));
+    let store = ["max-memory", "enable-debug-commands"];
+    for key in &serve {
+        assert_eq!(
+            proxy.contains(key),
+            !store.contains(&key.as_str()),
+            "--{key}"
+        );
+    }
+    for key in [
+        "upstream",
+        "max-pending",
+        "breaker-window",
+        "reconnect-max",
+        "key-hash",
+    ] {
+        assert!(proxy.iter().any(|k| k == key) && !serve.iter().any(|k| k == key));
+    }
+    // And so does the file.
+    let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\n");
+    let error = settings(Mode::Serve, Some(&file.0), &[]).unwrap_err();
+    assert!(error.message.contains("unknown key `upstreams`"), "{error}");
+    let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\nmax-memory = 5\n");
+    let error = settings(Mode::Proxy, Some(&file.0), &[]).unwrap_err();
+    assert!(
+        error.message.contains("unknown key `max-memory`"),
+        "{error}"
+    );
+}
+
+/// A file naming every setting with its default text is the default: each
+/// flag is a file key, read by the same parser.
+#[test]
+fn every_flag_is_a_file_key_with_the_same_default() {
+    for mode in [Mode::Serve, Mode::Proxy] {
+        let mut text = String::new();
+        if mode == Mode::Proxy {
+            text += "upstreams = [\"127.0.0.1:1\"]\n";
+        }
+        for arg in args(mode) {
+            let (Some(key), Some(default)) = (arg.get_long(), arg.get_default_values().first())
+            else {
+                continue;
+            };
+            text += &format!("{key} = \"{}\"\n", default.to_string_lossy());
+        }
+        let file = TempFile::new(&text);
+        let upstream = [("upstream", "127.0.0.1:1")];
+        let flags = flags(if mode == Mode::Proxy { &upstream } else { &[] });
+        let from_file = settings(mode, Some(&file.0), &[]).unwrap();
+        let from_defaults = settings(mode, None, &flags).unwrap();
+        assert_eq!(
+            format!("{from_file:?}"),
+            format!("{from_defaults:?}"),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn breaker_and_backoff_bounds_name_their_flag() {
+    let cases = [
+        ("breaker-window", "99ms"),
+        ("breaker-failure-ratio", "0"),
+        ("breaker-failure-ratio", "1.5"),
+        ("breaker-failure-ratio", "NaN"),
+        ("breaker-min-requests", "0"),
+        ("breaker-connect-failures", "0"),
+        ("breaker-cool-down", "9ms"),
+        ("breaker-probes", "0"),
+        ("breaker-probes", "1001"),
+        ("reconnect-base", "0"),
+        ("reconnect-base", "61m"),
+        ("reconnect-max", "61m"),
+    ];
+    for (key, value) in cases {
+        let flags = flags(&[("upstream", "127.0.0.1:1"), (key, value)]);
+        let error = settings(Mode::Proxy, None, &flags).unwrap_err();
+        assert_eq!(error.flag, format!("--{key}"), "{value}: {error}");
+    }
+    let flags = flags(&[
+        ("upstream", "127.0.0.1:1"),
+        ("reconnect-base", "1s"),
+        ("reconnect-max", "999ms"),
+    ]);
+    let error = settings(Mode::Proxy, None, &flags).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "--reconnect-max: must be at least --reconnect-base 1s, got 999ms"
+    );
+    let config = valid(&[]);
+    assert_eq!(config.breaker, BreakerSettings::default());
+    assert_eq!(config.backoff, BackoffSettings::default());
+}
+
+/// The rows of the README's limits table, as cells.
+fn limits_table(readme: &str) -> Vec<Vec<String>> {
+    let section = readme
+        .split("\n## Limits\n")
+        .nth(1)
+        .expect("a Limits section");
+    let section = section.split("\n## ").next().unwrap();
+    let rows = section.lines().filter(|line| line.starts_with('|')).skip(2);
+    let cells = |line: &str| {
+        line.trim_matches('|')
+            .split(" | ")
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    rows.map(cells).collect()
+}
+
+/// The README's limits table says what the declarations say: every bounded
+/// setting has a row with its declared default and range, and every row
+/// that names a flag names a setting.
+#[test]
+fn readme_limits_table_matches_the_declarations() {
+    let readme = include_str!("../../README.md");
+    let mut declared = args(Mode::Serve);
+    let serve: Vec<_> = declared
+        .iter()
+        .map(|arg| arg.get_long().map(String::from))
+        .collect();
+    let proxy_only = args(Mode::Proxy).into_iter();
+    declared.extend(proxy_only.filter(|arg| !serve.contains(&arg.get_long().map(String::from))));
+    let mut seen = Vec::new();
+    for row in limits_table(readme) {
+        assert_eq!(row.len(), 4, "{row:?}");
+        let Some(name) = row[0]
+            .strip_prefix("`--")
+            .and_then(|rest| rest.split('`').next())
+        else {
+            continue;
+        };
+        let arg = declared.iter().find(|arg| arg.get_long() == Some(name));
+        let arg = arg.unwrap_or_else(|| panic!("README limits row `--{name}` is no setting"));
+        if let Some(default) = arg.get_default_values().first() {
+            let default = default.to_string_lossy();
+            let rest = row[1].strip_prefix(default.as_ref());
+            let ok = rest.is_some_and(|rest| rest.is_empty() || rest.starts_with(' '));
+            assert!(
+                ok,
+                "--{name}: README default `{}`, declared {default}",
+                row[1]
+            );
+        }
+        if let Some(range) = range_of(arg) {
+            assert_eq!(row[2], range, "--{name}: README range");
+        }
+        seen.push(name.to_string());
+    }
+    for arg in declared.iter().filter(|arg| range_of(arg).is_some()) {
+        let name = arg.get_long().unwrap();
+        assert!(
+            seen.iter().any(|seen| seen == name),
+            "--{name} has no README limits row"
+        );
+    }
+}
