@@ -579,3 +579,26 @@ fn readme_limits_table_matches_the_declarations() {
         );
     }
 }
+
+/// A ratio is a TOML float; the file took only strings, integers and
+/// booleans, so `breaker-failure-ratio = 0.25` was refused.
+#[test]
+fn file_takes_a_ratio_as_a_float() {
+    let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\nbreaker-failure-ratio = 0.25\n");
+    let config = settings(Mode::Proxy, Some(&file.0), &[]).unwrap();
+    assert_eq!(config.breaker.failure_ratio, 0.25);
+}
+
+/// A file value is held to its setting's bounds as it is read, so the
+/// error names the file's line and key, not only the flag.
+#[test]
+fn file_value_out_of_range_names_the_line_and_key() {
+    let error = file_error_of("threads = 2\nbacklog = 0\n");
+    assert_eq!(error.flag, "--config");
+    assert!(
+        error
+            .message
+            .ends_with(" line 2: backlog: must be between 1 and 65535, got 0"),
+        "{error}"
+    );
+}
