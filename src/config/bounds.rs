@@ -245,7 +245,7 @@ impl WithBounds for Arg {
     }
 }
 
-/// The range an argument was declared with, as [`Range::describe`] says it.
+/// The range an argument was declared with, as `--help` shows it.
 pub fn range_of(arg: &Arg) -> Option<String> {
     let help = arg.get_help()?.to_string();
     let (_, range) = help.split_once(RANGE)?;

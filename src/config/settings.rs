@@ -130,7 +130,7 @@ pub struct Config {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,
           bounds = size(0, TIB).note(" (0 means unlimited)"))]
     pub max_memory: usize,
-    /// Allow DEBUG PANIC and DEBUG SLEEP <ms>
+    /// Allow DEBUG PANIC and DEBUG SLEEP (milliseconds)
     #[arg(long, help_heading = STORE)]
     pub enable_debug_commands: bool,
     /// io_uring: provided receive buffers per shard, shared by its connections
