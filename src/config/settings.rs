@@ -29,6 +29,8 @@ pub const TIMEOUT_MIN: Duration = Duration::from_millis(10);
 /// Longer than a day is "no timeout" in disguise, which is the failure mode
 /// the timeouts exist to remove.
 pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// A deadline of the engine or of an upstream call.
+const TIMEOUT: Range<Duration> = timeout(TIMEOUT_MIN, TIMEOUT_MAX);
 /// The breaker's and the backoff's spans: past an hour they stop reacting.
 const HOUR: Duration = Duration::from_secs(3600);
 /// A ring indexes by masking, so its capacity is a power of two. Smallest:
@@ -55,13 +57,15 @@ const QUEUE_MAX: u64 = 65_536;
 #[derive(Clone, Debug, Args)]
 pub struct Config {
     /// Where clients connect
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000", value_parser = choices::address)]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000",
+          value_parser = choices::address)]
     pub listen: SocketAddr,
     /// Wire protocol: echo | line | frame | resp (the proxy speaks resp only)
     #[arg(long, value_name = "NAME", default_value = "echo", value_parser = Protocol::parse)]
     pub protocol: Protocol,
     /// Metrics and health endpoint, or off
-    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:7001", value_parser = choices::admin)]
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:7001",
+          value_parser = choices::admin)]
     pub admin: Admin,
     /// Shards (event loops, one thread each); 0 = one per CPU
     #[arg(long, value_name = "N", default_value = "0",
@@ -73,23 +77,26 @@ pub struct Config {
           bounds = count(0, 10_000_000).note(" (0 derives it from the open-file limit)"))]
     pub max_conns: usize,
     /// Capacity of each of a connection's two rings
-    #[arg(long, value_name = "SIZE", default_value = "64KiB",
-          bounds = BUFFER_RANGE)]
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", bounds = BUFFER_RANGE)]
     pub buffer: usize,
     /// Largest frame payload; 0 = what fits in --buffer with the framing
     #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
     pub max_frame: usize,
     /// No traffic at all for this long closes
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration, bounds = timeout(TIMEOUT_MIN, TIMEOUT_MAX))]
+    #[arg(long, value_name = "DUR", default_value = "60s",
+          value_parser = parse_duration, bounds = TIMEOUT)]
     pub idle_timeout: Duration,
     /// A started frame must complete within this
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration, bounds = timeout(TIMEOUT_MIN, TIMEOUT_MAX))]
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, bounds = TIMEOUT)]
     pub read_timeout: Duration,
     /// Pending output must make progress within this
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration, bounds = timeout(TIMEOUT_MIN, TIMEOUT_MAX))]
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, bounds = TIMEOUT)]
     pub write_timeout: Duration,
     /// Drain time after SIGTERM/SIGINT; 0 closes at once
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX))]
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX))]
     pub shutdown_grace: Duration,
     /// epoll | uring (uring needs a `--features uring` build) [default: uring in a uring build,
     /// falling back to epoll if the kernel refuses it; epoll otherwise]
@@ -176,16 +183,16 @@ pub struct Config {
     pub upstream_queue: usize,
     /// An upstream connect must complete within this
     #[arg(long, value_name = "DUR", default_value = "1s", help_heading = UPSTREAMS,
-          value_parser = parse_duration, bounds = timeout(TIMEOUT_MIN, TIMEOUT_MAX))]
+          value_parser = parse_duration, bounds = TIMEOUT)]
     pub connect_timeout: Duration,
     /// A request must be answered within this (shorter than --idle-timeout), or it gets
     /// an error and its connection is replaced
     #[arg(long, value_name = "DUR", default_value = "1s", help_heading = UPSTREAMS,
-          value_parser = parse_duration, bounds = timeout(TIMEOUT_MIN, TIMEOUT_MAX))]
+          value_parser = parse_duration, bounds = TIMEOUT)]
     pub upstream_timeout: Duration,
     /// An upstream connection unused this long is closed
     #[arg(long, value_name = "DUR", default_value = "60s", help_heading = UPSTREAMS,
-          value_parser = parse_duration, bounds = timeout(TIMEOUT_MIN, TIMEOUT_MAX))]
+          value_parser = parse_duration, bounds = TIMEOUT)]
     pub upstream_idle_timeout: Duration,
     /// The `--breaker-*` thresholds.
     #[command(flatten)]
