@@ -64,6 +64,7 @@ check-fmt:
 	$(CARGO) fmt --all -- --check
 
 lint:
+	python3 scripts/imports.py
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(URING_CARGO) clippy --all-targets --features uring -- -D warnings
 

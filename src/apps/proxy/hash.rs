@@ -26,14 +26,11 @@
 //! the weight), so adding an upstream moves only the keys that now fall on
 //! the new one's points, and removing one moves only its own keys.
 
+pub use crate::config::{KeyHash, UPSTREAMS_MAX};
+
 /// Continuum points per upstream of average weight, as ketama and nutcracker
 /// (`KETAMA_POINTS_PER_SERVER`): 8 bytes each, so 1.3 KiB per upstream.
 pub const POINTS_PER_UPSTREAM: usize = 160;
-
-/// The most upstreams one ring takes. A proxy fronts a handful to a few
-/// dozen servers; the bound keeps the ring (160 points of 8 bytes each)
-/// under 1.3 MiB and the index in a `u32`.
-pub const UPSTREAMS_MAX: usize = 1024;
 
 /// The largest weight of one upstream (nutcracker takes any positive int;
 /// this keeps the total exact in the `f32` share that ketama computes).
@@ -54,17 +51,6 @@ pub struct Continuum {
     hash: KeyHash,
 }
 
-/// How a key (its hash tag) becomes a position on the ring: one of
-/// nutcracker's `hash:` functions, bit for bit.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum KeyHash {
-    /// `fnv1a_64`, nutcracker's default (see [`fnv1a_64`]).
-    #[default]
-    Fnv1a64,
-    /// `murmur`: MurmurHash2, well mixed (see [`murmur`]).
-    Murmur,
-}
-
 impl KeyHash {
     /// The ring position of `key` (already cut to its hash tag). The empty
     /// key is at 0, as nutcracker's `server_pool_hash` has it.
@@ -73,29 +59,6 @@ impl KeyHash {
             _ if key.is_empty() => 0,
             KeyHash::Fnv1a64 => fnv1a_64(key),
             KeyHash::Murmur => murmur(key),
-        }
-    }
-
-    /// The name nutcracker's configuration uses for it.
-    pub fn name(self) -> &'static str {
-        match self {
-            KeyHash::Fnv1a64 => "fnv1a_64",
-            KeyHash::Murmur => "murmur",
-        }
-    }
-}
-
-impl std::str::FromStr for KeyHash {
-    type Err = String;
-
-    /// Parses nutcracker's name for the hash (`fnv1a_64`, `murmur`).
-    fn from_str(name: &str) -> Result<KeyHash, String> {
-        match name {
-            "fnv1a_64" => Ok(KeyHash::Fnv1a64),
-            "murmur" => Ok(KeyHash::Murmur),
-            _ => Err(format!(
-                "unknown key hash '{name}', expected fnv1a_64 or murmur"
-            )),
         }
     }
 }

@@ -30,58 +30,8 @@ pub mod resp;
 
 use std::fmt;
 
+pub use crate::config::Protocol;
 use crate::engine::buffer::Ring;
-
-/// The wire protocols built in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// Raw bytes: whatever arrived is a frame.
-    Echo,
-    /// `\n`-terminated lines (a `\r` before the `\n` is dropped too).
-    Line,
-    /// u32 big-endian length, then that many payload bytes.
-    Frame,
-    /// RESP2 (Redis) requests; a frame is one whole command, raw, and the
-    /// service writes whole RESP replies itself.
-    Resp,
-}
-
-impl Protocol {
-    /// Every protocol name accepted by `--protocol`.
-    pub const NAMES: &'static [&'static str] = &["echo", "line", "frame", "resp"];
-
-    /// Parses a `--protocol` name.
-    pub fn from_name(name: &str) -> Option<Protocol> {
-        match name {
-            "echo" => Some(Protocol::Echo),
-            "line" => Some(Protocol::Line),
-            "frame" => Some(Protocol::Frame),
-            "resp" => Some(Protocol::Resp),
-            _ => None,
-        }
-    }
-
-    /// The name as `--protocol` spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Echo => "echo",
-            Protocol::Line => "line",
-            Protocol::Frame => "frame",
-            Protocol::Resp => "resp",
-        }
-    }
-
-    /// Bytes of framing around each payload on the wire (header or
-    /// delimiter): what `--buffer` must hold beyond `--max-frame`. For
-    /// `line` this counts the `\n` only (a `\r` counts as payload).
-    pub fn overhead(self) -> usize {
-        match self {
-            Protocol::Echo | Protocol::Resp => 0,
-            Protocol::Line => 1,
-            Protocol::Frame => 4,
-        }
-    }
-}
 
 /// The readable bytes of a ring, in order, as at most two slices.
 #[derive(Clone, Copy, Debug)]

@@ -177,8 +177,7 @@ impl Core {
         shard: usize,
     ) -> io::Result<Core> {
         let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as Millis;
-        let upstreams = config
-            .upstream_settings()
+        let upstreams = crate::engine::upstream::Settings::from_config(config)
             .map(|settings| Box::new(Upstreams::new(settings, shard, config.buffer)));
         let scratch_len = if upstreams.is_some() {
             config.max_frame.max(config.buffer)

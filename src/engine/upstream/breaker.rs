@@ -23,7 +23,7 @@
 //! as a probe's outcome; the upstream timeout, shorter than the cool-down,
 //! keeps that rare.
 
-use crate::config::ConfigError;
+pub use crate::config::BreakerSettings;
 use crate::engine::timer::Millis;
 
 /// Buckets of the rolling window: with the default 10 s window, one per
@@ -31,100 +31,6 @@ use crate::engine::timer::Millis;
 /// at a time, so the window spans between `window - window / BUCKETS` and
 /// `window` of history.
 pub const BUCKETS: usize = 10;
-
-/// A breaker's thresholds. Each field is a setting of the proxy, named by
-/// its flag in [`BreakerSettings::validate`].
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BreakerSettings {
-    /// `--breaker-window` (10 s): the span over which the failure ratio is
-    /// taken. Long enough to hold `min_requests` at a modest rate, short
-    /// enough that old successes do not hide a failure that started now.
-    pub window: Millis,
-    /// `--breaker-failure-ratio` (0.5): the share of failed requests in the
-    /// window that opens the breaker. Half, as Hystrix and resilience4j
-    /// default: an upstream failing that often is of little use, and one
-    /// failing less is better tried than refused.
-    pub failure_ratio: f64,
-    /// `--breaker-min-requests` (20): requests the window must hold before
-    /// the ratio counts, so that two failures in a quiet second do not
-    /// open it (Hystrix's `requestVolumeThreshold`).
-    pub min_requests: u32,
-    /// `--breaker-connect-failures` (3): connect failures in a row that open
-    /// the breaker whatever the window says. A dead upstream gets no
-    /// requests through, so the ratio alone could never see it; three
-    /// (with backoff between) ride over a restart blip.
-    pub connect_failures: u32,
-    /// `--breaker-cool-down` (5 s): how long an open breaker fails fast
-    /// before it lets probes through (Hystrix's sleep window): short enough
-    /// to notice a recovery soon, long enough not to hammer a struggling
-    /// upstream.
-    pub cool_down: Millis,
-    /// `--breaker-probes` (3): requests let through while half-open; that
-    /// many successes close the breaker, one failure reopens it. More than
-    /// one so that a single lucky reply does not close it on an upstream
-    /// that still mostly fails.
-    pub probes: u32,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> BreakerSettings {
-        BreakerSettings {
-            window: 10_000,
-            failure_ratio: 0.5,
-            min_requests: 20,
-            connect_failures: 3,
-            cool_down: 5_000,
-            probes: 3,
-        }
-    }
-}
-
-impl BreakerSettings {
-    /// Checks every setting against its bounds; the error names the flag.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        const HOUR: Millis = 3_600_000;
-        let ratio = self.failure_ratio;
-        let checks = [
-            (
-                "--breaker-window",
-                (100..=HOUR).contains(&self.window),
-                "must be between 100ms and 1h, such as 10s",
-            ),
-            (
-                "--breaker-failure-ratio",
-                ratio > 0.0 && ratio <= 1.0,
-                "must be above 0 and at most 1, such as 0.5",
-            ),
-            (
-                "--breaker-min-requests",
-                (1..=1_000_000).contains(&self.min_requests),
-                "must be between 1 and 1000000, such as 20",
-            ),
-            (
-                "--breaker-connect-failures",
-                (1..=1000).contains(&self.connect_failures),
-                "must be between 1 and 1000, such as 3",
-            ),
-            (
-                "--breaker-cool-down",
-                (10..=HOUR).contains(&self.cool_down),
-                "must be between 10ms and 1h, such as 5s",
-            ),
-            (
-                "--breaker-probes",
-                (1..=1000).contains(&self.probes),
-                "must be between 1 and 1000, such as 3",
-            ),
-        ];
-        match checks.into_iter().find(|(_, ok, _)| !ok) {
-            Some((flag, _, message)) => Err(ConfigError {
-                flag: flag.to_string(),
-                message: message.to_string(),
-            }),
-            None => Ok(()),
-        }
-    }
-}
 
 /// Where a breaker stands (declared with the other metric labels).
 pub use crate::engine::metrics::BreakerState as State;
@@ -163,10 +69,12 @@ pub struct Breaker {
 }
 
 impl Breaker {
-    /// A closed breaker. `settings` should have passed
-    /// [`BreakerSettings::validate`].
+    /// A closed breaker, with validated `settings`.
     pub fn new(settings: BreakerSettings) -> Breaker {
-        debug_assert!(settings.validate().is_ok(), "{settings:?}");
+        debug_assert!(
+            settings.failure_ratio > 0.0 && settings.probes > 0,
+            "{settings:?}"
+        );
         Breaker {
             settings,
             state: State::Closed,
@@ -549,37 +457,6 @@ mod tests {
         // closed→open, open→half_open ×2, half_open→open, half_open→closed.
         assert_eq!(counts, [0, 1, 0, 0, 0, 2, 1, 1, 0]);
         assert_eq!(State::HalfOpen.name(), "half_open");
-    }
-
-    #[test]
-    fn defaults_are_valid_and_bad_settings_name_their_flag() {
-        assert_eq!(BreakerSettings::default(), S);
-        S.validate().unwrap();
-        type Change = fn(&mut BreakerSettings);
-        let cases: [(&str, Change); 9] = [
-            ("--breaker-window", |s| s.window = 99),
-            ("--breaker-failure-ratio", |s| s.failure_ratio = 0.0),
-            ("--breaker-failure-ratio", |s| s.failure_ratio = 1.5),
-            ("--breaker-failure-ratio", |s| s.failure_ratio = f64::NAN),
-            ("--breaker-min-requests", |s| s.min_requests = 0),
-            ("--breaker-connect-failures", |s| s.connect_failures = 0),
-            ("--breaker-cool-down", |s| s.cool_down = 9),
-            ("--breaker-probes", |s| s.probes = 0),
-            ("--breaker-probes", |s| s.probes = 1001),
-        ];
-        for (flag, change) in cases {
-            let mut settings = S;
-            change(&mut settings);
-            let error = settings.validate().unwrap_err();
-            assert_eq!(error.flag, flag);
-            assert!(!error.to_string().contains('\n'));
-        }
-        BreakerSettings {
-            failure_ratio: 1.0,
-            ..S
-        }
-        .validate()
-        .unwrap();
     }
 
     #[derive(Clone, Debug)]

@@ -16,11 +16,11 @@ use std::net::SocketAddr;
 
 use mio::Token;
 
-use super::backoff::BackoffSettings;
-use super::breaker::{BreakerSettings, State};
+use super::breaker::State;
 use super::conn::{Deadlines, Outstanding, UpConn};
 use super::pending::Pendings;
 use super::pool::{Pool, Waiting};
+use crate::config::{BackoffSettings, BreakerSettings, Config};
 use crate::engine::buffer::Pool as Rings;
 use crate::engine::conn::Table;
 use crate::engine::metrics::{FailFast, ShardMetrics, UpstreamError};
@@ -49,6 +49,38 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// The reconnect delays.
     pub backoff: BackoffSettings,
+}
+
+impl Settings {
+    /// What a shard needs to call the upstreams of a validated `config`;
+    /// `None` without upstreams.
+    pub fn from_config(config: &Config) -> Option<Settings> {
+        if config.upstreams.is_empty() {
+            return None;
+        }
+        debug_assert_eq!(
+            config.upstreams.len(),
+            config.upstream_addrs.len(),
+            "validated"
+        );
+        let ms = |d: std::time::Duration| d.as_millis().min(u64::MAX as u128) as Millis;
+        let names = config.upstreams.iter().cloned();
+        Some(Settings {
+            upstreams: names.zip(config.upstream_addrs.iter().copied()).collect(),
+            lanes: config.upstream_conns,
+            pipeline: config.upstream_pipeline,
+            queue_max: config.upstream_queue,
+            deadlines: Deadlines {
+                connect: ms(config.connect_timeout),
+                request: ms(config.upstream_timeout),
+                idle: ms(config.upstream_idle_timeout),
+            },
+            max_pending: config.max_pending,
+            max_pending_bytes: config.max_pending_bytes,
+            breaker: config.breaker,
+            backoff: config.backoff,
+        })
+    }
 }
 
 /// Idle buffers of awaited replies a shard keeps for reuse.

@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 
 use mio::Token;
 
-use super::backoff::{Backoff, BackoffSettings};
-use super::breaker::{Breaker, BreakerSettings};
+use super::backoff::Backoff;
+use super::breaker::Breaker;
+use crate::config::{BackoffSettings, BreakerSettings};
 use crate::engine::buffer::{Pool as Rings, Ring};
 use crate::engine::timer::Millis;
 

@@ -1,0 +1,256 @@
+//! Every setting, declared once: its field, flag and file key (the field's
+//! name in kebab case), help (the doc comment), default (`default_value`),
+//! bounds (`bounds`) and which commands take it (`help_heading`: the
+//! key-value store's settings are `serve`'s only, the upstreams' and the
+//! breaker's `proxy`'s only). Relations between settings are checked in
+//! `relations.rs`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
+use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol};
+use super::units::{parse_duration, parse_size};
+
+/// `--help` heading of the engine's limits.
+pub const LIMITS: &str = "Limits";
+/// `--help` heading of the settings only `holdfast serve` takes.
+pub const STORE: &str = "Key-value store (resp)";
+/// `--help` heading of settings only `holdfast proxy` takes.
+pub const UPSTREAMS: &str = "Upstreams";
+/// `--help` heading of the breaker's settings (`holdfast proxy` only).
+pub const BREAKER: &str = "Circuit breaker";
+
+/// The timer wheel ticks in milliseconds; a shorter deadline would fire
+/// before a healthy peer on a busy box could answer.
+pub const TIMEOUT_MIN: Duration = Duration::from_millis(10);
+/// Longer than a day is "no timeout" in disguise, which is the failure mode
+/// the timeouts exist to remove.
+pub const TIMEOUT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// A deadline of the engine or of an upstream call.
+const TIMEOUT: Range<Duration> = timeout(TIMEOUT_MIN, TIMEOUT_MAX);
+/// The breaker's and the backoff's spans: past an hour they stop reacting.
+const HOUR: Duration = Duration::from_secs(3600);
+/// A ring indexes by masking, so its capacity is a power of two. Smallest:
+/// below this, the header and a useful payload hardly fit. Largest: each
+/// connection holds two, so this times `--max-conns` is the worst-case
+/// memory; 64MiB is already far past any sane frame.
+pub const BUFFER_RANGE: Range<usize> = size(64, 64 << 20).power_of_two();
+/// The provided buffer ring is indexed by masking too.
+pub const URING_BUFFERS_RANGE: Range<usize> = count(1, URING_ENTRIES_MAX).power_of_two();
+/// A store, or a shard's awaited replies, larger than 1 TiB is a typo.
+const TIB: u64 = 1 << 40;
+/// Bounds the work of one loop turn (accepts) and the events array memory.
+const BATCH_MAX: u64 = 65_536;
+/// The kernel's limit on a provided buffer ring's and a submission queue's
+/// entries.
+const URING_ENTRIES_MAX: u64 = 32_768;
+/// Requests per upstream connection, in flight or waiting (24 bytes of
+/// bookkeeping each), and replies one client may await (each may hold up
+/// to `--buffer` bytes).
+const QUEUE_MAX: u64 = 65_536;
+
+/// Every setting of `holdfast serve` and `holdfast proxy`. Build it with
+/// [`Config::default`] or `config::load`, then call [`Config::validate`].
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Where clients connect
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000",
+          value_parser = choices::address)]
+    pub listen: SocketAddr,
+    /// Wire protocol: echo | line | frame | resp (the proxy speaks resp only)
+    #[arg(long, value_name = "NAME", default_value = "echo", value_parser = Protocol::parse)]
+    pub protocol: Protocol,
+    /// Metrics and health endpoint, or off
+    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:7001",
+          value_parser = choices::admin)]
+    pub admin: Admin,
+    /// Shards (event loops, one thread each); 0 = one per CPU
+    #[arg(long, value_name = "N", default_value = "0",
+          bounds = count(0, 1024).note(" (0 means one per CPU)"))]
+    pub threads: usize,
+    /// Client connections per process; 0 = derived from the open-file limit
+    /// at start-up. Each costs an fd, a slab slot and, while busy, two rings
+    #[arg(long, value_name = "N", default_value = "0",
+          bounds = count(0, 10_000_000).note(" (0 derives it from the open-file limit)"))]
+    pub max_conns: usize,
+    /// Capacity of each of a connection's two rings
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", bounds = BUFFER_RANGE)]
+    pub buffer: usize,
+    /// Largest frame payload; 0 = what fits in --buffer with the framing
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = parse_size)]
+    pub max_frame: usize,
+    /// No traffic at all for this long closes
+    #[arg(long, value_name = "DUR", default_value = "60s",
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub idle_timeout: Duration,
+    /// A started frame must complete within this
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub read_timeout: Duration,
+    /// Pending output must make progress within this
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub write_timeout: Duration,
+    /// Drain time after SIGTERM/SIGINT; 0 closes at once
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX))]
+    pub shutdown_grace: Duration,
+    /// epoll | uring (uring needs a `--features uring` build) [default: uring in a uring build,
+    /// falling back to epoll if the kernel refuses it; epoll otherwise]
+    #[arg(long, value_name = "NAME", value_parser = Backend::parse)]
+    pub backend: Option<Backend>,
+    /// listen(2) backlog of each listener (the kernel caps it at net.core.somaxconn)
+    #[arg(long, value_name = "N", default_value = "1024", help_heading = LIMITS,
+          bounds = count32(1, 65_535))]
+    pub backlog: u32,
+    /// Accepts per loop turn per shard, so a connect storm cannot starve open connections
+    #[arg(long, value_name = "N", default_value = "64", help_heading = LIMITS,
+          bounds = count(1, BATCH_MAX))]
+    pub accept_batch: usize,
+    /// Readiness events taken per poll
+    #[arg(long, value_name = "N", default_value = "1024", help_heading = LIMITS,
+          bounds = count(1, BATCH_MAX))]
+    pub events_max: usize,
+    /// Bytes read per connection per loop turn before the others get their turn
+    #[arg(long, value_name = "SIZE", default_value = "256KiB", help_heading = LIMITS,
+          bounds = size(1, 1 << 30))]
+    pub read_budget: usize,
+    /// Idle rings a shard keeps for reuse (times --buffer is memory held idle)
+    #[arg(long, value_name = "N", default_value = "64", help_heading = LIMITS,
+          bounds = count(0, 1_000_000))]
+    pub pool_free_max: usize,
+    /// Rings a shard allocates at start, at most --pool-free-max
+    #[arg(long, value_name = "N", default_value = "0", help_heading = LIMITS,
+          bounds = count(0, 1_000_000))]
+    pub pool_prealloc: usize,
+    /// error | warn | info | debug | trace
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = choices::log_level)]
+    pub log_level: log::LevelFilter,
+    /// Pin shard i to CPU i (sched_setaffinity), modulo the CPUs this process may use
+    #[arg(long)]
+    pub pin_cores: bool,
+    /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
+    /// past it writes get -OOM
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,
+          bounds = size(0, TIB).note(" (0 means unlimited)"))]
+    pub max_memory: usize,
+    /// Allow DEBUG PANIC and DEBUG SLEEP (milliseconds)
+    #[arg(long, help_heading = STORE)]
+    pub enable_debug_commands: bool,
+    /// io_uring: provided receive buffers per shard, shared by its connections
+    #[arg(long, value_name = "N", default_value = "512", help_heading = LIMITS,
+          bounds = URING_BUFFERS_RANGE)]
+    pub uring_buffers: usize,
+    /// io_uring: bytes per provided receive buffer (the most one receive carries)
+    #[arg(long, value_name = "SIZE", default_value = "16KiB", help_heading = LIMITS,
+          bounds = size(512, 1 << 20))]
+    pub uring_buffer_size: usize,
+    /// io_uring: submission queue entries per shard (the completion queue has 4x)
+    #[arg(long, value_name = "N", default_value = "4096", help_heading = LIMITS,
+          bounds = count(8, URING_ENTRIES_MAX))]
+    pub uring_entries: usize,
+    /// An upstream Redis server, host:port; repeat for several (`upstreams = [...]` in
+    /// --config). The proxy places keys by these names
+    #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,
+          value_parser = choices::upstream)]
+    pub upstreams: Vec<String>,
+    /// The addresses of `upstreams`, resolved by [`Config::validate`].
+    #[arg(skip)]
+    pub upstream_addrs: Vec<SocketAddr>,
+    /// Replies one client may await; past it the client is not read from
+    #[arg(long, value_name = "N", default_value = "128", help_heading = UPSTREAMS,
+          bounds = count(1, QUEUE_MAX))]
+    pub max_pending: usize,
+    /// Bytes a shard's awaited replies may hold, at least --buffer; past it a reply that
+    /// must wait is dropped with an error
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = UPSTREAMS,
+          bounds = size(64, TIB))]
+    pub max_pending_bytes: usize,
+    /// Connections per upstream per shard (a client keeps to one)
+    #[arg(long, value_name = "N", default_value = "1", help_heading = UPSTREAMS,
+          bounds = count(1, 64))]
+    pub upstream_conns: usize,
+    /// Requests in flight per upstream connection
+    #[arg(long, value_name = "N", default_value = "512", help_heading = UPSTREAMS,
+          bounds = count(1, QUEUE_MAX))]
+    pub upstream_pipeline: usize,
+    /// Requests that may wait for an upstream connection; past it they fail at once
+    #[arg(long, value_name = "N", default_value = "1024", help_heading = UPSTREAMS,
+          bounds = count(1, QUEUE_MAX))]
+    pub upstream_queue: usize,
+    /// An upstream connect must complete within this
+    #[arg(long, value_name = "DUR", default_value = "1s", help_heading = UPSTREAMS,
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub connect_timeout: Duration,
+    /// A request must be answered within this (shorter than --idle-timeout), or it gets
+    /// an error and its connection is replaced
+    #[arg(long, value_name = "DUR", default_value = "1s", help_heading = UPSTREAMS,
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub upstream_timeout: Duration,
+    /// An upstream connection unused this long is closed
+    #[arg(long, value_name = "DUR", default_value = "60s", help_heading = UPSTREAMS,
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub upstream_idle_timeout: Duration,
+    /// The `--breaker-*` thresholds.
+    #[command(flatten)]
+    pub breaker: BreakerSettings,
+    /// The `--reconnect-*` delays.
+    #[command(flatten)]
+    pub backoff: BackoffSettings,
+    /// murmur | fnv1a_64, as nutcracker's hash: (fnv1a_64 to take over a nutcracker's
+    /// keys; it spreads keys unevenly)
+    #[arg(long, value_name = "NAME", default_value = "murmur", help_heading = UPSTREAMS,
+          value_parser = KeyHash::parse)]
+    pub key_hash: KeyHash,
+}
+
+/// A circuit breaker's thresholds (`engine::upstream::breaker` says why
+/// each default).
+#[derive(Clone, Copy, Debug, PartialEq, Args)]
+pub struct BreakerSettings {
+    /// Span over which the failure ratio is taken
+    #[arg(long = "breaker-window", value_name = "DUR", default_value = "10s",
+          help_heading = BREAKER, bounds = millis(Duration::from_millis(100), HOUR))]
+    pub window: u64,
+    /// Share of failed requests in the window that opens the breaker
+    #[arg(long = "breaker-failure-ratio", value_name = "RATIO", default_value = "0.5",
+          help_heading = BREAKER, bounds = Ratio)]
+    pub failure_ratio: f64,
+    /// Requests the window must hold before the ratio counts
+    #[arg(long = "breaker-min-requests", value_name = "N", default_value = "20",
+          help_heading = BREAKER, bounds = count32(1, 1_000_000))]
+    pub min_requests: u32,
+    /// Connect failures in a row that open the breaker
+    #[arg(long = "breaker-connect-failures", value_name = "N", default_value = "3",
+          help_heading = BREAKER, bounds = count32(1, 1000))]
+    pub connect_failures: u32,
+    /// How long an open breaker fails requests at once before probing; at least
+    /// --upstream-timeout
+    #[arg(long = "breaker-cool-down", value_name = "DUR", default_value = "5s",
+          help_heading = BREAKER, bounds = millis(TIMEOUT_MIN, HOUR))]
+    pub cool_down: u64,
+    /// Probe requests let through half-open; all must succeed to close
+    #[arg(long = "breaker-probes", value_name = "N", default_value = "3",
+          help_heading = BREAKER, bounds = count32(1, 1000))]
+    pub probes: u32,
+}
+
+/// The reconnect backoff's delays (`engine::upstream::backoff`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Args)]
+pub struct BackoffSettings {
+    /// First reconnect delay ceiling after a failed connect
+    #[arg(long = "reconnect-base", value_name = "DUR", default_value = "100ms",
+          help_heading = UPSTREAMS, bounds = millis(Duration::from_millis(1), HOUR))]
+    pub base: u64,
+    /// Longest reconnect delay, at least --reconnect-base
+    #[arg(long = "reconnect-max", value_name = "DUR", default_value = "10s",
+          help_heading = UPSTREAMS, bounds = millis(Duration::from_millis(1), HOUR))]
+    pub cap: u64,
+    /// full | decorrelated jitter of reconnect delays
+    #[arg(long = "reconnect-jitter", value_name = "NAME", default_value = "full",
+          help_heading = UPSTREAMS, value_parser = Jitter::parse)]
+    pub jitter: Jitter,
+}

@@ -1,0 +1,604 @@
+//! The settings as a user gives them: flags and files, through the
+//! declarations.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const KIB: usize = 1024;
+
+/// A temp file with a unique name, removed on drop.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(text: &str) -> TempFile {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("holdfast-config-{}-{unique}.toml", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The settings of `mode` from `file` and `flags`, validated.
+fn settings(mode: Mode, file: Option<&Path>, flags: &[String]) -> Result<Config, ConfigError> {
+    let command = clap::Command::new("holdfast").no_binary_name(true);
+    let matches = command
+        .args(args(mode))
+        .try_get_matches_from(flags)
+        .map_err(|error| flag_error(&error).unwrap_or_else(|| panic!("{error}")))?;
+    let mut config = load(mode, file, &matches)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// `key = value` pairs as flags (`pin-cores = true` is `--pin-cores`).
+fn flags(settings: &[(&str, &str)]) -> Vec<String> {
+    let flag = |&(key, value): &(&str, &str)| match value {
+        "true" => format!("--{key}"),
+        _ => format!("--{key}={value}"),
+    };
+    settings.iter().map(flag).collect()
+}
+
+/// The first error `holdfast serve --key value` meets.
+fn invalid(key: &str, value: &str) -> ConfigError {
+    settings(Mode::Serve, None, &flags(&[(key, value)])).unwrap_err()
+}
+
+fn valid(pairs: &[(&str, &str)]) -> Config {
+    settings(Mode::Serve, None, &flags(pairs)).unwrap()
+}
+
+/// The first error of `holdfast serve` with all of `pairs`.
+fn invalid_all(pairs: &[(&str, &str)]) -> ConfigError {
+    settings(Mode::Serve, None, &flags(pairs)).unwrap_err()
+}
+
+fn file_error_of(text: &str) -> ConfigError {
+    let file = TempFile::new(text);
+    settings(Mode::Serve, Some(&file.0), &[]).unwrap_err()
+}
+
+#[test]
+fn defaults_are_valid_and_max_frame_is_derived_per_protocol() {
+    let config = valid(&[]);
+    assert_eq!(config.max_frame, 64 * KIB);
+    assert_eq!(valid(&[("protocol", "line")]).max_frame, 64 * KIB - 1);
+    assert_eq!(valid(&[("protocol", "frame")]).max_frame, 64 * KIB - 4);
+    let small = valid(&[("protocol", "frame"), ("buffer", "4KiB")]);
+    assert_eq!(small.max_frame, 4 * KIB - 4);
+}
+
+#[test]
+fn validate_is_idempotent() {
+    let mut config = valid(&[("protocol", "frame")]);
+    config.validate().unwrap();
+    assert_eq!(config.max_frame, 64 * KIB - 4);
+}
+
+#[test]
+fn buffer_must_be_a_bounded_power_of_two() {
+    for value in ["32", "0", "128MiB"] {
+        let error = invalid("buffer", value);
+        assert_eq!(error.flag, "--buffer", "{value}");
+        assert!(
+            error.message.starts_with("must be between 64 and 64MiB"),
+            "{error}"
+        );
+    }
+    for (value, next) in [("1000", "1KiB"), ("64KB", "64KiB")] {
+        let error = invalid("buffer", value);
+        let expected = format!("must be a power of two, got {value} (try {next})");
+        assert_eq!(error.message, expected.replace("64KB", "64000"));
+    }
+    // A `Config` built in code is held to it too.
+    let mut config = Config {
+        buffer: 1000,
+        ..Config::default()
+    };
+    assert_eq!(config.validate().unwrap_err().flag, "--buffer");
+    valid(&[("buffer", "64")]);
+    valid(&[("buffer", "64MiB")]);
+}
+
+#[test]
+fn max_frame_must_fit_in_buffer_with_its_header() {
+    assert_eq!(
+        invalid_all(&[("protocol", "frame"), ("max-frame", "70000")]).to_string(),
+        "--max-frame: 70000 does not fit in --buffer 65536 with the 4-byte frame header \
+             (at most 65532); raise --buffer or lower --max-frame"
+    );
+    valid(&[("protocol", "frame"), ("max-frame", "65532")]);
+    valid(&[("protocol", "echo"), ("max-frame", "64KiB")]);
+    let error = invalid("max-frame", "65537");
+    assert_eq!(error.flag, "--max-frame");
+    let mut line = valid(&[("protocol", "line")]);
+    line.max_frame = 64 * KIB;
+    let error = line.validate().unwrap_err();
+    assert!(error.message.contains("1-byte newline"), "{error}");
+}
+
+#[test]
+fn resp_max_frame_must_hold_a_client_command() {
+    let error = invalid_all(&[("protocol", "resp"), ("max-frame", "16")]);
+    assert_eq!(
+        error.to_string(),
+        "--max-frame: must be at least 1KiB with --protocol resp (a whole command must \
+             fit), got 16"
+    );
+    valid(&[("protocol", "resp"), ("max-frame", "1KiB")]);
+    valid(&[("protocol", "frame"), ("max-frame", "16")]);
+}
+
+#[test]
+fn breaker_cool_down_must_outlast_the_upstream_timeout() {
+    let proxy = |cool_down: &str| {
+        let pairs = [
+            ("upstream", "127.0.0.1:1"),
+            ("upstream-timeout", "2s"),
+            ("breaker-cool-down", cool_down),
+        ];
+        settings(Mode::Proxy, None, &flags(&pairs))
+    };
+    let error = proxy("1s").unwrap_err();
+    assert_eq!(error.flag, "--breaker-cool-down");
+    assert!(
+        error
+            .message
+            .starts_with("1s must be at least --upstream-timeout 2s"),
+        "{error}"
+    );
+    proxy("2s").unwrap();
+}
+
+#[test]
+fn timeouts_are_bounded() {
+    for flag in ["idle-timeout", "read-timeout", "write-timeout"] {
+        for value in ["5ms", "0", "25h"] {
+            let error = invalid(flag, value);
+            assert_eq!(error.flag, format!("--{flag}"));
+            assert!(
+                error.message.starts_with("must be between 10ms and 24h"),
+                "{error}"
+            );
+        }
+        valid(&[(flag, "10ms")]);
+        valid(&[(flag, "24h")]);
+    }
+    valid(&[("shutdown-grace", "0")]);
+    let error = invalid("shutdown-grace", "25h");
+    assert_eq!(
+        error.to_string(),
+        "--shutdown-grace: must be at most 24h, got 25h"
+    );
+}
+
+#[test]
+fn counts_are_bounded_and_name_their_flag() {
+    let out_of_range = [
+        ("threads", "1025"),
+        ("max-conns", "10000001"),
+        ("accept-batch", "0"),
+        ("accept-batch", "65537"),
+        ("events-max", "0"),
+        ("events-max", "65537"),
+        ("read-budget", "0"),
+        ("read-budget", "2GiB"),
+        ("pool-free-max", "1000001"),
+        ("pool-prealloc", "65"),
+    ];
+    for (key, value) in out_of_range {
+        let error = invalid(key, value);
+        assert_eq!(error.flag, format!("--{key}"), "{value}");
+        assert!(error.message.starts_with("must be"), "{error}");
+    }
+    let in_range = [
+        ("threads", "0"),
+        ("threads", "1024"),
+        ("max-conns", "0"),
+        ("max-conns", "10000000"),
+        ("backlog", "65535"),
+        ("accept-batch", "65536"),
+        ("events-max", "1"),
+        ("read-budget", "1GiB"),
+        ("pool-free-max", "0"),
+        ("pool-prealloc", "64"),
+    ];
+    for (key, value) in in_range {
+        valid(&[(key, value)]);
+    }
+    let error = invalid("threads", "5000");
+    assert_eq!(
+        error.to_string(),
+        "--threads: must be at most 1024 (0 means one per CPU), got 5000"
+    );
+}
+
+#[test]
+fn backlog_out_of_range_is_rejected_when_set() {
+    let error = invalid("backlog", "70000");
+    assert_eq!(
+        error.to_string(),
+        "--backlog: must be between 1 and 65535, got 70000"
+    );
+    for value in ["0", "5000000000"] {
+        let error = invalid("backlog", value);
+        assert_eq!(error.flag, "--backlog");
+    }
+}
+
+#[test]
+fn admin_must_not_share_the_listen_port() {
+    let clashes = [
+        ("127.0.0.1:7000", "127.0.0.1:7000"),
+        ("0.0.0.0:7000", "127.0.0.1:7000"),
+        ("127.0.0.1:7000", "[::]:7000"),
+    ];
+    for (listen, admin) in clashes {
+        let error = invalid_all(&[("listen", listen), ("admin", admin)]);
+        assert_eq!(error.flag, "--admin", "{listen} {admin}");
+        assert!(error.message.contains("--admin off"), "{error}");
+    }
+    valid(&[("listen", "127.0.0.1:7000"), ("admin", "off")]);
+    valid(&[("listen", "127.0.0.1:0"), ("admin", "127.0.0.1:0")]);
+    valid(&[("listen", "127.0.0.1:7000"), ("admin", "127.0.0.2:7000")]);
+}
+
+#[test]
+fn set_parses_each_kind_of_value() {
+    let config = valid(&[
+        ("listen", "0.0.0.0:9000"),
+        ("protocol", "line"),
+        ("admin", "OFF"),
+        ("threads", "2"),
+        ("buffer", "16KiB"),
+        ("idle-timeout", "5s"),
+        ("backend", "epoll"),
+        ("backlog", "128"),
+        ("log-level", "debug"),
+    ]);
+    assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(config.protocol, Protocol::Line);
+    assert_eq!(config.admin, None);
+    assert_eq!(config.threads, 2);
+    assert_eq!(config.buffer, 16 * KIB);
+    assert_eq!(config.idle_timeout, Duration::from_secs(5));
+    assert_eq!(config.backlog, 128);
+    assert_eq!(config.log_level, log::LevelFilter::Debug);
+}
+
+#[test]
+fn set_rejects_bad_values_naming_the_flag() {
+    let cases = [
+        ("listen", "localhost"),
+        ("protocol", "http"),
+        ("admin", "7001"),
+        ("threads", "-1"),
+        ("threads", "four"),
+        ("buffer", "64x"),
+        ("idle-timeout", "soon"),
+        ("backend", "kqueue"),
+        ("log-level", "verbose"),
+    ];
+    for (key, value) in cases {
+        let error = invalid(key, value);
+        assert_eq!(error.flag, format!("--{key}"), "{value}");
+        assert!(error.message.contains(&format!("`{value}`")), "{error}");
+    }
+    if cfg!(feature = "uring") {
+        let config = valid(&[("backend", "uring")]);
+        assert_eq!(config.backend, Some(Backend::Uring));
+    } else {
+        let error = invalid("backend", "uring");
+        assert_eq!(
+            error.to_string(),
+            "--backend: uring needs a build with `--features uring`"
+        );
+    }
+}
+
+#[test]
+fn file_sets_every_kind_of_value() {
+    let file = TempFile::new(
+        r#"
+            listen = "127.0.0.1:7100"
+            protocol = "line"
+            admin = "off"
+            threads = 2
+            max-conns = 100
+            buffer = "16KiB"
+            max-frame = 1000
+            idle-timeout = "5s"
+            read-timeout = 3
+            write-timeout = "500ms"
+            shutdown-grace = "0"
+            backend = "epoll"
+            backlog = 64
+            accept-batch = 8
+            events-max = 256
+            read-budget = 65536
+            pool-free-max = 4
+            log-level = "debug"
+            "#,
+    );
+    let config = settings(Mode::Serve, Some(&file.0), &[]).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:7100".parse().unwrap());
+    assert_eq!(config.protocol, Protocol::Line);
+    assert_eq!(config.admin, None);
+    assert_eq!((config.threads, config.max_conns), (2, 100));
+    assert_eq!((config.buffer, config.max_frame), (16 * KIB, 1000));
+    assert_eq!(config.idle_timeout, Duration::from_secs(5));
+    assert_eq!(config.read_timeout, Duration::from_secs(3));
+    assert_eq!(config.write_timeout, Duration::from_millis(500));
+    assert_eq!(config.shutdown_grace, Duration::ZERO);
+    assert_eq!((config.backlog, config.accept_batch), (64, 8));
+    assert_eq!((config.events_max, config.read_budget), (256, 64 * KIB));
+    assert_eq!(config.pool_free_max, 4);
+    assert_eq!(config.log_level, log::LevelFilter::Debug);
+}
+
+#[test]
+fn file_unknown_key_names_the_line_and_the_likely_key() {
+    let error = file_error_of("threads = 2\nmax_conn = 100\n");
+    assert_eq!(error.flag, "--config");
+    assert!(
+        error
+            .message
+            .ends_with(" line 2: unknown key `max_conn`; did you mean `max-conns`?")
+    );
+    let error = file_error_of("colour = \"blue\"\n");
+    assert!(
+        error
+            .message
+            .contains("unknown key `colour`; the keys are listen,"),
+        "{error}"
+    );
+}
+
+#[test]
+fn file_bad_value_names_the_key_and_line() {
+    let error = file_error_of("threads = 2\n\nbuffer = \"64x\"\n");
+    assert_eq!(error.flag, "--config");
+    assert!(
+        error
+            .message
+            .ends_with(" line 3: buffer: expected a size such as 512, 64KiB or 1MiB, got `64x`"),
+        "{error}"
+    );
+    let error = file_error_of("threads = [2]\n");
+    assert!(
+        error
+            .message
+            .ends_with("threads: expected a string, a number or a boolean, got a array")
+    );
+    let error = file_error_of("idle-timeout = -5\n");
+    assert!(
+        error.message.contains("idle-timeout: expected a duration"),
+        "{error}"
+    );
+}
+
+#[test]
+fn file_syntax_error_is_one_line_with_its_line_number() {
+    let error = file_error_of("threads = 2\nbuffer = \n");
+    let text = error.to_string();
+    assert!(!text.contains('\n'), "{text}");
+    assert!(text.starts_with("--config: "), "{text}");
+    assert!(text.contains(" line 2: "), "{text}");
+    let error = file_error_of("threads = 2\nthreads = 3\n");
+    assert!(!error.to_string().contains('\n'));
+}
+
+#[test]
+fn missing_file_says_it_cannot_be_read() {
+    let path = std::env::temp_dir().join("holdfast-config-does-not-exist.toml");
+    let error = settings(Mode::Serve, Some(&path), &[]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "--config: cannot read {}: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn each_command_takes_its_settings() {
+    let longs = |mode| -> Vec<String> {
+        let args = args(mode);
+        args.iter()
+            .filter_map(|arg| arg.get_long().map(String::from))
+            .collect()
+    };
+    let (serve, proxy) = (longs(Mode::Serve), longs(Mode::Proxy));
+    let store = ["max-memory", "enable-debug-commands"];
+    for key in &serve {
+        assert_eq!(
+            proxy.contains(key),
+            !store.contains(&key.as_str()),
+            "--{key}"
+        );
+    }
+    for key in [
+        "upstream",
+        "max-pending",
+        "breaker-window",
+        "reconnect-max",
+        "key-hash",
+    ] {
+        assert!(proxy.iter().any(|k| k == key) && !serve.iter().any(|k| k == key));
+    }
+    // And so does the file.
+    let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\n");
+    let error = settings(Mode::Serve, Some(&file.0), &[]).unwrap_err();
+    assert!(error.message.contains("unknown key `upstreams`"), "{error}");
+    let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\nmax-memory = 5\n");
+    let error = settings(Mode::Proxy, Some(&file.0), &[]).unwrap_err();
+    assert!(
+        error.message.contains("unknown key `max-memory`"),
+        "{error}"
+    );
+}
+
+/// A file naming every setting with its default text is the default: each
+/// flag is a file key, read by the same parser.
+#[test]
+fn every_flag_is_a_file_key_with_the_same_default() {
+    for mode in [Mode::Serve, Mode::Proxy] {
+        let mut text = String::new();
+        if mode == Mode::Proxy {
+            text += "upstreams = [\"127.0.0.1:1\"]\n";
+        }
+        for arg in args(mode) {
+            let (Some(key), Some(default)) = (arg.get_long(), arg.get_default_values().first())
+            else {
+                continue;
+            };
+            text += &format!("{key} = \"{}\"\n", default.to_string_lossy());
+        }
+        let file = TempFile::new(&text);
+        let upstream = [("upstream", "127.0.0.1:1")];
+        let flags = flags(if mode == Mode::Proxy { &upstream } else { &[] });
+        let from_file = settings(mode, Some(&file.0), &[]).unwrap();
+        let from_defaults = settings(mode, None, &flags).unwrap();
+        assert_eq!(
+            format!("{from_file:?}"),
+            format!("{from_defaults:?}"),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn breaker_and_backoff_bounds_name_their_flag() {
+    let cases = [
+        ("breaker-window", "99ms"),
+        ("breaker-failure-ratio", "0"),
+        ("breaker-failure-ratio", "1.5"),
+        ("breaker-failure-ratio", "NaN"),
+        ("breaker-min-requests", "0"),
+        ("breaker-connect-failures", "0"),
+        ("breaker-cool-down", "9ms"),
+        ("breaker-probes", "0"),
+        ("breaker-probes", "1001"),
+        ("reconnect-base", "0"),
+        ("reconnect-base", "61m"),
+        ("reconnect-max", "61m"),
+    ];
+    for (key, value) in cases {
+        let flags = flags(&[("upstream", "127.0.0.1:1"), (key, value)]);
+        let error = settings(Mode::Proxy, None, &flags).unwrap_err();
+        assert_eq!(error.flag, format!("--{key}"), "{value}: {error}");
+    }
+    let flags = flags(&[
+        ("upstream", "127.0.0.1:1"),
+        ("reconnect-base", "1s"),
+        ("reconnect-max", "999ms"),
+    ]);
+    let error = settings(Mode::Proxy, None, &flags).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "--reconnect-max: must be at least --reconnect-base 1s, got 999ms"
+    );
+    let config = valid(&[]);
+    assert_eq!(config.breaker, BreakerSettings::default());
+    assert_eq!(config.backoff, BackoffSettings::default());
+}
+
+/// The rows of the README's limits table, as cells.
+fn limits_table(readme: &str) -> Vec<Vec<String>> {
+    let section = readme
+        .split("\n## Limits\n")
+        .nth(1)
+        .expect("a Limits section");
+    let section = section.split("\n## ").next().unwrap();
+    let rows = section.lines().filter(|line| line.starts_with('|')).skip(2);
+    let cells = |line: &str| {
+        line.trim_matches('|')
+            .split(" | ")
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    rows.map(cells).collect()
+}
+
+/// The README's limits table says what the declarations say: every bounded
+/// setting has a row with its declared default and range, and every row
+/// that names a flag names a setting.
+#[test]
+fn readme_limits_table_matches_the_declarations() {
+    let readme = include_str!("../../README.md");
+    let mut declared = args(Mode::Serve);
+    let serve: Vec<_> = declared
+        .iter()
+        .map(|arg| arg.get_long().map(String::from))
+        .collect();
+    let proxy_only = args(Mode::Proxy).into_iter();
+    declared.extend(proxy_only.filter(|arg| !serve.contains(&arg.get_long().map(String::from))));
+    let mut seen = Vec::new();
+    for row in limits_table(readme) {
+        assert_eq!(row.len(), 4, "{row:?}");
+        let Some(name) = row[0]
+            .strip_prefix("`--")
+            .and_then(|rest| rest.split('`').next())
+        else {
+            continue;
+        };
+        let arg = declared.iter().find(|arg| arg.get_long() == Some(name));
+        let arg = arg.unwrap_or_else(|| panic!("README limits row `--{name}` is no setting"));
+        if let Some(default) = arg.get_default_values().first() {
+            let default = default.to_string_lossy();
+            let rest = row[1].strip_prefix(default.as_ref());
+            let ok = rest.is_some_and(|rest| rest.is_empty() || rest.starts_with(' '));
+            assert!(
+                ok,
+                "--{name}: README default `{}`, declared {default}",
+                row[1]
+            );
+        }
+        if let Some(range) = range_of(arg) {
+            assert_eq!(row[2], range, "--{name}: README range");
+        }
+        seen.push(name.to_string());
+    }
+    for arg in declared.iter().filter(|arg| range_of(arg).is_some()) {
+        let name = arg.get_long().unwrap();
+        assert!(
+            seen.iter().any(|seen| seen == name),
+            "--{name} has no README limits row"
+        );
+    }
+}
+
+/// A ratio is a TOML float; the file took only strings, integers and
+/// booleans, so `breaker-failure-ratio = 0.25` was refused.
+#[test]
+fn file_takes_a_ratio_as_a_float() {
+    let file = TempFile::new("upstreams = [\"127.0.0.1:1\"]\nbreaker-failure-ratio = 0.25\n");
+    let config = settings(Mode::Proxy, Some(&file.0), &[]).unwrap();
+    assert_eq!(config.breaker.failure_ratio, 0.25);
+}
+
+/// A file value is held to its setting's bounds as it is read, so the
+/// error names the file's line and key, not only the flag.
+#[test]
+fn file_value_out_of_range_names_the_line_and_key() {
+    let error = file_error_of("threads = 2\nbacklog = 0\n");
+    assert_eq!(error.flag, "--config");
+    assert!(
+        error
+            .message
+            .ends_with(" line 2: backlog: must be between 1 and 65535, got 0"),
+        "{error}"
+    );
+}
