@@ -1,8 +1,8 @@
-//! What every driver's loop shares: the connection table, the timer wheel,
-//! the ring pool, the codec and service, and the one data path through
-//! them ([`Core::drive`]). A driver supplies the [`Io`] that moves bytes
-//! between a socket and the rings and decides when a closed connection's
-//! socket may really be released.
+//! What the loop drives, whatever the driver: the connection table, the
+//! timer wheel, the ring pool, the codec and service, and the one data path
+//! through them ([`Core::drive`]). The [`Driver`] moves bytes between a
+//! socket and the rings and decides when a closed connection's socket may
+//! really be released.
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,8 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::Token;
-
 use super::accept::Acceptor;
 use super::serve::{self, Serving};
 use crate::config::Config;
@@ -20,7 +18,7 @@ use crate::engine::buffer::Pool;
 use crate::engine::codec::Codec;
 use crate::engine::conn::table::is_upstream;
 use crate::engine::conn::{Conn, State, Table, Timeouts};
-use crate::engine::driver::Read;
+use crate::engine::driver::{Driver, Link, Links, Socket, Token};
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::service::Service;
 use crate::engine::timer::{Millis, Wheel};
@@ -43,51 +41,6 @@ const WHEEL_SLOTS: usize = 512;
 const READ_PASS_MAX: usize = 16 * 1024;
 /// A turn with at most this many readiness events counts as quiet.
 const QUIET_TURN_EVENTS: usize = 2;
-
-/// How a driver moves bytes for one connection. The core calls these from
-/// [`Core::drive`] only, in the order read → serve → flush.
-pub trait Io {
-    /// Moves bytes that arrived for `conn` into its input ring (taken from
-    /// `pool` if it has none) while [`Conn::wants_read`] holds, up to
-    /// `budget` bytes; clears `conn.read_ready` once nothing more is known
-    /// to be waiting. An error is the peer's: the connection closes.
-    fn read(
-        &mut self,
-        token: Token,
-        conn: &mut Conn,
-        pool: &mut Pool,
-        budget: usize,
-    ) -> io::Result<Read>;
-
-    /// Starts or continues writing `conn`'s output ring to its socket;
-    /// returns the bytes that left the ring since the last call. An empty
-    /// ring that the driver no longer needs goes back to `pool`. An error is
-    /// the peer's.
-    fn flush(&mut self, token: Token, conn: &mut Conn, pool: &mut Pool) -> io::Result<usize>;
-
-    /// Called at the end of every drive of a live `conn`, once its state
-    /// has settled: a completion-based driver posts or cancels its receive
-    /// here.
-    fn settle(&mut self, _token: Token, _conn: &mut Conn) {}
-
-    /// `conn` is closing: stop everything in flight on it. Returns true if
-    /// its socket and rings may be released now; false if the driver will
-    /// call [`Core::release`] itself once the kernel is done with them.
-    fn retire(&mut self, token: Token, conn: &mut Conn) -> bool;
-
-    /// A new socket for the upstream connection `token`, connecting to
-    /// `addr` (the connect is started, not finished: see
-    /// [`Io::connect_status`]). An error is a failed connect attempt.
-    fn connect(
-        &mut self,
-        token: Token,
-        addr: std::net::SocketAddr,
-    ) -> io::Result<mio::net::TcpStream>;
-
-    /// How the connect of `conn` is going: `None` while in flight,
-    /// `Some(Ok(()))` once connected, `Some(Err(_))` if it failed.
-    fn connect_status(&mut self, token: Token, conn: &mut Conn) -> Option<io::Result<()>>;
-}
 
 /// What is shared between a shard and the rest of the process.
 #[derive(Clone)]
@@ -275,7 +228,7 @@ impl Core {
     /// Takes in an accepted socket: counts it against `--max-conns`
     /// (rejecting it past the cap), enters it in the table and the wheel.
     /// Returns its token, or `None` if it was turned away (and closed).
-    pub fn admit(&mut self, stream: mio::net::TcpStream) -> Option<Token> {
+    pub fn admit(&mut self, stream: Socket) -> Option<Token> {
         if self.open_total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_conns {
             self.open_total.fetch_sub(1, Ordering::AcqRel);
             self.metrics.rejected[RejectReason::MaxConns.index()].inc();
@@ -296,7 +249,7 @@ impl Core {
     /// again while anything moves and the read budget lasts; then close it
     /// if it is finished, queue it if its budget ran out, and make sure its
     /// timer is no later than its deadline.
-    pub fn drive<I: Io>(&mut self, io: &mut I, token: Token) {
+    pub fn drive<I: Driver>(&mut self, io: &mut I, token: Token) {
         if is_upstream(token) {
             self.drive_upstream(io, token);
             return;
@@ -316,8 +269,8 @@ impl Core {
         };
         let outcome = loop {
             let mut moved = false;
-            if conn.wants_read() && budget > 0 {
-                match io.read(token, conn, &mut self.pool, budget.min(pass_max)) {
+            if conn.wants_read() && io.may_read(token) && budget > 0 {
+                match io.read(token, &mut conn.link, &mut self.pool, budget.min(pass_max)) {
                     Ok(read) => {
                         if read.bytes > 0 {
                             moved = true;
@@ -337,7 +290,7 @@ impl Core {
                     }
                     Err(_) => break Err(CloseReason::Reset),
                 }
-                if conn.state == State::DrainRead && !conn.read_ready {
+                if conn.state == State::DrainRead && !io.may_read(token) {
                     // Everything that reached the socket before the
                     // shutdown has been read.
                     conn.state = State::Drain;
@@ -381,7 +334,7 @@ impl Core {
                 // Output just became pending: the write timeout starts now.
                 conn.write_since = now;
             }
-            match io.flush(token, conn, &mut self.pool) {
+            match io.flush(token, &mut conn.link, &mut self.pool) {
                 Ok(0) => {}
                 Ok(written) => {
                     moved = true;
@@ -417,12 +370,12 @@ impl Core {
             }
             // The peer may still send: shut our side and linger so that
             // its unread input cannot turn the close into a reset.
-            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            let _ = conn.link.socket.shutdown(std::net::Shutdown::Write);
             conn.state = State::Lingering(reason);
             conn.write_since = now;
-            conn.read_ready = true;
+            io.expect_read(token);
         }
-        if conn.wants_read() && !conn.queued {
+        if conn.wants_read() && io.may_read(token) && !conn.queued {
             conn.queued = true;
             self.queue.push_back(token);
         }
@@ -436,7 +389,7 @@ impl Core {
                 conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
             }
         }
-        io.settle(token, conn);
+        io.settle(token, &conn.link, conn.reading());
         if self
             .upstreams
             .as_ref()
@@ -466,7 +419,7 @@ impl Core {
     }
 
     /// Drives the connections whose read budget ran out last turn, once each.
-    pub fn drive_queued<I: Io>(&mut self, io: &mut I) {
+    pub fn drive_queued<I: Driver>(&mut self, io: &mut I) {
         for _ in 0..self.queue.len() {
             let Some(token) = self.queue.pop_front() else {
                 break;
@@ -480,7 +433,7 @@ impl Core {
 
     /// Closes the connections whose deadline passed; re-schedules the ones
     /// whose deadline moved later since their entry was made.
-    pub fn fire_timers<I: Io>(&mut self, io: &mut I) {
+    pub fn fire_timers<I: Driver>(&mut self, io: &mut I) {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(self.now, &mut expired);
         for token in expired.drain(..) {
@@ -527,7 +480,7 @@ impl Core {
     /// Starts the graceful shutdown (the driver has taken in what was in the
     /// listener's queue and stopped accepting): read what already reached
     /// each connection, answer it, flush, close.
-    pub fn begin_drain<I: Io>(&mut self, io: &mut I) {
+    pub fn begin_drain<I: Driver>(&mut self, io: &mut I) {
         self.drain_until = Some(self.now + self.limits.shutdown_grace);
         for token in self.conns.tokens() {
             if let Some(conn) = self.conns.get_mut(token) {
@@ -538,7 +491,7 @@ impl Core {
                     conn.state = State::DrainRead;
                 }
                 // Bytes may be waiting whose event is not in yet.
-                conn.read_ready = true;
+                io.expect_read(token);
                 self.drive(io, token);
             }
         }
@@ -548,12 +501,12 @@ impl Core {
     /// listener's queue: the kernel had completed its handshake), as the
     /// drain serves every connection: what already reached it is read and
     /// answered, then it closes.
-    pub fn adopt_draining<I: Io>(&mut self, io: &mut I, token: Token) {
+    pub fn adopt_draining<I: Driver>(&mut self, io: &mut I, token: Token) {
         if let Some(conn) = self.conns.get_mut(token)
             && conn.state == State::Open
         {
             conn.state = State::DrainRead;
-            conn.read_ready = true;
+            io.expect_read(token);
             self.drive(io, token);
         }
     }
@@ -561,7 +514,7 @@ impl Core {
     /// Whether the drain is over: `Some(true)` when every connection is
     /// gone, `Some(false)` when the grace ran out (every connection still
     /// open is then closed), `None` while draining goes on or none began.
-    pub fn drain_done<I: Io>(&mut self, io: &mut I) -> Option<bool> {
+    pub fn drain_done<I: Driver>(&mut self, io: &mut I) -> Option<bool> {
         let until = self.drain_until?;
         if self.conns.is_empty() {
             // No client awaits an upstream reply any more.
@@ -581,7 +534,7 @@ impl Core {
     /// The one way a connection ends: the reason is counted, its timer
     /// cancelled, and the driver stops what it has in flight; the socket and
     /// rings go when the driver is done with them ([`Core::release`]).
-    pub fn close<I: Io>(&mut self, io: &mut I, token: Token, reason: CloseReason) {
+    pub fn close<I: Driver>(&mut self, io: &mut I, token: Token, reason: CloseReason) {
         if is_upstream(token) {
             self.close_upstream(io, token, None);
             return;
@@ -601,7 +554,7 @@ impl Core {
             upstreams.pending.clear(token);
         }
         self.metrics.closed[reason.index()].inc();
-        if io.retire(token, conn) {
+        if io.retire(token, &mut conn.link) {
             self.release(token);
         }
     }
@@ -617,7 +570,7 @@ impl Core {
             return;
         };
         debug_assert_eq!(conn.state, State::Closed);
-        for ring in [conn.input.take(), conn.output.take()]
+        for ring in [conn.link.input.take(), conn.link.output.take()]
             .into_iter()
             .flatten()
         {
@@ -628,5 +581,18 @@ impl Core {
         // Dropping the stream closes the fd; epoll forgets a closed fd by
         // itself (none is ever duplicated), so no deregister syscall.
         drop(conn);
+    }
+}
+
+/// A completion-based driver reaches a connection's rings through this
+/// while it handles the completion.
+impl Links for Core {
+    fn link(&mut self, token: Token) -> Option<(&mut Link, &mut Pool)> {
+        let conn = if token.is_upstream() {
+            &mut self.upstreams.as_deref_mut()?.conns.get_mut(token)?.conn
+        } else {
+            self.conns.get_mut(token)?
+        };
+        Some((&mut conn.link, &mut self.pool))
     }
 }

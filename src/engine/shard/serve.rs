@@ -5,11 +5,10 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use mio::Token;
-
 use crate::engine::buffer::Pool;
 use crate::engine::codec::{Codec, Decoded, Input, Protocol};
 use crate::engine::conn::{Conn, State};
+use crate::engine::driver::{Link, Token};
 use crate::engine::metrics::{CloseReason, ShardMetrics};
 use crate::engine::service::{Answer, Reply, Service};
 use crate::engine::timer::Millis;
@@ -66,8 +65,12 @@ pub fn serve(conn: &mut Conn, token: Token, shard: &mut Serving<'_>) -> Result<u
         now_us,
     } = shard;
     let Conn {
-        input: input_slot,
-        output: output_slot,
+        link:
+            Link {
+                input: input_slot,
+                output: output_slot,
+                ..
+            },
         state,
         output_blocked,
         pending_full,
@@ -296,7 +299,7 @@ pub fn deliver(
         if !entry.complete() {
             break;
         }
-        let output = conn.output.get_or_insert_with(|| writer.pool.take());
+        let output = conn.link.output.get_or_insert_with(|| writer.pool.take());
         let overhead = codec.protocol().overhead();
         if let Some(bytes) = entry.ready_reply() {
             if output.free() < bytes.len() + overhead {
@@ -336,7 +339,7 @@ pub fn write_answer(
         pool,
         metrics,
     } = writer;
-    let output = conn.output.get_or_insert_with(|| pool.take());
+    let output = conn.link.output.get_or_insert_with(|| pool.take());
     let reserve = service.answer_reserve(answer);
     let need = reserve.saturating_add(codec.protocol().overhead());
     if need > output.capacity() {

@@ -2,7 +2,7 @@
 //! (write requests, read replies, hand each reply to the client that
 //! awaits it), their deadlines, and closing them with every request they
 //! owed answered by an error. Same loop, same rings, same wheel as client
-//! connections; the driver's [`Io`] moves their bytes the same way.
+//! connections; the [`Driver`] moves their bytes the same way.
 //!
 //! A reply read is matched to the oldest request the connection owes (an
 //! upstream answers a connection's requests in order). It is written
@@ -12,13 +12,12 @@
 
 use std::collections::VecDeque;
 
-use mio::Token;
-
-use super::core::{Core, Io};
+use super::core::Core;
 use super::serve::{self, Writer};
 use crate::engine::codec::reply::Skip;
 use crate::engine::codec::{Decoded, Protocol};
 use crate::engine::conn::{Conn, State, Table};
+use crate::engine::driver::{Driver, Token};
 use crate::engine::metrics::{CloseReason, UpstreamError};
 use crate::engine::service::{Answer, CallError};
 use crate::engine::timer::Millis;
@@ -29,7 +28,7 @@ use crate::engine::upstream::pending::Pendings;
 impl Core {
     /// Moves one upstream connection as far as it can go now: finish its
     /// connect, read replies and hand them on, take queued requests, write.
-    pub(super) fn drive_upstream<I: Io>(&mut self, io: &mut I, token: Token) {
+    pub(super) fn drive_upstream<I: Driver>(&mut self, io: &mut I, token: Token) {
         let now = self.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
@@ -41,7 +40,7 @@ impl Core {
             return;
         }
         if let Phase::Connecting(_) = up.phase {
-            match io.connect_status(token, &mut up.conn) {
+            match io.connect_status(token, &mut up.conn.link) {
                 None => return,
                 Some(Err(error)) => {
                     log::debug!(
@@ -56,7 +55,7 @@ impl Core {
                     up.conn.last_active = now;
                     up.conn.write_since = now;
                     // Replies may come before any readiness event says so.
-                    up.conn.read_ready = true;
+                    io.expect_read(token);
                     let pool = &mut upstreams.pools[up.upstream];
                     pool.breaker.on_connected(now);
                     pool.backoff.reset();
@@ -71,8 +70,8 @@ impl Core {
             let mut moved = false;
             let upstreams = self.upstreams.as_deref_mut().expect("checked");
             let up = upstreams.conns.get_mut(token).expect("checked");
-            if up.conn.wants_read() && budget > 0 {
-                match io.read(token, &mut up.conn, &mut self.pool, budget) {
+            if up.conn.wants_read() && io.may_read(token) && budget > 0 {
+                match io.read(token, &mut up.conn.link, &mut self.pool, budget) {
                     Ok(read) => {
                         if read.bytes > 0 {
                             moved = true;
@@ -82,7 +81,6 @@ impl Core {
                         if read.eof {
                             eof = true;
                             up.conn.eof = true;
-                            up.conn.read_ready = false;
                         }
                     }
                     Err(_) => {
@@ -101,7 +99,7 @@ impl Core {
             let upstreams = self.upstreams.as_deref_mut().expect("checked");
             moved |= upstreams.take_queued(token, &mut self.pool, self.now_us) > 0;
             let up = upstreams.conns.get_mut(token).expect("checked");
-            match io.flush(token, &mut up.conn, &mut self.pool) {
+            match io.flush(token, &mut up.conn.link, &mut self.pool) {
                 Ok(0) => {}
                 Ok(_) => {
                     moved = true;
@@ -128,13 +126,13 @@ impl Core {
         }
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let up = upstreams.conns.get_mut(token).expect("checked");
-        if up.conn.wants_read() && !up.conn.queued {
+        if up.conn.wants_read() && io.may_read(token) && !up.conn.queued {
             up.conn.queued = true;
             self.queue.push_back(token);
         }
         let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
         reschedule(&mut self.wheel, &mut up.conn, token, deadline);
-        io.settle(token, &mut up.conn);
+        io.settle(token, &up.conn.link, up.conn.reading());
     }
 
     /// Reads every whole reply in `token`'s input and hands each to the
@@ -171,7 +169,7 @@ impl Core {
             skipping,
             ..
         } = up;
-        let Some(input) = conn.input.as_ref() else {
+        let Some(input) = conn.link.input.as_ref() else {
             return Ok(0);
         };
         if input.len() <= *scanned {
@@ -266,12 +264,12 @@ impl Core {
             );
             replies += 1;
         };
-        let input = conn.input.as_mut().expect("read from it");
+        let input = conn.link.input.as_mut().expect("read from it");
         input.consume(at);
         *scanned = input.len();
         if input.is_empty() {
             *scanned = 0;
-            if let Some(input) = conn.input.take() {
+            if let Some(input) = conn.link.input.take() {
                 clients.writer.pool.give(input);
             }
         }
@@ -280,7 +278,7 @@ impl Core {
 
     /// Connects the lanes that have requests waiting and no connection
     /// (unless a failed connect is backing off while the breaker is closed).
-    pub(super) fn connect_lanes<I: Io>(&mut self, io: &mut I) {
+    pub(super) fn connect_lanes<I: Driver>(&mut self, io: &mut I) {
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -309,7 +307,7 @@ impl Core {
     }
 
     /// Starts a connection for `lane` of `upstream`.
-    fn open_upstream<I: Io>(&mut self, io: &mut I, upstream: usize, lane: usize) {
+    fn open_upstream<I: Driver>(&mut self, io: &mut I, upstream: usize, lane: usize) {
         let now = self.now;
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let token = upstreams.conns.next_token();
@@ -327,10 +325,7 @@ impl Core {
                 return;
             }
         };
-        let mut conn = Conn::new(stream, now);
-        // Nothing is known until the connect completes.
-        conn.read_ready = false;
-        conn.write_ready = false;
+        let conn = Conn::new(stream, now);
         let pipeline = upstreams.settings.pipeline;
         let deadline = now + upstreams.settings.deadlines.connect;
         let inserted = upstreams
@@ -343,7 +338,7 @@ impl Core {
     }
 
     /// `token`'s connect failed or timed out.
-    fn connect_failed<I: Io>(&mut self, io: &mut I, token: Token) {
+    fn connect_failed<I: Driver>(&mut self, io: &mut I, token: Token) {
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let Some(up) = upstreams.conns.get(token) else {
             return;
@@ -393,7 +388,7 @@ impl Core {
 
     /// An upstream connection's wheel entry fired: close it if its
     /// deadline passed, else re-schedule.
-    pub(super) fn upstream_timer<I: Io>(&mut self, io: &mut I, token: Token) {
+    pub(super) fn upstream_timer<I: Driver>(&mut self, io: &mut I, token: Token) {
         let now = self.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
@@ -425,7 +420,7 @@ impl Core {
 
     /// Fails the queued requests that waited longer than
     /// `--upstream-timeout` for a connection.
-    pub(super) fn expire_queued<I: Io>(&mut self, io: &mut I) {
+    pub(super) fn expire_queued<I: Driver>(&mut self, io: &mut I) {
         let now = self.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
@@ -479,7 +474,7 @@ impl Core {
     /// stream is out of step), and each counts as a failure for the
     /// breaker. `None`: a quiet close (idle, draining), owing nothing that
     /// matters.
-    pub(super) fn close_upstream<I: Io>(
+    pub(super) fn close_upstream<I: Driver>(
         &mut self,
         io: &mut I,
         token: Token,
@@ -543,7 +538,7 @@ impl Core {
                 Err(outcome),
             );
         }
-        if io.retire(token, &mut up.conn) {
+        if io.retire(token, &mut up.conn.link) {
             self.release_upstream(token);
         }
         self.close_doomed(io);
@@ -558,7 +553,7 @@ impl Core {
             return;
         };
         debug_assert_eq!(up.conn.state, State::Closed);
-        for ring in [up.conn.input.take(), up.conn.output.take()]
+        for ring in [up.conn.link.input.take(), up.conn.link.output.take()]
             .into_iter()
             .flatten()
         {
@@ -568,7 +563,7 @@ impl Core {
 
     /// Closes every upstream connection and drops the requests still
     /// queued (the drain has ended for clients: no one awaits them).
-    pub(super) fn close_upstreams<I: Io>(&mut self, io: &mut I) {
+    pub(super) fn close_upstreams<I: Driver>(&mut self, io: &mut I) {
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -586,7 +581,7 @@ impl Core {
 
     /// Closes the clients whose reply could not be written (a panic or an
     /// overflow in the service's answer).
-    fn close_doomed<I: Io>(&mut self, io: &mut I) {
+    fn close_doomed<I: Driver>(&mut self, io: &mut I) {
         while let Some((client, reason)) = self.doomed.pop() {
             self.close(io, client, reason);
         }

@@ -33,7 +33,7 @@
 //! bounded by the entries (`--max-pending` per client) times the calls of
 //! one (at most one per upstream).
 
-use mio::Token;
+use crate::engine::driver::Token;
 
 use crate::engine::conn::Table;
 use crate::engine::service::{Answer, CallError, Outcome};
