@@ -85,8 +85,8 @@ struct Slot {
     recv: Option<Receiving>,
     /// A cancel was sent for that receive.
     recv_cancelled: bool,
-    /// Activation and length of the send in flight.
-    send: Option<(u8, u32)>,
+    /// The send in flight.
+    send: Option<Sending>,
     /// Cancels in flight.
     cancels: u16,
     /// The activation the next operation gets.
@@ -134,6 +134,31 @@ struct Receiving {
     /// [`UringIo::enters`] (its low 32 bits) when it was pushed: once an
     /// enter has passed and it is still in flight, the socket was empty.
     pushed: u32,
+}
+
+/// A send in flight: it reads the first contiguous region of the
+/// connection's output ring. While the connection lives, that ring stays in
+/// its `Link` (replies are appended behind the region; the region's bytes
+/// leave the ring only when this completes, so the ring is never empty,
+/// never handed back to the pool, while it is lent). Once the connection is
+/// retired, the ring moves here: the shard can no longer reach it, and only
+/// the send's final completion gives it back to the pool.
+struct Sending {
+    activation: u8,
+    /// Bytes asked for.
+    asked: u32,
+    /// The output ring, taken from a retired connection.
+    abandoned: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("activation", &self.activation)
+            .field("asked", &self.asked)
+            .field("abandoned", &self.abandoned.is_some())
+            .finish()
+    }
 }
 
 /// An upstream connect in flight: its activation, and the address the
@@ -216,6 +241,18 @@ impl Slot {
     }
 }
 
+/// The eventfd read in flight, with the 8 bytes it lands in: the operation
+/// owns them, so they live until its final completion (or are leaked with
+/// the driver when the loop gives up on the kernel). A cell, because the
+/// kernel writes them behind our back.
+#[derive(Debug)]
+struct WakeRead {
+    activation: u8,
+    /// Written by the kernel only; held so that it lives long enough.
+    #[allow(dead_code)]
+    landing: Box<UnsafeCell<u64>>,
+}
+
 /// The driver: the ring and the state of everything in flight on it.
 pub struct UringIo {
     ring: Ring,
@@ -226,12 +263,8 @@ pub struct UringIo {
     pub cqes: VecDeque<Completion>,
     metrics: Arc<ShardMetrics>,
     waker: Arc<EventWaker>,
-    /// Where the eventfd read lands: 8 bytes the kernel writes while the
-    /// read is in flight. Owned by the driver, which outlives every
-    /// operation (or is leaked whole when the loop gives up on the kernel);
-    /// a cell, because the kernel writes it behind our back.
-    wake_buf: Box<UnsafeCell<u64>>,
-    wake: Option<u8>,
+    /// The read posted on the waker's eventfd.
+    wake: Option<WakeRead>,
     accept: Option<u8>,
     ring_activation: u8,
     ring_cancels: u16,
@@ -263,7 +296,6 @@ impl UringIo {
             cqes: VecDeque::with_capacity(cq_entries),
             metrics,
             waker,
-            wake_buf: Box::new(UnsafeCell::new(0)),
             wake: None,
             accept: None,
             ring_activation: 0,
@@ -292,13 +324,14 @@ impl UringIo {
         let user_data = op.encode();
         let entry = entry.user_data(user_data);
         loop {
-            // SAFETY: every pointer in `entry` (a send's region of an
-            // output ring, the eventfd read's 8 bytes, a connect's address)
-            // stays valid until the operation's final completion: output
-            // rings are released only after it (`Core::release` runs when
-            // the slot is idle), the wake buffer only when nothing is in
-            // flight, and a connect's address is boxed in its slot until
-            // its completion.
+            // SAFETY: every pointer in `entry` stays valid until the
+            // operation's final completion, because the operation's state
+            // here owns what it points at until then: the eventfd read's 8
+            // bytes are boxed in its `WakeRead`, a connect's address in its
+            // `Connecting`; a send's region is in an output ring that is
+            // never empty (so never given back) while lent, that a retired
+            // connection hands over to its `Sending`, and that only the
+            // send's final completion gives back.
             let pushed = unsafe { self.ring.uring.submission().push(&entry) };
             if pushed.is_ok() {
                 self.tracker.submitted(user_data);
@@ -395,14 +428,18 @@ impl UringIo {
     /// Posts the read on the waker's eventfd.
     pub fn arm_wake(&mut self) {
         let (op, activation) = self.ring_op(Kind::Wake);
+        let landing = Box::new(UnsafeCell::new(0u64));
         let entry = opcode::Read::new(
             Fd(self.waker.fd().as_raw_fd()),
-            self.wake_buf.get().cast::<u8>(),
+            landing.get().cast::<u8>(),
             8,
         )
         .build();
+        self.wake = Some(WakeRead {
+            activation,
+            landing,
+        });
         self.push(entry, op);
-        self.wake = Some(activation);
     }
 
     /// The eventfd read completed (a stop request): the stop flag is
@@ -413,7 +450,7 @@ impl UringIo {
 
     /// Cancels the eventfd read (the loop is exiting).
     pub fn cancel_wake(&mut self) {
-        if let Some(activation) = self.wake {
+        if let Some(activation) = self.wake.as_ref().map(|wake| wake.activation) {
             self.cancel_ring(Op::ring(Kind::Wake, activation));
         }
     }
@@ -661,16 +698,27 @@ impl UringIo {
         true
     }
 
-    /// A send completion for `link`: its bytes leave the output ring.
-    /// Returns true if the connection should be driven.
-    pub fn on_send(&mut self, token: Token, link: &mut Link, cqe: Completion) -> bool {
+    /// A send completion for `link`: its bytes leave the output ring (of
+    /// a retired connection, the ring goes back to `pool`). Returns true if
+    /// the connection should be driven.
+    pub fn on_send(
+        &mut self,
+        token: Token,
+        link: &mut Link,
+        pool: &mut Pool,
+        cqe: Completion,
+    ) -> bool {
         let slot = self.slot(token);
-        let Some((_, asked)) = slot.send.take() else {
+        let Some(sending) = slot.send.take() else {
             return false;
         };
+        if let Some(ring) = sending.abandoned {
+            pool.give(ring);
+        }
         if slot.retired {
             return false;
         }
+        let asked = sending.asked;
         if cqe.result >= 0 {
             let sent = cqe.result as usize;
             if let Some(output) = link.output.as_mut() {
@@ -832,7 +880,11 @@ impl UringIo {
         let len = region.len().min(u32::MAX as usize) as u32;
         let pointer = region.as_ptr();
         let activation = slot.next_activation();
-        slot.send = Some((activation, len));
+        slot.send = Some(Sending {
+            activation,
+            asked: len,
+            abandoned: None,
+        });
         let fd = Fd(link.socket.as_raw_fd());
         let entry = opcode::Send::new(fd, pointer, len)
             .flags(libc::MSG_NOSIGNAL)
@@ -867,8 +919,10 @@ impl UringIo {
             slot.recv_cancelled = true;
             targets[0] = Some(Op::conn(Kind::Recv, token, receiving.activation));
         }
-        if let Some((activation, _)) = slot.send {
-            targets[1] = Some(Op::conn(Kind::Send, token, activation));
+        if let Some(sending) = slot.send.as_mut() {
+            targets[1] = Some(Op::conn(Kind::Send, token, sending.activation));
+            // The kernel may still read the ring: it is the send's now.
+            sending.abandoned = link.output.take();
         }
         for target in targets.into_iter().flatten() {
             let slot = self.slot(token);
@@ -1037,5 +1091,69 @@ mod tests {
         next_for(&mut io, stop);
         assert_eq!(next_for(&mut io, waiting).result, -libc::ECANCELED);
         io.tracker.finish();
+    }
+
+    /// A connected loopback TCP pair, ours non-blocking, the peer's
+    /// receive buffer and our send buffer full, so a send waits.
+    fn stuck_pair() -> (Socket, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = Socket::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [0u8; 65536];
+        while (&ours).write(&chunk).is_ok() {}
+        (ours, peer)
+    }
+
+    #[test]
+    fn a_retired_connections_output_ring_is_its_sends_until_the_final_completion() {
+        let mut io = io(8);
+        let mut pool = Pool::new(4096, 8, 0);
+        let (ours, peer) = stuck_pair();
+        let token = Token((1 << 32) | 4);
+        let mut link = Link::new(ours);
+        io.open(token, &link);
+        link.output = Some(pool.take());
+        link.output
+            .as_mut()
+            .unwrap()
+            .push(b"a reply the peer is not reading");
+        assert_eq!(io.flush(token, &mut link, &mut pool).unwrap(), 0);
+        io.enter(Some(Duration::ZERO)).unwrap();
+        assert!(io.cqes.is_empty(), "the send waits for room");
+        // Closing: the ring the kernel may still read leaves the link.
+        assert!(!io.retire(token, &mut link));
+        assert!(link.output.is_none());
+        assert_eq!(pool.free_len(), 0, "not back while the send is in flight");
+        for _ in 0..50 {
+            io.enter(Some(Duration::from_millis(20))).unwrap();
+            while let Some(cqe) = io.cqes.pop_front() {
+                let last = !io_uring::cqueue::more(cqe.flags);
+                assert!(io.tracker.completed(cqe.user_data, last));
+                match Op::decode(cqe.user_data).unwrap().kind {
+                    Kind::Recv => {
+                        io.on_recv(token, &mut link, &mut pool, cqe);
+                    }
+                    Kind::Send => {
+                        io.on_send(token, &mut link, &mut pool, cqe);
+                    }
+                    _ => {
+                        io.on_cancel(token);
+                    }
+                }
+            }
+            if io.done_with(token) {
+                break;
+            }
+        }
+        assert!(io.done_with(token));
+        assert_eq!(
+            pool.free_len(),
+            1,
+            "the send's final completion gave it back"
+        );
+        io.forget(token);
+        io.tracker.finish();
+        drop(peer);
     }
 }

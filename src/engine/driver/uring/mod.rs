@@ -154,7 +154,7 @@ impl Uring {
         let token = token.expect("found");
         let moved = match op.kind {
             Kind::Recv => self.io.on_recv(token, link, pool, cqe),
-            Kind::Send => self.io.on_send(token, link, cqe),
+            Kind::Send => self.io.on_send(token, link, pool, cqe),
             Kind::Connect => self.io.on_connect(token, cqe),
             _ => self.io.on_cancel(token),
         };
