@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::accept::Acceptor;
-use super::serve::{self, Serving};
+use super::pump::{Client, lookup};
 use crate::config::Config;
 use crate::engine::buffer::Pool;
 use crate::engine::codec::Codec;
@@ -29,7 +29,7 @@ const WHEEL_TICK_MS: Millis = 10;
 /// Timer wheel slots (power of two): one rotation is 5.12 s, so a 60 s idle
 /// deadline is looked at about a dozen times before it fires.
 const WHEEL_SLOTS: usize = 512;
-/// Bytes read from one connection before what was read is served and
+/// Bytes read from one client connection before what was read is served and
 /// flushed, on a turn with at most [`QUIET_TURN_EVENTS`] events: replies to
 /// the start of a burst then go out while the rest is still being read, so
 /// a lone pipelining peer overlaps with the server instead of taking turns
@@ -38,9 +38,9 @@ const WHEEL_SLOTS: usize = 512;
 /// once saves syscalls (measured: +40 % req/s for one connection with 16 ×
 /// 4 KiB in flight; the cap on every turn cost 10–25 % at 1000 and 10000
 /// connections).
-const READ_PASS_MAX: usize = 16 * 1024;
+pub(super) const READ_PASS_MAX: usize = 16 * 1024;
 /// A turn with at most this many readiness events counts as quiet.
-const QUIET_TURN_EVENTS: usize = 2;
+pub(super) const QUIET_TURN_EVENTS: usize = 2;
 
 /// What is shared between a shard and the rest of the process.
 #[derive(Clone)]
@@ -245,113 +245,45 @@ impl Core {
         Some(token)
     }
 
-    /// Moves one connection as far as it can go now: read, serve, flush,
-    /// again while anything moves and the read budget lasts; then close it
-    /// if it is finished, queue it if its budget ran out, and make sure its
-    /// timer is no later than its deadline.
+    /// Moves one connection as far as it can go now (see [`Core::pump`]);
+    /// then closes it if it is finished, queues it if its budget ran out,
+    /// and makes sure its timer is no later than its deadline.
     pub fn drive<I: Driver>(&mut self, io: &mut I, token: Token) {
-        if is_upstream(token) {
+        if token.is_upstream() {
             self.drive_upstream(io, token);
             return;
         }
-        let now = self.now;
-        let Some(conn) = self.conns.get_mut(token) else {
-            return;
-        };
-        if conn.state == State::Closed {
+        if self
+            .conns
+            .get(token)
+            .is_none_or(|conn| conn.state == State::Closed)
+        {
             return;
         }
-        let mut budget = self.limits.read_budget;
-        let pass_max = if self.turn_events <= QUIET_TURN_EVENTS {
-            READ_PASS_MAX
-        } else {
-            usize::MAX
-        };
-        let outcome = loop {
-            let mut moved = false;
-            if conn.wants_read() && io.may_read(token) && budget > 0 {
-                match io.read(token, &mut conn.link, &mut self.pool, budget.min(pass_max)) {
-                    Ok(read) => {
-                        if read.bytes > 0 {
-                            moved = true;
-                            budget = budget.saturating_sub(read.bytes);
-                            conn.last_active = now;
-                            self.metrics.bytes_read.add(read.bytes as u64);
-                        }
-                        if read.eof {
-                            moved = true;
-                            conn.eof = true;
-                            conn.state = match conn.state {
-                                State::Open => State::ReadClosed,
-                                State::DrainRead => State::Drain,
-                                other => other,
-                            };
-                        }
-                    }
-                    Err(_) => break Err(CloseReason::Reset),
-                }
-                if conn.state == State::DrainRead && !io.may_read(token) {
-                    // Everything that reached the socket before the
-                    // shutdown has been read.
-                    conn.state = State::Drain;
-                }
-            }
-            let had_output = conn.output_len() > 0;
-            let mut serving = Serving {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                scratch: &mut self.scratch,
-                metrics: &self.metrics,
-                upstreams: self.upstreams.as_deref_mut(),
-                queue: &mut self.queue,
-                now,
-                now_us: self.now_us,
-            };
-            match serve::serve(conn, token, &mut serving) {
-                Ok(frames) => moved |= frames > 0,
-                Err(reason) => break Err(reason),
-            }
-            if let Some(upstreams) = self.upstreams.as_deref_mut() {
-                let mut writer = serve::Writer {
-                    codec: &self.codec,
-                    service: self.service.as_mut(),
-                    pool: &mut self.pool,
-                    metrics: &self.metrics,
-                };
-                match serve::deliver(
-                    conn,
-                    token,
-                    &mut upstreams.pending,
-                    upstreams.settings.max_pending,
-                    &mut writer,
-                ) {
-                    Ok(delivered) => moved |= delivered > 0,
-                    Err(reason) => break Err(reason),
-                }
-            }
-            if !had_output && conn.output_len() > 0 {
-                // Output just became pending: the write timeout starts now.
-                conn.write_since = now;
-            }
-            match io.flush(token, &mut conn.link, &mut self.pool) {
-                Ok(0) => {}
-                Ok(written) => {
-                    moved = true;
-                    conn.last_active = now;
-                    conn.write_since = now;
-                    self.metrics.bytes_written.add(written as u64);
-                }
-                Err(_) => break Err(CloseReason::Reset),
-            }
-            if !moved {
-                break Ok(());
-            }
-        };
-        if let Err(reason) = outcome {
+        if let Err(reason) = self.pump::<Client, I>(io, token) {
             self.close(io, token, reason);
             return;
         }
+        if self.finish(io, token) {
+            return;
+        }
+        let conn = self.conns.get_mut(token).expect("live");
+        let (deadline, _) = conn.deadline(&self.timeouts);
+        self.settle(io, token, deadline);
+        if self
+            .upstreams
+            .as_ref()
+            .is_some_and(|upstreams| upstreams.connect_wanted)
+        {
+            self.connect_lanes(io);
+        }
+    }
+
+    /// Ends the client `token` if it has nothing left to do: closes it once
+    /// the peer has closed too, else shuts our side and lingers so that its
+    /// unread input cannot turn the close into a reset. True if it closed.
+    fn finish<I: Driver>(&mut self, io: &mut I, token: Token) -> bool {
+        let conn = self.conns.get_mut(token).expect("live");
         let finished = match conn.state {
             // Lingering ends when the peer has taken its replies and closed.
             State::Lingering(reason) => conn.eof.then_some(reason),
@@ -363,23 +295,29 @@ impl Core {
                 conn.output_len() == 0 && !conn.output_blocked && awaited == 0
             }),
         };
-        if let Some(reason) = finished {
-            if conn.eof {
-                self.close(io, token, reason);
-                return;
-            }
-            // The peer may still send: shut our side and linger so that
-            // its unread input cannot turn the close into a reset.
-            let _ = conn.link.socket.shutdown(std::net::Shutdown::Write);
-            conn.state = State::Lingering(reason);
-            conn.write_since = now;
-            io.expect_read(token);
+        let Some(reason) = finished else {
+            return false;
+        };
+        if conn.eof {
+            self.close(io, token, reason);
+            return true;
         }
+        let _ = conn.link.socket.shutdown(std::net::Shutdown::Write);
+        conn.state = State::Lingering(reason);
+        conn.write_since = self.now;
+        io.expect_read(token);
+        false
+    }
+
+    /// The end of a drive, client or upstream: queue the connection again
+    /// if bytes may still wait (its read budget ran out), move its timer
+    /// earlier if `deadline` is, and let the driver settle it.
+    pub(super) fn settle<I: Driver>(&mut self, io: &mut I, token: Token, deadline: Millis) {
+        let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
         if conn.wants_read() && io.may_read(token) && !conn.queued {
             conn.queued = true;
             self.queue.push_back(token);
         }
-        let (deadline, _) = conn.deadline(&self.timeouts);
         match conn.timer {
             Some((_, at)) if at <= deadline => {}
             previous => {
@@ -390,13 +328,6 @@ impl Core {
             }
         }
         io.settle(token, &conn.link, conn.reading());
-        if self
-            .upstreams
-            .as_ref()
-            .is_some_and(|upstreams| upstreams.connect_wanted)
-        {
-            self.connect_lanes(io);
-        }
     }
 
     /// The connection `token` names, client or upstream, if live.

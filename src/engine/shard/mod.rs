@@ -11,6 +11,7 @@
 
 mod accept;
 pub mod core;
+mod pump;
 mod serve;
 mod turn;
 mod upstream;

@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 
 use super::core::Core;
+use super::pump::Upstream;
 use super::serve::{self, Writer};
 use crate::engine::codec::reply::Skip;
 use crate::engine::codec::{Decoded, Protocol};
@@ -27,28 +28,48 @@ use crate::engine::upstream::pending::Pendings;
 
 impl Core {
     /// Moves one upstream connection as far as it can go now: finish its
-    /// connect, read replies and hand them on, take queued requests, write.
+    /// connect, then pump it (read replies and hand them on, take queued
+    /// requests, write).
     pub(super) fn drive_upstream<I: Driver>(&mut self, io: &mut I, token: Token) {
-        let now = self.now;
-        let Some(upstreams) = self.upstreams.as_deref_mut() else {
-            return;
-        };
-        let Some(up) = upstreams.conns.get_mut(token) else {
-            return;
-        };
-        if up.conn.state == State::Closed {
+        if !self.connected(io, token) {
             return;
         }
-        if let Phase::Connecting(_) = up.phase {
+        let pumped = self.pump::<Upstream, I>(io, token);
+        self.close_doomed(io);
+        let upstreams = self.upstreams.as_deref_mut().expect("upstream");
+        let up = upstreams.conns.get_mut(token).expect("live");
+        // An upstream that closed will never send what it still owed.
+        let failure = pumped.err().or(up.conn.eof.then_some(CallError::Reset));
+        if let Some(error) = failure {
+            self.close_upstream(io, token, Some(error));
+            return;
+        }
+        let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
+        self.settle(io, token, deadline);
+    }
+
+    /// Whether the upstream connection `token` is live and connected,
+    /// finishing its connect if the driver says it completed (a failed one
+    /// closes it).
+    fn connected<I: Driver>(&mut self, io: &mut I, token: Token) -> bool {
+        let now = self.now;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return false;
+        };
+        let Some(up) = upstreams.conns.get_mut(token) else {
+            return false;
+        };
+        if up.conn.state == State::Closed {
+            return false;
+        }
+        if up.phase != Phase::Ready {
             match io.connect_status(token, &mut up.conn.link) {
-                None => return,
+                None => return false,
                 Some(Err(error)) => {
-                    log::debug!(
-                        "upstream {}: connect: {error}",
-                        upstreams.pools[up.upstream].name
-                    );
+                    let name = &upstreams.pools[up.upstream].name;
+                    log::debug!("upstream {name}: connect: {error}");
                     self.connect_failed(io, token);
-                    return;
+                    return false;
                 }
                 Some(Ok(())) => {
                     up.phase = Phase::Ready;
@@ -63,76 +84,7 @@ impl Core {
                 }
             }
         }
-        let mut budget = self.limits.read_budget;
-        let mut failure = None;
-        let mut eof = false;
-        loop {
-            let mut moved = false;
-            let upstreams = self.upstreams.as_deref_mut().expect("checked");
-            let up = upstreams.conns.get_mut(token).expect("checked");
-            if up.conn.wants_read() && io.may_read(token) && budget > 0 {
-                match io.read(token, &mut up.conn.link, &mut self.pool, budget) {
-                    Ok(read) => {
-                        if read.bytes > 0 {
-                            moved = true;
-                            budget = budget.saturating_sub(read.bytes);
-                            up.conn.last_active = now;
-                        }
-                        if read.eof {
-                            eof = true;
-                            up.conn.eof = true;
-                        }
-                    }
-                    Err(_) => {
-                        failure = Some(CallError::Reset);
-                        break;
-                    }
-                }
-            }
-            match self.take_replies(token) {
-                Ok(replies) => moved |= replies > 0,
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
-            let upstreams = self.upstreams.as_deref_mut().expect("checked");
-            moved |= upstreams.take_queued(token, &mut self.pool, self.now_us) > 0;
-            let up = upstreams.conns.get_mut(token).expect("checked");
-            match io.flush(token, &mut up.conn.link, &mut self.pool) {
-                Ok(0) => {}
-                Ok(_) => {
-                    moved = true;
-                    up.conn.last_active = now;
-                    up.conn.write_since = now;
-                }
-                Err(_) => {
-                    failure = Some(CallError::Reset);
-                    break;
-                }
-            }
-            if !moved || eof {
-                break;
-            }
-        }
-        self.close_doomed(io);
-        if failure.is_none() && eof {
-            // The upstream closed: what it still owed will never come.
-            failure = Some(CallError::Reset);
-        }
-        if let Some(error) = failure {
-            self.close_upstream(io, token, Some(error));
-            return;
-        }
-        let upstreams = self.upstreams.as_deref_mut().expect("checked");
-        let up = upstreams.conns.get_mut(token).expect("checked");
-        if up.conn.wants_read() && io.may_read(token) && !up.conn.queued {
-            up.conn.queued = true;
-            self.queue.push_back(token);
-        }
-        let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
-        reschedule(&mut self.wheel, &mut up.conn, token, deadline);
-        io.settle(token, &up.conn.link, up.conn.reading());
+        true
     }
 
     /// Reads every whole reply in `token`'s input and hands each to the
@@ -141,7 +93,7 @@ impl Core {
     /// `TooLarge`: the connection stays in step for the requests behind
     /// it. An error closes the connection: bytes that are not a reply, or
     /// a reply with no request to answer (`Reset`).
-    fn take_replies(&mut self, token: Token) -> Result<usize, CallError> {
+    pub(super) fn take_replies(&mut self, token: Token) -> Result<usize, CallError> {
         let Core {
             conns,
             pool,
@@ -652,25 +604,6 @@ impl Core {
 
 /// How often the upstream gauges are refreshed, at most.
 const PUBLISH_EVERY_MS: Millis = 50;
-
-/// Moves a connection's wheel entry earlier when its deadline moved
-/// earlier (a later deadline is found lazily when the entry fires).
-fn reschedule(
-    wheel: &mut crate::engine::timer::Wheel<Token>,
-    conn: &mut Conn,
-    token: Token,
-    deadline: Millis,
-) {
-    match conn.timer {
-        Some((_, at)) if at <= deadline => {}
-        previous => {
-            if let Some((key, _)) = previous {
-                wheel.cancel(key);
-            }
-            conn.timer = Some((wheel.schedule(deadline, token), deadline));
-        }
-    }
-}
 
 /// The client side, while an upstream outcome is handed on.
 struct Clients<'a> {
