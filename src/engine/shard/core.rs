@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::accept::Acceptor;
 use super::pump::{Client, lookup};
+use super::serve::Responder;
 use crate::config::Config;
 use crate::engine::buffer::Pool;
 use crate::engine::codec::Codec;
@@ -78,8 +79,8 @@ pub struct Core {
     pub wheel: Wheel<Token>,
     /// Rings for busy connections.
     pub pool: Pool,
-    pub(super) codec: Codec,
-    pub(super) service: Box<dyn Service>,
+    /// The codec and the service.
+    pub(super) responder: Responder,
     /// Holds a frame (or upstream replies) that wraps around its ring, so
     /// the service always sees one slice; `max_frame` bytes (a whole ring
     /// with upstreams).
@@ -142,8 +143,11 @@ impl Core {
             conns: Table::with_capacity(1024.min(config.max_conns)),
             wheel: Wheel::with_capacity(WHEEL_TICK_MS, WHEEL_SLOTS, 1024.min(config.max_conns)),
             pool: Pool::new(config.buffer, config.pool_free_max, config.pool_prealloc),
-            codec: Codec::new(config.protocol, config.max_frame),
-            service,
+            responder: Responder::new(
+                Codec::new(config.protocol, config.max_frame),
+                service,
+                metrics.clone(),
+            ),
             scratch: vec![0; scratch_len].into_boxed_slice(),
             timeouts: Timeouts {
                 idle: ms(config.idle_timeout),
@@ -397,7 +401,7 @@ impl Core {
         if self.tick_at.is_none_or(|at| self.now < at) {
             return;
         }
-        let service = &mut self.service;
+        let service = &mut self.responder.service;
         self.tick_at = match catch_unwind(AssertUnwindSafe(|| service.tick())) {
             Ok(delay) => delay.map(|d| self.now + d.as_millis().min(Millis::MAX as u128) as Millis),
             Err(_) => {

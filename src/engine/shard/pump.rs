@@ -6,7 +6,7 @@
 //! lane's queued requests taken.
 
 use super::core::{Core, QUIET_TURN_EVENTS, READ_PASS_MAX};
-use super::serve::{self, Serving, Writer};
+use super::serve::Serving;
 use crate::engine::conn::{Conn, State, Table};
 use crate::engine::driver::{Driver, Token};
 use crate::engine::metrics::CloseReason;
@@ -47,27 +47,22 @@ impl Side for Client {
     fn step(core: &mut Core, token: Token) -> Result<bool, CloseReason> {
         let conn = core.conns.get_mut(token).expect("pumped while live");
         let mut serving = Serving {
-            codec: &core.codec,
-            service: core.service.as_mut(),
             pool: &mut core.pool,
             scratch: &mut core.scratch,
-            metrics: &core.metrics,
             upstreams: core.upstreams.as_deref_mut(),
             queue: &mut core.queue,
             now: core.now,
             now_us: core.now_us,
         };
-        let mut moved = serve::serve(conn, token, &mut serving)? > 0;
+        let mut moved = core.responder.serve(conn, token, &mut serving)? > 0;
         if let Some(upstreams) = core.upstreams.as_deref_mut() {
-            let mut writer = Writer {
-                codec: &core.codec,
-                service: core.service.as_mut(),
-                pool: &mut core.pool,
-                metrics: &core.metrics,
-            };
             let max_pending = upstreams.settings.max_pending;
             let pending = &mut upstreams.pending;
-            moved |= serve::deliver(conn, token, pending, max_pending, &mut writer)? > 0;
+            let pool = &mut core.pool;
+            moved |= core
+                .responder
+                .deliver(conn, token, pending, max_pending, pool)?
+                > 0;
         }
         Ok(moved)
     }

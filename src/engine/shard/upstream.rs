@@ -14,14 +14,16 @@ use std::collections::VecDeque;
 
 use super::core::Core;
 use super::pump::Upstream;
-use super::serve::{self, Writer};
+use super::serve::Responder;
+use crate::engine::buffer::Pool;
 use crate::engine::codec::reply::Skip;
-use crate::engine::codec::{Decoded, Protocol};
+use crate::engine::codec::{Codec, Decoded, Protocol};
 use crate::engine::conn::{Conn, State, Table};
 use crate::engine::driver::{Driver, Token};
-use crate::engine::metrics::{CloseReason, UpstreamError};
+use crate::engine::metrics::{CloseReason, ShardMetrics, UpstreamError};
 use crate::engine::service::{Answer, CallError};
 use crate::engine::timer::Millis;
+use crate::engine::upstream::Upstreams;
 use crate::engine::upstream::breaker::{FailureKind, State as BreakerState};
 use crate::engine::upstream::conn::{Expiry, Phase, UpConn};
 use crate::engine::upstream::pending::Pendings;
@@ -94,37 +96,18 @@ impl Core {
     /// it. An error closes the connection: bytes that are not a reply, or
     /// a reply with no request to answer (`Reset`).
     pub(super) fn take_replies(&mut self, token: Token) -> Result<usize, CallError> {
-        let Core {
-            conns,
-            pool,
-            codec,
-            service,
-            scratch,
-            metrics,
+        let Sides {
+            mut clients,
             upstreams,
-            queue,
-            doomed,
-            now,
-            now_us,
-            ..
-        } = self;
-        let upstreams = upstreams
-            .as_deref_mut()
-            .expect("upstream connections need upstreams");
+            metrics,
+            scratch,
+        } = self.sides();
         let max_pending = upstreams.settings.max_pending;
         let up = upstreams.conns.get_mut(token).expect("live");
-        let UpConn {
-            conn,
-            outstanding,
-            scanned,
-            upstream,
-            skipping,
-            ..
-        } = up;
-        let Some(input) = conn.link.input.as_ref() else {
+        let Some(input) = up.conn.link.input.as_ref() else {
             return Ok(0);
         };
-        if input.len() <= *scanned {
+        if input.len() <= up.scanned {
             // Nothing new since the last look found no whole reply.
             return Ok(0);
         }
@@ -138,94 +121,69 @@ impl Core {
             input.copy_out(0, &mut scratch[..len]);
             &scratch[..len]
         };
-        let mut clients = Clients {
-            conns,
-            queue,
-            writer: Writer {
-                codec,
-                service: service.as_mut(),
-                pool,
-                metrics,
-            },
-            doomed,
-            now: *now,
+        let counts = &metrics.upstreams[up.upstream];
+        let breaker = &mut upstreams.pools[up.upstream].breaker;
+        let mut reader = Replies {
+            bytes,
+            at: 0,
+            full,
+            upstream: up.upstream,
         };
-        let counts = &metrics.upstreams[*upstream];
-        let breaker = &mut upstreams.pools[*upstream].breaker;
-        let mut at = 0;
         let mut replies = 0;
         let result = loop {
-            let outcome = if let Some(skip) = skipping.as_mut() {
-                match skip.feed(&bytes[at..]) {
-                    Ok((used, false)) => {
-                        at += used;
-                        break Ok(());
-                    }
-                    Ok((used, true)) => {
-                        at += used;
-                        *skipping = None;
-                        counts.errors[UpstreamError::TooLarge.index()].inc();
-                        Err(CallError::TooLarge)
-                    }
-                    Err(error) => {
-                        log::debug!("upstream {upstream}: {error}");
-                        break Err(CallError::Reset);
-                    }
-                }
-            } else {
-                match codec.decode_reply(&bytes[at..], &mut conn.progress) {
-                    Decoded::NeedMore => {
-                        if full && at == 0 && codec.protocol() == Protocol::Resp {
-                            // Larger than the ring: pass it over.
-                            *skipping = Some(Skip::new());
-                            continue;
-                        }
-                        break Ok(());
-                    }
-                    Decoded::Error(error) => {
-                        log::debug!("upstream {upstream}: {error}");
-                        break Err(CallError::Reset);
-                    }
-                    Decoded::Frame {
-                        start,
-                        len,
-                        consumed,
-                    } => {
-                        let reply = &bytes[at + start..at + start + len];
-                        at += consumed;
-                        Ok(reply)
-                    }
-                }
+            let codec = &clients.responder.codec;
+            let outcome = match reader.next(codec, &mut up.skipping, &mut up.conn.progress) {
+                Next::Reply(outcome) => outcome,
+                Next::Wait => break Ok(()),
+                Next::Broken => break Err(CallError::Reset),
             };
-            let Some(owed) = outstanding.pop_front() else {
-                log::debug!("upstream {upstream}: a reply to no request");
+            if outcome == Err(CallError::TooLarge) {
+                counts.errors[UpstreamError::TooLarge.index()].inc();
+            }
+            let Some(owed) = up.outstanding.pop_front() else {
+                log::debug!("upstream {}: a reply to no request", up.upstream);
                 break Err(CallError::Reset);
             };
             // The upstream answered: whatever the reply, it is no failure
             // of the upstream's (a reply too large is the request's doing).
-            breaker.on_success(*now);
-            counts
-                .latency
-                .observe_us(now_us.saturating_sub(owed.sent_us));
-            clients.complete(
-                &mut upstreams.pending,
-                max_pending,
-                owed.pending,
-                owed.call as usize,
-                outcome,
-            );
+            breaker.on_success(clients.now);
+            let waited = clients.now_us.saturating_sub(owed.sent_us);
+            counts.latency.observe_us(waited);
+            let (pending, call) = (owed.pending, owed.call as usize);
+            let pendings = &mut upstreams.pending;
+            clients.complete(pendings, max_pending, pending, call, outcome);
             replies += 1;
         };
-        let input = conn.link.input.as_mut().expect("read from it");
-        input.consume(at);
-        *scanned = input.len();
+        let used = reader.at;
+        let input = up.conn.link.input.as_mut().expect("read from it");
+        input.consume(used);
+        up.scanned = input.len();
         if input.is_empty() {
-            *scanned = 0;
-            if let Some(input) = conn.link.input.take() {
-                clients.writer.pool.give(input);
+            up.scanned = 0;
+            if let Some(input) = up.conn.link.input.take() {
+                clients.pool.give(input);
             }
         }
         result.map(|()| replies)
+    }
+
+    /// The client side and the upstreams apart, for handing upstream
+    /// outcomes to the clients that await them.
+    fn sides(&mut self) -> Sides<'_> {
+        Sides {
+            clients: Clients {
+                conns: &mut self.conns,
+                queue: &mut self.queue,
+                responder: &mut self.responder,
+                pool: &mut self.pool,
+                doomed: &mut self.doomed,
+                now: self.now,
+                now_us: self.now_us,
+            },
+            upstreams: self.upstreams.as_deref_mut().expect("upstreams"),
+            metrics: &self.metrics,
+            scratch: &mut self.scratch,
+        }
     }
 
     /// Connects the lanes that have requests waiting and no connection
@@ -310,23 +268,15 @@ impl Core {
         let pool = &mut upstreams.pools[upstream];
         pool.breaker.on_failure(now, FailureKind::Connect);
         pool.retry_at = now + pool.backoff.next_delay();
-        let counts = &self.metrics.upstreams[upstream];
-        counts.errors[UpstreamError::Connect.index()].inc();
-        let mut clients = Clients {
-            conns: &mut self.conns,
-            queue: &mut self.queue,
-            writer: Writer {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                metrics: &self.metrics,
-            },
-            doomed: &mut self.doomed,
-            now,
-        };
+        self.metrics.upstreams[upstream].errors[UpstreamError::Connect.index()].inc();
+        let Sides {
+            mut clients,
+            upstreams,
+            ..
+        } = self.sides();
         let max_pending = upstreams.settings.max_pending;
         let pool = &mut upstreams.pools[upstream];
-        while let Some(waiting) = pool.lanes[lane].dequeue_dropped(clients.writer.pool) {
+        while let Some(waiting) = pool.lanes[lane].dequeue_dropped(clients.pool) {
             upstreams.waiting -= 1;
             clients.complete(
                 &mut upstreams.pending,
@@ -380,31 +330,23 @@ impl Core {
         if upstreams.waiting == 0 {
             return;
         }
+        let Sides {
+            mut clients,
+            upstreams,
+            metrics,
+            ..
+        } = self.sides();
         let timeout = upstreams.settings.deadlines.request;
         let max_pending = upstreams.settings.max_pending;
-        let mut clients = Clients {
-            conns: &mut self.conns,
-            queue: &mut self.queue,
-            writer: Writer {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                metrics: &self.metrics,
-            },
-            doomed: &mut self.doomed,
-            now,
-        };
         for (upstream, pool) in upstreams.pools.iter_mut().enumerate() {
-            let counts = &self.metrics.upstreams[upstream];
+            let counts = &metrics.upstreams[upstream];
             for lane in pool.lanes.iter_mut() {
                 while lane
                     .queue
                     .front()
                     .is_some_and(|waiting| waiting.since_us / 1000 + timeout <= now)
                 {
-                    let waiting = lane
-                        .dequeue_dropped(clients.writer.pool)
-                        .expect("front exists");
+                    let waiting = lane.dequeue_dropped(clients.pool).expect("front exists");
                     upstreams.waiting -= 1;
                     pool.breaker.on_failure(now, FailureKind::Timeout);
                     counts.errors[UpstreamError::Timeout.index()].inc();
@@ -432,7 +374,6 @@ impl Core {
         token: Token,
         error: Option<CallError>,
     ) {
-        let now = self.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -446,11 +387,30 @@ impl Core {
         if let Some((key, _)) = up.conn.timer.take() {
             self.wheel.cancel(key);
         }
-        let pool = &mut upstreams.pools[up.upstream];
-        let lane = &mut pool.lanes[up.lane];
+        let lane = &mut upstreams.pools[up.upstream].lanes[up.lane];
         if lane.conn == Some(token) {
             lane.conn = None;
         }
+        self.fail_owed(token, error);
+        let upstreams = self.upstreams.as_deref_mut().expect("upstreams");
+        let up = upstreams.conns.get_mut(token).expect("live");
+        if io.retire(token, &mut up.conn.link) {
+            self.release_upstream(token);
+        }
+        self.close_doomed(io);
+    }
+
+    /// Answers every request the closing upstream connection `token` owed
+    /// with `error` (`None`: a quiet close), each a failure for the breaker.
+    fn fail_owed(&mut self, token: Token, error: Option<CallError>) {
+        let Sides {
+            mut clients,
+            upstreams,
+            metrics,
+            ..
+        } = self.sides();
+        let up = upstreams.conns.get_mut(token).expect("live");
+        let pool = &mut upstreams.pools[up.upstream];
         if !up.outstanding.is_empty() {
             log::debug!(
                 "upstream {}: closing with {} replies owed ({})",
@@ -459,20 +419,8 @@ impl Core {
                 error.map_or("quietly", CallError::name)
             );
         }
-        let counts = &self.metrics.upstreams[up.upstream];
+        let counts = &metrics.upstreams[up.upstream];
         let max_pending = upstreams.settings.max_pending;
-        let mut clients = Clients {
-            conns: &mut self.conns,
-            queue: &mut self.queue,
-            writer: Writer {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                metrics: &self.metrics,
-            },
-            doomed: &mut self.doomed,
-            now,
-        };
         up.skipping = None;
         while let Some(owed) = up.outstanding.pop_front() {
             let outcome = error.unwrap_or(CallError::Reset);
@@ -480,20 +428,12 @@ impl Core {
                 CallError::Timeout => (FailureKind::Timeout, UpstreamError::Timeout),
                 _ => (FailureKind::Reset, UpstreamError::Reset),
             };
-            pool.breaker.on_failure(now, kind);
+            pool.breaker.on_failure(clients.now, kind);
             counts.errors[label.index()].inc();
-            clients.complete(
-                &mut upstreams.pending,
-                max_pending,
-                owed.pending,
-                owed.call as usize,
-                Err(outcome),
-            );
+            let (pending, call) = (owed.pending, owed.call as usize);
+            let pendings = &mut upstreams.pending;
+            clients.complete(pendings, max_pending, pending, call, Err(outcome));
         }
-        if io.retire(token, &mut up.conn.link) {
-            self.release_upstream(token);
-        }
-        self.close_doomed(io);
     }
 
     /// Frees a closed upstream connection: socket, rings, slot.
@@ -609,11 +549,96 @@ const PUBLISH_EVERY_MS: Millis = 50;
 struct Clients<'a> {
     conns: &'a mut Table<Conn>,
     queue: &'a mut VecDeque<Token>,
-    writer: Writer<'a>,
+    responder: &'a mut Responder,
+    pool: &'a mut Pool,
     /// Clients to close once the upstream side is done (their answer
     /// panicked or overflowed).
     doomed: &'a mut Vec<(Token, CloseReason)>,
     now: Millis,
+    now_us: u64,
+}
+
+/// The shard's parts split for handing upstream outcomes to clients
+/// ([`Core::sides`]).
+struct Sides<'a> {
+    clients: Clients<'a>,
+    upstreams: &'a mut Upstreams,
+    metrics: &'a ShardMetrics,
+    /// Holds upstream replies that wrap around their ring.
+    scratch: &'a mut [u8],
+}
+
+/// Where the replies in an upstream connection's input are.
+struct Replies<'a> {
+    bytes: &'a [u8],
+    /// Bytes of whole replies read so far.
+    at: usize,
+    /// The input ring is full.
+    full: bool,
+    upstream: usize,
+}
+
+/// The next reply in an upstream connection's input.
+enum Next<'a> {
+    /// A whole reply, or one too large for the ring that has been passed
+    /// over (its request's outcome is then an error).
+    Reply(Result<&'a [u8], CallError>),
+    /// No whole reply is in yet.
+    Wait,
+    /// The stream is not replies: the connection is out of step.
+    Broken,
+}
+
+impl<'a> Replies<'a> {
+    /// The next reply, with `skipping` (a reply larger than the ring being
+    /// passed over) and `progress` (the decoder's) kept across calls.
+    fn next(
+        &mut self,
+        codec: &Codec,
+        skipping: &mut Option<Skip>,
+        progress: &mut usize,
+    ) -> Next<'a> {
+        let upstream = self.upstream;
+        if let Some(skip) = skipping.as_mut() {
+            return match skip.feed(&self.bytes[self.at..]) {
+                Ok((used, done)) => {
+                    self.at += used;
+                    if !done {
+                        return Next::Wait;
+                    }
+                    *skipping = None;
+                    Next::Reply(Err(CallError::TooLarge))
+                }
+                Err(error) => {
+                    log::debug!("upstream {upstream}: {error}");
+                    Next::Broken
+                }
+            };
+        }
+        match codec.decode_reply(&self.bytes[self.at..], progress) {
+            Decoded::NeedMore => {
+                if self.full && self.at == 0 && codec.protocol() == Protocol::Resp {
+                    // Larger than the ring: pass it over.
+                    *skipping = Some(Skip::new());
+                    return self.next(codec, skipping, progress);
+                }
+                Next::Wait
+            }
+            Decoded::Error(error) => {
+                log::debug!("upstream {upstream}: {error}");
+                Next::Broken
+            }
+            Decoded::Frame {
+                start,
+                len,
+                consumed,
+            } => {
+                let reply = &self.bytes[self.at + start..self.at + start + len];
+                self.at += consumed;
+                Next::Reply(Ok(reply))
+            }
+        }
+    }
 }
 
 impl Clients<'_> {
@@ -643,7 +668,10 @@ impl Clients<'_> {
         let had_output = conn.output_len() > 0;
         let mut written = false;
         if is_head && entry.nothing_stored() {
-            match serve::write_answer(conn, &Answer::one(outcome), &mut self.writer) {
+            match self
+                .responder
+                .write_answer(conn, &Answer::one(outcome), self.pool)
+            {
                 Ok(true) => {
                     pendings.answered(pending);
                     pendings.pop(client);
@@ -665,7 +693,10 @@ impl Clients<'_> {
                 return;
             }
         }
-        match serve::deliver(conn, client, pendings, max_pending, &mut self.writer) {
+        match self
+            .responder
+            .deliver(conn, client, pendings, max_pending, self.pool)
+        {
             Ok(delivered) => written |= delivered > 0,
             Err(reason) => {
                 self.doomed.push((client, reason));
