@@ -127,64 +127,46 @@ impl Responder {
         if awaited >= max_pending {
             return Ok(Err(Halt::Pending));
         }
-        let Responder {
-            codec,
-            service,
-            metrics,
-        } = self;
-        let Serving {
-            pool,
-            scratch,
-            upstreams,
-            queue,
-            now_us,
-            ..
-        } = at;
+        let codec = &self.codec;
         let link = &mut conn.link;
         let input = link.input.as_mut().expect("serving input");
         let (first, second) = input.readable();
         let view = Input::new(first, second);
         let (start, len, consumed) = match codec.decode(view, &mut conn.progress) {
-            Decoded::NeedMore => return Ok(Err(Halt::Input)),
-            Decoded::Error(error) => {
-                refuse(codec, &error, awaited, &mut link.output, pool);
-                conn.state = State::Closing(CloseReason::ProtocolError);
-                return Ok(Err(Halt::Input));
-            }
             Decoded::Frame {
                 start,
                 len,
                 consumed,
             } => (start, len, consumed),
+            Decoded::NeedMore => return Ok(Err(Halt::Input)),
+            Decoded::Error(error) => {
+                refuse(codec, &error, awaited, &mut link.output, at.pool);
+                conn.state = State::Closing(CloseReason::ProtocolError);
+                return Ok(Err(Halt::Input));
+            }
         };
         debug_assert!(start + len <= consumed && consumed <= view.len());
-        let output = link.output.get_or_insert_with(|| pool.take());
+        let output = link.output.get_or_insert_with(|| at.pool.take());
         let Some((len, consumed)) = cut(codec, len, consumed, output) else {
             return Ok(Err(Halt::Output));
         };
-        let payload = payload(codec, view, start, len, scratch);
-        let reserve = service.reply_reserve(payload);
-        let need = reserve.saturating_add(codec.protocol().overhead());
-        if need > output.capacity() {
-            // No amount of flushing makes room: the service reserved more
-            // than the ring can ever hold.
-            return Err(CloseReason::OutputOverflow);
-        }
+        let payload = payload(codec, view, start, len, at.scratch);
         let behind = awaited > 0;
-        if !behind && output.free() < need {
-            return Ok(Err(Halt::Output));
-        }
+        let reserve = match reserve(codec, self.service.as_mut(), payload, output, behind)? {
+            Some(reserve) => reserve,
+            None => return Ok(Err(Halt::Output)),
+        };
         let mut frame = Frame {
             codec,
-            service: service.as_mut(),
-            metrics,
+            service: self.service.as_mut(),
+            metrics: &self.metrics,
             payload,
             reserve,
             client: token,
-            pool,
-            upstreams: upstreams.as_deref_mut(),
-            queue,
-            now_us: *now_us,
+            pool: at.pool,
+            upstreams: at.upstreams.as_deref_mut(),
+            queue: at.queue,
+            now_us: at.now_us,
         };
         let close = match frame.answer(output, behind)? {
             Ok(close) => close,
@@ -423,6 +405,25 @@ fn refuse(
             output.push(message);
         }
     }
+}
+
+/// What the service reserves for the reply to `payload`, if `output` has
+/// room for it now (behind awaited replies it goes elsewhere: only the
+/// ring's capacity matters). An error: no amount of flushing makes room,
+/// the service reserved more than the ring can ever hold.
+fn reserve(
+    codec: &Codec,
+    service: &mut dyn Service,
+    payload: &[u8],
+    output: &Ring,
+    behind: bool,
+) -> Result<Option<usize>, CloseReason> {
+    let reserve = service.reply_reserve(payload);
+    let need = reserve.saturating_add(codec.protocol().overhead());
+    if need > output.capacity() {
+        return Err(CloseReason::OutputOverflow);
+    }
+    Ok((behind || output.free() >= need).then_some(reserve))
 }
 
 /// A raw byte stream has no frame boundaries, so a frame may be cut to the
