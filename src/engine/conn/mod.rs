@@ -145,7 +145,7 @@ impl Conn {
 
     /// What the connection wants from its socket, for the driver.
     pub fn reading(&self) -> Reading {
-        if !self.state.reads() || self.state == State::Closed {
+        if !self.state.reads() {
             Reading::Stopped
         } else if self.output_blocked || self.pending_full {
             Reading::Paused

@@ -336,12 +336,7 @@ impl Core {
 
     /// The connection `token` names, client or upstream, if live.
     pub fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
-        if is_upstream(token) {
-            let upstreams = self.upstreams.as_deref_mut()?;
-            upstreams.conns.get_mut(token).map(|up| &mut up.conn)
-        } else {
-            self.conns.get_mut(token)
-        }
+        find(&mut self.conns, self.upstreams.as_deref_mut(), token)
     }
 
     /// Whether every connection, client and upstream, has been released.
@@ -523,11 +518,21 @@ impl Core {
 /// while it handles the completion.
 impl Links for Core {
     fn link(&mut self, token: Token) -> Option<(&mut Link, &mut Pool)> {
-        let conn = if token.is_upstream() {
-            &mut self.upstreams.as_deref_mut()?.conns.get_mut(token)?.conn
-        } else {
-            self.conns.get_mut(token)?
-        };
+        let conn = find(&mut self.conns, self.upstreams.as_deref_mut(), token)?;
         Some((&mut conn.link, &mut self.pool))
+    }
+}
+
+/// The connection `token` names in either table, if live (apart from the
+/// rest of the shard, so that its other parts stay usable beside it).
+pub(super) fn find<'a>(
+    conns: &'a mut Table<Conn>,
+    upstreams: Option<&'a mut Upstreams>,
+    token: Token,
+) -> Option<&'a mut Conn> {
+    if token.is_upstream() {
+        upstreams?.conns.get_mut(token).map(|up| &mut up.conn)
+    } else {
+        conns.get_mut(token)
     }
 }

@@ -5,7 +5,7 @@
 //! connection's replies are handed to the clients that await them and its
 //! lane's queued requests taken.
 
-use super::core::{Core, QUIET_TURN_EVENTS, READ_PASS_MAX};
+use super::core::{Core, QUIET_TURN_EVENTS, READ_PASS_MAX, find};
 use super::serve::Serving;
 use crate::engine::conn::{Conn, State, Table};
 use crate::engine::driver::{Driver, Token};
@@ -81,18 +81,13 @@ impl Side for Upstream {
     }
 }
 
-/// The connection `token` names in either table.
+/// The live connection `token` names in either table.
 pub(super) fn lookup<'a>(
     conns: &'a mut Table<Conn>,
     upstreams: Option<&'a mut Upstreams>,
     token: Token,
 ) -> &'a mut Conn {
-    let conn = if token.is_upstream() {
-        upstreams.and_then(|upstreams| upstreams.conns.get_mut(token).map(|up| &mut up.conn))
-    } else {
-        conns.get_mut(token)
-    };
-    conn.expect("pumped while live")
+    find(conns, upstreams, token).expect("pumped while live")
 }
 
 impl Core {
