@@ -147,6 +147,9 @@ struct Sending {
     activation: u8,
     /// Bytes asked for.
     asked: u32,
+    /// Where the lent region starts: it must not move before the send
+    /// completes (checked in debug builds).
+    region: usize,
     /// The output ring, taken from a retired connection.
     abandoned: Option<Bytes>,
 }
@@ -722,6 +725,11 @@ impl UringIo {
         if cqe.result >= 0 {
             let sent = cqe.result as usize;
             if let Some(output) = link.output.as_mut() {
+                debug_assert_eq!(
+                    output.readable().0.as_ptr() as usize,
+                    sending.region,
+                    "a lent output region moved before its send completed"
+                );
                 output.consume(sent);
             }
             slot.sent += sent;
@@ -883,6 +891,7 @@ impl UringIo {
         slot.send = Some(Sending {
             activation,
             asked: len,
+            region: pointer as usize,
             abandoned: None,
         });
         let fd = Fd(link.socket.as_raw_fd());
