@@ -249,7 +249,7 @@ impl Core {
         Some(token)
     }
 
-    /// Moves one connection as far as it can go now (see [`Core::pump`]);
+    /// Moves one connection as far as it can go now (see `Core::pump`);
     /// then closes it if it is finished, queues it if its budget ran out,
     /// and makes sure its timer is no later than its deadline.
     pub fn drive<I: Driver>(&mut self, io: &mut I, token: Token) {

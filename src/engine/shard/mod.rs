@@ -5,7 +5,7 @@
 //! shared state is the process-wide count of open connections (one atomic
 //! add per accept and close) and the stop flag.
 //!
-//! [`core`] holds the connections and the data path, [`turn`] the loop
+//! [`core`] holds the connections and the data path, `turn` the loop
 //! (written once); the driver (`driver/`: epoll, or io_uring in a `uring`
 //! build) waits and moves bytes for it.
 
