@@ -61,8 +61,6 @@ pub struct Limits {
     pub accept_batch: usize,
     /// `--read-budget`.
     pub read_budget: usize,
-    /// `--events-max`.
-    pub events_max: usize,
     /// `--shutdown-grace`.
     pub shutdown_grace: Millis,
     /// `--backlog`: the most connections a listener's queue holds, so the
@@ -70,15 +68,16 @@ pub struct Limits {
     pub backlog: usize,
 }
 
-/// The driver-independent half of a shard.
+/// What a shard's loop drives, whatever its driver: the connections and
+/// everything they are served with.
 pub struct Core {
     /// Live connections, and closed ones whose socket the driver still
     /// holds ([`State::Closed`]).
-    pub conns: Table<Conn>,
+    pub(super) conns: Table<Conn>,
     /// Connection deadlines.
-    pub wheel: Wheel<Token>,
+    pub(super) wheel: Wheel<Token>,
     /// Rings for busy connections.
-    pub pool: Pool,
+    pub(super) pool: Pool,
     /// The codec and the service.
     pub(super) responder: Responder,
     /// Holds a frame (or upstream replies) that wraps around its ring, so
@@ -86,31 +85,31 @@ pub struct Core {
     /// with upstreams).
     pub(super) scratch: Box<[u8]>,
     /// The connection time limits.
-    pub timeouts: Timeouts,
+    pub(super) timeouts: Timeouts,
     /// The shard's bounds.
-    pub limits: Limits,
+    pub(super) limits: Limits,
     /// This shard's counters.
-    pub metrics: Arc<ShardMetrics>,
+    pub(super) metrics: Arc<ShardMetrics>,
     /// Accept pacing (fd exhaustion back-off, warnings).
-    pub acceptor: Acceptor,
+    pub(super) acceptor: Acceptor,
     open_total: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// Set when the graceful shutdown began: when it must end.
-    pub drain_until: Option<Millis>,
+    pub(super) drain_until: Option<Millis>,
     /// Connections to drive again without waiting for an event (their read
     /// budget ran out while bytes were still waiting). Each is queued at
     /// most once, so this holds at most one entry per connection.
-    pub queue: VecDeque<Token>,
+    pub(super) queue: VecDeque<Token>,
     expired: Vec<Token>,
     /// Readiness events of the current turn (see [`READ_PASS_MAX`]).
-    pub turn_events: usize,
+    pub(super) turn_events: usize,
     epoch: Instant,
     /// Milliseconds since the shard started, as of this turn.
-    pub now: Millis,
+    pub(super) now: Millis,
     /// The same instant in microseconds (upstream latencies).
-    pub now_us: u64,
+    pub(super) now_us: u64,
     /// The upstreams the service may call, if any (`holdfast proxy`).
-    pub upstreams: Option<Box<Upstreams>>,
+    pub(super) upstreams: Option<Box<Upstreams>>,
     /// Clients whose awaited reply could not be written (their service
     /// answer panicked or overflowed), closed once the upstream side that
     /// found out is done. Empty between calls.
@@ -123,7 +122,7 @@ pub struct Core {
 impl Core {
     /// The core of a shard serving `service` under `config` (validated,
     /// `max_conns` resolved).
-    pub fn new(
+    pub(super) fn new(
         service: Box<dyn Service>,
         config: &Config,
         shared: &Shared,
@@ -158,7 +157,6 @@ impl Core {
                 max_conns: config.max_conns,
                 accept_batch: config.accept_batch,
                 read_budget: config.read_budget,
-                events_max: config.events_max,
                 shutdown_grace: ms(config.shutdown_grace),
                 backlog: config.backlog as usize,
             },
@@ -181,7 +179,7 @@ impl Core {
     }
 
     /// Starts a turn: reads the clock.
-    pub fn begin_turn(&mut self, events: usize) -> Instant {
+    pub(super) fn begin_turn(&mut self, events: usize) -> Instant {
         let turn = Instant::now();
         self.now_us = turn.duration_since(self.epoch).as_micros() as u64;
         self.now = self.now_us / 1000;
@@ -190,12 +188,12 @@ impl Core {
     }
 
     /// Whether the stop flag was raised and the drain has not begun yet.
-    pub fn stop_requested(&self) -> bool {
+    pub(super) fn stop_requested(&self) -> bool {
         self.drain_until.is_none() && self.stop.load(Ordering::Acquire)
     }
 
     /// Ends a turn: updates the gauges and the turn histogram.
-    pub fn end_turn(&mut self, turn: Instant) {
+    pub(super) fn end_turn(&mut self, turn: Instant) {
         self.metrics.connections_open.set(self.conns.len() as u64);
         self.publish_upstreams();
         self.metrics.loop_iterations.inc();
@@ -207,7 +205,7 @@ impl Core {
     /// How long the driver may wait for events: not past the next deadline,
     /// and not at all while work is queued or accepting is due. `None`:
     /// nothing is scheduled.
-    pub fn wait_timeout(&self, accepting: bool) -> Option<Duration> {
+    pub(super) fn wait_timeout(&self, accepting: bool) -> Option<Duration> {
         if !self.queue.is_empty() || (accepting && self.acceptor.due(self.now)) {
             return Some(Duration::ZERO);
         }
@@ -232,7 +230,7 @@ impl Core {
     /// Takes in an accepted socket: counts it against `--max-conns`
     /// (rejecting it past the cap), enters it in the table and the wheel.
     /// Returns its token, or `None` if it was turned away (and closed).
-    pub fn admit(&mut self, stream: Socket) -> Option<Token> {
+    pub(super) fn admit(&mut self, stream: Socket) -> Option<Token> {
         if self.open_total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_conns {
             self.open_total.fetch_sub(1, Ordering::AcqRel);
             self.metrics.rejected[RejectReason::MaxConns.index()].inc();
@@ -252,7 +250,7 @@ impl Core {
     /// Moves one connection as far as it can go now (see `Core::pump`);
     /// then closes it if it is finished, queues it if its budget ran out,
     /// and makes sure its timer is no later than its deadline.
-    pub fn drive<I: Driver>(&mut self, io: &mut I, token: Token) {
+    pub(super) fn drive<I: Driver>(&mut self, io: &mut I, token: Token) {
         if token.is_upstream() {
             self.drive_upstream(io, token);
             return;
@@ -335,12 +333,12 @@ impl Core {
     }
 
     /// The connection `token` names, client or upstream, if live.
-    pub fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+    pub(super) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
         find(&mut self.conns, self.upstreams.as_deref_mut(), token)
     }
 
     /// Whether every connection, client and upstream, has been released.
-    pub fn all_released(&self) -> bool {
+    pub(super) fn all_released(&self) -> bool {
         self.conns.is_empty()
             && self
                 .upstreams
@@ -349,7 +347,7 @@ impl Core {
     }
 
     /// Drives the connections whose read budget ran out last turn, once each.
-    pub fn drive_queued<I: Driver>(&mut self, io: &mut I) {
+    pub(super) fn drive_queued<I: Driver>(&mut self, io: &mut I) {
         for _ in 0..self.queue.len() {
             let Some(token) = self.queue.pop_front() else {
                 break;
@@ -363,7 +361,7 @@ impl Core {
 
     /// Closes the connections whose deadline passed; re-schedules the ones
     /// whose deadline moved later since their entry was made.
-    pub fn fire_timers<I: Driver>(&mut self, io: &mut I) {
+    pub(super) fn fire_timers<I: Driver>(&mut self, io: &mut I) {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.advance(self.now, &mut expired);
         for token in expired.drain(..) {
@@ -410,7 +408,7 @@ impl Core {
     /// Starts the graceful shutdown (the driver has taken in what was in the
     /// listener's queue and stopped accepting): read what already reached
     /// each connection, answer it, flush, close.
-    pub fn begin_drain<I: Driver>(&mut self, io: &mut I) {
+    pub(super) fn begin_drain<I: Driver>(&mut self, io: &mut I) {
         self.drain_until = Some(self.now + self.limits.shutdown_grace);
         for token in self.conns.tokens() {
             if let Some(conn) = self.conns.get_mut(token) {
@@ -431,7 +429,7 @@ impl Core {
     /// listener's queue: the kernel had completed its handshake), as the
     /// drain serves every connection: what already reached it is read and
     /// answered, then it closes.
-    pub fn adopt_draining<I: Driver>(&mut self, io: &mut I, token: Token) {
+    pub(super) fn adopt_draining<I: Driver>(&mut self, io: &mut I, token: Token) {
         if let Some(conn) = self.conns.get_mut(token)
             && conn.state == State::Open
         {
@@ -444,7 +442,7 @@ impl Core {
     /// Whether the drain is over: `Some(true)` when every connection is
     /// gone, `Some(false)` when the grace ran out (every connection still
     /// open is then closed), `None` while draining goes on or none began.
-    pub fn drain_done<I: Driver>(&mut self, io: &mut I) -> Option<bool> {
+    pub(super) fn drain_done<I: Driver>(&mut self, io: &mut I) -> Option<bool> {
         let until = self.drain_until?;
         if self.conns.is_empty() {
             // No client awaits an upstream reply any more.
@@ -464,7 +462,7 @@ impl Core {
     /// The one way a connection ends: the reason is counted, its timer
     /// cancelled, and the driver stops what it has in flight; the socket and
     /// rings go when the driver is done with them ([`Core::release`]).
-    pub fn close<I: Driver>(&mut self, io: &mut I, token: Token, reason: CloseReason) {
+    pub(super) fn close<I: Driver>(&mut self, io: &mut I, token: Token, reason: CloseReason) {
         if is_upstream(token) {
             self.close_upstream(io, token, None);
             return;
@@ -491,7 +489,7 @@ impl Core {
 
     /// Frees a closed connection: its socket is closed, its rings return
     /// to the pool and its slot to the table, and accepting may resume.
-    pub fn release(&mut self, token: Token) {
+    pub(super) fn release(&mut self, token: Token) {
         if is_upstream(token) {
             self.release_upstream(token);
             return;

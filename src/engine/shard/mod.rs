@@ -10,7 +10,7 @@
 //! build) waits and moves bytes for it.
 
 mod accept;
-pub mod core;
+mod core;
 mod pump;
 mod serve;
 mod turn;
