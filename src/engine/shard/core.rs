@@ -43,6 +43,43 @@ pub(super) const READ_PASS_MAX: usize = 16 * 1024;
 /// A turn with at most this many readiness events counts as quiet.
 pub(super) const QUIET_TURN_EVENTS: usize = 2;
 
+/// The shard's clock, read once per turn: everything in a turn happens "at"
+/// its start.
+pub(super) struct Clock {
+    epoch: Instant,
+    /// Milliseconds since the shard started, as of this turn.
+    pub(super) now: Millis,
+    /// The same instant in microseconds (upstream latencies).
+    pub(super) now_us: u64,
+    /// Events of this turn (see [`READ_PASS_MAX`]).
+    pub(super) events: usize,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            epoch: Instant::now(),
+            now: 0,
+            now_us: 0,
+            events: 0,
+        }
+    }
+
+    /// Starts a turn of `events` events: reads the clock.
+    fn begin_turn(&mut self, events: usize) -> Instant {
+        let turn = Instant::now();
+        self.now_us = turn.duration_since(self.epoch).as_micros() as u64;
+        self.now = self.now_us / 1000;
+        self.events = events;
+        turn
+    }
+
+    /// Milliseconds since the shard started, read now (not as of the turn).
+    fn elapsed_ms(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
+}
+
 /// What is shared between a shard and the rest of the process.
 #[derive(Clone)]
 pub struct Shared {
@@ -101,13 +138,8 @@ pub struct Core {
     /// most once, so this holds at most one entry per connection.
     pub(super) queue: VecDeque<Token>,
     expired: Vec<Token>,
-    /// Readiness events of the current turn (see [`READ_PASS_MAX`]).
-    pub(super) turn_events: usize,
-    epoch: Instant,
-    /// Milliseconds since the shard started, as of this turn.
-    pub(super) now: Millis,
-    /// The same instant in microseconds (upstream latencies).
-    pub(super) now_us: u64,
+    /// The time, as of this turn.
+    pub(super) clock: Clock,
     /// The upstreams the service may call, if any (`holdfast proxy`).
     pub(super) upstreams: Option<Box<Upstreams>>,
     /// Clients whose awaited reply could not be written (their service
@@ -168,10 +200,7 @@ impl Core {
             // Sized like the table, so the queue rarely grows.
             queue: VecDeque::with_capacity(1024.min(config.max_conns)),
             expired: Vec::new(),
-            turn_events: 0,
-            epoch: Instant::now(),
-            now: 0,
-            now_us: 0,
+            clock: Clock::new(),
             upstreams,
             doomed: Vec::new(),
             tick_at: Some(0),
@@ -180,11 +209,7 @@ impl Core {
 
     /// Starts a turn: reads the clock.
     pub(super) fn begin_turn(&mut self, events: usize) -> Instant {
-        let turn = Instant::now();
-        self.now_us = turn.duration_since(self.epoch).as_micros() as u64;
-        self.now = self.now_us / 1000;
-        self.turn_events = events;
-        turn
+        self.clock.begin_turn(events)
     }
 
     /// Whether the stop flag was raised and the drain has not begun yet.
@@ -206,7 +231,7 @@ impl Core {
     /// and not at all while work is queued or accepting is due. `None`:
     /// nothing is scheduled.
     pub(super) fn wait_timeout(&self, accepting: bool) -> Option<Duration> {
-        if !self.queue.is_empty() || (accepting && self.acceptor.due(self.now)) {
+        if !self.queue.is_empty() || (accepting && self.acceptor.due(self.clock.now)) {
             return Some(Duration::ZERO);
         }
         let wake = [
@@ -223,7 +248,7 @@ impl Core {
         .min()?;
         // Measured from the start of this turn, so the wait can only be
         // shorter than needed (never make a deadline late).
-        let now = self.epoch.elapsed().as_millis() as Millis;
+        let now = self.clock.elapsed_ms();
         Some(Duration::from_millis(wake.saturating_sub(now)))
     }
 
@@ -238,7 +263,7 @@ impl Core {
         }
         // Replies are written whole, so Nagle would only add latency.
         let _ = stream.set_nodelay(true);
-        let now = self.now;
+        let now = self.clock.now;
         let token = self.conns.insert(|_| Conn::new(stream, now));
         let conn = self.conns.get_mut(token).expect("just inserted");
         let deadline = now + self.timeouts.idle;
@@ -306,7 +331,7 @@ impl Core {
         }
         let _ = conn.link.socket.shutdown(std::net::Shutdown::Write);
         conn.state = State::Lingering(reason);
-        conn.write_since = self.now;
+        conn.write_since = self.clock.now;
         io.expect_read(token);
         false
     }
@@ -363,7 +388,7 @@ impl Core {
     /// whose deadline moved later since their entry was made.
     pub(super) fn fire_timers<I: Driver>(&mut self, io: &mut I) {
         let mut expired = std::mem::take(&mut self.expired);
-        self.wheel.advance(self.now, &mut expired);
+        self.wheel.advance(self.clock.now, &mut expired);
         for token in expired.drain(..) {
             if is_upstream(token) {
                 self.upstream_timer(io, token);
@@ -373,7 +398,7 @@ impl Core {
                 continue;
             };
             let (deadline, reason) = conn.deadline(&self.timeouts);
-            if self.now >= deadline {
+            if self.clock.now >= deadline {
                 conn.timer = None;
                 self.close(io, token, reason);
             } else {
@@ -391,12 +416,14 @@ impl Core {
     /// Runs the service's periodic work once it is due. A panic in it is
     /// counted and logged, and ends the ticks (the shard goes on).
     fn tick_service(&mut self) {
-        if self.tick_at.is_none_or(|at| self.now < at) {
+        if self.tick_at.is_none_or(|at| self.clock.now < at) {
             return;
         }
         let service = &mut self.responder.service;
         self.tick_at = match catch_unwind(AssertUnwindSafe(|| service.tick())) {
-            Ok(delay) => delay.map(|d| self.now + d.as_millis().min(Millis::MAX as u128) as Millis),
+            Ok(delay) => {
+                delay.map(|d| self.clock.now + d.as_millis().min(Millis::MAX as u128) as Millis)
+            }
             Err(_) => {
                 self.metrics.handler_panics.inc();
                 log::error!("the service's tick panicked; no more ticks on this shard");
@@ -409,7 +436,7 @@ impl Core {
     /// listener's queue and stopped accepting): read what already reached
     /// each connection, answer it, flush, close.
     pub(super) fn begin_drain<I: Driver>(&mut self, io: &mut I) {
-        self.drain_until = Some(self.now + self.limits.shutdown_grace);
+        self.drain_until = Some(self.clock.now + self.limits.shutdown_grace);
         for token in self.conns.tokens() {
             if let Some(conn) = self.conns.get_mut(token) {
                 if conn.state == State::Closed {
@@ -449,7 +476,7 @@ impl Core {
             self.close_upstreams(io);
             return self.all_released().then_some(true);
         }
-        if self.now < until {
+        if self.clock.now < until {
             return None;
         }
         for token in self.conns.tokens() {

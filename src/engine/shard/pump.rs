@@ -51,8 +51,8 @@ impl Side for Client {
             scratch: &mut core.scratch,
             upstreams: core.upstreams.as_deref_mut(),
             queue: &mut core.queue,
-            now: core.now,
-            now_us: core.now_us,
+            now: core.clock.now,
+            now_us: core.clock.now_us,
         };
         let mut moved = core.responder.serve(conn, token, &mut serving)? > 0;
         if let Some(upstreams) = core.upstreams.as_deref_mut() {
@@ -76,7 +76,7 @@ impl Side for Upstream {
     fn step(core: &mut Core, token: Token) -> Result<bool, CallError> {
         let mut moved = core.take_replies(token)? > 0;
         let upstreams = core.upstreams.as_deref_mut().expect("upstream");
-        moved |= upstreams.take_queued(token, &mut core.pool, core.now_us) > 0;
+        moved |= upstreams.take_queued(token, &mut core.pool, core.clock.now_us) > 0;
         Ok(moved)
     }
 }
@@ -100,7 +100,7 @@ impl Core {
         token: Token,
     ) -> Result<(), S::Failure> {
         let mut budget = self.limits.read_budget;
-        let pass_max = if S::CLIENT && self.turn_events <= QUIET_TURN_EVENTS {
+        let pass_max = if S::CLIENT && self.clock.events <= QUIET_TURN_EVENTS {
             READ_PASS_MAX
         } else {
             usize::MAX
@@ -113,7 +113,7 @@ impl Core {
             let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
             if !had_output && conn.output_len() > 0 {
                 // Output just became pending: the write timeout starts now.
-                conn.write_since = self.now;
+                conn.write_since = self.clock.now;
             }
             moved |= self.pump_flush::<S, I>(io, token)?;
             let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
@@ -144,7 +144,7 @@ impl Core {
         if read.bytes > 0 {
             moved = true;
             *budget = budget.saturating_sub(read.bytes);
-            conn.last_active = self.now;
+            conn.last_active = self.clock.now;
             if S::CLIENT {
                 self.metrics.bytes_read.add(read.bytes as u64);
             }
@@ -176,8 +176,8 @@ impl Core {
         match io.flush(token, &mut conn.link, &mut self.pool) {
             Ok(0) => Ok(false),
             Ok(written) => {
-                conn.last_active = self.now;
-                conn.write_since = self.now;
+                conn.last_active = self.clock.now;
+                conn.write_since = self.clock.now;
                 if S::CLIENT {
                     self.metrics.bytes_written.add(written as u64);
                 }

@@ -47,7 +47,7 @@ impl<D: Driver> Loop<D> {
             if self.core.stop_requested() {
                 self.stop()?;
             }
-            if self.driver.listening() && self.core.acceptor.due(self.core.now) {
+            if self.driver.listening() && self.core.acceptor.due(self.core.clock.now) {
                 self.core.acceptor.begin();
                 self.accept_some(self.core.limits.accept_batch);
             }
@@ -72,7 +72,7 @@ impl<D: Driver> Loop<D> {
                 Event::AcceptFailed(error) => {
                     let (core, driver) = (&mut self.core, &mut self.driver);
                     core.acceptor
-                        .on_error(&error, core.now, &core.metrics, || driver.shed());
+                        .on_error(&error, core.clock.now, &core.metrics, || driver.shed());
                 }
                 Event::AcceptEnded if self.core.drain_until.is_none() => {
                     self.core.acceptor.ready = true;
@@ -96,7 +96,10 @@ impl<D: Driver> Loop<D> {
                 Err(e) => {
                     let (core, driver) = (&mut self.core, &mut self.driver);
                     let shed = || driver.shed();
-                    if !core.acceptor.on_error(&e, core.now, &core.metrics, shed) {
+                    if !core
+                        .acceptor
+                        .on_error(&e, core.clock.now, &core.metrics, shed)
+                    {
                         return;
                     }
                 }
@@ -159,10 +162,10 @@ impl<D: Driver> Loop<D> {
         // One deadline for all the waiting that follows the drain.
         let exit_by = until + EXIT_WAIT_MS;
         if self.core.all_released() && !self.driver.busy() {
-            let left = Duration::from_millis(exit_by.saturating_sub(self.core.now));
+            let left = Duration::from_millis(exit_by.saturating_sub(self.core.clock.now));
             return self.driver.finish(Instant::now() + left).map(Some);
         }
-        if self.core.now > exit_by {
+        if self.core.clock.now > exit_by {
             log::error!(
                 "{} connections still have operations in flight {EXIT_WAIT_MS} ms after the \
                  drain; leaking their memory",

@@ -54,7 +54,7 @@ impl Core {
     /// finishing its connect if the driver says it completed (a failed one
     /// closes it).
     fn connected<I: Driver>(&mut self, io: &mut I, token: Token) -> bool {
-        let now = self.now;
+        let now = self.clock.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return false;
         };
@@ -177,8 +177,8 @@ impl Core {
                 responder: &mut self.responder,
                 pool: &mut self.pool,
                 doomed: &mut self.doomed,
-                now: self.now,
-                now_us: self.now_us,
+                now: self.clock.now,
+                now_us: self.clock.now_us,
             },
             upstreams: self.upstreams.as_deref_mut().expect("upstreams"),
             metrics: &self.metrics,
@@ -198,7 +198,7 @@ impl Core {
             // drain has no client left, none does.
             return;
         }
-        let now = self.now;
+        let now = self.clock.now;
         let (pools, lanes) = (upstreams.pools.len(), upstreams.settings.lanes);
         for upstream in 0..pools {
             for lane in 0..lanes {
@@ -218,7 +218,7 @@ impl Core {
 
     /// Starts a connection for `lane` of `upstream`.
     fn open_upstream<I: Driver>(&mut self, io: &mut I, upstream: usize, lane: usize) {
-        let now = self.now;
+        let now = self.clock.now;
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let token = upstreams.conns.next_token();
         let addr = upstreams.pools[upstream].addr;
@@ -263,7 +263,7 @@ impl Core {
     /// counts it, the next attempt backs off, and the requests that waited
     /// for it fail at once (nothing piles up behind a dead upstream).
     fn lane_connect_failed(&mut self, upstream: usize, lane: usize) {
-        let now = self.now;
+        let now = self.clock.now;
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let pool = &mut upstreams.pools[upstream];
         pool.breaker.on_failure(now, FailureKind::Connect);
@@ -291,7 +291,7 @@ impl Core {
     /// An upstream connection's wheel entry fired: close it if its
     /// deadline passed, else re-schedule.
     pub(super) fn upstream_timer<I: Driver>(&mut self, io: &mut I, token: Token) {
-        let now = self.now;
+        let now = self.clock.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -323,7 +323,7 @@ impl Core {
     /// Fails the queued requests that waited longer than
     /// `--upstream-timeout` for a connection.
     pub(super) fn expire_queued<I: Driver>(&mut self, io: &mut I) {
-        let now = self.now;
+        let now = self.clock.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -487,13 +487,13 @@ impl Core {
             return;
         };
         let due = upstreams.published_at + PUBLISH_EVERY_MS;
-        if self.now < due && self.drain_until.is_none() {
+        if self.clock.now < due && self.drain_until.is_none() {
             // The loop wakes for it if nothing else comes first, so gauges
             // of an idle shard are never stale for longer.
             upstreams.publish_due = Some(due);
             return;
         }
-        upstreams.published_at = self.now;
+        upstreams.published_at = self.clock.now;
         upstreams.publish_due = None;
         debug_assert_eq!(
             upstreams.waiting,
