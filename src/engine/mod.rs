@@ -6,7 +6,8 @@
 //!   the graceful shutdown, joins.
 //! - [`shard`]: one event loop on one thread: accepts, drives connections,
 //!   fires deadlines. Nothing on its hot path is shared with other shards.
-//! - [`driver`]: every syscall on a connection's socket.
+//! - [`driver`]: every syscall on the shard's sockets, behind one trait: epoll
+//!   (through mio) or io_uring; the loop itself is in [`shard`].
 //! - [`conn`]: one connection's state, its two rings, its deadlines; the
 //!   connection table (slab + generation).
 //! - [`buffer`]: fixed-capacity byte rings and their per-shard pool.

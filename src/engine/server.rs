@@ -13,7 +13,7 @@ use crate::config::{Backend, Config};
 use crate::engine::admin;
 use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::service::{Service, ServiceContext};
-use crate::engine::shard::{Shard, Shared, Waker, fds_per_shard};
+use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
 use crate::engine::sys;
 
 /// Descriptors the process keeps for itself besides the shards': stdio,
@@ -425,7 +425,7 @@ pub fn choose_backend(config: &Config) -> Result<(Backend, Option<String>), Serv
     match config.backend {
         Some(Backend::Epoll) => Ok((Backend::Epoll, None)),
         #[cfg(feature = "uring")]
-        requested => match crate::engine::shard::uring::probe(config) {
+        requested => match crate::engine::driver::uring::probe(config) {
             Ok(()) => Ok((Backend::Uring, None)),
             Err(why) if requested.is_some() => Err(ServerError::Backend(why)),
             Err(why) => Ok((
@@ -446,7 +446,7 @@ pub fn choose_backend(config: &Config) -> Result<(Backend, Option<String>), Serv
 
 /// Descriptors the server keeps for itself besides client connections:
 /// stdio, the admin endpoint and the signal pipe (within
-/// [`FDS_OWN_BASE`]), each shard's own ([`fds_per_shard`]) and, with
+/// [`FDS_OWN_BASE`]), each shard's own ([`FDS_PER_SHARD`]) and, with
 /// upstreams, a connection per lane of every upstream on every shard.
 pub fn fds_reserved(config: &Config) -> usize {
     FDS_OWN_BASE + fds_reserved_per_shard(config) * config.threads
@@ -455,8 +455,7 @@ pub fn fds_reserved(config: &Config) -> usize {
 /// What [`fds_reserved`] keeps for each shard: its own descriptors and a
 /// connection per lane of every upstream.
 pub fn fds_reserved_per_shard(config: &Config) -> usize {
-    let upstreams = !config.upstreams.is_empty();
-    fds_per_shard(upstreams) + config.upstreams.len() * config.upstream_conns
+    FDS_PER_SHARD + config.upstreams.len() * config.upstream_conns
 }
 
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the

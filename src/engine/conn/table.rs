@@ -7,28 +7,18 @@
 //! (see `upstream/`). Their tokens share one space, told apart by
 //! [`UPSTREAM_BIT`], so an event or a timer names its table by itself.
 
-use mio::Token;
 use slab::Slab;
 
-/// Token of the shard's listener.
-pub const LISTENER: Token = Token(usize::MAX);
-/// Token of the shard's waker (shutdown requests).
-pub const WAKER: Token = Token(usize::MAX - 1);
-
-/// Set in the slot half of every token of an upstream table; clear in a
-/// client table's. The reserved tokens above have it set too, so test for
-/// them first.
-pub const UPSTREAM_BIT: usize = 1 << 31;
+pub use crate::engine::driver::{Token, UPSTREAM_BIT};
 
 /// Slots stay below this so that no slot reaches [`UPSTREAM_BIT`] (and so
-/// no token can equal a reserved one, whose low 32 bits are all ones).
+/// no token's slot half is all ones, as the epoll driver's own tokens for
+/// its listener and waker are).
 const SLOT_MAX: usize = UPSTREAM_BIT;
 
-/// Whether `token` names an upstream connection (it must not be one of the
-/// reserved tokens).
+/// Whether `token` names an upstream connection.
 pub fn is_upstream(token: Token) -> bool {
-    debug_assert!(token != LISTENER && token != WAKER);
-    token.0 & UPSTREAM_BIT != 0
+    token.is_upstream()
 }
 
 /// A slab addressed by generation-carrying tokens.
@@ -198,11 +188,5 @@ mod tests {
         assert_eq!(upstreams.get(up).copied(), Some("up"));
         assert_eq!(upstreams.tokens(), vec![up]);
         assert_eq!(upstreams.remove(up), Some("up"));
-    }
-
-    #[test]
-    fn reserved_tokens_never_name_a_slot() {
-        assert!(decode(LISTENER).0 >= SLOT_MAX);
-        assert!(decode(WAKER).0 >= SLOT_MAX);
     }
 }

@@ -1,8 +1,8 @@
-//! What every driver's loop shares: the connection table, the timer wheel,
-//! the ring pool, the codec and service, and the one data path through
-//! them ([`Core::drive`]). A driver supplies the [`Io`] that moves bytes
-//! between a socket and the rings and decides when a closed connection's
-//! socket may really be released.
+//! What the loop drives, whatever the driver: the connection table, the
+//! timer wheel, the ring pool, the codec and service, and the one data path
+//! through them ([`Core::drive`]). The [`Driver`] moves bytes between a
+//! socket and the rings and decides when a closed connection's socket may
+//! really be released.
 
 use std::collections::VecDeque;
 use std::io;
@@ -11,16 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use mio::Token;
-
 use super::accept::Acceptor;
-use super::serve::{self, Serving};
+use super::pump::{Client, lookup};
+use super::serve::Responder;
 use crate::config::Config;
 use crate::engine::buffer::Pool;
 use crate::engine::codec::Codec;
 use crate::engine::conn::table::is_upstream;
 use crate::engine::conn::{Conn, State, Table, Timeouts};
-use crate::engine::driver::Read;
+use crate::engine::driver::{Driver, Link, Links, Socket, Token};
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::service::Service;
 use crate::engine::timer::{Millis, Wheel};
@@ -31,7 +30,7 @@ const WHEEL_TICK_MS: Millis = 10;
 /// Timer wheel slots (power of two): one rotation is 5.12 s, so a 60 s idle
 /// deadline is looked at about a dozen times before it fires.
 const WHEEL_SLOTS: usize = 512;
-/// Bytes read from one connection before what was read is served and
+/// Bytes read from one client connection before what was read is served and
 /// flushed, on a turn with at most [`QUIET_TURN_EVENTS`] events: replies to
 /// the start of a burst then go out while the rest is still being read, so
 /// a lone pipelining peer overlaps with the server instead of taking turns
@@ -40,53 +39,45 @@ const WHEEL_SLOTS: usize = 512;
 /// once saves syscalls (measured: +40 % req/s for one connection with 16 ×
 /// 4 KiB in flight; the cap on every turn cost 10–25 % at 1000 and 10000
 /// connections).
-const READ_PASS_MAX: usize = 16 * 1024;
+pub(super) const READ_PASS_MAX: usize = 16 * 1024;
 /// A turn with at most this many readiness events counts as quiet.
-const QUIET_TURN_EVENTS: usize = 2;
+pub(super) const QUIET_TURN_EVENTS: usize = 2;
 
-/// How a driver moves bytes for one connection. The core calls these from
-/// [`Core::drive`] only, in the order read → serve → flush.
-pub trait Io {
-    /// Moves bytes that arrived for `conn` into its input ring (taken from
-    /// `pool` if it has none) while [`Conn::wants_read`] holds, up to
-    /// `budget` bytes; clears `conn.read_ready` once nothing more is known
-    /// to be waiting. An error is the peer's: the connection closes.
-    fn read(
-        &mut self,
-        token: Token,
-        conn: &mut Conn,
-        pool: &mut Pool,
-        budget: usize,
-    ) -> io::Result<Read>;
+/// The shard's clock, read once per turn: everything in a turn happens "at"
+/// its start.
+pub(super) struct Clock {
+    epoch: Instant,
+    /// Milliseconds since the shard started, as of this turn.
+    pub(super) now: Millis,
+    /// The same instant in microseconds (upstream latencies).
+    pub(super) now_us: u64,
+    /// Events of this turn (see [`READ_PASS_MAX`]).
+    pub(super) events: usize,
+}
 
-    /// Starts or continues writing `conn`'s output ring to its socket;
-    /// returns the bytes that left the ring since the last call. An empty
-    /// ring that the driver no longer needs goes back to `pool`. An error is
-    /// the peer's.
-    fn flush(&mut self, token: Token, conn: &mut Conn, pool: &mut Pool) -> io::Result<usize>;
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            epoch: Instant::now(),
+            now: 0,
+            now_us: 0,
+            events: 0,
+        }
+    }
 
-    /// Called at the end of every drive of a live `conn`, once its state
-    /// has settled: a completion-based driver posts or cancels its receive
-    /// here.
-    fn settle(&mut self, _token: Token, _conn: &mut Conn) {}
+    /// Starts a turn of `events` events: reads the clock.
+    fn begin_turn(&mut self, events: usize) -> Instant {
+        let turn = Instant::now();
+        self.now_us = turn.duration_since(self.epoch).as_micros() as u64;
+        self.now = self.now_us / 1000;
+        self.events = events;
+        turn
+    }
 
-    /// `conn` is closing: stop everything in flight on it. Returns true if
-    /// its socket and rings may be released now; false if the driver will
-    /// call [`Core::release`] itself once the kernel is done with them.
-    fn retire(&mut self, token: Token, conn: &mut Conn) -> bool;
-
-    /// A new socket for the upstream connection `token`, connecting to
-    /// `addr` (the connect is started, not finished: see
-    /// [`Io::connect_status`]). An error is a failed connect attempt.
-    fn connect(
-        &mut self,
-        token: Token,
-        addr: std::net::SocketAddr,
-    ) -> io::Result<mio::net::TcpStream>;
-
-    /// How the connect of `conn` is going: `None` while in flight,
-    /// `Some(Ok(()))` once connected, `Some(Err(_))` if it failed.
-    fn connect_status(&mut self, token: Token, conn: &mut Conn) -> Option<io::Result<()>>;
+    /// Milliseconds since the shard started, read now (not as of the turn).
+    fn elapsed_ms(&self) -> Millis {
+        self.epoch.elapsed().as_millis() as Millis
+    }
 }
 
 /// What is shared between a shard and the rest of the process.
@@ -107,8 +98,6 @@ pub struct Limits {
     pub accept_batch: usize,
     /// `--read-budget`.
     pub read_budget: usize,
-    /// `--events-max`.
-    pub events_max: usize,
     /// `--shutdown-grace`.
     pub shutdown_grace: Millis,
     /// `--backlog`: the most connections a listener's queue holds, so the
@@ -116,47 +105,43 @@ pub struct Limits {
     pub backlog: usize,
 }
 
-/// The driver-independent half of a shard.
+/// What a shard's loop drives, whatever its driver: the connections and
+/// everything they are served with.
 pub struct Core {
     /// Live connections, and closed ones whose socket the driver still
     /// holds ([`State::Closed`]).
-    pub conns: Table<Conn>,
+    pub(super) conns: Table<Conn>,
     /// Connection deadlines.
-    pub wheel: Wheel<Token>,
+    pub(super) wheel: Wheel<Token>,
     /// Rings for busy connections.
-    pub pool: Pool,
-    pub(super) codec: Codec,
-    pub(super) service: Box<dyn Service>,
+    pub(super) pool: Pool,
+    /// The codec and the service.
+    pub(super) responder: Responder,
     /// Holds a frame (or upstream replies) that wraps around its ring, so
     /// the service always sees one slice; `max_frame` bytes (a whole ring
     /// with upstreams).
     pub(super) scratch: Box<[u8]>,
     /// The connection time limits.
-    pub timeouts: Timeouts,
+    pub(super) timeouts: Timeouts,
     /// The shard's bounds.
-    pub limits: Limits,
+    pub(super) limits: Limits,
     /// This shard's counters.
-    pub metrics: Arc<ShardMetrics>,
+    pub(super) metrics: Arc<ShardMetrics>,
     /// Accept pacing (fd exhaustion back-off, warnings).
-    pub acceptor: Acceptor,
+    pub(super) acceptor: Acceptor,
     open_total: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// Set when the graceful shutdown began: when it must end.
-    pub drain_until: Option<Millis>,
+    pub(super) drain_until: Option<Millis>,
     /// Connections to drive again without waiting for an event (their read
     /// budget ran out while bytes were still waiting). Each is queued at
     /// most once, so this holds at most one entry per connection.
-    pub queue: VecDeque<Token>,
+    pub(super) queue: VecDeque<Token>,
     expired: Vec<Token>,
-    /// Readiness events of the current turn (see [`READ_PASS_MAX`]).
-    pub turn_events: usize,
-    epoch: Instant,
-    /// Milliseconds since the shard started, as of this turn.
-    pub now: Millis,
-    /// The same instant in microseconds (upstream latencies).
-    pub now_us: u64,
+    /// The time, as of this turn.
+    pub(super) clock: Clock,
     /// The upstreams the service may call, if any (`holdfast proxy`).
-    pub upstreams: Option<Box<Upstreams>>,
+    pub(super) upstreams: Option<Box<Upstreams>>,
     /// Clients whose awaited reply could not be written (their service
     /// answer panicked or overflowed), closed once the upstream side that
     /// found out is done. Empty between calls.
@@ -169,7 +154,7 @@ pub struct Core {
 impl Core {
     /// The core of a shard serving `service` under `config` (validated,
     /// `max_conns` resolved).
-    pub fn new(
+    pub(super) fn new(
         service: Box<dyn Service>,
         config: &Config,
         shared: &Shared,
@@ -188,8 +173,11 @@ impl Core {
             conns: Table::with_capacity(1024.min(config.max_conns)),
             wheel: Wheel::with_capacity(WHEEL_TICK_MS, WHEEL_SLOTS, 1024.min(config.max_conns)),
             pool: Pool::new(config.buffer, config.pool_free_max, config.pool_prealloc),
-            codec: Codec::new(config.protocol, config.max_frame),
-            service,
+            responder: Responder::new(
+                Codec::new(config.protocol, config.max_frame),
+                service,
+                metrics.clone(),
+            ),
             scratch: vec![0; scratch_len].into_boxed_slice(),
             timeouts: Timeouts {
                 idle: ms(config.idle_timeout),
@@ -200,7 +188,6 @@ impl Core {
                 max_conns: config.max_conns,
                 accept_batch: config.accept_batch,
                 read_budget: config.read_budget,
-                events_max: config.events_max,
                 shutdown_grace: ms(config.shutdown_grace),
                 backlog: config.backlog as usize,
             },
@@ -212,10 +199,7 @@ impl Core {
             // Sized like the table, so the queue rarely grows.
             queue: VecDeque::with_capacity(1024.min(config.max_conns)),
             expired: Vec::new(),
-            turn_events: 0,
-            epoch: Instant::now(),
-            now: 0,
-            now_us: 0,
+            clock: Clock::new(),
             upstreams,
             doomed: Vec::new(),
             tick_at: Some(0),
@@ -223,21 +207,17 @@ impl Core {
     }
 
     /// Starts a turn: reads the clock.
-    pub fn begin_turn(&mut self, events: usize) -> Instant {
-        let turn = Instant::now();
-        self.now_us = turn.duration_since(self.epoch).as_micros() as u64;
-        self.now = self.now_us / 1000;
-        self.turn_events = events;
-        turn
+    pub(super) fn begin_turn(&mut self, events: usize) -> Instant {
+        self.clock.begin_turn(events)
     }
 
     /// Whether the stop flag was raised and the drain has not begun yet.
-    pub fn stop_requested(&self) -> bool {
+    pub(super) fn stop_requested(&self) -> bool {
         self.drain_until.is_none() && self.stop.load(Ordering::Acquire)
     }
 
     /// Ends a turn: updates the gauges and the turn histogram.
-    pub fn end_turn(&mut self, turn: Instant) {
+    pub(super) fn end_turn(&mut self, turn: Instant) {
         self.metrics.connections_open.set(self.conns.len() as u64);
         self.publish_upstreams();
         self.metrics.loop_iterations.inc();
@@ -249,8 +229,8 @@ impl Core {
     /// How long the driver may wait for events: not past the next deadline,
     /// and not at all while work is queued or accepting is due. `None`:
     /// nothing is scheduled.
-    pub fn wait_timeout(&self, accepting: bool) -> Option<Duration> {
-        if !self.queue.is_empty() || (accepting && self.acceptor.due(self.now)) {
+    pub(super) fn wait_timeout(&self, accepting: bool) -> Option<Duration> {
+        if !self.queue.is_empty() || (accepting && self.acceptor.due(self.clock.now)) {
             return Some(Duration::ZERO);
         }
         let wake = [
@@ -267,14 +247,14 @@ impl Core {
         .min()?;
         // Measured from the start of this turn, so the wait can only be
         // shorter than needed (never make a deadline late).
-        let now = self.epoch.elapsed().as_millis() as Millis;
+        let now = self.clock.elapsed_ms();
         Some(Duration::from_millis(wake.saturating_sub(now)))
     }
 
     /// Takes in an accepted socket: counts it against `--max-conns`
     /// (rejecting it past the cap), enters it in the table and the wheel.
     /// Returns its token, or `None` if it was turned away (and closed).
-    pub fn admit(&mut self, stream: mio::net::TcpStream) -> Option<Token> {
+    pub(super) fn admit(&mut self, stream: Socket) -> Option<Token> {
         if self.open_total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_conns {
             self.open_total.fetch_sub(1, Ordering::AcqRel);
             self.metrics.rejected[RejectReason::MaxConns.index()].inc();
@@ -282,7 +262,7 @@ impl Core {
         }
         // Replies are written whole, so Nagle would only add latency.
         let _ = stream.set_nodelay(true);
-        let now = self.now;
+        let now = self.clock.now;
         let token = self.conns.insert(|_| Conn::new(stream, now));
         let conn = self.conns.get_mut(token).expect("just inserted");
         let deadline = now + self.timeouts.idle;
@@ -291,113 +271,45 @@ impl Core {
         Some(token)
     }
 
-    /// Moves one connection as far as it can go now: read, serve, flush,
-    /// again while anything moves and the read budget lasts; then close it
-    /// if it is finished, queue it if its budget ran out, and make sure its
-    /// timer is no later than its deadline.
-    pub fn drive<I: Io>(&mut self, io: &mut I, token: Token) {
-        if is_upstream(token) {
+    /// Moves one connection as far as it can go now (see `Core::pump`);
+    /// then closes it if it is finished, queues it if its budget ran out,
+    /// and makes sure its timer is no later than its deadline.
+    pub(super) fn drive<I: Driver>(&mut self, io: &mut I, token: Token) {
+        if token.is_upstream() {
             self.drive_upstream(io, token);
             return;
         }
-        let now = self.now;
-        let Some(conn) = self.conns.get_mut(token) else {
-            return;
-        };
-        if conn.state == State::Closed {
+        if self
+            .conns
+            .get(token)
+            .is_none_or(|conn| conn.state == State::Closed)
+        {
             return;
         }
-        let mut budget = self.limits.read_budget;
-        let pass_max = if self.turn_events <= QUIET_TURN_EVENTS {
-            READ_PASS_MAX
-        } else {
-            usize::MAX
-        };
-        let outcome = loop {
-            let mut moved = false;
-            if conn.wants_read() && budget > 0 {
-                match io.read(token, conn, &mut self.pool, budget.min(pass_max)) {
-                    Ok(read) => {
-                        if read.bytes > 0 {
-                            moved = true;
-                            budget = budget.saturating_sub(read.bytes);
-                            conn.last_active = now;
-                            self.metrics.bytes_read.add(read.bytes as u64);
-                        }
-                        if read.eof {
-                            moved = true;
-                            conn.eof = true;
-                            conn.state = match conn.state {
-                                State::Open => State::ReadClosed,
-                                State::DrainRead => State::Drain,
-                                other => other,
-                            };
-                        }
-                    }
-                    Err(_) => break Err(CloseReason::Reset),
-                }
-                if conn.state == State::DrainRead && !conn.read_ready {
-                    // Everything that reached the socket before the
-                    // shutdown has been read.
-                    conn.state = State::Drain;
-                }
-            }
-            let had_output = conn.output_len() > 0;
-            let mut serving = Serving {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                scratch: &mut self.scratch,
-                metrics: &self.metrics,
-                upstreams: self.upstreams.as_deref_mut(),
-                queue: &mut self.queue,
-                now,
-                now_us: self.now_us,
-            };
-            match serve::serve(conn, token, &mut serving) {
-                Ok(frames) => moved |= frames > 0,
-                Err(reason) => break Err(reason),
-            }
-            if let Some(upstreams) = self.upstreams.as_deref_mut() {
-                let mut writer = serve::Writer {
-                    codec: &self.codec,
-                    service: self.service.as_mut(),
-                    pool: &mut self.pool,
-                    metrics: &self.metrics,
-                };
-                match serve::deliver(
-                    conn,
-                    token,
-                    &mut upstreams.pending,
-                    upstreams.settings.max_pending,
-                    &mut writer,
-                ) {
-                    Ok(delivered) => moved |= delivered > 0,
-                    Err(reason) => break Err(reason),
-                }
-            }
-            if !had_output && conn.output_len() > 0 {
-                // Output just became pending: the write timeout starts now.
-                conn.write_since = now;
-            }
-            match io.flush(token, conn, &mut self.pool) {
-                Ok(0) => {}
-                Ok(written) => {
-                    moved = true;
-                    conn.last_active = now;
-                    conn.write_since = now;
-                    self.metrics.bytes_written.add(written as u64);
-                }
-                Err(_) => break Err(CloseReason::Reset),
-            }
-            if !moved {
-                break Ok(());
-            }
-        };
-        if let Err(reason) = outcome {
+        if let Err(reason) = self.pump::<Client, I>(io, token) {
             self.close(io, token, reason);
             return;
         }
+        if self.finish(io, token) {
+            return;
+        }
+        let conn = self.conns.get_mut(token).expect("live");
+        let (deadline, _) = conn.deadline(&self.timeouts);
+        self.settle(io, token, deadline);
+        if self
+            .upstreams
+            .as_ref()
+            .is_some_and(|upstreams| upstreams.connect_wanted)
+        {
+            self.connect_lanes(io);
+        }
+    }
+
+    /// Ends the client `token` if it has nothing left to do: closes it once
+    /// the peer has closed too, else shuts our side and lingers so that its
+    /// unread input cannot turn the close into a reset. True if it closed.
+    fn finish<I: Driver>(&mut self, io: &mut I, token: Token) -> bool {
+        let conn = self.conns.get_mut(token).expect("live");
         let finished = match conn.state {
             // Lingering ends when the peer has taken its replies and closed.
             State::Lingering(reason) => conn.eof.then_some(reason),
@@ -409,23 +321,29 @@ impl Core {
                 conn.output_len() == 0 && !conn.output_blocked && awaited == 0
             }),
         };
-        if let Some(reason) = finished {
-            if conn.eof {
-                self.close(io, token, reason);
-                return;
-            }
-            // The peer may still send: shut our side and linger so that
-            // its unread input cannot turn the close into a reset.
-            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
-            conn.state = State::Lingering(reason);
-            conn.write_since = now;
-            conn.read_ready = true;
+        let Some(reason) = finished else {
+            return false;
+        };
+        if conn.eof {
+            self.close(io, token, reason);
+            return true;
         }
-        if conn.wants_read() && !conn.queued {
+        let _ = conn.link.socket.shutdown(std::net::Shutdown::Write);
+        conn.state = State::Lingering(reason);
+        conn.write_since = self.clock.now;
+        io.expect_read(token);
+        false
+    }
+
+    /// The end of a drive, client or upstream: queue the connection again
+    /// if bytes may still wait (its read budget ran out), move its timer
+    /// earlier if `deadline` is, and let the driver settle it.
+    pub(super) fn settle<I: Driver>(&mut self, io: &mut I, token: Token, deadline: Millis) {
+        let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
+        if conn.wants_read() && io.may_read(token) && !conn.queued {
             conn.queued = true;
             self.queue.push_back(token);
         }
-        let (deadline, _) = conn.deadline(&self.timeouts);
         match conn.timer {
             Some((_, at)) if at <= deadline => {}
             previous => {
@@ -435,28 +353,16 @@ impl Core {
                 conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
             }
         }
-        io.settle(token, conn);
-        if self
-            .upstreams
-            .as_ref()
-            .is_some_and(|upstreams| upstreams.connect_wanted)
-        {
-            self.connect_lanes(io);
-        }
+        io.settle(token, &conn.link, conn.reading());
     }
 
     /// The connection `token` names, client or upstream, if live.
-    pub fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
-        if is_upstream(token) {
-            let upstreams = self.upstreams.as_deref_mut()?;
-            upstreams.conns.get_mut(token).map(|up| &mut up.conn)
-        } else {
-            self.conns.get_mut(token)
-        }
+    pub(super) fn conn_mut(&mut self, token: Token) -> Option<&mut Conn> {
+        find(&mut self.conns, self.upstreams.as_deref_mut(), token)
     }
 
     /// Whether every connection, client and upstream, has been released.
-    pub fn all_released(&self) -> bool {
+    pub(super) fn all_released(&self) -> bool {
         self.conns.is_empty()
             && self
                 .upstreams
@@ -465,7 +371,7 @@ impl Core {
     }
 
     /// Drives the connections whose read budget ran out last turn, once each.
-    pub fn drive_queued<I: Io>(&mut self, io: &mut I) {
+    pub(super) fn drive_queued<I: Driver>(&mut self, io: &mut I) {
         for _ in 0..self.queue.len() {
             let Some(token) = self.queue.pop_front() else {
                 break;
@@ -479,9 +385,9 @@ impl Core {
 
     /// Closes the connections whose deadline passed; re-schedules the ones
     /// whose deadline moved later since their entry was made.
-    pub fn fire_timers<I: Io>(&mut self, io: &mut I) {
+    pub(super) fn fire_timers<I: Driver>(&mut self, io: &mut I) {
         let mut expired = std::mem::take(&mut self.expired);
-        self.wheel.advance(self.now, &mut expired);
+        self.wheel.advance(self.clock.now, &mut expired);
         for token in expired.drain(..) {
             if is_upstream(token) {
                 self.upstream_timer(io, token);
@@ -491,7 +397,7 @@ impl Core {
                 continue;
             };
             let (deadline, reason) = conn.deadline(&self.timeouts);
-            if self.now >= deadline {
+            if self.clock.now >= deadline {
                 conn.timer = None;
                 self.close(io, token, reason);
             } else {
@@ -509,12 +415,14 @@ impl Core {
     /// Runs the service's periodic work once it is due. A panic in it is
     /// counted and logged, and ends the ticks (the shard goes on).
     fn tick_service(&mut self) {
-        if self.tick_at.is_none_or(|at| self.now < at) {
+        if self.tick_at.is_none_or(|at| self.clock.now < at) {
             return;
         }
-        let service = &mut self.service;
+        let service = &mut self.responder.service;
         self.tick_at = match catch_unwind(AssertUnwindSafe(|| service.tick())) {
-            Ok(delay) => delay.map(|d| self.now + d.as_millis().min(Millis::MAX as u128) as Millis),
+            Ok(delay) => {
+                delay.map(|d| self.clock.now + d.as_millis().min(Millis::MAX as u128) as Millis)
+            }
             Err(_) => {
                 self.metrics.handler_panics.inc();
                 log::error!("the service's tick panicked; no more ticks on this shard");
@@ -526,8 +434,8 @@ impl Core {
     /// Starts the graceful shutdown (the driver has taken in what was in the
     /// listener's queue and stopped accepting): read what already reached
     /// each connection, answer it, flush, close.
-    pub fn begin_drain<I: Io>(&mut self, io: &mut I) {
-        self.drain_until = Some(self.now + self.limits.shutdown_grace);
+    pub(super) fn begin_drain<I: Driver>(&mut self, io: &mut I) {
+        self.drain_until = Some(self.clock.now + self.limits.shutdown_grace);
         for token in self.conns.tokens() {
             if let Some(conn) = self.conns.get_mut(token) {
                 if conn.state == State::Closed {
@@ -537,7 +445,7 @@ impl Core {
                     conn.state = State::DrainRead;
                 }
                 // Bytes may be waiting whose event is not in yet.
-                conn.read_ready = true;
+                io.expect_read(token);
                 self.drive(io, token);
             }
         }
@@ -547,12 +455,12 @@ impl Core {
     /// listener's queue: the kernel had completed its handshake), as the
     /// drain serves every connection: what already reached it is read and
     /// answered, then it closes.
-    pub fn adopt_draining<I: Io>(&mut self, io: &mut I, token: Token) {
+    pub(super) fn adopt_draining<I: Driver>(&mut self, io: &mut I, token: Token) {
         if let Some(conn) = self.conns.get_mut(token)
             && conn.state == State::Open
         {
             conn.state = State::DrainRead;
-            conn.read_ready = true;
+            io.expect_read(token);
             self.drive(io, token);
         }
     }
@@ -560,14 +468,14 @@ impl Core {
     /// Whether the drain is over: `Some(true)` when every connection is
     /// gone, `Some(false)` when the grace ran out (every connection still
     /// open is then closed), `None` while draining goes on or none began.
-    pub fn drain_done<I: Io>(&mut self, io: &mut I) -> Option<bool> {
+    pub(super) fn drain_done<I: Driver>(&mut self, io: &mut I) -> Option<bool> {
         let until = self.drain_until?;
         if self.conns.is_empty() {
             // No client awaits an upstream reply any more.
             self.close_upstreams(io);
             return self.all_released().then_some(true);
         }
-        if self.now < until {
+        if self.clock.now < until {
             return None;
         }
         for token in self.conns.tokens() {
@@ -580,7 +488,7 @@ impl Core {
     /// The one way a connection ends: the reason is counted, its timer
     /// cancelled, and the driver stops what it has in flight; the socket and
     /// rings go when the driver is done with them ([`Core::release`]).
-    pub fn close<I: Io>(&mut self, io: &mut I, token: Token, reason: CloseReason) {
+    pub(super) fn close<I: Driver>(&mut self, io: &mut I, token: Token, reason: CloseReason) {
         if is_upstream(token) {
             self.close_upstream(io, token, None);
             return;
@@ -600,14 +508,14 @@ impl Core {
             upstreams.pending.clear(token);
         }
         self.metrics.closed[reason.index()].inc();
-        if io.retire(token, conn) {
+        if io.retire(token, &mut conn.link) {
             self.release(token);
         }
     }
 
     /// Frees a closed connection: its socket is closed, its rings return
     /// to the pool and its slot to the table, and accepting may resume.
-    pub fn release(&mut self, token: Token) {
+    pub(super) fn release(&mut self, token: Token) {
         if is_upstream(token) {
             self.release_upstream(token);
             return;
@@ -616,7 +524,7 @@ impl Core {
             return;
         };
         debug_assert_eq!(conn.state, State::Closed);
-        for ring in [conn.input.take(), conn.output.take()]
+        for ring in [conn.link.input.take(), conn.link.output.take()]
             .into_iter()
             .flatten()
         {
@@ -627,5 +535,28 @@ impl Core {
         // Dropping the stream closes the fd; epoll forgets a closed fd by
         // itself (none is ever duplicated), so no deregister syscall.
         drop(conn);
+    }
+}
+
+/// A completion-based driver reaches a connection's rings through this
+/// while it handles the completion.
+impl Links for Core {
+    fn link(&mut self, token: Token) -> Option<(&mut Link, &mut Pool)> {
+        let conn = find(&mut self.conns, self.upstreams.as_deref_mut(), token)?;
+        Some((&mut conn.link, &mut self.pool))
+    }
+}
+
+/// The connection `token` names in either table, if live (apart from the
+/// rest of the shard, so that its other parts stay usable beside it).
+pub(super) fn find<'a>(
+    conns: &'a mut Table<Conn>,
+    upstreams: Option<&'a mut Upstreams>,
+    token: Token,
+) -> Option<&'a mut Conn> {
+    if token.is_upstream() {
+        upstreams?.conns.get_mut(token).map(|up| &mut up.conn)
+    } else {
+        conns.get_mut(token)
     }
 }

@@ -5,65 +5,43 @@
 //! shared state is the process-wide count of open connections (one atomic
 //! add per accept and close) and the stop flag.
 //!
-//! [`core`] is the driver-independent half; [`epoll`] and (in a `uring`
-//! build) [`uring`] are the two loops around it.
+//! [`core`] holds the connections and the data path, `turn` the loop
+//! (written once); the driver (`driver/`: epoll, or io_uring in a `uring`
+//! build) waits and moves bytes for it.
 
 pub(crate) mod accept;
-pub mod core;
-mod epoll;
+mod core;
+mod pump;
 mod serve;
+mod turn;
 mod upstream;
-#[cfg(feature = "uring")]
-pub mod uring;
 
 use std::io;
 use std::sync::Arc;
 
+use self::turn::Loop;
 use crate::config::{Backend, Config};
+use crate::engine::driver::EventWaker;
+use crate::engine::driver::epoll::Epoll;
+#[cfg(feature = "uring")]
+use crate::engine::driver::uring::Uring;
 use crate::engine::metrics::ShardMetrics;
 use crate::engine::service::Service;
 
 pub use self::core::Shared;
+pub use crate::engine::driver::Waker;
 
 /// Descriptors a shard holds besides its connections: listener, epoll or
 /// io_uring instance, waker (eventfd), spare fd.
 pub const FDS_PER_SHARD: usize = 4;
 
-/// [`FDS_PER_SHARD`], plus, with upstreams, the second handle on the epoll
-/// instance the epoll driver registers upstream sockets through (the
-/// io_uring driver needs none; the reservation covers either).
-pub fn fds_per_shard(upstreams: bool) -> usize {
-    FDS_PER_SHARD + usize::from(upstreams)
-}
-
 /// One event loop, on the driver chosen at start-up.
 pub enum Shard {
-    /// The mio (epoll) loop.
-    Epoll(Box<epoll::EpollShard>),
-    /// The io_uring loop.
+    /// On epoll.
+    Epoll(Box<Loop<Epoll>>),
+    /// On io_uring.
     #[cfg(feature = "uring")]
-    Uring(Box<uring::UringShard>),
-}
-
-/// Wakes a shard from another thread (to notice the stop flag).
-#[derive(Clone)]
-pub enum Waker {
-    /// mio's waker (an eventfd registered with the shard's epoll).
-    Mio(Arc<mio::Waker>),
-    /// An eventfd the io_uring loop keeps a read posted on.
-    #[cfg(feature = "uring")]
-    Event(Arc<uring::EventWaker>),
-}
-
-impl Waker {
-    /// Wakes the shard.
-    pub fn wake(&self) -> io::Result<()> {
-        match self {
-            Waker::Mio(waker) => waker.wake(),
-            #[cfg(feature = "uring")]
-            Waker::Event(waker) => waker.wake(),
-        }
-    }
+    Uring(Box<Loop<Uring>>),
 }
 
 impl Shard {
@@ -79,28 +57,40 @@ impl Shard {
         shared: &Shared,
         metrics: Arc<ShardMetrics>,
     ) -> io::Result<(Shard, Waker)> {
-        let core = core::Core::new(service, config, shared, metrics, index)?;
-        match backend {
+        let waker = Arc::new(EventWaker::new()?);
+        let core = core::Core::new(service, config, shared, metrics.clone(), index)?;
+        let shard = match backend {
             Backend::Epoll => {
-                let (shard, waker) = epoll::EpollShard::new(listener, core)?;
-                Ok((Shard::Epoll(Box::new(shard)), Waker::Mio(waker)))
+                let driver = Epoll::new(listener, waker.clone(), config.events_max)?;
+                Shard::Epoll(Box::new(Loop::new(core, driver)))
             }
             #[cfg(feature = "uring")]
             Backend::Uring => {
-                let (shard, waker) = uring::UringShard::new(listener, core, config)?;
-                Ok((Shard::Uring(Box::new(shard)), Waker::Event(waker)))
+                let driver = Uring::new(listener, waker.clone(), config, metrics.clone())?;
+                Shard::Uring(Box::new(Loop::new(core, driver)))
             }
             #[cfg(not(feature = "uring"))]
             Backend::Uring => unreachable!("--backend uring is refused without the uring feature"),
-        }
+        };
+        metrics.fds_own.set(FDS_PER_SHARD as u64);
+        Ok((shard, waker))
     }
 
     /// Runs the loop until the graceful shutdown has finished.
     pub fn run(self) -> io::Result<()> {
         match self {
-            Shard::Epoll(shard) => shard.run(),
+            Shard::Epoll(shard) => run(shard),
             #[cfg(feature = "uring")]
-            Shard::Uring(shard) => shard.run(),
+            Shard::Uring(shard) => run(shard),
         }
     }
+}
+
+fn run<D: crate::engine::driver::Driver>(mut shard: Box<Loop<D>>) -> io::Result<()> {
+    if !shard.run()? {
+        // The kernel may still use connection rings, buffers or the ring
+        // itself: leak them all rather than free them under it.
+        std::mem::forget(shard);
+    }
+    Ok(())
 }

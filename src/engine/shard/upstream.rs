@@ -2,7 +2,7 @@
 //! (write requests, read replies, hand each reply to the client that
 //! awaits it), their deadlines, and closing them with every request they
 //! owed answered by an error. Same loop, same rings, same wheel as client
-//! connections; the driver's [`Io`] moves their bytes the same way.
+//! connections; the [`Driver`] moves their bytes the same way.
 //!
 //! A reply read is matched to the oldest request the connection owes (an
 //! upstream answers a connection's requests in order). It is written
@@ -12,51 +12,73 @@
 
 use std::collections::VecDeque;
 
-use mio::Token;
-
-use super::core::{Core, Io};
-use super::serve::{self, Writer};
+use super::core::Core;
+use super::pump::Upstream;
+use super::serve::Responder;
+use crate::engine::buffer::Pool;
 use crate::engine::codec::reply::Skip;
-use crate::engine::codec::{Decoded, Protocol};
+use crate::engine::codec::{Codec, Decoded, Protocol};
 use crate::engine::conn::{Conn, State, Table};
-use crate::engine::metrics::{CloseReason, UpstreamError};
+use crate::engine::driver::{Driver, Token};
+use crate::engine::metrics::{CloseReason, ShardMetrics, UpstreamError};
 use crate::engine::service::{Answer, CallError};
 use crate::engine::timer::Millis;
+use crate::engine::upstream::Upstreams;
 use crate::engine::upstream::breaker::{FailureKind, State as BreakerState};
 use crate::engine::upstream::conn::{Expiry, Phase, UpConn};
 use crate::engine::upstream::pending::Pendings;
 
 impl Core {
     /// Moves one upstream connection as far as it can go now: finish its
-    /// connect, read replies and hand them on, take queued requests, write.
-    pub(super) fn drive_upstream<I: Io>(&mut self, io: &mut I, token: Token) {
-        let now = self.now;
-        let Some(upstreams) = self.upstreams.as_deref_mut() else {
-            return;
-        };
-        let Some(up) = upstreams.conns.get_mut(token) else {
-            return;
-        };
-        if up.conn.state == State::Closed {
+    /// connect, then pump it (read replies and hand them on, take queued
+    /// requests, write).
+    pub(super) fn drive_upstream<I: Driver>(&mut self, io: &mut I, token: Token) {
+        if !self.connected(io, token) {
             return;
         }
-        if let Phase::Connecting(_) = up.phase {
-            match io.connect_status(token, &mut up.conn) {
-                None => return,
+        let pumped = self.pump::<Upstream, I>(io, token);
+        self.close_doomed(io);
+        let upstreams = self.upstreams.as_deref_mut().expect("upstream");
+        let up = upstreams.conns.get_mut(token).expect("live");
+        // An upstream that closed will never send what it still owed.
+        let failure = pumped.err().or(up.conn.eof.then_some(CallError::Reset));
+        if let Some(error) = failure {
+            self.close_upstream(io, token, Some(error));
+            return;
+        }
+        let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
+        self.settle(io, token, deadline);
+    }
+
+    /// Whether the upstream connection `token` is live and connected,
+    /// finishing its connect if the driver says it completed (a failed one
+    /// closes it).
+    fn connected<I: Driver>(&mut self, io: &mut I, token: Token) -> bool {
+        let now = self.clock.now;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return false;
+        };
+        let Some(up) = upstreams.conns.get_mut(token) else {
+            return false;
+        };
+        if up.conn.state == State::Closed {
+            return false;
+        }
+        if up.phase != Phase::Ready {
+            match io.connect_status(token, &mut up.conn.link) {
+                None => return false,
                 Some(Err(error)) => {
-                    log::debug!(
-                        "upstream {}: connect: {error}",
-                        upstreams.pools[up.upstream].name
-                    );
+                    let name = &upstreams.pools[up.upstream].name;
+                    log::debug!("upstream {name}: connect: {error}");
                     self.connect_failed(io, token);
-                    return;
+                    return false;
                 }
                 Some(Ok(())) => {
                     up.phase = Phase::Ready;
                     up.conn.last_active = now;
                     up.conn.write_since = now;
                     // Replies may come before any readiness event says so.
-                    up.conn.read_ready = true;
+                    io.expect_read(token);
                     let pool = &mut upstreams.pools[up.upstream];
                     pool.breaker.on_connected(now);
                     pool.backoff.reset();
@@ -64,77 +86,7 @@ impl Core {
                 }
             }
         }
-        let mut budget = self.limits.read_budget;
-        let mut failure = None;
-        let mut eof = false;
-        loop {
-            let mut moved = false;
-            let upstreams = self.upstreams.as_deref_mut().expect("checked");
-            let up = upstreams.conns.get_mut(token).expect("checked");
-            if up.conn.wants_read() && budget > 0 {
-                match io.read(token, &mut up.conn, &mut self.pool, budget) {
-                    Ok(read) => {
-                        if read.bytes > 0 {
-                            moved = true;
-                            budget = budget.saturating_sub(read.bytes);
-                            up.conn.last_active = now;
-                        }
-                        if read.eof {
-                            eof = true;
-                            up.conn.eof = true;
-                            up.conn.read_ready = false;
-                        }
-                    }
-                    Err(_) => {
-                        failure = Some(CallError::Reset);
-                        break;
-                    }
-                }
-            }
-            match self.take_replies(token) {
-                Ok(replies) => moved |= replies > 0,
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
-            }
-            let upstreams = self.upstreams.as_deref_mut().expect("checked");
-            moved |= upstreams.take_queued(token, &mut self.pool, self.now_us) > 0;
-            let up = upstreams.conns.get_mut(token).expect("checked");
-            match io.flush(token, &mut up.conn, &mut self.pool) {
-                Ok(0) => {}
-                Ok(_) => {
-                    moved = true;
-                    up.conn.last_active = now;
-                    up.conn.write_since = now;
-                }
-                Err(_) => {
-                    failure = Some(CallError::Reset);
-                    break;
-                }
-            }
-            if !moved || eof {
-                break;
-            }
-        }
-        self.close_doomed(io);
-        if failure.is_none() && eof {
-            // The upstream closed: what it still owed will never come.
-            failure = Some(CallError::Reset);
-        }
-        if let Some(error) = failure {
-            self.close_upstream(io, token, Some(error));
-            return;
-        }
-        let upstreams = self.upstreams.as_deref_mut().expect("checked");
-        let up = upstreams.conns.get_mut(token).expect("checked");
-        if up.conn.wants_read() && !up.conn.queued {
-            up.conn.queued = true;
-            self.queue.push_back(token);
-        }
-        let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
-        reschedule(&mut self.wheel, &mut up.conn, token, deadline);
-        io.settle(token, &mut up.conn);
+        true
     }
 
     /// Reads every whole reply in `token`'s input and hands each to the
@@ -143,38 +95,19 @@ impl Core {
     /// `TooLarge`: the connection stays in step for the requests behind
     /// it. An error closes the connection: bytes that are not a reply, or
     /// a reply with no request to answer (`Reset`).
-    fn take_replies(&mut self, token: Token) -> Result<usize, CallError> {
-        let Core {
-            conns,
-            pool,
-            codec,
-            service,
-            scratch,
-            metrics,
+    pub(super) fn take_replies(&mut self, token: Token) -> Result<usize, CallError> {
+        let Sides {
+            mut clients,
             upstreams,
-            queue,
-            doomed,
-            now,
-            now_us,
-            ..
-        } = self;
-        let upstreams = upstreams
-            .as_deref_mut()
-            .expect("upstream connections need upstreams");
+            metrics,
+            scratch,
+        } = self.sides();
         let max_pending = upstreams.settings.max_pending;
         let up = upstreams.conns.get_mut(token).expect("live");
-        let UpConn {
-            conn,
-            outstanding,
-            scanned,
-            upstream,
-            skipping,
-            ..
-        } = up;
-        let Some(input) = conn.input.as_ref() else {
+        let Some(input) = up.conn.link.input.as_ref() else {
             return Ok(0);
         };
-        if input.len() <= *scanned {
+        if input.len() <= up.scanned {
             // Nothing new since the last look found no whole reply.
             return Ok(0);
         }
@@ -188,99 +121,74 @@ impl Core {
             input.copy_out(0, &mut scratch[..len]);
             &scratch[..len]
         };
-        let mut clients = Clients {
-            conns,
-            queue,
-            writer: Writer {
-                codec,
-                service: service.as_mut(),
-                pool,
-                metrics,
-            },
-            doomed,
-            now: *now,
+        let counts = &metrics.upstreams[up.upstream];
+        let breaker = &mut upstreams.pools[up.upstream].breaker;
+        let mut reader = Replies {
+            bytes,
+            at: 0,
+            full,
+            upstream: up.upstream,
         };
-        let counts = &metrics.upstreams[*upstream];
-        let breaker = &mut upstreams.pools[*upstream].breaker;
-        let mut at = 0;
         let mut replies = 0;
         let result = loop {
-            let outcome = if let Some(skip) = skipping.as_mut() {
-                match skip.feed(&bytes[at..]) {
-                    Ok((used, false)) => {
-                        at += used;
-                        break Ok(());
-                    }
-                    Ok((used, true)) => {
-                        at += used;
-                        *skipping = None;
-                        counts.errors[UpstreamError::TooLarge.index()].inc();
-                        Err(CallError::TooLarge)
-                    }
-                    Err(error) => {
-                        log::debug!("upstream {upstream}: {error}");
-                        break Err(CallError::Reset);
-                    }
-                }
-            } else {
-                match codec.decode_reply(&bytes[at..], &mut conn.progress) {
-                    Decoded::NeedMore => {
-                        if full && at == 0 && codec.protocol() == Protocol::Resp {
-                            // Larger than the ring: pass it over.
-                            *skipping = Some(Skip::new());
-                            continue;
-                        }
-                        break Ok(());
-                    }
-                    Decoded::Error(error) => {
-                        log::debug!("upstream {upstream}: {error}");
-                        break Err(CallError::Reset);
-                    }
-                    Decoded::Frame {
-                        start,
-                        len,
-                        consumed,
-                    } => {
-                        let reply = &bytes[at + start..at + start + len];
-                        at += consumed;
-                        Ok(reply)
-                    }
-                }
+            let codec = &clients.responder.codec;
+            let outcome = match reader.next(codec, &mut up.skipping, &mut up.conn.progress) {
+                Next::Reply(outcome) => outcome,
+                Next::Wait => break Ok(()),
+                Next::Broken => break Err(CallError::Reset),
             };
-            let Some(owed) = outstanding.pop_front() else {
-                log::debug!("upstream {upstream}: a reply to no request");
+            if outcome == Err(CallError::TooLarge) {
+                counts.errors[UpstreamError::TooLarge.index()].inc();
+            }
+            let Some(owed) = up.outstanding.pop_front() else {
+                log::debug!("upstream {}: a reply to no request", up.upstream);
                 break Err(CallError::Reset);
             };
             // The upstream answered: whatever the reply, it is no failure
             // of the upstream's (a reply too large is the request's doing).
-            breaker.on_success(*now);
-            counts
-                .latency
-                .observe_us(now_us.saturating_sub(owed.sent_us));
-            clients.complete(
-                &mut upstreams.pending,
-                max_pending,
-                owed.pending,
-                owed.call as usize,
-                outcome,
-            );
+            breaker.on_success(clients.now);
+            let waited = clients.now_us.saturating_sub(owed.sent_us);
+            counts.latency.observe_us(waited);
+            let (pending, call) = (owed.pending, owed.call as usize);
+            let pendings = &mut upstreams.pending;
+            clients.complete(pendings, max_pending, pending, call, outcome);
             replies += 1;
         };
-        let input = conn.input.as_mut().expect("read from it");
-        input.consume(at);
-        *scanned = input.len();
+        let used = reader.at;
+        let input = up.conn.link.input.as_mut().expect("read from it");
+        input.consume(used);
+        up.scanned = input.len();
         if input.is_empty() {
-            *scanned = 0;
-            if let Some(input) = conn.input.take() {
-                clients.writer.pool.give(input);
+            up.scanned = 0;
+            if let Some(input) = up.conn.link.input.take() {
+                clients.pool.give(input);
             }
         }
         result.map(|()| replies)
     }
 
+    /// The client side and the upstreams apart, for handing upstream
+    /// outcomes to the clients that await them.
+    fn sides(&mut self) -> Sides<'_> {
+        Sides {
+            clients: Clients {
+                conns: &mut self.conns,
+                queue: &mut self.queue,
+                responder: &mut self.responder,
+                pool: &mut self.pool,
+                doomed: &mut self.doomed,
+                now: self.clock.now,
+                now_us: self.clock.now_us,
+            },
+            upstreams: self.upstreams.as_deref_mut().expect("upstreams"),
+            metrics: &self.metrics,
+            scratch: &mut self.scratch,
+        }
+    }
+
     /// Connects the lanes that have requests waiting and no connection
     /// (unless a failed connect is backing off while the breaker is closed).
-    pub(super) fn connect_lanes<I: Io>(&mut self, io: &mut I) {
+    pub(super) fn connect_lanes<I: Driver>(&mut self, io: &mut I) {
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -290,7 +198,7 @@ impl Core {
             // drain has no client left, none does.
             return;
         }
-        let now = self.now;
+        let now = self.clock.now;
         let (pools, lanes) = (upstreams.pools.len(), upstreams.settings.lanes);
         for upstream in 0..pools {
             for lane in 0..lanes {
@@ -309,8 +217,8 @@ impl Core {
     }
 
     /// Starts a connection for `lane` of `upstream`.
-    fn open_upstream<I: Io>(&mut self, io: &mut I, upstream: usize, lane: usize) {
-        let now = self.now;
+    fn open_upstream<I: Driver>(&mut self, io: &mut I, upstream: usize, lane: usize) {
+        let now = self.clock.now;
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let token = upstreams.conns.next_token();
         let addr = upstreams.pools[upstream].addr;
@@ -327,10 +235,7 @@ impl Core {
                 return;
             }
         };
-        let mut conn = Conn::new(stream, now);
-        // Nothing is known until the connect completes.
-        conn.read_ready = false;
-        conn.write_ready = false;
+        let conn = Conn::new(stream, now);
         let pipeline = upstreams.settings.pipeline;
         let deadline = now + upstreams.settings.deadlines.connect;
         let inserted = upstreams
@@ -343,7 +248,7 @@ impl Core {
     }
 
     /// `token`'s connect failed or timed out.
-    fn connect_failed<I: Io>(&mut self, io: &mut I, token: Token) {
+    fn connect_failed<I: Driver>(&mut self, io: &mut I, token: Token) {
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let Some(up) = upstreams.conns.get(token) else {
             return;
@@ -358,28 +263,20 @@ impl Core {
     /// counts it, the next attempt backs off, and the requests that waited
     /// for it fail at once (nothing piles up behind a dead upstream).
     fn lane_connect_failed(&mut self, upstream: usize, lane: usize) {
-        let now = self.now;
+        let now = self.clock.now;
         let upstreams = self.upstreams.as_deref_mut().expect("checked");
         let pool = &mut upstreams.pools[upstream];
         pool.breaker.on_failure(now, FailureKind::Connect);
         pool.retry_at = now + pool.backoff.next_delay();
-        let counts = &self.metrics.upstreams[upstream];
-        counts.errors[UpstreamError::Connect.index()].inc();
-        let mut clients = Clients {
-            conns: &mut self.conns,
-            queue: &mut self.queue,
-            writer: Writer {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                metrics: &self.metrics,
-            },
-            doomed: &mut self.doomed,
-            now,
-        };
+        self.metrics.upstreams[upstream].errors[UpstreamError::Connect.index()].inc();
+        let Sides {
+            mut clients,
+            upstreams,
+            ..
+        } = self.sides();
         let max_pending = upstreams.settings.max_pending;
         let pool = &mut upstreams.pools[upstream];
-        while let Some(waiting) = pool.lanes[lane].dequeue_dropped(clients.writer.pool) {
+        while let Some(waiting) = pool.lanes[lane].dequeue_dropped(clients.pool) {
             upstreams.waiting -= 1;
             clients.complete(
                 &mut upstreams.pending,
@@ -393,8 +290,8 @@ impl Core {
 
     /// An upstream connection's wheel entry fired: close it if its
     /// deadline passed, else re-schedule.
-    pub(super) fn upstream_timer<I: Io>(&mut self, io: &mut I, token: Token) {
-        let now = self.now;
+    pub(super) fn upstream_timer<I: Driver>(&mut self, io: &mut I, token: Token) {
+        let now = self.clock.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -425,39 +322,31 @@ impl Core {
 
     /// Fails the queued requests that waited longer than
     /// `--upstream-timeout` for a connection.
-    pub(super) fn expire_queued<I: Io>(&mut self, io: &mut I) {
-        let now = self.now;
+    pub(super) fn expire_queued<I: Driver>(&mut self, io: &mut I) {
+        let now = self.clock.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
         if upstreams.waiting == 0 {
             return;
         }
+        let Sides {
+            mut clients,
+            upstreams,
+            metrics,
+            ..
+        } = self.sides();
         let timeout = upstreams.settings.deadlines.request;
         let max_pending = upstreams.settings.max_pending;
-        let mut clients = Clients {
-            conns: &mut self.conns,
-            queue: &mut self.queue,
-            writer: Writer {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                metrics: &self.metrics,
-            },
-            doomed: &mut self.doomed,
-            now,
-        };
         for (upstream, pool) in upstreams.pools.iter_mut().enumerate() {
-            let counts = &self.metrics.upstreams[upstream];
+            let counts = &metrics.upstreams[upstream];
             for lane in pool.lanes.iter_mut() {
                 while lane
                     .queue
                     .front()
                     .is_some_and(|waiting| waiting.since_us / 1000 + timeout <= now)
                 {
-                    let waiting = lane
-                        .dequeue_dropped(clients.writer.pool)
-                        .expect("front exists");
+                    let waiting = lane.dequeue_dropped(clients.pool).expect("front exists");
                     upstreams.waiting -= 1;
                     pool.breaker.on_failure(now, FailureKind::Timeout);
                     counts.errors[UpstreamError::Timeout.index()].inc();
@@ -479,13 +368,12 @@ impl Core {
     /// stream is out of step), and each counts as a failure for the
     /// breaker. `None`: a quiet close (idle, draining), owing nothing that
     /// matters.
-    pub(super) fn close_upstream<I: Io>(
+    pub(super) fn close_upstream<I: Driver>(
         &mut self,
         io: &mut I,
         token: Token,
         error: Option<CallError>,
     ) {
-        let now = self.now;
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -499,11 +387,30 @@ impl Core {
         if let Some((key, _)) = up.conn.timer.take() {
             self.wheel.cancel(key);
         }
-        let pool = &mut upstreams.pools[up.upstream];
-        let lane = &mut pool.lanes[up.lane];
+        let lane = &mut upstreams.pools[up.upstream].lanes[up.lane];
         if lane.conn == Some(token) {
             lane.conn = None;
         }
+        self.fail_owed(token, error);
+        let upstreams = self.upstreams.as_deref_mut().expect("upstreams");
+        let up = upstreams.conns.get_mut(token).expect("live");
+        if io.retire(token, &mut up.conn.link) {
+            self.release_upstream(token);
+        }
+        self.close_doomed(io);
+    }
+
+    /// Answers every request the closing upstream connection `token` owed
+    /// with `error` (`None`: a quiet close), each a failure for the breaker.
+    fn fail_owed(&mut self, token: Token, error: Option<CallError>) {
+        let Sides {
+            mut clients,
+            upstreams,
+            metrics,
+            ..
+        } = self.sides();
+        let up = upstreams.conns.get_mut(token).expect("live");
+        let pool = &mut upstreams.pools[up.upstream];
         if !up.outstanding.is_empty() {
             log::debug!(
                 "upstream {}: closing with {} replies owed ({})",
@@ -512,20 +419,8 @@ impl Core {
                 error.map_or("quietly", CallError::name)
             );
         }
-        let counts = &self.metrics.upstreams[up.upstream];
+        let counts = &metrics.upstreams[up.upstream];
         let max_pending = upstreams.settings.max_pending;
-        let mut clients = Clients {
-            conns: &mut self.conns,
-            queue: &mut self.queue,
-            writer: Writer {
-                codec: &self.codec,
-                service: self.service.as_mut(),
-                pool: &mut self.pool,
-                metrics: &self.metrics,
-            },
-            doomed: &mut self.doomed,
-            now,
-        };
         up.skipping = None;
         while let Some(owed) = up.outstanding.pop_front() {
             let outcome = error.unwrap_or(CallError::Reset);
@@ -533,20 +428,12 @@ impl Core {
                 CallError::Timeout => (FailureKind::Timeout, UpstreamError::Timeout),
                 _ => (FailureKind::Reset, UpstreamError::Reset),
             };
-            pool.breaker.on_failure(now, kind);
+            pool.breaker.on_failure(clients.now, kind);
             counts.errors[label.index()].inc();
-            clients.complete(
-                &mut upstreams.pending,
-                max_pending,
-                owed.pending,
-                owed.call as usize,
-                Err(outcome),
-            );
+            let (pending, call) = (owed.pending, owed.call as usize);
+            let pendings = &mut upstreams.pending;
+            clients.complete(pendings, max_pending, pending, call, Err(outcome));
         }
-        if io.retire(token, &mut up.conn) {
-            self.release_upstream(token);
-        }
-        self.close_doomed(io);
     }
 
     /// Frees a closed upstream connection: socket, rings, slot.
@@ -558,7 +445,7 @@ impl Core {
             return;
         };
         debug_assert_eq!(up.conn.state, State::Closed);
-        for ring in [up.conn.input.take(), up.conn.output.take()]
+        for ring in [up.conn.link.input.take(), up.conn.link.output.take()]
             .into_iter()
             .flatten()
         {
@@ -568,7 +455,7 @@ impl Core {
 
     /// Closes every upstream connection and drops the requests still
     /// queued (the drain has ended for clients: no one awaits them).
-    pub(super) fn close_upstreams<I: Io>(&mut self, io: &mut I) {
+    pub(super) fn close_upstreams<I: Driver>(&mut self, io: &mut I) {
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
@@ -586,7 +473,7 @@ impl Core {
 
     /// Closes the clients whose reply could not be written (a panic or an
     /// overflow in the service's answer).
-    fn close_doomed<I: Io>(&mut self, io: &mut I) {
+    fn close_doomed<I: Driver>(&mut self, io: &mut I) {
         while let Some((client, reason)) = self.doomed.pop() {
             self.close(io, client, reason);
         }
@@ -600,13 +487,13 @@ impl Core {
             return;
         };
         let due = upstreams.published_at + PUBLISH_EVERY_MS;
-        if self.now < due && self.drain_until.is_none() {
+        if self.clock.now < due && self.drain_until.is_none() {
             // The loop wakes for it if nothing else comes first, so gauges
             // of an idle shard are never stale for longer.
             upstreams.publish_due = Some(due);
             return;
         }
-        upstreams.published_at = self.now;
+        upstreams.published_at = self.clock.now;
         upstreams.publish_due = None;
         debug_assert_eq!(
             upstreams.waiting,
@@ -658,34 +545,100 @@ impl Core {
 /// How often the upstream gauges are refreshed, at most.
 const PUBLISH_EVERY_MS: Millis = 50;
 
-/// Moves a connection's wheel entry earlier when its deadline moved
-/// earlier (a later deadline is found lazily when the entry fires).
-fn reschedule(
-    wheel: &mut crate::engine::timer::Wheel<Token>,
-    conn: &mut Conn,
-    token: Token,
-    deadline: Millis,
-) {
-    match conn.timer {
-        Some((_, at)) if at <= deadline => {}
-        previous => {
-            if let Some((key, _)) = previous {
-                wheel.cancel(key);
-            }
-            conn.timer = Some((wheel.schedule(deadline, token), deadline));
-        }
-    }
-}
-
 /// The client side, while an upstream outcome is handed on.
 struct Clients<'a> {
     conns: &'a mut Table<Conn>,
     queue: &'a mut VecDeque<Token>,
-    writer: Writer<'a>,
+    responder: &'a mut Responder,
+    pool: &'a mut Pool,
     /// Clients to close once the upstream side is done (their answer
     /// panicked or overflowed).
     doomed: &'a mut Vec<(Token, CloseReason)>,
     now: Millis,
+    now_us: u64,
+}
+
+/// The shard's parts split for handing upstream outcomes to clients
+/// ([`Core::sides`]).
+struct Sides<'a> {
+    clients: Clients<'a>,
+    upstreams: &'a mut Upstreams,
+    metrics: &'a ShardMetrics,
+    /// Holds upstream replies that wrap around their ring.
+    scratch: &'a mut [u8],
+}
+
+/// Where the replies in an upstream connection's input are.
+struct Replies<'a> {
+    bytes: &'a [u8],
+    /// Bytes of whole replies read so far.
+    at: usize,
+    /// The input ring is full.
+    full: bool,
+    upstream: usize,
+}
+
+/// The next reply in an upstream connection's input.
+enum Next<'a> {
+    /// A whole reply, or one too large for the ring that has been passed
+    /// over (its request's outcome is then an error).
+    Reply(Result<&'a [u8], CallError>),
+    /// No whole reply is in yet.
+    Wait,
+    /// The stream is not replies: the connection is out of step.
+    Broken,
+}
+
+impl<'a> Replies<'a> {
+    /// The next reply, with `skipping` (a reply larger than the ring being
+    /// passed over) and `progress` (the decoder's) kept across calls.
+    fn next(
+        &mut self,
+        codec: &Codec,
+        skipping: &mut Option<Skip>,
+        progress: &mut usize,
+    ) -> Next<'a> {
+        let upstream = self.upstream;
+        if let Some(skip) = skipping.as_mut() {
+            return match skip.feed(&self.bytes[self.at..]) {
+                Ok((used, done)) => {
+                    self.at += used;
+                    if !done {
+                        return Next::Wait;
+                    }
+                    *skipping = None;
+                    Next::Reply(Err(CallError::TooLarge))
+                }
+                Err(error) => {
+                    log::debug!("upstream {upstream}: {error}");
+                    Next::Broken
+                }
+            };
+        }
+        match codec.decode_reply(&self.bytes[self.at..], progress) {
+            Decoded::NeedMore => {
+                if self.full && self.at == 0 && codec.protocol() == Protocol::Resp {
+                    // Larger than the ring: pass it over.
+                    *skipping = Some(Skip::new());
+                    return self.next(codec, skipping, progress);
+                }
+                Next::Wait
+            }
+            Decoded::Error(error) => {
+                log::debug!("upstream {upstream}: {error}");
+                Next::Broken
+            }
+            Decoded::Frame {
+                start,
+                len,
+                consumed,
+            } => {
+                let reply = &self.bytes[self.at + start..self.at + start + len];
+                self.at += consumed;
+                Next::Reply(Ok(reply))
+            }
+        }
+    }
 }
 
 impl Clients<'_> {
@@ -715,7 +668,10 @@ impl Clients<'_> {
         let had_output = conn.output_len() > 0;
         let mut written = false;
         if is_head && entry.nothing_stored() {
-            match serve::write_answer(conn, &Answer::one(outcome), &mut self.writer) {
+            match self
+                .responder
+                .write_answer(conn, &Answer::one(outcome), self.pool)
+            {
                 Ok(true) => {
                     pendings.answered(pending);
                     pendings.pop(client);
@@ -737,7 +693,10 @@ impl Clients<'_> {
                 return;
             }
         }
-        match serve::deliver(conn, client, pendings, max_pending, &mut self.writer) {
+        match self
+            .responder
+            .deliver(conn, client, pendings, max_pending, self.pool)
+        {
             Ok(delivered) => written |= delivered > 0,
             Err(reason) => {
                 self.doomed.push((client, reason));

@@ -21,6 +21,8 @@
 //! per slot of list heads plus 1 bit per slot of bitmap (2 KiB + 64 B for 512
 //! slots).
 
+use std::num::NonZeroU32;
+
 use slab::Slab;
 
 use super::Millis;
@@ -34,11 +36,12 @@ use super::Millis;
 /// entry. Generations come from a per-wheel `u32` counter: a stale key could
 /// only match again after exactly 2^32 further schedules landed a new entry on
 /// the same index, which is far beyond any deadline a connection holds a key
-/// for.
+/// for. A generation is never 0, so `Option<(TimerKey, Millis)>` (a
+/// connection's timer) costs no more than the pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerKey {
     index: u32,
-    generation: u32,
+    generation: NonZeroU32,
 }
 
 /// A hashed timer wheel of `slots` slots of `tick_ms` each.
@@ -114,7 +117,7 @@ impl<T: Copy> Wheel<T> {
             now: 0,
             tick_next: 0,
             revisit: false,
-            generation_next: 0,
+            generation_next: 1,
         }
     }
 
@@ -131,7 +134,8 @@ impl<T: Copy> Wheel<T> {
         );
         let index = index as u32;
         let generation = self.generation_next;
-        self.generation_next = self.generation_next.wrapping_add(1);
+        // Skips 0 on the wrap: a key's generation is never 0.
+        self.generation_next = self.generation_next.checked_add(1).unwrap_or(1);
 
         let tick = if deadline <= self.now && self.tick_next > 0 {
             // Already due. Its own tick may lie behind us (never visited
@@ -168,6 +172,7 @@ impl<T: Copy> Wheel<T> {
             self.nodes[head as usize].prev = index;
         }
         self.heads[slot as usize] = index;
+        let generation = NonZeroU32::new(generation).expect("generations start at 1");
         TimerKey { index, generation }
     }
 
@@ -176,7 +181,7 @@ impl<T: Copy> Wheel<T> {
     /// another entry).
     pub fn cancel(&mut self, key: TimerKey) -> Option<T> {
         let node = self.nodes.get(key.index as usize)?;
-        if node.generation != key.generation {
+        if node.generation != key.generation.get() {
             return None;
         }
         Some(self.remove(key.index).value)
@@ -397,6 +402,24 @@ impl<T: Copy> Wheel<T> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn generations_skip_zero_when_they_wrap() {
+        let mut wheel = Wheel::with_capacity(10, 8, 4);
+        wheel.generation_next = u32::MAX;
+        let last = wheel.schedule(100, 1u32);
+        assert_eq!(last.generation.get(), u32::MAX);
+        assert_eq!(wheel.cancel(last), Some(1));
+        // The same index again, with the generation after the wrap: 1.
+        let next = wheel.schedule(100, 2u32);
+        assert_eq!((next.index, next.generation.get()), (last.index, 1));
+        assert_eq!(wheel.cancel(last), None, "the stale key is refused");
+        assert_eq!(wheel.cancel(next), Some(2));
+        assert_eq!(
+            std::mem::size_of::<Option<(TimerKey, Millis)>>(),
+            std::mem::size_of::<(TimerKey, Millis)>()
+        );
+    }
 
     fn advance(wheel: &mut Wheel<u32>, now: Millis) -> Vec<u32> {
         let mut expired = Vec::new();

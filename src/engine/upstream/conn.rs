@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use mio::Token;
+use crate::engine::driver::Token;
 
 use crate::engine::codec::reply::Skip;
 use crate::engine::conn::Conn;
@@ -104,6 +104,7 @@ impl UpConn {
             && self.outstanding.len() < pipeline
             && self
                 .conn
+                .link
                 .output
                 .as_ref()
                 .map_or(ring_capacity, |r| r.free())
@@ -134,7 +135,7 @@ mod tests {
             idle: 60_000,
         };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let stream = mio::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let mut up = UpConn::new(Conn::new(stream, 5), 0, 0, 4, 5);
         assert_eq!(up.deadline(&limits), (105, Expiry::Connect));
         assert!(!up.has_room(1, 4, 64));

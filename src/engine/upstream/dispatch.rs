@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use mio::Token;
+use crate::engine::driver::Token;
 
 use super::breaker::State;
 use super::conn::{Deadlines, Outstanding, UpConn};
@@ -259,7 +259,7 @@ impl Upstreams {
             if !up.has_room(len, self.settings.pipeline, rings.ring_capacity()) {
                 break;
             }
-            let output = up.conn.output.get_or_insert_with(|| rings.take());
+            let output = up.conn.link.output.get_or_insert_with(|| rings.take());
             let waiting = lane.dequeue_into(output, rings).expect("front exists");
             up.outstanding.push_back(Outstanding {
                 pending: waiting.pending,
@@ -301,7 +301,7 @@ impl Upstreams {
 
 /// Appends `request` to `up`'s output ring and records the reply it owes.
 fn write_request(up: &mut UpConn, request: &[u8], outstanding: Outstanding, rings: &mut Rings) {
-    let output = up.conn.output.get_or_insert_with(|| rings.take());
+    let output = up.conn.link.output.get_or_insert_with(|| rings.take());
     let taken = output.push(request);
     assert_eq!(taken, request.len(), "request written beyond its room");
     up.outstanding.push_back(outstanding);

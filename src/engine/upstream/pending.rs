@@ -33,7 +33,7 @@
 //! bounded by the entries (`--max-pending` per client) times the calls of
 //! one (at most one per upstream).
 
-use mio::Token;
+use crate::engine::driver::Token;
 
 use crate::engine::conn::Table;
 use crate::engine::service::{Answer, CallError, Outcome};
@@ -100,12 +100,6 @@ impl Pending {
     /// Every call has its outcome, or the reply was ready from the start.
     pub fn complete(&self) -> bool {
         self.ready || (self.calls > 0 && self.left == 0)
-    }
-
-    #[cfg(test)]
-    /// Calls made.
-    pub fn calls(&self) -> usize {
-        self.calls as usize
     }
 
     /// Nothing stored yet: a reply for its one call can go straight to the

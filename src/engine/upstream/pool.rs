@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use mio::Token;
+use crate::engine::driver::Token;
 
 use super::backoff::Backoff;
 use super::breaker::Breaker;

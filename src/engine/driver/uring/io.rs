@@ -1,7 +1,9 @@
 //! The ring and what is in flight on it: one [`Slot`] of operation state
 //! per connection slot, the ring-wide accept and eventfd read, the provided
-//! buffers, and the [`Io`] the core drives connections through.
+//! buffers, and the connection operations the driver posts for the shard
+//! (`mod.rs` puts them behind [`crate::engine::driver::Driver`]).
 
+use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,17 +13,13 @@ use std::time::Duration;
 use io_uring::squeue::Entry;
 use io_uring::types::Fd;
 use io_uring::{IoUring, opcode};
-use mio::Token;
-use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::bufs::{self, BufRing};
 use super::op::{self, Kind, Op, Tracker};
 use super::{Completion, submit_and_wait};
 use crate::engine::buffer::{Pool, Ring as Bytes};
-use crate::engine::conn::{Conn, State};
-use crate::engine::driver::{self, Read};
+use crate::engine::driver::{EventWaker, Link, Read, Reading, Socket, Token, socket};
 use crate::engine::metrics::ShardMetrics;
-use crate::engine::shard::core::Io;
 
 /// `IORING_RECVSEND_POLL_FIRST` (in a receive's `ioprio`): the socket is
 /// probably empty, so wait for it to be readable before trying (and before
@@ -78,27 +76,6 @@ impl Ring {
     }
 }
 
-/// Makes a shard's loop notice the stop flag: one eventfd with a read
-/// posted on it.
-#[derive(Debug)]
-pub struct EventWaker {
-    fd: EventFd,
-}
-
-impl EventWaker {
-    /// A fresh eventfd (close-on-exec).
-    pub fn new() -> io::Result<EventWaker> {
-        let fd = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC)?;
-        Ok(EventWaker { fd })
-    }
-
-    /// Completes the shard's posted read.
-    pub fn wake(&self) -> io::Result<()> {
-        self.fd.write(1)?;
-        Ok(())
-    }
-}
-
 /// What is in flight for one connection slot.
 #[derive(Debug, Default)]
 struct Slot {
@@ -108,16 +85,12 @@ struct Slot {
     recv: Option<Receiving>,
     /// A cancel was sent for that receive.
     recv_cancelled: bool,
-    /// Activation and length of the send in flight.
-    send: Option<(u8, u32)>,
+    /// The send in flight.
+    send: Option<Sending>,
     /// Cancels in flight.
     cancels: u16,
     /// The activation the next operation gets.
     activation: u8,
-    /// The buffer (id, length) the last receive filled, until
-    /// [`UringIo::absorb`] copies it into the input ring later in the same
-    /// turn.
-    held: Option<(u16, u32)>,
     /// Bytes copied into the input ring that `read` has not reported.
     received: u32,
     /// The socket may hold more than the receives took: the last one filled
@@ -139,6 +112,16 @@ struct Slot {
     connect: Option<Box<Connecting>>,
     /// Upstream connections: the connect's result, until the core asks.
     connected: Option<i32>,
+    /// The connection closed: nothing new is posted, completions only
+    /// retire what was in flight.
+    retired: bool,
+    /// What the connection wanted at its last drive (see
+    /// [`UringIo::settle_recv`]).
+    reading: Reading,
+    /// The socket may hold more than has been read (the epoll driver's
+    /// readable flag): a completion brought bytes, or a receive filled all
+    /// it asked for.
+    ready: bool,
 }
 
 /// A receive in flight.
@@ -151,6 +134,34 @@ struct Receiving {
     /// [`UringIo::enters`] (its low 32 bits) when it was pushed: once an
     /// enter has passed and it is still in flight, the socket was empty.
     pushed: u32,
+}
+
+/// A send in flight: it reads the first contiguous region of the
+/// connection's output ring. While the connection lives, that ring stays in
+/// its `Link` (replies are appended behind the region; the region's bytes
+/// leave the ring only when this completes, so the ring is never empty,
+/// never handed back to the pool, while it is lent). Once the connection is
+/// retired, the ring moves here: the shard can no longer reach it, and only
+/// the send's final completion gives it back to the pool.
+struct Sending {
+    activation: u8,
+    /// Bytes asked for.
+    asked: u32,
+    /// Where the lent region starts: it must not move before the send
+    /// completes (checked in debug builds).
+    region: usize,
+    /// The output ring, taken from a retired connection.
+    abandoned: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Sending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sending")
+            .field("activation", &self.activation)
+            .field("asked", &self.asked)
+            .field("abandoned", &self.abandoned.is_some())
+            .finish()
+    }
 }
 
 /// An upstream connect in flight: its activation, and the address the
@@ -233,6 +244,18 @@ impl Slot {
     }
 }
 
+/// The eventfd read in flight, with the 8 bytes it lands in: the operation
+/// owns them, so they live until its final completion (or are leaked with
+/// the driver when the loop gives up on the kernel). A cell, because the
+/// kernel writes them behind our back.
+#[derive(Debug)]
+struct WakeRead {
+    activation: u8,
+    /// Written by the kernel only; held so that it lives long enough.
+    #[allow(dead_code)]
+    landing: Box<UnsafeCell<u64>>,
+}
+
 /// The driver: the ring and the state of everything in flight on it.
 pub struct UringIo {
     ring: Ring,
@@ -243,10 +266,8 @@ pub struct UringIo {
     pub cqes: VecDeque<Completion>,
     metrics: Arc<ShardMetrics>,
     waker: Arc<EventWaker>,
-    /// Where the eventfd read lands (8 bytes, owned by the kernel while
-    /// the read is in flight; freed in `drop` unless leaked).
-    wake_buf: *mut u64,
-    wake: Option<u8>,
+    /// The read posted on the waker's eventfd.
+    wake: Option<WakeRead>,
     accept: Option<u8>,
     ring_activation: u8,
     ring_cancels: u16,
@@ -278,7 +299,6 @@ impl UringIo {
             cqes: VecDeque::with_capacity(cq_entries),
             metrics,
             waker,
-            wake_buf: Box::into_raw(Box::new(0u64)),
             wake: None,
             accept: None,
             ring_activation: 0,
@@ -289,6 +309,16 @@ impl UringIo {
         }
     }
 
+    /// Enables the ring: the calling thread becomes its one submitter.
+    pub fn enable(&self) -> io::Result<()> {
+        self.ring.enable()
+    }
+
+    /// The shard's counters.
+    pub fn metrics(&self) -> &ShardMetrics {
+        &self.metrics
+    }
+
     /// Queues `entry` as `op`. A full submission queue is submitted first
     /// (the completions that makes room for are kept for the loop); a
     /// pushed entry is live whatever happens next (docs/io_uring.md, "Close
@@ -297,13 +327,14 @@ impl UringIo {
         let user_data = op.encode();
         let entry = entry.user_data(user_data);
         loop {
-            // SAFETY: every pointer in `entry` (a send's region of an
-            // output ring, the eventfd read's 8 bytes, a connect's address)
-            // stays valid until the operation's final completion: output
-            // rings are released only after it (`Core::release` runs when
-            // the slot is idle), the wake buffer only when nothing is in
-            // flight, and a connect's address is boxed in its slot until
-            // its completion.
+            // SAFETY: every pointer in `entry` stays valid until the
+            // operation's final completion, because the operation's state
+            // here owns what it points at until then: the eventfd read's 8
+            // bytes are boxed in its `WakeRead`, a connect's address in its
+            // `Connecting`; a send's region is in an output ring that is
+            // never empty (so never given back) while lent, that a retired
+            // connection hands over to its `Sending`, and that only the
+            // send's final completion gives back.
             let pushed = unsafe { self.ring.uring.submission().push(&entry) };
             if pushed.is_ok() {
                 self.tracker.submitted(user_data);
@@ -400,10 +431,18 @@ impl UringIo {
     /// Posts the read on the waker's eventfd.
     pub fn arm_wake(&mut self) {
         let (op, activation) = self.ring_op(Kind::Wake);
-        let entry =
-            opcode::Read::new(Fd(self.waker.fd.as_raw_fd()), self.wake_buf.cast::<u8>(), 8).build();
+        let landing = Box::new(UnsafeCell::new(0u64));
+        let entry = opcode::Read::new(
+            Fd(self.waker.fd().as_raw_fd()),
+            landing.get().cast::<u8>(),
+            8,
+        )
+        .build();
+        self.wake = Some(WakeRead {
+            activation,
+            landing,
+        });
         self.push(entry, op);
-        self.wake = Some(activation);
     }
 
     /// The eventfd read completed (a stop request): the stop flag is
@@ -414,7 +453,7 @@ impl UringIo {
 
     /// Cancels the eventfd read (the loop is exiting).
     pub fn cancel_wake(&mut self) {
-        if let Some(activation) = self.wake {
+        if let Some(activation) = self.wake.as_ref().map(|wake| wake.activation) {
             self.cancel_ring(Op::ring(Kind::Wake, activation));
         }
     }
@@ -425,11 +464,10 @@ impl UringIo {
     }
 
     /// The socket an accept completion delivered.
-    pub fn accepted_stream(&self, fd: i32) -> mio::net::TcpStream {
+    pub fn accepted_stream(&self, fd: i32) -> Socket {
         // SAFETY: a successful accept completion's result is a new
         // descriptor that nothing else in the process owns.
-        let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-        mio::net::TcpStream::from_std(stream)
+        unsafe { Socket::from_raw_fd(fd) }
     }
 
     /// Releases what a completion nobody expected carries: a buffer goes
@@ -447,14 +485,12 @@ impl UringIo {
     // Connections.
 
     fn slot(&mut self, token: Token) -> &mut Slot {
-        let (slot, _) = op::split(token);
-        &mut self.slots[slot as usize]
+        &mut self.slots[token.index()]
     }
 
     /// The free slot state of a new connection `token`.
     fn claim(&mut self, token: Token) -> &mut Slot {
-        let (index, _) = op::split(token);
-        let index = index as usize;
+        let index = token.index();
         assert!(
             index < op::SLOT_MAX,
             "connection slot beyond user_data's 32 bits"
@@ -466,7 +502,7 @@ impl UringIo {
     }
 
     /// A connection was admitted: take its slot and post its receive.
-    pub fn open(&mut self, token: Token, conn: &mut Conn) {
+    pub fn open(&mut self, token: Token, link: &Link) {
         let slot = self.claim(token);
         let activation = slot.activation;
         *slot = Slot {
@@ -476,9 +512,11 @@ impl UringIo {
             // tries at once, and a drain that takes the connection in
             // waits for it before it stops reading.
             more: true,
+            ready: true,
+            reading: Reading::Open,
             ..Slot::default()
         };
-        self.settle_recv(token, conn);
+        self.settle_recv(token, link);
     }
 
     /// The live connection `op` belongs to.
@@ -489,16 +527,17 @@ impl UringIo {
             .filter(|&token| op.is_for(token))
     }
 
-    /// Nothing is in flight for `token`.
-    pub fn idle(&mut self, token: Token) -> bool {
-        self.slot(token).idle()
+    /// `token` is closed and nothing is in flight for it any more.
+    pub fn done_with(&mut self, token: Token) -> bool {
+        let slot = self.slot(token);
+        slot.retired && slot.idle()
     }
 
-    /// Frees `token`'s slot state (its connection was released).
+    /// Frees `token`'s slot state (its connection is about to be released).
     pub fn forget(&mut self, token: Token) {
         self.tracker.releasing(token);
         let slot = self.slot(token);
-        debug_assert!(slot.idle() && slot.held.is_none());
+        debug_assert!(slot.idle());
         let activation = slot.activation;
         *slot = Slot {
             activation,
@@ -513,7 +552,11 @@ impl UringIo {
 
     /// Takes `token` off this turn's drive list.
     pub fn untouch(&mut self, token: Token) {
-        self.slot(token).touched = false;
+        if let Some(slot) = self.slots.get_mut(token.index())
+            && slot.token == Some(token)
+        {
+            slot.touched = false;
+        }
     }
 
     /// The next connection waiting for buffers to post its receive again,
@@ -524,7 +567,7 @@ impl UringIo {
     pub fn next_starved(&mut self, budget: &mut usize) -> Option<Token> {
         while *budget > 0 {
             let token = self.starved.pop_front()?;
-            if let Some(slot) = self.slots.get_mut(op::split(token).0 as usize)
+            if let Some(slot) = self.slots.get_mut(token.index())
                 && slot.token == Some(token)
                 && slot.starved
             {
@@ -546,16 +589,17 @@ impl UringIo {
         self.ring.bufs.count()
     }
 
-    /// Posts or cancels `conn`'s receive as its state asks: one is in
-    /// flight while the connection reads and its input ring has room;
-    /// cancelled once it stops reading. (A receive in flight when the
-    /// output blocks stays: it can bring no more than the input ring takes.)
-    pub fn settle_recv(&mut self, token: Token, conn: &Conn) {
-        if conn.state == State::Closed {
+    /// Posts or cancels `link`'s receive as its connection wants (as of its
+    /// last drive): one is in flight while it reads and its input ring has
+    /// room; cancelled once it stops reading. (A receive in flight while
+    /// reading is paused stays: it can bring no more than the input ring
+    /// takes.)
+    pub fn settle_recv(&mut self, token: Token, link: &Link) {
+        let slot = self.slot(token);
+        if slot.retired {
             return;
         }
-        let slot = self.slot(token);
-        let reads = conn.state.reads() && !slot.eof && slot.error.is_none();
+        let reads = slot.reading != Reading::Stopped && !slot.eof && slot.error.is_none();
         match slot.recv {
             Some(receiving) if !reads && !slot.recv_cancelled => {
                 slot.recv_cancelled = true;
@@ -564,18 +608,18 @@ impl UringIo {
                 let op = Op::conn(Kind::Cancel, token, slot.next_activation());
                 self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
             }
-            None if reads && !slot.starved && !conn.output_blocked && !conn.pending_full => {
-                self.post_recv(token, conn);
+            None if reads && !slot.starved && slot.reading == Reading::Open => {
+                self.post_recv(token, link);
             }
             _ => {}
         }
     }
 
-    /// Posts a receive for `conn` into a provided buffer, asking for no
+    /// Posts a receive for `link` into a provided buffer, asking for no
     /// more than its input ring has room for: whatever it brings fits, so
     /// its buffer can go back as soon as it is copied.
-    fn post_recv(&mut self, token: Token, conn: &Conn) {
-        let room = conn.input.as_ref().map_or(self.input_capacity, Bytes::free);
+    fn post_recv(&mut self, token: Token, link: &Link) {
+        let room = link.input.as_ref().map_or(self.input_capacity, Bytes::free);
         if room == 0 {
             return;
         }
@@ -596,7 +640,7 @@ impl UringIo {
         // waits for its reply): then wait for readability first, which
         // also takes no buffer until bytes are there.
         let ioprio = if slot.more { 0 } else { RECVSEND_POLL_FIRST };
-        let entry = opcode::Recv::new(Fd(conn.stream.as_raw_fd()), std::ptr::null_mut(), asked)
+        let entry = opcode::Recv::new(Fd(link.socket.as_raw_fd()), std::ptr::null_mut(), asked)
             .buf_group(bufs::GROUP)
             .ioprio(ioprio)
             .build()
@@ -604,21 +648,34 @@ impl UringIo {
         self.push(entry, Op::conn(Kind::Recv, token, activation));
     }
 
-    /// A receive completion for `conn`: the buffer it filled is held until
-    /// [`UringIo::absorb`], before the connection is driven this turn.
-    /// Returns true if the connection should be driven.
-    pub fn on_recv(&mut self, token: Token, conn: &mut Conn, cqe: Completion) -> bool {
-        let (slot, _) = op::split(token);
-        let slot = &mut self.slots[slot as usize];
+    /// A receive completion for `link`: the buffer it filled is copied into
+    /// the input ring (taken from `pool` if it has none) and given back at
+    /// once, whether or not the connection can serve now (one whose output
+    /// is blocked must not keep a buffer the others need). It fits: the
+    /// receive asked for no more than the ring's room, and only serving
+    /// (which frees room) has touched the ring since. Returns true if the
+    /// connection should be driven.
+    pub fn on_recv(
+        &mut self,
+        token: Token,
+        link: &mut Link,
+        pool: &mut Pool,
+        cqe: Completion,
+    ) -> bool {
+        let slot = &mut self.slots[token.index()];
         let receiving = slot.recv.take();
         slot.recv_cancelled = false;
-        let live = conn.state != State::Closed;
+        let live = !slot.retired;
         if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags) {
             if live && cqe.result > 0 {
-                debug_assert!(slot.held.is_none(), "one receive at a time");
-                slot.held = Some((bid, cqe.result as u32));
-                slot.more = receiving.is_some_and(|r| cqe.result as u32 >= r.asked);
-                conn.read_ready = true;
+                let len = cqe.result as u32;
+                slot.received += len;
+                slot.more = receiving.is_some_and(|r| len >= r.asked);
+                slot.ready = true;
+                let input = link.input.get_or_insert_with(|| pool.take());
+                let copied = input.push(self.ring.bufs.filled(bid, len as usize));
+                self.ring.bufs.give_back(bid);
+                assert_eq!(copied, len as usize, "a receive overran its input ring");
                 return true;
             }
             self.ring.bufs.give_back(bid);
@@ -640,42 +697,39 @@ impl UringIo {
             e if e < 0 => slot.error = Some(-e),
             _ => {}
         }
-        conn.read_ready = true;
+        slot.ready = true;
         true
     }
 
-    /// Copies the buffer `token`'s last receive filled into its input ring
-    /// (taken from `pool` if it has none) and gives the buffer back. Called
-    /// for every connection a completion moved, before it is driven,
-    /// whether or not it reads now: a connection whose output is blocked
-    /// must not keep a buffer the others need. It fits: the receive asked
-    /// for no more than the ring's room, and only serving (which frees
-    /// room) has touched the ring since.
-    pub fn absorb(&mut self, token: Token, conn: &mut Conn, pool: &mut Pool) {
+    /// A send completion for `link`: its bytes leave the output ring (of
+    /// a retired connection, the ring goes back to `pool`). Returns true if
+    /// the connection should be driven.
+    pub fn on_send(
+        &mut self,
+        token: Token,
+        link: &mut Link,
+        pool: &mut Pool,
+        cqe: Completion,
+    ) -> bool {
         let slot = self.slot(token);
-        let Some((bid, len)) = slot.held.take() else {
-            return;
-        };
-        slot.received += len;
-        let input = conn.input.get_or_insert_with(|| pool.take());
-        let copied = input.push(self.ring.bufs.filled(bid, len as usize));
-        self.ring.bufs.give_back(bid);
-        assert_eq!(copied, len as usize, "a receive overran its input ring");
-    }
-
-    /// A send completion for `conn`: its bytes leave the output ring.
-    /// Returns true if the connection should be driven.
-    pub fn on_send(&mut self, token: Token, conn: &mut Conn, cqe: Completion) -> bool {
-        let slot = self.slot(token);
-        let Some((_, asked)) = slot.send.take() else {
+        let Some(sending) = slot.send.take() else {
             return false;
         };
-        if conn.state == State::Closed {
+        if let Some(ring) = sending.abandoned {
+            pool.give(ring);
+        }
+        if slot.retired {
             return false;
         }
+        let asked = sending.asked;
         if cqe.result >= 0 {
             let sent = cqe.result as usize;
-            if let Some(output) = conn.output.as_mut() {
+            if let Some(output) = link.output.as_mut() {
+                debug_assert_eq!(
+                    output.readable().0.as_ptr() as usize,
+                    sending.region,
+                    "a lent output region moved before its send completed"
+                );
                 output.consume(sent);
             }
             slot.sent += sent;
@@ -703,11 +757,7 @@ impl UringIo {
     /// `addr` posted; its completion comes to [`UringIo::on_connect`]. The
     /// slot is taken as for an accepted connection, but no receive is
     /// posted until the connect has succeeded (the core settles it then).
-    fn post_connect(
-        &mut self,
-        token: Token,
-        addr: std::net::SocketAddr,
-    ) -> io::Result<mio::net::TcpStream> {
+    pub fn post_connect(&mut self, token: Token, addr: std::net::SocketAddr) -> io::Result<Socket> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
@@ -715,7 +765,7 @@ impl UringIo {
         )?;
         socket.set_nonblocking(true)?;
         let _ = socket.set_tcp_nodelay(true);
-        let stream = mio::net::TcpStream::from_std(socket.into());
+        let stream = Socket::from(socket);
         let slot = self.claim(token);
         let activation = slot.activation.wrapping_add(1);
         let addr = Box::new(socket2::SockAddr::from(addr));
@@ -746,18 +796,28 @@ impl UringIo {
         slot.connected = Some(cqe.result);
         true
     }
+
+    /// How the connect of `token` went, once it completed.
+    pub fn connect_status(&mut self, token: Token) -> Option<io::Result<()>> {
+        let result = self.slot(token).connected.take()?;
+        Some(match result {
+            0 => Ok(()),
+            errno => Err(io::Error::from_raw_os_error(-errno)),
+        })
+    }
 }
 
-impl Io for UringIo {
-    fn read(
+// What the shard's loop asks of a connection (see `Driver`).
+impl UringIo {
+    /// Reports the bytes the receives copied into the input ring (see
+    /// [`UringIo::on_recv`]), and reads the rest of a burst.
+    pub fn read(
         &mut self,
         token: Token,
-        conn: &mut Conn,
+        link: &mut Link,
         pool: &mut Pool,
         budget: usize,
     ) -> io::Result<Read> {
-        // The bytes are in the input ring already (see `absorb`): this
-        // reports them, and whether the socket may hold more.
         let enters = self.enters as u32;
         let slot = self.slot(token);
         let mut done = Read {
@@ -778,23 +838,34 @@ impl Io for UringIo {
             // A burst: more waits than a receive brings. Read it now into
             // the input ring's room, as epoll does, rather than a buffer's
             // worth per turn; no receive is in flight to race with.
-            conn.read_ready = true;
-            let read = driver::mio::read(conn, pool, budget.saturating_sub(done.bytes))?;
+            let (read, more) = socket::read(link, pool, budget.saturating_sub(done.bytes), false)?;
             done.bytes += read.bytes;
             done.eof |= read.eof;
             slot.eof |= read.eof;
-            slot.more = conn.read_ready;
+            slot.more = more;
         }
         // Cleared once nothing is known to wait, so the core neither queues
         // the connection again nor (draining) stops reading too early.
-        conn.read_ready = (slot.more && !slot.eof) || slot.error.is_some();
-        if let Some(input) = conn.input.take_if(|input| input.is_empty()) {
+        slot.ready = (slot.more && !slot.eof) || slot.error.is_some();
+        if let Some(input) = link.input.take_if(|input| input.is_empty()) {
             pool.give(input);
         }
         Ok(done)
     }
 
-    fn flush(&mut self, token: Token, conn: &mut Conn, pool: &mut Pool) -> io::Result<usize> {
+    /// Whether more may wait to be read.
+    pub fn may_read(&self, token: Token) -> bool {
+        self.slots.get(token.index()).is_some_and(|slot| slot.ready)
+    }
+
+    /// The next read should look (the drain, a linger, a connect done).
+    pub fn expect_read(&mut self, token: Token) {
+        self.slot(token).ready = true;
+    }
+
+    /// Reports what the sends took out of the output ring, and posts the
+    /// next one if none is in flight.
+    pub fn flush(&mut self, token: Token, link: &mut Link, pool: &mut Pool) -> io::Result<usize> {
         let slot = self.slot(token);
         let sent = std::mem::take(&mut slot.sent);
         if let Some(errno) = slot.send_error.take() {
@@ -803,8 +874,8 @@ impl Io for UringIo {
         if slot.send.is_some() {
             return Ok(sent);
         }
-        let Some(output) = conn.output.as_ref().filter(|output| !output.is_empty()) else {
-            if let Some(output) = conn.output.take_if(|output| output.is_empty()) {
+        let Some(output) = link.output.as_ref().filter(|output| !output.is_empty()) else {
+            if let Some(output) = link.output.take_if(|output| output.is_empty()) {
                 pool.give(output);
             }
             return Ok(sent);
@@ -817,8 +888,13 @@ impl Io for UringIo {
         let len = region.len().min(u32::MAX as usize) as u32;
         let pointer = region.as_ptr();
         let activation = slot.next_activation();
-        slot.send = Some((activation, len));
-        let fd = Fd(conn.stream.as_raw_fd());
+        slot.send = Some(Sending {
+            activation,
+            asked: len,
+            region: pointer as usize,
+            abandoned: None,
+        });
+        let fd = Fd(link.socket.as_raw_fd());
         let entry = opcode::Send::new(fd, pointer, len)
             .flags(libc::MSG_NOSIGNAL)
             .build();
@@ -826,47 +902,36 @@ impl Io for UringIo {
         Ok(sent)
     }
 
-    fn settle(&mut self, token: Token, conn: &mut Conn) {
-        self.settle_recv(token, conn);
+    /// The end of a drive: remember what the connection wants, and post or
+    /// cancel its receive accordingly.
+    pub fn settle(&mut self, token: Token, link: &Link, reading: Reading) {
+        self.slot(token).reading = reading;
+        self.settle_recv(token, link);
     }
 
-    fn connect(
-        &mut self,
-        token: Token,
-        addr: std::net::SocketAddr,
-    ) -> io::Result<mio::net::TcpStream> {
-        self.post_connect(token, addr)
-    }
-
-    fn connect_status(&mut self, token: Token, _conn: &mut Conn) -> Option<io::Result<()>> {
-        let result = self.slot(token).connected.take()?;
-        Some(match result {
-            0 => Ok(()),
-            errno => Err(io::Error::from_raw_os_error(-errno)),
-        })
-    }
-
-    fn retire(&mut self, token: Token, conn: &mut Conn) -> bool {
-        let (index, _) = op::split(token);
-        let slot = &mut self.slots[index as usize];
+    /// The connection closes: cancel what is in flight on it. True if
+    /// nothing was (it may be released now).
+    pub fn retire(&mut self, token: Token, link: &mut Link) -> bool {
+        let index = token.index();
+        let slot = &mut self.slots[index];
+        slot.retired = true;
         slot.starved = false;
-        if let Some((bid, _)) = slot.held.take() {
-            self.ring.bufs.give_back(bid);
-        }
         if let Some(connecting) = slot.connect.as_ref() {
             let target = Op::conn(Kind::Connect, token, connecting.activation);
             slot.cancels += 1;
             let op = Op::conn(Kind::Cancel, token, slot.next_activation());
             self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
         }
-        let slot = &mut self.slots[index as usize];
+        let slot = &mut self.slots[index];
         let mut targets = [None, None];
         if let Some(receiving) = slot.recv.filter(|_| !slot.recv_cancelled) {
             slot.recv_cancelled = true;
             targets[0] = Some(Op::conn(Kind::Recv, token, receiving.activation));
         }
-        if let Some((activation, _)) = slot.send {
-            targets[1] = Some(Op::conn(Kind::Send, token, activation));
+        if let Some(sending) = slot.send.as_mut() {
+            targets[1] = Some(Op::conn(Kind::Send, token, sending.activation));
+            // The kernel may still read the ring: it is the send's now.
+            sending.abandoned = link.output.take();
         }
         for target in targets.into_iter().flatten() {
             let slot = self.slot(token);
@@ -881,19 +946,16 @@ impl Io for UringIo {
         // The socket stays open until the last completion, but the peer
         // learns of the close now (docs/io_uring.md, "Close and cancel",
         // step 1), as it does on epoll where the close is immediate.
-        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        let _ = link.socket.shutdown(std::net::Shutdown::Both);
         false
     }
 }
 
 /// Dropped only when nothing is in flight: a loop that gives up waiting
-/// for the kernel forgets the whole driver instead (see `UringShard::run`).
+/// for the kernel forgets the whole driver instead (see `Shard::run`).
 impl Drop for UringIo {
     fn drop(&mut self) {
         let _ = self.ring.uring.submitter().unregister_buf_ring(bufs::GROUP);
-        // SAFETY: allocated by `Box::into_raw` in `new`; nothing is in
-        // flight, so the kernel no longer writes it.
-        drop(unsafe { Box::from_raw(self.wake_buf) });
     }
 }
 
@@ -1038,5 +1100,69 @@ mod tests {
         next_for(&mut io, stop);
         assert_eq!(next_for(&mut io, waiting).result, -libc::ECANCELED);
         io.tracker.finish();
+    }
+
+    /// A connected loopback TCP pair, ours non-blocking, the peer's
+    /// receive buffer and our send buffer full, so a send waits.
+    fn stuck_pair() -> (Socket, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = Socket::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [0u8; 65536];
+        while (&ours).write(&chunk).is_ok() {}
+        (ours, peer)
+    }
+
+    #[test]
+    fn a_retired_connections_output_ring_is_its_sends_until_the_final_completion() {
+        let mut io = io(8);
+        let mut pool = Pool::new(4096, 8, 0);
+        let (ours, peer) = stuck_pair();
+        let token = Token((1 << 32) | 4);
+        let mut link = Link::new(ours);
+        io.open(token, &link);
+        link.output = Some(pool.take());
+        link.output
+            .as_mut()
+            .unwrap()
+            .push(b"a reply the peer is not reading");
+        assert_eq!(io.flush(token, &mut link, &mut pool).unwrap(), 0);
+        io.enter(Some(Duration::ZERO)).unwrap();
+        assert!(io.cqes.is_empty(), "the send waits for room");
+        // Closing: the ring the kernel may still read leaves the link.
+        assert!(!io.retire(token, &mut link));
+        assert!(link.output.is_none());
+        assert_eq!(pool.free_len(), 0, "not back while the send is in flight");
+        for _ in 0..50 {
+            io.enter(Some(Duration::from_millis(20))).unwrap();
+            while let Some(cqe) = io.cqes.pop_front() {
+                let last = !io_uring::cqueue::more(cqe.flags);
+                assert!(io.tracker.completed(cqe.user_data, last));
+                match Op::decode(cqe.user_data).unwrap().kind {
+                    Kind::Recv => {
+                        io.on_recv(token, &mut link, &mut pool, cqe);
+                    }
+                    Kind::Send => {
+                        io.on_send(token, &mut link, &mut pool, cqe);
+                    }
+                    _ => {
+                        io.on_cancel(token);
+                    }
+                }
+            }
+            if io.done_with(token) {
+                break;
+            }
+        }
+        assert!(io.done_with(token));
+        assert_eq!(
+            pool.free_len(),
+            1,
+            "the send's final completion gave it back"
+        );
+        io.forget(token);
+        io.tracker.finish();
+        drop(peer);
     }
 }

@@ -5,7 +5,7 @@
 //! "user_data"). The [`Tracker`] checks, in debug builds, that each
 //! operation gets exactly one final completion.
 
-use mio::Token;
+use crate::engine::driver::Token;
 
 /// The kind of an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,18 +117,13 @@ impl Op {
 /// of one slot apart is far enough.
 const GENERATION_MASK: u64 = 0xf_ffff;
 
-/// A connection token's slot and the low 20 bits of its generation (see
-/// [`crate::engine::conn::Table`]: `generation << 32 | slot`). Client and upstream
-/// connections have a table each (`UPSTREAM_BIT` in the token): their
-/// slots interleave here, client slot `s` at `2s`, upstream slot `s` at
-/// `2s + 1` (the driver keeps the two kinds' state in two vectors).
+/// A connection token's slot in `user_data` ([`Token::index`]: client
+/// table slot `s` at `2s`, upstream slot `s` at `2s + 1`; the driver keeps
+/// the two kinds' state in two vectors) and the low 20 bits of its
+/// generation.
 pub fn split(token: Token) -> (u32, u32) {
-    let raw = token.0 & 0xffff_ffff;
-    let upstream = raw & crate::engine::conn::table::UPSTREAM_BIT;
-    let table_slot = raw & !crate::engine::conn::table::UPSTREAM_BIT;
-    let slot = ((table_slot << 1) | usize::from(upstream != 0)) as u32;
-    let generation = ((token.0 >> 32) as u64 & GENERATION_MASK) as u32;
-    (slot, generation)
+    let generation = (token.generation() as u64 & GENERATION_MASK) as u32;
+    (token.index() as u32, generation)
 }
 
 /// Debug builds: the set of operations in flight, checked on every submit
@@ -287,7 +282,7 @@ mod tests {
         // --max-conns is at most 10,000,000, and a shard's table may hold
         // them all: the last client slot and the upstream slot beside it.
         for table_slot in [9_999_999usize, (1 << 24) + 5] {
-            for role in [0, crate::engine::conn::table::UPSTREAM_BIT] {
+            for role in [0, crate::engine::driver::UPSTREAM_BIT] {
                 let token = Token((77usize << 32) | role | table_slot);
                 let op = Op::conn(Kind::Recv, token, 9);
                 let decoded = Op::decode(op.encode()).unwrap();
