@@ -18,7 +18,7 @@
 //! buffers plus one rendered response per connection (a few hundred bytes
 //! per shard).
 //!
-//! Accepting is paced by the shards' own [`Acceptor`]: out of file
+//! Accepting is paced by the shards' own `Acceptor`: out of file
 //! descriptors, it sheds one waiting connection with its spare fd and
 //! pauses (10 ms doubling to 1 s, ended early by a close), so the admin
 //! thread never spins on a listener it cannot accept from.

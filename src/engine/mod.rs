@@ -2,37 +2,37 @@
 //!
 //! From the outside in:
 //!
-//! - [`server`]: binds, starts one [`shard`] per core, handles signals and
+//! - [`server`]: binds, starts one `shard` per core, handles signals and
 //!   the graceful shutdown, joins.
-//! - [`shard`]: one event loop on one thread: accepts, drives connections,
+//! - `shard`: one event loop on one thread: accepts, drives connections,
 //!   fires deadlines. Nothing on its hot path is shared with other shards.
-//! - [`driver`]: every syscall on the shard's sockets, behind one trait: epoll
-//!   (through mio) or io_uring; the loop itself is in [`shard`].
-//! - [`conn`]: one connection's state, its two rings, its deadlines; the
+//! - `driver`: every syscall on the shard's sockets, behind one trait: epoll
+//!   (through mio) or io_uring; the loop itself is in `shard`.
+//! - `conn`: one connection's state, its two rings, its deadlines; the
 //!   connection table (slab + generation).
 //! - [`buffer`]: fixed-capacity byte rings and their per-shard pool.
 //! - [`codec`]: frames out of the input ring, framing into the output ring;
 //!   RESP replies read from upstreams.
 //! - [`service`]: the application interface.
 //! - [`timer`]: the hashed timer wheel behind every deadline.
-//! - [`upstream`]: calling other servers from a service: per-upstream
+//! - `upstream`: calling other servers from a service: per-upstream
 //!   pools of connections in the shard's own loop, the replies clients
 //!   await (in request order), the circuit breaker and the reconnect
 //!   backoff.
 //! - [`metrics`]: per-shard counters, Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/healthz`,
 //!   `/readyz`) on its own thread.
-//! - [`sys`]: socket options, RLIMIT_NOFILE.
+//! - `sys`: socket options, RLIMIT_NOFILE.
 
 pub mod admin;
 pub mod buffer;
 pub mod codec;
-pub mod conn;
-pub mod driver;
+pub(crate) mod conn;
+pub(crate) mod driver;
 pub mod metrics;
 pub mod server;
 pub mod service;
-pub mod shard;
+pub(crate) mod shard;
 pub(crate) mod sys;
 pub mod timer;
 pub(crate) mod upstream;

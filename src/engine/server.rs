@@ -446,7 +446,7 @@ pub fn choose_backend(config: &Config) -> Result<(Backend, Option<String>), Serv
 
 /// Descriptors the server keeps for itself besides client connections:
 /// stdio, the admin endpoint and the signal pipe (within
-/// [`FDS_OWN_BASE`]), each shard's own ([`FDS_PER_SHARD`]) and, with
+/// `FDS_OWN_BASE`), each shard's own (`FDS_PER_SHARD`) and, with
 /// upstreams, a connection per lane of every upstream on every shard.
 pub fn fds_reserved(config: &Config) -> usize {
     FDS_OWN_BASE + fds_reserved_per_shard(config) * config.threads

@@ -569,7 +569,7 @@ impl Store {
         step
     }
 
-    /// Up to `count` entries of a SCAN from `cursor` (see [`ScanCursor`]),
+    /// Up to `count` entries of a SCAN from `cursor` (see `ScanCursor`),
     /// the keys `want` accepts pushed to `keys`, taking no more than `room`
     /// bytes of replies (`cost` of each key). Returns the next cursor, 0
     /// when done.

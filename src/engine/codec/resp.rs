@@ -114,7 +114,7 @@ pub fn error_reply(message: &'static str) -> &'static [u8] {
 /// once overall rather than once per read: for an inline command it is how
 /// far the newline search got (as in `line`); for a multibulk command it
 /// packs the offset of the next unparsed argument and the count of
-/// arguments still to come (see [`pack`]), so each argument header is
+/// arguments still to come (see `pack`), so each argument header is
 /// parsed once and each payload is jumped over, never scanned.
 pub fn decode(input: Input<'_>, max_frame: usize, progress: &mut usize) -> Decoded {
     if input.is_empty() {

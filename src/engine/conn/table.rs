@@ -124,14 +124,6 @@ impl<T> Table<T> {
             .collect()
     }
 
-    /// Every live entry with its token.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Token, &mut T)> {
-        let role = self.role;
-        self.slab
-            .iter_mut()
-            .map(move |(slot, entry)| (encode(slot | role, entry.generation), &mut entry.value))
-    }
-
     /// The slot and generation of `token`, if it belongs to this table.
     fn decode(&self, token: Token) -> Option<(usize, u32)> {
         let (slot, generation) = decode(token);

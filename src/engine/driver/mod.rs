@@ -55,7 +55,8 @@ impl Token {
         ((raw & !UPSTREAM_BIT) << 1) | usize::from(raw & UPSTREAM_BIT != 0)
     }
 
-    /// The token's generation.
+    /// The token's generation (io_uring's `user_data` carries it).
+    #[cfg_attr(not(feature = "uring"), allow(dead_code))]
     pub fn generation(self) -> u32 {
         (self.0 >> 32) as u32
     }
@@ -79,15 +80,6 @@ impl Link {
             socket,
             input: None,
             output: None,
-        }
-    }
-
-    /// Hands back the rings left empty, so an idle connection holds none.
-    pub fn give_back_empty(&mut self, pool: &mut Pool) {
-        for slot in [&mut self.input, &mut self.output] {
-            if let Some(ring) = slot.take_if(|ring| ring.is_empty()) {
-                pool.give(ring);
-            }
         }
     }
 }
@@ -121,20 +113,26 @@ pub enum Event {
     /// already applied to its rings): drive it.
     Ready(Token),
     /// A closed connection's last operation completed: it may be released.
+    #[cfg_attr(not(feature = "uring"), allow(dead_code))] // io_uring's
     Released(Token),
     /// The listener may have connections waiting (accept them).
     Listener,
     /// The listener gave a connection (io_uring's multishot accept).
+    #[cfg_attr(not(feature = "uring"), allow(dead_code))]
     Accepted(Socket),
-    /// Accepting failed.
+    /// Accepting failed (io_uring; epoll's accept reports its errors
+    /// where it is called).
+    #[cfg_attr(not(feature = "uring"), allow(dead_code))]
     AcceptFailed(io::Error),
     /// The listener's accept in flight ended (io_uring): post another, or,
     /// draining, close the listener.
+    #[cfg_attr(not(feature = "uring"), allow(dead_code))]
     AcceptEnded,
 }
 
 /// The connections a driver may need while it handles a completion: the
 /// link a token names, with the shard's ring pool.
+#[cfg_attr(not(feature = "uring"), allow(dead_code))] // epoll needs none
 pub trait Links {
     /// `token`'s link (if the connection is in the table, closed or not)
     /// and the pool.
@@ -142,6 +140,7 @@ pub trait Links {
 }
 
 /// No connections (a driver's last waits, after every one is released).
+#[cfg_attr(not(feature = "uring"), allow(dead_code))]
 pub struct NoLinks;
 
 impl Links for NoLinks {

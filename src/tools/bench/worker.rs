@@ -5,7 +5,7 @@
 //! connection of every thread has settled.
 //!
 //! A run has three phases: connect (every connection, at most
-//! [`CONNECTING_MAX`] in flight per thread, no requests sent), warm-up
+//! `CONNECTING_MAX` in flight per thread, no requests sent), warm-up
 //! (full load, not counted) and the measured window. The clocks of the last
 //! two start only when the first is over, so a slow connect phase shortens
 //! nothing and every connection is loaded for the whole window.
