@@ -146,6 +146,40 @@ impl Upstreams {
         }
     }
 
+    /// Where a call of `len` bytes to `upstream` on lane `lane` goes, the
+    /// breaker aside: `Ok(true)` straight into the lane's connection (ready,
+    /// under its pipeline bound, with room, nothing queued ahead),
+    /// `Ok(false)` into the lane's queue, or refused at once (a failed
+    /// connect backing off, a full queue).
+    fn route(
+        &self,
+        upstream: usize,
+        lane: usize,
+        len: usize,
+        capacity: usize,
+        now: Millis,
+    ) -> Result<bool, FailFast> {
+        let pool = &self.pools[upstream];
+        let lane = &pool.lanes[lane];
+        let direct = lane.queue.is_empty()
+            && lane
+                .conn
+                .and_then(|token| self.conns.get(token))
+                .is_some_and(|up| up.has_room(len, self.settings.pipeline, capacity));
+        if direct {
+            Ok(true)
+        } else if lane.conn.is_none()
+            && now < pool.retry_at
+            && pool.breaker.state() == State::Closed
+        {
+            Err(FailFast::Backoff)
+        } else if !lane.queue_has_room(len, self.settings.queue_max, capacity) {
+            Err(FailFast::QueueFull)
+        } else {
+            Ok(false)
+        }
+    }
+
     /// Puts call `call` of the awaited reply `pending` (client `client`) to
     /// `upstream`: straight into the lane's connection when it is ready,
     /// under its pipeline bound and with room, and nothing is queued ahead;
@@ -165,7 +199,7 @@ impl Upstreams {
         metrics: &ShardMetrics,
         now_us: u64,
     ) -> Result<(), CallError> {
-        let Some(pool) = self.pools.get_mut(upstream) else {
+        let Some(pool) = self.pools.get(upstream) else {
             debug_assert!(false, "call to upstream {upstream}, which does not exist");
             return Err(CallError::Unavailable);
         };
@@ -178,29 +212,15 @@ impl Upstreams {
             return Err(CallError::TooLarge);
         }
         let lane_index = pool.lane_of(client);
-        let lane = &mut pool.lanes[lane_index];
-        let pipeline = self.settings.pipeline;
-        let direct = lane.queue.is_empty()
-            && lane
-                .conn
-                .and_then(|token| self.conns.get(token))
-                .is_some_and(|up| up.has_room(len, pipeline, capacity));
-        if !direct {
-            let refused = if lane.conn.is_none()
-                && now < pool.retry_at
-                && pool.breaker.state() == State::Closed
-            {
-                Some(FailFast::Backoff)
-            } else if !lane.queue_has_room(len, self.settings.queue_max, capacity) {
-                Some(FailFast::QueueFull)
-            } else {
-                None
-            };
-            if let Some(reason) = refused {
+        let direct = match self.route(upstream, lane_index, len, capacity, now) {
+            Ok(direct) => direct,
+            Err(reason) => {
                 counts.fail_fast[reason.index()].inc();
                 return Err(CallError::Unavailable);
             }
-        }
+        };
+        let pool = &mut self.pools[upstream];
+        let lane = &mut pool.lanes[lane_index];
         // Last, as it takes a probe slot when half-open: only for a call
         // that will be sent and so will report an outcome.
         if !pool.breaker.allow(now) {
@@ -209,19 +229,21 @@ impl Upstreams {
         }
         counts.requests.inc();
         let call = call as u32;
-        if direct {
+        let token = if direct {
             let token = lane.conn.expect("direct needs a connection");
             let up = self.conns.get_mut(token).expect("checked above");
-            let outstanding = Outstanding {
-                pending,
-                call,
-                sent_us: now_us,
-            };
-            write_request(up, request, outstanding, rings);
-            if !up.conn.queued {
-                up.conn.queued = true;
-                queue.push_back(token);
-            }
+            let sent_us = now_us;
+            write_request(
+                up,
+                request,
+                Outstanding {
+                    pending,
+                    call,
+                    sent_us,
+                },
+                rings,
+            );
+            Some(token)
         } else {
             let waiting = Waiting {
                 pending,
@@ -231,18 +253,17 @@ impl Upstreams {
             };
             lane.enqueue(waiting, request, self.settings.queue_max, rings);
             self.waiting += 1;
-            match lane.conn {
-                None => self.connect_wanted = true,
-                // Its next drive takes what fits from the queue.
-                Some(token) => {
-                    if let Some(up) = self.conns.get_mut(token)
-                        && !up.conn.queued
-                    {
-                        up.conn.queued = true;
-                        queue.push_back(token);
-                    }
-                }
-            }
+            // Without a connection, one is made; with one, its next drive
+            // takes what fits from the queue.
+            self.connect_wanted |= lane.conn.is_none();
+            lane.conn
+        };
+        if let Some(token) = token
+            && let Some(up) = self.conns.get_mut(token)
+            && !up.conn.queued
+        {
+            up.conn.queued = true;
+            queue.push_back(token);
         }
         Ok(())
     }
