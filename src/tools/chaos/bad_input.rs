@@ -1,0 +1,77 @@
+//! Check 3, crash on bad input: noise, truncated and fuzzed requests and
+//! the protocol's malformed headers, each on its own connection, while a
+//! witness connection opened before them must keep being answered.
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::time::Duration;
+
+use super::probe;
+use super::protocol;
+use super::{Check, Ctx, Finding};
+
+/// Runs the check.
+pub fn run(ctx: &Ctx) -> Finding {
+    let check = Check::BadInput;
+    let mut witness = match probe::connect(ctx.addr) {
+        Ok(s) => s,
+        Err(e) => return Finding::fail(check, format!("connect: {e}")),
+    };
+    let cases = protocol::bad_inputs(ctx.protocol);
+    let mut slowest = Duration::ZERO;
+    let mut open = Vec::new();
+    for (i, (name, bytes)) in cases.iter().enumerate() {
+        if let Ok(mut stream) = probe::connect(ctx.addr) {
+            let _ = stream.write_all(bytes);
+            // Half the cases end with our FIN, half stay open: a parser
+            // may fail at the end of the stream or while waiting for more.
+            if i % 2 == 0 {
+                let _ = stream.shutdown(Shutdown::Write);
+            }
+            open.push(stream);
+        }
+        let payload = protocol::payload(probe::PROBE_PAYLOAD, i as u64);
+        match probe::round_trip(&mut witness, ctx.protocol, &payload) {
+            Ok(latency) => slowest = slowest.max(latency),
+            Err(e) => return died(ctx, i + 1, cases.len(), name, &e),
+        }
+    }
+    drop(open);
+    match probe::serving(ctx) {
+        Ok(_) => Finding::pass(
+            check,
+            format!(
+                "{} bad inputs (noise, truncated, {} fuzzed, malformed headers) on their own \
+                 connections: a witness connection answered all {} round trips (slowest {}), \
+                 a new connection served",
+                cases.len(),
+                cases.iter().filter(|c| c.0.starts_with("fuzzed")).count(),
+                cases.len(),
+                probe::ms(slowest)
+            ),
+        ),
+        Err(e) => Finding::fail(
+            check,
+            format!("after {} bad inputs a new connection: {e}", cases.len()),
+        ),
+    }
+}
+
+/// The witness failed after bad input number `n` (`name`).
+fn died(ctx: &Ctx, n: usize, total: usize, name: &str, error: &str) -> Finding {
+    let fresh = match probe::serving(ctx) {
+        Ok(_) => "a new connection was served".to_string(),
+        Err(e) => format!("a new connection: {e}"),
+    };
+    let alive = match &ctx.proc {
+        Some(p) if !p.alive() => format!("; process {} has exited", p.pid),
+        _ => String::new(),
+    };
+    Finding::fail(
+        Check::BadInput,
+        format!(
+            "after bad input {n}/{total} ({name}) on another connection, the witness: {error}; \
+             {fresh}{alive}"
+        ),
+    )
+}
