@@ -15,6 +15,9 @@ pub const HOLD: Duration = Duration::from_secs(1);
 /// CPU share of one core above which a server holding idle connections
 /// counts as spinning.
 pub const SPIN_SHARE: f64 = 0.5;
+/// How long after the last connect the ones the server refused (accepted
+/// and closed) are counted.
+const REFUSE_GRACE: Duration = Duration::from_millis(100);
 /// Consecutive failed connects after which no more are tried.
 const CONNECT_FAILS_MAX: usize = 8;
 
@@ -96,6 +99,9 @@ fn hold(ctx: &Ctx) -> Held {
             }
         }
     }
+    // Closed before any timeout of the server could act: refused.
+    std::thread::sleep(REFUSE_GRACE);
+    let closed_by_server = streams.iter().filter(|s| closed_now(s)).count();
     let cpu_before = ctx.proc.as_ref().and_then(|p| p.cpu().ok());
     let measured = Instant::now();
     let meanwhile = match probe::serving(ctx) {
@@ -110,7 +116,6 @@ fn hold(ctx: &Ctx) -> Held {
         }
         _ => None,
     };
-    let closed_by_server = streams.iter().filter(|s| closed_now(s)).count();
     Held {
         opened: streams.len(),
         refused,

@@ -28,15 +28,18 @@ pub const RSS_GROWTH_MAX: u64 = 16 << 20;
 /// Runs the check.
 pub fn run(ctx: &Ctx) -> Finding {
     let check = Check::SlowPeer;
-    let (mut witness, mut slow) = match (
-        probe::connect(ctx.addr),
-        probe::connect_sized(ctx.addr, Some(SLOW_RCVBUF), None),
-    ) {
-        (Ok(w), Ok(s)) => (w, s),
-        (Err(e), _) | (_, Err(e)) => return Finding::fail(check, format!("connect: {e}")),
+    let mut slow = match probe::connect_sized(ctx.addr, Some(SLOW_RCVBUF), None) {
+        Ok(s) => s,
+        Err(e) => return Finding::fail(check, format!("connect: {e}")),
     };
     let rss_before = ctx.proc.as_ref().and_then(|p| p.rss().ok());
     let (sent, stalled) = fill(ctx, &mut slow);
+    // Connected now, not before the fill: an idle timeout of the server
+    // must not close it while the slow client fills up.
+    let mut witness = match probe::connect(ctx.addr) {
+        Ok(w) => w,
+        Err(e) => return Finding::fail(check, format!("a well-behaved client's connect: {e}")),
+    };
     let watch = watch(ctx, &mut witness, &mut slow, stalled);
     let growth = match (rss_before, watch.rss_peak) {
         (Some(before), Some(peak)) => Some(peak.saturating_sub(before)),
