@@ -70,6 +70,17 @@ fn holdfast_scan(protocol: &str) -> Report {
     let mut args = vec!["--protocol", protocol];
     args.extend(HOLDFAST_ARGS);
     let server = Server::start(&args);
+    // The uring build's default driver is io_uring: both drivers are
+    // scanned, one per feature set.
+    let backend = if cfg!(feature = "uring") {
+        "uring"
+    } else {
+        "epoll"
+    };
+    assert_eq!(
+        server.metric("holdfast_backend_info", &[("backend", backend)]),
+        1.0
+    );
     let protocol = Protocol::from_name(protocol).unwrap();
     scan(&options(server.addr, protocol, server.pid() as u32))
 }

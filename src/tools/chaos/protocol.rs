@@ -71,7 +71,7 @@ impl Rng {
     }
 
     /// The next value.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -80,7 +80,7 @@ impl Rng {
 
     /// A value in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 }
 
@@ -94,7 +94,7 @@ const FUZZ_CASES: usize = 16;
 pub fn bad_inputs(protocol: Protocol) -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng::new(0x5eed);
     let mut cases: Vec<(String, Vec<u8>)> = Vec::new();
-    let noise: Vec<u8> = (0..NOISE_BYTES).map(|_| rng.next() as u8).collect();
+    let noise: Vec<u8> = (0..NOISE_BYTES).map(|_| rng.next_u64() as u8).collect();
     cases.push(("binary noise".into(), noise.clone()));
     let mut lines = noise;
     for i in (0..lines.len()).step_by(97) {
@@ -110,7 +110,7 @@ pub fn bad_inputs(protocol: Protocol) -> Vec<(String, Vec<u8>)> {
         let mut fuzzed = valid.clone();
         for _ in 0..=rng.below(4) {
             let at = rng.below(fuzzed.len());
-            fuzzed[at] = rng.next() as u8;
+            fuzzed[at] = rng.next_u64() as u8;
         }
         cases.push((format!("fuzzed request {i}"), fuzzed));
     }
