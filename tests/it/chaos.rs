@@ -250,3 +250,23 @@ fn scan_writes_json_and_html_and_refuses_a_dead_address() {
     let error = chaos::run(&ScanOptions::new(options.addr.clone(), Protocol::Line)).unwrap_err();
     assert!(error.to_string().contains("not serving"), "{error}");
 }
+
+#[test]
+fn without_pid_the_fd_and_memory_checks_cannot_tell() {
+    let fixture = Fixture::start("unbounded_buffer");
+    let mut options = options(fixture.addr, Protocol::Line, fixture.child.id());
+    options.pid = None;
+    options.only = vec![Check::Leaks, Check::Buffers];
+    let report = scan(&options);
+    for f in &report.findings {
+        assert_eq!(
+            f.verdict,
+            Verdict::CannotTell,
+            "{}: {}",
+            f.check.name(),
+            f.evidence
+        );
+        assert!(f.evidence.contains("--pid"), "{}", f.evidence);
+    }
+    assert_eq!(report.exit_code(), 0);
+}

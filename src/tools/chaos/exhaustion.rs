@@ -16,8 +16,8 @@ pub const HOLD: Duration = Duration::from_secs(1);
 /// counts as spinning.
 pub const SPIN_SHARE: f64 = 0.5;
 /// How long after the last connect the ones the server refused (accepted
-/// and closed) are counted.
-const REFUSE_GRACE: Duration = Duration::from_millis(100);
+/// and closed) are counted: shorter than any sane idle timeout.
+const REFUSE_GRACE: Duration = Duration::from_millis(500);
 /// Consecutive failed connects after which no more are tried.
 const CONNECT_FAILS_MAX: usize = 8;
 
@@ -35,9 +35,13 @@ pub fn run(ctx: &Ctx) -> Finding {
     let check = Check::Exhaustion;
     let held = hold(ctx);
     let counts = format!(
-        "{} connections opened ({} closed at once by the server, {} failed to connect); while \
-         held a new client was {}",
-        held.opened, held.closed_by_server, held.refused, held.meanwhile
+        "{} connections opened ({} closed by the server within {} of the last, {} failed to \
+         connect); while held a new client was {}",
+        held.opened,
+        held.closed_by_server,
+        probe::ms(REFUSE_GRACE),
+        held.refused,
+        held.meanwhile
     );
     let cpu = held
         .cpu_share

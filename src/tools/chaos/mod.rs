@@ -302,3 +302,60 @@ fn write_files(options: &ScanOptions, report: &Report) -> Result<(), ScanError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `ScanOptions` as the command line will embed it.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        scan: ScanOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<ScanOptions, clap::Error> {
+        Cli::try_parse_from(std::iter::once("scan").chain(args.iter().copied())).map(|c| c.scan)
+    }
+
+    #[test]
+    fn flags_parse() {
+        let o = parse(&[
+            "127.0.0.1:7000",
+            "--protocol",
+            "resp",
+            "--pid",
+            "42",
+            "--max-conns",
+            "10",
+            "--duration",
+            "5s",
+            "--only",
+            "idle",
+            "bad-input",
+            "--json",
+            "r.json",
+            "--allow-signal",
+        ])
+        .unwrap();
+        assert_eq!(o.addr, "127.0.0.1:7000");
+        assert_eq!(o.protocol, Protocol::Resp);
+        assert_eq!((o.pid, o.max_conns), (Some(42), 10));
+        assert_eq!(o.duration, Duration::from_secs(5));
+        assert_eq!(o.only, vec![Check::Idle, Check::BadInput]);
+        assert!(o.allow_signal && o.json.is_some() && o.html.is_none());
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let o = parse(&["localhost:1"]).unwrap();
+        assert_eq!(o.protocol, Protocol::Echo);
+        assert_eq!(o.duration, Duration::from_secs(70));
+        assert!(parse(&["x:1", "--protocol", "http"]).is_err());
+        assert!(parse(&["x:1", "--only", "nothing"]).is_err());
+        let mut o = ScanOptions::new("127.0.0.1:1", Protocol::Line);
+        o.max_conns = 0;
+        assert!(matches!(run(&o), Err(ScanError::Options(_))));
+    }
+}

@@ -6,12 +6,14 @@
 
 use std::net::TcpStream;
 use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::probe::{self, POLL};
+use super::procfs::Proc;
 use super::protocol;
 use super::{Check, Ctx, Finding};
 use crate::engine::codec::Protocol;
@@ -40,40 +42,22 @@ pub fn run(ctx: &Ctx) -> Finding {
     // Writers hold the read side while they write; the signal is sent
     // under the write side, so it comes after every write begun before it.
     let signalled = Arc::new(RwLock::new(false));
-    let mut clients = Vec::new();
-    for i in 0..LOAD_CONNS.min(ctx.max_conns) {
-        let stream = match probe::connect(ctx.addr) {
-            Ok(s) => s,
-            Err(e) => return Finding::fail(check, format!("connect: {e}")),
-        };
-        let flag = Arc::clone(&signalled);
-        let protocol = ctx.protocol;
-        clients.push(std::thread::spawn(move || load(stream, protocol, &flag, i)));
-    }
+    let clients = match start_load(ctx, &signalled) {
+        Ok(clients) => clients,
+        Err(e) => return Finding::fail(check, format!("connect: {e}")),
+    };
     std::thread::sleep(LOAD_BEFORE);
-    {
-        let mut flag = signalled.write().unwrap_or_else(|e| e.into_inner());
-        *flag = true;
-        if let Err(e) = kill(Pid::from_raw(proc.pid as i32), Signal::SIGTERM) {
-            return Finding::unknown(check, format!("sending SIGTERM to {}: {e}", proc.pid));
-        }
+    if let Err(e) = terminate(proc, &signalled) {
+        return Finding::unknown(check, format!("sending SIGTERM to {}: {e}", proc.pid));
     }
     let signalled_at = Instant::now();
     let tallies: Vec<Tally> = clients
         .into_iter()
         .map(|c| c.join().unwrap_or_default())
         .collect();
+    let exited = wait_exit(proc, signalled_at, ctx.wait);
     let answered: usize = tallies.iter().map(|t| t.answered).sum();
     let lost: Vec<&String> = tallies.iter().filter_map(|t| t.lost.as_ref()).collect();
-    let exited = loop {
-        if !proc.alive() {
-            break Some(signalled_at.elapsed());
-        }
-        if signalled_at.elapsed() > ctx.wait {
-            break None;
-        }
-        std::thread::sleep(POLL);
-    };
     let exit_text = match exited {
         Some(d) => format!("exited {} after SIGTERM", probe::ms(d)),
         None => format!(
@@ -93,6 +77,36 @@ pub fn run(ctx: &Ctx) -> Finding {
     } else {
         Finding::fail(check, evidence)
     }
+}
+
+/// Starts [`LOAD_CONNS`] clients, each on its own thread.
+fn start_load(ctx: &Ctx, signalled: &Arc<RwLock<bool>>) -> std::io::Result<Vec<JoinHandle<Tally>>> {
+    let mut clients = Vec::new();
+    for i in 0..LOAD_CONNS.min(ctx.max_conns) {
+        let stream = probe::connect(ctx.addr)?;
+        let flag = Arc::clone(signalled);
+        let protocol = ctx.protocol;
+        clients.push(std::thread::spawn(move || load(stream, protocol, &flag, i)));
+    }
+    Ok(clients)
+}
+
+/// Sets the flag and sends SIGTERM while no client is writing.
+fn terminate(proc: &Proc, signalled: &RwLock<bool>) -> nix::Result<()> {
+    let mut flag = signalled.write().unwrap_or_else(|e| e.into_inner());
+    *flag = true;
+    kill(Pid::from_raw(proc.pid as i32), Signal::SIGTERM)
+}
+
+/// How long after `since` the process exited, if within `wait`.
+fn wait_exit(proc: &Proc, since: Instant, wait: Duration) -> Option<Duration> {
+    while since.elapsed() <= wait {
+        if !proc.alive() {
+            return Some(since.elapsed());
+        }
+        std::thread::sleep(POLL);
+    }
+    None
 }
 
 /// Round trips until the signal; the request in flight when it came must
