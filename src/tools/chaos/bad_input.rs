@@ -4,9 +4,9 @@
 
 use std::io::Write;
 use std::net::Shutdown;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::probe;
+use super::probe::{self, IO_TIMEOUT};
 use super::protocol;
 use super::{Check, Ctx, Finding};
 
@@ -36,7 +36,13 @@ pub fn run(ctx: &Ctx) -> Finding {
             Err(e) => return died(ctx, i + 1, cases.len(), name, &e),
         }
     }
-    drop(open);
+    // Let the server read every bad input to its end before the last look:
+    // a crash may come after the witness's last round trip.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    for mut stream in open {
+        let _ = stream.shutdown(Shutdown::Write);
+        probe::wait_closed(&mut stream, deadline);
+    }
     match probe::serving(ctx) {
         Ok(_) => Finding::pass(
             check,
@@ -52,7 +58,11 @@ pub fn run(ctx: &Ctx) -> Finding {
         ),
         Err(e) => Finding::fail(
             check,
-            format!("after {} bad inputs a new connection: {e}", cases.len()),
+            format!(
+                "after {} bad inputs a new connection: {e}{}",
+                cases.len(),
+                exit_note(ctx)
+            ),
         ),
     }
 }
@@ -63,15 +73,20 @@ fn died(ctx: &Ctx, n: usize, total: usize, name: &str, error: &str) -> Finding {
         Ok(_) => "a new connection was served".to_string(),
         Err(e) => format!("a new connection: {e}"),
     };
-    let alive = match &ctx.proc {
-        Some(p) if !p.alive() => format!("; process {} has exited", p.pid),
-        _ => String::new(),
-    };
     Finding::fail(
         Check::BadInput,
         format!(
             "after bad input {n}/{total} ({name}) on another connection, the witness: {error}; \
-             {fresh}{alive}"
+             {fresh}{}",
+            exit_note(ctx)
         ),
     )
+}
+
+/// "; process N has exited" when `--pid` shows it has.
+fn exit_note(ctx: &Ctx) -> String {
+    match &ctx.proc {
+        Some(p) if !p.alive() => format!("; process {} has exited", p.pid),
+        _ => String::new(),
+    }
 }
