@@ -6,9 +6,12 @@ use std::io::Write;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use super::probe::{self, IO_TIMEOUT};
+use super::probe::{self, IO_TIMEOUT, POLL};
 use super::protocol;
 use super::{Check, Ctx, Finding};
+
+/// How long a process whose sockets were reset may take to be gone.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs the check.
 pub fn run(ctx: &Ctx) -> Finding {
@@ -83,10 +86,18 @@ fn died(ctx: &Ctx, n: usize, total: usize, name: &str, error: &str) -> Finding {
     )
 }
 
-/// "; process N has exited" when `--pid` shows it has.
+/// "; process N has exited" when `--pid` shows it has (or does within
+/// [`EXIT_WAIT`]: a dying process closes its sockets before it is gone).
 fn exit_note(ctx: &Ctx) -> String {
-    match &ctx.proc {
-        Some(p) if !p.alive() => format!("; process {} has exited", p.pid),
-        _ => String::new(),
+    let Some(proc) = &ctx.proc else {
+        return String::new();
+    };
+    let start = Instant::now();
+    while proc.alive() {
+        if start.elapsed() > EXIT_WAIT {
+            return String::new();
+        }
+        std::thread::sleep(POLL);
     }
+    format!("; process {} has exited", proc.pid)
 }
