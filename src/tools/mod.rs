@@ -2,3 +2,4 @@
 //! `holdfast bench`, which drives any TCP server.
 
 pub mod bench;
+pub mod chaos;

@@ -8,6 +8,7 @@ mod util;
 mod admin;
 mod bad_input;
 mod bench_cli;
+mod chaos;
 mod cli;
 mod fd_exhaustion;
 mod lifecycle;
