@@ -11,6 +11,7 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
 use crate::config::{self, Config, ConfigError, Mode, Protocol, parse_duration, parse_size};
 use crate::tools::bench::{BenchOptions, Protocol as BenchProtocol};
+use crate::tools::chaos::ScanOptions;
 
 /// What the command line asked for.
 pub enum Command {
@@ -23,6 +24,8 @@ pub enum Command {
     Proxy(Config),
     /// `holdfast bench`: load a server with these validated options.
     Bench(BenchOptions),
+    /// `holdfast chaos scan`: look for the classic mistakes in a server.
+    ChaosScan(ScanOptions),
 }
 
 /// Parses `args` (including the program name). `Err` carries the exit code
@@ -51,6 +54,12 @@ where
             let bench = BenchArgs::from_arg_matches(flags).map_err(|e| (2, e.to_string()))?;
             bench.options().map(Command::Bench).map_err(|e| (2, e))
         }
+        Some(("chaos", chaos)) => match chaos.subcommand() {
+            Some(("scan", flags)) => ScanOptions::from_arg_matches(flags)
+                .map(Command::ChaosScan)
+                .map_err(|e| (2, e.to_string())),
+            _ => Err((2, MISSING_CHAOS.into())),
+        },
         _ => Err((2, MISSING_COMMAND.into())),
     }
 }
@@ -83,8 +92,15 @@ fn settings(mode: Mode, flags: &ArgMatches) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-const MISSING_COMMAND: &str =
-    "missing command: try `holdfast serve`, `holdfast proxy` or `holdfast --help`";
+const MISSING_COMMAND: &str = "missing command: try `holdfast serve`, `holdfast proxy`, `holdfast bench`, `holdfast chaos scan` or `holdfast --help`";
+
+const MISSING_CHAOS: &str = "missing chaos command: try `holdfast chaos scan ADDR`";
+
+const CHAOS_ABOUT: &str = "Test another server for the classic mistakes of TCP services";
+
+const SCAN_ABOUT: &str = "Run one bounded check per classic mistake (leaks, idle and slow \
+     peers, bad input, buffers, split and partial I/O, fd exhaustion, shutdown) against ADDR; \
+     exits 1 if a check fails";
 
 const ABOUT: &str =
     "holdfast — a TCP server engine that holds many connections and does not fall over";
@@ -121,6 +137,11 @@ fn cli() -> clap::Command {
             BenchArgs::augment_args(clap::Command::new("bench"))
                 .about(BENCH_ABOUT)
                 .after_help(BENCH_AFTER_HELP),
+        )
+        .subcommand(
+            clap::Command::new("chaos").about(CHAOS_ABOUT).subcommand(
+                ScanOptions::augment_args(clap::Command::new("scan")).about(SCAN_ABOUT),
+            ),
         )
 }
 
@@ -338,7 +359,9 @@ mod tests {
         parse(args.copied()).map(|command| match command {
             Command::Serve(config) => config,
             Command::Check(_) => panic!("parsed as check"),
-            Command::Bench(_) | Command::Proxy(_) => panic!("parsed as bench or proxy"),
+            Command::Bench(_) | Command::Proxy(_) | Command::ChaosScan(_) => {
+                panic!("parsed as bench, proxy or chaos scan")
+            }
         })
     }
 
@@ -492,7 +515,7 @@ mod tests {
         let args = ["holdfast", "bench"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
             Command::Bench(options) => options,
-            Command::Serve(_) | Command::Check(_) | Command::Proxy(_) => {
+            Command::Serve(_) | Command::Check(_) | Command::Proxy(_) | Command::ChaosScan(_) => {
                 panic!("parsed as serve")
             }
         })
@@ -551,8 +574,7 @@ mod tests {
     fn no_command_says_what_to_type() {
         for args in [&["holdfast"][..], &[]] {
             let error = error_of(args);
-            let expected =
-                "missing command: try `holdfast serve`, `holdfast proxy` or `holdfast --help`";
+            let expected = "missing command: try `holdfast serve`, `holdfast proxy`, `holdfast bench`, `holdfast chaos scan` or `holdfast --help`";
             assert_eq!(error, (2, expected.to_string()));
         }
     }

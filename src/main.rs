@@ -11,6 +11,7 @@ use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
 use holdfast::engine::server::Server;
 use holdfast::tools::bench::BenchOptions;
+use holdfast::tools::chaos::ScanOptions;
 
 fn main() -> ExitCode {
     let command = match cli::parse(std::env::args_os()) {
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     };
     match command {
         Command::Bench(options) => bench(&options),
+        Command::ChaosScan(options) => chaos_scan(&options),
         Command::Check(config) => check(&config),
         Command::Proxy(config) => {
             init_logging(config.log_level);
@@ -41,6 +43,20 @@ fn main() -> ExitCode {
 }
 
 /// `holdfast bench`: the summary on stdout, as text or one JSON line.
+/// Exit 1 when a check failed, 2 when the scan could not run.
+fn chaos_scan(options: &ScanOptions) -> ExitCode {
+    match holdfast::tools::chaos::run(options) {
+        Ok(report) => {
+            print!("{}", report.to_text());
+            ExitCode::from(report.exit_code() as u8)
+        }
+        Err(error) => {
+            eprintln!("holdfast: chaos scan: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn bench(options: &BenchOptions) -> ExitCode {
     match holdfast::tools::bench::run(options) {
         Ok(summary) => {

@@ -270,3 +270,49 @@ fn without_pid_the_fd_and_memory_checks_cannot_tell() {
     }
     assert_eq!(report.exit_code(), 0);
 }
+
+/// The command line: `holdfast chaos scan` runs the checks asked for,
+/// prints the card, and exits 1 when one fails (0 when all pass); a scan
+/// without its address is a usage error (2, one line).
+#[test]
+fn the_command_line_scan_exits_by_its_verdicts() {
+    let scan = |addr: SocketAddr, only: &[&str]| {
+        let mut args = vec!["chaos", "scan"];
+        let addr = addr.to_string();
+        args.extend([
+            addr.as_str(),
+            "--protocol",
+            "line",
+            "--duration",
+            "3s",
+            "--only",
+        ]);
+        args.extend(only);
+        Command::new(env!("CARGO_BIN_EXE_holdfast"))
+            .args(&args)
+            .output()
+            .expect("running holdfast chaos scan")
+    };
+    let fixture = Fixture::start("per_read");
+    let caught = scan(fixture.addr, &["split", "idle"]);
+    let card = String::from_utf8_lossy(&caught.stdout);
+    assert_eq!(caught.status.code(), Some(1), "{card}");
+    assert!(card.contains("FAIL  split"), "{card}");
+    assert!(card.contains("PASS  idle"), "{card}");
+
+    let mut args = vec!["--protocol", "line"];
+    args.extend(HOLDFAST_ARGS);
+    let server = Server::start(&args);
+    let clean = scan(server.addr, &["split"]);
+    let card = String::from_utf8_lossy(&clean.stdout);
+    assert_eq!(clean.status.code(), Some(0), "{card}");
+    assert!(card.contains("PASS  split"), "{card}");
+
+    let usage = Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["chaos", "scan", "--protocol", "line"])
+        .output()
+        .expect("running holdfast chaos scan");
+    let stderr = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}
