@@ -153,7 +153,7 @@ impl Uring {
         };
         let token = token.expect("found");
         let moved = match op.kind {
-            Kind::Recv => self.io.on_recv(token, link, pool, cqe),
+            Kind::Recv => self.io.on_recv(token, cqe),
             Kind::Send => self.io.on_send(token, link, pool, cqe),
             Kind::Connect => self.io.on_connect(token, cqe),
             _ => self.io.on_cancel(token),
@@ -214,6 +214,9 @@ impl Driver for Uring {
         }
         let token = self.touched.pop_front()?;
         self.io.untouch(token);
+        if let Some((link, pool)) = links.link(token) {
+            self.io.absorb(token, link, pool);
+        }
         Some(Event::Ready(token))
     }
 
