@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::{Closed, Server, clock_ticks_per_second, echo_round_trip, poll_state};
+use util::{Closed, Server, echo_round_trip, poll_state};
 
 const CLIENTS: usize = 40;
 /// Descriptors left free for the server above what it holds idle.
@@ -110,16 +110,7 @@ fn exhaust_and_recover(server: &Server, baseline: usize, headroom: u64) {
         .collect();
 
     // While the excess waits, the server must not busy-loop.
-    thread::sleep(Duration::from_millis(200));
-    let ticks_before = server.cpu_ticks();
-    thread::sleep(Duration::from_secs(1));
-    let ticks = server.cpu_ticks() - ticks_before;
-    let hz = clock_ticks_per_second();
-    assert!(
-        ticks * 5 < hz,
-        "the server used {ticks} ticks of CPU in 1 s while out of descriptors \
-         ({hz} ticks = one core): it is spinning"
-    );
+    util::assert_not_spinning(server, "out of descriptors");
 
     // A snapshot: some are served, some past the limit were already shed,
     // the rest wait.

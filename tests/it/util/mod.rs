@@ -440,6 +440,22 @@ pub fn clock_ticks_per_second() -> u64 {
     if ticks > 0 { ticks as u64 } else { 100 }
 }
 
+/// Asserts that `server` uses under a fifth of a core over one second
+/// (after a 200 ms settle), while `what` holds: a loop that spins on a
+/// listener it cannot accept from uses all of one.
+pub fn assert_not_spinning(server: &Server, what: &str) {
+    std::thread::sleep(Duration::from_millis(200));
+    let ticks_before = server.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    let ticks = server.cpu_ticks() - ticks_before;
+    let hz = clock_ticks_per_second();
+    assert!(
+        ticks * 5 < hz,
+        "the server used {ticks} ticks of CPU in 1 s while {what} ({hz} ticks = one core): \
+         it is spinning"
+    );
+}
+
 /// One HTTP/1.1 GET; returns the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = connect(addr);
