@@ -15,7 +15,7 @@
 use std::io::Write;
 
 use holdfast::engine::codec::Protocol;
-use holdfast::{Config, Reply, Server, Service};
+use holdfast::{Config, Context, Reply, Server, Service};
 
 /// Upper-cases each line; one instance per shard.
 #[derive(Default)]
@@ -27,11 +27,13 @@ struct Shout {
 const COUNTER_LEN_MAX: usize = 21;
 
 impl Service for Shout {
-    fn reply_reserve(&self, frame: &[u8]) -> usize {
+    type Session = ();
+
+    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
         frame.len() + COUNTER_LEN_MAX
     }
 
-    fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {
+    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
         self.served += 1;
         // Writing within reply_reserve cannot fail; were it to, the engine
         // closes this connection with reason `output_overflow`.

@@ -32,5 +32,6 @@ pub mod engine;
 pub mod tools;
 
 pub use config::Config;
+pub use engine::push::{Handle, Message, PushError, Pusher};
 pub use engine::server::Server;
-pub use engine::service::{Reply, Service, ServiceContext};
+pub use engine::service::{Closed, Context, Opened, Reply, Service, ServiceContext};

@@ -64,6 +64,35 @@ impl Protocol {
     }
 }
 
+/// What a push does to a connection that already has
+/// `--slow-consumer-bytes` of pushes queued behind its full output ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Close the connection (`closed_total{reason="slow_consumer"}`), as
+    /// Redis's `client-output-buffer-limit pubsub` does.
+    Close,
+    /// Drop the message (`push_dropped_total{reason="slow_consumer"}`).
+    Drop,
+}
+
+impl SlowConsumer {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlowConsumer::Close => "close",
+            SlowConsumer::Drop => "drop",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<SlowConsumer, String> {
+        match text.trim() {
+            "close" => Ok(SlowConsumer::Close),
+            "drop" => Ok(SlowConsumer::Drop),
+            _ => Err(format!("expected close or drop, got `{text}`")),
+        }
+    }
+}
+
 /// The driver that moves bytes between sockets and rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -23,7 +23,7 @@ mod units;
 mod tests;
 
 pub use bounds::range_of;
-pub use choices::{Admin, Backend, Jitter, KeyHash, Protocol};
+pub use choices::{Admin, Backend, Jitter, KeyHash, Protocol, SlowConsumer};
 pub use error::ConfigError;
 pub use load::{Mode, args, flag_error, load};
 pub use relations::{RESP_BUFFER_MIN, RESP_MAX_FRAME_MIN, UPSTREAMS_MAX};

@@ -48,7 +48,23 @@ impl Config {
             ));
         }
         self.check_upstreams()?;
+        self.check_mailbox()?;
         self.check_admin()
+    }
+
+    /// A mailbox must hold at least one message of the largest size.
+    fn check_mailbox(&self) -> Result<(), ConfigError> {
+        if self.mailbox_bytes >= self.buffer {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "--mailbox-bytes",
+            format!(
+                "must be at least --buffer {}, got {}",
+                format_size(self.buffer),
+                format_size(self.mailbox_bytes)
+            ),
+        ))
     }
 
     /// `resp` replies are written whole by the service, and its small

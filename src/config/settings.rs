@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
-use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol};
+use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, SlowConsumer};
 use super::units::{parse_duration, parse_size};
 
 /// `--help` heading of the engine's limits.
@@ -126,6 +126,43 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "0", help_heading = LIMITS,
           bounds = count(0, 1_000_000))]
     pub pool_prealloc: usize,
+    /// A connection that sends nothing for this long gets the protocol's ping; 0 = no
+    /// heartbeats
+    #[arg(long, value_name = "DUR", default_value = "0s",
+          value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX))]
+    pub heartbeat_interval: Duration,
+    /// After a heartbeat ping, a connection that sends nothing for this long is closed
+    /// (heartbeat_timeout)
+    #[arg(long, value_name = "DUR", default_value = "10s",
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub heartbeat_timeout: Duration,
+    /// What a push to a connection whose --slow-consumer-bytes are queued does: close
+    /// (slow_consumer) | drop (the message, counted)
+    #[arg(long, value_name = "POLICY", default_value = "close", help_heading = LIMITS,
+          value_parser = SlowConsumer::parse)]
+    pub slow_consumer: SlowConsumer,
+    /// Pushed bytes a connection may have queued behind its full output ring
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", help_heading = LIMITS,
+          bounds = size(0, TIB))]
+    pub slow_consumer_bytes: usize,
+    /// Messages a shard's mailbox holds (pushes from other shards and threads); past it a
+    /// push is refused
+    #[arg(long, value_name = "N", default_value = "65536", help_heading = LIMITS,
+          bounds = count(1, 1 << 24))]
+    pub mailbox: usize,
+    /// Bytes a shard's mailbox holds, at least --buffer; also the most one service call
+    /// may push
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = LIMITS,
+          bounds = size(64, TIB))]
+    pub mailbox_bytes: usize,
+    /// Groups (Pub/Sub channels and patterns) in the process; past it a join is refused
+    #[arg(long, value_name = "N", default_value = "1000000", help_heading = LIMITS,
+          bounds = count(1, 1 << 32))]
+    pub max_groups: usize,
+    /// Groups one connection may be in; past it a join is refused
+    #[arg(long, value_name = "N", default_value = "10000", help_heading = LIMITS,
+          bounds = count(1, 1 << 24))]
+    pub max_memberships: usize,
     /// error | warn | info | debug | trace
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = choices::log_level)]
     pub log_level: log::LevelFilter,

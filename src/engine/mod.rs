@@ -14,6 +14,9 @@
 //! - [`codec`]: frames out of the input ring, framing into the output ring;
 //!   RESP replies read from upstreams.
 //! - [`service`]: the application interface.
+//! - [`push`]: the engine speaks first: connection handles, pushes from
+//!   any shard or thread (per-shard mailboxes), groups and their
+//!   process-wide directory.
 //! - [`timer`]: the hashed timer wheel behind every deadline.
 //! - `upstream`: calling other servers from a service: per-upstream
 //!   pools of connections in the shard's own loop, the replies clients
@@ -30,6 +33,7 @@ pub mod codec;
 pub(crate) mod conn;
 pub(crate) mod driver;
 pub mod metrics;
+pub mod push;
 pub mod server;
 pub mod service;
 pub(crate) mod shard;

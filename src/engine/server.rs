@@ -11,7 +11,11 @@ use std::thread::JoinHandle;
 
 use crate::config::{Backend, Config};
 use crate::engine::admin;
+use crate::engine::driver::EventWaker;
 use crate::engine::metrics::{Registry, ShardMetrics};
+use crate::engine::push::hub::PushLimits;
+use crate::engine::push::{Hub, Pusher};
+use crate::engine::service::host::{Handler, Host};
 use crate::engine::service::{Service, ServiceContext};
 use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
 use crate::engine::sys;
@@ -25,7 +29,7 @@ const FDS_OWN_BASE: usize = 32;
 const EXIT_SHARD_DIED: i32 = 70;
 
 /// Builds the service instance of one shard.
-pub type ServiceFactory = Arc<dyn Fn(&ServiceContext<'_>) -> Box<dyn Service> + Send + Sync>;
+pub(crate) type ServiceFactory = Arc<dyn Fn(&ServiceContext<'_>) -> Box<dyn Handler> + Send + Sync>;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -104,6 +108,7 @@ pub struct Running {
     stop: Arc<AtomicBool>,
     wakers: Vec<Waker>,
     shards: Vec<JoinHandle<()>>,
+    pusher: Pusher,
 }
 
 impl Server {
@@ -122,7 +127,7 @@ impl Server {
         S: Service,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.factory = Some(Arc::new(move |_| Box::new(make())));
+        self.factory = Some(Arc::new(move |_| Box::new(Host::new(make()))));
         self
     }
 
@@ -134,7 +139,7 @@ impl Server {
         S: Service,
         F: Fn(&ServiceContext<'_>) -> S + Send + Sync + 'static,
     {
-        self.factory = Some(Arc::new(move |context| Box::new(make(context))));
+        self.factory = Some(Arc::new(move |context| Box::new(Host::new(make(context)))));
         self
     }
 
@@ -202,14 +207,25 @@ impl Server {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
+        let wakers = (0..config.threads)
+            .map(|_| EventWaker::new().map(Arc::new))
+            .collect::<io::Result<Vec<Waker>>>()
+            .map_err(|source| ServerError::Setup {
+                what: "creating a shard's eventfd",
+                source,
+            })?;
+        let hub = Arc::new(Hub::new(&wakers, &metrics, push_limits(&config)));
+        let pusher = Pusher::new(hub.clone());
         let setup = ShardSetup {
             config: &config,
             backend,
             factory: &factory,
             registry: &registry,
             shared: &shared,
+            hub: &hub,
+            pusher: &pusher,
         };
-        let (shards, wakers) = setup.make_shards(listeners, metrics)?;
+        let shards = setup.make_shards(listeners, metrics, &wakers)?;
         let admin_addr = start_admin(&config, &registry)?;
         let handles = shards
             .into_iter()
@@ -229,7 +245,19 @@ impl Server {
             stop: shared.stop,
             wakers,
             shards: handles,
+            pusher,
         })
+    }
+}
+
+/// The bounds of push, from the validated settings.
+fn push_limits(config: &Config) -> PushLimits {
+    PushLimits {
+        mailbox: config.mailbox,
+        mailbox_bytes: config.mailbox_bytes,
+        max_groups: config.max_groups,
+        message_max: config.buffer - config.protocol.overhead(),
+        slots: config.max_conns,
     }
 }
 
@@ -280,6 +308,8 @@ struct ShardSetup<'a> {
     factory: &'a ServiceFactory,
     registry: &'a Arc<Registry>,
     shared: &'a Shared,
+    hub: &'a Arc<Hub>,
+    pusher: &'a Pusher,
 }
 
 impl ShardSetup<'_> {
@@ -289,16 +319,17 @@ impl ShardSetup<'_> {
         &self,
         listeners: Vec<std::net::TcpListener>,
         metrics: Vec<Arc<ShardMetrics>>,
-    ) -> Result<(Vec<Shard>, Vec<Waker>), ServerError> {
+        wakers: &[Waker],
+    ) -> Result<Vec<Shard>, ServerError> {
         let mut shards = Vec::with_capacity(listeners.len());
-        let mut wakers = Vec::with_capacity(listeners.len());
         for (index, (listener, metrics)) in listeners.into_iter().zip(metrics).enumerate() {
             let context = ServiceContext {
                 shard: index,
                 config: self.config,
                 registry: self.registry,
+                pusher: self.pusher,
             };
-            let (shard, waker) = Shard::new(
+            let shard = Shard::new(
                 index,
                 self.backend,
                 listener,
@@ -306,15 +337,16 @@ impl ShardSetup<'_> {
                 self.config,
                 self.shared,
                 metrics,
+                wakers[index].clone(),
+                self.hub.clone(),
             )
             .map_err(|source| ServerError::Setup {
                 what: "creating a shard",
                 source,
             })?;
             shards.push(shard);
-            wakers.push(waker);
         }
-        Ok((shards, wakers))
+        Ok(shards)
     }
 }
 
@@ -366,6 +398,11 @@ fn log_listening(
 }
 
 impl Running {
+    /// Pushes to the server's connections from any thread (clone it).
+    pub fn pusher(&self) -> Pusher {
+        self.pusher.clone()
+    }
+
     /// A function that starts the graceful shutdown (idempotent).
     pub fn stopper(&self) -> impl Fn() + Send + 'static {
         let stop = self.stop.clone();

@@ -14,7 +14,7 @@ use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
 use holdfast::engine::metrics::{CloseReason, Registry};
 use holdfast::engine::server::{Running, Server};
-use holdfast::engine::service::{Reply, Service};
+use holdfast::engine::service::{Context, Reply, Service};
 
 use util::{connect, expect_closed, line_round_trip, wait_until};
 
@@ -22,11 +22,13 @@ use util::{connect, expect_closed, line_round_trip, wait_until};
 struct PanicsOnBoom;
 
 impl Service for PanicsOnBoom {
-    fn reply_reserve(&self, frame: &[u8]) -> usize {
+    type Session = ();
+
+    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
         frame.len()
     }
 
-    fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {
+    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
         if frame == b"boom" {
             panic!("the service was told to panic");
         }
@@ -40,12 +42,14 @@ impl Service for PanicsOnBoom {
 struct Overflows;
 
 impl Service for Overflows {
-    fn reply_reserve(&self, frame: &[u8]) -> usize {
+    type Session = ();
+
+    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
         let frame_len = frame.len();
         if frame_len == 13 { 1 << 40 } else { frame_len }
     }
 
-    fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {
+    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
         let first = reply.put(frame);
         if frame == b"twice" {
             assert!(first.is_ok());

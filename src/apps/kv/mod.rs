@@ -33,7 +33,7 @@ use self::reply::{Out, Sink, TOO_LARGE, Text, array_header_len, bulk_len, c_str}
 use self::table::{Command, Op};
 use crate::engine::codec::resp::Args;
 use crate::engine::metrics::Registry;
-use crate::engine::service::{Reply, Service, ServiceContext};
+use crate::engine::service::{Context, Reply, Service, ServiceContext};
 
 pub use self::store::Store;
 pub use self::table::{COMMANDS, UNSUPPORTED};
@@ -425,11 +425,13 @@ impl Kv {
 }
 
 impl Service for Kv {
-    fn reply_reserve(&self, frame: &[u8]) -> usize {
+    type Session = ();
+
+    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
         self.prepare(frame)
     }
 
-    fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {
+    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
         self.calls.set(self.calls.get().wrapping_add(1));
         let mut out = Out {
             reply,

@@ -343,10 +343,12 @@ mod tests {
             max_conns: 77,
             ..Config::default()
         };
+        let pusher = crate::engine::push::Pusher::for_tests();
         let context = ServiceContext {
             shard: 0,
             config: &config,
             registry: &registry,
+            pusher: &pusher,
         };
         let store = Arc::new(super::super::store::Store::new(2, 1 << 20));
         let kv = Kv::new(store, &context);

@@ -10,7 +10,7 @@ use crate::apps::proxy::command::{Local, Route, local_reply, route};
 use crate::apps::proxy::hash::Continuum;
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
 use crate::engine::codec::resp::Args;
-use crate::engine::service::{Answer, CallError, Reply, Service, ServiceContext};
+use crate::engine::service::{Answer, CallError, Context, Reply, Service, ServiceContext};
 
 /// The reserve of every reply the proxy writes itself but PING and ECHO
 /// with a message: refusals name a command cut to 32 bytes and stay under
@@ -65,7 +65,9 @@ impl Proxy {
 }
 
 impl Service for Proxy {
-    fn reply_reserve(&self, frame: &[u8]) -> usize {
+    type Session = ();
+
+    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
         let mut args = Args::parse(frame);
         let echoes = args.next().is_some_and(|name| {
             name.eq_ignore_ascii_case(b"PING") || name.eq_ignore_ascii_case(b"ECHO")
@@ -77,7 +79,7 @@ impl Service for Proxy {
         }
     }
 
-    fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>) {
+    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
         let Proxy {
             ring,
             plan,

@@ -248,6 +248,17 @@ impl Codec {
         }
     }
 
+    /// The payload of the protocol's own heartbeat ping: a `PING` command
+    /// for RESP (as a replica is pinged), a `PING` line, an empty
+    /// length-prefixed frame; nothing for a raw byte stream.
+    pub fn heartbeat(&self) -> &'static [u8] {
+        match self.protocol {
+            Protocol::Resp => b"*1\r\n$4\r\nPING\r\n",
+            Protocol::Line => b"PING",
+            Protocol::Frame | Protocol::Echo => b"",
+        }
+    }
+
     /// Starts a reply in `out`: writes any header placeholder and returns a
     /// mark for [`Codec::end_reply`]. The caller guarantees
     /// `out.free() >= reply payload bound + protocol overhead`.

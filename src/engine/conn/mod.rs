@@ -80,6 +80,19 @@ pub struct Timeouts {
     pub read: Millis,
     /// Pending output must make progress within this.
     pub write: Millis,
+    /// Nothing received for this long sends a heartbeat ping; 0: none.
+    pub heartbeat: Millis,
+    /// Nothing received for this long after the ping closes.
+    pub heartbeat_timeout: Millis,
+}
+
+/// What a connection's deadline brings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Close it for this reason.
+    Close(CloseReason),
+    /// Send it a heartbeat ping.
+    Ping,
 }
 
 /// One connection.
@@ -106,6 +119,16 @@ pub struct Conn {
     pub queued: bool,
     /// Last time a byte was read or written.
     pub last_active: Millis,
+    /// Last time a byte was read (heartbeats).
+    pub last_read: Millis,
+    /// A heartbeat ping went out and nothing was read since.
+    pub pinged: bool,
+    /// In at least one group: the idle timeout does not apply (as Redis
+    /// exempts its Pub/Sub clients); heartbeats find dead ones.
+    pub grouped: bool,
+    /// Pushes queued behind a full output ring (a slow consumer), in
+    /// order; `None` for every connection keeping up.
+    pub backlog: Option<Box<Backlog>>,
     /// When the incomplete frame at the front of `input` started.
     pub partial_since: Option<Millis>,
     /// Last time pending output made progress (or became pending).
@@ -127,6 +150,10 @@ impl Conn {
             pending_full: false,
             queued: false,
             last_active: now,
+            last_read: now,
+            pinged: false,
+            grouped: false,
+            backlog: None,
             partial_since: None,
             write_since: now,
             progress: 0,
@@ -154,42 +181,71 @@ impl Conn {
         }
     }
 
-    /// Bytes waiting to be written.
+    /// Bytes waiting to be written (the backlog's included).
     pub fn output_len(&self) -> usize {
-        self.link.output.as_ref().map_or(0, Ring::len)
+        self.link.output.as_ref().map_or(0, Ring::len) + self.backlog.as_ref().map_or(0, |b| b.len)
     }
 
-    /// The earliest deadline now in force and the reason it would close
-    /// with. Output that makes no progress is the write timeout's; an
-    /// incomplete frame is the read timeout's, except while reading is
-    /// paused for backpressure (a full output ring, or `--max-pending`
-    /// replies awaited: then the peer is not the one stalling);
-    /// otherwise the idle timeout's. A lingering connection has only its
-    /// linger deadline.
-    pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, CloseReason) {
+    /// The earliest deadline now in force and what it brings. Output that
+    /// makes no progress is the write timeout's; an incomplete frame is
+    /// the read timeout's, except while reading is paused for
+    /// backpressure (a full output ring, or `--max-pending` replies
+    /// awaited: then the peer is not the one stalling); otherwise the idle
+    /// timeout's (not for a member of a group). With heartbeats, a silent
+    /// peer is pinged, then closed if still silent. A lingering connection
+    /// has only its linger deadline.
+    pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, Due) {
         if let State::Lingering(reason) = self.state {
             // Our FIN was the last write: the linger is counted from it,
             // and reading (discarding) does not extend it.
-            return (self.write_since + LINGER_MS, reason);
+            return (self.write_since + LINGER_MS, Due::Close(reason));
         }
-        let mut deadline = (self.last_active + timeouts.idle, CloseReason::IdleTimeout);
-        let mut tighten = |at: Millis, reason: CloseReason| {
+        let mut deadline = (Millis::MAX, Due::Close(CloseReason::IdleTimeout));
+        let mut tighten = |at: Millis, due: Due| {
             if at < deadline.0 {
-                deadline = (at, reason);
+                deadline = (at, due);
             }
         };
+        if !self.grouped {
+            tighten(
+                self.last_active + timeouts.idle,
+                Due::Close(CloseReason::IdleTimeout),
+            );
+        }
         if let Some(since) = self.partial_since
             && !self.output_blocked
             && !self.pending_full
             && self.state.reads()
         {
-            tighten(since + timeouts.read, CloseReason::ReadTimeout);
+            tighten(since + timeouts.read, Due::Close(CloseReason::ReadTimeout));
         }
         if self.output_len() > 0 {
-            tighten(self.write_since + timeouts.write, CloseReason::WriteTimeout);
+            tighten(
+                self.write_since + timeouts.write,
+                Due::Close(CloseReason::WriteTimeout),
+            );
+        }
+        if timeouts.heartbeat > 0 && self.state.reads() {
+            let ping_at = self.last_read + timeouts.heartbeat;
+            if self.pinged {
+                let reason = CloseReason::HeartbeatTimeout;
+                tighten(ping_at + timeouts.heartbeat_timeout, Due::Close(reason));
+            } else {
+                tighten(ping_at, Due::Ping);
+            }
         }
         deadline
     }
+}
+
+/// Pushed messages queued behind a full output ring, framed, in rings of
+/// the shard's pool; moved into the output ring as it drains.
+#[derive(Default)]
+pub struct Backlog {
+    /// The rings, oldest first.
+    pub rings: std::collections::VecDeque<Ring>,
+    /// Bytes they hold.
+    pub len: usize,
 }
 
 #[cfg(test)]
@@ -198,14 +254,15 @@ mod tests {
 
     /// An idle connection costs its `Conn`, a table entry and a wheel node:
     /// this keeps the first within the budget that makes ~200 bytes of RSS
-    /// per idle connection possible. (136: the socket and the two rings, 72
-    /// with the socket's padding; the state and four flags, 8; four
-    /// timestamps and the decoder's progress, 40; the timer, 16, its key's
-    /// non-zero generation standing for `None`. Readiness is the driver's.)
+    /// per idle connection possible. (152: the socket and the two rings, 72
+    /// with the socket's padding; the state and six flags, 8; five
+    /// timestamps and the decoder's progress, 48; the timer, 16, its key's
+    /// non-zero generation standing for `None`; the push backlog's box, 8.
+    /// Readiness is the driver's.)
     #[test]
     fn conn_stays_small() {
         assert!(
-            std::mem::size_of::<Conn>() <= 136,
+            std::mem::size_of::<Conn>() <= 152,
             "{}",
             std::mem::size_of::<Conn>()
         );

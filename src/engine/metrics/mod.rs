@@ -26,11 +26,15 @@ pub enum CloseReason {
     Reset,
     /// Closed by a graceful shutdown.
     Shutdown,
+    /// Pushes queued past `--slow-consumer-bytes` (`--slow-consumer close`).
+    SlowConsumer,
+    /// Sent nothing within `--heartbeat-timeout` of a heartbeat ping.
+    HeartbeatTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Peer,
         CloseReason::IdleTimeout,
         CloseReason::ReadTimeout,
@@ -40,6 +44,8 @@ impl CloseReason {
         CloseReason::Panic,
         CloseReason::Reset,
         CloseReason::Shutdown,
+        CloseReason::SlowConsumer,
+        CloseReason::HeartbeatTimeout,
     ];
 
     /// The `reason` label value.
@@ -54,6 +60,49 @@ impl CloseReason {
             CloseReason::Panic => "panic",
             CloseReason::Reset => "reset",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::SlowConsumer => "slow_consumer",
+            CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+        }
+    }
+
+    /// Index into per-reason arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a pushed message was not written to its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The connection closed before the message reached it.
+    Gone,
+    /// The connection had `--slow-consumer-bytes` queued
+    /// (`--slow-consumer drop`).
+    SlowConsumer,
+    /// Larger than the connection's output ring can ever hold (the
+    /// service's `deliver_reserve` said so).
+    TooLarge,
+    /// This shard's service call could not mail it to another shard
+    /// (that shard's mailbox was full).
+    MailboxFull,
+}
+
+impl DropReason {
+    /// Every reason, in label order.
+    pub const ALL: [DropReason; 4] = [
+        DropReason::Gone,
+        DropReason::SlowConsumer,
+        DropReason::TooLarge,
+        DropReason::MailboxFull,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Gone => "gone",
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::TooLarge => "too_large",
+            DropReason::MailboxFull => "mailbox_full",
         }
     }
 
@@ -308,7 +357,7 @@ pub struct ShardMetrics {
     /// Connections turned away, by [`RejectReason::index`].
     pub rejected: [Counter; 2],
     /// Connections closed, by [`CloseReason::index`].
-    pub closed: [Counter; 9],
+    pub closed: [Counter; CloseReason::ALL.len()],
     /// Service calls that panicked.
     pub handler_panics: Counter,
     /// Frames served.
@@ -341,6 +390,19 @@ pub struct ShardMetrics {
     pub upstream_conns_open: Gauge,
     /// Per upstream, in the order of the settings; empty without upstreams.
     pub upstreams: Box<[UpstreamMetrics]>,
+    /// Pushed messages written to this shard's connections.
+    pub pushed: Counter,
+    /// Pushed messages not written, by [`DropReason::index`].
+    pub push_dropped: [Counter; DropReason::ALL.len()],
+    /// Pushes other threads could not mail to this shard (its mailbox was
+    /// full): written by the senders, so an atomic add.
+    pub mailbox_refused: AtomicU64,
+    /// Bytes of pushes queued behind full output rings (slow consumers).
+    pub push_queued_bytes: Gauge,
+    /// Groups with a member on this shard.
+    pub groups: Gauge,
+    /// Heartbeat pings sent.
+    pub heartbeats: Counter,
 }
 
 impl ShardMetrics {

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{
-    BreakerState, CloseReason, FailFast, LOOP_TURN_BUCKETS, Registry, RejectReason, ShardMetrics,
-    UPSTREAM_LATENCY_BUCKETS, UpstreamError, UpstreamMetrics,
+    BreakerState, CloseReason, DropReason, FailFast, LOOP_TURN_BUCKETS, Registry, RejectReason,
+    ShardMetrics, UPSTREAM_LATENCY_BUCKETS, UpstreamError, UpstreamMetrics,
 };
 
 /// Renders every metric, summed over shards, with per-shard series where
@@ -49,6 +49,7 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     let shards = &registry.shards;
     connections(out, shards)?;
     traffic(out, shards)?;
+    push(out, shards)?;
     loop_turn_histogram(out, shards)?;
     if !registry.upstreams.is_empty() {
         upstreams(out, registry)?;
@@ -112,6 +113,60 @@ fn connections(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
         "counter",
         "Service calls that panicked (each closes its connection).",
         sum(shards, |s| s.handler_panics.get()),
+    )
+}
+
+/// Server push: messages written, dropped by reason, refused mailings,
+/// bytes queued for slow consumers, groups.
+fn push(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
+    per_shard(
+        out,
+        "holdfast_pushed_total",
+        "counter",
+        "Pushed messages written to connections.",
+        shards,
+        |s| s.pushed.get(),
+    )?;
+    header(
+        out,
+        "holdfast_push_dropped_total",
+        "counter",
+        "Pushed messages not written, by reason.",
+    )?;
+    for reason in DropReason::ALL {
+        let mut value = sum(shards, |s| s.push_dropped[reason.index()].get());
+        if reason == DropReason::MailboxFull {
+            value += sum(shards, |s| s.mailbox_refused.load(Ordering::Relaxed));
+        }
+        let reason = reason.as_str();
+        writeln!(
+            out,
+            "holdfast_push_dropped_total{{reason=\"{reason}\"}} {value}"
+        )?;
+    }
+    per_shard(
+        out,
+        "holdfast_push_queued_bytes",
+        "gauge",
+        "Bytes of pushes queued behind full output rings (slow consumers).",
+        shards,
+        |s| s.push_queued_bytes.get(),
+    )?;
+    per_shard(
+        out,
+        "holdfast_groups",
+        "gauge",
+        "Groups (Pub/Sub channels and patterns) with a member on the shard.",
+        shards,
+        |s| s.groups.get(),
+    )?;
+    per_shard(
+        out,
+        "holdfast_heartbeats_total",
+        "counter",
+        "Heartbeat pings sent.",
+        shards,
+        |s| s.heartbeats.get(),
     )
 }
 
@@ -731,6 +786,11 @@ mod tests {
             ("holdfast_frames_total", "counter"),
             ("holdfast_bytes_read_total", "counter"),
             ("holdfast_bytes_written_total", "counter"),
+            ("holdfast_pushed_total", "counter"),
+            ("holdfast_push_dropped_total", "counter"),
+            ("holdfast_push_queued_bytes", "gauge"),
+            ("holdfast_groups", "gauge"),
+            ("holdfast_heartbeats_total", "counter"),
             ("holdfast_shards", "gauge"),
             ("holdfast_loop_iterations_total", "counter"),
             ("holdfast_loop_turn_seconds", "histogram"),
@@ -891,12 +951,19 @@ mod tests {
                     &s.pending_bytes_refused,
                     &s.pending_bytes_paused,
                     &s.upstream_conns_open,
+                    &s.push_queued_bytes,
+                    &s.groups,
                 ] {
                     fill(&|v| gauge.set(v));
                 }
+                fill(&|v| {
+                    s.mailbox_refused.fetch_add(v, Ordering::Relaxed);
+                });
                 let counters = [&s.accepted, &s.handler_panics, &s.frames, &s.bytes_read]
                     .into_iter()
                     .chain([&s.bytes_written, &s.loop_iterations])
+                    .chain([&s.pushed, &s.heartbeats])
+                    .chain(&s.push_dropped)
                     .chain(&s.rejected)
                     .chain(&s.closed)
                     .chain(&s.loop_turn.buckets)

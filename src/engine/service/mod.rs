@@ -6,12 +6,25 @@
 //! outcome the engine hands them to [`Service::answer`], which writes the
 //! reply. Replies keep the order of the client's requests either way.
 
+mod context;
+pub(crate) mod host;
+
 use std::io;
+use std::net::SocketAddr;
+
+pub use self::context::Context;
+pub use crate::engine::metrics::CloseReason;
+pub use crate::engine::push::{Handle, JoinError, Message, PushError, Pusher};
 
 /// The application. One instance per shard, called on that shard's thread.
 ///
 /// # Implementer notes
 ///
+/// - Each connection has a [`Service::Session`], made by
+///   [`Service::open`] when it is accepted, handed to every call for it,
+///   and given back to [`Service::close`] when it ends (then dropped): the
+///   engine keeps it in the connection's slot, so per-connection state
+///   needs no table of the service's own.
 /// - `call` gets exactly one complete frame (its payload, without header or
 ///   delimiter) and writes at most `reply_reserve(frame)` payload bytes
 ///   into the reply. The engine frames the reply for the protocol (length
@@ -20,10 +33,15 @@ use std::io;
 ///   `reply_reserve` bytes plus the framing, so a reply never waits for the
 ///   socket. Writing more than reserved is a bug in the service: the
 ///   connection is closed with reason `output_overflow`.
-/// - A panic in `call` closes only that connection (reason `panic`); the
-///   shard and every other connection go on. Keep per-shard state consistent
-///   across a panic or do not keep it.
-/// - `call` must not block: it runs on the event loop.
+/// - A panic in `open`, `call` or `deliver` closes only that connection
+///   (reason `panic`); the shard and every other connection go on. Keep
+///   per-shard state consistent across a panic or do not keep it.
+/// - No method may block: they run on the event loop.
+/// - The engine speaks first through [`Context`]: [`Context::push`] to any
+///   connection's [`Handle`], [`Context::join`] a group and
+///   [`Context::publish`] to one; from other threads through a
+///   [`Pusher`]. Each pushed message reaches its connection's service in
+///   [`Service::deliver`], which writes it (the default: as it came).
 /// - A service that calls upstreams ([`Reply::call`], only when the engine
 ///   was given upstreams) writes nothing in that `call`; the engine later
 ///   calls [`Service::answer_reserve`] and [`Service::answer`] with the
@@ -31,16 +49,63 @@ use std::io;
 ///   upstream reply is framed by the client's protocol (a RESP reply, a
 ///   line, a length-prefixed frame), see [`crate::engine::codec::Codec::decode_reply`].
 pub trait Service: Send + 'static {
+    /// Per-connection state (`()` for none).
+    type Session: Default + Send + 'static;
+
+    /// A connection was accepted: make its session. It may join groups
+    /// and push already. The default: `Session::default()`.
+    fn open(&mut self, opened: &Opened, cx: &mut Context<'_>) -> Self::Session {
+        let _ = (opened, cx);
+        Self::Session::default()
+    }
+
+    /// A connection ended (it has already left its groups): its session
+    /// comes back one last time.
+    fn close(&mut self, session: Self::Session, closed: &Closed) {
+        let _ = (session, closed);
+    }
+
     /// The most payload bytes the reply to `frame` may take. It sees the
     /// frame so that a reserve can be exact (a GET can look up its value's
     /// length) rather than the worst case, which keeps pipelined replies
     /// packed in the output ring. More than the ring capacity minus the
     /// protocol framing can never be served: the connection is closed with
     /// reason `output_overflow`.
-    fn reply_reserve(&self, frame: &[u8]) -> usize;
+    fn reply_reserve(&self, session: &Self::Session, frame: &[u8]) -> usize;
 
     /// Serves one frame.
-    fn call(&mut self, frame: &[u8], reply: &mut Reply<'_>);
+    fn call(
+        &mut self,
+        session: &mut Self::Session,
+        cx: &mut Context<'_>,
+        frame: &[u8],
+        reply: &mut Reply<'_>,
+    );
+
+    /// The most payload bytes [`Service::deliver`] writes for `message`.
+    fn deliver_reserve(&self, session: &Self::Session, message: &Message<'_>) -> usize {
+        let _ = session;
+        message.bytes.len()
+    }
+
+    /// Writes a message pushed to this connection (framed by the engine as
+    /// a reply is), within `deliver_reserve`. Writing nothing skips it
+    /// (a chat room skips the sender's own lines). The default writes the
+    /// bytes as they came.
+    fn deliver(&mut self, session: &mut Self::Session, message: &Message<'_>, out: &mut Reply<'_>) {
+        let _ = session;
+        let _ = out.put(message.bytes);
+    }
+
+    /// Writes the heartbeat ping for a connection silent for
+    /// `--heartbeat-interval` (at most [`HEARTBEAT_RESERVE`] bytes);
+    /// returns false to send the protocol's own (RESP: `PING` as a
+    /// command array; line: a `PING` line; length-prefixed: an empty
+    /// frame; echo: nothing).
+    fn heartbeat(&mut self, session: &mut Self::Session, out: &mut Reply<'_>) -> bool {
+        let _ = (session, out);
+        false
+    }
 
     /// Periodic work on the shard's loop (the key-value service expires
     /// keys here). Called on the shard's first turn, then again once the
@@ -48,6 +113,7 @@ pub trait Service: Send + 'static {
     /// wakes for it when idle, and a busy loop may run it a little late).
     /// `None` asks for no more ticks. Like `call`, it must not block; a
     /// panic in it is counted in `handler_panics` and ends the ticks.
+    /// (To push from here, keep a [`Pusher`] from the [`ServiceContext`].)
     fn tick(&mut self) -> Option<std::time::Duration> {
         None
     }
@@ -70,6 +136,29 @@ pub trait Service: Send + 'static {
             }
         }
     }
+}
+
+/// The most bytes a [`Service::heartbeat`] ping may take.
+pub const HEARTBEAT_RESERVE: usize = 64;
+
+/// A connection just accepted.
+#[derive(Clone, Copy, Debug)]
+pub struct Opened {
+    /// Its handle: keep it to push to it.
+    pub handle: Handle,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The address it reached us on.
+    pub local: SocketAddr,
+}
+
+/// A connection that ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Closed {
+    /// Its handle (now stale).
+    pub handle: Handle,
+    /// Why it closed (the `reason` it is counted under).
+    pub reason: CloseReason,
 }
 
 /// Why an upstream call got no reply.
@@ -253,6 +342,8 @@ pub struct ServiceContext<'a> {
     pub config: &'a crate::config::Config,
     /// The engine's counters, for services that report them (INFO, say).
     pub registry: &'a std::sync::Arc<crate::engine::metrics::Registry>,
+    /// Pushes from anywhere (clone it for a thread or for [`Service::tick`]).
+    pub pusher: &'a Pusher,
 }
 
 /// Where a service writes its reply: a bounded window of the connection's
@@ -267,6 +358,7 @@ pub struct Reply<'a> {
     caller: Option<&'a mut dyn Caller>,
     calls: usize,
     kept: bool,
+    silent: bool,
 }
 
 /// Where reply bytes go.
@@ -301,6 +393,7 @@ impl<'a> Reply<'a> {
             caller: None,
             calls: 0,
             kept: false,
+            silent: false,
         }
     }
 
@@ -315,6 +408,7 @@ impl<'a> Reply<'a> {
             caller: None,
             calls: 0,
             kept: false,
+            silent: false,
         }
     }
 
@@ -404,6 +498,18 @@ impl<'a> Reply<'a> {
     /// Nothing written yet.
     pub fn is_empty(&self) -> bool {
         self.written == 0
+    }
+
+    /// Sends no reply at all to this frame (where the protocol would
+    /// otherwise frame an empty one: an empty line, a zero-length frame),
+    /// for frames that only push or publish. Ignored once bytes are
+    /// written.
+    pub fn silence(&mut self) {
+        self.silent = true;
+    }
+
+    pub(crate) fn is_silent(&self) -> bool {
+        self.silent && self.written == 0
     }
 
     /// Close the connection once this reply (and everything before it) has

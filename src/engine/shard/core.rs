@@ -13,15 +13,17 @@ use std::time::{Duration, Instant};
 
 use super::accept::Acceptor;
 use super::pump::{Client, lookup};
+use super::push::Push;
 use super::serve::Responder;
 use crate::config::Config;
 use crate::engine::buffer::Pool;
 use crate::engine::codec::Codec;
 use crate::engine::conn::table::is_upstream;
-use crate::engine::conn::{Conn, State, Table, Timeouts};
+use crate::engine::conn::{Conn, Due, State, Table, Timeouts};
 use crate::engine::driver::{Driver, Link, Links, Socket, Token};
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
-use crate::engine::service::Service;
+use crate::engine::push::Hub;
+use crate::engine::service::host::Handler;
 use crate::engine::timer::{Millis, Wheel};
 use crate::engine::upstream::Upstreams;
 
@@ -146,20 +148,23 @@ pub struct Core {
     /// answer panicked or overflowed), closed once the upstream side that
     /// found out is done. Empty between calls.
     pub(super) doomed: Vec<(Token, CloseReason)>,
-    /// When the service's periodic work ([`Service::tick`]) is due next;
+    /// When the service's periodic work (`Service::tick`) is due next;
     /// `None` once it wants no more.
     tick_at: Option<Millis>,
+    /// Server push: groups, the call's outbox, the way to the mailboxes.
+    pub(super) push: Push,
 }
 
 impl Core {
     /// The core of a shard serving `service` under `config` (validated,
     /// `max_conns` resolved).
     pub(super) fn new(
-        service: Box<dyn Service>,
+        service: Box<dyn Handler>,
         config: &Config,
         shared: &Shared,
         metrics: Arc<ShardMetrics>,
         shard: usize,
+        hub: Arc<Hub>,
     ) -> io::Result<Core> {
         let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as Millis;
         let upstreams = crate::engine::upstream::Settings::from_config(config)
@@ -183,6 +188,8 @@ impl Core {
                 idle: ms(config.idle_timeout),
                 read: ms(config.read_timeout),
                 write: ms(config.write_timeout),
+                heartbeat: ms(config.heartbeat_interval),
+                heartbeat_timeout: ms(config.heartbeat_timeout),
             },
             limits: Limits {
                 max_conns: config.max_conns,
@@ -203,6 +210,7 @@ impl Core {
             upstreams,
             doomed: Vec::new(),
             tick_at: Some(0),
+            push: Push::new(hub, shard, config),
         })
     }
 
@@ -230,7 +238,8 @@ impl Core {
     /// and not at all while work is queued or accepting is due. `None`:
     /// nothing is scheduled.
     pub(super) fn wait_timeout(&self, accepting: bool) -> Option<Duration> {
-        if !self.queue.is_empty() || (accepting && self.acceptor.due(self.clock.now)) {
+        let busy = !self.queue.is_empty() || self.mail_waiting();
+        if busy || (accepting && self.acceptor.due(self.clock.now)) {
             return Some(Duration::ZERO);
         }
         let wake = [
@@ -288,6 +297,15 @@ impl Core {
         }
         if let Err(reason) = self.pump::<Client, I>(io, token) {
             self.close(io, token, reason);
+            return;
+        }
+        // Pushes this drive made may have doomed connections (this one too).
+        self.close_doomed(io);
+        if self
+            .conns
+            .get(token)
+            .is_none_or(|conn| conn.state == State::Closed)
+        {
             return;
         }
         if self.finish(io, token) {
@@ -396,15 +414,24 @@ impl Core {
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
-            let (deadline, reason) = conn.deadline(&self.timeouts);
-            if self.clock.now >= deadline {
-                conn.timer = None;
-                self.close(io, token, reason);
-            } else {
+            let (deadline, due) = conn.deadline(&self.timeouts);
+            if self.clock.now < deadline {
                 conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+                continue;
+            }
+            conn.timer = None;
+            match due {
+                Due::Close(reason) => self.close(io, token, reason),
+                Due::Ping => {
+                    self.ping(token);
+                    let conn = self.conns.get_mut(token).expect("live");
+                    let (deadline, _) = conn.deadline(&self.timeouts);
+                    conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+                }
             }
         }
         self.expired = expired;
+        self.close_doomed(io);
         if self.upstreams.is_some() {
             self.expire_queued(io);
             self.connect_lanes(io);
@@ -508,6 +535,8 @@ impl Core {
             upstreams.pending.clear(token);
         }
         self.metrics.closed[reason.index()].inc();
+        self.close_session(token, reason);
+        let conn = self.conns.get_mut(token).expect("closing");
         if io.retire(token, &mut conn.link) {
             self.release(token);
         }
@@ -528,6 +557,9 @@ impl Core {
             .into_iter()
             .flatten()
         {
+            self.pool.give(ring);
+        }
+        for ring in conn.backlog.take().into_iter().flat_map(|b| b.rings) {
             self.pool.give(ring);
         }
         self.open_total.fetch_sub(1, Ordering::AcqRel);

@@ -12,6 +12,7 @@
 pub(crate) mod accept;
 mod core;
 mod pump;
+mod push;
 mod serve;
 mod turn;
 mod upstream;
@@ -21,12 +22,12 @@ use std::sync::Arc;
 
 use self::turn::Loop;
 use crate::config::{Backend, Config};
-use crate::engine::driver::EventWaker;
 use crate::engine::driver::epoll::Epoll;
 #[cfg(feature = "uring")]
 use crate::engine::driver::uring::Uring;
 use crate::engine::metrics::ShardMetrics;
-use crate::engine::service::Service;
+use crate::engine::push::Hub;
+use crate::engine::service::host::Handler;
 
 pub use self::core::Shared;
 pub use crate::engine::driver::Waker;
@@ -46,34 +47,36 @@ pub enum Shard {
 
 impl Shard {
     /// Shard number `index` on `backend` serving `listener` with
-    /// `service`, under `config` (validated, with `max_conns` resolved).
-    /// Returns it with the waker that makes it notice `shared.stop`.
-    pub fn new(
+    /// `service`, under `config` (validated, with `max_conns` resolved),
+    /// woken by `waker` (for `shared.stop` and its mailbox in `hub`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
         index: usize,
         backend: Backend,
         listener: std::net::TcpListener,
-        service: Box<dyn Service>,
+        service: Box<dyn Handler>,
         config: &Config,
         shared: &Shared,
         metrics: Arc<ShardMetrics>,
-    ) -> io::Result<(Shard, Waker)> {
-        let waker = Arc::new(EventWaker::new()?);
-        let core = core::Core::new(service, config, shared, metrics.clone(), index)?;
+        waker: Waker,
+        hub: Arc<Hub>,
+    ) -> io::Result<Shard> {
+        let core = core::Core::new(service, config, shared, metrics.clone(), index, hub)?;
         let shard = match backend {
             Backend::Epoll => {
-                let driver = Epoll::new(listener, waker.clone(), config.events_max)?;
+                let driver = Epoll::new(listener, waker, config.events_max)?;
                 Shard::Epoll(Box::new(Loop::new(core, driver)))
             }
             #[cfg(feature = "uring")]
             Backend::Uring => {
-                let driver = Uring::new(listener, waker.clone(), config, metrics.clone())?;
+                let driver = Uring::new(listener, waker, config, metrics.clone())?;
                 Shard::Uring(Box::new(Loop::new(core, driver)))
             }
             #[cfg(not(feature = "uring"))]
             Backend::Uring => unreachable!("--backend uring is refused without the uring feature"),
         };
         metrics.fds_own.set(FDS_PER_SHARD as u64);
-        Ok((shard, waker))
+        Ok(shard)
     }
 
     /// Runs the loop until the graceful shutdown has finished.

@@ -51,10 +51,19 @@ impl Side for Client {
             scratch: &mut core.scratch,
             upstreams: core.upstreams.as_deref_mut(),
             queue: &mut core.queue,
+            push: &mut core.push,
             now: core.clock.now,
             now_us: core.clock.now_us,
         };
         let mut moved = core.responder.serve(conn, token, &mut serving)? > 0;
+        if core.push.take_changed() {
+            core.note_groups(token);
+        }
+        if !core.push.outbox.is_empty() {
+            core.apply_outbox();
+            moved = true;
+        }
+        let conn = core.conns.get_mut(token).expect("pumped while live");
         if let Some(upstreams) = core.upstreams.as_deref_mut() {
             let max_pending = upstreams.settings.max_pending;
             let pending = &mut upstreams.pending;
@@ -117,6 +126,10 @@ impl Core {
             }
             moved |= self.pump_flush::<S, I>(io, token)?;
             let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
+            if conn.backlog.is_some() {
+                moved |= self.refill(token);
+            }
+            let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
             if !moved || (conn.eof && S::stop_at_eof()) {
                 return Ok(());
             }
@@ -145,6 +158,8 @@ impl Core {
             moved = true;
             *budget = budget.saturating_sub(read.bytes);
             conn.last_active = self.clock.now;
+            conn.last_read = self.clock.now;
+            conn.pinged = false;
             if S::CLIENT {
                 self.metrics.bytes_read.add(read.bytes as u64);
             }

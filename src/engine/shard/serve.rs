@@ -12,7 +12,10 @@ use crate::engine::codec::{Codec, DecodeError, Decoded, Input, Protocol};
 use crate::engine::conn::{Conn, State};
 use crate::engine::driver::Token;
 use crate::engine::metrics::{CloseReason, ShardMetrics};
-use crate::engine::service::{Answer, Reply, Service};
+use crate::engine::service::host::Handler;
+use crate::engine::service::{Answer, Reply};
+
+use super::push::Push;
 use crate::engine::timer::Millis;
 use crate::engine::upstream::pending::Pendings;
 use crate::engine::upstream::{Calls, Upstreams};
@@ -21,8 +24,8 @@ use crate::engine::upstream::{Calls, Upstreams};
 pub struct Responder {
     /// The protocol's codec.
     pub codec: Codec,
-    /// The service.
-    pub service: Box<dyn Service>,
+    /// The service and its sessions.
+    pub service: Box<dyn Handler>,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -37,6 +40,8 @@ pub struct Serving<'a> {
     pub upstreams: Option<&'a mut Upstreams>,
     /// The shard's queue of connections to drive this turn.
     pub queue: &'a mut VecDeque<Token>,
+    /// Server push (a call's context).
+    pub push: &'a mut Push,
     /// The shard's clock, in milliseconds.
     pub now: Millis,
     /// The same instant in microseconds.
@@ -55,7 +60,7 @@ enum Halt {
 
 impl Responder {
     /// A responder counting into `metrics`.
-    pub fn new(codec: Codec, service: Box<dyn Service>, metrics: Arc<ShardMetrics>) -> Responder {
+    pub fn new(codec: Codec, service: Box<dyn Handler>, metrics: Arc<ShardMetrics>) -> Responder {
         Responder {
             codec,
             service,
@@ -92,6 +97,11 @@ impl Responder {
         let mut frames = 0;
         while conn.state.serves() && conn.link.input.as_ref().is_some_and(|i| !i.is_empty()) {
             match self.serve_one(conn, token, at)? {
+                // The call pushed: those are written before the next frame.
+                Ok(()) if !at.push.outbox.is_empty() => {
+                    frames += 1;
+                    break;
+                }
                 Ok(()) => frames += 1,
                 Err(Halt::Input) => break,
                 Err(Halt::Output) => {
@@ -152,7 +162,11 @@ impl Responder {
         };
         let payload = payload(codec, view, start, len, at.scratch);
         let behind = awaited > 0;
-        let reserve = match reserve(codec, self.service.as_mut(), payload, output, behind)? {
+        if conn.backlog.is_some() {
+            // Pushes are queued: this reply goes behind them.
+            return Ok(Err(Halt::Output));
+        }
+        let reserve = match reserve(codec, self.service.as_ref(), token, payload, output, behind)? {
             Some(reserve) => reserve,
             None => return Ok(Err(Halt::Output)),
         };
@@ -166,6 +180,7 @@ impl Responder {
             pool: at.pool,
             upstreams: at.upstreams.as_deref_mut(),
             queue: at.queue,
+            push: at.push,
             now_us: at.now_us,
         };
         let close = match frame.answer(output, behind)? {
@@ -266,7 +281,7 @@ impl Responder {
 /// One frame being answered.
 struct Frame<'a> {
     codec: &'a Codec,
-    service: &'a mut dyn Service,
+    service: &'a mut dyn Handler,
     metrics: &'a ShardMetrics,
     payload: &'a [u8],
     /// What the service reserved for the reply.
@@ -275,6 +290,7 @@ struct Frame<'a> {
     pool: &'a mut Pool,
     upstreams: Option<&'a mut Upstreams>,
     queue: &'a mut VecDeque<Token>,
+    push: &'a mut Push,
     now_us: u64,
 }
 
@@ -321,7 +337,10 @@ impl Frame<'_> {
             reply = reply.with_caller(calls);
         }
         let (service, payload) = (&mut self.service, self.payload);
-        let called = catch_unwind(AssertUnwindSafe(|| service.call(payload, &mut reply)));
+        let mut cx = self.push.context(self.client);
+        let called = catch_unwind(AssertUnwindSafe(|| {
+            service.call(&mut cx, payload, &mut reply)
+        }));
         let failed = if called.is_err() {
             self.metrics.handler_panics.inc();
             Some(CloseReason::Panic)
@@ -331,6 +350,7 @@ impl Frame<'_> {
             None
         };
         let (written, close, made_calls) = (reply.len(), reply.wants_close(), reply.calls() > 0);
+        let silent = reply.is_silent();
         let opened = calls.and_then(|calls| calls.pending);
         if let Some(reason) = failed {
             if let Some(upstreams) = self.upstreams.as_deref_mut() {
@@ -346,7 +366,7 @@ impl Frame<'_> {
             return Err(reason);
         }
         debug_assert!(!made_calls || opened.is_some());
-        self.place(output, mark, written, opened, buffer);
+        self.place(output, mark, (written, silent), opened, buffer);
         Ok(Ok(close))
     }
 
@@ -356,12 +376,14 @@ impl Frame<'_> {
         &mut self,
         output: &mut Ring,
         mark: Option<usize>,
-        written: usize,
+        (written, silent): (usize, bool),
         opened: Option<Token>,
         buffer: Option<Vec<u8>>,
     ) {
         let upstreams = self.upstreams.as_deref_mut();
         match (mark, opened) {
+            // No reply at all: undo the reply's start.
+            (Some(mark), None) if silent => output.truncate(mark),
             // Written at once, in order.
             (Some(mark), None) => self.codec.end_reply(output, mark, written),
             // Calls made: the answer comes later; undo the reply's start.
@@ -413,12 +435,13 @@ fn refuse(
 /// the service reserved more than the ring can ever hold.
 fn reserve(
     codec: &Codec,
-    service: &mut dyn Service,
+    service: &dyn Handler,
+    client: Token,
     payload: &[u8],
     output: &Ring,
     behind: bool,
 ) -> Result<Option<usize>, CloseReason> {
-    let reserve = service.reply_reserve(payload);
+    let reserve = service.reply_reserve(client, payload);
     let need = reserve.saturating_add(codec.protocol().overhead());
     if need > output.capacity() {
         return Err(CloseReason::OutputOverflow);

@@ -8,6 +8,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::core::Core;
+use crate::engine::conn::State;
 use crate::engine::driver::{Driver, Event, Socket};
 use crate::engine::metrics::CloseReason;
 use crate::engine::timer::Millis;
@@ -51,6 +52,7 @@ impl<D: Driver> Loop<D> {
                 self.core.acceptor.begin();
                 self.accept_some(self.core.limits.accept_batch);
             }
+            self.core.drain_mailbox();
             self.core.drive_queued(&mut self.driver);
             self.core.fire_timers(&mut self.driver);
             self.core.drain_done(&mut self.driver);
@@ -120,6 +122,15 @@ impl<D: Driver> Loop<D> {
         if let Err(e) = self.driver.open(token, &mut conn.link) {
             log::warn!("registering a connection with the driver: {e}");
             self.core.close(&mut self.driver, token, CloseReason::Reset);
+            return;
+        }
+        self.core.open_session(&mut self.driver, token);
+        self.core.close_doomed(&mut self.driver);
+        if self
+            .core
+            .conn_mut(token)
+            .is_none_or(|conn| conn.state == State::Closed)
+        {
             return;
         }
         if self.core.drain_until.is_some() {

@@ -473,7 +473,7 @@ impl Core {
 
     /// Closes the clients whose reply could not be written (a panic or an
     /// overflow in the service's answer).
-    fn close_doomed<I: Driver>(&mut self, io: &mut I) {
+    pub(super) fn close_doomed<I: Driver>(&mut self, io: &mut I) {
         while let Some((client, reason)) = self.doomed.pop() {
             self.close(io, client, reason);
         }
