@@ -17,6 +17,7 @@ mod metrics;
 mod panic;
 mod partial_io;
 mod proxy;
+mod push;
 mod regressions;
 mod resp;
 mod resp_client;

@@ -559,8 +559,14 @@ impl Core {
         {
             self.pool.give(ring);
         }
-        for ring in conn.backlog.take().into_iter().flat_map(|b| b.rings) {
-            self.pool.give(ring);
+        if let Some(backlog) = conn.backlog.take() {
+            let queued = self.metrics.push_queued_bytes.get();
+            self.metrics
+                .push_queued_bytes
+                .set(queued - backlog.len as u64);
+            for ring in backlog.rings {
+                self.pool.give(ring);
+            }
         }
         self.open_total.fetch_sub(1, Ordering::AcqRel);
         self.acceptor.on_close();

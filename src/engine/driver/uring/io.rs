@@ -452,8 +452,7 @@ impl UringIo {
         self.push(entry, op);
     }
 
-    /// The eventfd read completed (a stop request): the stop flag is
-    /// checked every turn, so it is not posted again.
+    /// The eventfd read completed (a stop request, or mail).
     pub fn wake_done(&mut self) {
         self.wake = None;
     }

@@ -51,6 +51,8 @@ pub struct Uring {
     /// The drain began: accepting is by plain `accept(2)` calls on the
     /// listener's queue, the multishot accept being cancelled.
     stopping: bool,
+    /// Every connection is gone: the eventfd read is not posted again.
+    finishing: bool,
     /// The accept's final completion came with a socket: its end is
     /// reported next.
     accept_ended: bool,
@@ -88,6 +90,7 @@ impl Uring {
             io,
             listener: Some(listener),
             stopping: false,
+            finishing: false,
             accept_ended: false,
         })
     }
@@ -104,9 +107,12 @@ impl Uring {
         match op.kind {
             Kind::Accept => self.on_accept(cqe, last),
             Kind::Wake => {
-                // A stop request: the stop flag is checked every turn, so
-                // the read is not posted again.
+                // A stop request or mail: the loop looks at both every
+                // turn. The read is posted again until the loop finishes.
                 self.io.wake_done();
+                if !self.finishing {
+                    self.io.arm_wake();
+                }
                 None
             }
             Kind::CancelRing => {
@@ -314,6 +320,7 @@ impl Driver for Uring {
     fn finish(&mut self, until: Instant) -> std::io::Result<bool> {
         // Every connection is gone: cancel the eventfd read and wait for
         // its final completion; the ring is dropped before its buffers.
+        self.finishing = true;
         self.io.cancel_wake();
         while self.io.ring_ops_in_flight() && Instant::now() < until {
             self.io.enter(Some(Duration::from_millis(50)))?;
