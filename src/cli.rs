@@ -656,6 +656,85 @@ mod tests {
     }
 
     #[test]
+    fn bench_pubsub_flags_make_a_pubsub_run() {
+        assert_eq!(bench(&[]).unwrap().pubsub, None);
+        let options = bench(&[
+            "--pubsub",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "4",
+            "--channels",
+            "10",
+            "--pipeline",
+            "8",
+            "--psubscribe",
+        ])
+        .unwrap();
+        let expected = PubSubOptions {
+            subscribers: 1000,
+            publishers: 4,
+            channels: 10,
+            rate: 0,
+            pattern: true,
+        };
+        assert_eq!(options.pubsub, Some(expected));
+        assert_eq!(options.pipeline, 8);
+        let options = bench(&["--pubsub", "--rate", "5000"]).unwrap();
+        assert_eq!(options.pubsub.unwrap().rate, 5000);
+        assert_eq!(
+            bench(&["--pubsub"]).unwrap().pubsub,
+            Some(PubSubOptions::default())
+        );
+    }
+
+    #[test]
+    fn bench_pubsub_errors_are_one_line_naming_the_flag() {
+        let cases: [(&[&str], &str); 10] = [
+            (
+                &["--subscribers", "10"],
+                "--subscribers: only with --pubsub",
+            ),
+            (&["--psubscribe"], "--psubscribe: only with --pubsub"),
+            (&["--pubsub", "--conns", "10"], "--conns: not with --pubsub"),
+            (
+                &["--pubsub", "--protocol", "frame"],
+                "--protocol: not with --pubsub",
+            ),
+            (
+                &["--pubsub", "--rate", "10", "--pipeline", "4"],
+                "--pipeline: not with --rate",
+            ),
+            (
+                &["--pubsub", "--subscribers", "0"],
+                "--subscribers: 0 is out of range",
+            ),
+            (
+                &["--pubsub", "--publishers", "257"],
+                "--publishers: 257 is out of range",
+            ),
+            (
+                &["--pubsub", "--subscribers", "5", "--channels", "6"],
+                "--channels: 6 channels for 5",
+            ),
+            (
+                &["--pubsub", "--size", "16"],
+                "--size: 16 is out of range (24 to 65536)",
+            ),
+            (
+                &["--pubsub", "--rate", "200000000"],
+                "--rate: 200000000 is out of range",
+            ),
+        ];
+        for (flags, start) in cases {
+            let (code, text) = bench(flags).unwrap_err();
+            assert_eq!(code, 2, "{flags:?}");
+            assert!(text.starts_with(start), "{flags:?}: {text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
     fn no_command_says_what_to_type() {
         for args in [&["holdfast"][..], &[]] {
             let error = error_of(args);
