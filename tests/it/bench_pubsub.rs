@@ -111,6 +111,34 @@ fn flat_out_against_redis_every_message_reaches_every_subscriber_once() {
 }
 
 #[test]
+fn a_publisher_waiting_on_another_threads_subscriber_is_woken_by_its_deliveries() {
+    // Two threads, one connection each: the subscriber (index 0) on the
+    // first, the publisher on the second. With one message in flight the
+    // publisher waits for each delivery, which the other thread counts;
+    // without a wake-up it would sleep out its 100 ms poll each time (10
+    // messages a second at most).
+    let redis = redis();
+    let (code, json, stderr) = bench(
+        redis.addr(),
+        &[
+            "--subscribers",
+            "1",
+            "--publishers",
+            "1",
+            "--threads",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+        ],
+    );
+    assert_eq!(code, 0, "{json} {stderr}");
+    assert_every_check_passed(&json);
+    assert!(field(&json, "published_per_s") > 100.0, "{json}");
+}
+
+#[test]
 fn by_pattern_at_a_fixed_rate_on_two_threads_against_redis() {
     let redis = redis();
     let (code, json, stderr) = bench(

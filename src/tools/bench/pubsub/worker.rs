@@ -173,6 +173,8 @@ struct Worker<'a> {
     pubs: publisher::Tally,
     /// Deliveries per publisher not yet added to [`Shared::delivered`].
     deliveries: Vec<u64>,
+    /// Per thread: it runs a publisher this turn delivered for.
+    wake: Vec<bool>,
     errors: u64,
     first_error: Option<String>,
     connected: u64,
@@ -214,6 +216,7 @@ impl<'a> Worker<'a> {
             subs: subscriber::Tally::default(),
             pubs: publisher::Tally::default(),
             deliveries: vec![0; plan.publishers],
+            wake: vec![false; plan.threads],
             errors: 0,
             first_error: None,
             connected: 0,
@@ -550,7 +553,7 @@ impl<'a> Worker<'a> {
     /// threads whose publishers wait for them, and updates the progress
     /// counters.
     fn flush_counts(&mut self, shared: &Shared) {
-        let mut wake = vec![false; shared.wakers.len()];
+        let wake = &mut self.wake;
         for (publisher, count) in self.deliveries.iter_mut().enumerate() {
             if *count > 0 {
                 shared.delivered[publisher].fetch_add(*count, Ordering::SeqCst);
@@ -558,8 +561,11 @@ impl<'a> Worker<'a> {
                 wake[self.plan.thread_of_publisher(publisher)] = true;
             }
         }
-        for (thread, wake) in wake.into_iter().enumerate() {
-            if wake && thread != self.me && shared.waiting[thread].load(Ordering::SeqCst) {
+        for (thread, wake) in wake.iter_mut().enumerate() {
+            if std::mem::take(wake)
+                && thread != self.me
+                && shared.waiting[thread].load(Ordering::SeqCst)
+            {
                 let _ = shared.wakers[thread].wake();
             }
         }
