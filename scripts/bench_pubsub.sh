@@ -270,7 +270,8 @@ def load(kind, server, n, key):
     for r in bad:
         counts_ = {k: r[k] for k in ("missing", "duplicates", "out_of_order", "corrupt",
                    "wrong_channel", "receivers_mismatch", "errors") if r.get(k)}
-        failures.append("round %s: %s %s" % (r["round"], counts_ or "", r.get("first_error", "")))
+        shown = ", ".join("%s %s" % item for item in counts_.items())
+        failures.append("round %s: %s; %s" % (r["round"], shown, r.get("first_error", "")))
     return value, failures
 
 def rss_per_sub(server, n):
@@ -331,6 +332,8 @@ for n in counts:
             ratio(p99, base["p99"]) if theirs else "", ratio(rss, base["rss"]) if theirs else ""))
 if notes:
     lines += ["", "Runs that failed their checks (left out of the medians):", ""] + notes
+    print("WARNING: %d pub/sub runs failed their checks (✗ in the table, listed under it)"
+          % sum("✗" in note for note in notes), file=sys.stderr)
 lines += ["", "(scripts/bench_pubsub.sh took %ds)" % elapsed, ""]
 text = "\n".join(lines)
 open(out, "w").write(text)
