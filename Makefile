@@ -11,6 +11,8 @@
 #   make bench  release build (--features uring), then holdfast epoll and io_uring vs tokio (pinned,
 #               alternated, 3 rounds), then make syscalls; target/bench/results.md
 #   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
+#   make bench-pubsub Redis Pub/Sub, holdfast vs redis-server under holdfast bench --pubsub
+#               (1000 and 10000 subscribers; pinned, 3 rounds; also at the end of make bench)
 #   make perf   perf record -g of holdfast under a standard load, top of the report
 #   make syscalls  syscalls per request, epoll vs io_uring (strace -c on the pinned server)
 #   make fuzz   run each decoder's fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)
@@ -19,7 +21,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := raw line length resp
 
-.PHONY: all build release run test test-uring deps check-fmt lint fmt fuzz clean bench bench-redis perf syscalls
+.PHONY: all build release run test test-uring deps check-fmt lint fmt fuzz clean bench bench-redis bench-pubsub perf syscalls
 
 # Where the `--features uring` build goes. Empty (the default): cargo's own
 # target/, shared with the epoll build. Both builds' artifacts live side by
@@ -86,6 +88,9 @@ bench:
 
 bench-redis: release
 	scripts/bench_redis.sh
+
+bench-pubsub: release
+	scripts/bench_pubsub.sh
 
 perf:
 	scripts/perf.sh

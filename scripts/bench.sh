@@ -26,7 +26,9 @@
 # measured against the commit before it side by side in one run (build the
 # old commit with `cargo build --release --features uring` in a worktree).
 # At the end it runs scripts/bench_proxy.sh (holdfast proxy vs nutcracker)
-# unless SKIP_PROXY=1.
+# unless SKIP_PROXY=1, then scripts/bench_pubsub.sh (Redis Pub/Sub, holdfast
+# vs redis-server; its table is appended to results.md) unless
+# SKIP_PUBSUB=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -258,4 +260,10 @@ fi
 if [ "${SKIP_PROXY:-0}" != 1 ]; then
     echo "== holdfast proxy vs nutcracker (scripts/bench_proxy.sh)"
     scripts/bench_proxy.sh
+fi
+if [ "${SKIP_PUBSUB:-0}" != 1 ]; then
+    echo "== Redis Pub/Sub: holdfast vs redis-server (scripts/bench_pubsub.sh)"
+    # Its own knobs (PUBSUB_*); the matrix's DURATION and WARMUP are for echo.
+    env -u DURATION -u WARMUP HOLDFAST="$HOLDFAST" OUT="$OUT" ROUNDS="$ROUNDS" scripts/bench_pubsub.sh
+    cat "$OUT/pubsub.md" >> "$OUT/results.md"
 fi

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
 use crate::config::{self, Config, ConfigError, Mode, Protocol, parse_duration, parse_size};
+use crate::tools::bench::pubsub::PubSubOptions;
 use crate::tools::bench::{BenchOptions, Protocol as BenchProtocol};
 use crate::tools::chaos::ScanOptions;
 
@@ -182,6 +183,15 @@ Examples:
   holdfast bench --conns 1000 --pipeline 16 --size 64 --duration 10s
   holdfast bench --target 127.0.0.1:7000 --protocol frame --json
   holdfast bench --idle --conns 10000 --duration 5s   # hold idle connections
+  holdfast bench --pubsub --target 127.0.0.1:6379 --subscribers 1000 --channels 10 \
+      --publishers 2 --pipeline 8       # Redis Pub/Sub, flat out
+  holdfast bench --pubsub --subscribers 100 --rate 10000   # 10000 msg/s in all
+
+With --pubsub, subscribers SUBSCRIBE (one channel each, spread over
+--channels) and must be confirmed before publishers start; every message is
+checked (channel, payload, order per publisher, duplicates, missing) and its
+publish-to-delivery latency recorded. The exit status is 1 when any check
+failed, and when the server refuses SUBSCRIBE.
 
 Every connection is established before the warm-up starts; the warm-up and
 --duration are counted from there. Against a loopback target connections are
@@ -261,6 +271,41 @@ struct BenchArgs {
         help = "Report this local server's CPU time over the measured window, per request"
     )]
     server_pid: Option<u32>,
+    #[arg(
+        long,
+        help = "Redis Pub/Sub load: subscribers, publishers, every message checked"
+    )]
+    pubsub: bool,
+    #[arg(
+        long,
+        value_name = "N",
+        help = "With --pubsub: subscribed connections [default: 100]"
+    )]
+    subscribers: Option<usize>,
+    #[arg(
+        long,
+        value_name = "N",
+        help = "With --pubsub: publishing connections [default: 1]"
+    )]
+    publishers: Option<usize>,
+    #[arg(
+        long,
+        value_name = "N",
+        help = "With --pubsub: channels the subscribers are spread over [default: 1]"
+    )]
+    channels: Option<usize>,
+    #[arg(
+        long,
+        value_name = "MSG/S",
+        help = "With --pubsub: messages per second over all publishers; 0 is flat out \
+                (--pipeline messages in flight per publisher) [default: 0]"
+    )]
+    rate: Option<u64>,
+    #[arg(
+        long,
+        help = "With --pubsub: PSUBSCRIBE to a pattern matching the channel, not SUBSCRIBE"
+    )]
+    psubscribe: bool,
 }
 
 impl BenchArgs {
@@ -278,9 +323,49 @@ impl BenchArgs {
             json: self.json,
             idle: self.idle,
             server_pid: self.server_pid,
+            pubsub: self.pubsub()?,
         };
         options.validate()?;
         Ok(options)
+    }
+
+    /// The `--pubsub` settings; the flags of one mode are refused in the
+    /// other.
+    fn pubsub(&self) -> Result<Option<PubSubOptions>, String> {
+        let only_pubsub = [
+            ("--subscribers", self.subscribers.is_some()),
+            ("--publishers", self.publishers.is_some()),
+            ("--channels", self.channels.is_some()),
+            ("--rate", self.rate.is_some()),
+            ("--psubscribe", self.psubscribe),
+        ];
+        if !self.pubsub {
+            return match only_pubsub.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(format!("{flag}: only with --pubsub")),
+                None => Ok(None),
+            };
+        }
+        if self.conns.is_some() {
+            return Err("--conns: not with --pubsub (use --subscribers and --publishers)".into());
+        }
+        if self.protocol.is_some() {
+            return Err("--protocol: not with --pubsub (it speaks RESP)".into());
+        }
+        if self.rate.is_some_and(|rate| rate > 0) && self.pipeline.is_some() {
+            return Err(
+                "--pipeline: not with --rate (publishers send on schedule; --pipeline is the \
+                 flat-out window)"
+                    .into(),
+            );
+        }
+        let defaults = PubSubOptions::default();
+        Ok(Some(PubSubOptions {
+            subscribers: self.subscribers.unwrap_or(defaults.subscribers),
+            publishers: self.publishers.unwrap_or(defaults.publishers),
+            channels: self.channels.unwrap_or(defaults.channels),
+            rate: self.rate.unwrap_or(defaults.rate),
+            pattern: self.psubscribe,
+        }))
     }
 }
 
@@ -568,6 +653,85 @@ mod tests {
         let (code, text) = bench(&["--size", "64x"]).unwrap_err();
         assert_eq!(code, 2);
         assert!(text.contains("--size"), "{text}");
+    }
+
+    #[test]
+    fn bench_pubsub_flags_make_a_pubsub_run() {
+        assert_eq!(bench(&[]).unwrap().pubsub, None);
+        let options = bench(&[
+            "--pubsub",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "4",
+            "--channels",
+            "10",
+            "--pipeline",
+            "8",
+            "--psubscribe",
+        ])
+        .unwrap();
+        let expected = PubSubOptions {
+            subscribers: 1000,
+            publishers: 4,
+            channels: 10,
+            rate: 0,
+            pattern: true,
+        };
+        assert_eq!(options.pubsub, Some(expected));
+        assert_eq!(options.pipeline, 8);
+        let options = bench(&["--pubsub", "--rate", "5000"]).unwrap();
+        assert_eq!(options.pubsub.unwrap().rate, 5000);
+        assert_eq!(
+            bench(&["--pubsub"]).unwrap().pubsub,
+            Some(PubSubOptions::default())
+        );
+    }
+
+    #[test]
+    fn bench_pubsub_errors_are_one_line_naming_the_flag() {
+        let cases: [(&[&str], &str); 10] = [
+            (
+                &["--subscribers", "10"],
+                "--subscribers: only with --pubsub",
+            ),
+            (&["--psubscribe"], "--psubscribe: only with --pubsub"),
+            (&["--pubsub", "--conns", "10"], "--conns: not with --pubsub"),
+            (
+                &["--pubsub", "--protocol", "frame"],
+                "--protocol: not with --pubsub",
+            ),
+            (
+                &["--pubsub", "--rate", "10", "--pipeline", "4"],
+                "--pipeline: not with --rate",
+            ),
+            (
+                &["--pubsub", "--subscribers", "0"],
+                "--subscribers: 0 is out of range",
+            ),
+            (
+                &["--pubsub", "--publishers", "257"],
+                "--publishers: 257 is out of range",
+            ),
+            (
+                &["--pubsub", "--subscribers", "5", "--channels", "6"],
+                "--channels: 6 channels for 5",
+            ),
+            (
+                &["--pubsub", "--size", "16"],
+                "--size: 16 is out of range (24 to 65536)",
+            ),
+            (
+                &["--pubsub", "--rate", "200000000"],
+                "--rate: 200000000 is out of range",
+            ),
+        ];
+        for (flags, start) in cases {
+            let (code, text) = bench(flags).unwrap_err();
+            assert_eq!(code, 2, "{flags:?}");
+            assert!(text.starts_with(start), "{flags:?}: {text}");
+            assert!(!text.contains('\n'), "{text}");
+        }
     }
 
     #[test]

@@ -42,8 +42,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// `holdfast bench`: the summary on stdout, as text or one JSON line.
-/// Exit 1 when a check failed, 2 when the scan could not run.
+/// `holdfast chaos scan`: the report on stdout. Exit 1 when a check
+/// failed, 2 when the scan could not run.
 fn chaos_scan(options: &ScanOptions) -> ExitCode {
     match holdfast::tools::chaos::run(options) {
         Ok(report) => {
@@ -58,6 +58,9 @@ fn chaos_scan(options: &ScanOptions) -> ExitCode {
 }
 
 fn bench(options: &BenchOptions) -> ExitCode {
+    if options.pubsub.is_some() {
+        return bench_pubsub(options);
+    }
     match holdfast::tools::bench::run(options) {
         Ok(summary) => {
             if options.json {
@@ -69,6 +72,31 @@ fn bench(options: &BenchOptions) -> ExitCode {
         }
         Err(line) => {
             eprintln!("holdfast: {line}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `holdfast bench --pubsub`: the summary on stdout, as text or one JSON
+/// line. Exit 1 when a check failed (a message missing, duplicated, out of
+/// order, corrupt, on the wrong channel, a wrong receiver count, an error)
+/// or the run could not happen (SUBSCRIBE refused).
+fn bench_pubsub(options: &BenchOptions) -> ExitCode {
+    match holdfast::tools::bench::pubsub::run(options) {
+        Ok(summary) => {
+            if options.json {
+                println!("{}", summary.to_json());
+            } else {
+                print!("{}", summary.to_text());
+            }
+            if summary.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(line) => {
+            eprintln!("holdfast: bench --pubsub: {line}");
             ExitCode::from(1)
         }
     }

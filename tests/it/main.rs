@@ -8,6 +8,7 @@ mod util;
 mod admin;
 mod bad_input;
 mod bench_cli;
+mod bench_pubsub;
 mod chaos;
 mod cli;
 mod fd_exhaustion;

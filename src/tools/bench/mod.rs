@@ -13,6 +13,8 @@
 //! per idle connection.
 
 pub mod client;
+pub mod connect;
+pub mod pubsub;
 pub mod worker;
 
 use std::fmt::Write as _;
@@ -85,6 +87,10 @@ pub struct BenchOptions {
     /// `--server-pid`: a local server process whose CPU time (utime +
     /// stime) over the measured window is reported, per request too.
     pub server_pid: Option<u32>,
+    /// `--pubsub`: a Redis Pub/Sub load ([`pubsub`]) instead of echo
+    /// requests, with its own settings; `conns` and `protocol` are then
+    /// unused.
+    pub pubsub: Option<pubsub::PubSubOptions>,
 }
 
 impl Default for BenchOptions {
@@ -101,6 +107,7 @@ impl Default for BenchOptions {
             json: false,
             idle: false,
             server_pid: None,
+            pubsub: None,
         }
     }
 }
@@ -131,13 +138,16 @@ impl BenchOptions {
                 Ok(())
             }
         };
-        range("--conns", self.conns, CONNS_MAX)?;
         range("--pipeline", self.pipeline, PIPELINE_MAX)?;
-        range("--size", self.size, SIZE_MAX)?;
         range("--threads", self.threads, THREADS_MAX)?;
         if self.duration.is_zero() {
             return Err("--duration: must be more than 0".into());
         }
+        if let Some(pubsub) = &self.pubsub {
+            return pubsub.validate(self);
+        }
+        range("--conns", self.conns, CONNS_MAX)?;
+        range("--size", self.size, SIZE_MAX)?;
         if self.threads > self.conns {
             return Err(format!(
                 "--threads: {} threads for {} connections; use at most one thread per connection",
@@ -390,7 +400,7 @@ fn progress<T>(
 ) -> Result<(Duration, Option<Duration>), String> {
     let tty = std::io::stderr().is_terminal();
     let connect_start = Instant::now();
-    wait_for_connects(options, live, threads, tty);
+    wait_for_connects(options.conns, live, threads, tty, &|| false);
     let start = Instant::now();
     let connect_time = start.duration_since(connect_start);
     // Without a warm-up the measured window starts now.
@@ -400,7 +410,7 @@ fn progress<T>(
         None
     };
     let window = open_window(options, live, start)?;
-    let cpu_start = watch_window(options, live, (start, window), cpu_start, tty)?;
+    let cpu_start = watch_window(options, live, (start, window), cpu_start, tty, "req/s")?;
     if tty {
         eprint!("\r\x1b[K");
     }
@@ -422,23 +432,25 @@ fn server_cpu(options: &BenchOptions) -> Result<Option<Duration>, String> {
     }
 }
 
-/// The connect phase: until every connect has settled, [`CONNECT_TIMEOUT`]
-/// has passed or every load thread has stopped; a line twice a second on a
-/// terminal.
+/// The connect phase: until `total` connections have settled,
+/// [`CONNECT_TIMEOUT`] has passed, every load thread has stopped or
+/// `give_up` says so; a line twice a second on a terminal.
 fn wait_for_connects<T>(
-    options: &BenchOptions,
+    total: usize,
     live: &Live,
     threads: &[std::thread::JoinHandle<T>],
     tty: bool,
+    give_up: &dyn Fn() -> bool,
 ) {
     let connect_start = Instant::now();
     let mut last_line = connect_start;
     loop {
-        let settled = live.settled.load(Ordering::Relaxed);
+        let settled = live.settled.load(Ordering::SeqCst);
         let now = Instant::now();
-        if settled as usize >= options.conns
+        if settled as usize >= total
             || now.duration_since(connect_start) >= CONNECT_TIMEOUT
             || threads.iter().all(|thread| thread.is_finished())
+            || give_up()
         {
             return;
         }
@@ -446,7 +458,7 @@ fn wait_for_connects<T>(
             eprint!(
                 "\r\x1b[Kconnecting: {} of {} connected, {} errors",
                 live.connected.load(Ordering::Relaxed),
-                options.conns,
+                total,
                 live.errors.load(Ordering::Relaxed)
             );
             last_line = now;
@@ -477,15 +489,16 @@ fn open_window(
     Ok((warmup_end, end))
 }
 
-/// Sleeps through the window, printing the rate once a second on a
-/// terminal; reads the server's CPU time as the warm-up ends (unless
-/// `cpu_start` already holds it) and returns it.
+/// Sleeps through the window, printing the rate of [`Live::requests`]
+/// (in `unit`) once a second on a terminal; reads the server's CPU time as
+/// the warm-up ends (unless `cpu_start` already holds it) and returns it.
 fn watch_window(
     options: &BenchOptions,
     live: &Live,
     (start, (warmup_end, end)): (Instant, (Instant, Instant)),
     mut cpu_start: Option<Duration>,
     tty: bool,
+    unit: &str,
 ) -> Result<Option<Duration>, String> {
     let mut last = (start, 0u64);
     let tick = Duration::from_millis(1000);
@@ -508,7 +521,7 @@ fn watch_window(
             let requests = live.requests.load(Ordering::Relaxed);
             let rate = (requests - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
             eprint!(
-                "\r\x1b[K{:>5.1}s  {:>10.0} req/s  {} connected  {} errors",
+                "\r\x1b[K{:>5.1}s  {:>10.0} {unit}  {} connected  {} errors",
                 now.duration_since(start).as_secs_f64(),
                 rate,
                 live.connected.load(Ordering::Relaxed),
