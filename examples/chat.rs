@@ -93,7 +93,7 @@ impl Service for Chat {
 
     fn deliver(&mut self, member: &mut Member, message: &Message<'_>, out: &mut Reply<'_>) {
         // Our own lines come back to us too: skip them.
-        if message.from != member.handle || message.from.is_none() {
+        if message.from != member.handle {
             let _ = out.put(message.bytes);
         }
     }
