@@ -17,6 +17,8 @@ mod metrics;
 mod panic;
 mod partial_io;
 mod proxy;
+mod pubsub;
+mod pubsub_diff;
 mod regressions;
 mod resp;
 mod resp_client;
