@@ -355,7 +355,7 @@ fn a_subscriber_that_disconnects_leaves_nothing_behind() {
     assert_eq!(observer.call(&[b"PUBSUB", b"NUMPAT"]), numpat);
     // Each shard holds news, n* and its subscribers' own two.
     assert_eq!(groups(&server), (4 + 2 * n) as f64);
-    // One leaves by RESET, the rest by closing.
+    // One leaves by RESET, one by QUIT, the rest by closing.
     let mut first = subscribers.remove(0);
     assert_eq!(first.call(&[b"RESET"]), b"+RESET\r\n");
     assert_eq!(
@@ -363,6 +363,10 @@ fn a_subscriber_that_disconnects_leaves_nothing_behind() {
         b"$-1\r\n",
         "out of subscribed mode"
     );
+    let mut second = subscribers.remove(0);
+    assert_eq!(second.call(&[b"QUIT"]), b"+OK\r\n");
+    let (rest, how, _) = util::expect_closed(&mut second.stream, WITHIN);
+    assert_eq!((rest.len(), how), (0, util::Closed::Eof));
     drop(subscribers);
     server.wait_metric("holdfast_groups", &[], 0.0, WITHIN);
     assert_eq!(

@@ -223,12 +223,16 @@ impl<'o, 'r, 'a> Spill<'o, 'r, 'a> {
 }
 
 impl Kv {
-    /// The reserve of a Pub/Sub command's reply (see [`Spill`] for what
-    /// does not fit it).
+    /// The reserve of a (un)subscribe command's reply: a frame per
+    /// argument, or (no argument) a guess for a frame per subscription
+    /// (see [`Spill`] for what does not fit it).
     pub(super) fn pubsub_reserve(&self, session: &Session, argv: &[&[u8]]) -> usize {
-        let names: usize = argv[1..].iter().map(|a| a.len() + FRAME_OVERHEAD).sum();
-        let all = FRAME_OVERHEAD * 2 * session.subscriptions() as usize;
-        (SMALL_REPLY + names + all).min(self.reply_max)
+        let frames = if argv.len() > 1 {
+            argv[1..].iter().map(|a| a.len() + FRAME_OVERHEAD).sum()
+        } else {
+            2 * FRAME_OVERHEAD * session.subscriptions() as usize
+        };
+        (SMALL_REPLY + frames).min(self.reply_max)
     }
 
     /// The reserve of PUBLISH: its count, and in RESP3 the messages it
