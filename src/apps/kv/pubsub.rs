@@ -60,13 +60,6 @@ impl Kind {
             Kind::Pattern => b"punsubscribe",
         }
     }
-
-    fn count(self, session: &mut Session) -> &mut u32 {
-        match self {
-            Kind::Channel => &mut session.channels,
-            Kind::Pattern => &mut session.patterns,
-        }
-    }
 }
 
 /// `prefix` + `name` into `group`.
@@ -230,7 +223,7 @@ impl Kv {
         let frames = if argv.len() > 1 {
             argv[1..].iter().map(|a| a.len() + FRAME_OVERHEAD).sum()
         } else {
-            2 * FRAME_OVERHEAD * session.subscriptions() as usize
+            2 * FRAME_OVERHEAD * session.subscriptions as usize
         };
         (SMALL_REPLY + frames).min(self.reply_max)
     }
@@ -238,11 +231,11 @@ impl Kv {
     /// The reserve of PUBLISH: its count, and in RESP3 the messages it
     /// sends to this connection itself (see [`Kv::publish`]).
     pub(super) fn publish_reserve(&self, session: &Session, argv: &[&[u8]]) -> usize {
-        if !(session.resp3 && session.subscriptions() > 0) {
+        if !(session.resp3 && session.subscriptions > 0) {
             return SMALL_REPLY;
         }
         let frame = argv.iter().map(|a| a.len() + FRAME_OVERHEAD).sum::<usize>();
-        let own = 1 + session.patterns as usize;
+        let own = session.subscriptions as usize;
         (SMALL_REPLY + own * frame).min(self.reply_max)
     }
 
@@ -265,12 +258,12 @@ impl Kv {
             } else {
                 group_name(&mut self.group, kind.prefix(), name);
                 match cx.join(&self.group) {
-                    Ok(joined) => {
-                        *kind.count(session) += u32::from(joined);
+                    Ok(_) => {
+                        session.subscriptions = cx.group_count() as u32;
                         frame.push(3);
                         frame.bulk(kind.subscribe());
                         frame.bulk(name);
-                        frame.integer(i64::from(session.subscriptions()));
+                        frame.integer(i64::from(session.subscriptions));
                     }
                     Err(JoinError::TooManyGroups) => {
                         frame.error(b"max groups reached (max-groups)")
@@ -312,7 +305,7 @@ impl Kv {
             frame.push(3);
             frame.bulk(kind.unsubscribe());
             frame.null();
-            frame.integer(i64::from(session.subscriptions()));
+            frame.integer(i64::from(session.subscriptions));
             let _ = spill.commit(cx);
         }
         for name in &names {
@@ -321,13 +314,12 @@ impl Kv {
                 frame.put(TOO_LARGE);
             } else {
                 group_name(&mut self.group, kind.prefix(), name);
-                if cx.leave(&self.group) {
-                    *kind.count(session) -= 1;
-                }
+                cx.leave(&self.group);
+                session.subscriptions = cx.group_count() as u32;
                 frame.push(3);
                 frame.bulk(kind.unsubscribe());
                 frame.bulk(name);
-                frame.integer(i64::from(session.subscriptions()));
+                frame.integer(i64::from(session.subscriptions));
             }
             if spill.commit(cx).is_err() {
                 break;
@@ -365,9 +357,9 @@ impl Kv {
         };
         let mut spill = Spill::new(out, self.reply_max);
         let mut own = 0;
-        if session.resp3 && session.subscriptions() > 0 {
+        if session.resp3 && session.subscriptions > 0 {
             for group in &groups {
-                if !cx.groups().any(|g| g == *group) {
+                if own == u16::MAX || !cx.groups().any(|g| g == *group) {
                     continue;
                 }
                 write_message(group, channel, payload, spill.frame());

@@ -7,34 +7,29 @@ use super::reply::{Sink, c_str};
 use super::table::{Command, Op};
 use crate::engine::service::Handle;
 
-/// One connection's state: a few dozen bytes, no allocation.
+/// One connection's state: 32 bytes, no allocation (every connection
+/// has one, subscribed or not).
 #[derive(Default, Debug)]
 pub struct Session {
-    /// It speaks RESP3.
-    pub resp3: bool,
-    /// Channels it is subscribed to.
-    pub channels: u32,
-    /// Patterns it is subscribed to.
-    pub patterns: u32,
+    /// Its handle, to tell its own messages.
+    pub handle: Option<Handle>,
+    /// Channels and patterns it is subscribed to (its groups, as the
+    /// engine counts them after each (un)subscribe): the count Redis's
+    /// (un)subscribe replies carry.
+    pub subscriptions: u32,
     /// Messages it published to itself that its PUBLISH reply already
     /// carried (RESP3, where Redis writes them before the reply): the
     /// engine's delivery of these many is skipped.
-    pub skip_own: u32,
-    /// Its handle, to tell its own messages.
-    pub handle: Option<Handle>,
+    pub skip_own: u16,
+    /// It speaks RESP3.
+    pub resp3: bool,
 }
 
 impl Session {
-    /// Channels and patterns: the count Redis's (un)subscribe replies
-    /// carry.
-    pub fn subscriptions(&self) -> u32 {
-        self.channels + self.patterns
-    }
-
     /// In RESP2 subscribed mode, where only the Pub/Sub commands, PING,
     /// QUIT and RESET may run.
     pub fn restricted(&self) -> bool {
-        !self.resp3 && self.subscriptions() > 0
+        !self.resp3 && self.subscriptions > 0
     }
 
     /// Back to a new connection's state (RESET), its handle kept.
@@ -203,7 +198,7 @@ mod tests {
     #[test]
     fn subscribed_resp2_allows_only_pubsub_ping_quit_reset() {
         let mut session = Session {
-            channels: 1,
+            subscriptions: 1,
             ..Session::default()
         };
         assert!(session.restricted());
@@ -241,5 +236,11 @@ mod tests {
         );
         session.reset();
         assert!(!session.resp3 && !session.restricted());
+    }
+
+    #[test]
+    fn a_session_stays_small() {
+        // The engine keeps one per connection slot.
+        assert!(std::mem::size_of::<Option<Session>>() <= 32);
     }
 }
