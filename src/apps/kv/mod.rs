@@ -96,6 +96,8 @@ pub struct Kv {
     names: Vec<u8>,
     ranges: Vec<Range<usize>>,
     message: Vec<u8>,
+    /// The last message frame delivered, for the next subscriber.
+    frames: pubsub::Frames,
 }
 
 /// Data-dependent replies, prepared by `reply_reserve`.
@@ -197,6 +199,7 @@ impl Kv {
             names: Vec::new(),
             ranges: Vec::new(),
             message: Vec::new(),
+            frames: pubsub::Frames::default(),
         }
     }
 
@@ -539,7 +542,7 @@ impl Service for Kv {
             close: false,
             resp3: session.resp3,
         };
-        pubsub::deliver(session, message, &mut out);
+        pubsub::deliver(&mut self.frames, session, message, &mut out);
     }
 
     fn tick(&mut self) -> Option<Duration> {

@@ -134,9 +134,15 @@ pub fn deliver_reserve(session: &Session, message: &Message<'_>) -> usize {
 
 /// [`Service::deliver`](crate::engine::service::Service::deliver): a
 /// published message as `message` or `pmessage`, in the connection's
-/// protocol; a push to the connection itself (replies past its reply
-/// window) as it came.
-pub fn deliver(session: &mut Session, message: &Message<'_>, out: &mut Out<'_, '_>) {
+/// protocol (the frame rendered once for all the shard's subscribers of
+/// a group, see [`Frames`]); a push to the connection itself (replies
+/// past its reply window) as it came.
+pub fn deliver(
+    frames: &mut Frames,
+    session: &mut Session,
+    message: &Message<'_>,
+    out: &mut Out<'_, '_>,
+) {
     let Some(group) = message.group else {
         return out.put(message.bytes);
     };
@@ -144,8 +150,44 @@ pub fn deliver(session: &mut Session, message: &Message<'_>, out: &mut Out<'_, '
         session.skip_own -= 1;
         return;
     }
-    if let Some((channel, payload)) = decode(message.bytes) {
-        write_message(group, channel, payload, out);
+    if let Some(frame) = frames.get(group, message.bytes, session.resp3) {
+        out.put(frame);
+    }
+}
+
+/// The last message frame rendered on this shard: a message goes to every
+/// subscriber of its group in turn, and they all get the same bytes (one
+/// frame per protocol), so it is rendered once and then copied whole.
+/// Found again by the group and message bytes themselves (never by where
+/// they lie: a later message may come at the same address).
+#[derive(Default)]
+pub struct Frames {
+    group: Vec<u8>,
+    message: Vec<u8>,
+    resp3: bool,
+    frame: Text,
+}
+
+impl Frames {
+    /// The frame of `message` to `group` for a RESP2 or RESP3 connection;
+    /// `None` if the message is not one PUBLISH made.
+    fn get(&mut self, group: &[u8], message: &[u8], resp3: bool) -> Option<&[u8]> {
+        let (channel, payload) = decode(message)?;
+        let hit = !self.frame.bytes.is_empty()
+            && self.resp3 == resp3
+            && self.group == group
+            && self.message == message;
+        if !hit {
+            self.frame.resp3 = resp3;
+            self.frame.reset(usize::MAX);
+            write_message(group, channel, payload, &mut self.frame);
+            self.resp3 = resp3;
+            self.group.clear();
+            self.group.extend_from_slice(group);
+            self.message.clear();
+            self.message.extend_from_slice(message);
+        }
+        Some(&self.frame.bytes)
     }
 }
 
@@ -513,6 +555,28 @@ mod tests {
         text.reset(1 << 10);
         write_message(group, b"ch", b"hi", &mut text);
         text.bytes
+    }
+
+    #[test]
+    fn a_kept_frame_is_used_only_for_the_same_message_group_and_protocol() {
+        let mut frames = Frames::default();
+        let mut bytes = Vec::new();
+        encode(b"ch", b"hi", &mut bytes);
+        let first = frames.get(b"\0ch", &bytes, false).unwrap().to_vec();
+        assert_eq!(first, rendered(false, b"\0ch"));
+        assert_eq!(frames.get(b"\0ch", &bytes, false).unwrap(), first);
+        assert_eq!(
+            frames.get(b"\0ch", &bytes, true).unwrap(),
+            rendered(true, b"\0ch")
+        );
+        assert_eq!(
+            frames.get(b"\x01c*", &bytes, true).unwrap(),
+            rendered(true, b"\x01c*")
+        );
+        encode(b"ch", b"ho", &mut bytes);
+        let other = frames.get(b"\x01c*", &bytes, true).unwrap();
+        assert!(other.ends_with(b"$2\r\nho\r\n"), "{other:?}");
+        assert_eq!(frames.get(b"\0ch", b"\x09", false), None);
     }
 
     #[test]
