@@ -389,27 +389,37 @@ impl Kv {
         }
         self.route(channel, cx);
         encode(channel, payload, &mut self.message);
-        let groups: Vec<&[u8]> = self.ranges.iter().map(|r| &self.names[r.clone()]).collect();
-        let receivers = match cx.publish_to(&groups, &self.message) {
+        let published = match self.ranges.as_slice() {
+            // No pattern matches (the usual case): nothing to collect.
+            [_] => cx.publish_to(&[self.names.as_slice()], &self.message),
+            ranges => {
+                let groups: Vec<&[u8]> = ranges.iter().map(|r| &self.names[r.clone()]).collect();
+                cx.publish_to(&groups, &self.message)
+            }
+        };
+        let receivers = match published {
             Ok(receivers) => receivers,
             Err(PushError::Full) => {
                 return out.error(b"publish refused: mailbox full (mailbox-bytes)");
             }
             Err(_) => return out.error(b"message too large for the connection buffer"),
         };
+        if !(session.resp3 && session.subscriptions > 0) {
+            // Not a subscriber: none of the messages is its own.
+            return out.integer(receivers as i64);
+        }
         let mut spill = Spill::new(out, self.reply_max);
         let mut own = 0;
-        if session.resp3 && session.subscriptions > 0 {
-            for group in &groups {
-                if own == u16::MAX || !cx.groups().any(|g| g == *group) {
-                    continue;
-                }
-                write_message(group, channel, payload, spill.frame());
-                if spill.commit(cx).is_err() {
-                    break;
-                }
-                own += 1;
+        for range in &self.ranges {
+            let group = &self.names[range.clone()];
+            if own == u16::MAX || !cx.groups().any(|g| g == group) {
+                continue;
             }
+            write_message(group, channel, payload, spill.frame());
+            if spill.commit(cx).is_err() {
+                break;
+            }
+            own += 1;
         }
         spill.frame().integer(receivers as i64);
         let _ = spill.commit(cx);
