@@ -355,6 +355,17 @@ fn a_subscriber_that_disconnects_leaves_nothing_behind() {
     assert_eq!(observer.call(&[b"PUBSUB", b"NUMPAT"]), numpat);
     // Each shard holds news, n* and its subscribers' own two.
     assert_eq!(groups(&server), (4 + 2 * n) as f64);
+    let stats = |observer: &mut Conn| {
+        let info = observer.call(&[b"INFO", b"stats"]);
+        let info = String::from_utf8_lossy(&info).into_owned();
+        let field = |name: &str| -> String {
+            let line = info.lines().find(|l| l.starts_with(name)).unwrap();
+            line[name.len() + 1..].to_string()
+        };
+        (field("pubsub_channels"), field("pubsub_patterns"))
+    };
+    let all = (n + 1).to_string();
+    assert_eq!(stats(&mut observer), (all.clone(), all));
     // One leaves by RESET, one by QUIT, the rest by closing.
     let mut first = subscribers.remove(0);
     assert_eq!(first.call(&[b"RESET"]), b"+RESET\r\n");
@@ -375,6 +386,7 @@ fn a_subscriber_that_disconnects_leaves_nothing_behind() {
     );
     assert_eq!(observer.call(&[b"PUBSUB", b"NUMPAT"]), b":0\r\n");
     assert_eq!(observer.call(&[b"PUBSUB", b"CHANNELS"]), b"*0\r\n");
+    assert_eq!(stats(&mut observer), ("0".into(), "0".into()));
     assert_eq!(observer.call(&[b"PUBLISH", b"news", b"anyone?"]), b":0\r\n");
 }
 

@@ -485,11 +485,7 @@ impl Kv {
             b"numpat" | b"help" if argc != 2 => {
                 out.wrong_arity(&format!("pubsub|{}", String::from_utf8_lossy(&sub)));
             }
-            b"numpat" => {
-                let mut patterns = 0;
-                directory.scan(&[PATTERN], |_, _| patterns += 1);
-                out.integer(patterns);
-            }
+            b"numpat" => out.integer(self.pubsub_counts().1 as i64),
             b"help" => {
                 out.array(HELP.len());
                 for line in HELP {
@@ -506,6 +502,18 @@ impl Kv {
             }
             _ => super::server::unknown_subcommand("pubsub", argv[1], out),
         }
+    }
+
+    /// Channels and patterns with a subscriber, over all shards (INFO).
+    pub(super) fn pubsub_counts(&self) -> (usize, usize) {
+        let (mut channels, mut patterns) = (0, 0);
+        self.pusher
+            .directory()
+            .scan(&[CHANNEL], |_, _| channels += 1);
+        self.pusher
+            .directory()
+            .scan(&[PATTERN], |_, _| patterns += 1);
+        (channels, patterns)
     }
 
     /// RESET: every subscription dropped without a word, RESP2 again.

@@ -107,12 +107,14 @@ impl Kv {
 
     fn info_stats(&self, text: &mut String) {
         let protocol_errors = CloseReason::ProtocolError.index();
+        let (channels, patterns) = self.pubsub_counts();
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
-             protocol_errors:{}\r\nhandler_panics:{}\r\n",
+             pubsub_channels:{channels}\r\npubsub_patterns:{patterns}\r\n\
+             pubsubshard_channels:0\r\nprotocol_errors:{}\r\nhandler_panics:{}\r\n",
             self.sum_shards(|s| s.accepted.get()),
             self.sum_shards(|s| s.frames.get()),
             self.sum_shards(|s| s.bytes_read.get()),
@@ -432,6 +434,9 @@ mod tests {
             "rejected_connections:24",
             "expired_keys:0",
             "evicted_keys:0",
+            "pubsub_channels:0",
+            "pubsub_patterns:0",
+            "pubsubshard_channels:0",
             "protocol_errors:21",
             "handler_panics:39",
             "# Keyspace",
