@@ -18,6 +18,8 @@ mod metrics;
 mod panic;
 mod partial_io;
 mod proxy;
+mod pubsub;
+mod pubsub_diff;
 mod push;
 mod regressions;
 mod resp;

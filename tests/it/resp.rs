@@ -95,7 +95,7 @@ fn core_commands_over_a_raw_socket() {
     exchange(&mut s, &[b"COMMAND", b"DOCS"], b"*0\r\n");
     exchange(
         &mut s,
-        &[b"HELLO", b"3"],
+        &[b"HELLO", b"4"],
         b"-NOPROTO unsupported protocol version\r\n",
     );
     exchange(

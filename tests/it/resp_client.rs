@@ -85,8 +85,8 @@ fn every_command_through_the_client() {
         matches!(hello, Value::Array(ref fields) if fields.len() == 14),
         "{hello:?}"
     );
-    let hello3: RedisResult<Value> = redis::cmd("HELLO").arg(3).query(&mut con);
-    assert_eq!(hello3.unwrap_err().code(), Some("NOPROTO"));
+    let hello4: RedisResult<Value> = redis::cmd("HELLO").arg(4).query(&mut con);
+    assert_eq!(hello4.unwrap_err().code(), Some("NOPROTO"));
     let () = redis::cmd("FLUSHALL").query(&mut con).unwrap();
     let size: i64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
     assert_eq!(size, 0);

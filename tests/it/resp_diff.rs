@@ -1,6 +1,7 @@
 //! The `resp` service against a real `redis-server` (7.0): the same
 //! generated command sequences go to both and the replies are compared
-//! byte for byte. This suite is the spec of the service's Redis
+//! byte for byte, in RESP2 and again in RESP3 (after `HELLO 3`). Pub/Sub
+//! has its own suite, `pubsub_diff.rs`. This suite is the spec of the service's Redis
 //! compatibility; the few intended differences are listed in one place,
 //! below, and are either normalized here or left out of the generator.
 //!
@@ -24,10 +25,12 @@
 //! - **COMMAND**: only this server's commands; key specifications and
 //!   subcommands are empty; DOCS is empty.
 //! - **INFO**: a subset of Redis's sections and fields, plus holdfast's own.
-//! - **HELLO, CLIENT, CONFIG**: RESP2 only; CLIENT names are not kept; CONFIG
-//!   GET knows save, appendonly, maxmemory, databases.
+//! - **HELLO, CLIENT, CONFIG**: HELLO reports version 7.0.0 and the shard as
+//!   its id; CLIENT names are not kept; CONFIG GET knows save, appendonly,
+//!   maxmemory, databases.
 //! - **lists, hashes, sets, sorted sets, streams, transactions, scripting,
-//!   pub/sub**: not held: an error naming the command.
+//!   sharded pub/sub**: not held: an error naming the command.
+//! - **Pub/Sub**: compared by `pubsub_diff.rs`, with its own list.
 
 use crate::util;
 
@@ -496,6 +499,16 @@ impl Pair {
         }
     }
 
+    /// A pair whose two connections speak RESP3 (`HELLO 3`).
+    fn start_resp3() -> Pair {
+        let mut pair = Pair::start();
+        for client in [&mut pair.ours, &mut pair.theirs] {
+            let hello = client.call(&[b"HELLO", b"3"]);
+            assert!(hello.starts_with(b"%7\r\n"), "{hello:?}");
+        }
+        pair
+    }
+
     /// Runs `commands` on both from empty; the first difference, if any.
     fn run(&mut self, commands: &[Vec<String>]) -> Result<(), String> {
         for client in [&mut self.ours, &mut self.theirs] {
@@ -536,7 +549,18 @@ impl Pair {
 
 #[test]
 fn generated_sequences_get_the_replies_redis_gives() {
-    let pair = std::cell::RefCell::new(Pair::start());
+    generated_sequences(Pair::start());
+}
+
+/// The same after `HELLO 3`: nulls, maps and the rest as Redis sends them
+/// in RESP3.
+#[test]
+fn generated_sequences_in_resp3_get_the_replies_redis_gives() {
+    generated_sequences(Pair::start_resp3());
+}
+
+fn generated_sequences(pair: Pair) {
+    let pair = std::cell::RefCell::new(pair);
     let mut runner = TestRunner::new(Config {
         // `HOLDFAST_DIFF_CASES=5000` for a deeper run.
         cases: std::env::var("HOLDFAST_DIFF_CASES")
@@ -578,6 +602,29 @@ fn command_info_matches_redis_for_every_command_served() {
         // Name, arity, flags, key positions, ACL categories, tips; key
         // specifications and subcommands are left empty.
         assert_eq!(ours[..8], theirs[..8], "COMMAND INFO {}", command.name);
+    }
+    let (ours, theirs) = both(&mut pair, &[b"COMMAND", b"INFO", b"nosuchcommand"]);
+    assert_eq!(ours, theirs);
+}
+
+/// The same in RESP3, where the lists are sets (the type bytes compared
+/// too).
+#[test]
+fn command_info_in_resp3_matches_redis_for_every_command_served() {
+    use util::resp3::Value;
+    let mut pair = Pair::start_resp3();
+    for command in holdfast::apps::kv::COMMANDS {
+        let (ours, theirs) = both(&mut pair, &[b"COMMAND", b"INFO", command.name.as_bytes()]);
+        let entry = |reply: &[u8]| -> Vec<Value> {
+            let (info, _) = Value::parse(reply);
+            info.items().unwrap()[0].items().unwrap()[..8].to_vec()
+        };
+        assert_eq!(
+            entry(&ours),
+            entry(&theirs),
+            "COMMAND INFO {}",
+            command.name
+        );
     }
     let (ours, theirs) = both(&mut pair, &[b"COMMAND", b"INFO", b"nosuchcommand"]);
     assert_eq!(ours, theirs);
@@ -679,7 +726,7 @@ fn other_data_types_get_an_error_naming_the_command() {
         "XADD",
         "MULTI",
         "EVAL",
-        "SUBSCRIBE",
+        "SSUBSCRIBE",
     ] {
         let reply = pair.ours.call(&[name.as_bytes(), b"x", b"y"]);
         let expected = format!(

@@ -3,8 +3,8 @@
 //! RENAME, TYPE, FLUSHALL/FLUSHDB, SELECT.
 
 use super::reply::{
-    self, NIL, NO_SUCH_KEY, NOT_INTEGER, OK, ONE, Out, SYNTAX, Sink, ZERO, array_header_len,
-    bulk_len, c_str,
+    self, NO_SUCH_KEY, NOT_INTEGER, OK, ONE, Out, SYNTAX, Sink, ZERO, array_header_len, bulk_len,
+    c_str,
 };
 use super::table::{Command, Op};
 use super::{Kv, glob};
@@ -226,7 +226,7 @@ impl Kv {
     pub(super) fn randomkey(&self, out: &mut dyn Sink) {
         match self.store.random_key(|| self.next_random()) {
             Some(key) => out.bulk(&key),
-            None => out.put(NIL),
+            None => out.null(),
         }
     }
 }

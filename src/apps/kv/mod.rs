@@ -1,9 +1,11 @@
 //! The key-value service behind `--protocol resp`: Redis 7's string,
 //! expiry and keyspace commands (and what clients send on connect), over a
-//! [`Store`] shared by every shard, with Redis's replies and error texts.
+//! [`Store`] shared by every shard, and Pub/Sub over the engine's groups
+//! (`pubsub.rs`), with Redis's replies and error texts.
 //!
-//! Replies are RESP2, written whole by the service (the `resp` codec adds
-//! no framing). `reply_reserve` is exact for the replies whose size depends
+//! Replies are RESP2, or RESP3 after `HELLO 3` (the connection's
+//! [`Session`] says which), written whole by the service (the `resp`
+//! codec adds no framing). `reply_reserve` is exact for the replies whose size depends
 //! on the data: the read commands among them (GET, MGET, GETRANGE, KEYS,
 //! SCAN, LCS, INFO, ...) are run there, and what they found is kept in
 //! `pending` for `call` to write, so a value another shard changes in
@@ -19,13 +21,16 @@
 mod float;
 mod glob;
 mod keys;
+mod pubsub;
 mod reply;
 mod server;
+mod session;
 pub mod store;
 mod strings;
 mod table;
 
 use std::cell::{Cell, RefCell};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,8 +38,9 @@ use self::reply::{Out, Sink, TOO_LARGE, Text, array_header_len, bulk_len, c_str}
 use self::table::{Command, Op};
 use crate::engine::codec::resp::Args;
 use crate::engine::metrics::Registry;
-use crate::engine::service::{Context, Reply, Service, ServiceContext};
+use crate::engine::service::{Context, Message, Opened, Pusher, Reply, Service, ServiceContext};
 
+pub use self::session::Session;
 pub use self::store::Store;
 pub use self::table::{COMMANDS, UNSUPPORTED};
 
@@ -82,6 +88,16 @@ pub struct Kv {
     random: Cell<u64>,
     /// What `reply_reserve` prepared for the frame `call` serves next.
     pending: RefCell<Pending>,
+    /// The process-wide group directory (PUBSUB) is reached through it.
+    pusher: Pusher,
+    /// Scratch for Pub/Sub: a group name; the groups a message goes to
+    /// (names, and where each lies in them); a message.
+    group: Vec<u8>,
+    names: Vec<u8>,
+    ranges: Vec<Range<usize>>,
+    message: Vec<u8>,
+    /// The last message frame delivered, for the next subscriber.
+    frames: pubsub::Frames,
 }
 
 /// Data-dependent replies, prepared by `reply_reserve`.
@@ -178,15 +194,23 @@ impl Kv {
             calls: Cell::new(0),
             random: Cell::new(seed),
             pending: RefCell::default(),
+            pusher: context.pusher.clone(),
+            group: Vec::new(),
+            names: Vec::new(),
+            ranges: Vec::new(),
+            message: Vec::new(),
+            frames: pubsub::Frames::default(),
         }
     }
 
-    /// The command `argv` names, if known and with a fitting arity; else
-    /// writes Redis's error to `out`.
-    fn resolve(argv: &[&[u8]], out: &mut dyn Sink) -> Option<&'static Command> {
+    /// The command `argv` names, if known, with a fitting arity and
+    /// allowed in the session's mode; else writes Redis's error to `out`.
+    fn resolve(session: &Session, argv: &[&[u8]], out: &mut dyn Sink) -> Option<&'static Command> {
         let name = argv[0];
         let Some(command) = table::lookup(name) else {
-            if table::is_unsupported(name) {
+            if table::is_unsupported(name) && session::refuse_unsupported(session, name, out) {
+                // Refused in subscribed mode, as Redis refuses it.
+            } else if table::is_unsupported(name) {
                 out.put(b"-ERR unsupported command '");
                 out.put(&reply::no_newlines(&c_str(name).to_ascii_lowercase()));
                 out.put(b"': this server holds strings only (see the README)\r\n");
@@ -199,12 +223,20 @@ impl Kv {
             out.wrong_arity(command.name);
             return None;
         }
+        if session::refuse(session, command, argv, out) {
+            return None;
+        }
         Some(command)
     }
 
-    fn plan(&self, command: &Command, argv: &[&[u8]], frame: &[u8]) -> Plan {
+    fn plan(&self, session: &Session, command: &Command, argv: &[&[u8]], frame: &[u8]) -> Plan {
         match command.op {
             Op::Get | Op::Mget => Plan::Values,
+            Op::Subscribe | Op::Psubscribe | Op::Unsubscribe | Op::Punsubscribe => {
+                Plan::Write(self.pubsub_reserve(session, argv))
+            }
+            Op::Publish => Plan::Write(self.publish_reserve(session, argv)),
+            Op::Hello => Plan::Write(SMALL_REPLY + frame.len()),
             op if rendered_ahead(op) => Plan::Render,
             Op::Getset | Op::Getdel | Op::Getex => Plan::Write(self.value_reserve(argv[1])),
             Op::Set if argv[3..].iter().any(|a| a.eq_ignore_ascii_case(b"GET")) => {
@@ -229,7 +261,7 @@ impl Kv {
 
     /// Prepares the reply to `frame`; returns its exact size (at most the
     /// ring), or the reserve of a reply `call` will make.
-    fn prepare(&self, frame: &[u8]) -> usize {
+    fn prepare(&self, session: &Session, frame: &[u8]) -> usize {
         let argv = Argv::parse(frame);
         let argv = argv.get();
         if argv.is_empty() {
@@ -239,10 +271,11 @@ impl Kv {
         let pending = &mut *pending;
         pending.kind = Prepared::Nothing;
         pending.text.reset(self.reply_max);
-        let Some(command) = Self::resolve(argv, &mut pending.text) else {
+        pending.text.resp3 = session.resp3;
+        let Some(command) = Self::resolve(session, argv, &mut pending.text) else {
             return self.prepared_text(pending);
         };
-        match self.plan(command, argv, frame) {
+        match self.plan(session, command, argv, frame) {
             Plan::Write(reserve) => reserve.min(self.reply_max),
             Plan::Values => self.prepare_values(command.op == Op::Mget, &argv[1..], pending),
             Plan::Render => {
@@ -256,7 +289,7 @@ impl Kv {
                     return self.prepared_text(pending);
                 }
                 pending.text.reset(self.reply_max);
-                self.render(command, argv, &mut pending.text);
+                self.render(session, command, argv, &mut pending.text);
                 if command.op == Op::Info {
                     pending.info_frame.clear();
                     pending.info_frame.extend_from_slice(frame);
@@ -306,7 +339,7 @@ impl Kv {
     }
 
     /// Runs a command whose reply is rendered ahead (reads).
-    fn render(&self, command: &Command, argv: &[&[u8]], out: &mut dyn Sink) {
+    fn render(&self, session: &Session, command: &Command, argv: &[&[u8]], out: &mut dyn Sink) {
         match command.op {
             Op::Getrange | Op::Substr => self.getrange(argv, out),
             Op::Lcs => self.lcs(argv, out),
@@ -314,14 +347,20 @@ impl Kv {
             Op::Scan => self.scan(argv, out),
             Op::Randomkey => self.randomkey(out),
             Op::Info => self.info(argv, out),
-            Op::Hello => self.hello(argv, out),
+            Op::Pubsub => self.pubsub(argv, out),
             Op::Config => self.config(argv, out),
             Op::Command => self.command(argv, out),
             Op::Echo => out.bulk(argv[1]),
-            Op::Ping => match argv.len() {
-                1 => out.put(b"+PONG\r\n"),
-                2 => out.bulk(argv[1]),
-                _ => out.wrong_arity("ping"),
+            Op::Ping if argv.len() > 2 => out.wrong_arity("ping"),
+            Op::Ping if session.restricted() => {
+                // Subscribed mode answers as a message would come.
+                out.array(2);
+                out.bulk(b"pong");
+                out.bulk(argv.get(1).copied().unwrap_or_default());
+            }
+            Op::Ping => match argv.get(1) {
+                None => out.put(b"+PONG\r\n"),
+                Some(arg) => out.bulk(arg),
             },
             _ => unreachable!("{} is not rendered ahead", command.name),
         }
@@ -371,11 +410,33 @@ impl Kv {
         }
     }
 
+    /// Runs a command that works on the connection's session, in `call`.
+    fn run_session(
+        &mut self,
+        session: &mut Session,
+        cx: &mut Context<'_>,
+        command: &Command,
+        argv: &[&[u8]],
+        out: &mut Out<'_, '_>,
+    ) {
+        use self::pubsub::Kind;
+        match command.op {
+            Op::Subscribe => self.subscribe(Kind::Channel, session, cx, argv, out),
+            Op::Psubscribe => self.subscribe(Kind::Pattern, session, cx, argv, out),
+            Op::Unsubscribe => self.unsubscribe(Kind::Channel, session, cx, argv, out),
+            Op::Punsubscribe => self.unsubscribe(Kind::Pattern, session, cx, argv, out),
+            Op::Publish => self.publish(session, cx, argv, out),
+            Op::Reset => self.reset(session, cx, out),
+            Op::Hello => self.hello(session, argv, out),
+            _ => unreachable!("{} does not work on the session", command.name),
+        }
+    }
+
     /// Writes what `prepare` kept for this frame (preparing it now if the
     /// caller skipped `reply_reserve`).
-    fn write_prepared(&self, frame: &[u8], out: &mut Out<'_, '_>) {
+    fn write_prepared(&self, session: &Session, frame: &[u8], out: &mut Out<'_, '_>) {
         if self.pending.borrow().kind == Prepared::Nothing {
-            self.prepare(frame);
+            self.prepare(session, frame);
         }
         let mut pending = self.pending.borrow_mut();
         let kind = std::mem::take(&mut pending.kind);
@@ -405,7 +466,7 @@ impl Kv {
                 for value in pending.values.drain(..) {
                     match value {
                         Some(value) => out.bulk(&value),
-                        None => out.put(reply::NIL),
+                        None => out.null(),
                     }
                 }
             }
@@ -425,17 +486,31 @@ impl Kv {
 }
 
 impl Service for Kv {
-    type Session = ();
+    type Session = Session;
 
-    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
-        self.prepare(frame)
+    fn open(&mut self, opened: &Opened, _: &mut Context<'_>) -> Session {
+        Session {
+            handle: Some(opened.handle),
+            ..Session::default()
+        }
     }
 
-    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
+    fn reply_reserve(&self, session: &Session, frame: &[u8]) -> usize {
+        self.prepare(session, frame)
+    }
+
+    fn call(
+        &mut self,
+        session: &mut Session,
+        cx: &mut Context<'_>,
+        frame: &[u8],
+        reply: &mut Reply<'_>,
+    ) {
         self.calls.set(self.calls.get().wrapping_add(1));
         let mut out = Out {
             reply,
             close: false,
+            resp3: session.resp3,
         };
         let argv = Argv::parse(frame);
         let argv = argv.get();
@@ -444,14 +519,30 @@ impl Service for Kv {
         }
         let mut scratch = Text::default();
         scratch.reset(SMALL_REPLY);
-        match Self::resolve(argv, &mut scratch) {
+        match Self::resolve(session, argv, &mut scratch) {
+            Some(command) if works_on_session(command.op) => {
+                self.run_session(session, cx, command, argv, &mut out)
+            }
             Some(command) if !rendered_ahead(command.op) => self.run(command, argv, &mut out),
-            _ => self.write_prepared(frame, &mut out),
+            _ => self.write_prepared(session, frame, &mut out),
         }
         self.pending.borrow_mut().kind = Prepared::Nothing;
         if out.close {
             out.reply.close_after();
         }
+    }
+
+    fn deliver_reserve(&self, session: &Session, message: &Message<'_>) -> usize {
+        pubsub::deliver_reserve(session, message)
+    }
+
+    fn deliver(&mut self, session: &mut Session, message: &Message<'_>, reply: &mut Reply<'_>) {
+        let mut out = Out {
+            reply,
+            close: false,
+            resp3: session.resp3,
+        };
+        pubsub::deliver(&mut self.frames, session, message, &mut out);
     }
 
     fn tick(&mut self) -> Option<Duration> {
@@ -461,6 +552,21 @@ impl Service for Kv {
         let late = self.store.expire_cycle(share, deadline);
         Some(if late { EXPIRE_TICK_BUSY } else { EXPIRE_TICK })
     }
+}
+
+/// Whether `op` works on the connection's session (its protocol, its
+/// subscriptions), in `call`.
+fn works_on_session(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Subscribe
+            | Op::Psubscribe
+            | Op::Unsubscribe
+            | Op::Punsubscribe
+            | Op::Publish
+            | Op::Reset
+            | Op::Hello
+    )
 }
 
 /// Whether `op`'s reply is made by `reply_reserve` (reads whose size
@@ -477,7 +583,7 @@ fn rendered_ahead(op: Op) -> bool {
             | Op::Scan
             | Op::Randomkey
             | Op::Info
-            | Op::Hello
+            | Op::Pubsub
             | Op::Config
             | Op::Command
             | Op::Echo

@@ -1,11 +1,16 @@
-//! Writing RESP2 replies: one [`Sink`] interface over the connection's
-//! reply window ([`Out`]) and a rendered reply kept for later ([`Text`]),
-//! and Redis's error texts.
+//! Writing replies: one [`Sink`] interface over the connection's reply
+//! window ([`Out`]) and a rendered reply kept for later ([`Text`]), and
+//! Redis's error texts. A sink knows the connection's protocol: RESP2, or
+//! RESP3 after `HELLO 3`, where nulls, maps, sets, verbatim strings and
+//! push frames have types of their own (RESP2 writes them as Redis does
+//! there: `$-1`, flat arrays, bulk strings).
 
 use crate::engine::service::Reply;
 
 pub const OK: &[u8] = b"+OK\r\n";
 pub const NIL: &[u8] = b"$-1\r\n";
+/// RESP3's null.
+pub const NULL3: &[u8] = b"_\r\n";
 pub const EMPTY_BULK: &[u8] = b"$0\r\n\r\n";
 pub const EMPTY_ARRAY: &[u8] = b"*0\r\n";
 pub const ZERO: &[u8] = b":0\r\n";
@@ -27,6 +32,9 @@ pub trait Sink {
 
     /// Bytes still allowed.
     fn room(&self) -> usize;
+
+    /// Whether the connection speaks RESP3.
+    fn resp3(&self) -> bool;
 
     /// `<kind><number>\r\n`.
     fn header(&mut self, kind: u8, len: i64) {
@@ -50,6 +58,43 @@ pub trait Sink {
     /// An array header.
     fn array(&mut self, len: usize) {
         self.header(b'*', len as i64);
+    }
+
+    /// A null (`$-1`; RESP3 `_`).
+    fn null(&mut self) {
+        self.put(if self.resp3() { NULL3 } else { NIL });
+    }
+
+    /// A map header for `pairs` key-value pairs (RESP2: an array of twice
+    /// as many elements).
+    fn map(&mut self, pairs: usize) {
+        if self.resp3() {
+            self.header(b'%', pairs as i64);
+        } else {
+            self.array(2 * pairs);
+        }
+    }
+
+    /// A set header (RESP2: an array).
+    fn set(&mut self, len: usize) {
+        self.header(if self.resp3() { b'~' } else { b'*' }, len as i64);
+    }
+
+    /// A push frame's header (RESP2: an array), as Pub/Sub messages are.
+    fn push(&mut self, len: usize) {
+        self.header(if self.resp3() { b'>' } else { b'*' }, len as i64);
+    }
+
+    /// A verbatim text (`=<len>\r\ntxt:...`; RESP2: a bulk string), as
+    /// INFO replies.
+    fn verbatim(&mut self, text: &[u8]) {
+        if !self.resp3() {
+            return self.bulk(text);
+        }
+        self.header(b'=', text.len() as i64 + 4);
+        self.put(b"txt:");
+        self.put(text);
+        self.put(b"\r\n");
     }
 
     /// `-ERR <text>`, with CR and LF turned to spaces as Redis does.
@@ -81,6 +126,8 @@ pub struct Out<'r, 'a> {
     pub reply: &'r mut Reply<'a>,
     /// QUIT: close once this reply is flushed.
     pub close: bool,
+    /// The connection speaks RESP3.
+    pub resp3: bool,
 }
 
 impl Sink for Out<'_, '_> {
@@ -91,6 +138,10 @@ impl Sink for Out<'_, '_> {
     fn room(&self) -> usize {
         self.reply.remaining()
     }
+
+    fn resp3(&self) -> bool {
+        self.resp3
+    }
 }
 
 /// A reply rendered ahead of its call, at most `limit` bytes: past it the
@@ -100,6 +151,8 @@ pub struct Text {
     pub bytes: Vec<u8>,
     pub limit: usize,
     pub too_large: bool,
+    /// Rendered for a RESP3 connection.
+    pub resp3: bool,
 }
 
 impl Text {
@@ -122,6 +175,10 @@ impl Sink for Text {
 
     fn room(&self) -> usize {
         self.limit.saturating_sub(self.bytes.len())
+    }
+
+    fn resp3(&self) -> bool {
+        self.resp3
     }
 }
 

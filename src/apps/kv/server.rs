@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::reply::{EMPTY_ARRAY, NIL, OK, Out, Sink, c_str, no_newlines};
+use super::reply::{EMPTY_ARRAY, OK, Out, Sink, c_str, no_newlines};
+use super::session::Session;
 use super::table::{self, COMMANDS};
 use super::{DEBUG_SLEEP_MAX_MS, Kv, REDIS_VERSION, glob};
 use crate::engine::codec::resp::parse_int;
@@ -15,7 +16,7 @@ use crate::engine::metrics::{CloseReason, ShardMetrics};
 const SECTIONS: [&str; 5] = ["server", "clients", "memory", "stats", "keyspace"];
 
 /// `-ERR unknown subcommand '<sub>'. Try <NAME> HELP.`
-fn unknown_subcommand(name: &str, sub: &[u8], out: &mut dyn Sink) {
+pub(super) fn unknown_subcommand(name: &str, sub: &[u8], out: &mut dyn Sink) {
     let sub = c_str(sub);
     let mut text = b"unknown subcommand '".to_vec();
     text.extend_from_slice(&sub[..sub.len().min(128)]);
@@ -47,7 +48,7 @@ impl Kv {
                 self.info_section(section, &mut text);
             }
         }
-        out.bulk(text.as_bytes());
+        out.verbatim(text.as_bytes());
     }
 
     fn info_section(&self, section: &str, text: &mut String) {
@@ -106,12 +107,14 @@ impl Kv {
 
     fn info_stats(&self, text: &mut String) {
         let protocol_errors = CloseReason::ProtocolError.index();
+        let (channels, patterns) = self.pubsub_counts();
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              total_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\n\
-             protocol_errors:{}\r\nhandler_panics:{}\r\n",
+             pubsub_channels:{channels}\r\npubsub_patterns:{patterns}\r\n\
+             pubsubshard_channels:0\r\nprotocol_errors:{}\r\nhandler_panics:{}\r\n",
             self.sum_shards(|s| s.accepted.get()),
             self.sum_shards(|s| s.frames.get()),
             self.sum_shards(|s| s.bytes_read.get()),
@@ -136,33 +139,66 @@ impl Kv {
         }
     }
 
-    /// HELLO [protover ...]: RESP2 only.
-    pub(super) fn hello(&self, argv: &[&[u8]], out: &mut dyn Sink) {
-        match argv.get(1).map(|v| parse_int(v)) {
-            None | Some(Some(2)) => {
-                out.array(14);
-                for (key, value) in [
-                    ("server", "redis"),
-                    ("version", REDIS_VERSION),
-                    ("proto", ""),
-                    ("id", ""),
-                    ("mode", "standalone"),
-                    ("role", "master"),
-                ] {
-                    out.bulk(key.as_bytes());
-                    match key {
-                        "proto" => out.integer(2),
-                        "id" => out.integer(self.shard as i64),
-                        _ => out.bulk(value.as_bytes()),
-                    }
-                }
-                out.bulk(b"modules");
-                out.put(EMPTY_ARRAY);
+    /// HELLO [protover [AUTH user pass] [SETNAME name]]: switches the
+    /// connection to RESP2 or RESP3 and describes the server (a map in
+    /// RESP3). Only the `default` user exists, without a password, as in
+    /// a Redis with no ACL set up.
+    pub(super) fn hello(&self, session: &mut Session, argv: &[&[u8]], out: &mut Out<'_, '_>) {
+        let mut version = None;
+        if let Some(arg) = argv.get(1) {
+            match parse_int(arg) {
+                None => return out.error(b"Protocol version is not an integer or out of range"),
+                Some(v @ 2..=3) => version = Some(v),
+                Some(_) => return out.put(b"-NOPROTO unsupported protocol version\r\n"),
             }
-            // RESP3 is not spoken: clients fall back to RESP2 on this.
-            Some(Some(_)) => out.put(b"-NOPROTO unsupported protocol version\r\n"),
-            Some(None) => out.error(b"Protocol version is not an integer or out of range"),
         }
+        let mut j = 2;
+        while j < argv.len() {
+            let more = argv.len() - 1 - j;
+            let opt = argv[j];
+            if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
+                if argv[j + 1] != b"default" {
+                    return out.put(
+                        b"-WRONGPASS invalid username-password pair or user is disabled.\r\n",
+                    );
+                }
+                j += 3;
+            } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
+                if argv[j + 1].iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+                    return out.error(
+                        b"Client names cannot contain spaces, newlines or special characters.",
+                    );
+                }
+                j += 2;
+            } else {
+                let mut text = b"Syntax error in HELLO option '".to_vec();
+                text.extend_from_slice(c_str(opt));
+                text.push(b'\'');
+                return out.error(&text);
+            }
+        }
+        if let Some(version) = version {
+            session.resp3 = version == 3;
+            out.resp3 = session.resp3;
+        }
+        out.map(7);
+        for (key, value) in [
+            ("server", "redis"),
+            ("version", REDIS_VERSION),
+            ("proto", ""),
+            ("id", ""),
+            ("mode", "standalone"),
+            ("role", "master"),
+        ] {
+            out.bulk(key.as_bytes());
+            match key {
+                "proto" => out.integer(if session.resp3 { 3 } else { 2 }),
+                "id" => out.integer(self.shard as i64),
+                _ => out.bulk(value.as_bytes()),
+            }
+        }
+        out.bulk(b"modules");
+        out.put(EMPTY_ARRAY);
     }
 
     /// CONFIG GET pattern [pattern ...], over the few parameters clients
@@ -192,7 +228,7 @@ impl Kv {
                 }
             }
         }
-        out.array(found.len() * 2);
+        out.map(found.len());
         for (param, value) in found {
             out.bulk(param.as_bytes());
             out.bulk(value.as_bytes());
@@ -223,12 +259,12 @@ impl Kv {
                 for name in &argv[2..] {
                     match table::lookup(name) {
                         Some(command) => command.render_info(out),
-                        None => out.put(NIL),
+                        None => out.null(),
                     }
                 }
             }
             // Documentation is not served: an empty map for any name.
-            b"DOCS" => out.put(EMPTY_ARRAY),
+            b"DOCS" => out.map(0),
             b"COUNT" | b"LIST" => out.wrong_arity(if sub == b"COUNT" {
                 "command|count"
             } else {
@@ -242,7 +278,7 @@ impl Kv {
     pub(super) fn client(&self, argv: &[&[u8]], out: &mut Out<'_, '_>) {
         let sub = argv[1].to_ascii_uppercase();
         match (sub.as_slice(), argv.len()) {
-            (b"GETNAME", 2) => out.put(NIL),
+            (b"GETNAME", 2) => out.null(),
             (b"ID", 2) => out.integer(self.shard as i64),
             (b"SETNAME", 3) | (b"SETINFO", 4) => out.put(OK),
             (b"GETNAME" | b"ID" | b"SETNAME" | b"SETINFO", _) => {
@@ -398,6 +434,9 @@ mod tests {
             "rejected_connections:24",
             "expired_keys:0",
             "evicted_keys:0",
+            "pubsub_channels:0",
+            "pubsub_patterns:0",
+            "pubsubshard_channels:0",
             "protocol_errors:21",
             "handler_panics:39",
             "# Keyspace",

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::reply::{
-    self, EMPTY_BULK, NIL, NOT_INTEGER, OK, ONE, OOM, Out, STRING_TOO_LONG, SYNTAX, Sink,
-    TOO_LARGE, ZERO, bulk_len,
+    self, EMPTY_BULK, NOT_INTEGER, OK, ONE, OOM, Out, STRING_TOO_LONG, SYNTAX, Sink, TOO_LARGE,
+    ZERO, bulk_len,
 };
 use super::table::{Command, Op};
 use super::{Kv, float};
@@ -144,7 +144,7 @@ impl Kv {
             Some(Err(BadExpire::NotInteger)) => return out.put(NOT_INTEGER),
             Some(Err(BadExpire::Invalid)) => return out.invalid_expire("set"),
         };
-        self.set_generic(argv[1], argv[2], flags, when, (OK, NIL), out);
+        self.set_generic(argv[1], argv[2], flags, when, (OK, None), out);
     }
 
     /// SETEX key seconds value, PSETEX key ms value
@@ -160,7 +160,7 @@ impl Kv {
             Err(BadExpire::Invalid) => return out.invalid_expire(command.name),
         };
         let flags = SetFlags::default();
-        self.set_generic(argv[1], argv[3], flags, Some(when), (OK, NIL), out);
+        self.set_generic(argv[1], argv[3], flags, Some(when), (OK, None), out);
     }
 
     /// SETNX key value
@@ -169,7 +169,7 @@ impl Kv {
             nx: true,
             ..SetFlags::default()
         };
-        self.set_generic(argv[1], argv[2], flags, None, (ONE, ZERO), out);
+        self.set_generic(argv[1], argv[2], flags, None, (ONE, Some(ZERO)), out);
     }
 
     /// GETSET key value: SET with GET, the expiry cleared.
@@ -178,18 +178,18 @@ impl Kv {
             get: true,
             ..SetFlags::default()
         };
-        self.set_generic(argv[1], argv[2], flags, None, (OK, NIL), out);
+        self.set_generic(argv[1], argv[2], flags, None, (OK, None), out);
     }
 
     /// Redis's `setGenericCommand`; `replies` are what a done and an
-    /// aborted (NX/XX) write answer without GET.
+    /// aborted (NX/XX) write answer without GET (`None`: a null).
     fn set_generic(
         &self,
         key: &[u8],
         value: &[u8],
         flags: SetFlags,
         when: Option<i64>,
-        replies: (&[u8], &[u8]),
+        replies: (&[u8], Option<&[u8]>),
         out: &mut Out<'_, '_>,
     ) {
         let room = out.room();
@@ -217,10 +217,13 @@ impl Kv {
             Set::Oom => out.put(OOM),
             Set::Done(old) | Set::Aborted(old) if flags.get => match old {
                 Some(old) => out.bulk(&old),
-                None => out.put(NIL),
+                None => out.null(),
             },
             Set::Done(_) => out.put(replies.0),
-            Set::Aborted(_) => out.put(replies.1),
+            Set::Aborted(_) => match replies.1 {
+                Some(reply) => out.put(reply),
+                None => out.null(),
+            },
         }
     }
 
@@ -238,7 +241,7 @@ impl Kv {
         match old {
             Err(()) => out.put(TOO_LARGE),
             Ok(Some(old)) => out.bulk(&old),
-            Ok(None) => out.put(NIL),
+            Ok(None) => out.null(),
         }
     }
 
@@ -279,7 +282,7 @@ impl Kv {
         });
         match done {
             Ok(Some(value)) => out.bulk(&value),
-            Ok(None) => out.put(NIL),
+            Ok(None) => out.null(),
             Err(None) => out.invalid_expire("getex"),
             Err(Some(error)) => out.put(error),
         }
@@ -507,7 +510,7 @@ impl Kv {
         if !get_idx {
             return out.bulk(&text);
         }
-        out.array(4);
+        out.map(2);
         out.bulk(b"matches");
         out.array(ranges.len());
         for range in &ranges {

@@ -46,11 +46,16 @@ pub enum Op {
     Pexpiretime,
     Ping,
     Psetex,
+    Psubscribe,
     Pttl,
+    Publish,
+    Pubsub,
+    Punsubscribe,
     Quit,
     Randomkey,
     Rename,
     Renamenx,
+    Reset,
     Scan,
     Select,
     Set,
@@ -58,12 +63,14 @@ pub enum Op {
     Setnx,
     Setrange,
     Strlen,
+    Subscribe,
     Substr,
     Time,
     Touch,
     Ttl,
     Type,
     Unlink,
+    Unsubscribe,
 }
 
 /// One command's entry.
@@ -115,7 +122,8 @@ impl Command {
 
     /// The `COMMAND INFO` entry: name, arity, flags, first key, last key,
     /// step, ACL categories, tips, key specifications and subcommands (the
-    /// last two empty here: see the README's differences from Redis).
+    /// last two empty here: see the README's differences from Redis). The
+    /// lists are sets in RESP3, as Redis sends them.
     pub fn render_info(&self, out: &mut dyn Sink) {
         out.array(10);
         out.bulk(self.name.as_bytes());
@@ -125,17 +133,17 @@ impl Command {
         out.integer(i64::from(self.keys.1));
         out.integer(i64::from(self.keys.2));
         status_array(out, self.categories);
-        out.array(self.tips.len());
+        out.set(self.tips.len());
         for tip in self.tips {
             out.bulk(tip.as_bytes());
         }
-        out.array(0);
-        out.array(0);
+        out.set(0);
+        out.set(0);
     }
 }
 
 fn status_array(out: &mut dyn Sink, items: &[&str]) {
-    out.array(items.len());
+    out.set(items.len());
     for item in items {
         out.put(b"+");
         out.put(item.as_bytes());
@@ -478,6 +486,15 @@ pub static COMMANDS: &[Command] = &[
         &[],
     ),
     Command::new(
+        "psubscribe",
+        Op::Psubscribe,
+        -2,
+        &["pubsub", "noscript", "loading", "stale"],
+        (0, 0, 0),
+        &["@pubsub", "@slow"],
+        &[],
+    ),
+    Command::new(
         "pttl",
         Op::Pttl,
         2,
@@ -485,6 +502,25 @@ pub static COMMANDS: &[Command] = &[
         (1, 1, 1),
         &["@keyspace", "@read", "@fast"],
         &["nondeterministic_output"],
+    ),
+    Command::new(
+        "publish",
+        Op::Publish,
+        3,
+        &["pubsub", "loading", "stale", "fast"],
+        (0, 0, 0),
+        &["@pubsub", "@fast"],
+        &[],
+    ),
+    Command::new("pubsub", Op::Pubsub, -2, &[], (0, 0, 0), &["@slow"], &[]),
+    Command::new(
+        "punsubscribe",
+        Op::Punsubscribe,
+        -1,
+        &["pubsub", "noscript", "loading", "stale"],
+        (0, 0, 0),
+        &["@pubsub", "@slow"],
+        &[],
     ),
     Command::new(
         "quit",
@@ -527,6 +563,22 @@ pub static COMMANDS: &[Command] = &[
         &["write", "fast"],
         (1, 2, 1),
         &["@keyspace", "@write", "@fast"],
+        &[],
+    ),
+    Command::new(
+        "reset",
+        Op::Reset,
+        1,
+        &[
+            "noscript",
+            "loading",
+            "stale",
+            "fast",
+            "no_auth",
+            "allow_busy",
+        ],
+        (0, 0, 0),
+        &["@fast", "@connection"],
         &[],
     ),
     Command::new(
@@ -593,6 +645,15 @@ pub static COMMANDS: &[Command] = &[
         &[],
     ),
     Command::new(
+        "subscribe",
+        Op::Subscribe,
+        -2,
+        &["pubsub", "noscript", "loading", "stale"],
+        (0, 0, 0),
+        &["@pubsub", "@slow"],
+        &[],
+    ),
+    Command::new(
         "substr",
         Op::Substr,
         4,
@@ -646,6 +707,15 @@ pub static COMMANDS: &[Command] = &[
         &["@keyspace", "@write", "@fast"],
         &["request_policy:multi_shard", "response_policy:agg_sum"],
     ),
+    Command::new(
+        "unsubscribe",
+        Op::Unsubscribe,
+        -1,
+        &["pubsub", "noscript", "loading", "stale"],
+        (0, 0, 0),
+        &["@pubsub", "@slow"],
+        &[],
+    ),
 ];
 
 /// The entry for `name` (any case), if the service knows it.
@@ -662,8 +732,8 @@ pub fn lookup(name: &[u8]) -> Option<&'static Command> {
 
 /// Redis commands on the data types this service does not hold (lists,
 /// hashes, sets, sorted sets, streams, bitmaps, HyperLogLogs, geo) and on
-/// features it leaves out (transactions, scripting, pub/sub, ...): they get
-/// an error naming the command instead of Redis's behaviour.
+/// features it leaves out (transactions, scripting, sharded pub/sub, ...):
+/// they get an error naming the command instead of Redis's behaviour.
 pub const UNSUPPORTED: &[&str] = &[
     "blmove",
     "blmpop",
@@ -805,15 +875,9 @@ pub const UNSUPPORTED: &[&str] = &[
     "fcall",
     "fcall_ro",
     "function",
-    "subscribe",
-    "unsubscribe",
-    "psubscribe",
-    "punsubscribe",
     "ssubscribe",
     "sunsubscribe",
-    "publish",
     "spublish",
-    "pubsub",
     "copy",
     "move",
     "swapdb",
@@ -843,7 +907,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "cluster",
     "readonly",
     "readwrite",
-    "reset",
     "failover",
     "lolwut",
     "asking",

@@ -19,6 +19,51 @@ struct Group {
     members: IndexSet<Token>,
 }
 
+/// The groups one connection is in (their slab indices), in the order
+/// joined. Most connections are in one: it is kept inline, so such a
+/// member costs its map entry and no allocation of its own (16 bytes,
+/// against a `Vec`'s 24 and a heap block).
+enum Joined {
+    One(u32),
+    // Boxed: a thin pointer keeps `Joined` at 16 bytes (a `Vec` is 24).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<u32>>),
+}
+
+impl Joined {
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            Joined::One(index) => std::slice::from_ref(index),
+            Joined::Many(list) => list,
+        }
+    }
+
+    fn push(&mut self, index: u32) {
+        match self {
+            Joined::One(first) => *self = Joined::Many(Box::new(vec![*first, index])),
+            Joined::Many(list) => list.push(index),
+        }
+    }
+
+    /// Removes `index`; false if no group is left.
+    fn remove(&mut self, index: u32) -> bool {
+        match self {
+            Joined::One(first) => *first != index,
+            Joined::Many(list) => {
+                list.retain(|&g| g != index);
+                match list.as_slice() {
+                    [] => false,
+                    [only] => {
+                        *self = Joined::One(*only);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+}
+
 /// The shard's groups.
 pub struct Groups {
     shard: usize,
@@ -26,7 +71,7 @@ pub struct Groups {
     by_name: HashMap<Box<[u8]>, usize>,
     groups: Slab<Group>,
     /// Per connection in any group: the groups it is in.
-    joined: HashMap<Token, Vec<usize>>,
+    joined: HashMap<Token, Joined>,
     /// A join or leave happened since [`Groups::take_changed`].
     changed: bool,
 }
@@ -58,8 +103,7 @@ impl Groups {
         {
             return Ok(false);
         }
-        let joined = self.joined.get(&member).map_or(0, Vec::len);
-        if joined >= self.max_memberships {
+        if self.count(member) >= self.max_memberships {
             return Err(JoinError::TooManyMemberships);
         }
         directory.add(name, self.shard)?;
@@ -72,7 +116,14 @@ impl Groups {
             index
         });
         self.groups[index].members.insert(member);
-        self.joined.entry(member).or_default().push(index);
+        // A slab index fits: a shard has at most `--max-groups` (≤ 2^32).
+        let index32 = index as u32;
+        match self.joined.get_mut(&member) {
+            Some(joined) => joined.push(index32),
+            None => {
+                self.joined.insert(member, Joined::One(index32));
+            }
+        }
         self.changed = true;
         Ok(true)
     }
@@ -85,11 +136,10 @@ impl Groups {
         if !self.groups[index].members.contains(&member) {
             return false;
         }
-        if let Some(list) = self.joined.get_mut(&member) {
-            list.retain(|&g| g != index);
-            if list.is_empty() {
-                self.joined.remove(&member);
-            }
+        if let Some(joined) = self.joined.get_mut(&member)
+            && !joined.remove(index as u32)
+        {
+            self.joined.remove(&member);
         }
         self.drop_member(directory, index, member);
         self.changed = true;
@@ -104,27 +154,30 @@ impl Groups {
     /// Takes `member` out of every group it is in (it closed); returns
     /// how many.
     pub fn leave_all(&mut self, directory: &Directory, member: Token) -> usize {
-        let Some(list) = self.joined.remove(&member) else {
+        let Some(joined) = self.joined.remove(&member) else {
             return 0;
         };
-        for &index in &list {
-            self.drop_member(directory, index, member);
+        for &index in joined.as_slice() {
+            self.drop_member(directory, index as usize, member);
         }
-        list.len()
+        joined.as_slice().len()
     }
 
     /// The groups `member` is in, in the order joined.
     pub fn of(&self, member: Token) -> impl Iterator<Item = &[u8]> {
         self.joined
             .get(&member)
-            .into_iter()
-            .flatten()
-            .map(|&index| &*self.groups[index].name)
+            .map(Joined::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|&index| &*self.groups[index as usize].name)
     }
 
     /// How many groups `member` is in.
     pub fn count(&self, member: Token) -> usize {
-        self.joined.get(&member).map_or(0, Vec::len)
+        self.joined
+            .get(&member)
+            .map_or(0, |joined| joined.as_slice().len())
     }
 
     /// This shard's members of `name`, appended to `out`.
@@ -180,6 +233,30 @@ mod tests {
         assert_eq!(directory.members(b"y"), 0);
         assert!(groups.leave(&directory, b, b"x"));
         assert!(groups.is_empty() && directory.is_empty() && groups.joined_len() == 0);
+    }
+
+    #[test]
+    fn a_membership_list_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Joined>(), 16);
+    }
+
+    #[test]
+    fn memberships_keep_their_order_through_joins_and_leaves() {
+        let directory = Directory::new(1, 100);
+        let mut groups = Groups::new(0, 10);
+        let a = Token(1);
+        for name in [&b"x"[..], b"y", b"z"] {
+            groups.join(&directory, a, name).unwrap();
+        }
+        assert!(groups.leave(&directory, a, b"y"));
+        assert_eq!(groups.of(a).collect::<Vec<_>>(), [&b"x"[..], b"z"]);
+        assert!(groups.leave(&directory, a, b"x"));
+        assert_eq!((groups.count(a), groups.joined_len()), (1, 1));
+        groups.join(&directory, a, b"w").unwrap();
+        assert_eq!(groups.of(a).collect::<Vec<_>>(), [&b"z"[..], b"w"]);
+        assert!(groups.leave(&directory, a, b"z") && groups.leave(&directory, a, b"w"));
+        assert!(!groups.leave(&directory, a, b"w"));
+        assert!(groups.is_empty() && groups.joined_len() == 0 && directory.is_empty());
     }
 
     #[test]

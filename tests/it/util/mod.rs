@@ -15,6 +15,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prometheus_parse::{Scrape, Value};
 
+pub mod resp3;
+
 /// How long a client socket waits for a read or write before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -945,8 +947,8 @@ pub fn free_port() -> u16 {
 }
 
 /// A minimal RESP client over a blocking socket with timeouts: commands
-/// are encoded as multibulk, replies framed with the library's reply
-/// reader and returned as raw bytes.
+/// are encoded as multibulk, replies (RESP2 or RESP3) framed by
+/// [`resp3::frame_len`] and returned as raw bytes.
 pub struct Resp {
     /// The socket.
     pub stream: TcpStream,
@@ -982,7 +984,7 @@ impl Resp {
     pub fn reply(&mut self) -> Vec<u8> {
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            if let Ok(Some(len)) = holdfast::engine::codec::reply::reply_len(&self.buffer) {
+            if let Some(len) = resp3::frame_len(&self.buffer) {
                 return self.buffer.drain(..len).collect();
             }
             match self.stream.read(&mut chunk) {
