@@ -529,3 +529,81 @@ fn heartbeats_cost_nothing_for_ten_thousand_idle_connections() {
     );
     drop(conns);
 }
+
+/// A group of 10000 members over two shards (Redis Pub/Sub in the `resp`
+/// service: one channel is one group) gets every message once, in order
+/// per publisher, with PUBLISH counting all of them; closing them all
+/// leaves no group and no member behind.
+#[test]
+fn ten_thousand_members_over_two_shards_get_every_message_once_in_order() {
+    const MEMBERS: usize = 10_000;
+    const MESSAGES: usize = 20;
+    util::raise_own_fd_limit();
+    let server = util::Server::start(&["--protocol", "resp", "--threads", "2"]);
+    let confirm = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n";
+    let mut members: Vec<TcpStream> = Vec::with_capacity(MEMBERS);
+    for _ in 0..MEMBERS {
+        let mut member = server.connect();
+        member.write_all(b"SUBSCRIBE news\r\n").unwrap();
+        members.push(member);
+    }
+    for member in &mut members {
+        let got = util::read_exact_timeout(member, confirm.len(), Duration::from_secs(10));
+        assert_eq!(got, confirm);
+    }
+    let mut publishers: Vec<TcpStream> = (0..2).map(|_| server.connect()).collect();
+    let message = |p: usize, i: usize| format!("p{p}-{i:02}");
+    for i in 0..MESSAGES {
+        for (p, publisher) in publishers.iter_mut().enumerate() {
+            let text = message(p, i);
+            publisher
+                .write_all(format!("PUBLISH news {text}\r\n").as_bytes())
+                .unwrap();
+        }
+    }
+    let counted = format!(":{MEMBERS}\r\n");
+    for publisher in &mut publishers {
+        let replies =
+            util::read_exact_timeout(publisher, counted.len() * MESSAGES, Duration::from_secs(10));
+        assert_eq!(replies, counted.repeat(MESSAGES).as_bytes(), "receivers");
+    }
+    // Each message frame is the same length: read them all, then check the
+    // order per publisher.
+    let frame = |text: &str| {
+        format!(
+            "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n${}\r\n{text}\r\n",
+            text.len()
+        )
+    };
+    let frame_len = frame(&message(0, 0)).len();
+    for member in &mut members {
+        let got =
+            util::read_exact_timeout(member, frame_len * 2 * MESSAGES, Duration::from_secs(10));
+        let got = String::from_utf8(got).unwrap();
+        let mut next = [0; 2];
+        for one in got.as_bytes().chunks(frame_len) {
+            let one = std::str::from_utf8(one).unwrap();
+            let p = usize::from(one.contains("$5\r\np1-"));
+            assert_eq!(
+                one,
+                frame(&message(p, next[p])),
+                "once, in order per publisher"
+            );
+            next[p] += 1;
+        }
+        assert_eq!(next, [MESSAGES, MESSAGES]);
+    }
+    drop(members);
+    server.wait_metric(
+        "holdfast_connections_open",
+        &[],
+        2.0,
+        Duration::from_secs(30),
+    );
+    server.wait_metric("holdfast_groups", &[], 0.0, Duration::from_secs(10));
+    let mut publisher = publishers.pop().unwrap();
+    publisher.write_all(b"PUBSUB NUMSUB news\r\n").unwrap();
+    let numsub = b"*2\r\n$4\r\nnews\r\n:0\r\n";
+    let got = util::read_exact_timeout(&mut publisher, numsub.len(), Duration::from_secs(10));
+    assert_eq!(got, numsub);
+}

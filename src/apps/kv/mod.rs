@@ -545,6 +545,14 @@ impl Service for Kv {
         pubsub::deliver(&mut self.frames, session, message, &mut out);
     }
 
+    /// No ping at all: a Redis client would read a `PING` array as the
+    /// reply to its next command. With `--heartbeat-interval` a Redis
+    /// client must send something itself (client libraries' idle `PING`)
+    /// within the interval and the timeout, or it is closed.
+    fn heartbeat(&mut self, _: &mut Session, _: &mut Reply<'_>) -> bool {
+        true
+    }
+
     fn tick(&mut self) -> Option<Duration> {
         // This shard's share: stripes shard, shard + threads, ...
         let deadline = Instant::now() + EXPIRE_BUDGET;

@@ -3,18 +3,30 @@
 
 use super::Ring;
 
-/// Hands out empty rings of one capacity and keeps at most `free_max`
-/// returned ones for reuse (the rest are freed).
+/// How long idle rings past `free_max` are kept after the last time they
+/// were needed: a burst that comes back within it (a publish to a
+/// thousand subscribers every few hundred milliseconds) reuses its rings
+/// instead of allocating and zeroing them again.
+pub const SURPLUS_KEEP_MS: u64 = 1_000;
+
+/// Hands out empty rings of one capacity and keeps `free_max` returned ones
+/// for reuse; rings returned past that are kept only while bursts keep
+/// needing them ([`SURPLUS_KEEP_MS`]).
 pub struct Pool {
     /// Capacity of every ring this pool hands out (a power of two).
     ring_capacity: usize,
-    /// Idle rings, all empty. Invariant: `free.len() <= free_max`, which
-    /// bounds the memory a pool holds for no one at
-    /// `free_max * ring_capacity` bytes.
+    /// Idle rings, all empty. Invariant: past `free_max` only until
+    /// [`Pool::trim`] finds them unneeded for [`SURPLUS_KEEP_MS`], so at
+    /// rest the pool holds at most `free_max * ring_capacity` bytes for no
+    /// one (and never more rings than were busy at once).
     free: Vec<Ring>,
     free_max: usize,
     /// Rings handed out by `take` and not yet returned by `give`.
     live: usize,
+    /// A take dug below `free_max` since the last trim.
+    dipped: bool,
+    /// When a take last dug below `free_max`.
+    needed_at: u64,
 }
 
 impl Pool {
@@ -43,6 +55,8 @@ impl Pool {
             free,
             free_max,
             live: 0,
+            dipped: false,
+            needed_at: 0,
         }
     }
     /// An empty ring: a pooled one if any, else a fresh allocation.
@@ -53,9 +67,10 @@ impl Pool {
             .unwrap_or_else(|| Ring::with_capacity(self.ring_capacity));
         debug_assert!(ring.is_empty());
         self.live += 1;
+        self.dipped |= self.free.len() < self.free_max;
         ring
     }
-    /// Returns a ring (cleared here); kept if fewer than `free_max` are idle.
+    /// Returns a ring (cleared here) to the idle ones.
     pub fn give(&mut self, mut ring: Ring) {
         debug_assert_eq!(
             ring.capacity(),
@@ -64,9 +79,17 @@ impl Pool {
         );
         assert!(self.live > 0, "pool got back more rings than it gave out");
         self.live -= 1;
-        if self.free.len() < self.free_max {
-            ring.clear();
-            self.free.push(ring);
+        ring.clear();
+        self.free.push(ring);
+    }
+    /// Frees the idle rings past `free_max` once no take has needed them
+    /// for [`SURPLUS_KEEP_MS`] (`now` in milliseconds; once per loop turn).
+    pub fn trim(&mut self, now: u64) {
+        if std::mem::take(&mut self.dipped) {
+            self.needed_at = now;
+        } else if self.free.len() > self.free_max && now >= self.needed_at + SURPLUS_KEEP_MS {
+            self.free.truncate(self.free_max);
+            self.free.shrink_to(self.free_max);
         }
     }
     /// The capacity of every ring this pool hands out.
@@ -110,13 +133,24 @@ mod tests {
     }
 
     #[test]
-    fn idle_rings_are_capped_at_free_max() {
+    fn idle_rings_past_free_max_go_once_a_second_passes_without_a_burst() {
         let mut pool = Pool::new(16, 2, 0);
-        let rings: Vec<Ring> = (0..5).map(|_| pool.take()).collect();
-        assert_eq!(pool.live(), 5);
-        for ring in rings {
-            pool.give(ring);
-        }
+        let burst = |pool: &mut Pool| {
+            let rings: Vec<Ring> = (0..5).map(|_| pool.take()).collect();
+            assert_eq!(pool.live(), 5);
+            for ring in rings {
+                pool.give(ring);
+            }
+        };
+        burst(&mut pool);
+        pool.trim(0);
+        assert_eq!((pool.live(), pool.free_len()), (0, 5));
+        // The same burst again within the second takes the kept rings.
+        burst(&mut pool);
+        pool.trim(900);
+        pool.trim(1_899);
+        assert_eq!(pool.free_len(), 5);
+        pool.trim(1_900);
         assert_eq!((pool.live(), pool.free_len()), (0, 2));
     }
 
@@ -133,10 +167,12 @@ mod tests {
     }
 
     #[test]
-    fn free_max_zero_keeps_nothing() {
+    fn free_max_zero_keeps_nothing_at_rest() {
         let mut pool = Pool::new(16, 0, 0);
         let ring = pool.take();
         pool.give(ring);
+        pool.trim(0);
+        pool.trim(SURPLUS_KEEP_MS);
         assert_eq!((pool.live(), pool.free_len()), (0, 0));
     }
 

@@ -227,6 +227,7 @@ impl Core {
     /// Ends a turn: updates the gauges and the turn histogram.
     pub(super) fn end_turn(&mut self, turn: Instant) {
         self.metrics.connections_open.set(self.conns.len() as u64);
+        self.pool.trim(self.clock.now);
         self.publish_upstreams();
         self.metrics.loop_iterations.inc();
         self.metrics

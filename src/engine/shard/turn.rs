@@ -44,6 +44,9 @@ impl<D: Driver> Loop<D> {
             let timeout = self.core.wait_timeout(self.driver.listening());
             let events = self.driver.wait(timeout, &mut self.core)?;
             let turn = self.core.begin_turn(events);
+            // Mail first: what another shard sent before this turn's
+            // events goes out before their replies.
+            self.core.drain_mailbox();
             self.handle_events();
             if self.core.stop_requested() {
                 self.stop()?;
@@ -52,7 +55,6 @@ impl<D: Driver> Loop<D> {
                 self.core.acceptor.begin();
                 self.accept_some(self.core.limits.accept_batch);
             }
-            self.core.drain_mailbox();
             self.core.drive_queued(&mut self.driver);
             self.core.fire_timers(&mut self.driver);
             self.core.drain_done(&mut self.driver);
