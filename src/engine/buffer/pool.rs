@@ -3,10 +3,10 @@
 
 use super::Ring;
 
-/// How long idle rings past `free_max` are kept after the last time they
-/// were needed: a burst that comes back within it (a publish to a
-/// thousand subscribers every few hundred milliseconds) reuses its rings
-/// instead of allocating and zeroing them again.
+/// Idle rings past `free_max` that no take needed for this long are
+/// freed: a burst that comes back within it (a publish to a thousand
+/// subscribers every few hundred milliseconds) reuses its rings instead of
+/// allocating and zeroing them again.
 pub const SURPLUS_KEEP_MS: u64 = 1_000;
 
 /// Hands out empty rings of one capacity and keeps `free_max` returned ones
@@ -23,10 +23,11 @@ pub struct Pool {
     free_max: usize,
     /// Rings handed out by `take` and not yet returned by `give`.
     live: usize,
-    /// A take dug below `free_max` since the last trim.
-    dipped: bool,
-    /// When a take last dug below `free_max`.
-    needed_at: u64,
+    /// The fewest idle rings since `window_at`: the rings above it sat
+    /// idle the whole window.
+    low: usize,
+    /// When the current window began.
+    window_at: u64,
 }
 
 impl Pool {
@@ -55,8 +56,8 @@ impl Pool {
             free,
             free_max,
             live: 0,
-            dipped: false,
-            needed_at: 0,
+            low: prealloc,
+            window_at: 0,
         }
     }
     /// An empty ring: a pooled one if any, else a fresh allocation.
@@ -67,7 +68,7 @@ impl Pool {
             .unwrap_or_else(|| Ring::with_capacity(self.ring_capacity));
         debug_assert!(ring.is_empty());
         self.live += 1;
-        self.dipped |= self.free.len() < self.free_max;
+        self.low = self.low.min(self.free.len());
         ring
     }
     /// Returns a ring (cleared here) to the idle ones.
@@ -82,15 +83,17 @@ impl Pool {
         ring.clear();
         self.free.push(ring);
     }
-    /// Frees the idle rings past `free_max` once no take has needed them
-    /// for [`SURPLUS_KEEP_MS`] (`now` in milliseconds; once per loop turn).
+    /// Frees the idle rings past `free_max` that no take needed for a
+    /// whole [`SURPLUS_KEEP_MS`] (`now` in milliseconds; once per loop
+    /// turn).
     pub fn trim(&mut self, now: u64) {
-        if std::mem::take(&mut self.dipped) {
-            self.needed_at = now;
-        } else if self.free.len() > self.free_max && now >= self.needed_at + SURPLUS_KEEP_MS {
-            self.free.truncate(self.free_max);
-            self.free.shrink_to(self.free_max);
+        if now < self.window_at + SURPLUS_KEEP_MS {
+            return;
         }
+        let unneeded = self.low.saturating_sub(self.free_max);
+        self.free.truncate(self.free.len() - unneeded);
+        self.low = self.free.len();
+        self.window_at = now;
     }
     /// The capacity of every ring this pool hands out.
     pub fn ring_capacity(&self) -> usize {
@@ -143,14 +146,19 @@ mod tests {
             }
         };
         burst(&mut pool);
-        pool.trim(0);
+        pool.trim(SURPLUS_KEEP_MS);
         assert_eq!((pool.live(), pool.free_len()), (0, 5));
-        // The same burst again within the second takes the kept rings.
+        // The same burst again within the next second takes the kept rings.
         burst(&mut pool);
-        pool.trim(900);
-        pool.trim(1_899);
+        pool.trim(2 * SURPLUS_KEEP_MS - 1);
+        pool.trim(2 * SURPLUS_KEEP_MS);
         assert_eq!(pool.free_len(), 5);
-        pool.trim(1_900);
+        // A second with a smaller burst: what it did not need goes.
+        let ring = pool.take();
+        pool.give(ring);
+        pool.trim(3 * SURPLUS_KEEP_MS);
+        assert_eq!(pool.free_len(), 3, "the 2 kept and the 1 used");
+        pool.trim(4 * SURPLUS_KEEP_MS);
         assert_eq!((pool.live(), pool.free_len()), (0, 2));
     }
 
@@ -171,8 +179,10 @@ mod tests {
         let mut pool = Pool::new(16, 0, 0);
         let ring = pool.take();
         pool.give(ring);
-        pool.trim(0);
+        // Taken during the first window, idle through the second.
         pool.trim(SURPLUS_KEEP_MS);
+        assert_eq!(pool.free_len(), 1);
+        pool.trim(2 * SURPLUS_KEEP_MS);
         assert_eq!((pool.live(), pool.free_len()), (0, 0));
     }
 
