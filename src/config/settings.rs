@@ -147,7 +147,7 @@ pub struct Config {
     pub slow_consumer_bytes: usize,
     /// Messages a shard's mailbox holds (pushes from other shards and threads); past it a
     /// push is refused
-    #[arg(long, value_name = "N", default_value = "65536", help_heading = LIMITS,
+    #[arg(long, value_name = "N", default_value = "4096", help_heading = LIMITS,
           bounds = count(1, 1 << 24))]
     pub mailbox: usize,
     /// Bytes a shard's mailbox holds, at least --buffer; also the most one service call

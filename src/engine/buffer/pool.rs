@@ -95,6 +95,12 @@ impl Pool {
         self.low = self.free.len();
         self.window_at = now;
     }
+    /// When [`Pool::trim`] may next free something: while idle rings past
+    /// `free_max` are held, the end of the current window (the loop wakes
+    /// for it, so an idle shard gives them back too).
+    pub fn next_trim(&self) -> Option<u64> {
+        (self.free.len() > self.free_max).then_some(self.window_at + SURPLUS_KEEP_MS)
+    }
     /// The capacity of every ring this pool hands out.
     pub fn ring_capacity(&self) -> usize {
         self.ring_capacity

@@ -248,6 +248,7 @@ impl Core {
             self.acceptor.resume_at(),
             self.drain_until,
             self.tick_at,
+            self.pool.next_trim(),
             self.upstreams
                 .as_ref()
                 .and_then(|upstreams| upstreams.next_wake()),
