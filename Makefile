@@ -13,11 +13,12 @@
 #   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
 #   make perf   perf record -g of holdfast under a standard load, top of the report
 #   make syscalls  syscalls per request, epoll vs io_uring (strace -c on the pinned server)
-#   make fuzz   run each decoder's fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)
+#   make fuzz   run each decoder's (and the PROXY header parser's) fuzz target for FUZZ_SECONDS
+#               (needs cargo-fuzz; installed if missing)
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := raw line length resp
+FUZZ_TARGETS := raw line length resp proxy_header
 
 .PHONY: all build release run test test-uring deps check-fmt lint fmt fuzz clean bench bench-redis perf syscalls
 
@@ -55,10 +56,12 @@ test: deps check-fmt lint
 test-uring: deps
 	scripts/test_uring.sh
 
-# The resp integration tests drive the server with redis-cli.
+# The resp integration tests drive the server with redis-cli; the front-door
+# tests put a real HAProxy in front of it.
 deps:
 	command -v redis-cli >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-tools)
 	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
+	command -v haproxy >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
 
 check-fmt:
 	$(CARGO) fmt --all -- --check

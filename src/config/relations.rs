@@ -48,6 +48,7 @@ impl Config {
             ));
         }
         self.check_upstreams()?;
+        self.check_front()?;
         self.check_admin()
     }
 

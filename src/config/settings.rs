@@ -12,12 +12,15 @@ use clap::Args;
 
 use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
 use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol};
+use super::net::{ProxyProtocol, Trusted};
 use super::units::{parse_duration, parse_size};
 
 /// `--help` heading of the engine's limits.
 pub const LIMITS: &str = "Limits";
 /// `--help` heading of the settings only `holdfast serve` takes.
 pub const STORE: &str = "Key-value store (resp)";
+/// `--help` heading of who may connect, how often and how fast.
+pub const FRONT: &str = "Front door";
 /// `--help` heading of settings only `holdfast proxy` takes.
 pub const UPSTREAMS: &str = "Upstreams";
 /// `--help` heading of the breaker's settings (`holdfast proxy` only).
@@ -132,6 +135,20 @@ pub struct Config {
     /// Pin shard i to CPU i (sched_setaffinity), modulo the CPUs this process may use
     #[arg(long)]
     pub pin_cores: bool,
+    /// PROXY protocol header expected before every connection's bytes: off | v1 | v2 | any.
+    /// Its client address is the one limits and logs use
+    #[arg(long, value_name = "MODE", default_value = "off", help_heading = FRONT,
+          value_parser = ProxyProtocol::parse)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Sources that may send the PROXY header (required with it): addresses and blocks,
+    /// comma-separated (127.0.0.1,10.0.0.0/8); a connection from elsewhere is refused
+    #[arg(long, value_name = "CIDRS", default_value = "none", help_heading = FRONT,
+          value_parser = Trusted::parse)]
+    pub proxy_trusted: Trusted,
+    /// The whole PROXY header must arrive within this of the accept
+    #[arg(long, value_name = "DUR", default_value = "3s", help_heading = FRONT,
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub proxy_timeout: Duration,
     /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
     /// past it writes get -OOM
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,

@@ -602,3 +602,48 @@ fn file_value_out_of_range_names_the_line_and_key() {
         "{error}"
     );
 }
+
+/// The PROXY protocol: the mode, the trusted sources it needs, a ring the
+/// header fits in; each refusal names its flag.
+#[test]
+fn proxy_protocol_needs_trusted_sources_and_room_for_its_header() {
+    let config = valid(&[
+        ("proxy-protocol", "any"),
+        ("proxy-trusted", "10.0.0.0/8, 127.0.0.1"),
+        ("proxy-timeout", "500ms"),
+    ]);
+    assert_eq!(config.proxy_protocol, ProxyProtocol::Any);
+    assert!(config.proxy_trusted.contains("10.2.3.4".parse().unwrap()));
+    assert_eq!(config.proxy_timeout, Duration::from_millis(500));
+    assert!(!valid(&[]).proxy_protocol.on());
+
+    let error = invalid("proxy-protocol", "v2");
+    assert_eq!(error.flag, "--proxy-trusted", "{error}");
+    assert_eq!(invalid("proxy-protocol", "v3").flag, "--proxy-protocol");
+    assert_eq!(
+        invalid("proxy-trusted", "10.0.0.0/40").flag,
+        "--proxy-trusted"
+    );
+    assert_eq!(invalid("proxy-timeout", "5ms").flag, "--proxy-timeout");
+    let error = invalid_all(&[
+        ("proxy-protocol", "v1"),
+        ("proxy-trusted", "127.0.0.1"),
+        ("buffer", "256"),
+    ]);
+    assert_eq!(
+        error.to_string(),
+        "--buffer: must be at least 512 with --proxy-protocol (the header is read into it), got 256"
+    );
+    let file = TempFile::new("proxy-protocol = \"v2\"\nproxy-trusted = \"192.0.2.0/24\"\n");
+    let config = settings(
+        Mode::Proxy,
+        Some(&file.0),
+        &flags(&[("upstream", "127.0.0.1:1")]),
+    );
+    assert!(
+        config
+            .unwrap()
+            .proxy_trusted
+            .contains("192.0.2.9".parse().unwrap())
+    );
+}

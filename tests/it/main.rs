@@ -11,6 +11,7 @@ mod bench_cli;
 mod chaos;
 mod cli;
 mod fd_exhaustion;
+mod frontdoor;
 mod lifecycle;
 mod limits;
 mod metrics;

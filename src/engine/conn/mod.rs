@@ -80,6 +80,9 @@ pub struct Timeouts {
     pub read: Millis,
     /// Pending output must make progress within this.
     pub write: Millis,
+    /// A PROXY header must be whole within this of the accept
+    /// (`--proxy-timeout`).
+    pub preamble: Millis,
 }
 
 /// One connection.
@@ -104,6 +107,9 @@ pub struct Conn {
     pub pending_full: bool,
     /// Already in the shard's queue of connections to drive again.
     pub queued: bool,
+    /// Its PROXY header is still to come (`--proxy-protocol`): nothing is
+    /// served, and `partial_since` is the accept.
+    pub preamble: bool,
     /// Last time a byte was read or written.
     pub last_active: Millis,
     /// When the incomplete frame at the front of `input` started.
@@ -126,6 +132,7 @@ impl Conn {
             output_blocked: false,
             pending_full: false,
             queued: false,
+            preamble: false,
             last_active: now,
             partial_since: None,
             write_since: now,
@@ -165,12 +172,17 @@ impl Conn {
     /// paused for backpressure (a full output ring, or `--max-pending`
     /// replies awaited: then the peer is not the one stalling);
     /// otherwise the idle timeout's. A lingering connection has only its
-    /// linger deadline.
+    /// linger deadline, one awaiting its PROXY header only that header's.
     pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, CloseReason) {
         if let State::Lingering(reason) = self.state {
             // Our FIN was the last write: the linger is counted from it,
             // and reading (discarding) does not extend it.
             return (self.write_since + LINGER_MS, reason);
+        }
+        if self.preamble {
+            // The header's own deadline stands for the idle and read ones.
+            let accepted = self.partial_since.unwrap_or(self.last_active);
+            return (accepted + timeouts.preamble, CloseReason::ProxyTimeout);
         }
         let mut deadline = (self.last_active + timeouts.idle, CloseReason::IdleTimeout);
         let mut tighten = |at: Millis, reason: CloseReason| {

@@ -26,11 +26,20 @@ pub enum CloseReason {
     Reset,
     /// Closed by a graceful shutdown.
     Shutdown,
+    /// `--proxy-protocol`: the first bytes were no PROXY header of an
+    /// accepted version, or the peer closed before sending one.
+    ProxyMissing,
+    /// `--proxy-protocol`: the PROXY header broke the specification (or
+    /// was cut short by the peer's close).
+    ProxyMalformed,
+    /// `--proxy-protocol`: the PROXY header was not whole within
+    /// `--proxy-timeout`.
+    ProxyTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 12] = [
         CloseReason::Peer,
         CloseReason::IdleTimeout,
         CloseReason::ReadTimeout,
@@ -40,6 +49,9 @@ impl CloseReason {
         CloseReason::Panic,
         CloseReason::Reset,
         CloseReason::Shutdown,
+        CloseReason::ProxyMissing,
+        CloseReason::ProxyMalformed,
+        CloseReason::ProxyTimeout,
     ];
 
     /// The `reason` label value.
@@ -54,6 +66,9 @@ impl CloseReason {
             CloseReason::Panic => "panic",
             CloseReason::Reset => "reset",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ProxyMissing => "proxy_missing",
+            CloseReason::ProxyMalformed => "proxy_malformed",
+            CloseReason::ProxyTimeout => "proxy_timeout",
         }
     }
 
@@ -70,17 +85,24 @@ pub enum RejectReason {
     MaxConns,
     /// The process ran out of file descriptors (EMFILE/ENFILE).
     FdLimit,
+    /// `--proxy-protocol`: the peer is not in `--proxy-trusted`.
+    ProxyUntrusted,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 2] = [RejectReason::MaxConns, RejectReason::FdLimit];
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::MaxConns,
+        RejectReason::FdLimit,
+        RejectReason::ProxyUntrusted,
+    ];
 
     /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::MaxConns => "max_conns",
             RejectReason::FdLimit => "fd_limit",
+            RejectReason::ProxyUntrusted => "proxy_untrusted",
         }
     }
 
@@ -306,9 +328,9 @@ pub struct ShardMetrics {
     /// Client connections accepted (not counting rejected ones).
     pub accepted: Counter,
     /// Connections turned away, by [`RejectReason::index`].
-    pub rejected: [Counter; 2],
+    pub rejected: [Counter; RejectReason::ALL.len()],
     /// Connections closed, by [`CloseReason::index`].
-    pub closed: [Counter; 9],
+    pub closed: [Counter; CloseReason::ALL.len()],
     /// Service calls that panicked.
     pub handler_panics: Counter,
     /// Frames served.

@@ -20,6 +20,7 @@ use crate::engine::codec::Codec;
 use crate::engine::conn::table::is_upstream;
 use crate::engine::conn::{Conn, State, Table, Timeouts};
 use crate::engine::driver::{Driver, Link, Links, Socket, Token};
+use crate::engine::front::Door;
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::service::Service;
 use crate::engine::timer::{Millis, Wheel};
@@ -149,6 +150,8 @@ pub struct Core {
     /// When the service's periodic work ([`Service::tick`]) is due next;
     /// `None` once it wants no more.
     tick_at: Option<Millis>,
+    /// The front door (`shard/door.rs`), if any of its features is on.
+    pub(super) door: Option<Box<Door>>,
 }
 
 impl Core {
@@ -183,6 +186,7 @@ impl Core {
                 idle: ms(config.idle_timeout),
                 read: ms(config.read_timeout),
                 write: ms(config.write_timeout),
+                preamble: ms(config.proxy_timeout),
             },
             limits: Limits {
                 max_conns: config.max_conns,
@@ -203,6 +207,7 @@ impl Core {
             upstreams,
             doomed: Vec::new(),
             tick_at: Some(0),
+            door: Door::from_config(config).map(Box::new),
         })
     }
 
@@ -255,6 +260,7 @@ impl Core {
     /// (rejecting it past the cap), enters it in the table and the wheel.
     /// Returns its token, or `None` if it was turned away (and closed).
     pub(super) fn admit(&mut self, stream: Socket) -> Option<Token> {
+        let pass = self.door_admit(&stream)?;
         if self.open_total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_conns {
             self.open_total.fetch_sub(1, Ordering::AcqRel);
             self.metrics.rejected[RejectReason::MaxConns.index()].inc();
@@ -265,7 +271,11 @@ impl Core {
         let now = self.clock.now;
         let token = self.conns.insert(|_| Conn::new(stream, now));
         let conn = self.conns.get_mut(token).expect("just inserted");
-        let deadline = now + self.timeouts.idle;
+        if pass.preamble {
+            conn.preamble = true;
+            conn.partial_since = Some(now);
+        }
+        let (deadline, _) = conn.deadline(&self.timeouts);
         conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
         self.metrics.accepted.inc();
         Some(token)

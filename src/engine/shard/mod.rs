@@ -11,6 +11,7 @@
 
 pub(crate) mod accept;
 mod core;
+mod door;
 mod pump;
 mod serve;
 mod turn;

@@ -45,6 +45,11 @@ impl Side for Client {
     const CLIENT: bool = true;
 
     fn step(core: &mut Core, token: Token) -> Result<bool, CloseReason> {
+        if core.conns.get(token).expect("pumped while live").preamble
+            && !core.door_preamble(token)?
+        {
+            return Ok(false);
+        }
         let conn = core.conns.get_mut(token).expect("pumped while live");
         let mut serving = Serving {
             pool: &mut core.pool,

@@ -1,0 +1,56 @@
+//! Where the shard consults its front door (`engine/front/`): at accept
+//! ([`Core::door_admit`]), while a connection's PROXY header is still to
+//! come ([`Core::door_preamble`]). Without a door (every front-door
+//! feature off) each of these is one branch.
+
+use super::core::Core;
+use crate::engine::driver::{Socket, Token};
+use crate::engine::front::{Pass, Preamble};
+use crate::engine::metrics::CloseReason;
+
+impl Core {
+    /// Whether the accepted `socket` may come in: `None` if the door
+    /// turned it away (counted; the caller drops it, which closes it).
+    pub(super) fn door_admit(&mut self, socket: &Socket) -> Option<Pass> {
+        let Some(door) = self.door.as_deref_mut() else {
+            return Some(Pass::default());
+        };
+        match door.admit(socket.peer_addr().ok(), self.clock.now) {
+            Ok(pass) => Some(pass),
+            Err(reason) => {
+                self.metrics.rejected[reason.index()].inc();
+                None
+            }
+        }
+    }
+
+    /// The client `token` awaits its PROXY header: look for it in what was
+    /// read. True once it is in (and consumed: serving may begin); an error
+    /// is the reason to close.
+    pub(super) fn door_preamble(&mut self, token: Token) -> Result<bool, CloseReason> {
+        let door = self.door.as_deref_mut().expect("a preamble needs a door");
+        let conn = self.conns.get_mut(token).expect("live");
+        let Some(input) = conn.link.input.as_mut() else {
+            return match conn.eof {
+                true => Err(CloseReason::ProxyMissing),
+                false => Ok(false),
+            };
+        };
+        // Nothing was consumed from this ring yet, and a header fits in it:
+        // the header's bytes are all in its first slice.
+        let (bytes, _) = input.readable();
+        let capacity = input.capacity();
+        let socket = &conn.link.socket;
+        let peer = || socket.peer_addr().ok();
+        match door.preamble(bytes, conn.eof, capacity, peer)? {
+            Preamble::Incomplete => Ok(false),
+            Preamble::Done { len, client } => {
+                input.consume(len);
+                conn.preamble = false;
+                conn.partial_since = None;
+                log::debug!("connection {token:?}: PROXY header from {client}");
+                Ok(true)
+            }
+        }
+    }
+}
