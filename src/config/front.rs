@@ -14,7 +14,14 @@ pub const PROXY_BUFFER_MIN: usize = 512;
 impl Config {
     /// The front door's relations.
     pub(super) fn check_front(&self) -> Result<(), ConfigError> {
-        self.check_proxy_protocol()
+        self.check_proxy_protocol()?;
+        if self.conn_burst_per_ip > 0 && self.conn_rate_per_ip == 0 {
+            return Err(ConfigError::new(
+                "--conn-burst-per-ip",
+                "is the bucket of --conn-rate-per-ip, which is not set",
+            ));
+        }
+        Ok(())
     }
 
     /// A PROXY header lets its sender name any client address, so only

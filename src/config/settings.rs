@@ -149,6 +149,31 @@ pub struct Config {
     #[arg(long, value_name = "DUR", default_value = "3s", help_heading = FRONT,
           value_parser = parse_duration, bounds = TIMEOUT)]
     pub proxy_timeout: Duration,
+    /// Connections one client address may hold open (across all shards); 0 = no limit
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 10_000_000).note(" (0 means no limit)"))]
+    pub max_conns_per_ip: u32,
+    /// New connections per second one client address may open (a token bucket); 0 = no limit
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 1_000_000).note(" (0 means no limit)"))]
+    pub conn_rate_per_ip: u32,
+    /// New connections one address may open at once before --conn-rate-per-ip paces it
+    /// (the bucket's size); 0 = one second's worth
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 1_000_000).note(" (0 means one second of --conn-rate-per-ip)"))]
+    pub conn_burst_per_ip: u32,
+    /// Leading bits of an IPv4 address that name one client for the per-address limits
+    #[arg(long, value_name = "BITS", default_value = "32", help_heading = FRONT,
+          bounds = count32(1, 32))]
+    pub ipv4_prefix: u32,
+    /// Leading bits of an IPv6 address that name one client (a /64 is one site)
+    #[arg(long, value_name = "BITS", default_value = "64", help_heading = FRONT,
+          bounds = count32(1, 128))]
+    pub ipv6_prefix: u32,
+    /// Client addresses the per-address limits track at once; 0 = --max-conns
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count(0, 10_000_000).note(" (0 means --max-conns)"))]
+    pub ip_table_max: usize,
     /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
     /// past it writes get -OOM
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,

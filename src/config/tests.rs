@@ -647,3 +647,35 @@ fn proxy_protocol_needs_trusted_sources_and_room_for_its_header() {
             .contains("192.0.2.9".parse().unwrap())
     );
 }
+
+/// The per-address limits: off by default, bounded, and a burst needs a
+/// rate.
+#[test]
+fn per_address_limits_are_bounded() {
+    let config = valid(&[]);
+    assert_eq!((config.max_conns_per_ip, config.conn_rate_per_ip), (0, 0));
+    assert_eq!((config.ipv4_prefix, config.ipv6_prefix), (32, 64));
+    let config = valid(&[
+        ("max-conns-per-ip", "10"),
+        ("conn-rate-per-ip", "5"),
+        ("conn-burst-per-ip", "20"),
+        ("ipv6-prefix", "56"),
+        ("ip-table-max", "1000"),
+    ]);
+    assert_eq!(config.conn_burst_per_ip, 20);
+    assert_eq!(config.ipv6_prefix, 56);
+    for (key, value) in [
+        ("ipv4-prefix", "0"),
+        ("ipv4-prefix", "33"),
+        ("ipv6-prefix", "129"),
+        ("max-conns-per-ip", "-1"),
+        ("conn-rate-per-ip", "1000001"),
+    ] {
+        assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
+    }
+    let error = invalid("conn-burst-per-ip", "5");
+    assert_eq!(
+        error.to_string(),
+        "--conn-burst-per-ip: is the bucket of --conn-rate-per-ip, which is not set"
+    );
+}

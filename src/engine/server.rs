@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::config::{Backend, Config};
 use crate::engine::admin;
+use crate::engine::front::{AddrTable, PerIp};
 use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::service::{Service, ServiceContext};
 use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
@@ -201,6 +202,7 @@ impl Server {
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
+            per_ip: per_ip_table(&config, &registry),
         };
         let setup = ShardSetup {
             config: &config,
@@ -231,6 +233,19 @@ impl Server {
             shards: handles,
         })
     }
+}
+
+/// The per-address limits' table, if `config` sets any: at most
+/// `--ip-table-max` addresses (0: `--max-conns`, which are as many as can
+/// hold a connection at once).
+fn per_ip_table(config: &Config, registry: &Registry) -> Option<Arc<AddrTable>> {
+    let limits = PerIp::from_config(config)?;
+    let max = match config.ip_table_max {
+        0 => config.max_conns,
+        max => max,
+    };
+    let gauge = registry.ip_table_entries.clone();
+    Some(Arc::new(AddrTable::new(limits, max, gauge)))
 }
 
 /// Binds one listener per shard on `config.listen` (all on the port the

@@ -4,12 +4,17 @@
 //! (`shard/door.rs`); with every feature off the shard has no door at all.
 //!
 //! - [`header`]: the PROXY protocol header (v1 and v2), a pure parser;
+//! - `table`: the per-address limits, one table for the process;
+//! - `bucket`: the token bucket of every rate;
 //! - `warn`: rate-limited warnings that name the address refused.
 
+mod bucket;
 pub mod header;
+mod table;
 mod warn;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::config::{Config, ProxyProtocol, Trusted};
 use crate::engine::metrics::{CloseReason, RejectReason};
@@ -18,11 +23,17 @@ use crate::engine::timer::Millis;
 use self::header::Parsed;
 use self::warn::Warn;
 
+pub use self::bucket::{Bucket, Rate};
+pub use self::table::{AddrTable, Key, PerIp};
+
 /// What a connection was let in with, kept until it is released.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pass {
-    /// Its PROXY header is still to come.
+    /// Its PROXY header is still to come (the per-address limits judge it
+    /// once the header names its client).
     pub preamble: bool,
+    /// The address the per-address limits count it under.
+    pub key: Option<Key>,
 }
 
 /// What a PROXY header check found in a connection's first bytes.
@@ -43,19 +54,27 @@ pub enum Preamble {
 pub struct Door {
     proxy: ProxyProtocol,
     trusted: Trusted,
+    /// The process's per-address limits, if any.
+    table: Option<Arc<AddrTable>>,
+    /// The address each client connection is counted under, by its table
+    /// slot (at most one per connection the shard holds).
+    seats: Vec<Option<Key>>,
     warn: Warn,
 }
 
 impl Door {
-    /// The door `config` asks for, or `None` when every front-door feature
-    /// is off (then the shard never consults one).
-    pub fn from_config(config: &Config) -> Option<Door> {
-        if !config.proxy_protocol.on() {
+    /// The door `config` asks for, with the process's per-address `table`
+    /// (if it limits anything), or `None` when every front-door feature is
+    /// off (then the shard never consults one).
+    pub fn new(config: &Config, table: Option<Arc<AddrTable>>) -> Option<Door> {
+        if !config.proxy_protocol.on() && table.is_none() {
             return None;
         }
         Some(Door {
             proxy: config.proxy_protocol,
             trusted: config.proxy_trusted.clone(),
+            table,
+            seats: Vec::new(),
             warn: Warn::default(),
         })
     }
@@ -63,7 +82,6 @@ impl Door {
     /// A connection from `peer` (`None`: its address could not be read)
     /// was accepted at `now`: let it in, or say why not.
     pub fn admit(&mut self, peer: Option<SocketAddr>, now: Millis) -> Result<Pass, RejectReason> {
-        let mut pass = Pass::default();
         if self.proxy.on() {
             // A peer whose address cannot be read (it left already) cannot
             // be shown to be trusted.
@@ -72,9 +90,89 @@ impl Door {
                 self.warn.refused(now, &who, "not in --proxy-trusted");
                 return Err(RejectReason::ProxyUntrusted);
             }
-            pass.preamble = true;
+            return Ok(Pass {
+                preamble: true,
+                key: None,
+            });
         }
-        Ok(pass)
+        // A peer that left before its address was read is let in: its
+        // first read finds it gone.
+        let key = match peer {
+            Some(peer) => self.count(peer.ip(), now)?,
+            None => None,
+        };
+        Ok(Pass {
+            preamble: false,
+            key,
+        })
+    }
+
+    /// Counts a connection from `client` against the per-address limits.
+    fn count(&mut self, client: IpAddr, now: Millis) -> Result<Option<Key>, RejectReason> {
+        let Some(table) = self.table.as_deref() else {
+            return Ok(None);
+        };
+        match table.admit(client) {
+            Ok(key) => Ok(Some(key)),
+            Err(reason) => {
+                let limits = table.limits();
+                let why = match reason {
+                    RejectReason::PerIp => {
+                        format!("--max-conns-per-ip {} reached", limits.max_conns)
+                    }
+                    RejectReason::ConnRate => format!(
+                        "faster than --conn-rate-per-ip {}",
+                        limits.rate.map_or(0, |rate| rate.per_second)
+                    ),
+                    _ => "--ip-table-max addresses, each with a connection open, held".into(),
+                };
+                self.warn.refused(now, &client.to_string(), &why);
+                Err(reason)
+            }
+        }
+    }
+
+    /// A connection let in with `pass` was turned away after all (by
+    /// `--max-conns`): it is not counted against its address.
+    pub fn undo(&mut self, pass: Pass) {
+        if let (Some(table), Some(key)) = (self.table.as_deref(), pass.key) {
+            table.release(key);
+        }
+    }
+
+    /// The connection in table slot `slot` was let in with `pass`.
+    pub fn seat(&mut self, slot: usize, pass: Pass) {
+        if self.seats.len() <= slot {
+            self.seats.resize(slot + 1, None);
+        }
+        self.seats[slot] = pass.key;
+    }
+
+    /// The connection in `slot`, whose PROXY header named `client`, is
+    /// counted against the per-address limits, or must be turned away.
+    pub fn seat_client(
+        &mut self,
+        slot: usize,
+        client: IpAddr,
+        now: Millis,
+    ) -> Result<(), RejectReason> {
+        let key = self.count(client, now)?;
+        self.seat(
+            slot,
+            Pass {
+                preamble: false,
+                key,
+            },
+        );
+        Ok(())
+    }
+
+    /// The connection in `slot` is gone: it no longer counts.
+    pub fn release(&mut self, slot: usize) {
+        let key = self.seats.get_mut(slot).and_then(Option::take);
+        if let (Some(table), Some(key)) = (self.table.as_deref(), key) {
+            table.release(key);
+        }
     }
 
     /// Looks for the PROXY header at the start of `bytes` (what a

@@ -35,11 +35,14 @@ pub enum CloseReason {
     /// `--proxy-protocol`: the PROXY header was not whole within
     /// `--proxy-timeout`.
     ProxyTimeout,
+    /// A per-address limit turned the client its PROXY header named away
+    /// (also counted in `rejected_total` by the limit).
+    Refused,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 12] = [
+    pub const ALL: [CloseReason; 13] = [
         CloseReason::Peer,
         CloseReason::IdleTimeout,
         CloseReason::ReadTimeout,
@@ -52,6 +55,7 @@ impl CloseReason {
         CloseReason::ProxyMissing,
         CloseReason::ProxyMalformed,
         CloseReason::ProxyTimeout,
+        CloseReason::Refused,
     ];
 
     /// The `reason` label value.
@@ -69,6 +73,7 @@ impl CloseReason {
             CloseReason::ProxyMissing => "proxy_missing",
             CloseReason::ProxyMalformed => "proxy_malformed",
             CloseReason::ProxyTimeout => "proxy_timeout",
+            CloseReason::Refused => "refused",
         }
     }
 
@@ -87,14 +92,24 @@ pub enum RejectReason {
     FdLimit,
     /// `--proxy-protocol`: the peer is not in `--proxy-trusted`.
     ProxyUntrusted,
+    /// `--max-conns-per-ip` connections from the client's address were open.
+    PerIp,
+    /// The client's address opened connections faster than
+    /// `--conn-rate-per-ip`.
+    ConnRate,
+    /// `--ip-table-max` addresses, each with a connection open, were held.
+    IpTableFull,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 6] = [
         RejectReason::MaxConns,
         RejectReason::FdLimit,
         RejectReason::ProxyUntrusted,
+        RejectReason::PerIp,
+        RejectReason::ConnRate,
+        RejectReason::IpTableFull,
     ];
 
     /// The `reason` label value.
@@ -103,6 +118,9 @@ impl RejectReason {
             RejectReason::MaxConns => "max_conns",
             RejectReason::FdLimit => "fd_limit",
             RejectReason::ProxyUntrusted => "proxy_untrusted",
+            RejectReason::PerIp => "per_ip",
+            RejectReason::ConnRate => "conn_rate",
+            RejectReason::IpTableFull => "ip_table_full",
         }
     }
 
@@ -410,6 +428,9 @@ pub struct Registry {
     /// known and expected (stdio, the admin listener and poller, the
     /// signal pipe), for `holdfast_fd_unaccounted`.
     pub fds_other: AtomicUsize,
+    /// Client addresses the per-address limits hold (written by their
+    /// table, under its lock).
+    pub ip_table_entries: std::sync::Arc<AtomicU64>,
 }
 
 impl Registry {
@@ -424,6 +445,7 @@ impl Registry {
             backend,
             upstreams: Vec::new(),
             fds_other: AtomicUsize::new(0),
+            ip_table_entries: std::sync::Arc::new(AtomicU64::new(0)),
         }
     }
 }

@@ -57,7 +57,19 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
         uring(out, shards)?;
     }
     state(out, registry)?;
+    front(out, registry)?;
     process(out, registry)
+}
+
+/// The front door's figures.
+fn front(out: &mut String, registry: &Registry) -> fmt::Result {
+    single(
+        out,
+        "holdfast_ip_table_entries",
+        "gauge",
+        "Client addresses the per-address limits hold (at most --ip-table-max).",
+        registry.ip_table_entries.load(Ordering::Relaxed),
+    )
 }
 
 /// Connections: open and accepted per shard, rejects and closes by reason.
@@ -740,6 +752,7 @@ mod tests {
             ("process_max_fds", "gauge"),
             ("process_resident_memory_bytes", "gauge"),
             ("holdfast_fd_unaccounted", "gauge"),
+            ("holdfast_ip_table_entries", "gauge"),
         ];
         for (name, kind) in families {
             assert!(scrape.docs.contains_key(name), "no HELP for {name}");
@@ -935,6 +948,7 @@ mod tests {
         registry.upstreams = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
         registry.ready.store(true, Ordering::Relaxed);
         registry.fds_other.store(5, Ordering::Relaxed);
+        registry.ip_table_entries.store(7, Ordering::Relaxed);
         registry
     }
 

@@ -20,7 +20,7 @@ use crate::engine::codec::Codec;
 use crate::engine::conn::table::is_upstream;
 use crate::engine::conn::{Conn, State, Table, Timeouts};
 use crate::engine::driver::{Driver, Link, Links, Socket, Token};
-use crate::engine::front::Door;
+use crate::engine::front::{AddrTable, Door};
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::service::Service;
 use crate::engine::timer::{Millis, Wheel};
@@ -88,6 +88,8 @@ pub struct Shared {
     pub open_total: Arc<AtomicUsize>,
     /// Set once to start the graceful shutdown (then the shard is woken).
     pub stop: Arc<AtomicBool>,
+    /// The per-address limits, if any (`engine/front/table.rs`).
+    pub per_ip: Option<Arc<AddrTable>>,
 }
 
 /// Bounds a shard applies, from the validated [`Config`].
@@ -207,7 +209,7 @@ impl Core {
             upstreams,
             doomed: Vec::new(),
             tick_at: Some(0),
-            door: Door::from_config(config).map(Box::new),
+            door: Door::new(config, shared.per_ip.clone()).map(Box::new),
         })
     }
 
@@ -264,6 +266,7 @@ impl Core {
         if self.open_total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_conns {
             self.open_total.fetch_sub(1, Ordering::AcqRel);
             self.metrics.rejected[RejectReason::MaxConns.index()].inc();
+            self.door_undo(pass);
             return None;
         }
         // Replies are written whole, so Nagle would only add latency.
@@ -277,6 +280,7 @@ impl Core {
         }
         let (deadline, _) = conn.deadline(&self.timeouts);
         conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+        self.door_seat(token, pass);
         self.metrics.accepted.inc();
         Some(token)
     }
@@ -541,6 +545,7 @@ impl Core {
             self.pool.give(ring);
         }
         self.open_total.fetch_sub(1, Ordering::AcqRel);
+        self.door_release(token);
         self.acceptor.on_close();
         // Dropping the stream closes the fd; epoll forgets a closed fd by
         // itself (none is ever duplicated), so no deregister syscall.

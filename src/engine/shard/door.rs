@@ -1,12 +1,19 @@
 //! Where the shard consults its front door (`engine/front/`): at accept
-//! ([`Core::door_admit`]), while a connection's PROXY header is still to
-//! come ([`Core::door_preamble`]). Without a door (every front-door
-//! feature off) each of these is one branch.
+//! ([`Core::door_admit`], then [`Core::door_seat`] once the connection has
+//! a slot, or [`Core::door_undo`] if `--max-conns` turned it away), while a
+//! connection's PROXY header is still to come ([`Core::door_preamble`]),
+//! and at release ([`Core::door_release`]). Without a door (every
+//! front-door feature off) each of these is one branch.
 
 use super::core::Core;
 use crate::engine::driver::{Socket, Token};
 use crate::engine::front::{Pass, Preamble};
 use crate::engine::metrics::CloseReason;
+
+/// A client connection's slot in the table (its token's low half).
+fn slot(token: Token) -> usize {
+    token.0 & 0xffff_ffff
+}
 
 impl Core {
     /// Whether the accepted `socket` may come in: `None` if the door
@@ -24,9 +31,31 @@ impl Core {
         }
     }
 
+    /// A connection the door let in with `pass` was turned away after all.
+    pub(super) fn door_undo(&mut self, pass: Pass) {
+        if let Some(door) = self.door.as_deref_mut() {
+            door.undo(pass);
+        }
+    }
+
+    /// A connection the door let in with `pass` is now `token`.
+    pub(super) fn door_seat(&mut self, token: Token, pass: Pass) {
+        if let Some(door) = self.door.as_deref_mut() {
+            door.seat(slot(token), pass);
+        }
+    }
+
+    /// The client `token` is released: it no longer counts for its address.
+    pub(super) fn door_release(&mut self, token: Token) {
+        if let Some(door) = self.door.as_deref_mut() {
+            door.release(slot(token));
+        }
+    }
+
     /// The client `token` awaits its PROXY header: look for it in what was
     /// read. True once it is in (and consumed: serving may begin); an error
-    /// is the reason to close.
+    /// is the reason to close (a bad header, or a per-address limit that
+    /// refuses the client it names).
     pub(super) fn door_preamble(&mut self, token: Token) -> Result<bool, CloseReason> {
         let door = self.door.as_deref_mut().expect("a preamble needs a door");
         let conn = self.conns.get_mut(token).expect("live");
@@ -42,15 +71,18 @@ impl Core {
         let capacity = input.capacity();
         let socket = &conn.link.socket;
         let peer = || socket.peer_addr().ok();
-        match door.preamble(bytes, conn.eof, capacity, peer)? {
-            Preamble::Incomplete => Ok(false),
-            Preamble::Done { len, client } => {
-                input.consume(len);
-                conn.preamble = false;
-                conn.partial_since = None;
-                log::debug!("connection {token:?}: PROXY header from {client}");
-                Ok(true)
-            }
+        let (len, client) = match door.preamble(bytes, conn.eof, capacity, peer)? {
+            Preamble::Incomplete => return Ok(false),
+            Preamble::Done { len, client } => (len, client),
+        };
+        input.consume(len);
+        conn.preamble = false;
+        conn.partial_since = None;
+        log::debug!("connection {token:?}: PROXY header from {client}");
+        if let Err(reason) = door.seat_client(slot(token), client, self.clock.now) {
+            self.metrics.rejected[reason.index()].inc();
+            return Err(CloseReason::Refused);
         }
+        Ok(true)
     }
 }

@@ -3,7 +3,8 @@
 //! nothing on its hot path: its poller or ring, listener, connection table,
 //! timer wheel, ring pool, service and counters are its own. The only
 //! shared state is the process-wide count of open connections (one atomic
-//! add per accept and close) and the stop flag.
+//! add per accept and close), the stop flag and, with per-address limits,
+//! their table (one lock per accept and release).
 //!
 //! [`core`] holds the connections and the data path, `turn` the loop
 //! (written once); the driver (`driver/`: epoll, or io_uring in a `uring`
