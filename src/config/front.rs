@@ -15,11 +15,27 @@ impl Config {
     /// The front door's relations.
     pub(super) fn check_front(&self) -> Result<(), ConfigError> {
         self.check_proxy_protocol()?;
-        if self.conn_burst_per_ip > 0 && self.conn_rate_per_ip == 0 {
-            return Err(ConfigError::new(
+        let pairs = [
+            (
                 "--conn-burst-per-ip",
-                "is the bucket of --conn-rate-per-ip, which is not set",
-            ));
+                self.conn_burst_per_ip,
+                "--conn-rate-per-ip",
+                self.conn_rate_per_ip,
+            ),
+            (
+                "--request-burst",
+                self.request_burst,
+                "--request-rate",
+                self.request_rate,
+            ),
+        ];
+        for (burst_flag, burst, rate_flag, rate) in pairs {
+            if burst > 0 && rate == 0 {
+                return Err(ConfigError::new(
+                    burst_flag,
+                    format!("is the bucket of {rate_flag}, which is not set"),
+                ));
+            }
         }
         Ok(())
     }

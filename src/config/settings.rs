@@ -174,6 +174,16 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
           bounds = count(0, 10_000_000).note(" (0 means --max-conns)"))]
     pub ip_table_max: usize,
+    /// Frames per second one connection may send (a token bucket); past it the connection
+    /// is not read from until tokens return. 0 = no limit
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 10_000_000).note(" (0 means no limit)"))]
+    pub request_rate: u32,
+    /// Frames one connection may send at once before --request-rate paces it; 0 = one
+    /// second's worth
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 10_000_000).note(" (0 means one second of --request-rate)"))]
+    pub request_burst: u32,
     /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
     /// past it writes get -OOM
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,

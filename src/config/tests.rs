@@ -678,4 +678,8 @@ fn per_address_limits_are_bounded() {
         error.to_string(),
         "--conn-burst-per-ip: is the bucket of --conn-rate-per-ip, which is not set"
     );
+    let config = valid(&[("request-rate", "100"), ("request-burst", "7")]);
+    assert_eq!((config.request_rate, config.request_burst), (100, 7));
+    assert_eq!(invalid("request-burst", "7").flag, "--request-burst");
+    assert_eq!(invalid("request-rate", "10000001").flag, "--request-rate");
 }

@@ -110,6 +110,9 @@ pub struct Conn {
     /// Its PROXY header is still to come (`--proxy-protocol`): nothing is
     /// served, and `partial_since` is the accept.
     pub preamble: bool,
+    /// Over `--request-rate`: nothing is read or served until its frame
+    /// tokens return (the front door wakes it).
+    pub throttled: bool,
     /// Last time a byte was read or written.
     pub last_active: Millis,
     /// When the incomplete frame at the front of `input` started.
@@ -133,6 +136,7 @@ impl Conn {
             pending_full: false,
             queued: false,
             preamble: false,
+            throttled: false,
             last_active: now,
             partial_since: None,
             write_since: now,
@@ -147,6 +151,7 @@ impl Conn {
         self.state.reads()
             && !self.output_blocked
             && !self.pending_full
+            && !self.throttled
             && !self.link.input.as_ref().is_some_and(Ring::is_full)
     }
 
@@ -154,7 +159,7 @@ impl Conn {
     pub fn reading(&self) -> Reading {
         if !self.state.reads() {
             Reading::Stopped
-        } else if self.output_blocked || self.pending_full {
+        } else if self.output_blocked || self.pending_full || self.throttled {
             Reading::Paused
         } else {
             Reading::Open
@@ -169,8 +174,9 @@ impl Conn {
     /// The earliest deadline now in force and the reason it would close
     /// with. Output that makes no progress is the write timeout's; an
     /// incomplete frame is the read timeout's, except while reading is
-    /// paused for backpressure (a full output ring, or `--max-pending`
-    /// replies awaited: then the peer is not the one stalling);
+    /// paused for backpressure (a full output ring, `--max-pending`
+    /// replies awaited, or `--request-rate`: then the peer is not the one
+    /// stalling);
     /// otherwise the idle timeout's. A lingering connection has only its
     /// linger deadline, one awaiting its PROXY header only that header's.
     pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, CloseReason) {
@@ -193,6 +199,7 @@ impl Conn {
         if let Some(since) = self.partial_since
             && !self.output_blocked
             && !self.pending_full
+            && !self.throttled
             && self.state.reads()
         {
             tighten(since + timeouts.read, CloseReason::ReadTimeout);

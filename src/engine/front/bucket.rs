@@ -83,9 +83,15 @@ impl Bucket {
 
     /// When the next whole token will be there (`now` if one is).
     pub fn next_token(&self, rate: Rate, now: Millis) -> Millis {
+        self.ready_at(rate, now, 1)
+    }
+
+    /// When `tokens` whole tokens (at most the burst) will be there.
+    pub fn ready_at(&self, rate: Rate, now: Millis, tokens: u64) -> Millis {
         let mut bucket = *self;
         bucket.refill(rate, now);
-        let missing = MILLI.saturating_sub(bucket.milli);
+        let wanted = tokens.clamp(1, u64::from(rate.burst)) * MILLI;
+        let missing = wanted.saturating_sub(bucket.milli);
         now + missing.div_ceil(u64::from(rate.per_second))
     }
 

@@ -6,11 +6,13 @@
 //! - [`header`]: the PROXY protocol header (v1 and v2), a pure parser;
 //! - `table`: the per-address limits, one table for the process;
 //! - `bucket`: the token bucket of every rate;
+//! - `throttle`: `--request-rate`, each connection's frames a second;
 //! - `warn`: rate-limited warnings that name the address refused.
 
 mod bucket;
 pub mod header;
 mod table;
+mod throttle;
 mod warn;
 
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +27,7 @@ use self::warn::Warn;
 
 pub use self::bucket::{Bucket, Rate};
 pub use self::table::{AddrTable, Key, PerIp};
+pub use self::throttle::Throttle;
 
 /// What a connection was let in with, kept until it is released.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct Door {
     /// The address each client connection is counted under, by its table
     /// slot (at most one per connection the shard holds).
     seats: Vec<Option<Key>>,
+    /// Each connection's frame rate, if limited.
+    pub throttle: Option<Throttle>,
     warn: Warn,
 }
 
@@ -67,7 +72,8 @@ impl Door {
     /// (if it limits anything), or `None` when every front-door feature is
     /// off (then the shard never consults one).
     pub fn new(config: &Config, table: Option<Arc<AddrTable>>) -> Option<Door> {
-        if !config.proxy_protocol.on() && table.is_none() {
+        let throttle = Throttle::new(config);
+        if !config.proxy_protocol.on() && table.is_none() && throttle.is_none() {
             return None;
         }
         Some(Door {
@@ -75,6 +81,7 @@ impl Door {
             trusted: config.proxy_trusted.clone(),
             table,
             seats: Vec::new(),
+            throttle,
             warn: Warn::default(),
         })
     }

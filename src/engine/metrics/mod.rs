@@ -359,6 +359,10 @@ pub struct ShardMetrics {
     pub bytes_written: Counter,
     /// Loop turns (one poll and the work after it).
     pub loop_iterations: Counter,
+    /// Times a connection was throttled by `--request-rate`.
+    pub throttled: Counter,
+    /// Milliseconds connections spent throttled (counted as each is woken).
+    pub throttled_ms: Counter,
     /// Time one loop turn spent on work (not waiting in poll).
     pub loop_turn: Histogram,
     /// File descriptors this shard holds besides connections (listener,

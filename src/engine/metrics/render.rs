@@ -63,12 +63,33 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
 
 /// The front door's figures.
 fn front(out: &mut String, registry: &Registry) -> fmt::Result {
+    let shards = &registry.shards;
     single(
         out,
         "holdfast_ip_table_entries",
         "gauge",
         "Client addresses the per-address limits hold (at most --ip-table-max).",
         registry.ip_table_entries.load(Ordering::Relaxed),
+    )?;
+    single(
+        out,
+        "holdfast_throttled_total",
+        "counter",
+        "Times a connection was over --request-rate and stopped being read.",
+        sum(shards, |s| s.throttled.get()),
+    )?;
+    let ms = sum(shards, |s| s.throttled_ms.get());
+    header(
+        out,
+        "holdfast_throttled_seconds_total",
+        "counter",
+        "Time connections spent not read for --request-rate.",
+    )?;
+    writeln!(
+        out,
+        "holdfast_throttled_seconds_total {}.{:03}",
+        ms / 1000,
+        ms % 1000
     )
 }
 
@@ -753,6 +774,8 @@ mod tests {
             ("process_resident_memory_bytes", "gauge"),
             ("holdfast_fd_unaccounted", "gauge"),
             ("holdfast_ip_table_entries", "gauge"),
+            ("holdfast_throttled_total", "counter"),
+            ("holdfast_throttled_seconds_total", "counter"),
         ];
         for (name, kind) in families {
             assert!(scrape.docs.contains_key(name), "no HELP for {name}");
@@ -910,6 +933,7 @@ mod tests {
                 let counters = [&s.accepted, &s.handler_panics, &s.frames, &s.bytes_read]
                     .into_iter()
                     .chain([&s.bytes_written, &s.loop_iterations])
+                    .chain([&s.throttled, &s.throttled_ms])
                     .chain(&s.rejected)
                     .chain(&s.closed)
                     .chain(&s.loop_turn.buckets)

@@ -248,6 +248,7 @@ impl Core {
             self.upstreams
                 .as_ref()
                 .and_then(|upstreams| upstreams.next_wake()),
+            self.door_wake_at(),
         ]
         .into_iter()
         .flatten()

@@ -6,9 +6,10 @@
 //! front-door feature off) each of these is one branch.
 
 use super::core::Core;
-use crate::engine::driver::{Socket, Token};
+use crate::engine::driver::{Driver, Socket, Token};
 use crate::engine::front::{Pass, Preamble};
 use crate::engine::metrics::CloseReason;
+use crate::engine::timer::Millis;
 
 /// A client connection's slot in the table (its token's low half).
 fn slot(token: Token) -> usize {
@@ -42,6 +43,62 @@ impl Core {
     pub(super) fn door_seat(&mut self, token: Token, pass: Pass) {
         if let Some(door) = self.door.as_deref_mut() {
             door.seat(slot(token), pass);
+            if let Some(throttle) = door.throttle.as_mut() {
+                throttle.seat(slot(token), self.clock.now);
+            }
+        }
+    }
+
+    /// How many frames the client `token` may be served now
+    /// (`--request-rate`; `usize::MAX` without one).
+    pub(super) fn door_frames(&mut self, token: Token) -> usize {
+        let throttle = self.door.as_deref_mut().and_then(|d| d.throttle.as_mut());
+        throttle.map_or(usize::MAX, |t| t.frames(slot(token), self.clock.now))
+    }
+
+    /// The client `token` was served `served` of the `limit` frames it
+    /// could be: they are spent, and if the limit held frames back, it is
+    /// parked (not read or served) until tokens return.
+    pub(super) fn door_served(&mut self, token: Token, served: usize, limit: usize) {
+        let now = self.clock.now;
+        let throttle = self.door.as_deref_mut().and_then(|d| d.throttle.as_mut());
+        let throttle = throttle.expect("a frame limit needs a throttle");
+        throttle.spend(slot(token), served, now);
+        let conn = self.conns.get_mut(token).expect("live");
+        let held_back = served == limit
+            && conn.state.serves()
+            && conn
+                .link
+                .input
+                .as_ref()
+                .is_some_and(|input| !input.is_empty());
+        if held_back {
+            conn.throttled = true;
+            throttle.park(token, slot(token), now);
+            self.metrics.throttled.inc();
+        }
+    }
+
+    /// When the first throttled client is due to be woken.
+    pub(super) fn door_wake_at(&self) -> Option<Millis> {
+        self.door.as_ref()?.throttle.as_ref()?.next_wake()
+    }
+
+    /// Wakes the throttled clients whose tokens are back: each is read and
+    /// served again from where it stopped.
+    pub(super) fn wake_throttled<I: Driver>(&mut self, io: &mut I) {
+        let now = self.clock.now;
+        loop {
+            let throttle = self.door.as_deref_mut().and_then(|d| d.throttle.as_mut());
+            let Some((token, waited)) = throttle.and_then(|t| t.wake(now)) else {
+                return;
+            };
+            // A connection closed while parked is skipped.
+            if let Some(conn) = self.conns.get_mut(token).filter(|conn| conn.throttled) {
+                conn.throttled = false;
+                self.metrics.throttled_ms.add(waited);
+                self.drive(io, token);
+            }
         }
     }
 

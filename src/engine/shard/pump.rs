@@ -45,11 +45,11 @@ impl Side for Client {
     const CLIENT: bool = true;
 
     fn step(core: &mut Core, token: Token) -> Result<bool, CloseReason> {
-        if core.conns.get(token).expect("pumped while live").preamble
-            && !core.door_preamble(token)?
-        {
+        let conn = core.conns.get(token).expect("pumped while live");
+        if conn.throttled || (conn.preamble && !core.door_preamble(token)?) {
             return Ok(false);
         }
+        let frame_limit = core.door_frames(token);
         let conn = core.conns.get_mut(token).expect("pumped while live");
         let mut serving = Serving {
             pool: &mut core.pool,
@@ -58,8 +58,10 @@ impl Side for Client {
             queue: &mut core.queue,
             now: core.clock.now,
             now_us: core.clock.now_us,
+            frame_limit,
         };
-        let mut moved = core.responder.serve(conn, token, &mut serving)? > 0;
+        let served = core.responder.serve(conn, token, &mut serving)?;
+        let mut moved = served > 0;
         if let Some(upstreams) = core.upstreams.as_deref_mut() {
             let max_pending = upstreams.settings.max_pending;
             let pending = &mut upstreams.pending;
@@ -68,6 +70,9 @@ impl Side for Client {
                 .responder
                 .deliver(conn, token, pending, max_pending, pool)?
                 > 0;
+        }
+        if frame_limit != usize::MAX {
+            core.door_served(token, served, frame_limit);
         }
         Ok(moved)
     }

@@ -41,6 +41,9 @@ pub struct Serving<'a> {
     pub now: Millis,
     /// The same instant in microseconds.
     pub now_us: u64,
+    /// The most frames to serve now (`--request-rate`; `usize::MAX`
+    /// without one).
+    pub frame_limit: usize,
 }
 
 /// Why serving stopped short of a frame.
@@ -90,7 +93,10 @@ impl Responder {
             return Ok(0);
         }
         let mut frames = 0;
-        while conn.state.serves() && conn.link.input.as_ref().is_some_and(|i| !i.is_empty()) {
+        while conn.state.serves()
+            && frames < at.frame_limit
+            && conn.link.input.as_ref().is_some_and(|i| !i.is_empty())
+        {
             match self.serve_one(conn, token, at)? {
                 Ok(()) => frames += 1,
                 Err(Halt::Input) => break,
