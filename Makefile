@@ -57,11 +57,14 @@ test-uring: deps
 	scripts/test_uring.sh
 
 # The resp integration tests drive the server with redis-cli; the front-door
-# tests put a real HAProxy in front of it.
+# tests put a real HAProxy in front of it and drop packets with nft (in a
+# network namespace they make with unshare and ip; they need root).
 deps:
 	command -v redis-cli >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-tools)
 	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 	command -v haproxy >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
+	command -v nft >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables)
+	command -v ip >/dev/null && command -v ss >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2)
 
 check-fmt:
 	$(CARGO) fmt --all -- --check

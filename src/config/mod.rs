@@ -29,7 +29,7 @@ pub use choices::{Admin, Backend, Jitter, KeyHash, Protocol};
 pub use error::ConfigError;
 pub use front::PROXY_BUFFER_MIN;
 pub use load::{Mode, args, flag_error, load};
-pub use net::{Cidr, ProxyProtocol, TRUSTED_MAX, Trusted};
+pub use net::{Cidr, Keepalive, ProxyProtocol, TRUSTED_MAX, TcpKeepalive, Trusted};
 pub use relations::{RESP_BUFFER_MIN, RESP_MAX_FRAME_MIN, UPSTREAMS_MAX};
 pub use settings::{BackoffSettings, BreakerSettings, Config};
 pub use units::{format_duration, format_size, parse_duration, parse_size};

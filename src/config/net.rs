@@ -1,7 +1,12 @@
 //! The settings that name addresses rather than quantities: the PROXY
-//! protocol's mode and the sources trusted to send it.
+//! protocol's mode and the sources trusted to send it; and the TCP
+//! keepalive's three numbers.
 
 use std::net::IpAddr;
+use std::time::Duration;
+
+use super::bounds::Bound;
+use super::units::{format_duration, parse_count, parse_duration};
 
 /// The most address blocks `--proxy-trusted` takes: each accept looks
 /// through the list once.
@@ -147,6 +152,90 @@ impl Trusted {
     }
 }
 
+/// `--tcp-keepalive`: after `idle` with nothing received, probe every
+/// `interval`; `count` probes unanswered and the kernel ends the
+/// connection (ETIMEDOUT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet time before the first probe (TCP_KEEPIDLE).
+    pub idle: Duration,
+    /// Time between probes (TCP_KEEPINTVL).
+    pub interval: Duration,
+    /// Probes unanswered before the connection ends (TCP_KEEPCNT).
+    pub count: u32,
+}
+
+/// `--tcp-keepalive` as set: off, or its three numbers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpKeepalive(pub Option<Keepalive>);
+
+impl TcpKeepalive {
+    pub(crate) fn parse(text: &str) -> Result<TcpKeepalive, String> {
+        KeepaliveBound.parse(text)
+    }
+}
+
+/// The bounds of `--tcp-keepalive`: the kernel counts its times in whole
+/// seconds (at most 32767) and its probes up to 127; past two hours idle
+/// (the kernel's own default) it finds a dead peer too late to matter.
+#[derive(Clone, Copy, Debug)]
+pub struct KeepaliveBound;
+
+/// The longest `--tcp-keepalive` idle time.
+const KEEPALIVE_IDLE_MAX: Duration = Duration::from_secs(2 * 3600);
+/// The longest `--tcp-keepalive` interval.
+const KEEPALIVE_INTERVAL_MAX: Duration = Duration::from_secs(600);
+/// The most `--tcp-keepalive` probes (TCP_KEEPCNT's own limit).
+const KEEPALIVE_COUNT_MAX: u64 = 127;
+
+impl Bound for KeepaliveBound {
+    type Value = TcpKeepalive;
+
+    fn parse(&self, text: &str) -> Result<TcpKeepalive, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(TcpKeepalive(None));
+        }
+        let wrong =
+            || format!("expected off or IDLE,INTERVAL,COUNT such as 60s,10s,6, got `{text}`");
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let [idle, interval, count] = parts[..] else {
+            return Err(wrong());
+        };
+        let seconds = |part: &str, max: Duration, what: &str| {
+            let value = parse_duration(part)?;
+            if value.subsec_millis() != 0 || value < Duration::from_secs(1) || value > max {
+                return Err(format!(
+                    "the {what} must be whole seconds from 1s to {}, got {part}",
+                    format_duration(max)
+                ));
+            }
+            Ok(value)
+        };
+        let idle = seconds(idle, KEEPALIVE_IDLE_MAX, "idle time")?;
+        let interval = seconds(interval, KEEPALIVE_INTERVAL_MAX, "interval")?;
+        let count = parse_count(count).map_err(|_| wrong())?;
+        if !(1..=KEEPALIVE_COUNT_MAX).contains(&count) {
+            return Err(format!(
+                "the probe count must be from 1 to {KEEPALIVE_COUNT_MAX}, got {count}"
+            ));
+        }
+        Ok(TcpKeepalive(Some(Keepalive {
+            idle,
+            interval,
+            count: count as u32,
+        })))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "off, or IDLE,INTERVAL,COUNT: 1s to {}, 1s to {}, 1 to {KEEPALIVE_COUNT_MAX}",
+            format_duration(KEEPALIVE_IDLE_MAX),
+            format_duration(KEEPALIVE_INTERVAL_MAX)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +274,28 @@ mod tests {
         }
         let many = vec!["10.0.0.1"; TRUSTED_MAX + 1].join(",");
         assert!(Trusted::parse(&many).unwrap_err().contains("at most 256"));
+    }
+
+    #[test]
+    fn keepalive_takes_three_numbers_or_off() {
+        let parse = |text: &str| KeepaliveBound.parse(text);
+        assert_eq!(parse("off"), Ok(TcpKeepalive(None)));
+        let keepalive = parse("30s, 5s, 4").unwrap().0.unwrap();
+        assert_eq!(keepalive.idle, Duration::from_secs(30));
+        assert_eq!(keepalive.interval, Duration::from_secs(5));
+        assert_eq!(keepalive.count, 4);
+        for bad in [
+            "30s,5s",
+            "1500ms,1s,3",
+            "0s,1s,3",
+            "3h,1s,3",
+            "1s,11m,3",
+            "1s,1s,0",
+            "1s,1s,128",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+        assert!(parse("x,1s,3").unwrap_err().contains("x"));
     }
 
     #[test]

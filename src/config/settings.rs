@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
 use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol};
-use super::net::{ProxyProtocol, Trusted};
+use super::net::{KeepaliveBound, ProxyProtocol, TcpKeepalive, Trusted};
 use super::units::{parse_duration, parse_size};
 
 /// `--help` heading of the engine's limits.
@@ -184,6 +184,17 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
           bounds = count32(0, 10_000_000).note(" (0 means one second of --request-rate)"))]
     pub request_burst: u32,
+    /// TCP keepalive on client and upstream sockets: off, or IDLE,INTERVAL,COUNT (probe
+    /// after IDLE quiet, every INTERVAL; COUNT unanswered and the peer is dead)
+    #[arg(long, value_name = "SPEC", default_value = "off", help_heading = FRONT,
+          value_parser = TcpKeepalive::parse, bounds = KeepaliveBound)]
+    pub tcp_keepalive: TcpKeepalive,
+    /// TCP_USER_TIMEOUT on client and upstream sockets: data sent but not acknowledged
+    /// this long ends the connection; 0 = the kernel's default (off)
+    #[arg(long, value_name = "DUR", default_value = "0", help_heading = FRONT,
+          value_parser = parse_duration,
+          bounds = timeout(Duration::ZERO, TIMEOUT_MAX).note(" (0 means off)"))]
+    pub tcp_user_timeout: Duration,
     /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
     /// past it writes get -OOM
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,

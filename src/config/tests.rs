@@ -683,3 +683,24 @@ fn per_address_limits_are_bounded() {
     assert_eq!(invalid("request-burst", "7").flag, "--request-burst");
     assert_eq!(invalid("request-rate", "10000001").flag, "--request-rate");
 }
+
+/// Keepalive and user timeout: off by default, bounded, each refusal names
+/// its flag.
+#[test]
+fn dead_peer_settings_are_bounded() {
+    let config = valid(&[]);
+    assert_eq!(config.tcp_keepalive, TcpKeepalive(None));
+    assert_eq!(config.tcp_user_timeout, Duration::ZERO);
+    let config = valid(&[("tcp-keepalive", "60s,10s,6"), ("tcp-user-timeout", "30s")]);
+    let keepalive = config.tcp_keepalive.0.unwrap();
+    assert_eq!(keepalive.idle, Duration::from_secs(60));
+    assert_eq!(keepalive.count, 6);
+    assert_eq!(config.tcp_user_timeout, Duration::from_secs(30));
+    for (key, value) in [
+        ("tcp-keepalive", "60s"),
+        ("tcp-keepalive", "60s,10s,200"),
+        ("tcp-user-timeout", "25h"),
+    ] {
+        assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
+    }
+}

@@ -7,10 +7,12 @@
 //! - `table`: the per-address limits, one table for the process;
 //! - `bucket`: the token bucket of every rate;
 //! - `throttle`: `--request-rate`, each connection's frames a second;
+//! - `sockopt`: TCP keepalive and user timeout against vanished peers;
 //! - `warn`: rate-limited warnings that name the address refused.
 
 mod bucket;
 pub mod header;
+mod sockopt;
 mod table;
 mod throttle;
 mod warn;
@@ -26,6 +28,7 @@ use self::header::Parsed;
 use self::warn::Warn;
 
 pub use self::bucket::{Bucket, Rate};
+pub use self::sockopt::SocketOptions;
 pub use self::table::{AddrTable, Key, PerIp};
 pub use self::throttle::Throttle;
 
@@ -64,6 +67,8 @@ pub struct Door {
     seats: Vec<Option<Key>>,
     /// Each connection's frame rate, if limited.
     pub throttle: Option<Throttle>,
+    /// Options for every client and upstream socket, if any.
+    pub sockets: Option<SocketOptions>,
     warn: Warn,
 }
 
@@ -73,7 +78,9 @@ impl Door {
     /// off (then the shard never consults one).
     pub fn new(config: &Config, table: Option<Arc<AddrTable>>) -> Option<Door> {
         let throttle = Throttle::new(config);
-        if !config.proxy_protocol.on() && table.is_none() && throttle.is_none() {
+        let sockets = SocketOptions::from_config(config);
+        let judges = config.proxy_protocol.on() || table.is_some();
+        if !judges && throttle.is_none() && sockets.is_none() {
             return None;
         }
         Some(Door {
@@ -82,13 +89,23 @@ impl Door {
             table,
             seats: Vec::new(),
             throttle,
+            sockets,
             warn: Warn::default(),
         })
     }
 
-    /// A connection from `peer` (`None`: its address could not be read)
-    /// was accepted at `now`: let it in, or say why not.
-    pub fn admit(&mut self, peer: Option<SocketAddr>, now: Millis) -> Result<Pass, RejectReason> {
+    /// A connection was accepted at `now`; `peer` reads its peer address
+    /// (`None`: it could not be read), only if something judges by it:
+    /// let it in, or say why not.
+    pub fn admit(
+        &mut self,
+        peer: impl FnOnce() -> Option<SocketAddr>,
+        now: Millis,
+    ) -> Result<Pass, RejectReason> {
+        if !self.proxy.on() && self.table.is_none() {
+            return Ok(Pass::default());
+        }
+        let peer = peer();
         if self.proxy.on() {
             // A peer whose address cannot be read (it left already) cannot
             // be shown to be trusted.

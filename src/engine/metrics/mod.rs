@@ -38,11 +38,14 @@ pub enum CloseReason {
     /// A per-address limit turned the client its PROXY header named away
     /// (also counted in `rejected_total` by the limit).
     Refused,
+    /// The kernel gave up on the peer (ETIMEDOUT): `--tcp-keepalive`
+    /// probes or, with `--tcp-user-timeout`, sent data went unanswered.
+    DeadPeer,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 13] = [
+    pub const ALL: [CloseReason; 14] = [
         CloseReason::Peer,
         CloseReason::IdleTimeout,
         CloseReason::ReadTimeout,
@@ -56,6 +59,7 @@ impl CloseReason {
         CloseReason::ProxyMalformed,
         CloseReason::ProxyTimeout,
         CloseReason::Refused,
+        CloseReason::DeadPeer,
     ];
 
     /// The `reason` label value.
@@ -74,6 +78,7 @@ impl CloseReason {
             CloseReason::ProxyMalformed => "proxy_malformed",
             CloseReason::ProxyTimeout => "proxy_timeout",
             CloseReason::Refused => "refused",
+            CloseReason::DeadPeer => "dead_peer",
         }
     }
 

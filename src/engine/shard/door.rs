@@ -23,7 +23,12 @@ impl Core {
         let Some(door) = self.door.as_deref_mut() else {
             return Some(Pass::default());
         };
-        match door.admit(socket.peer_addr().ok(), self.clock.now) {
+        if let Some(options) = door.sockets
+            && let Err(error) = options.apply(socket)
+        {
+            log::debug!("setting --tcp-keepalive or --tcp-user-timeout: {error}");
+        }
+        match door.admit(|| socket.peer_addr().ok(), self.clock.now) {
             Ok(pass) => Some(pass),
             Err(reason) => {
                 self.metrics.rejected[reason.index()].inc();

@@ -26,6 +26,12 @@ pub(super) trait Side {
     /// Works on what was read; returns whether anything moved.
     fn step(core: &mut Core, token: Token) -> Result<bool, Self::Failure>;
 
+    /// Why a read or write that failed with `error` ends the connection.
+    fn failure(error: &std::io::Error) -> Self::Failure {
+        let _ = error;
+        Self::RESET
+    }
+
     /// Whether to stop pumping now that the peer has closed (an upstream
     /// that closed answers nothing more: no request may be added).
     fn stop_at_eof() -> bool {
@@ -43,6 +49,15 @@ impl Side for Client {
     type Failure = CloseReason;
     const RESET: CloseReason = CloseReason::Reset;
     const CLIENT: bool = true;
+
+    /// The kernel's ETIMEDOUT (keepalive probes or a user timeout went
+    /// unanswered) is a dead peer; anything else a reset.
+    fn failure(error: &std::io::Error) -> CloseReason {
+        match error.raw_os_error() {
+            Some(libc::ETIMEDOUT) => CloseReason::DeadPeer,
+            _ => CloseReason::Reset,
+        }
+    }
 
     fn step(core: &mut Core, token: Token) -> Result<bool, CloseReason> {
         let conn = core.conns.get(token).expect("pumped while live");
@@ -147,9 +162,9 @@ impl Core {
             return Ok(false);
         }
         let asked = (*budget).min(pass_max);
-        let Ok(read) = io.read(token, &mut conn.link, &mut self.pool, asked) else {
-            return Err(S::RESET);
-        };
+        let read = io
+            .read(token, &mut conn.link, &mut self.pool, asked)
+            .map_err(|error| S::failure(&error))?;
         let mut moved = false;
         if read.bytes > 0 {
             moved = true;
@@ -193,7 +208,7 @@ impl Core {
                 }
                 Ok(true)
             }
-            Err(_) => Err(S::RESET),
+            Err(error) => Err(S::failure(&error)),
         }
     }
 }

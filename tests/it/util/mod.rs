@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 use prometheus_parse::{Scrape, Value};
 
 pub mod haproxy;
+pub mod netns;
 
 /// How long a client socket waits for a read or write before the test fails.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
