@@ -195,6 +195,22 @@ pub struct Config {
           value_parser = parse_duration,
           bounds = timeout(Duration::ZERO, TIMEOUT_MAX).note(" (0 means off)"))]
     pub tcp_user_timeout: Duration,
+    /// Shed new connections (accept and close them) while more than this many wait in a
+    /// shard's accept queue; resume at half. 0 = off
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 65_535).note(" (0 means off)"))]
+    pub shed_accept_queue: u32,
+    /// Shed new connections while a shard's loop turns take longer than this (the longest
+    /// turn of the last 10 ms); resume at half. 0 = off
+    #[arg(long, value_name = "DUR", default_value = "0", help_heading = FRONT,
+          value_parser = parse_duration,
+          bounds = timeout(Duration::ZERO, Duration::from_secs(60)).note(" (0 means off)"))]
+    pub shed_loop_lag: Duration,
+    /// Shed new connections while fewer file descriptors than this are left for them under
+    /// RLIMIT_NOFILE; resume at twice as many. 0 = off
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count(0, 10_000_000).note(" (0 means off)"))]
+    pub shed_fds_left: usize,
     /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
     /// past it writes get -OOM
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,

@@ -704,3 +704,25 @@ fn dead_peer_settings_are_bounded() {
         assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
     }
 }
+
+/// Load shedding: off by default, each threshold bounded.
+#[test]
+fn shedding_thresholds_are_bounded() {
+    let config = valid(&[]);
+    assert_eq!(config.shed_accept_queue, 0);
+    assert_eq!(config.shed_loop_lag, Duration::ZERO);
+    assert_eq!(config.shed_fds_left, 0);
+    let config = valid(&[
+        ("shed-accept-queue", "512"),
+        ("shed-loop-lag", "100ms"),
+        ("shed-fds-left", "1000"),
+    ]);
+    assert_eq!(config.shed_loop_lag, Duration::from_millis(100));
+    for (key, value) in [
+        ("shed-accept-queue", "65536"),
+        ("shed-loop-lag", "2m"),
+        ("shed-fds-left", "x"),
+    ] {
+        assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
+    }
+}

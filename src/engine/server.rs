@@ -203,6 +203,7 @@ impl Server {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             per_ip: per_ip_table(&config, &registry),
+            fd_room: fd_room(&config),
         };
         let setup = ShardSetup {
             config: &config,
@@ -246,6 +247,13 @@ fn per_ip_table(config: &Config, registry: &Registry) -> Option<Arc<AddrTable>> 
     };
     let gauge = registry.ip_table_entries.clone();
     Some(Arc::new(AddrTable::new(limits, max, gauge)))
+}
+
+/// Descriptors RLIMIT_NOFILE leaves for client connections, for
+/// `--shed-fds-left`.
+fn fd_room(config: &Config) -> usize {
+    let limit = sys::raise_fd_limit().map_or(usize::MAX, |limit| limit as usize);
+    limit.saturating_sub(fds_reserved(config))
 }
 
 /// Binds one listener per shard on `config.listen` (all on the port the
@@ -470,7 +478,9 @@ pub fn fds_reserved(config: &Config) -> usize {
 /// What [`fds_reserved`] keeps for each shard: its own descriptors and a
 /// connection per lane of every upstream.
 pub fn fds_reserved_per_shard(config: &Config) -> usize {
-    FDS_PER_SHARD + config.upstreams.len() * config.upstream_conns
+    // `--shed-accept-queue` asks the kernel through a netlink socket.
+    let probe = usize::from(config.shed_accept_queue > 0);
+    FDS_PER_SHARD + probe + config.upstreams.len() * config.upstream_conns
 }
 
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the

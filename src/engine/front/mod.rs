@@ -8,10 +8,13 @@
 //! - `bucket`: the token bucket of every rate;
 //! - `throttle`: `--request-rate`, each connection's frames a second;
 //! - `sockopt`: TCP keepalive and user timeout against vanished peers;
+//! - `shed`: load shedding on the accept queue (`diag`), loop lag and fds;
 //! - `warn`: rate-limited warnings that name the address refused.
 
 mod bucket;
+mod diag;
 pub mod header;
+mod shed;
 mod sockopt;
 mod table;
 mod throttle;
@@ -28,6 +31,7 @@ use self::header::Parsed;
 use self::warn::Warn;
 
 pub use self::bucket::{Bucket, Rate};
+pub use self::shed::Shed;
 pub use self::sockopt::SocketOptions;
 pub use self::table::{AddrTable, Key, PerIp};
 pub use self::throttle::Throttle;
@@ -69,18 +73,21 @@ pub struct Door {
     pub throttle: Option<Throttle>,
     /// Options for every client and upstream socket, if any.
     pub sockets: Option<SocketOptions>,
+    /// Load shedding, if any signal is watched.
+    pub shed: Option<Shed>,
     warn: Warn,
 }
 
 impl Door {
     /// The door `config` asks for, with the process's per-address `table`
-    /// (if it limits anything), or `None` when every front-door feature is
-    /// off (then the shard never consults one).
-    pub fn new(config: &Config, table: Option<Arc<AddrTable>>) -> Option<Door> {
+    /// (if it limits anything) and the shard's load shedding, or `None`
+    /// when every front-door feature is off (then the shard never consults
+    /// one).
+    pub fn new(config: &Config, table: Option<Arc<AddrTable>>, shed: Option<Shed>) -> Option<Door> {
         let throttle = Throttle::new(config);
         let sockets = SocketOptions::from_config(config);
         let judges = config.proxy_protocol.on() || table.is_some();
-        if !judges && throttle.is_none() && sockets.is_none() {
+        if !judges && throttle.is_none() && sockets.is_none() && shed.is_none() {
             return None;
         }
         Some(Door {
@@ -90,6 +97,7 @@ impl Door {
             seats: Vec::new(),
             throttle,
             sockets,
+            shed,
             warn: Warn::default(),
         })
     }

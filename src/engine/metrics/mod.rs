@@ -104,17 +104,27 @@ pub enum RejectReason {
     ConnRate,
     /// `--ip-table-max` addresses, each with a connection open, were held.
     IpTableFull,
+    /// Shed: more than `--shed-accept-queue` connections waited to be
+    /// accepted.
+    ShedQueue,
+    /// Shed: loop turns took longer than `--shed-loop-lag`.
+    ShedLag,
+    /// Shed: fewer than `--shed-fds-left` descriptors were left.
+    ShedFds,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::MaxConns,
         RejectReason::FdLimit,
         RejectReason::ProxyUntrusted,
         RejectReason::PerIp,
         RejectReason::ConnRate,
         RejectReason::IpTableFull,
+        RejectReason::ShedQueue,
+        RejectReason::ShedLag,
+        RejectReason::ShedFds,
     ];
 
     /// The `reason` label value.
@@ -126,6 +136,9 @@ impl RejectReason {
             RejectReason::PerIp => "per_ip",
             RejectReason::ConnRate => "conn_rate",
             RejectReason::IpTableFull => "ip_table_full",
+            RejectReason::ShedQueue => "shed_accept_queue",
+            RejectReason::ShedLag => "shed_loop_lag",
+            RejectReason::ShedFds => "shed_fds_left",
         }
     }
 
@@ -368,6 +381,17 @@ pub struct ShardMetrics {
     pub throttled: Counter,
     /// Milliseconds connections spent throttled (counted as each is woken).
     pub throttled_ms: Counter,
+    /// Connections waiting in the listener's accept queue, as last sampled
+    /// (with `--shed-accept-queue`).
+    pub accept_queue: Gauge,
+    /// The longest loop turn's work, in µs, of the last 10 ms window (with
+    /// `--shed-loop-lag`).
+    pub loop_lag_us: Gauge,
+    /// Descriptors left for connections, as of the last accept (with
+    /// `--shed-fds-left`).
+    pub fds_left: Gauge,
+    /// 1 while the shard sheds new connections.
+    pub shedding: Gauge,
     /// Time one loop turn spent on work (not waiting in poll).
     pub loop_turn: Histogram,
     /// File descriptors this shard holds besides connections (listener,

@@ -61,6 +61,47 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     process(out, registry)
 }
 
+/// Load shedding's signals, per shard, and whether it sheds.
+fn shedding(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
+    per_shard(
+        out,
+        "holdfast_accept_queue",
+        "gauge",
+        "Connections waiting in the shard's accept queue, as last sampled (--shed-accept-queue).",
+        shards,
+        |s| s.accept_queue.get(),
+    )?;
+    header(
+        out,
+        "holdfast_loop_lag_seconds",
+        "gauge",
+        "The longest loop turn's work in the last 10 ms window (--shed-loop-lag).",
+    )?;
+    for (index, shard) in shards.iter().enumerate() {
+        let us = shard.loop_lag_us.get();
+        let (whole, micros) = (us / 1_000_000, us % 1_000_000);
+        writeln!(
+            out,
+            "holdfast_loop_lag_seconds{{shard=\"{index}\"}} {whole}.{micros:06}"
+        )?;
+    }
+    single(
+        out,
+        "holdfast_fds_left",
+        "gauge",
+        "Descriptors RLIMIT_NOFILE leaves for connections, as of the last accept (--shed-fds-left).",
+        shards.iter().map(|s| s.fds_left.get()).min().unwrap_or(0),
+    )?;
+    per_shard(
+        out,
+        "holdfast_shedding",
+        "gauge",
+        "1 while the shard sheds new connections.",
+        shards,
+        |s| s.shedding.get(),
+    )
+}
+
 /// The front door's figures.
 fn front(out: &mut String, registry: &Registry) -> fmt::Result {
     let shards = &registry.shards;
@@ -78,6 +119,7 @@ fn front(out: &mut String, registry: &Registry) -> fmt::Result {
         "Times a connection was over --request-rate and stopped being read.",
         sum(shards, |s| s.throttled.get()),
     )?;
+    shedding(out, shards)?;
     let ms = sum(shards, |s| s.throttled_ms.get());
     header(
         out,
@@ -776,6 +818,10 @@ mod tests {
             ("holdfast_ip_table_entries", "gauge"),
             ("holdfast_throttled_total", "counter"),
             ("holdfast_throttled_seconds_total", "counter"),
+            ("holdfast_accept_queue", "gauge"),
+            ("holdfast_loop_lag_seconds", "gauge"),
+            ("holdfast_fds_left", "gauge"),
+            ("holdfast_shedding", "gauge"),
         ];
         for (name, kind) in families {
             assert!(scrape.docs.contains_key(name), "no HELP for {name}");
@@ -921,6 +967,10 @@ mod tests {
                 let s = ShardMetrics::with_upstreams(2);
                 for gauge in [
                     &s.connections_open,
+                    &s.accept_queue,
+                    &s.loop_lag_us,
+                    &s.fds_left,
+                    &s.shedding,
                     &s.fds_own,
                     &s.pending,
                     &s.pending_bytes,

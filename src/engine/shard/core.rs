@@ -90,6 +90,8 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// The per-address limits, if any (`engine/front/table.rs`).
     pub per_ip: Option<Arc<AddrTable>>,
+    /// Descriptors RLIMIT_NOFILE leaves for client connections.
+    pub fd_room: usize,
 }
 
 /// Bounds a shard applies, from the validated [`Config`].
@@ -106,6 +108,8 @@ pub struct Limits {
     /// `--backlog`: the most connections a listener's queue holds, so the
     /// most a drain accepts from it before closing it.
     pub backlog: usize,
+    /// Descriptors RLIMIT_NOFILE leaves for client connections.
+    pub fd_room: usize,
 }
 
 /// What a shard's loop drives, whatever its driver: the connections and
@@ -132,7 +136,7 @@ pub struct Core {
     pub(super) metrics: Arc<ShardMetrics>,
     /// Accept pacing (fd exhaustion back-off, warnings).
     pub(super) acceptor: Acceptor,
-    open_total: Arc<AtomicUsize>,
+    pub(super) open_total: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// Set when the graceful shutdown began: when it must end.
     pub(super) drain_until: Option<Millis>,
@@ -196,6 +200,7 @@ impl Core {
                 read_budget: config.read_budget,
                 shutdown_grace: ms(config.shutdown_grace),
                 backlog: config.backlog as usize,
+                fd_room: shared.fd_room,
             },
             acceptor: Acceptor::new()?,
             metrics,
@@ -209,7 +214,7 @@ impl Core {
             upstreams,
             doomed: Vec::new(),
             tick_at: Some(0),
-            door: Door::new(config, shared.per_ip.clone()).map(Box::new),
+            door: Door::new(config, shared.per_ip.clone(), None).map(Box::new),
         })
     }
 
@@ -226,6 +231,7 @@ impl Core {
     /// Ends a turn: updates the gauges and the turn histogram.
     pub(super) fn end_turn(&mut self, turn: Instant) {
         self.metrics.connections_open.set(self.conns.len() as u64);
+        self.door_turn(turn);
         self.publish_upstreams();
         self.metrics.loop_iterations.inc();
         self.metrics

@@ -5,9 +5,13 @@
 //! and at release ([`Core::door_release`]). Without a door (every
 //! front-door feature off) each of these is one branch.
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use super::core::Core;
+use crate::config::Config;
 use crate::engine::driver::{Driver, Socket, Token};
-use crate::engine::front::{Pass, Preamble};
+use crate::engine::front::{Door, Pass, Preamble, Shed};
 use crate::engine::metrics::CloseReason;
 use crate::engine::timer::Millis;
 
@@ -23,6 +27,14 @@ impl Core {
         let Some(door) = self.door.as_deref_mut() else {
             return Some(Pass::default());
         };
+        if let Some(shed) = door.shed.as_mut() {
+            let open = self.open_total.load(Ordering::Relaxed);
+            let fds_left = self.limits.fd_room.saturating_sub(open) as u64;
+            if let Some(reason) = shed.judge(self.clock.now, fds_left, &self.metrics) {
+                self.metrics.rejected[reason.index()].inc();
+                return None;
+            }
+        }
         if let Some(options) = door.sockets
             && let Err(error) = options.apply(socket)
         {
@@ -34,6 +46,43 @@ impl Core {
                 self.metrics.rejected[reason.index()].inc();
                 None
             }
+        }
+    }
+
+    /// The shard watches its headroom with `shed` (made from its listener
+    /// before the driver took it).
+    pub(super) fn door_attach_shed(&mut self, config: &Config, shed: Shed) {
+        match self.door.as_deref_mut() {
+            Some(door) => door.shed = Some(shed),
+            None => self.door = Door::new(config, None, Some(shed)).map(Box::new),
+        }
+    }
+
+    /// Whether the door sheds on the accept queue's depth.
+    pub(super) fn door_watches_queue(&self) -> bool {
+        let shed = self.door.as_ref().and_then(|door| door.shed.as_ref());
+        shed.is_some_and(Shed::watches_queue)
+    }
+
+    /// Accepted connections the driver holds besides the listener's queue
+    /// (io_uring's), for the next shedding judgement.
+    pub(super) fn door_accepts_pending(&mut self, pending: usize) {
+        if let Some(shed) = self.door.as_deref_mut().and_then(|d| d.shed.as_mut()) {
+            shed.pending = pending as u64;
+        }
+    }
+
+    /// Descriptors the door holds (the accept-queue probe's).
+    pub(super) fn door_fds(&self) -> usize {
+        let shed = self.door.as_ref().and_then(|door| door.shed.as_ref());
+        shed.map_or(0, Shed::fds)
+    }
+
+    /// The end of a loop turn that began at `turn`: the shedding signals.
+    pub(super) fn door_turn(&mut self, turn: Instant) {
+        if let Some(shed) = self.door.as_deref_mut().and_then(|d| d.shed.as_mut()) {
+            let work_us = turn.elapsed().as_micros() as u64;
+            shed.turn(self.clock.now, work_us, &self.metrics);
         }
     }
 

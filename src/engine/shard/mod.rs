@@ -60,7 +60,11 @@ impl Shard {
         metrics: Arc<ShardMetrics>,
     ) -> io::Result<(Shard, Waker)> {
         let waker = Arc::new(EventWaker::new()?);
-        let core = core::Core::new(service, config, shared, metrics.clone(), index)?;
+        let mut core = core::Core::new(service, config, shared, metrics.clone(), index)?;
+        if let Some(shed) = crate::engine::front::Shed::new(config, &listener)? {
+            core.door_attach_shed(config, shed);
+        }
+        let fds_own = FDS_PER_SHARD + core.door_fds();
         let shard = match backend {
             Backend::Epoll => {
                 let driver = Epoll::new(listener, waker.clone(), config.events_max)?;
@@ -74,7 +78,7 @@ impl Shard {
             #[cfg(not(feature = "uring"))]
             Backend::Uring => unreachable!("--backend uring is refused without the uring feature"),
         };
-        metrics.fds_own.set(FDS_PER_SHARD as u64);
+        metrics.fds_own.set(fds_own as u64);
         Ok((shard, waker))
     }
 

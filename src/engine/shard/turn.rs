@@ -115,6 +115,10 @@ impl<D: Driver> Loop<D> {
     /// before the drain: the kernel had completed its handshake).
     fn take_in(&mut self, socket: Socket) {
         self.core.acceptor.on_accepted();
+        if self.core.door_watches_queue() {
+            let pending = self.driver.accepts_pending();
+            self.core.door_accepts_pending(pending);
+        }
         let Some(token) = self.core.admit(socket) else {
             return;
         };
