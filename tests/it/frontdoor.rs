@@ -517,9 +517,10 @@ fn a_connection_over_its_request_rate_is_paced_and_loses_no_byte() {
     );
     assert!(server.metric("holdfast_throttled_total", &[]) >= 1.0);
     let throttled = server.metric("holdfast_throttled_seconds_total", &[]);
+    // Counted in whole milliseconds per pause: a little slack.
     assert!(
-        throttled >= 2.0 && throttled <= took,
-        "throttled {throttled} s of {took:.2} s"
+        throttled >= 2.0 && throttled <= took + 0.1,
+        "throttled {throttled} s of {took:.3} s"
     );
     // Nothing was closed or dropped: the connection goes on at its rate.
     line_round_trip(&mut client, b"after");
@@ -575,9 +576,10 @@ fn keepalive_closes_a_peer_that_vanished() {
         line_round_trip(&mut gone, b"soon gone");
         line_round_trip(&mut alive, b"staying");
         // The peer vanishes: no FIN, no reset, nothing at all either way.
+        // (The server's keepalive clock runs from the last round trip.)
+        let vanished = Instant::now();
         let port = gone.local_addr().unwrap().port();
         util::netns::drop_tcp(&[("sport", port), ("dport", port)]);
-        let vanished = Instant::now();
         // Quiet for 1 s, then 2 probes 1 s apart go unanswered: about 3 s,
         // long before the idle timeout.
         server.wait_metric(
