@@ -35,18 +35,19 @@ impl Core {
                 return None;
             }
         }
+        let pass = match door.admit(|| socket.peer_addr().ok(), self.clock.now) {
+            Ok(pass) => pass,
+            Err(reason) => {
+                self.metrics.rejected[reason.index()].inc();
+                return None;
+            }
+        };
         if let Some(options) = door.sockets
             && let Err(error) = options.apply(socket)
         {
             log::debug!("setting --tcp-keepalive or --tcp-user-timeout: {error}");
         }
-        match door.admit(|| socket.peer_addr().ok(), self.clock.now) {
-            Ok(pass) => Some(pass),
-            Err(reason) => {
-                self.metrics.rejected[reason.index()].inc();
-                None
-            }
-        }
+        Some(pass)
     }
 
     /// The shard watches its headroom with `shed` (made from its listener
