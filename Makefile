@@ -15,11 +15,12 @@
 #               (1000 and 10000 subscribers; pinned, 3 rounds; also at the end of make bench)
 #   make perf   perf record -g of holdfast under a standard load, top of the report
 #   make syscalls  syscalls per request, epoll vs io_uring (strace -c on the pinned server)
-#   make fuzz   run each decoder's fuzz target for FUZZ_SECONDS (needs cargo-fuzz; installed if missing)
+#   make fuzz   run each decoder's (and the PROXY header parser's) fuzz target for FUZZ_SECONDS
+#               (needs cargo-fuzz; installed if missing)
 
 CARGO ?= cargo
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := raw line length resp
+FUZZ_TARGETS := raw line length resp proxy_header
 
 .PHONY: all build release run test test-uring deps check-fmt lint fmt fuzz clean bench bench-redis bench-pubsub perf syscalls
 
@@ -57,10 +58,15 @@ test: deps check-fmt lint
 test-uring: deps
 	scripts/test_uring.sh
 
-# The resp integration tests drive the server with redis-cli.
+# The resp integration tests drive the server with redis-cli; the front-door
+# tests put a real HAProxy in front of it and drop packets with nft (in a
+# network namespace they make with unshare and ip; they need root).
 deps:
 	command -v redis-cli >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-tools)
 	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
+	command -v haproxy >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
+	command -v nft >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables)
+	command -v ip >/dev/null && command -v ss >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2)
 
 check-fmt:
 	$(CARGO) fmt --all -- --check

@@ -25,6 +25,10 @@
 # `base_uring` (that binary, epoll and io_uring) to SERVERS, so a change is
 # measured against the commit before it side by side in one run (build the
 # old commit with `cargo build --release --features uring` in a worktree).
+# FRONT_ARGS="--max-conns-per-ip 100000 --request-rate 10000000" adds the
+# servers `front` and `front_uring` (this build, epoll and io_uring, with
+# those flags), to measure what features cost against the same build
+# without them.
 # At the end it runs scripts/bench_proxy.sh (holdfast proxy vs nutcracker)
 # unless SKIP_PROXY=1, then scripts/bench_pubsub.sh (Redis Pub/Sub, holdfast
 # vs redis-server; its table is appended to results.md) unless
@@ -46,6 +50,12 @@ if [ -n "$BASELINE" ]; then
     [ -x "$BASELINE" ] || { echo "make bench: BASELINE $BASELINE is not an executable" >&2; exit 1; }
     SERVERS+=(base base_uring)
 fi
+FRONT_ARGS=${FRONT_ARGS:-}
+read -r -a FRONT <<< "$FRONT_ARGS"
+if [ -n "$FRONT_ARGS" ]; then
+    SERVERS+=(front front_uring)
+fi
+export FRONT_ARGS
 SYSCALLS=${SYSCALLS:-1}
 IDLE=${IDLE:-1}
 URING_TARGET_DIR=${URING_TARGET_DIR:-}
@@ -122,6 +132,10 @@ start_server() {
                           --threads 1 --log-level info --protocol echo --backend epoll >"$SERVER_LOG" 2>&1 & ;;
             base_uring) taskset -c $SERVER_CPU "$BASELINE" serve --listen "$addr" --admin off \
                           --threads 1 --log-level info --protocol echo --backend uring >"$SERVER_LOG" 2>&1 & ;;
+            front) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
+                          --threads 1 --log-level info --protocol echo --backend epoll "${FRONT[@]}" >"$SERVER_LOG" 2>&1 & ;;
+            front_uring) taskset -c $SERVER_CPU "$HOLDFAST" serve --listen "$addr" --admin off \
+                          --threads 1 --log-level info --protocol echo --backend uring "${FRONT[@]}" >"$SERVER_LOG" 2>&1 & ;;
             tokio_ct) taskset -c $SERVER_CPU "$TOKIO" --runtime current_thread --listen "$addr" \
                           --protocol echo >"$SERVER_LOG" 2>&1 & ;;
             tokio_mt) taskset -c $SERVER_CPU "$TOKIO" --runtime multi_thread --listen "$addr" \

@@ -11,7 +11,8 @@ import statistics
 import subprocess
 import sys
 
-ALL_SERVERS = ["holdfast", "holdfast_uring", "tokio_ct", "tokio_mt", "base", "base_uring"]
+ALL_SERVERS = ["holdfast", "holdfast_uring", "tokio_ct", "tokio_mt", "base", "base_uring", "front",
+               "front_uring"]
 SERVERS = ALL_SERVERS  # narrowed in main() to the servers that ran
 LABEL = {
     "holdfast": "holdfast epoll (1 shard)",
@@ -20,9 +21,11 @@ LABEL = {
     "tokio_mt": "tokio multi_thread",
     "base": "baseline holdfast epoll (BASELINE)",
     "base_uring": "baseline holdfast io_uring (BASELINE)",
+    "front": "holdfast epoll with FRONT_ARGS",
+    "front_uring": "holdfast io_uring with FRONT_ARGS",
 }
 COLOR = {"holdfast": "#d62728", "holdfast_uring": "#9467bd", "tokio_ct": "#1f77b4", "tokio_mt": "#2ca02c",
-         "base": "#ff9896", "base_uring": "#c5b0d5"}
+         "base": "#ff9896", "base_uring": "#c5b0d5", "front": "#8c564b", "front_uring": "#e377c2"}
 BASE = "tokio_ct"
 # The io_uring target (issue 6): at these connection counts, CPU per request
 # at most URING_CPU_TARGET × epoll's and no row behind epoll in req/s.
@@ -129,12 +132,17 @@ def uring_section(cells, med, skipped):
 
 
 def baseline_section(cells, med):
-    """This build against BASELINE (an older holdfast), driver by driver."""
+    """This build against BASELINE (an older holdfast), driver by driver;
+    and this build with FRONT_ARGS against it without."""
     out = []
-    for new, old in (("holdfast", "base"), ("holdfast_uring", "base_uring")):
+    pairs = (("holdfast", "base"), ("holdfast_uring", "base_uring"),
+             ("front", "holdfast"), ("front_uring", "holdfast_uring"))
+    for new, old in pairs:
         if new not in SERVERS or old not in SERVERS:
             continue
         out.append("### %s against %s\n" % (LABEL[new], LABEL[old]))
+        if new.startswith("front"):
+            out.append("FRONT_ARGS: `%s`.\n" % os.environ.get("FRONT_ARGS", "?"))
         out.append("Alternated within each cell like the other servers; ratios are this build ÷ the "
                    "baseline of the medians (CPU/req lower is better).\n")
         out.append("| conns | size | pipeline | baseline CPU µs/req | this CPU µs/req | ×base | baseline req/s | this req/s | ×base |")

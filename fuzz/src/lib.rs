@@ -1,8 +1,11 @@
 //! What every decoder fuzz target does: serve fuzzer bytes to a codec the
-//! way a connection would, and check the decoder contract on every answer.
+//! way a connection would, and check the decoder contract on every answer;
+//! and what the PROXY header target does ([`proxy_header`]).
 
 use holdfast::engine::buffer::Ring;
+use holdfast::config::ProxyProtocol;
 use holdfast::engine::codec::{Codec, Decoded, Input, Protocol};
+use holdfast::engine::front::header::{self, Parsed};
 
 /// Small, so that frames often straddle the wrap.
 pub const RING_CAPACITY: usize = 64;
@@ -75,6 +78,37 @@ fn drain(codec: Codec, ring: &mut Ring, progress: &mut usize) -> bool {
     }
 }
 
+/// Splits `data` into a mode byte, a ring-size byte and the bytes a
+/// connection sent first; parses them as a PROXY header and checks the
+/// contract: no panic, a header never longer than the bytes or the ring
+/// (nor than 107 bytes for a text one), and every prefix of the bytes
+/// judged consistently with the whole (more bytes never turn an error
+/// into a header, nor change a header found).
+pub fn proxy_header(data: &[u8]) {
+    let [mode, ring, bytes @ ..] = data else {
+        return;
+    };
+    let mode = [ProxyProtocol::V1, ProxyProtocol::V2, ProxyProtocol::Any][usize::from(*mode) % 3];
+    let max_len = 16 + usize::from(*ring) * 4;
+    let whole = header::parse(bytes, mode, max_len);
+    if let Parsed::Header { len, .. } = whole {
+        assert!(len <= bytes.len() && len <= max_len.max(header::V1_MAX));
+        assert_eq!(header::parse(&bytes[..len], mode, max_len), whole);
+    }
+    for cut in 0..bytes.len() {
+        match header::parse(&bytes[..cut], mode, max_len) {
+            Parsed::Incomplete => {}
+            // A prefix at least as long as the header holds it whole.
+            found @ Parsed::Header { .. } => assert_eq!(found, whole, "a header on {cut} bytes"),
+            early => assert_eq!(
+                std::mem::discriminant(&early),
+                std::mem::discriminant(&whole),
+                "a verdict on {cut} bytes that more bytes changed"
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +140,7 @@ mod tests {
             for protocol in [Protocol::Echo, Protocol::Line, Protocol::Frame, Protocol::Resp] {
                 serve(protocol, &data);
             }
+            proxy_header(&data);
         }
     }
 }

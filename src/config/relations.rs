@@ -49,6 +49,7 @@ impl Config {
         }
         self.check_upstreams()?;
         self.check_mailbox()?;
+        self.check_front()?;
         self.check_admin()
     }
 

@@ -12,12 +12,15 @@ use clap::Args;
 
 use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
 use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, SlowConsumer};
+use super::net::{KeepaliveBound, ProxyProtocol, TcpKeepalive, Trusted};
 use super::units::{parse_duration, parse_size};
 
 /// `--help` heading of the engine's limits.
 pub const LIMITS: &str = "Limits";
 /// `--help` heading of the settings only `holdfast serve` takes.
 pub const STORE: &str = "Key-value store (resp)";
+/// `--help` heading of who may connect, how often and how fast.
+pub const FRONT: &str = "Front door";
 /// `--help` heading of settings only `holdfast proxy` takes.
 pub const UPSTREAMS: &str = "Upstreams";
 /// `--help` heading of the breaker's settings (`holdfast proxy` only).
@@ -169,6 +172,82 @@ pub struct Config {
     /// Pin shard i to CPU i (sched_setaffinity), modulo the CPUs this process may use
     #[arg(long)]
     pub pin_cores: bool,
+    /// PROXY protocol header expected before every connection's bytes: off | v1 | v2 | any.
+    /// Its client address is the one limits and logs use
+    #[arg(long, value_name = "MODE", default_value = "off", help_heading = FRONT,
+          value_parser = ProxyProtocol::parse)]
+    pub proxy_protocol: ProxyProtocol,
+    /// Sources that may send the PROXY header (required with it): addresses and blocks,
+    /// comma-separated (127.0.0.1,10.0.0.0/8); a connection from elsewhere is refused
+    #[arg(long, value_name = "CIDRS", default_value = "none", help_heading = FRONT,
+          value_parser = Trusted::parse)]
+    pub proxy_trusted: Trusted,
+    /// The whole PROXY header must arrive within this of the accept
+    #[arg(long, value_name = "DUR", default_value = "3s", help_heading = FRONT,
+          value_parser = parse_duration, bounds = TIMEOUT)]
+    pub proxy_timeout: Duration,
+    /// Connections one client address may hold open (across all shards); 0 = no limit
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 10_000_000).note(" (0 means no limit)"))]
+    pub max_conns_per_ip: u32,
+    /// New connections per second one client address may open (a token bucket); 0 = no limit
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 1_000_000).note(" (0 means no limit)"))]
+    pub conn_rate_per_ip: u32,
+    /// New connections one address may open at once before --conn-rate-per-ip paces it
+    /// (the bucket's size); 0 = one second's worth
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 1_000_000).note(" (0 means one second of --conn-rate-per-ip)"))]
+    pub conn_burst_per_ip: u32,
+    /// Leading bits of an IPv4 address that name one client for the per-address limits
+    #[arg(long, value_name = "BITS", default_value = "32", help_heading = FRONT,
+          bounds = count32(1, 32))]
+    pub ipv4_prefix: u32,
+    /// Leading bits of an IPv6 address that name one client (a /64 is one site)
+    #[arg(long, value_name = "BITS", default_value = "64", help_heading = FRONT,
+          bounds = count32(1, 128))]
+    pub ipv6_prefix: u32,
+    /// Client addresses the per-address limits track at once; 0 = --max-conns
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count(0, 10_000_000).note(" (0 means --max-conns)"))]
+    pub ip_table_max: usize,
+    /// Frames per second one connection may send (a token bucket); past it the connection
+    /// is not read from until tokens return. 0 = no limit
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 10_000_000).note(" (0 means no limit)"))]
+    pub request_rate: u32,
+    /// Frames one connection may send at once before --request-rate paces it; 0 = one
+    /// second's worth
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 10_000_000).note(" (0 means one second of --request-rate)"))]
+    pub request_burst: u32,
+    /// TCP keepalive on client and upstream sockets: off, or IDLE,INTERVAL,COUNT (probe
+    /// after IDLE quiet, every INTERVAL; COUNT unanswered and the peer is dead)
+    #[arg(long, value_name = "SPEC", default_value = "off", help_heading = FRONT,
+          value_parser = TcpKeepalive::parse, bounds = KeepaliveBound)]
+    pub tcp_keepalive: TcpKeepalive,
+    /// TCP_USER_TIMEOUT on client and upstream sockets: data sent but not acknowledged
+    /// this long ends the connection; 0 = the kernel's default (off)
+    #[arg(long, value_name = "DUR", default_value = "0", help_heading = FRONT,
+          value_parser = parse_duration,
+          bounds = timeout(Duration::ZERO, TIMEOUT_MAX).note(" (0 means off)"))]
+    pub tcp_user_timeout: Duration,
+    /// Shed new connections (accept and close them) while more than this many wait in a
+    /// shard's accept queue; resume at half. 0 = off
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 65_535).note(" (0 means off)"))]
+    pub shed_accept_queue: u32,
+    /// Shed new connections while a shard's loop turns take longer than this (the longest
+    /// turn of the last 10 ms); resume at half. 0 = off
+    #[arg(long, value_name = "DUR", default_value = "0", help_heading = FRONT,
+          value_parser = parse_duration,
+          bounds = timeout(Duration::ZERO, Duration::from_secs(60)).note(" (0 means off)"))]
+    pub shed_loop_lag: Duration,
+    /// Shed new connections while fewer file descriptors than this are left for them under
+    /// RLIMIT_NOFILE; resume at twice as many. 0 = off
+    #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
+          bounds = count(0, 10_000_000).note(" (0 means off)"))]
+    pub shed_fds_left: usize,
     /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
     /// past it writes get -OOM
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,

@@ -602,3 +602,127 @@ fn file_value_out_of_range_names_the_line_and_key() {
         "{error}"
     );
 }
+
+/// The PROXY protocol: the mode, the trusted sources it needs, a ring the
+/// header fits in; each refusal names its flag.
+#[test]
+fn proxy_protocol_needs_trusted_sources_and_room_for_its_header() {
+    let config = valid(&[
+        ("proxy-protocol", "any"),
+        ("proxy-trusted", "10.0.0.0/8, 127.0.0.1"),
+        ("proxy-timeout", "500ms"),
+    ]);
+    assert_eq!(config.proxy_protocol, ProxyProtocol::Any);
+    assert!(config.proxy_trusted.contains("10.2.3.4".parse().unwrap()));
+    assert_eq!(config.proxy_timeout, Duration::from_millis(500));
+    assert!(!valid(&[]).proxy_protocol.on());
+
+    let error = invalid("proxy-protocol", "v2");
+    assert_eq!(error.flag, "--proxy-trusted", "{error}");
+    assert_eq!(invalid("proxy-protocol", "v3").flag, "--proxy-protocol");
+    assert_eq!(
+        invalid("proxy-trusted", "10.0.0.0/40").flag,
+        "--proxy-trusted"
+    );
+    assert_eq!(invalid("proxy-timeout", "5ms").flag, "--proxy-timeout");
+    let error = invalid_all(&[
+        ("proxy-protocol", "v1"),
+        ("proxy-trusted", "127.0.0.1"),
+        ("buffer", "256"),
+    ]);
+    assert_eq!(
+        error.to_string(),
+        "--buffer: must be at least 512 with --proxy-protocol (the header is read into it), got 256"
+    );
+    let file = TempFile::new("proxy-protocol = \"v2\"\nproxy-trusted = \"192.0.2.0/24\"\n");
+    let config = settings(
+        Mode::Proxy,
+        Some(&file.0),
+        &flags(&[("upstream", "127.0.0.1:1")]),
+    );
+    assert!(
+        config
+            .unwrap()
+            .proxy_trusted
+            .contains("192.0.2.9".parse().unwrap())
+    );
+}
+
+/// The per-address limits: off by default, bounded, and a burst needs a
+/// rate.
+#[test]
+fn per_address_limits_are_bounded() {
+    let config = valid(&[]);
+    assert_eq!((config.max_conns_per_ip, config.conn_rate_per_ip), (0, 0));
+    assert_eq!((config.ipv4_prefix, config.ipv6_prefix), (32, 64));
+    let config = valid(&[
+        ("max-conns-per-ip", "10"),
+        ("conn-rate-per-ip", "5"),
+        ("conn-burst-per-ip", "20"),
+        ("ipv6-prefix", "56"),
+        ("ip-table-max", "1000"),
+    ]);
+    assert_eq!(config.conn_burst_per_ip, 20);
+    assert_eq!(config.ipv6_prefix, 56);
+    for (key, value) in [
+        ("ipv4-prefix", "0"),
+        ("ipv4-prefix", "33"),
+        ("ipv6-prefix", "129"),
+        ("max-conns-per-ip", "-1"),
+        ("conn-rate-per-ip", "1000001"),
+    ] {
+        assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
+    }
+    let error = invalid("conn-burst-per-ip", "5");
+    assert_eq!(
+        error.to_string(),
+        "--conn-burst-per-ip: is the bucket of --conn-rate-per-ip, which is not set"
+    );
+    let config = valid(&[("request-rate", "100"), ("request-burst", "7")]);
+    assert_eq!((config.request_rate, config.request_burst), (100, 7));
+    assert_eq!(invalid("request-burst", "7").flag, "--request-burst");
+    assert_eq!(invalid("request-rate", "10000001").flag, "--request-rate");
+}
+
+/// Keepalive and user timeout: off by default, bounded, each refusal names
+/// its flag.
+#[test]
+fn dead_peer_settings_are_bounded() {
+    let config = valid(&[]);
+    assert_eq!(config.tcp_keepalive, TcpKeepalive(None));
+    assert_eq!(config.tcp_user_timeout, Duration::ZERO);
+    let config = valid(&[("tcp-keepalive", "60s,10s,6"), ("tcp-user-timeout", "30s")]);
+    let keepalive = config.tcp_keepalive.0.unwrap();
+    assert_eq!(keepalive.idle, Duration::from_secs(60));
+    assert_eq!(keepalive.count, 6);
+    assert_eq!(config.tcp_user_timeout, Duration::from_secs(30));
+    for (key, value) in [
+        ("tcp-keepalive", "60s"),
+        ("tcp-keepalive", "60s,10s,200"),
+        ("tcp-user-timeout", "25h"),
+    ] {
+        assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
+    }
+}
+
+/// Load shedding: off by default, each threshold bounded.
+#[test]
+fn shedding_thresholds_are_bounded() {
+    let config = valid(&[]);
+    assert_eq!(config.shed_accept_queue, 0);
+    assert_eq!(config.shed_loop_lag, Duration::ZERO);
+    assert_eq!(config.shed_fds_left, 0);
+    let config = valid(&[
+        ("shed-accept-queue", "512"),
+        ("shed-loop-lag", "100ms"),
+        ("shed-fds-left", "1000"),
+    ]);
+    assert_eq!(config.shed_loop_lag, Duration::from_millis(100));
+    for (key, value) in [
+        ("shed-accept-queue", "65536"),
+        ("shed-loop-lag", "2m"),
+        ("shed-fds-left", "x"),
+    ] {
+        assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
+    }
+}

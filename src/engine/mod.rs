@@ -10,6 +10,8 @@
 //!   (through mio) or io_uring; the loop itself is in `shard`.
 //! - `conn`: one connection's state, its two rings, its deadlines; the
 //!   connection table (slab + generation).
+//! - [`front`]: the front door: PROXY protocol headers, per-address
+//!   limits and rates, socket options against dead peers.
 //! - [`buffer`]: fixed-capacity byte rings and their per-shard pool.
 //! - [`codec`]: frames out of the input ring, framing into the output ring;
 //!   RESP replies read from upstreams.
@@ -32,6 +34,7 @@ pub mod buffer;
 pub mod codec;
 pub(crate) mod conn;
 pub(crate) mod driver;
+pub mod front;
 pub mod metrics;
 pub mod push;
 pub mod server;

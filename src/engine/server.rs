@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use crate::config::{Backend, Config};
 use crate::engine::admin;
 use crate::engine::driver::EventWaker;
+use crate::engine::front::{AddrTable, PerIp};
 use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::push::hub::PushLimits;
 use crate::engine::push::{Hub, Pusher};
@@ -206,6 +207,8 @@ impl Server {
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
+            per_ip: per_ip_table(&config, &registry),
+            fd_room: fd_room(&config),
         };
         let wakers = (0..config.threads)
             .map(|_| EventWaker::new().map(Arc::new))
@@ -259,6 +262,26 @@ fn push_limits(config: &Config) -> PushLimits {
         message_max: config.buffer - config.protocol.overhead(),
         slots: config.max_conns,
     }
+}
+
+/// The per-address limits' table, if `config` sets any: at most
+/// `--ip-table-max` addresses (0: `--max-conns`, which are as many as can
+/// hold a connection at once).
+fn per_ip_table(config: &Config, registry: &Registry) -> Option<Arc<AddrTable>> {
+    let limits = PerIp::from_config(config)?;
+    let max = match config.ip_table_max {
+        0 => config.max_conns,
+        max => max,
+    };
+    let gauge = registry.ip_table_entries.clone();
+    Some(Arc::new(AddrTable::new(limits, max, gauge)))
+}
+
+/// Descriptors RLIMIT_NOFILE leaves for client connections, for
+/// `--shed-fds-left`.
+fn fd_room(config: &Config) -> usize {
+    let limit = sys::raise_fd_limit().map_or(usize::MAX, |limit| limit as usize);
+    limit.saturating_sub(fds_reserved(config))
 }
 
 /// Binds one listener per shard on `config.listen` (all on the port the
@@ -492,7 +515,9 @@ pub fn fds_reserved(config: &Config) -> usize {
 /// What [`fds_reserved`] keeps for each shard: its own descriptors and a
 /// connection per lane of every upstream.
 pub fn fds_reserved_per_shard(config: &Config) -> usize {
-    FDS_PER_SHARD + config.upstreams.len() * config.upstream_conns
+    // `--shed-accept-queue` asks the kernel through a netlink socket.
+    let probe = usize::from(config.shed_accept_queue > 0);
+    FDS_PER_SHARD + probe + config.upstreams.len() * config.upstream_conns
 }
 
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the

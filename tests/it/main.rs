@@ -12,6 +12,7 @@ mod bench_pubsub;
 mod chaos;
 mod cli;
 mod fd_exhaustion;
+mod frontdoor;
 mod lifecycle;
 mod limits;
 mod metrics;

@@ -84,6 +84,9 @@ pub struct Timeouts {
     pub heartbeat: Millis,
     /// Nothing received for this long after the ping closes.
     pub heartbeat_timeout: Millis,
+    /// A PROXY header must be whole within this of the accept
+    /// (`--proxy-timeout`).
+    pub preamble: Millis,
 }
 
 /// What a connection's deadline brings.
@@ -117,6 +120,12 @@ pub struct Conn {
     pub pending_full: bool,
     /// Already in the shard's queue of connections to drive again.
     pub queued: bool,
+    /// Its PROXY header is still to come (`--proxy-protocol`): nothing is
+    /// served, and `partial_since` is the accept.
+    pub preamble: bool,
+    /// Over `--request-rate`: nothing is read or served until its frame
+    /// tokens return (the front door wakes it).
+    pub throttled: bool,
     /// Last time a byte was read or written.
     pub last_active: Millis,
     /// Last time a byte was read (heartbeats).
@@ -149,6 +158,8 @@ impl Conn {
             output_blocked: false,
             pending_full: false,
             queued: false,
+            preamble: false,
+            throttled: false,
             last_active: now,
             last_read: now,
             pinged: false,
@@ -167,6 +178,7 @@ impl Conn {
         self.state.reads()
             && !self.output_blocked
             && !self.pending_full
+            && !self.throttled
             && !self.link.input.as_ref().is_some_and(Ring::is_full)
     }
 
@@ -174,7 +186,7 @@ impl Conn {
     pub fn reading(&self) -> Reading {
         if !self.state.reads() {
             Reading::Stopped
-        } else if self.output_blocked || self.pending_full {
+        } else if self.output_blocked || self.pending_full || self.throttled {
             Reading::Paused
         } else {
             Reading::Open
@@ -189,16 +201,23 @@ impl Conn {
     /// The earliest deadline now in force and what it brings. Output that
     /// makes no progress is the write timeout's; an incomplete frame is
     /// the read timeout's, except while reading is paused for
-    /// backpressure (a full output ring, or `--max-pending` replies
-    /// awaited: then the peer is not the one stalling); otherwise the idle
-    /// timeout's (not for a member of a group). With heartbeats, a silent
-    /// peer is pinged, then closed if still silent. A lingering connection
-    /// has only its linger deadline.
+    /// backpressure (a full output ring, `--max-pending` replies awaited,
+    /// or `--request-rate`: then the peer is not the one stalling);
+    /// otherwise the idle timeout's (not for a member of a group). With
+    /// heartbeats, a silent peer is pinged, then closed if still silent. A
+    /// lingering connection has only its linger deadline, one awaiting its
+    /// PROXY header only that header's.
     pub fn deadline(&self, timeouts: &Timeouts) -> (Millis, Due) {
         if let State::Lingering(reason) = self.state {
             // Our FIN was the last write: the linger is counted from it,
             // and reading (discarding) does not extend it.
             return (self.write_since + LINGER_MS, Due::Close(reason));
+        }
+        if self.preamble {
+            // The header's own deadline stands for the idle and read ones.
+            let accepted = self.partial_since.unwrap_or(self.last_active);
+            let due = Due::Close(CloseReason::ProxyTimeout);
+            return (accepted + timeouts.preamble, due);
         }
         let mut deadline = (Millis::MAX, Due::Close(CloseReason::IdleTimeout));
         let mut tighten = |at: Millis, due: Due| {
@@ -215,6 +234,7 @@ impl Conn {
         if let Some(since) = self.partial_since
             && !self.output_blocked
             && !self.pending_full
+            && !self.throttled
             && self.state.reads()
         {
             tighten(since + timeouts.read, Due::Close(CloseReason::ReadTimeout));
@@ -254,15 +274,16 @@ mod tests {
 
     /// An idle connection costs its `Conn`, a table entry and a wheel node:
     /// this keeps the first within the budget that makes ~200 bytes of RSS
-    /// per idle connection possible. (152: the socket and the two rings, 72
-    /// with the socket's padding; the state and six flags, 8; five
-    /// timestamps and the decoder's progress, 48; the timer, 16, its key's
-    /// non-zero generation standing for `None`; the push backlog's box, 8.
-    /// Readiness is the driver's.)
+    /// per idle connection possible. (160: the socket and the two rings, 72
+    /// with the socket's padding; the state and eight flags, 16 (two flags
+    /// past one word: packing them is left for the performance work);
+    /// five timestamps and the decoder's progress, 48; the timer, 16, its
+    /// key's non-zero generation standing for `None`; the push backlog's
+    /// box, 8. Readiness is the driver's.)
     #[test]
     fn conn_stays_small() {
         assert!(
-            std::mem::size_of::<Conn>() <= 152,
+            std::mem::size_of::<Conn>() <= 160,
             "{}",
             std::mem::size_of::<Conn>()
         );

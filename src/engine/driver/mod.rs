@@ -171,6 +171,14 @@ pub trait Driver {
     /// under fd exhaustion); true if there was one.
     fn shed(&mut self) -> bool;
 
+    /// Connections already accepted by the kernel for this shard and not
+    /// yet handed over (io_uring's multishot accept delivers them as
+    /// completions, so they wait here rather than in the listener's
+    /// queue). Epoll accepts one at a time: none.
+    fn accepts_pending(&mut self) -> usize {
+        0
+    }
+
     /// Takes in an admitted connection (registers it, posts its receive).
     fn open(&mut self, token: Token, link: &mut Link) -> io::Result<()>;
 

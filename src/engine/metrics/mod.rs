@@ -30,11 +30,26 @@ pub enum CloseReason {
     SlowConsumer,
     /// Sent nothing within `--heartbeat-timeout` of a heartbeat ping.
     HeartbeatTimeout,
+    /// `--proxy-protocol`: the first bytes were no PROXY header of an
+    /// accepted version, or the peer closed before sending one.
+    ProxyMissing,
+    /// `--proxy-protocol`: the PROXY header broke the specification (or
+    /// was cut short by the peer's close).
+    ProxyMalformed,
+    /// `--proxy-protocol`: the PROXY header was not whole within
+    /// `--proxy-timeout`.
+    ProxyTimeout,
+    /// A per-address limit turned the client its PROXY header named away
+    /// (also counted in `rejected_total` by the limit).
+    Refused,
+    /// The kernel gave up on the peer (ETIMEDOUT): `--tcp-keepalive`
+    /// probes or, with `--tcp-user-timeout`, sent data went unanswered.
+    DeadPeer,
 }
 
 impl CloseReason {
     /// Every reason, in label order.
-    pub const ALL: [CloseReason; 11] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::Peer,
         CloseReason::IdleTimeout,
         CloseReason::ReadTimeout,
@@ -46,6 +61,11 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::SlowConsumer,
         CloseReason::HeartbeatTimeout,
+        CloseReason::ProxyMissing,
+        CloseReason::ProxyMalformed,
+        CloseReason::ProxyTimeout,
+        CloseReason::Refused,
+        CloseReason::DeadPeer,
     ];
 
     /// The `reason` label value.
@@ -62,6 +82,11 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::SlowConsumer => "slow_consumer",
             CloseReason::HeartbeatTimeout => "heartbeat_timeout",
+            CloseReason::ProxyMissing => "proxy_missing",
+            CloseReason::ProxyMalformed => "proxy_malformed",
+            CloseReason::ProxyTimeout => "proxy_timeout",
+            CloseReason::Refused => "refused",
+            CloseReason::DeadPeer => "dead_peer",
         }
     }
 
@@ -119,17 +144,50 @@ pub enum RejectReason {
     MaxConns,
     /// The process ran out of file descriptors (EMFILE/ENFILE).
     FdLimit,
+    /// `--proxy-protocol`: the peer is not in `--proxy-trusted`.
+    ProxyUntrusted,
+    /// `--max-conns-per-ip` connections from the client's address were open.
+    PerIp,
+    /// The client's address opened connections faster than
+    /// `--conn-rate-per-ip`.
+    ConnRate,
+    /// `--ip-table-max` addresses, each with a connection open, were held.
+    IpTableFull,
+    /// Shed: more than `--shed-accept-queue` connections waited to be
+    /// accepted.
+    ShedQueue,
+    /// Shed: loop turns took longer than `--shed-loop-lag`.
+    ShedLag,
+    /// Shed: fewer than `--shed-fds-left` descriptors were left.
+    ShedFds,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 2] = [RejectReason::MaxConns, RejectReason::FdLimit];
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::MaxConns,
+        RejectReason::FdLimit,
+        RejectReason::ProxyUntrusted,
+        RejectReason::PerIp,
+        RejectReason::ConnRate,
+        RejectReason::IpTableFull,
+        RejectReason::ShedQueue,
+        RejectReason::ShedLag,
+        RejectReason::ShedFds,
+    ];
 
     /// The `reason` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::MaxConns => "max_conns",
             RejectReason::FdLimit => "fd_limit",
+            RejectReason::ProxyUntrusted => "proxy_untrusted",
+            RejectReason::PerIp => "per_ip",
+            RejectReason::ConnRate => "conn_rate",
+            RejectReason::IpTableFull => "ip_table_full",
+            RejectReason::ShedQueue => "shed_accept_queue",
+            RejectReason::ShedLag => "shed_loop_lag",
+            RejectReason::ShedFds => "shed_fds_left",
         }
     }
 
@@ -355,7 +413,7 @@ pub struct ShardMetrics {
     /// Client connections accepted (not counting rejected ones).
     pub accepted: Counter,
     /// Connections turned away, by [`RejectReason::index`].
-    pub rejected: [Counter; 2],
+    pub rejected: [Counter; RejectReason::ALL.len()],
     /// Connections closed, by [`CloseReason::index`].
     pub closed: [Counter; CloseReason::ALL.len()],
     /// Service calls that panicked.
@@ -368,6 +426,21 @@ pub struct ShardMetrics {
     pub bytes_written: Counter,
     /// Loop turns (one poll and the work after it).
     pub loop_iterations: Counter,
+    /// Times a connection was throttled by `--request-rate`.
+    pub throttled: Counter,
+    /// Milliseconds connections spent throttled (counted as each is woken).
+    pub throttled_ms: Counter,
+    /// Connections waiting in the listener's accept queue, as last sampled
+    /// (with `--shed-accept-queue`).
+    pub accept_queue: Gauge,
+    /// The longest loop turn's work, in µs, of the last 10 ms window (with
+    /// `--shed-loop-lag`).
+    pub loop_lag_us: Gauge,
+    /// Descriptors left for connections, as of the last accept (with
+    /// `--shed-fds-left`).
+    pub fds_left: Gauge,
+    /// 1 while the shard sheds new connections.
+    pub shedding: Gauge,
     /// Time one loop turn spent on work (not waiting in poll).
     pub loop_turn: Histogram,
     /// File descriptors this shard holds besides connections (listener,
@@ -450,6 +523,9 @@ pub struct Registry {
     /// known and expected (stdio, the admin listener and poller, the
     /// signal pipe), for `holdfast_fd_unaccounted`.
     pub fds_other: AtomicUsize,
+    /// Client addresses the per-address limits hold (written by their
+    /// table, under its lock).
+    pub ip_table_entries: std::sync::Arc<AtomicU64>,
 }
 
 impl Registry {
@@ -464,6 +540,7 @@ impl Registry {
             backend,
             upstreams: Vec::new(),
             fds_other: AtomicUsize::new(0),
+            ip_table_entries: std::sync::Arc::new(AtomicU64::new(0)),
         }
     }
 }

@@ -58,7 +58,82 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
         uring(out, shards)?;
     }
     state(out, registry)?;
+    front(out, registry)?;
     process(out, registry)
+}
+
+/// Load shedding's signals, per shard, and whether it sheds.
+fn shedding(out: &mut String, shards: &[Arc<ShardMetrics>]) -> fmt::Result {
+    per_shard(
+        out,
+        "holdfast_accept_queue",
+        "gauge",
+        "Connections waiting in the shard's accept queue, as last sampled (--shed-accept-queue).",
+        shards,
+        |s| s.accept_queue.get(),
+    )?;
+    header(
+        out,
+        "holdfast_loop_lag_seconds",
+        "gauge",
+        "The longest loop turn's work in the last 10 ms window (--shed-loop-lag).",
+    )?;
+    for (index, shard) in shards.iter().enumerate() {
+        let us = shard.loop_lag_us.get();
+        let (whole, micros) = (us / 1_000_000, us % 1_000_000);
+        writeln!(
+            out,
+            "holdfast_loop_lag_seconds{{shard=\"{index}\"}} {whole}.{micros:06}"
+        )?;
+    }
+    single(
+        out,
+        "holdfast_fds_left",
+        "gauge",
+        "Descriptors RLIMIT_NOFILE leaves for connections, as of the last accept (--shed-fds-left).",
+        shards.iter().map(|s| s.fds_left.get()).min().unwrap_or(0),
+    )?;
+    per_shard(
+        out,
+        "holdfast_shedding",
+        "gauge",
+        "1 while the shard sheds new connections.",
+        shards,
+        |s| s.shedding.get(),
+    )
+}
+
+/// The front door's figures.
+fn front(out: &mut String, registry: &Registry) -> fmt::Result {
+    let shards = &registry.shards;
+    single(
+        out,
+        "holdfast_ip_table_entries",
+        "gauge",
+        "Client addresses the per-address limits hold (at most --ip-table-max).",
+        registry.ip_table_entries.load(Ordering::Relaxed),
+    )?;
+    single(
+        out,
+        "holdfast_throttled_total",
+        "counter",
+        "Times a connection was over --request-rate and stopped being read.",
+        sum(shards, |s| s.throttled.get()),
+    )?;
+    shedding(out, shards)?;
+    let ms = sum(shards, |s| s.throttled_ms.get());
+    header(
+        out,
+        "holdfast_throttled_seconds_total",
+        "counter",
+        "Time connections spent not read for --request-rate.",
+    )?;
+    writeln!(
+        out,
+        "holdfast_throttled_seconds_total {}.{:03}",
+        ms / 1000,
+        ms % 1000
+    )
 }
 
 /// Connections: open and accepted per shard, rejects and closes by reason.
@@ -800,6 +875,13 @@ mod tests {
             ("process_max_fds", "gauge"),
             ("process_resident_memory_bytes", "gauge"),
             ("holdfast_fd_unaccounted", "gauge"),
+            ("holdfast_ip_table_entries", "gauge"),
+            ("holdfast_throttled_total", "counter"),
+            ("holdfast_throttled_seconds_total", "counter"),
+            ("holdfast_accept_queue", "gauge"),
+            ("holdfast_loop_lag_seconds", "gauge"),
+            ("holdfast_fds_left", "gauge"),
+            ("holdfast_shedding", "gauge"),
         ];
         for (name, kind) in families {
             assert!(scrape.docs.contains_key(name), "no HELP for {name}");
@@ -945,6 +1027,10 @@ mod tests {
                 let s = ShardMetrics::with_upstreams(2);
                 for gauge in [
                     &s.connections_open,
+                    &s.accept_queue,
+                    &s.loop_lag_us,
+                    &s.fds_left,
+                    &s.shedding,
                     &s.fds_own,
                     &s.pending,
                     &s.pending_bytes,
@@ -964,6 +1050,7 @@ mod tests {
                     .chain([&s.bytes_written, &s.loop_iterations])
                     .chain([&s.pushed, &s.heartbeats])
                     .chain(&s.push_dropped)
+                    .chain([&s.throttled, &s.throttled_ms])
                     .chain(&s.rejected)
                     .chain(&s.closed)
                     .chain(&s.loop_turn.buckets)
@@ -1002,6 +1089,7 @@ mod tests {
         registry.upstreams = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
         registry.ready.store(true, Ordering::Relaxed);
         registry.fds_other.store(5, Ordering::Relaxed);
+        registry.ip_table_entries.store(7, Ordering::Relaxed);
         registry
     }
 

@@ -21,6 +21,7 @@ use crate::engine::codec::Codec;
 use crate::engine::conn::table::is_upstream;
 use crate::engine::conn::{Conn, Due, State, Table, Timeouts};
 use crate::engine::driver::{Driver, Link, Links, Socket, Token};
+use crate::engine::front::{AddrTable, Door};
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::push::Hub;
 use crate::engine::service::host::Handler;
@@ -89,6 +90,10 @@ pub struct Shared {
     pub open_total: Arc<AtomicUsize>,
     /// Set once to start the graceful shutdown (then the shard is woken).
     pub stop: Arc<AtomicBool>,
+    /// The per-address limits, if any (`engine/front/table.rs`).
+    pub per_ip: Option<Arc<AddrTable>>,
+    /// Descriptors RLIMIT_NOFILE leaves for client connections.
+    pub fd_room: usize,
 }
 
 /// Bounds a shard applies, from the validated [`Config`].
@@ -105,6 +110,8 @@ pub struct Limits {
     /// `--backlog`: the most connections a listener's queue holds, so the
     /// most a drain accepts from it before closing it.
     pub backlog: usize,
+    /// Descriptors RLIMIT_NOFILE leaves for client connections.
+    pub fd_room: usize,
 }
 
 /// What a shard's loop drives, whatever its driver: the connections and
@@ -131,7 +138,7 @@ pub struct Core {
     pub(super) metrics: Arc<ShardMetrics>,
     /// Accept pacing (fd exhaustion back-off, warnings).
     pub(super) acceptor: Acceptor,
-    open_total: Arc<AtomicUsize>,
+    pub(super) open_total: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// Set when the graceful shutdown began: when it must end.
     pub(super) drain_until: Option<Millis>,
@@ -153,6 +160,8 @@ pub struct Core {
     tick_at: Option<Millis>,
     /// Server push: groups, the call's outbox, the way to the mailboxes.
     pub(super) push: Push,
+    /// The front door (`shard/door.rs`), if any of its features is on.
+    pub(super) door: Option<Box<Door>>,
 }
 
 impl Core {
@@ -190,6 +199,7 @@ impl Core {
                 write: ms(config.write_timeout),
                 heartbeat: ms(config.heartbeat_interval),
                 heartbeat_timeout: ms(config.heartbeat_timeout),
+                preamble: ms(config.proxy_timeout),
             },
             limits: Limits {
                 max_conns: config.max_conns,
@@ -197,6 +207,7 @@ impl Core {
                 read_budget: config.read_budget,
                 shutdown_grace: ms(config.shutdown_grace),
                 backlog: config.backlog as usize,
+                fd_room: shared.fd_room,
             },
             acceptor: Acceptor::new()?,
             metrics,
@@ -211,6 +222,7 @@ impl Core {
             doomed: Vec::new(),
             tick_at: Some(0),
             push: Push::new(hub, shard, config),
+            door: Door::new(config, shared.per_ip.clone(), None).map(Box::new),
         })
     }
 
@@ -228,6 +240,7 @@ impl Core {
     pub(super) fn end_turn(&mut self, turn: Instant) {
         self.metrics.connections_open.set(self.conns.len() as u64);
         self.pool.trim(self.clock.now);
+        self.door_turn(turn);
         self.publish_upstreams();
         self.metrics.loop_iterations.inc();
         self.metrics
@@ -252,6 +265,7 @@ impl Core {
             self.upstreams
                 .as_ref()
                 .and_then(|upstreams| upstreams.next_wake()),
+            self.door_wake_at(),
         ]
         .into_iter()
         .flatten()
@@ -266,9 +280,11 @@ impl Core {
     /// (rejecting it past the cap), enters it in the table and the wheel.
     /// Returns its token, or `None` if it was turned away (and closed).
     pub(super) fn admit(&mut self, stream: Socket) -> Option<Token> {
+        let pass = self.door_admit(&stream)?;
         if self.open_total.fetch_add(1, Ordering::AcqRel) >= self.limits.max_conns {
             self.open_total.fetch_sub(1, Ordering::AcqRel);
             self.metrics.rejected[RejectReason::MaxConns.index()].inc();
+            self.door_undo(pass);
             return None;
         }
         // Replies are written whole, so Nagle would only add latency.
@@ -276,8 +292,13 @@ impl Core {
         let now = self.clock.now;
         let token = self.conns.insert(|_| Conn::new(stream, now));
         let conn = self.conns.get_mut(token).expect("just inserted");
-        let deadline = now + self.timeouts.idle;
+        if pass.preamble {
+            conn.preamble = true;
+            conn.partial_since = Some(now);
+        }
+        let (deadline, _) = conn.deadline(&self.timeouts);
         conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+        self.door_seat(token, pass);
         self.metrics.accepted.inc();
         Some(token)
     }
@@ -571,6 +592,7 @@ impl Core {
             }
         }
         self.open_total.fetch_sub(1, Ordering::AcqRel);
+        self.door_release(token);
         self.acceptor.on_close();
         // Dropping the stream closes the fd; epoll forgets a closed fd by
         // itself (none is ever duplicated), so no deregister syscall.

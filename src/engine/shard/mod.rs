@@ -3,7 +3,8 @@
 //! nothing on its hot path: its poller or ring, listener, connection table,
 //! timer wheel, ring pool, service and counters are its own. The only
 //! shared state is the process-wide count of open connections (one atomic
-//! add per accept and close) and the stop flag.
+//! add per accept and close), the stop flag and, with per-address limits,
+//! their table (one lock per accept and release).
 //!
 //! [`core`] holds the connections and the data path, `turn` the loop
 //! (written once); the driver (`driver/`: epoll, or io_uring in a `uring`
@@ -11,6 +12,7 @@
 
 pub(crate) mod accept;
 mod core;
+mod door;
 mod pump;
 mod push;
 mod serve;
@@ -61,7 +63,11 @@ impl Shard {
         waker: Waker,
         hub: Arc<Hub>,
     ) -> io::Result<Shard> {
-        let core = core::Core::new(service, config, shared, metrics.clone(), index, hub)?;
+        let mut core = core::Core::new(service, config, shared, metrics.clone(), index, hub)?;
+        if let Some(shed) = crate::engine::front::Shed::new(config, &listener)? {
+            core.door_attach_shed(config, shed);
+        }
+        let fds_own = FDS_PER_SHARD + core.door_fds();
         let shard = match backend {
             Backend::Epoll => {
                 let driver = Epoll::new(listener, waker, config.events_max)?;
@@ -75,7 +81,7 @@ impl Shard {
             #[cfg(not(feature = "uring"))]
             Backend::Uring => unreachable!("--backend uring is refused without the uring feature"),
         };
-        metrics.fds_own.set(FDS_PER_SHARD as u64);
+        metrics.fds_own.set(fds_own as u64);
         Ok(shard)
     }
 

@@ -26,6 +26,12 @@ pub(super) trait Side {
     /// Works on what was read; returns whether anything moved.
     fn step(core: &mut Core, token: Token) -> Result<bool, Self::Failure>;
 
+    /// Why a read or write that failed with `error` ends the connection.
+    fn failure(error: &std::io::Error) -> Self::Failure {
+        let _ = error;
+        Self::RESET
+    }
+
     /// Whether to stop pumping now that the peer has closed (an upstream
     /// that closed answers nothing more: no request may be added).
     fn stop_at_eof() -> bool {
@@ -44,7 +50,21 @@ impl Side for Client {
     const RESET: CloseReason = CloseReason::Reset;
     const CLIENT: bool = true;
 
+    /// The kernel's ETIMEDOUT (keepalive probes or a user timeout went
+    /// unanswered) is a dead peer; anything else a reset.
+    fn failure(error: &std::io::Error) -> CloseReason {
+        match error.raw_os_error() {
+            Some(libc::ETIMEDOUT) => CloseReason::DeadPeer,
+            _ => CloseReason::Reset,
+        }
+    }
+
     fn step(core: &mut Core, token: Token) -> Result<bool, CloseReason> {
+        let conn = core.conns.get(token).expect("pumped while live");
+        if conn.throttled || (conn.preamble && !core.door_preamble(token)?) {
+            return Ok(false);
+        }
+        let frame_limit = core.door_frames(token);
         let conn = core.conns.get_mut(token).expect("pumped while live");
         let mut serving = Serving {
             pool: &mut core.pool,
@@ -54,8 +74,10 @@ impl Side for Client {
             push: &mut core.push,
             now: core.clock.now,
             now_us: core.clock.now_us,
+            frame_limit,
         };
-        let mut moved = core.responder.serve(conn, token, &mut serving)? > 0;
+        let served = core.responder.serve(conn, token, &mut serving)?;
+        let mut moved = served > 0;
         if core.push.take_changed() {
             core.note_groups(token);
         }
@@ -72,6 +94,9 @@ impl Side for Client {
                 .responder
                 .deliver(conn, token, pending, max_pending, pool)?
                 > 0;
+        }
+        if frame_limit != usize::MAX {
+            core.door_served(token, served, frame_limit);
         }
         Ok(moved)
     }
@@ -150,9 +175,9 @@ impl Core {
             return Ok(false);
         }
         let asked = (*budget).min(pass_max);
-        let Ok(read) = io.read(token, &mut conn.link, &mut self.pool, asked) else {
-            return Err(S::RESET);
-        };
+        let read = io
+            .read(token, &mut conn.link, &mut self.pool, asked)
+            .map_err(|error| S::failure(&error))?;
         let mut moved = false;
         if read.bytes > 0 {
             moved = true;
@@ -198,7 +223,7 @@ impl Core {
                 }
                 Ok(true)
             }
-            Err(_) => Err(S::RESET),
+            Err(error) => Err(S::failure(&error)),
         }
     }
 }

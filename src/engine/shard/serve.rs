@@ -46,6 +46,9 @@ pub struct Serving<'a> {
     pub now: Millis,
     /// The same instant in microseconds.
     pub now_us: u64,
+    /// The most frames to serve now (`--request-rate`; `usize::MAX`
+    /// without one).
+    pub frame_limit: usize,
 }
 
 /// Why serving stopped short of a frame.
@@ -95,7 +98,10 @@ impl Responder {
             return Ok(0);
         }
         let mut frames = 0;
-        while conn.state.serves() && conn.link.input.as_ref().is_some_and(|i| !i.is_empty()) {
+        while conn.state.serves()
+            && frames < at.frame_limit
+            && conn.link.input.as_ref().is_some_and(|i| !i.is_empty())
+        {
             match self.serve_one(conn, token, at)? {
                 // The call pushed: those are written before the next frame.
                 Ok(()) if !at.push.outbox.is_empty() => {

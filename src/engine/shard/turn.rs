@@ -1,6 +1,7 @@
 //! The loop, written once for every driver: each turn waits (no longer
 //! than the next deadline), handles what the driver reports, accepts,
-//! drives the connections queued for another pass, fires the timers, and
+//! drives the connections queued for another pass and the throttled ones
+//! whose tokens are back, fires the timers, and
 //! checks the drain; the graceful shutdown ends it through the same path
 //! on every driver.
 
@@ -56,6 +57,7 @@ impl<D: Driver> Loop<D> {
                 self.accept_some(self.core.limits.accept_batch);
             }
             self.core.drive_queued(&mut self.driver);
+            self.core.wake_throttled(&mut self.driver);
             self.core.fire_timers(&mut self.driver);
             self.core.drain_done(&mut self.driver);
             self.core.end_turn(turn);
@@ -117,6 +119,10 @@ impl<D: Driver> Loop<D> {
     /// before the drain: the kernel had completed its handshake).
     fn take_in(&mut self, socket: Socket) {
         self.core.acceptor.on_accepted();
+        if self.core.door_watches_queue() {
+            let pending = self.driver.accepts_pending();
+            self.core.door_accepts_pending(pending);
+        }
         let Some(token) = self.core.admit(socket) else {
             return;
         };

@@ -224,7 +224,12 @@ impl Core {
         let addr = upstreams.pools[upstream].addr;
         self.metrics.upstreams[upstream].connects.inc();
         let stream = match io.connect(token, addr) {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                if let Some(options) = self.door.as_ref().and_then(|door| door.sockets) {
+                    let _ = options.apply(&stream);
+                }
+                stream
+            }
             Err(error) => {
                 log::debug!(
                     "upstream {}: connect: {error}",

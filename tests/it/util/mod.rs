@@ -15,6 +15,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prometheus_parse::{Scrape, Value};
 
+pub mod haproxy;
+pub mod netns;
 pub mod resp3;
 
 /// How long a client socket waits for a read or write before the test fails.

@@ -59,6 +59,9 @@ pub struct Uring {
     /// Connections a completion moved this wait, to drive once each
     /// (capacity: a completion queue's worth).
     touched: VecDeque<Token>,
+    /// Accepted sockets still among this wait's completions, counted when
+    /// first asked for (`Driver::accepts_pending`), then counted down.
+    accepts_pending: Option<usize>,
 }
 
 /// One completion, copied out of the ring.
@@ -92,6 +95,7 @@ impl Uring {
             stopping: false,
             finishing: false,
             accept_ended: false,
+            accepts_pending: None,
         })
     }
 
@@ -137,6 +141,9 @@ impl Uring {
         }
         if cqe.result >= 0 {
             self.accept_ended = last;
+            if let Some(pending) = self.accepts_pending.as_mut() {
+                *pending = pending.saturating_sub(1);
+            }
             return Some(Event::Accepted(self.io.accepted_stream(cqe.result)));
         }
         if cqe.result != -libc::ECANCELED && self.listener.is_some() {
@@ -206,6 +213,7 @@ impl Driver for Uring {
             timeout = Some(timeout.map_or(STARVED_RECHECK, |t| t.min(STARVED_RECHECK)));
         }
         self.io.enter(timeout)?;
+        self.accepts_pending = None;
         Ok(self.io.cqes.len())
     }
 
@@ -249,6 +257,16 @@ impl Driver for Uring {
         self.listener
             .as_ref()
             .is_some_and(|listener| listener.accept().is_ok())
+    }
+
+    fn accepts_pending(&mut self) -> usize {
+        *self.accepts_pending.get_or_insert_with(|| {
+            let accepted = |cqe: &&Completion| {
+                cqe.result >= 0
+                    && Op::decode(cqe.user_data).is_some_and(|op| op.kind == Kind::Accept)
+            };
+            self.io.cqes.iter().filter(accepted).count()
+        })
     }
 
     fn open(&mut self, token: Token, link: &mut Link) -> std::io::Result<()> {
