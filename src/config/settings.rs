@@ -6,6 +6,7 @@
 //! `relations.rs`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -101,6 +102,19 @@ pub struct Config {
     #[arg(long, value_name = "DUR", default_value = "10s",
           value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX))]
     pub shutdown_grace: Duration,
+    /// Serve binary upgrades on this Unix socket: a new process started with
+    /// --upgrade-from on it receives the listening sockets, and this one then drains
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_socket: Option<PathBuf>,
+    /// Take the listening sockets of the process serving upgrades on this Unix socket
+    /// instead of binding, then tell it to drain
+    #[arg(long, value_name = "PATH")]
+    pub upgrade_from: Option<PathBuf>,
+    /// How long either side of an upgrade waits for the other (the sockets, then the
+    /// new process's start); past it the old process keeps serving
+    #[arg(long, value_name = "DUR", default_value = "10s", help_heading = LIMITS,
+          value_parser = parse_duration, bounds = timeout(TIMEOUT_MIN, Duration::from_secs(600)))]
+    pub upgrade_timeout: Duration,
     /// epoll | uring (uring needs a `--features uring` build) [default: uring in a uring build,
     /// falling back to epoll if the kernel refuses it; epoll otherwise]
     #[arg(long, value_name = "NAME", value_parser = Backend::parse)]

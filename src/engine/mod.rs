@@ -27,7 +27,9 @@
 //! - [`metrics`]: per-shard counters, Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/healthz`,
 //!   `/readyz`) on its own thread.
-//! - `sys`: socket options, RLIMIT_NOFILE.
+//! - `upgrade`: binary upgrade: the listeners handed to a new process
+//!   over a Unix socket (SCM_RIGHTS).
+//! - `sys`: socket options, RLIMIT_NOFILE, systemd's `LISTEN_FDS`.
 
 pub mod admin;
 pub mod buffer;
@@ -42,4 +44,5 @@ pub mod service;
 pub(crate) mod shard;
 pub(crate) mod sys;
 pub mod timer;
+pub(crate) mod upgrade;
 pub(crate) mod upstream;

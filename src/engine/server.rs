@@ -20,6 +20,7 @@ use crate::engine::service::host::{Handler, Host};
 use crate::engine::service::{Service, ServiceContext};
 use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
 use crate::engine::sys;
+use crate::engine::upgrade::{self, Offer, Taken};
 
 /// Descriptors the process keeps for itself besides the shards': stdio,
 /// the signal pipe, the admin endpoint (listener, poller and its bounded
@@ -110,6 +111,8 @@ pub struct Running {
     wakers: Vec<Waker>,
     shards: Vec<JoinHandle<()>>,
     pusher: Pusher,
+    /// The listeners offered on `--upgrade-socket`, withdrawn on drain.
+    offer: Option<Offer>,
 }
 
 impl Server {
@@ -197,12 +200,31 @@ impl Server {
         if let Some(warning) = fallback {
             log::warn!("{warning}");
         }
-        let (listeners, local_addr) = bind_listeners(&config)?;
+        let mut taken = take_over(&config)?;
+        let (listeners, local_addr) = match taken.as_mut() {
+            Some(taken) => adopt(std::mem::take(&mut taken.listeners), &config)?,
+            None => match systemd_listeners()? {
+                Some(inherited) => adopt(inherited, &config)?,
+                None => bind_listeners(&config)?,
+            },
+        };
+        let generation = taken.as_ref().map_or(1, |taken| taken.generation);
+        let offer =
+            match config.upgrade_socket {
+                Some(_) => Some(Offer::new(&listeners, generation).map_err(|source| {
+                    ServerError::Setup {
+                        what: "duplicating the listeners for --upgrade-socket",
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
             .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstreams.len())))
             .collect();
         let mut registry = Registry::new(metrics.clone(), backend.name());
         registry.upstreams = config.upstreams.clone();
+        registry.generation.store(generation, Ordering::Relaxed);
         let registry = Arc::new(registry);
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
@@ -241,7 +263,10 @@ impl Server {
             })?;
         registry.ready.store(true, Ordering::Release);
         log_listening(&config, backend, local_addr, admin_addr);
-        Ok(Running {
+        if let Some(taken) = taken {
+            confirm(taken);
+        }
+        let running = Running {
             local_addr,
             admin_addr,
             registry,
@@ -249,8 +274,103 @@ impl Server {
             wakers,
             shards: handles,
             pusher,
-        })
+            offer,
+        };
+        if let (Some(offer), Some(path)) = (&running.offer, &config.upgrade_socket) {
+            offer
+                .serve(path, config.upgrade_timeout, running.stopper())
+                .map_err(|source| ServerError::Setup {
+                    what: "serving upgrades on --upgrade-socket",
+                    source,
+                })?;
+        }
+        Ok(running)
     }
+}
+
+/// The listeners of the process serving upgrades on `--upgrade-from`, if
+/// given; this process does not start without them.
+fn take_over(config: &Config) -> Result<Option<Taken>, ServerError> {
+    let Some(path) = &config.upgrade_from else {
+        return Ok(None);
+    };
+    let taken =
+        upgrade::take(path, config.upgrade_timeout).map_err(|source| ServerError::Setup {
+            what: "--upgrade-from: taking the listeners over",
+            source,
+        })?;
+    log::info!(
+        "upgrade: took {} listener{} from {} (generation {})",
+        taken.listeners.len(),
+        if taken.listeners.len() == 1 { "" } else { "s" },
+        path.display(),
+        taken.generation
+    );
+    Ok(Some(taken))
+}
+
+/// Tells the old process this one serves; it drains. Should it not
+/// answer, this process serves on all the same (it has the listeners).
+fn confirm(taken: Taken) {
+    let path = taken.path().to_path_buf();
+    match taken.confirm() {
+        Ok(took) => log::info!(
+            "upgrade: the old process on {} drains; hand-over took {} ms",
+            path.display(),
+            took.as_millis()
+        ),
+        Err(e) => log::warn!(
+            "upgrade: the old process on {} did not confirm its drain ({e}); serving anyway",
+            path.display()
+        ),
+    }
+}
+
+/// The listening sockets systemd passed (`LISTEN_FDS`), if any.
+fn systemd_listeners() -> Result<Option<Vec<std::net::TcpListener>>, ServerError> {
+    sys::systemd_listeners().map_err(|source| ServerError::Setup {
+        what: "LISTEN_FDS: taking systemd's listening sockets",
+        source,
+    })
+}
+
+/// One listener per shard out of listeners bound elsewhere (by the old
+/// process, by systemd): as many as shards, each its own; or a single
+/// one that every shard accepts from (a duplicate each).
+fn adopt(
+    inherited: Vec<std::net::TcpListener>,
+    config: &Config,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), ServerError> {
+    let setup = |source| ServerError::Setup {
+        what: "taking inherited listeners",
+        source,
+    };
+    let listeners = match inherited.len() {
+        n if n == config.threads => inherited,
+        1 => {
+            let first = &inherited[0];
+            let mut all = (1..config.threads)
+                .map(|_| first.try_clone())
+                .collect::<io::Result<Vec<_>>>()
+                .map_err(setup)?;
+            all.splice(0..0, inherited);
+            all
+        }
+        n => {
+            return Err(setup(io::Error::other(format!(
+                "--threads {}: {n} listeners were handed over; start with --threads {n}",
+                config.threads
+            ))));
+        }
+    };
+    let local_addr = listeners[0].local_addr().map_err(setup)?;
+    if config.listen.port() != 0 && local_addr != config.listen {
+        log::warn!(
+            "--listen {}: the inherited listeners are on {local_addr}; serving there",
+            config.listen
+        );
+    }
+    Ok((listeners, local_addr))
 }
 
 /// The bounds of push, from the validated settings.
@@ -431,7 +551,11 @@ impl Running {
         let stop = self.stop.clone();
         let wakers = self.wakers.clone();
         let registry = self.registry.clone();
+        let offer = self.offer.clone();
         move || {
+            if let Some(offer) = &offer {
+                offer.withdraw();
+            }
             registry.ready.store(false, Ordering::Release);
             stop.store(true, Ordering::Release);
             for waker in &wakers {

@@ -16,6 +16,8 @@
 //! io_uring's operations in flight) lives in the driver, per slot.
 
 pub mod epoll;
+#[allow(unsafe_code)]
+pub mod inherit;
 pub mod socket;
 #[cfg(feature = "uring")]
 pub mod uring;

@@ -514,6 +514,10 @@ pub struct Registry {
     pub shards: Vec<std::sync::Arc<ShardMetrics>>,
     /// True while accepting; false once draining (`/readyz` answers 503).
     pub ready: AtomicBool,
+    /// Which process this is across binary upgrades: 1 for one started
+    /// afresh, the old process's plus one for one that took its
+    /// listeners (`holdfast_generation`).
+    pub generation: AtomicU64,
     /// The driver in use (`epoll` or `uring`), for `holdfast_backend_info`.
     pub backend: &'static str,
     /// The upstreams' names as written (the `upstream` label), in the
@@ -537,6 +541,7 @@ impl Registry {
         Registry {
             shards,
             ready: AtomicBool::new(false),
+            generation: AtomicU64::new(1),
             backend,
             upstreams: Vec::new(),
             fds_other: AtomicUsize::new(0),

@@ -307,6 +307,14 @@ fn state(out: &mut String, registry: &Registry) -> fmt::Result {
         "gauge",
         "1 while accepting connections, 0 once draining.",
         u64::from(registry.ready.load(Ordering::Relaxed)),
+    )?;
+    single(
+        out,
+        "holdfast_generation",
+        "gauge",
+        "Which process this is across binary upgrades: 1 when started afresh, one more than \
+         the process it took the listeners from.",
+        registry.generation.load(Ordering::Relaxed),
     )
 }
 
@@ -871,6 +879,7 @@ mod tests {
             ("holdfast_loop_turn_seconds", "histogram"),
             ("holdfast_backend_info", "gauge"),
             ("holdfast_ready", "gauge"),
+            ("holdfast_generation", "gauge"),
             ("process_open_fds", "gauge"),
             ("process_max_fds", "gauge"),
             ("process_resident_memory_bytes", "gauge"),
