@@ -229,6 +229,7 @@ impl Server {
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
+            handed_over: Arc::new(AtomicBool::new(false)),
             per_ip: per_ip_table(&config, &registry),
             fd_room: fd_room(&config),
         };
@@ -277,8 +278,14 @@ impl Server {
             offer,
         };
         if let (Some(offer), Some(path)) = (&running.offer, &config.upgrade_socket) {
+            let handed_over = shared.handed_over.clone();
+            let stop = running.stopper();
+            let drain = move || {
+                handed_over.store(true, Ordering::Release);
+                stop();
+            };
             offer
-                .serve(path, config.upgrade_timeout, running.stopper())
+                .serve(path, config.upgrade_timeout, drain)
                 .map_err(|source| ServerError::Setup {
                     what: "serving upgrades on --upgrade-socket",
                     source,

@@ -29,6 +29,7 @@ mod resp_diff;
 mod shards;
 mod split_sticky;
 mod timeouts;
+mod upgrade;
 mod upstream;
 #[cfg(feature = "uring")]
 mod uring;

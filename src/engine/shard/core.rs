@@ -90,6 +90,10 @@ pub struct Shared {
     pub open_total: Arc<AtomicUsize>,
     /// Set once to start the graceful shutdown (then the shard is woken).
     pub stop: Arc<AtomicBool>,
+    /// Set before `stop` when a new process took the listeners over: the
+    /// listening sockets live on in it, so the drain leaves their queues
+    /// to it instead of accepting them.
+    pub handed_over: Arc<AtomicBool>,
     /// The per-address limits, if any (`engine/front/table.rs`).
     pub per_ip: Option<Arc<AddrTable>>,
     /// Descriptors RLIMIT_NOFILE leaves for client connections.
@@ -140,6 +144,7 @@ pub struct Core {
     pub(super) acceptor: Acceptor,
     pub(super) open_total: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    handed_over: Arc<AtomicBool>,
     /// Set when the graceful shutdown began: when it must end.
     pub(super) drain_until: Option<Millis>,
     /// Connections to drive again without waiting for an event (their read
@@ -213,6 +218,7 @@ impl Core {
             metrics,
             open_total: shared.open_total.clone(),
             stop: shared.stop.clone(),
+            handed_over: shared.handed_over.clone(),
             drain_until: None,
             // Sized like the table, so the queue rarely grows.
             queue: VecDeque::with_capacity(1024.min(config.max_conns)),
@@ -232,6 +238,12 @@ impl Core {
     }
 
     /// Whether the stop flag was raised and the drain has not begun yet.
+    /// Whether a new process holds the listeners too (the drain then
+    /// leaves their queues to it).
+    pub(super) fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
+    }
+
     pub(super) fn stop_requested(&self) -> bool {
         self.drain_until.is_none() && self.stop.load(Ordering::Acquire)
     }

@@ -165,9 +165,14 @@ impl<D: Driver> Loop<D> {
     /// `--backlog`; the kernel completed their handshakes: closing the
     /// listener would reset them), so that the drain serves them too, then
     /// closes it. A handshake that completes after this is reset.
+    /// After a hand-over the socket outlives this process's descriptor (the
+    /// new process holds it): its queue is left to the new process, which
+    /// serves those connections from their first byte.
     fn close_listener(&mut self) {
-        self.core.acceptor.begin();
-        self.accept_some(self.core.limits.backlog);
+        if !self.core.handed_over() {
+            self.core.acceptor.begin();
+            self.accept_some(self.core.limits.backlog);
+        }
         self.driver.close_listener();
     }
 
