@@ -65,6 +65,7 @@ deps:
 	command -v redis-cli >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-tools)
 	command -v redis-server >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server)
 	command -v haproxy >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy)
+	command -v systemd-socket-activate >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y systemd)
 	command -v nft >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables)
 	command -v ip >/dev/null && command -v ss >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2)
 

@@ -335,10 +335,18 @@ fn confirm(taken: Taken) {
 
 /// The listening sockets systemd passed (`LISTEN_FDS`), if any.
 fn systemd_listeners() -> Result<Option<Vec<std::net::TcpListener>>, ServerError> {
-    sys::systemd_listeners().map_err(|source| ServerError::Setup {
+    let listeners = sys::systemd_listeners().map_err(|source| ServerError::Setup {
         what: "LISTEN_FDS: taking systemd's listening sockets",
         source,
-    })
+    })?;
+    if let Some(listeners) = &listeners {
+        log::info!(
+            "socket activation: {} listener{} from systemd (LISTEN_FDS)",
+            listeners.len(),
+            if listeners.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(listeners)
 }
 
 /// One listener per shard out of listeners bound elsewhere (by the old
@@ -371,9 +379,9 @@ fn adopt(
         }
     };
     let local_addr = listeners[0].local_addr().map_err(setup)?;
-    if config.listen.port() != 0 && local_addr != config.listen {
-        log::warn!(
-            "--listen {}: the inherited listeners are on {local_addr}; serving there",
+    if local_addr != config.listen {
+        log::info!(
+            "serving on the inherited listeners at {local_addr}; --listen {} is not used",
             config.listen
         );
     }

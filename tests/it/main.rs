@@ -28,6 +28,7 @@ mod resp_client;
 mod resp_diff;
 mod shards;
 mod split_sticky;
+mod systemd;
 mod timeouts;
 mod upgrade;
 mod upstream;
