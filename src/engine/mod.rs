@@ -29,7 +29,7 @@
 //!   `/readyz`) on its own thread.
 //! - `upgrade`: binary upgrade: the listeners handed to a new process
 //!   over a Unix socket (SCM_RIGHTS).
-//! - `sys`: socket options, RLIMIT_NOFILE, systemd's `LISTEN_FDS`.
+//! - `sys`: socket options, RLIMIT_NOFILE.
 
 pub mod admin;
 pub mod buffer;

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::config::{Backend, Config};
 use crate::engine::admin;
-use crate::engine::driver::EventWaker;
+use crate::engine::driver::{EventWaker, inherit};
 use crate::engine::front::{AddrTable, PerIp};
 use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::push::hub::PushLimits;
@@ -201,10 +201,14 @@ impl Server {
             log::warn!("{warning}");
         }
         let mut taken = take_over(&config)?;
+        let mut from_systemd = false;
         let (listeners, local_addr) = match taken.as_mut() {
             Some(taken) => adopt(std::mem::take(&mut taken.listeners), &config)?,
             None => match systemd_listeners()? {
-                Some(inherited) => adopt(inherited, &config)?,
+                Some(inherited) => {
+                    from_systemd = true;
+                    adopt(inherited, &config)?
+                }
                 None => bind_listeners(&config)?,
             },
         };
@@ -229,7 +233,7 @@ impl Server {
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
-            handed_over: Arc::new(AtomicBool::new(false)),
+            listeners_kept: Arc::new(AtomicBool::new(from_systemd)),
             per_ip: per_ip_table(&config, &registry),
             fd_room: fd_room(&config),
         };
@@ -278,10 +282,10 @@ impl Server {
             offer,
         };
         if let (Some(offer), Some(path)) = (&running.offer, &config.upgrade_socket) {
-            let handed_over = shared.handed_over.clone();
+            let listeners_kept = shared.listeners_kept.clone();
             let stop = running.stopper();
             let drain = move || {
-                handed_over.store(true, Ordering::Release);
+                listeners_kept.store(true, Ordering::Release);
                 stop();
             };
             offer
@@ -335,7 +339,7 @@ fn confirm(taken: Taken) {
 
 /// The listening sockets systemd passed (`LISTEN_FDS`), if any.
 fn systemd_listeners() -> Result<Option<Vec<std::net::TcpListener>>, ServerError> {
-    let listeners = sys::systemd_listeners().map_err(|source| ServerError::Setup {
+    let listeners = inherit::systemd_listeners().map_err(|source| ServerError::Setup {
         what: "LISTEN_FDS: taking systemd's listening sockets",
         source,
     })?;

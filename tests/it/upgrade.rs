@@ -295,7 +295,7 @@ fn a_new_process_that_fails_leaves_the_old_one_serving() {
         ],
         Duration::from_secs(10),
     );
-    assert_ne!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
     assert!(stderr.contains("--threads 3"), "names the flag: {stderr}");
     assert!(
         util::wait_until(Duration::from_secs(2), || old

@@ -35,3 +35,29 @@ pub fn adopt_listener(fd: RawFd) -> io::Result<std::net::TcpListener> {
     socket.set_cloexec(true)?;
     Ok(socket.into())
 }
+
+/// The listening sockets systemd passed to this process (socket
+/// activation: `LISTEN_PID` is this process, `LISTEN_FDS` counts the
+/// descriptors from 3), or `None` when it passed none. A child would not
+/// take them for its own: `LISTEN_PID` names this process.
+pub fn systemd_listeners() -> io::Result<Option<Vec<std::net::TcpListener>>> {
+    const FIRST: i32 = 3;
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
+    let (Some(pid), Some(count)) = (pid, count) else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    let count: i32 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| io::Error::other(format!("LISTEN_FDS={count}: not a count of 1 to 1024")))?;
+    let listeners = (FIRST..FIRST + count)
+        .map(adopt_listener)
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Some(listeners))
+}

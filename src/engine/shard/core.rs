@@ -90,10 +90,11 @@ pub struct Shared {
     pub open_total: Arc<AtomicUsize>,
     /// Set once to start the graceful shutdown (then the shard is woken).
     pub stop: Arc<AtomicBool>,
-    /// Set before `stop` when a new process took the listeners over: the
-    /// listening sockets live on in it, so the drain leaves their queues
-    /// to it instead of accepting them.
-    pub handed_over: Arc<AtomicBool>,
+    /// Set when the listening sockets outlive this process: a new process
+    /// took them over (set before `stop`), or systemd passed them (set at
+    /// start; it keeps them for the next start). The drain then leaves
+    /// their queues to the next process instead of accepting them.
+    pub listeners_kept: Arc<AtomicBool>,
     /// The per-address limits, if any (`engine/front/table.rs`).
     pub per_ip: Option<Arc<AddrTable>>,
     /// Descriptors RLIMIT_NOFILE leaves for client connections.
@@ -144,7 +145,7 @@ pub struct Core {
     pub(super) acceptor: Acceptor,
     pub(super) open_total: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    handed_over: Arc<AtomicBool>,
+    listeners_kept: Arc<AtomicBool>,
     /// Set when the graceful shutdown began: when it must end.
     pub(super) drain_until: Option<Millis>,
     /// Connections to drive again without waiting for an event (their read
@@ -218,7 +219,7 @@ impl Core {
             metrics,
             open_total: shared.open_total.clone(),
             stop: shared.stop.clone(),
-            handed_over: shared.handed_over.clone(),
+            listeners_kept: shared.listeners_kept.clone(),
             drain_until: None,
             // Sized like the table, so the queue rarely grows.
             queue: VecDeque::with_capacity(1024.min(config.max_conns)),
@@ -238,10 +239,10 @@ impl Core {
     }
 
     /// Whether the stop flag was raised and the drain has not begun yet.
-    /// Whether a new process holds the listeners too (the drain then
-    /// leaves their queues to it).
-    pub(super) fn handed_over(&self) -> bool {
-        self.handed_over.load(Ordering::Acquire)
+    /// Whether the listening sockets outlive this process (the drain then
+    /// leaves their queues to the next one).
+    pub(super) fn listeners_kept(&self) -> bool {
+        self.listeners_kept.load(Ordering::Acquire)
     }
 
     pub(super) fn stop_requested(&self) -> bool {

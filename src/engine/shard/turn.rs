@@ -169,7 +169,7 @@ impl<D: Driver> Loop<D> {
     /// new process holds it): its queue is left to the new process, which
     /// serves those connections from their first byte.
     fn close_listener(&mut self) {
-        if !self.core.handed_over() {
+        if !self.core.listeners_kept() {
             self.core.acceptor.begin();
             self.accept_some(self.core.limits.backlog);
         }

@@ -149,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_handed_over_is_read_then_given_back_once() {
+    fn a_buffer_listeners_kept_is_read_then_given_back_once() {
         let mut ring = BufRing::new(4, 8);
         assert_eq!(ring.count(), 4);
         // The kernel hands out buffer 2, filled with 5 bytes.
