@@ -219,9 +219,10 @@ fn upgrade_under_churn_and_pipelines_loses_nothing() {
     let started = began.elapsed();
     assert_eq!(new.addr, addr, "the new process serves the same address");
     assert_eq!(new.metric("holdfast_generation", &[]), 2.0);
+    // The grace is 5 s; the new process's start is the rest.
     let status = old
-        .wait_exit(Duration::from_secs(8))
-        .unwrap_or_else(|| panic!("the old process still runs 8 s after the upgrade"));
+        .wait_exit(Duration::from_secs(6))
+        .unwrap_or_else(|| panic!("the old process still runs 6 s after the upgrade"));
     let drained = began.elapsed();
     assert!(status.success(), "the old process exits 0: {status}");
 
