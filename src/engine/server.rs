@@ -213,16 +213,6 @@ impl Server {
             },
         };
         let generation = taken.as_ref().map_or(1, |taken| taken.generation);
-        let offer =
-            match config.upgrade_socket {
-                Some(_) => Some(Offer::new(&listeners, generation).map_err(|source| {
-                    ServerError::Setup {
-                        what: "duplicating the listeners for --upgrade-socket",
-                        source,
-                    }
-                })?),
-                None => None,
-            };
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
             .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstreams.len())))
             .collect();
@@ -230,6 +220,7 @@ impl Server {
         registry.upstreams = config.upstreams.clone();
         registry.generation.store(generation, Ordering::Relaxed);
         let registry = Arc::new(registry);
+        let offer = make_offer(&config, &listeners, generation, &registry)?;
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
@@ -270,6 +261,9 @@ impl Server {
         log_listening(&config, backend, local_addr, admin_addr);
         if let Some(taken) = taken {
             confirm(taken);
+            // Its Unix socket was counted as the process's own, and is
+            // closed now.
+            registry.fds_other.fetch_sub(1, Ordering::Relaxed);
         }
         let running = Running {
             local_addr,
@@ -318,6 +312,24 @@ fn take_over(config: &Config) -> Result<Option<Taken>, ServerError> {
         taken.generation
     );
     Ok(Some(taken))
+}
+
+/// Duplicates of the listeners to offer on `--upgrade-socket`, if given.
+fn make_offer(
+    config: &Config,
+    listeners: &[std::net::TcpListener],
+    generation: u64,
+    registry: &Arc<Registry>,
+) -> Result<Option<Offer>, ServerError> {
+    if config.upgrade_socket.is_none() {
+        return Ok(None);
+    }
+    Offer::new(listeners, generation, registry.clone())
+        .map(Some)
+        .map_err(|source| ServerError::Setup {
+            what: "duplicating the listeners for --upgrade-socket",
+            source,
+        })
 }
 
 /// Tells the old process this one serves; it drains. Should it not

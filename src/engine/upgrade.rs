@@ -19,12 +19,14 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
 use crate::engine::driver::inherit;
+use crate::engine::metrics::Registry;
 
 /// Length of the offer's header, padded with spaces.
 const HEADER_LEN: usize = 64;
@@ -45,11 +47,20 @@ pub struct Offer {
     fds: Arc<Mutex<Option<Vec<OwnedFd>>>>,
     listener: Arc<Mutex<Option<RawFd>>>,
     generation: u64,
+    /// Whose count of the process's own descriptors (`fds_other`) the
+    /// offer keeps true as its descriptors come and go.
+    registry: Arc<Registry>,
 }
 
 impl Offer {
     /// Duplicates of `listeners`, offered as generation `generation`.
-    pub fn new(listeners: &[std::net::TcpListener], generation: u64) -> io::Result<Offer> {
+    /// Made before the server counts its own descriptors, they are counted
+    /// there; `registry` loses them when they are closed.
+    pub fn new(
+        listeners: &[std::net::TcpListener],
+        generation: u64,
+        registry: Arc<Registry>,
+    ) -> io::Result<Offer> {
         let fds = listeners
             .iter()
             .map(|l| l.try_clone().map(OwnedFd::from))
@@ -58,13 +69,18 @@ impl Offer {
             fds: Arc::new(Mutex::new(Some(fds))),
             listener: Arc::new(Mutex::new(None)),
             generation,
+            registry,
         })
     }
 
     /// Closes the duplicates and stops serving upgrades (the process
     /// drains); idempotent.
     pub fn withdraw(&self) {
-        drop(self.fds.lock().expect("offer lock").take());
+        if let Some(fds) = self.fds.lock().expect("offer lock").take() {
+            self.registry
+                .fds_other
+                .fetch_sub(fds.len(), Ordering::Relaxed);
+        }
         if let Some(fd) = self.listener.lock().expect("offer lock").take() {
             // Wakes the thread blocked in accept(2), which then ends.
             // SHUT_RDWR on a listening Unix socket cannot fail usefully.
@@ -83,11 +99,16 @@ impl Offer {
     ) -> io::Result<()> {
         let listener = bind(path)?;
         *self.listener.lock().expect("offer lock") = Some(listener.as_raw_fd());
+        self.registry.fds_other.fetch_add(1, Ordering::Relaxed);
         let offer = self.clone();
         let path = path.to_path_buf();
         std::thread::Builder::new()
             .name("holdfast-upgrade".into())
-            .spawn(move || offer.accept_loop(&listener, &path, timeout, drain))?;
+            .spawn(move || {
+                offer.accept_loop(&listener, &path, timeout, drain);
+                drop(listener);
+                offer.registry.fds_other.fetch_sub(1, Ordering::Relaxed);
+            })?;
         Ok(())
     }
 

@@ -309,10 +309,16 @@ fn a_new_process_that_fails_leaves_the_old_one_serving() {
     let mut fresh = old.connect();
     line_round_trip(&mut fresh, b"after, new connection");
     assert_eq!(old.metric("holdfast_ready", &[]), 1.0, "still accepting");
+    // The upgrade's own descriptors (the Unix socket served, the
+    // duplicates offered) are accounted for.
+    assert_eq!(old.metric("holdfast_fd_unaccounted", &[]), 0.0, "old");
     // And a later upgrade still works.
     let new = start(&socket, &["--upgrade-from", from]);
     let mut third = new.connect();
     line_round_trip(&mut third, b"on the new one");
     assert_eq!(new.metric("holdfast_generation", &[]), 2.0);
+    // And the new one's (the Unix socket the listeners came over, closed;
+    // the one it serves).
+    assert_eq!(new.metric("holdfast_fd_unaccounted", &[]), 0.0, "new");
     let _ = std::fs::remove_file(&socket);
 }
