@@ -62,12 +62,19 @@ fn serves_on_the_listener_systemd_passes() {
         let mut client = util::connect(addr);
         line_round_trip(&mut client, format!("hello {i}").as_bytes());
     }
-    let text = std::fs::read_to_string(&log).unwrap();
+    // The shards serve before the start-up logs its listening line: wait
+    // for the line rather than read the log once.
+    let listening = format!("listening on {addr}");
+    let mut text = String::new();
+    util::wait_until(Duration::from_secs(5), || {
+        text = std::fs::read_to_string(&log).unwrap();
+        text.contains(&listening)
+    });
     assert!(
         text.contains("socket activation: 1 listener from systemd"),
         "holdfast says where its listener came from:\n{text}"
     );
-    assert!(text.contains(&format!("listening on {addr}")), "{text}");
+    assert!(text.contains(&listening), "{text}");
     kill(Pid::from_raw(child.0.id() as i32), Signal::SIGTERM).unwrap();
     let mut status = None;
     util::wait_until(Duration::from_secs(5), || {
