@@ -223,6 +223,30 @@ pub(crate) fn log_level(text: &str) -> Result<log::LevelFilter, String> {
 }
 
 /// An upstream as written: `host:port` (a name or an IP address).
+/// A password or user name: not empty, printable ASCII without spaces
+/// (what a RESP client can send as one argument without quoting surprises).
+pub(crate) fn secret(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "must be printable ASCII without spaces, found {c:?}"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `NAME:PASSWORD` for `--user`: both [`secret`]s, the name without a colon.
+pub(crate) fn user(text: &str) -> Result<String, String> {
+    let (name, password) = text
+        .split_once(':')
+        .ok_or_else(|| "expected NAME:PASSWORD".to_string())?;
+    secret(name).map_err(|e| format!("the name {e}"))?;
+    secret(password).map_err(|e| format!("the password {e}"))?;
+    Ok(text.to_string())
+}
+
 pub(crate) fn upstream(text: &str) -> Result<String, String> {
     let text = text.trim();
     let wrong = || format!("expected host:port such as 127.0.0.1:6379, got `{text}`");

@@ -26,6 +26,9 @@ pub const FRONT: &str = "Front door";
 pub const UPSTREAMS: &str = "Upstreams";
 /// `--help` heading of the breaker's settings (`holdfast proxy` only).
 pub const BREAKER: &str = "Circuit breaker";
+/// `--help` heading of the credentials clients give the proxy and the
+/// proxy gives its upstreams (`holdfast proxy` only).
+pub const AUTH: &str = "Authentication (proxy)";
 
 /// The timer wheel ticks in milliseconds; a shorter deadline would fire
 /// before a healthy peer on a busy box could answer.
@@ -335,6 +338,22 @@ pub struct Config {
     #[arg(long, value_name = "NAME", default_value = "murmur", help_heading = UPSTREAMS,
           value_parser = KeyHash::parse)]
     pub key_hash: KeyHash,
+    /// The password of the `default` user: clients must AUTH (or HELLO 2 AUTH) before
+    /// any other command. Prefer the config file: a flag shows in `ps`
+    #[arg(long, value_name = "SECRET", help_heading = AUTH, value_parser = choices::secret)]
+    pub requirepass: Option<String>,
+    /// A named user clients may AUTH as, NAME:PASSWORD; repeat for several
+    /// (`user = [...]` in --config)
+    #[arg(long = "user", value_name = "NAME:PASSWORD", help_heading = AUTH,
+          value_parser = choices::user)]
+    pub users: Vec<String>,
+    /// The user the proxy AUTHs as on every upstream connection (with
+    /// --upstream-password; without it, the `default` user)
+    #[arg(long, value_name = "NAME", help_heading = AUTH, value_parser = choices::secret)]
+    pub upstream_user: Option<String>,
+    /// The password the proxy sends in AUTH on every new upstream connection
+    #[arg(long, value_name = "SECRET", help_heading = AUTH, value_parser = choices::secret)]
+    pub upstream_password: Option<String>,
 }
 
 /// A circuit breaker's thresholds (`engine::upstream::breaker` says why

@@ -10,7 +10,7 @@
 //! DBSIZE, RANDOMKEY), transactions (MULTI, EXEC, WATCH), pub/sub,
 //! blocking commands (BLPOP and friends, WAIT: one of them would stall a
 //! pipelined upstream connection), server and connection administration
-//! (CLIENT, CONFIG, INFO, DEBUG, SHUTDOWN, SCRIPT, ...) and SORT (its BY and
+//! (CONFIG, INFO, DEBUG, SHUTDOWN, SCRIPT, CLIENT KILL, ...) and SORT (its BY and
 //! GET patterns read keys the proxy cannot see).
 //!
 //! Commands with several keys that must run together (RENAME, SMOVE,
@@ -31,6 +31,9 @@ pub enum Route {
     Split(Split),
     /// Answer at once with [`local_reply`].
     Local(Local),
+    /// A command about the client's own connection, answered with its
+    /// session ([`super::client::Connection`]).
+    Connection(Connection),
     /// Answer at once with [`Refusal::write`].
     Refuse(Refusal),
     /// An empty command (`*0`, a blank line): no reply, as in Redis.
@@ -109,6 +112,30 @@ pub enum Local {
     Select,
 }
 
+/// The commands about the client's own connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    /// `AUTH [user] password`.
+    Auth,
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+    Hello,
+    /// `CLIENT subcommand ...`.
+    Client,
+}
+
+impl Route {
+    /// Whether a client that has not authenticated may send it: AUTH,
+    /// HELLO (which may carry AUTH) and QUIT, as in Redis.
+    pub fn before_auth(&self) -> bool {
+        matches!(
+            self,
+            Route::Connection(Connection::Auth | Connection::Hello)
+                | Route::Local(Local::Quit)
+                | Route::Empty
+        )
+    }
+}
+
 /// A command the proxy will not run, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -160,6 +187,18 @@ pub fn route(mut args: Args<'_>, place: impl Fn(&[u8]) -> usize) -> Route {
             };
             if ok {
                 Route::Local(local)
+            } else {
+                refuse(Reason::WrongArity)
+            }
+        }
+        Kind::Connection(command) => {
+            let ok = match command {
+                Connection::Auth => (1..=2).contains(&argc),
+                Connection::Hello => true,
+                Connection::Client => argc >= 1,
+            };
+            if ok {
+                Route::Connection(command)
             } else {
                 refuse(Reason::WrongArity)
             }
@@ -308,6 +347,7 @@ fn together<'k>(
 
 enum Kind {
     Local(Local),
+    Connection(Connection),
     Split(Split),
     Keys(Keys),
 }
@@ -340,6 +380,9 @@ fn lookup(name: &[u8]) -> Option<Kind> {
         b"QUIT" => Kind::Local(Local::Quit),
         b"COMMAND" => Kind::Local(Local::Command),
         b"SELECT" => Kind::Local(Local::Select),
+        b"AUTH" => Kind::Connection(Connection::Auth),
+        b"HELLO" => Kind::Connection(Connection::Hello),
+        b"CLIENT" => Kind::Connection(Connection::Client),
         b"MGET" => Kind::Split(Split::Mget),
         b"MSET" => Kind::Split(Split::Mset),
         b"DEL" => Kind::Split(Split::Del),
@@ -549,7 +592,6 @@ mod tests {
             b"BRPOP",
             b"BZPOPMIN",
             b"WAIT",
-            b"CLIENT",
             b"CONFIG",
             b"INFO",
             b"DEBUG",
@@ -669,7 +711,7 @@ mod tests {
                     let bytes = frame(&all);
                     local_reply(kind, Args::parse(&bytes), &mut Vec::new());
                 }
-                Route::Split(_) | Route::Empty => {}
+                Route::Split(_) | Route::Connection(_) | Route::Empty => {}
             }
         }
     }

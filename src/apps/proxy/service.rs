@@ -6,11 +6,12 @@
 //! order and turns failures into [`CallError`]s; this service only says
 //! what they look like in RESP.
 
-use crate::apps::proxy::command::{Local, Route, local_reply, route};
+use crate::apps::proxy::client::{self, NOAUTH, Session, Users};
+use crate::apps::proxy::command::{Connection, Local, Route, local_reply, route};
 use crate::apps::proxy::hash::Continuum;
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
 use crate::engine::codec::resp::Args;
-use crate::engine::service::{Answer, CallError, Context, Reply, Service, ServiceContext};
+use crate::engine::service::{Answer, CallError, Context, Opened, Reply, Service, ServiceContext};
 
 /// The reserve of every reply the proxy writes itself but PING and ECHO
 /// with a message: refusals name a command cut to 32 bytes and stay under
@@ -40,6 +41,14 @@ pub struct Proxy {
     replies: Vec<&'static [u8]>,
     /// The client ring's capacity: no reply may be larger.
     reply_max: usize,
+    /// Who may connect (`--requirepass`, `--user`).
+    users: Users,
+    /// Connections this shard opened, for unique `CLIENT ID`s.
+    opened: u64,
+    /// This shard's index and the number of shards: a client's id is
+    /// `opened × shards + shard + 1`, unique in the process.
+    shard: u64,
+    shards: u64,
 }
 
 impl Proxy {
@@ -55,6 +64,10 @@ impl Proxy {
             merged: Vec::new(),
             replies: Vec::new(),
             reply_max: config.buffer,
+            users: Users::from_config(config),
+            opened: 0,
+            shard: context.shard as u64,
+            shards: config.threads.max(1) as u64,
         }
     }
 
@@ -65,9 +78,15 @@ impl Proxy {
 }
 
 impl Service for Proxy {
-    type Session = ();
+    type Session = Session;
 
-    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
+    fn open(&mut self, _: &Opened, _: &mut Context<'_>) -> Session {
+        self.opened += 1;
+        let id = self.opened * self.shards + self.shard + 1;
+        Session::new(id, !self.users.required())
+    }
+
+    fn reply_reserve(&self, _: &Session, frame: &[u8]) -> usize {
         let mut args = Args::parse(frame);
         let echoes = args.next().is_some_and(|name| {
             name.eq_ignore_ascii_case(b"PING") || name.eq_ignore_ascii_case(b"ECHO")
@@ -79,16 +98,28 @@ impl Service for Proxy {
         }
     }
 
-    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
+    fn call(
+        &mut self,
+        session: &mut Session,
+        _: &mut Context<'_>,
+        frame: &[u8],
+        reply: &mut Reply<'_>,
+    ) {
         let Proxy {
             ring,
             plan,
             scratch,
+            users,
             ..
         } = self;
         let args = Args::parse(frame);
         let place = |key: &[u8]| ring.upstream(key);
-        match route(args.clone(), place) {
+        let route = route(args.clone(), place);
+        if !session.authenticated && !route.before_auth() {
+            let _ = reply.put(NOAUTH);
+            return;
+        }
+        match route {
             Route::Forward(upstream) => reply.call(upstream, frame),
             Route::Split(split) => {
                 scratch.clear();
@@ -116,6 +147,19 @@ impl Service for Proxy {
                 if local == Local::Quit {
                     reply.close_after();
                 }
+            }
+            Route::Connection(command) => {
+                let connection = client::Connection {
+                    users,
+                    mode: b"standalone",
+                };
+                scratch.clear();
+                match command {
+                    Connection::Auth => connection.auth(session, args, scratch),
+                    Connection::Hello => connection.hello(session, args, scratch),
+                    Connection::Client => connection.client(session, args, scratch),
+                }
+                let _ = reply.put(scratch);
             }
             Route::Refuse(refusal) => {
                 scratch.clear();
