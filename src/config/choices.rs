@@ -223,11 +223,18 @@ pub(crate) fn log_level(text: &str) -> Result<log::LevelFilter, String> {
 }
 
 /// An upstream as written: `host:port` (a name or an IP address).
+/// The longest password or user name: an upstream's `AUTH user password`
+/// must fit the smallest ring `resp` allows.
+pub const SECRET_MAX: usize = 512;
+
 /// A password or user name: not empty, printable ASCII without spaces
 /// (what a RESP client can send as one argument without quoting surprises).
 pub(crate) fn secret(text: &str) -> Result<String, String> {
     if text.is_empty() {
         return Err("must not be empty".into());
+    }
+    if text.len() > SECRET_MAX {
+        return Err(format!("must be at most {SECRET_MAX} bytes"));
     }
     if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
         return Err(format!(

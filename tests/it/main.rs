@@ -19,6 +19,7 @@ mod metrics;
 mod panic;
 mod partial_io;
 mod proxy;
+mod proxy_auth;
 mod pubsub;
 mod pubsub_diff;
 mod push;

@@ -33,8 +33,15 @@ pub const NAME_MAX: usize = 64;
 /// named users (`--user NAME:PASSWORD`).
 #[derive(Clone, Debug, Default)]
 pub struct Users {
-    /// (name, password); `default` first when `--requirepass` is set.
-    entries: Vec<(Box<[u8]>, Box<[u8]>)>,
+    /// `default` first when `--requirepass` is set.
+    entries: Vec<User>,
+}
+
+/// A user's name and password.
+#[derive(Clone, Debug)]
+struct User {
+    name: Box<[u8]>,
+    password: Box<[u8]>,
 }
 
 impl Users {
@@ -47,7 +54,10 @@ impl Users {
         let named = config.users.iter().filter_map(|user| user.split_once(':'));
         let entries = default
             .chain(named)
-            .map(|(name, pass)| (name.as_bytes().into(), pass.as_bytes().into()))
+            .map(|(name, pass)| User {
+                name: name.as_bytes().into(),
+                password: pass.as_bytes().into(),
+            })
             .collect();
         Users { entries }
     }
@@ -62,7 +72,7 @@ impl Users {
     fn check(&self, user: &[u8], password: &[u8]) -> bool {
         self.entries
             .iter()
-            .any(|(name, pass)| **name == *user && same(pass, password))
+            .any(|known| *known.name == *user && same(&known.password, password))
     }
 }
 
@@ -311,9 +321,11 @@ mod tests {
     }
 
     fn users(requirepass: Option<&str>, named: &[&str]) -> Users {
-        let mut config = Config::default();
-        config.requirepass = requirepass.map(str::to_string);
-        config.users = named.iter().map(|u| u.to_string()).collect();
+        let config = Config {
+            requirepass: requirepass.map(str::to_string),
+            users: named.iter().map(|u| u.to_string()).collect(),
+            ..Config::default()
+        };
         Users::from_config(&config)
     }
 

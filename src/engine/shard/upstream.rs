@@ -42,6 +42,11 @@ impl Core {
         let up = upstreams.conns.get_mut(token).expect("live");
         // An upstream that closed will never send what it still owed.
         let failure = pumped.err().or(up.conn.eof.then_some(CallError::Reset));
+        if failure == Some(CallError::Connect) {
+            // The greeting was refused: as a failed connect.
+            self.connect_failed(io, token);
+            return;
+        }
         if let Some(error) = failure {
             self.close_upstream(io, token, Some(error));
             return;
@@ -77,6 +82,12 @@ impl Core {
                     up.phase = Phase::Ready;
                     up.conn.last_active = now;
                     up.conn.write_since = now;
+                    if let Some(greeting) = &upstreams.settings.greeting {
+                        let output = up.conn.link.output.get_or_insert_with(|| self.pool.take());
+                        let written = output.push(&greeting.request);
+                        debug_assert_eq!(written, greeting.request.len(), "validated to fit");
+                        up.greeting_owed = true;
+                    }
                     // Replies may come before any readiness event says so.
                     io.expect_read(token);
                     let pool = &mut upstreams.pools[up.upstream];
@@ -137,6 +148,16 @@ impl Core {
                 Next::Wait => break Ok(()),
                 Next::Broken => break Err(CallError::Reset),
             };
+            if std::mem::take(&mut up.greeting_owed) {
+                let expect = upstreams.settings.greeting.as_ref().map(|g| &g.expect[..]);
+                if outcome.ok() == expect {
+                    continue;
+                }
+                let name = &upstreams.pools[up.upstream].name;
+                let said = outcome.map(first_line).unwrap_or_default();
+                log::warn!("upstream {name}: the greeting (AUTH) was refused: {said}");
+                break Err(CallError::Connect);
+            }
             if outcome == Err(CallError::TooLarge) {
                 counts.errors[UpstreamError::TooLarge.index()].inc();
             }
@@ -259,7 +280,8 @@ impl Core {
             return;
         };
         let (upstream, lane) = (up.upstream, up.lane);
-        self.close_upstream(io, token, None);
+        // Only requests pipelined behind a refused greeting are owed.
+        self.close_upstream(io, token, Some(CallError::Connect));
         self.lane_connect_failed(upstream, lane);
         self.close_doomed(io);
     }
@@ -723,4 +745,10 @@ impl Clients<'_> {
             self.queue.push_back(client);
         }
     }
+}
+
+/// The first line of a reply, without its `\r\n`, for a log line.
+fn first_line(reply: &[u8]) -> String {
+    let line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
+    String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned()
 }

@@ -33,6 +33,34 @@ pub struct Outstanding {
     pub sent_us: u64,
 }
 
+/// What a new upstream connection sends before any request (`AUTH` with
+/// `--upstream-password`), and the one reply that lets it serve. Requests
+/// are pipelined behind it: the upstream answers in order, so the
+/// greeting's reply comes first, and if it is not `expect` the connection
+/// closes as a failed connect and the requests behind it fail with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Greeting {
+    /// The bytes written first.
+    pub request: Box<[u8]>,
+    /// The reply that accepts them.
+    pub expect: Box<[u8]>,
+}
+
+impl Greeting {
+    /// `AUTH [user] password` for a RESP upstream, accepted by `+OK`.
+    pub fn auth(user: Option<&str>, password: &str) -> Greeting {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        args.extend(user.map(str::as_bytes));
+        args.push(password.as_bytes());
+        let mut request = Vec::new();
+        crate::engine::codec::resp::encode_command(&args, &mut request);
+        Greeting {
+            request: request.into(),
+            expect: b"+OK\r\n"[..].into(),
+        }
+    }
+}
+
 /// Why an upstream connection's deadline fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Expiry {
@@ -79,6 +107,9 @@ pub struct UpConn {
     /// passed over as they come (the stream stays in step) and its request
     /// gets an error once its end is found.
     pub skipping: Option<Skip>,
+    /// The [`Greeting`] was written and its reply has not come yet: the
+    /// next reply is the greeting's, not a request's.
+    pub greeting_owed: bool,
 }
 
 impl UpConn {
@@ -93,6 +124,7 @@ impl UpConn {
             outstanding: VecDeque::with_capacity(pipeline),
             scanned: 0,
             skipping: None,
+            greeting_owed: false,
         }
     }
 
@@ -115,6 +147,10 @@ impl UpConn {
     pub fn deadline(&self, limits: &Deadlines) -> (Millis, Expiry) {
         match self.phase {
             Phase::Connecting(since) => (since + limits.connect, Expiry::Connect),
+            // The greeting is part of connecting.
+            Phase::Ready if self.greeting_owed => {
+                (self.conn.last_active + limits.connect, Expiry::Connect)
+            }
             Phase::Ready => match self.outstanding.front() {
                 Some(oldest) => (oldest.sent_us / 1000 + limits.request, Expiry::Request),
                 None => (self.conn.last_active + limits.idle, Expiry::Idle),
@@ -157,5 +193,8 @@ mod tests {
             });
         }
         assert!(!up.has_room(1, 4, 64), "the pipeline is full");
+        up.greeting_owed = true;
+        up.conn.last_active = 20;
+        assert_eq!(up.deadline(&limits), (120, Expiry::Connect));
     }
 }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use crate::engine::driver::Token;
 
 use super::breaker::State;
-use super::conn::{Deadlines, Outstanding, UpConn};
+use super::conn::{Deadlines, Greeting, Outstanding, UpConn};
 use super::pending::Pendings;
 use super::pool::{Pool, Waiting};
 use crate::config::{BackoffSettings, BreakerSettings, Config};
@@ -49,6 +49,8 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// The reconnect delays.
     pub backoff: BackoffSettings,
+    /// Sent first on every new connection (`--upstream-password`).
+    pub greeting: Option<Greeting>,
 }
 
 impl Settings {
@@ -79,6 +81,10 @@ impl Settings {
             max_pending_bytes: config.max_pending_bytes,
             breaker: config.breaker,
             backoff: config.backoff,
+            greeting: config
+                .upstream_password
+                .as_deref()
+                .map(|password| Greeting::auth(config.upstream_user.as_deref(), password)),
         })
     }
 }
