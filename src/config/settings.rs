@@ -327,6 +327,12 @@ pub struct Config {
     #[arg(long, value_name = "DUR", default_value = "60s", help_heading = UPSTREAMS,
           value_parser = parse_duration, bounds = TIMEOUT)]
     pub upstream_idle_timeout: Duration,
+    /// Each shard PINGs each upstream this often, so the breaker hears of a dead one
+    /// before a client pays for it (resp upstreams); 0 = off
+    #[arg(long, value_name = "DUR", default_value = "2s", help_heading = UPSTREAMS,
+          value_parser = parse_duration,
+          bounds = timeout(Duration::ZERO, HOUR).note(" (0 turns health checks off)"))]
+    pub health_check_interval: Duration,
     /// The `--breaker-*` thresholds.
     #[command(flatten)]
     pub breaker: BreakerSettings,

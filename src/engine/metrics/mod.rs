@@ -382,6 +382,8 @@ impl FailFast {
 pub struct UpstreamMetrics {
     /// Requests sent (or queued to be sent) to the upstream.
     pub requests: Counter,
+    /// Health checks sent (or queued to be sent).
+    pub health_checks: Counter,
     /// Failures, by [`UpstreamError::index`].
     pub errors: [Counter; 4],
     /// Requests refused at once, by [`FailFast::index`].

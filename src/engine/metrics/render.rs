@@ -377,6 +377,15 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
         (names, shards),
         |u| u.requests.get(),
     )?;
+    per_upstream(
+        out,
+        "holdfast_upstream_health_checks_total",
+        "counter",
+        "Health checks (PING, --health-check-interval) sent to each upstream; their \
+         failures count in holdfast_upstream_errors_total and the breaker.",
+        (names, shards),
+        |u| u.health_checks.get(),
+    )?;
     upstream_errors(out, names, shards)?;
     per_upstream(
         out,
@@ -1074,7 +1083,8 @@ mod tests {
                         .into_iter()
                         .chain(&u.errors)
                         .chain(&u.fail_fast)
-                        .chain(&u.latency.buckets);
+                        .chain(&u.latency.buckets)
+                        .chain([&u.health_checks]);
                     for counter in counters {
                         fill(&|v| counter.add(v));
                     }

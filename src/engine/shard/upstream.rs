@@ -26,6 +26,7 @@ use crate::engine::timer::Millis;
 use crate::engine::upstream::Upstreams;
 use crate::engine::upstream::breaker::{FailureKind, State as BreakerState};
 use crate::engine::upstream::conn::{Expiry, Phase, UpConn};
+use crate::engine::upstream::dispatch::HEALTH_CHECK;
 use crate::engine::upstream::pending::Pendings;
 
 impl Core {
@@ -311,6 +312,39 @@ impl Core {
                 waiting.pending,
                 waiting.call as usize,
                 Err(CallError::Connect),
+            );
+        }
+    }
+
+    /// Sends each upstream its health check once it is due (not while
+    /// draining): into a ready connection, or queued for one, which
+    /// `connect_lanes` then makes. The breaker hears the outcome as for a
+    /// request; no client awaits it.
+    pub(super) fn check_health(&mut self) {
+        let (now, now_us) = (self.clock.now, self.clock.now_us);
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let Some(health) = upstreams.settings.health.clone() else {
+            return;
+        };
+        if now < upstreams.health_due || self.drain_until.is_some() {
+            return;
+        }
+        upstreams.health_due = now + health.interval;
+        for upstream in 0..upstreams.pools.len() {
+            // Refused at once (breaker open, backing off, queue full):
+            // nothing to check until that passes.
+            let _ = upstreams.send(
+                HEALTH_CHECK,
+                0,
+                Token(0),
+                upstream,
+                &health.request,
+                &mut self.pool,
+                &mut self.queue,
+                &self.metrics,
+                now_us,
             );
         }
     }
@@ -683,7 +717,7 @@ impl Clients<'_> {
         outcome: Result<&[u8], CallError>,
     ) {
         let Some(entry) = pendings.get(pending) else {
-            // Its client has gone.
+            // Its client has gone, or it was a health check.
             return;
         };
         let client = entry.client;

@@ -20,7 +20,7 @@ use super::breaker::State;
 use super::conn::{Deadlines, Greeting, Outstanding, UpConn};
 use super::pending::Pendings;
 use super::pool::{Pool, Waiting};
-use crate::config::{BackoffSettings, BreakerSettings, Config};
+use crate::config::{BackoffSettings, BreakerSettings, Config, Protocol};
 use crate::engine::buffer::Pool as Rings;
 use crate::engine::conn::Table;
 use crate::engine::metrics::{FailFast, ShardMetrics, UpstreamError};
@@ -51,7 +51,23 @@ pub struct Settings {
     pub backoff: BackoffSettings,
     /// Sent first on every new connection (`--upstream-password`).
     pub greeting: Option<Greeting>,
+    /// The health check (`--health-check-interval`), for RESP upstreams.
+    pub health: Option<Health>,
 }
+
+/// The request each shard sends each upstream every `interval`: any reply
+/// is a success for the breaker, a failed connect or a timeout a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// How often.
+    pub interval: Millis,
+    /// What (`PING`).
+    pub request: Box<[u8]>,
+}
+
+/// The awaited-reply token of a health check: no client awaits it, and
+/// [`Pendings`] never hands it out (its slot has the upstream bit).
+pub const HEALTH_CHECK: Token = Token(usize::MAX);
 
 impl Settings {
     /// What a shard needs to call the upstreams of a validated `config`;
@@ -85,6 +101,11 @@ impl Settings {
                 .upstream_password
                 .as_deref()
                 .map(|password| Greeting::auth(config.upstream_user.as_deref(), password)),
+            health: (config.protocol == Protocol::Resp && !config.health_check_interval.is_zero())
+                .then(|| Health {
+                    interval: ms(config.health_check_interval),
+                    request: b"*1\r\n$4\r\nPING\r\n"[..].into(),
+                }),
         })
     }
 }
@@ -113,6 +134,8 @@ pub struct Upstreams {
     pub published_at: Millis,
     /// A refresh was skipped: when it is due.
     pub publish_due: Option<Millis>,
+    /// When the next health checks go out (with [`Settings::health`]).
+    pub health_due: Millis,
 }
 
 impl Upstreams {
@@ -136,6 +159,8 @@ impl Upstreams {
                 )
             })
             .collect();
+        // The first checks go out one interval after the start.
+        let health_due = settings.health.as_ref().map_or(0, |health| health.interval);
         Upstreams {
             pools,
             conns: Table::upstream(16),
@@ -149,6 +174,7 @@ impl Upstreams {
             waiting: 0,
             published_at: 0,
             publish_due: None,
+            health_due,
         }
     }
 
@@ -233,7 +259,11 @@ impl Upstreams {
             counts.fail_fast[FailFast::BreakerOpen.index()].inc();
             return Err(CallError::Unavailable);
         }
-        counts.requests.inc();
+        if pending == HEALTH_CHECK {
+            counts.health_checks.inc();
+        } else {
+            counts.requests.inc();
+        }
         let call = call as u32;
         let token = if direct {
             let token = lane.conn.expect("direct needs a connection");
@@ -304,11 +334,11 @@ impl Upstreams {
     /// When the loop must wake for the upstreams' sake: the earliest time
     /// a queued request times out, or a skipped gauge refresh is due.
     pub fn next_wake(&self) -> Option<Millis> {
-        let queued = self.next_queue_deadline();
-        match (queued, self.publish_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let health = self.settings.health.as_ref().map(|_| self.health_due);
+        [self.next_queue_deadline(), self.publish_due, health]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The earliest time a queued request times out, if any waits.
