@@ -254,6 +254,18 @@ pub(crate) fn user(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// `--cluster`: a comma-separated list of [`upstream`] addresses.
+pub(crate) fn seeds(text: &str) -> Result<String, String> {
+    let seeds: Vec<&str> = text.split(',').map(str::trim).collect();
+    if seeds.len() > 64 {
+        return Err(format!("{} seed nodes, at most 64", seeds.len()));
+    }
+    for seed in &seeds {
+        upstream(seed)?;
+    }
+    Ok(seeds.join(","))
+}
+
 pub(crate) fn upstream(text: &str) -> Result<String, String> {
     let text = text.trim();
     let wrong = || format!("expected host:port such as 127.0.0.1:6379, got `{text}`");

@@ -178,7 +178,15 @@ impl Config {
             let count = self.upstreams.len();
             return Err(error(format!("{count} upstreams, at most {UPSTREAMS_MAX}")));
         }
-        if self.upstreams.is_empty() {
+        if self.cluster.is_some() && !self.upstreams.is_empty() {
+            return Err(ConfigError::new(
+                "--cluster",
+                String::from(
+                    "the cluster's nodes are the upstreams: give --cluster or --upstream, not both",
+                ),
+            ));
+        }
+        if self.upstreams.is_empty() && self.cluster.is_none() {
             self.upstream_addrs.clear();
             return Ok(());
         }

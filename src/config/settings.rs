@@ -285,6 +285,15 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "4096", help_heading = LIMITS,
           bounds = count(8, URING_ENTRIES_MAX))]
     pub uring_entries: usize,
+    /// Front a Redis Cluster: some of its nodes, HOST:PORT[,HOST:PORT...]; the proxy
+    /// learns the rest (CLUSTER SLOTS) and routes by hash slot, instead of --upstream
+    #[arg(long, value_name = "SEEDS", help_heading = UPSTREAMS, value_parser = choices::seeds)]
+    pub cluster: Option<String>,
+    /// How often the proxy re-reads the cluster's slot map; a redirect or a failed
+    /// connection asks for it sooner, at most once a second
+    #[arg(long, value_name = "DUR", default_value = "10s", help_heading = UPSTREAMS,
+          value_parser = parse_duration, bounds = timeout(Duration::from_secs(1), HOUR))]
+    pub cluster_refresh: Duration,
     /// An upstream Redis server, host:port; repeat for several (`upstreams = [...]` in
     /// --config). The proxy places keys by these names
     #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,

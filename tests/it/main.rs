@@ -11,6 +11,7 @@ mod bench_cli;
 mod bench_pubsub;
 mod chaos;
 mod cli;
+mod cluster;
 mod fd_exhaustion;
 mod frontdoor;
 mod lifecycle;

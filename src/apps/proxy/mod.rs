@@ -7,6 +7,7 @@
 //! indexes.
 
 pub mod client;
+pub mod cluster;
 pub mod command;
 pub mod hash;
 mod service;

@@ -7,11 +7,18 @@
 //! what they look like in RESP.
 
 use crate::apps::proxy::client::{self, NOAUTH, Session, Users};
-use crate::apps::proxy::command::{Connection, Local, Route, local_reply, route};
+use std::sync::Arc;
+
+use crate::apps::proxy::cluster::slot::slot;
+use crate::apps::proxy::cluster::topology::Topology;
+use crate::apps::proxy::cluster::{CLUSTERDOWN, CROSSSLOT, View};
+use crate::apps::proxy::command::{Connection, Local, Reason, Route, local_reply, route};
 use crate::apps::proxy::hash::Continuum;
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
 use crate::engine::codec::resp::Args;
-use crate::engine::service::{Answer, CallError, Context, Opened, Reply, Service, ServiceContext};
+use crate::engine::service::{
+    Answer, CallError, Context, Opened, Redirect, Reply, Service, ServiceContext,
+};
 
 /// The reserve of every reply the proxy writes itself but PING and ECHO
 /// with a message: refusals name a command cut to 32 bytes and stay under
@@ -27,9 +34,37 @@ const ERROR_MAX: usize = 64;
 /// The reply when a reply would not fit the client's ring.
 const TOO_LARGE: &[u8] = b"-ERR reply too large for the connection buffer\r\n";
 
+/// Where keys go.
+enum Placement {
+    /// Over `--upstream`s by ketama: a key's place is its upstream.
+    Ketama(Continuum),
+    /// Over a Redis Cluster: a key's place is its hash slot, served by
+    /// the node the view says.
+    Cluster(View),
+}
+
+impl Placement {
+    /// A key's place: its upstream, or its slot.
+    fn place(&self, key: &[u8]) -> usize {
+        match self {
+            Placement::Ketama(ring) => ring.upstream(key),
+            Placement::Cluster(_) => usize::from(slot(key)),
+        }
+    }
+
+    /// The upstream serving a place; `None` for a slot no known node
+    /// serves.
+    fn upstream(&self, place: usize) -> Option<usize> {
+        match self {
+            Placement::Ketama(_) => Some(place),
+            Placement::Cluster(view) => view.node(place as u16),
+        }
+    }
+}
+
 /// One shard's proxy service.
 pub struct Proxy {
-    ring: Continuum,
+    placement: Placement,
     /// Reused from command to command: the split of the last one.
     plan: Plan,
     /// Sub-commands and replies written here; keeps its capacity.
@@ -57,8 +92,19 @@ impl Proxy {
     pub fn new(context: &ServiceContext<'_>) -> Proxy {
         let config = context.config;
         let ring = Continuum::new(&config.upstreams, config.key_hash).expect("validated upstreams");
+        Proxy::with(context, Placement::Ketama(ring))
+    }
+
+    /// A shard's proxy in front of a Redis Cluster, whose nodes are the
+    /// settings' upstreams, in `topology`'s order.
+    pub fn cluster(context: &ServiceContext<'_>, topology: Arc<Topology>) -> Proxy {
+        Proxy::with(context, Placement::Cluster(View::new(topology)))
+    }
+
+    fn with(context: &ServiceContext<'_>, placement: Placement) -> Proxy {
+        let config = context.config;
         Proxy {
-            ring,
+            placement,
             plan: Plan::new(),
             scratch: Vec::new(),
             merged: Vec::new(),
@@ -106,24 +152,41 @@ impl Service for Proxy {
         reply: &mut Reply<'_>,
     ) {
         let Proxy {
-            ring,
+            placement,
             plan,
             scratch,
             users,
             ..
         } = self;
+        if let Placement::Cluster(view) = placement {
+            view.refresh();
+        }
         let args = Args::parse(frame);
-        let place = |key: &[u8]| ring.upstream(key);
+        let place = |key: &[u8]| placement.place(key);
         let route = route(args.clone(), place);
         if !session.authenticated && !route.before_auth() {
             let _ = reply.put(NOAUTH);
             return;
         }
+        let cluster = matches!(placement, Placement::Cluster(_));
         match route {
-            Route::Forward(upstream) => reply.call(upstream, frame),
+            Route::Forward(place) => match placement.upstream(place) {
+                Some(upstream) => reply.call(upstream, frame),
+                None => {
+                    let _ = reply.put(CLUSTERDOWN);
+                }
+            },
             Route::Split(split) => {
                 scratch.clear();
                 plan.split(split, args, place, scratch);
+                if plan
+                    .subs()
+                    .iter()
+                    .any(|sub| placement.upstream(sub.upstream).is_none())
+                {
+                    let _ = reply.put(CLUSTERDOWN);
+                    return;
+                }
                 // What the answer needs to merge, held until then.
                 let saved = scratch.len();
                 plan.save(scratch);
@@ -132,7 +195,8 @@ impl Service for Proxy {
                     return;
                 }
                 for sub in plan.subs() {
-                    reply.call(sub.upstream, &scratch[sub.bytes.clone()]);
+                    let upstream = placement.upstream(sub.upstream).expect("checked");
+                    reply.call(upstream, &scratch[sub.bytes.clone()]);
                 }
             }
             Route::Local(local) => {
@@ -151,7 +215,7 @@ impl Service for Proxy {
             Route::Connection(command) => {
                 let connection = client::Connection {
                     users,
-                    mode: b"standalone",
+                    mode: if cluster { b"cluster" } else { b"standalone" },
                 };
                 scratch.clear();
                 match command {
@@ -160,6 +224,9 @@ impl Service for Proxy {
                     Connection::Client => connection.client(session, args, scratch),
                 }
                 let _ = reply.put(scratch);
+            }
+            Route::Refuse(refusal) if cluster && refusal.reason == Reason::CrossUpstream => {
+                let _ = reply.put(CROSSSLOT);
             }
             Route::Refuse(refusal) => {
                 scratch.clear();
@@ -177,7 +244,25 @@ impl Service for Proxy {
         }
     }
 
+    fn redirect(&mut self, reply: &[u8]) -> Option<Redirect> {
+        match &mut self.placement {
+            Placement::Cluster(view) => view.redirect(reply),
+            Placement::Ketama(_) => None,
+        }
+    }
+
     fn answer(&mut self, answer: &Answer<'_>, reply: &mut Reply<'_>) {
+        if let Placement::Cluster(view) = &self.placement {
+            // A node that fails (or whose breaker is open), or a cluster
+            // that says it is down: the map may be stale (a failover).
+            let failed = (0..answer.calls()).any(|call| match answer.outcome(call) {
+                Ok(reply) => reply.starts_with(b"-CLUSTERDOWN"),
+                Err(error) => !matches!(error, CallError::TooLarge | CallError::NoMemory),
+            });
+            if failed {
+                view.suspect();
+            }
+        }
         if answer_bound(answer) > self.reply_max {
             let _ = reply.put(TOO_LARGE);
             return;

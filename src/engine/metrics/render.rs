@@ -386,6 +386,15 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
         (names, shards),
         |u| u.health_checks.get(),
     )?;
+    per_upstream(
+        out,
+        "holdfast_upstream_redirects_total",
+        "counter",
+        "Replies of each upstream that sent their request to another (Redis Cluster's MOVED \
+         and ASK), followed by the proxy.",
+        (names, shards),
+        |u| u.redirects.get(),
+    )?;
     upstream_errors(out, names, shards)?;
     per_upstream(
         out,
@@ -1084,7 +1093,7 @@ mod tests {
                         .chain(&u.errors)
                         .chain(&u.fail_fast)
                         .chain(&u.latency.buckets)
-                        .chain([&u.health_checks]);
+                        .chain([&u.health_checks, &u.redirects]);
                     for counter in counters {
                         fill(&|v| counter.add(v));
                     }

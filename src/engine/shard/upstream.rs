@@ -15,18 +15,18 @@ use std::collections::VecDeque;
 use super::core::Core;
 use super::pump::Upstream;
 use super::serve::Responder;
-use crate::engine::buffer::Pool;
+use crate::engine::buffer::{Pool, Ring};
 use crate::engine::codec::reply::Skip;
 use crate::engine::codec::{Codec, Decoded, Protocol};
 use crate::engine::conn::{Conn, State, Table};
 use crate::engine::driver::{Driver, Token};
 use crate::engine::metrics::{CloseReason, ShardMetrics, UpstreamError};
-use crate::engine::service::{Answer, CallError};
+use crate::engine::service::{Answer, CallError, REDIRECTS_MAX};
 use crate::engine::timer::Millis;
 use crate::engine::upstream::Upstreams;
 use crate::engine::upstream::breaker::{FailureKind, State as BreakerState};
-use crate::engine::upstream::conn::{Expiry, Phase, UpConn};
-use crate::engine::upstream::dispatch::HEALTH_CHECK;
+use crate::engine::upstream::conn::{Expiry, Outstanding, Phase, UpConn};
+use crate::engine::upstream::dispatch::{DISCARD, HEALTH_CHECK, Redirected};
 use crate::engine::upstream::pending::Pendings;
 
 impl Core {
@@ -169,6 +169,26 @@ impl Core {
             // The upstream answered: whatever the reply, it is no failure
             // of the upstream's (a reply too large is the request's doing).
             breaker.on_success(clients.now);
+            if let Some(sent) = up.sent.as_mut() {
+                let to = outcome
+                    .ok()
+                    .filter(|reply| reply.first() == Some(&b'-') && redirectable(&owed))
+                    .and_then(|reply| clients.responder.service.redirect(reply));
+                let len = owed.len as usize;
+                if let Some(to) = to {
+                    counts.redirects.inc();
+                    let bytes = &mut upstreams.redirected_bytes;
+                    let at = bytes.len();
+                    bytes.resize(at + len, 0);
+                    sent.copy_out(0, &mut bytes[at..]);
+                    upstreams.redirected.push(Redirected { owed, to, at });
+                }
+                sent.consume(len);
+                if to.is_some() {
+                    replies += 1;
+                    continue;
+                }
+            }
             let waited = clients.now_us.saturating_sub(owed.sent_us);
             counts.latency.observe_us(waited);
             let (pending, call) = (owed.pending, owed.call as usize);
@@ -176,6 +196,9 @@ impl Core {
             clients.complete(pendings, max_pending, pending, call, outcome);
             replies += 1;
         };
+        if up.sent.as_ref().is_some_and(Ring::is_empty) {
+            clients.pool.give(up.sent.take().expect("checked"));
+        }
         let used = reader.at;
         let input = up.conn.link.input.as_mut().expect("read from it");
         input.consume(used);
@@ -269,8 +292,10 @@ impl Core {
             .conns
             .insert(|_| UpConn::new(conn, upstream, lane, pipeline, now));
         debug_assert_eq!(inserted, token);
+        let keeps_sent = upstreams.settings.redirects;
         upstreams.pools[upstream].lanes[lane].conn = Some(token);
         let up = upstreams.conns.get_mut(token).expect("just inserted");
+        up.keeps_sent = keeps_sent;
         up.conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
     }
 
@@ -336,8 +361,7 @@ impl Core {
             // Refused at once (breaker open, backing off, queue full):
             // nothing to check until that passes.
             let _ = upstreams.send(
-                HEALTH_CHECK,
-                0,
+                (HEALTH_CHECK, 0, 0),
                 Token(0),
                 upstream,
                 &health.request,
@@ -345,6 +369,78 @@ impl Core {
                 &mut self.queue,
                 &self.metrics,
                 now_us,
+            );
+        }
+    }
+
+    /// Sends again, where their replies said, the requests redirected while
+    /// replies were read (an `ASKING` first when asked); a request whose
+    /// client has gone is dropped, one that cannot be sent fails its call.
+    pub(super) fn resend_redirected(&mut self) {
+        let now_us = self.clock.now_us;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        if upstreams.redirected.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut upstreams.redirected);
+        let bytes = std::mem::take(&mut upstreams.redirected_bytes);
+        let mut failed = Vec::new();
+        for redirected in &list {
+            let owed = redirected.owed;
+            let Some(client) = upstreams
+                .pending
+                .get(owed.pending)
+                .map(|entry| entry.client)
+            else {
+                continue;
+            };
+            let target = redirected.to.upstream;
+            let (pool, queue, metrics) = (&mut self.pool, &mut self.queue, &*self.metrics);
+            if !redirected.to.before.is_empty() {
+                let before = redirected.to.before;
+                let _ = upstreams.send(
+                    (DISCARD, 0, 0),
+                    client,
+                    target,
+                    before,
+                    pool,
+                    queue,
+                    metrics,
+                    now_us,
+                );
+            }
+            let request = &bytes[redirected.at..redirected.at + owed.len as usize];
+            let call = (owed.pending, owed.call as usize, owed.hops + 1);
+            if let Err(error) =
+                upstreams.send(call, client, target, request, pool, queue, metrics, now_us)
+            {
+                failed.push((owed, error));
+            }
+        }
+        let upstreams = self.upstreams.as_deref_mut().expect("checked");
+        upstreams.redirected = list;
+        upstreams.redirected.clear();
+        upstreams.redirected_bytes = bytes;
+        upstreams.redirected_bytes.clear();
+        if failed.is_empty() {
+            return;
+        }
+        let Sides {
+            mut clients,
+            upstreams,
+            ..
+        } = self.sides();
+        let max_pending = upstreams.settings.max_pending;
+        for (owed, error) in failed {
+            let (pending, call) = (owed.pending, owed.call as usize);
+            clients.complete(
+                &mut upstreams.pending,
+                max_pending,
+                pending,
+                call,
+                Err(error),
             );
         }
     }
@@ -506,9 +602,13 @@ impl Core {
             return;
         };
         debug_assert_eq!(up.conn.state, State::Closed);
-        for ring in [up.conn.link.input.take(), up.conn.link.output.take()]
-            .into_iter()
-            .flatten()
+        for ring in [
+            up.conn.link.input.take(),
+            up.conn.link.output.take(),
+            up.sent.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             self.pool.give(ring);
         }
@@ -785,4 +885,10 @@ impl Clients<'_> {
 fn first_line(reply: &[u8]) -> String {
     let line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
     String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned()
+}
+
+/// Whether a reply to `owed` may redirect it: a client's request, not
+/// redirected too often already.
+fn redirectable(owed: &Outstanding) -> bool {
+    owed.hops < REDIRECTS_MAX && owed.pending != HEALTH_CHECK && owed.pending != DISCARD
 }

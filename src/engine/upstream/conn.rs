@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use crate::engine::driver::Token;
 
+use crate::engine::buffer::Ring;
 use crate::engine::codec::reply::Skip;
 use crate::engine::conn::Conn;
 use crate::engine::timer::Millis;
@@ -31,6 +32,10 @@ pub struct Outstanding {
     /// When it was handed to the connection, in microseconds of the shard's
     /// clock (for the latency histogram and the upstream timeout).
     pub sent_us: u64,
+    /// Its length (its bytes are in `UpConn::sent` while redirects are on).
+    pub len: u32,
+    /// How many times it was redirected to get here.
+    pub hops: u8,
 }
 
 /// What a new upstream connection sends before any request (`AUTH` with
@@ -110,6 +115,11 @@ pub struct UpConn {
     /// The [`Greeting`] was written and its reply has not come yet: the
     /// next reply is the greeting's, not a request's.
     pub greeting_owed: bool,
+    /// With redirects on: the bytes of the requests whose replies are
+    /// owed, in `outstanding`'s order, kept to send again elsewhere.
+    pub sent: Option<Ring>,
+    /// Redirects are on: requests are kept in `sent`.
+    pub keeps_sent: bool,
 }
 
 impl UpConn {
@@ -125,6 +135,8 @@ impl UpConn {
             scanned: 0,
             skipping: None,
             greeting_owed: false,
+            sent: None,
+            keeps_sent: false,
         }
     }
 
@@ -132,15 +144,11 @@ impl UpConn {
     /// the pipeline bound, and room in the output ring (`ring_capacity`
     /// when the connection holds no ring).
     pub fn has_room(&self, len: usize, pipeline: usize, ring_capacity: usize) -> bool {
+        let free = |ring: &Option<Ring>| ring.as_ref().map_or(ring_capacity, Ring::free);
         self.phase == Phase::Ready
             && self.outstanding.len() < pipeline
-            && self
-                .conn
-                .link
-                .output
-                .as_ref()
-                .map_or(ring_capacity, |r| r.free())
-                >= len
+            && free(&self.conn.link.output) >= len
+            && (!self.keeps_sent || free(&self.sent) >= len)
     }
 
     /// The deadline in force and why it would fire.
@@ -183,6 +191,8 @@ mod tests {
             pending: Token(1),
             call: 0,
             sent_us: 7_000,
+            len: 1,
+            hops: 0,
         });
         assert_eq!(up.deadline(&limits), (1_007, Expiry::Request));
         for _ in 0..3 {
@@ -190,6 +200,8 @@ mod tests {
                 pending: Token(1),
                 call: 0,
                 sent_us: 9_000,
+                len: 1,
+                hops: 0,
             });
         }
         assert!(!up.has_room(1, 4, 64), "the pipeline is full");

@@ -24,7 +24,7 @@ use crate::config::{BackoffSettings, BreakerSettings, Config, Protocol};
 use crate::engine::buffer::Pool as Rings;
 use crate::engine::conn::Table;
 use crate::engine::metrics::{FailFast, ShardMetrics, UpstreamError};
-use crate::engine::service::{CallError, Caller};
+use crate::engine::service::{CallError, Caller, Redirect};
 use crate::engine::timer::Millis;
 
 /// What a shard needs to know to call upstreams, from the validated
@@ -53,6 +53,10 @@ pub struct Settings {
     pub greeting: Option<Greeting>,
     /// The health check (`--health-check-interval`), for RESP upstreams.
     pub health: Option<Health>,
+    /// Replies may redirect their request to another upstream
+    /// ([`crate::engine::service::Service::redirect`]): connections keep
+    /// each request's bytes until its reply (`--cluster`).
+    pub redirects: bool,
 }
 
 /// The request each shard sends each upstream every `interval`: any reply
@@ -68,6 +72,21 @@ pub struct Health {
 /// The awaited-reply token of a health check: no client awaits it, and
 /// [`Pendings`] never hands it out (its slot has the upstream bit).
 pub const HEALTH_CHECK: Token = Token(usize::MAX);
+
+/// The awaited-reply token of a request sent before a redirected one
+/// (`ASKING`): no client awaits its reply either.
+pub const DISCARD: Token = Token(usize::MAX - 1);
+
+/// A request to send again elsewhere: its reply redirected it.
+#[derive(Clone, Copy, Debug)]
+pub struct Redirected {
+    /// The call it is.
+    pub owed: Outstanding,
+    /// Where it goes, and what goes first.
+    pub to: Redirect,
+    /// Its bytes in [`Upstreams::redirected_bytes`].
+    pub at: usize,
+}
 
 impl Settings {
     /// What a shard needs to call the upstreams of a validated `config`;
@@ -106,6 +125,7 @@ impl Settings {
                     interval: ms(config.health_check_interval),
                     request: b"*1\r\n$4\r\nPING\r\n"[..].into(),
                 }),
+            redirects: config.cluster.is_some(),
         })
     }
 }
@@ -136,6 +156,10 @@ pub struct Upstreams {
     pub publish_due: Option<Millis>,
     /// When the next health checks go out (with [`Settings::health`]).
     pub health_due: Millis,
+    /// Requests whose replies redirected them, to send again this turn.
+    pub redirected: Vec<Redirected>,
+    /// Their bytes.
+    pub redirected_bytes: Vec<u8>,
 }
 
 impl Upstreams {
@@ -175,6 +199,8 @@ impl Upstreams {
             published_at: 0,
             publish_due: None,
             health_due,
+            redirected: Vec::new(),
+            redirected_bytes: Vec::new(),
         }
     }
 
@@ -221,8 +247,7 @@ impl Upstreams {
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
-        pending: Token,
-        call: usize,
+        (pending, call, hops): (Token, usize, u8),
         client: Token,
         upstream: usize,
         request: &[u8],
@@ -259,10 +284,10 @@ impl Upstreams {
             counts.fail_fast[FailFast::BreakerOpen.index()].inc();
             return Err(CallError::Unavailable);
         }
-        if pending == HEALTH_CHECK {
-            counts.health_checks.inc();
-        } else {
-            counts.requests.inc();
+        match pending {
+            HEALTH_CHECK => counts.health_checks.inc(),
+            DISCARD => {}
+            _ => counts.requests.inc(),
         }
         let call = call as u32;
         let token = if direct {
@@ -276,6 +301,8 @@ impl Upstreams {
                     pending,
                     call,
                     sent_us,
+                    len: len as u32,
+                    hops,
                 },
                 rings,
             );
@@ -286,6 +313,7 @@ impl Upstreams {
                 call,
                 len: len as u32,
                 since_us: now_us,
+                hops,
             };
             lane.enqueue(waiting, request, self.settings.queue_max, rings);
             self.waiting += 1;
@@ -317,13 +345,21 @@ impl Upstreams {
                 break;
             }
             let output = up.conn.link.output.get_or_insert_with(|| rings.take());
-            let waiting = lane.dequeue_into(output, rings).expect("front exists");
+            let sent = match up.keeps_sent {
+                true => Some(up.sent.get_or_insert_with(|| rings.take())),
+                false => None,
+            };
+            let waiting = lane
+                .dequeue_into(output, sent, rings)
+                .expect("front exists");
             up.outstanding.push_back(Outstanding {
                 pending: waiting.pending,
                 call: waiting.call,
                 // The timeout counts from the queueing, so waiting for a
                 // connection cannot stretch it.
                 sent_us: waiting.since_us.min(now_us),
+                len: waiting.len,
+                hops: waiting.hops,
             });
             moved += 1;
         }
@@ -361,6 +397,11 @@ fn write_request(up: &mut UpConn, request: &[u8], outstanding: Outstanding, ring
     let output = up.conn.link.output.get_or_insert_with(|| rings.take());
     let taken = output.push(request);
     assert_eq!(taken, request.len(), "request written beyond its room");
+    if up.keeps_sent {
+        let sent = up.sent.get_or_insert_with(|| rings.take());
+        let taken = sent.push(request);
+        assert_eq!(taken, request.len(), "request kept beyond its room");
+    }
     up.outstanding.push_back(outstanding);
 }
 
@@ -403,8 +444,7 @@ impl Caller for Calls<'_> {
         let call = self.upstreams.pending.add_call(pending);
         debug_assert_eq!(call, index);
         let sent = self.upstreams.send(
-            pending,
-            call,
+            (pending, call, 0),
             self.client,
             upstream,
             request,

@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prometheus_parse::{Scrape, Value};
 
+pub mod cluster;
 pub mod haproxy;
 pub mod netns;
 pub mod resp3;

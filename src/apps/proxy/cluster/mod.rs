@@ -1,0 +1,189 @@
+//! Fronting a Redis Cluster (`holdfast proxy --cluster`): keys go by hash
+//! slot ([`slot`]) to the node the slot map says ([`topology`]), and
+//! replies that say otherwise (`-MOVED`, `-ASK`) send the request on, the
+//! client never seeing them ([`View::redirect`], which the engine asks).
+
+pub mod slot;
+pub mod topology;
+
+use std::sync::Arc;
+
+use self::topology::{NO_NODE, SlotMap, Topology};
+use crate::config::Config;
+use crate::engine::service::Redirect;
+
+/// Joins the cluster of `config.cluster`'s seeds: learns its nodes, makes
+/// them `config`'s upstreams (validated again), and starts the thread
+/// that keeps the slot map fresh.
+pub fn join(config: &mut Config) -> Result<Arc<Topology>, String> {
+    let seeds: Vec<String> = config
+        .cluster
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let topology = Arc::new(Topology::discover(&seeds)?);
+    let (_, map) = topology.current();
+    log::info!(
+        "cluster: {} nodes, {} of {} slots served",
+        topology.nodes().len(),
+        map.covered(),
+        slot::SLOTS
+    );
+    config.cluster = None;
+    config.upstreams = topology.nodes().to_vec();
+    let validated = config.validate();
+    config.cluster = Some(seeds.join(","));
+    validated.map_err(|error| error.to_string())?;
+    topology
+        .spawn_refresher(config.cluster_refresh)
+        .map_err(|error| format!("cannot start the topology thread: {error}"))?;
+    Ok(topology)
+}
+
+/// Sent before a request an `-ASK` redirects, on the same connection.
+const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
+
+/// The error for a slot no known node serves, as Redis words it.
+pub const CLUSTERDOWN: &[u8] = b"-CLUSTERDOWN Hash slot not served\r\n";
+
+/// The error for keys of one command in different slots, as Redis words it.
+pub const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
+
+/// One shard's view of the cluster: the last slot map it took, with the
+/// `MOVED`s it has seen since.
+pub struct View {
+    topology: Arc<Topology>,
+    seen: u64,
+    map: Arc<SlotMap>,
+}
+
+impl View {
+    /// A view of `topology`'s current map.
+    pub fn new(topology: Arc<Topology>) -> View {
+        let (seen, map) = topology.current();
+        View {
+            topology,
+            seen,
+            map,
+        }
+    }
+
+    /// Takes the topology's map if it changed (one atomic load).
+    pub fn refresh(&mut self) {
+        if self.topology.generation() != self.seen {
+            (self.seen, self.map) = self.topology.current();
+        }
+    }
+
+    /// The upstream serving `slot`; `None` asks the topology to refresh.
+    pub fn node(&self, slot: u16) -> Option<usize> {
+        match self.map.owner(slot) {
+            NO_NODE => {
+                self.topology.ask_refresh();
+                None
+            }
+            node => Some(usize::from(node)),
+        }
+    }
+
+    /// A connection to a node failed: the map may be stale.
+    pub fn suspect(&self) {
+        self.topology.ask_refresh();
+    }
+
+    /// Where a `-MOVED slot host:port` or `-ASK slot host:port` reply sends
+    /// its request. A `MOVED` also moves the slot in this view at once and
+    /// asks for a fresh map; a node the proxy does not know redirects
+    /// nowhere (the client gets the reply).
+    pub fn redirect(&mut self, reply: &[u8]) -> Option<Redirect> {
+        let line = reply.strip_prefix(b"-")?.strip_suffix(b"\r\n")?;
+        let mut words = line.split(|&b| b == b' ');
+        let kind = words.next()?;
+        let moved = kind == b"MOVED";
+        if !moved && kind != b"ASK" {
+            return None;
+        }
+        let slot = std::str::from_utf8(words.next()?)
+            .ok()?
+            .parse::<u16>()
+            .ok()?;
+        let addr = words.next()?;
+        if words.next().is_some() || usize::from(slot) >= slot::SLOTS {
+            return None;
+        }
+        let Some(node) = self.topology.index_of(addr) else {
+            log::warn!(
+                "cluster: a redirect to {}, not a node at start-up",
+                String::from_utf8_lossy(addr)
+            );
+            self.topology.ask_refresh();
+            return None;
+        };
+        if moved {
+            Arc::make_mut(&mut self.map).set(slot, node);
+            self.topology.ask_refresh();
+        }
+        Some(Redirect {
+            upstream: usize::from(node),
+            before: if moved { b"" } else { ASKING },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topology::Range;
+    use super::*;
+
+    fn view() -> View {
+        let range = |slots, nodes: &[&str]| Range {
+            slots,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        };
+        let ranges = [
+            range((0, 8191), &["127.0.0.1:7101", "127.0.0.1:7103"]),
+            range((8192, 16383), &["127.0.0.1:7102"]),
+        ];
+        View::new(Arc::new(Topology::from_ranges(&[], &ranges).unwrap()))
+    }
+
+    #[test]
+    fn moved_sends_on_and_moves_the_slot() {
+        let mut view = view();
+        assert_eq!(view.node(100), Some(0));
+        let to = view.redirect(b"-MOVED 100 127.0.0.1:7102\r\n").unwrap();
+        assert_eq!((to.upstream, to.before), (1, &b""[..]));
+        assert_eq!(view.node(100), Some(1));
+        assert_eq!(view.node(101), Some(0));
+    }
+
+    #[test]
+    fn ask_sends_on_once_with_asking_first() {
+        let mut view = view();
+        let to = view.redirect(b"-ASK 100 127.0.0.1:7103\r\n").unwrap();
+        assert_eq!((to.upstream, to.before), (2, ASKING));
+        assert_eq!(view.node(100), Some(0), "ASK moves nothing");
+    }
+
+    #[test]
+    fn other_errors_and_unknown_nodes_redirect_nowhere() {
+        let mut view = view();
+        for reply in [
+            &b"-ERR wrong number of arguments\r\n"[..],
+            b"-MOVED 100 127.0.0.1:9\r\n",
+            b"-MOVED 99999 127.0.0.1:7102\r\n",
+            b"-MOVED x 127.0.0.1:7102\r\n",
+            b"-MOVED 100\r\n",
+            b"+OK\r\n",
+        ] {
+            assert_eq!(
+                view.redirect(reply),
+                None,
+                "{}",
+                String::from_utf8_lossy(reply)
+            );
+        }
+    }
+}
