@@ -336,3 +336,37 @@ fn failovers_are_followed() {
     }
     assert_eq!(client.call(&[b"GET", key.as_bytes()]), bulk("2"));
 }
+
+#[test]
+fn a_cluster_that_requires_a_password() {
+    let cluster = Cluster::start_with(Some("cluster-pw"));
+    let server = proxy(&cluster, &["--upstream-password", "cluster-pw"]);
+    let mut client = Resp::connect(server.addr);
+    for i in 0..50 {
+        let key = format!("auth:{i}");
+        assert_eq!(client.call(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
+        let (owner, _) = cluster.owner(slot(key.as_bytes()));
+        assert_eq!(
+            cluster.client(owner).call(&[b"GET", key.as_bytes()]),
+            bulk("v")
+        );
+    }
+    // Without the password the proxy cannot even learn the slot map.
+    let seed = cluster.seed();
+    let (status, _, err) = util::run_to_exit(
+        &[
+            "proxy",
+            "--cluster",
+            &seed,
+            "--upstream-password",
+            "wrong",
+            "--admin",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(err.contains("AUTH refused: -WRONGPASS"), "{err}");
+}

@@ -22,12 +22,19 @@ struct Node {
 pub struct Cluster {
     nodes: Vec<Node>,
     dir: PathBuf,
+    /// Every node's `requirepass` (and `masterauth`), if any.
+    password: Option<String>,
 }
 
 impl Cluster {
     /// Starts and joins six nodes and waits until every slot is served and
     /// every primary has its replica (at most half a minute).
     pub fn start() -> Cluster {
+        Cluster::start_with(None)
+    }
+
+    /// [`Cluster::start`] with a password every node requires.
+    pub fn start_with(password: Option<&str>) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "holdfast-it-cluster-{}-{}",
             std::process::id(),
@@ -37,6 +44,7 @@ impl Cluster {
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dir,
+            password: password.map(str::to_string),
         };
         for _ in 0..6 {
             let node = cluster.start_node();
@@ -47,7 +55,11 @@ impl Cluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let output = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli");
+        if let Some(password) = password {
+            create.args(["-a", password, "--no-auth-warning"]);
+        }
+        let output = create
             .args(["--cluster", "create"])
             .args(&addrs)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -73,7 +85,11 @@ impl Cluster {
             if port == bus {
                 continue;
             }
-            let child = Command::new("redis-server")
+            let mut command = Command::new("redis-server");
+            if let Some(password) = &self.password {
+                command.args(["--requirepass", password, "--masterauth", password]);
+            }
+            let child = command
                 .args([
                     "--port",
                     &port.to_string(),
@@ -110,7 +126,7 @@ impl Cluster {
     /// ranges each with a primary and a replica.
     fn settled(&self) -> bool {
         let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
-            let info = Resp::connect(addr(n.port)).call(&[b"CLUSTER", b"INFO"]);
+            let info = self.client(n.port).call(&[b"CLUSTER", b"INFO"]);
             String::from_utf8_lossy(&info).contains("cluster_state:ok")
         });
         ok && self.ranges().len() == 3 && self.ranges().iter().all(|r| r.2.len() == 2)
@@ -119,7 +135,7 @@ impl Cluster {
     /// `CLUSTER SLOTS` of the first live node as (first, last, ports).
     pub fn ranges(&self) -> Vec<(u16, u16, Vec<u16>)> {
         let port = self.live_port();
-        let reply = Resp::connect(addr(port)).call(&[b"CLUSTER", b"SLOTS"]);
+        let reply = self.client(port).call(&[b"CLUSTER", b"SLOTS"]);
         holdfast::apps::proxy::cluster::topology::parse_slots(&reply, "127.0.0.1")
             .expect("a CLUSTER SLOTS reply")
             .into_iter()
@@ -135,7 +151,7 @@ impl Cluster {
     }
 
     fn slots_text(&self) -> String {
-        let reply = Resp::connect(addr(self.live_port())).call(&[b"CLUSTER", b"SLOTS"]);
+        let reply = self.client(self.live_port()).call(&[b"CLUSTER", b"SLOTS"]);
         String::from_utf8_lossy(&reply).into_owned()
     }
 
@@ -162,9 +178,13 @@ impl Cluster {
         (range.2[0], range.2.get(1).copied().unwrap_or(0))
     }
 
-    /// A client straight to the node on `port`.
+    /// A client straight to the node on `port` (logged in).
     pub fn client(&self, port: u16) -> Resp {
-        Resp::connect(addr(port))
+        let mut client = Resp::connect(addr(port));
+        if let Some(password) = &self.password {
+            assert_eq!(client.call(&[b"AUTH", password.as_bytes()]), b"+OK\r\n");
+        }
+        client
     }
 
     /// `CLUSTER MYID` of the node on `port`.

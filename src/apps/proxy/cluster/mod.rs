@@ -11,6 +11,7 @@ use std::sync::Arc;
 use self::topology::{NO_NODE, SlotMap, Topology};
 use crate::config::Config;
 use crate::engine::service::Redirect;
+use crate::engine::upstream::conn::Greeting;
 
 /// Joins the cluster of `config.cluster`'s seeds: learns its nodes, makes
 /// them `config`'s upstreams (validated again), and starts the thread
@@ -23,7 +24,11 @@ pub fn join(config: &mut Config) -> Result<Arc<Topology>, String> {
         .split(',')
         .map(str::to_string)
         .collect();
-    let topology = Arc::new(Topology::discover(&seeds)?);
+    let auth = config
+        .upstream_password
+        .as_deref()
+        .map(|password| Greeting::auth(config.upstream_user.as_deref(), password).request);
+    let topology = Arc::new(Topology::discover(&seeds, auth)?);
     let (_, map) = topology.current();
     log::info!(
         "cluster: {} nodes, {} of {} slots served",

@@ -80,6 +80,8 @@ pub struct Topology {
     addrs: Vec<SocketAddr>,
     /// Where to ask first when the known nodes do not answer.
     seeds: Vec<String>,
+    /// `AUTH` sent before `CLUSTER SLOTS` (`--upstream-password`).
+    auth: Option<Box<[u8]>>,
     current: Mutex<Arc<SlotMap>>,
     generation: AtomicU64,
     wanted: AtomicBool,
@@ -88,11 +90,16 @@ pub struct Topology {
 impl Topology {
     /// Asks `seeds` in turn for the slot map; the nodes it names (primaries
     /// first) become the proxy's upstreams.
-    pub fn discover(seeds: &[String]) -> Result<Topology, String> {
+    /// `auth`, an encoded `AUTH` command, goes first on each connection.
+    pub fn discover(seeds: &[String], auth: Option<Box<[u8]>>) -> Result<Topology, String> {
         let mut errors = Vec::new();
         for seed in seeds {
-            match ask(seed) {
-                Ok(ranges) => return Topology::from_ranges(seeds, &ranges),
+            match ask(seed, auth.as_deref()) {
+                Ok(ranges) => {
+                    let mut topology = Topology::from_ranges(seeds, &ranges)?;
+                    topology.auth = auth;
+                    return Ok(topology);
+                }
                 Err(error) => errors.push(format!("{seed}: {error}")),
             }
         }
@@ -130,6 +137,7 @@ impl Topology {
             .collect::<Result<Vec<_>, _>>()?;
         let topology = Topology {
             seeds: seeds.to_vec(),
+            auth: None,
             current: Mutex::new(Arc::new(SlotMap {
                 owners: vec![NO_NODE; SLOTS].into(),
             })),
@@ -205,7 +213,7 @@ impl Topology {
     pub fn refresh(&self) {
         let candidates = self.nodes.iter().chain(&self.seeds);
         for node in candidates {
-            match ask(node) {
+            match ask(node, self.auth.as_deref()) {
                 Ok(ranges) => {
                     let map = self.map_of(&ranges);
                     if *self.current().1 != map {
@@ -259,8 +267,9 @@ fn resolve(name: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{name}: no address"))
 }
 
-/// `CLUSTER SLOTS` of the node at `addr`.
-fn ask(addr: &str) -> Result<Vec<Range>, String> {
+/// `CLUSTER SLOTS` of the node at `addr`, after `auth` if given (whose
+/// reply must be `+OK`).
+fn ask(addr: &str, auth: Option<&[u8]>) -> Result<Vec<Range>, String> {
     let to = resolve(addr)?;
     let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT).map_err(|e| e.to_string())?;
     stream
@@ -269,15 +278,39 @@ fn ask(addr: &str) -> Result<Vec<Range>, String> {
     stream
         .set_write_timeout(Some(IO_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n")
-        .map_err(|e| e.to_string())?;
+    let mut request = auth.unwrap_or_default().to_vec();
+    request.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
+    stream.write_all(&request).map_err(|e| e.to_string())?;
+    let mut bytes = read_reply(&mut stream)?;
+    if auth.is_some() {
+        if !bytes.starts_with(b"+OK\r\n") {
+            let line = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
+            return Err(format!("AUTH refused: {}", String::from_utf8_lossy(line)));
+        }
+        bytes.drain(..5);
+        if reply::reply_len(&bytes)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            bytes.extend(read_reply(&mut stream)?);
+        }
+    }
+    let len = reply::reply_len(&bytes)
+        .map_err(|e| e.to_string())?
+        .ok_or("a truncated reply")?;
+    let host = to.ip().to_string();
+    parse_slots(&bytes[..len], &host)
+}
+
+/// Reads from `stream` until what came holds one whole reply (and maybe
+/// more).
+fn read_reply(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
-    let len = loop {
-        if let Some(len) = reply::reply_len(&bytes).map_err(|e| e.to_string())? {
-            break len;
-        }
+    while reply::reply_len(&bytes)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
         if bytes.len() > REPLY_MAX {
             return Err("CLUSTER SLOTS reply too large".into());
         }
@@ -286,9 +319,8 @@ fn ask(addr: &str) -> Result<Vec<Range>, String> {
             Ok(n) => bytes.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(e.to_string()),
         }
-    };
-    let host = to.ip().to_string();
-    parse_slots(&bytes[..len], &host)
+    }
+    Ok(bytes)
 }
 
 /// A parsed reply.
