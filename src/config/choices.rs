@@ -93,6 +93,30 @@ impl SlowConsumer {
     }
 }
 
+/// Where `holdfast proxy --cluster` sends read-only commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Every command to the slot's primary.
+    Primary,
+    /// Read-only commands to a replica of the slot; none known: an error.
+    Replica,
+    /// Read-only commands to a replica of the slot; none known: the primary.
+    PreferReplica,
+}
+
+impl ReadFrom {
+    pub(crate) fn parse(text: &str) -> Result<ReadFrom, String> {
+        match text.trim() {
+            "primary" => Ok(ReadFrom::Primary),
+            "replica" => Ok(ReadFrom::Replica),
+            "prefer-replica" => Ok(ReadFrom::PreferReplica),
+            _ => Err(format!(
+                "expected primary, replica or prefer-replica, got `{text}`"
+            )),
+        }
+    }
+}
+
 /// The driver that moves bytes between sockets and rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

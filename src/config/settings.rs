@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
-use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, SlowConsumer};
+use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, ReadFrom, SlowConsumer};
 use super::net::{KeepaliveBound, ProxyProtocol, TcpKeepalive, Trusted};
 use super::units::{parse_duration, parse_size};
 
@@ -294,6 +294,11 @@ pub struct Config {
     #[arg(long, value_name = "DUR", default_value = "10s", help_heading = UPSTREAMS,
           value_parser = parse_duration, bounds = timeout(Duration::from_secs(1), HOUR))]
     pub cluster_refresh: Duration,
+    /// With --cluster: where read-only commands go: primary | replica (a replica of the
+    /// slot, an error if it has none) | prefer-replica (else the primary)
+    #[arg(long, value_name = "WHERE", default_value = "primary", help_heading = UPSTREAMS,
+          value_parser = ReadFrom::parse)]
+    pub read_from: ReadFrom,
     /// An upstream Redis server, host:port; repeat for several (`upstreams = [...]` in
     /// --config). The proxy places keys by these names
     #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,

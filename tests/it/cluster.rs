@@ -370,3 +370,80 @@ fn a_cluster_that_requires_a_password() {
     assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
     assert!(err.contains("AUTH refused: -WRONGPASS"), "{err}");
 }
+
+/// `calls` of `cmdstat_<command>` in the node's INFO commandstats.
+fn calls(cluster: &Cluster, port: u16, command: &str) -> u64 {
+    let info = cluster.client(port).call(&[b"INFO", b"commandstats"]);
+    let text = String::from_utf8_lossy(&info).into_owned();
+    let prefix = format!("cmdstat_{command}:calls=");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[test]
+fn reads_go_to_replicas_when_asked_and_writes_never_do() {
+    let mut cluster = Cluster::start();
+    let server = proxy(&cluster, &["--read-from", "prefer-replica"]);
+    let mut client = Resp::connect(server.addr);
+    let keys: Vec<String> = (0..200).map(|i| format!("read:{i}")).collect();
+    for key in &keys {
+        assert_eq!(
+            client.call(&[b"SET", key.as_bytes(), key.as_bytes()]),
+            b"+OK\r\n"
+        );
+    }
+    let ranges = cluster.ranges();
+    let primaries: Vec<u16> = ranges.iter().map(|r| r.2[0]).collect();
+    let replicas: Vec<u16> = ranges.iter().map(|r| r.2[1]).collect();
+    for &primary in &primaries {
+        // Every write has reached its replica before the reads.
+        assert_eq!(
+            cluster.client(primary).call(&[b"WAIT", b"1", b"5000"]),
+            b":1\r\n"
+        );
+    }
+    for &port in primaries.iter().chain(&replicas) {
+        assert_eq!(
+            cluster.client(port).call(&[b"CONFIG", b"RESETSTAT"]),
+            b"+OK\r\n"
+        );
+    }
+    for key in &keys {
+        assert_eq!(client.call(&[b"GET", key.as_bytes()]), bulk(key));
+    }
+    let mut mget: Vec<&[u8]> = vec![b"MGET"];
+    mget.extend(keys[..10].iter().map(|k| k.as_bytes()));
+    assert!(client.call(&mget).starts_with(b"*10\r\n$6\r\nread:0\r\n"));
+    for key in &keys[..20] {
+        let length = format!(":{}\r\n", key.len() + 1).into_bytes();
+        assert_eq!(client.call(&[b"APPEND", key.as_bytes(), b"!"]), length);
+    }
+    let on = |ports: &[u16], command: &str| {
+        ports
+            .iter()
+            .map(|&p| calls(&cluster, p, command))
+            .sum::<u64>()
+    };
+    assert_eq!(on(&replicas, "get"), 200, "every GET on a replica");
+    assert_eq!(on(&primaries, "get"), 0, "no GET on a primary");
+    assert!(on(&replicas, "mget") >= 1);
+    assert_eq!(on(&primaries, "append"), 20, "every write on a primary");
+    // A dead replica: once the cluster has marked it failed and the proxy
+    // has re-read the map, its slots' reads go to their primary.
+    let victim = replicas[0];
+    cluster.kill(victim);
+    let dropped = util::wait_until(Duration::from_secs(20), || {
+        cluster.ranges().iter().all(|r| !r.2.contains(&victim))
+    });
+    assert!(dropped, "the cluster did not drop the dead replica");
+    let served = util::wait_until(Duration::from_secs(10), || {
+        keys.iter()
+            .all(|key| client.call(&[b"GET", key.as_bytes()]).starts_with(b"$"))
+    });
+    assert!(
+        served,
+        "reads of the dead replica's slots did not fall back to the primary"
+    );
+}

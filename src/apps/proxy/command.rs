@@ -246,6 +246,87 @@ pub fn route(mut args: Args<'_>, place: impl Fn(&[u8]) -> usize) -> Route {
     }
 }
 
+/// Whether the command `args` (its name first) only reads, so that a
+/// replica may answer it (`--read-from`): the commands Redis flags
+/// `readonly` among those the proxy routes.
+pub fn read_only(mut args: Args<'_>) -> bool {
+    let mut upper = [0u8; 24];
+    let Some(name) = args.next().and_then(|name| uppercase(name, &mut upper)) else {
+        return false;
+    };
+    matches!(
+        name,
+        b"GET"
+            | b"MGET"
+            | b"EXISTS"
+            | b"STRLEN"
+            | b"GETRANGE"
+            | b"SUBSTR"
+            | b"GETBIT"
+            | b"BITCOUNT"
+            | b"BITPOS"
+            | b"BITFIELD_RO"
+            | b"TYPE"
+            | b"TTL"
+            | b"PTTL"
+            | b"EXPIRETIME"
+            | b"PEXPIRETIME"
+            | b"DUMP"
+            | b"HGET"
+            | b"HMGET"
+            | b"HEXISTS"
+            | b"HLEN"
+            | b"HKEYS"
+            | b"HVALS"
+            | b"HGETALL"
+            | b"HSTRLEN"
+            | b"HSCAN"
+            | b"HRANDFIELD"
+            | b"LLEN"
+            | b"LRANGE"
+            | b"LINDEX"
+            | b"LPOS"
+            | b"SCARD"
+            | b"SISMEMBER"
+            | b"SMISMEMBER"
+            | b"SMEMBERS"
+            | b"SRANDMEMBER"
+            | b"SSCAN"
+            | b"SDIFF"
+            | b"SINTER"
+            | b"SUNION"
+            | b"SINTERCARD"
+            | b"ZCARD"
+            | b"ZSCORE"
+            | b"ZMSCORE"
+            | b"ZRANK"
+            | b"ZREVRANK"
+            | b"ZRANGE"
+            | b"ZREVRANGE"
+            | b"ZRANGEBYSCORE"
+            | b"ZREVRANGEBYSCORE"
+            | b"ZRANGEBYLEX"
+            | b"ZREVRANGEBYLEX"
+            | b"ZCOUNT"
+            | b"ZLEXCOUNT"
+            | b"ZSCAN"
+            | b"ZRANDMEMBER"
+            | b"ZUNION"
+            | b"ZINTER"
+            | b"ZDIFF"
+            | b"ZINTERCARD"
+            | b"GEODIST"
+            | b"GEOHASH"
+            | b"GEOPOS"
+            | b"GEOSEARCH"
+            | b"XLEN"
+            | b"XRANGE"
+            | b"XREVRANGE"
+            | b"EVAL_RO"
+            | b"EVALSHA_RO"
+    )
+}
+
 /// Writes the reply to a [`Local`] command (`args` is the whole command,
 /// name first, as routed).
 pub fn local_reply(local: Local, args: Args<'_>, out: &mut Vec<u8>) {

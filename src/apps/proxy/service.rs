@@ -11,10 +11,13 @@ use std::sync::Arc;
 
 use crate::apps::proxy::cluster::slot::slot;
 use crate::apps::proxy::cluster::topology::Topology;
-use crate::apps::proxy::cluster::{CLUSTERDOWN, CROSSSLOT, View};
-use crate::apps::proxy::command::{Connection, Local, Reason, Route, local_reply, route};
+use crate::apps::proxy::cluster::{CROSSSLOT, View};
+use crate::apps::proxy::command::{
+    Connection, Local, Reason, Route, local_reply, read_only, route,
+};
 use crate::apps::proxy::hash::Continuum;
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
+use crate::config::ReadFrom;
 use crate::engine::codec::resp::Args;
 use crate::engine::service::{
     Answer, CallError, Context, Opened, Redirect, Reply, Service, ServiceContext,
@@ -52,12 +55,12 @@ impl Placement {
         }
     }
 
-    /// The upstream serving a place; `None` for a slot no known node
-    /// serves.
-    fn upstream(&self, place: usize) -> Option<usize> {
+    /// The upstream for a command on a place (`read`: a read-only
+    /// command); the error to reply for a slot with no node for it.
+    fn upstream(&self, place: usize, read: bool) -> Result<usize, &'static [u8]> {
         match self {
-            Placement::Ketama(_) => Some(place),
-            Placement::Cluster(view) => view.node(place as u16),
+            Placement::Ketama(_) => Ok(place),
+            Placement::Cluster(view) => view.node(place as u16, read),
         }
     }
 }
@@ -78,6 +81,9 @@ pub struct Proxy {
     reply_max: usize,
     /// Who may connect (`--requirepass`, `--user`).
     users: Users,
+    /// In front of a cluster with `--read-from` other than `primary`:
+    /// read-only commands may go to replicas.
+    reads_replicas: bool,
     /// Connections this shard opened, for unique `CLIENT ID`s.
     opened: u64,
     /// This shard's index and the number of shards: a client's id is
@@ -98,11 +104,14 @@ impl Proxy {
     /// A shard's proxy in front of a Redis Cluster, whose nodes are the
     /// settings' upstreams, in `topology`'s order.
     pub fn cluster(context: &ServiceContext<'_>, topology: Arc<Topology>) -> Proxy {
-        Proxy::with(context, Placement::Cluster(View::new(topology)))
+        let view = View::new(topology, context.config.read_from);
+        Proxy::with(context, Placement::Cluster(view))
     }
 
     fn with(context: &ServiceContext<'_>, placement: Placement) -> Proxy {
         let config = context.config;
+        let reads_replicas =
+            matches!(placement, Placement::Cluster(_)) && config.read_from != ReadFrom::Primary;
         Proxy {
             placement,
             plan: Plan::new(),
@@ -111,6 +120,7 @@ impl Proxy {
             replies: Vec::new(),
             reply_max: config.buffer,
             users: Users::from_config(config),
+            reads_replicas,
             opened: 0,
             shard: context.shard as u64,
             shards: config.threads.max(1) as u64,
@@ -156,6 +166,7 @@ impl Service for Proxy {
             plan,
             scratch,
             users,
+            reads_replicas,
             ..
         } = self;
         if let Placement::Cluster(view) = placement {
@@ -169,22 +180,23 @@ impl Service for Proxy {
             return;
         }
         let cluster = matches!(placement, Placement::Cluster(_));
+        let read = *reads_replicas && read_only(args.clone());
         match route {
-            Route::Forward(place) => match placement.upstream(place) {
-                Some(upstream) => reply.call(upstream, frame),
-                None => {
-                    let _ = reply.put(CLUSTERDOWN);
+            Route::Forward(place) => match placement.upstream(place, read) {
+                Ok(upstream) => reply.call(upstream, frame),
+                Err(error) => {
+                    let _ = reply.put(error);
                 }
             },
             Route::Split(split) => {
                 scratch.clear();
                 plan.split(split, args, place, scratch);
-                if plan
+                let unserved = plan
                     .subs()
                     .iter()
-                    .any(|sub| placement.upstream(sub.upstream).is_none())
-                {
-                    let _ = reply.put(CLUSTERDOWN);
+                    .find_map(|sub| placement.upstream(sub.upstream, read).err());
+                if let Some(error) = unserved {
+                    let _ = reply.put(error);
                     return;
                 }
                 // What the answer needs to merge, held until then.
@@ -195,7 +207,7 @@ impl Service for Proxy {
                     return;
                 }
                 for sub in plan.subs() {
-                    let upstream = placement.upstream(sub.upstream).expect("checked");
+                    let upstream = placement.upstream(sub.upstream, read).expect("checked");
                     reply.call(upstream, &scratch[sub.bytes.clone()]);
                 }
             }

@@ -87,7 +87,7 @@ impl Core {
                         let output = up.conn.link.output.get_or_insert_with(|| self.pool.take());
                         let written = output.push(&greeting.request);
                         debug_assert_eq!(written, greeting.request.len(), "validated to fit");
-                        up.greeting_owed = true;
+                        up.greeting_owed = greeting.replies;
                     }
                     // Replies may come before any readiness event says so.
                     io.expect_read(token);
@@ -149,14 +149,15 @@ impl Core {
                 Next::Wait => break Ok(()),
                 Next::Broken => break Err(CallError::Reset),
             };
-            if std::mem::take(&mut up.greeting_owed) {
+            if up.greeting_owed > 0 {
+                up.greeting_owed -= 1;
                 let expect = upstreams.settings.greeting.as_ref().map(|g| &g.expect[..]);
                 if outcome.ok() == expect {
                     continue;
                 }
                 let name = &upstreams.pools[up.upstream].name;
                 let said = outcome.map(first_line).unwrap_or_default();
-                log::warn!("upstream {name}: the greeting (AUTH) was refused: {said}");
+                log::warn!("upstream {name}: the greeting (AUTH, READONLY) was refused: {said}");
                 break Err(CallError::Connect);
             }
             if outcome == Err(CallError::TooLarge) {

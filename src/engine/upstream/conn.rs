@@ -39,15 +39,18 @@ pub struct Outstanding {
 }
 
 /// What a new upstream connection sends before any request (`AUTH` with
-/// `--upstream-password`), and the one reply that lets it serve. Requests
-/// are pipelined behind it: the upstream answers in order, so the
-/// greeting's reply comes first, and if it is not `expect` the connection
-/// closes as a failed connect and the requests behind it fail with it.
+/// `--upstream-password`, `READONLY` to read from cluster replicas), and
+/// the replies that let it serve. Requests are pipelined behind it: the
+/// upstream answers in order, so the greeting's replies come first, and
+/// if one is not `expect` the connection closes as a failed connect and
+/// the requests behind it fail with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Greeting {
-    /// The bytes written first.
+    /// The bytes written first: one command per reply.
     pub request: Box<[u8]>,
-    /// The reply that accepts them.
+    /// How many replies.
+    pub replies: u8,
+    /// The reply each must be.
     pub expect: Box<[u8]>,
 }
 
@@ -57,10 +60,35 @@ impl Greeting {
         let mut args: Vec<&[u8]> = vec![b"AUTH"];
         args.extend(user.map(str::as_bytes));
         args.push(password.as_bytes());
+        Greeting::of(&[&args])
+    }
+
+    /// `AUTH` when `password` is given, then `READONLY` when `readonly`;
+    /// `None` when neither.
+    pub fn resp(credentials: Option<(Option<&str>, &str)>, readonly: bool) -> Option<Greeting> {
+        let auth = credentials.map(|(user, password)| Greeting::auth(user, password));
+        match (auth, readonly) {
+            (auth, false) => auth,
+            (None, true) => Some(Greeting::of(&[&[b"READONLY"]])),
+            (Some(mut auth), true) => {
+                let mut request = auth.request.into_vec();
+                request.extend_from_slice(b"*1\r\n$8\r\nREADONLY\r\n");
+                auth.request = request.into();
+                auth.replies += 1;
+                Some(auth)
+            }
+        }
+    }
+
+    /// The RESP commands `commands`, each accepted by `+OK`.
+    fn of(commands: &[&[&[u8]]]) -> Greeting {
         let mut request = Vec::new();
-        crate::engine::codec::resp::encode_command(&args, &mut request);
+        for args in commands {
+            crate::engine::codec::resp::encode_command(args, &mut request);
+        }
         Greeting {
             request: request.into(),
+            replies: commands.len() as u8,
             expect: b"+OK\r\n"[..].into(),
         }
     }
@@ -112,9 +140,9 @@ pub struct UpConn {
     /// passed over as they come (the stream stays in step) and its request
     /// gets an error once its end is found.
     pub skipping: Option<Skip>,
-    /// The [`Greeting`] was written and its reply has not come yet: the
-    /// next reply is the greeting's, not a request's.
-    pub greeting_owed: bool,
+    /// Replies of the [`Greeting`] still to come: the next replies are
+    /// the greeting's, not a request's.
+    pub greeting_owed: u8,
     /// With redirects on: the bytes of the requests whose replies are
     /// owed, in `outstanding`'s order, kept to send again elsewhere.
     pub sent: Option<Ring>,
@@ -134,7 +162,7 @@ impl UpConn {
             outstanding: VecDeque::with_capacity(pipeline),
             scanned: 0,
             skipping: None,
-            greeting_owed: false,
+            greeting_owed: 0,
             sent: None,
             keeps_sent: false,
         }
@@ -156,7 +184,7 @@ impl UpConn {
         match self.phase {
             Phase::Connecting(since) => (since + limits.connect, Expiry::Connect),
             // The greeting is part of connecting.
-            Phase::Ready if self.greeting_owed => {
+            Phase::Ready if self.greeting_owed > 0 => {
                 (self.conn.last_active + limits.connect, Expiry::Connect)
             }
             Phase::Ready => match self.outstanding.front() {
@@ -205,7 +233,7 @@ mod tests {
             });
         }
         assert!(!up.has_room(1, 4, 64), "the pipeline is full");
-        up.greeting_owed = true;
+        up.greeting_owed = 1;
         up.conn.last_active = 20;
         assert_eq!(up.deadline(&limits), (120, Expiry::Connect));
     }

@@ -20,7 +20,7 @@ use super::breaker::State;
 use super::conn::{Deadlines, Greeting, Outstanding, UpConn};
 use super::pending::Pendings;
 use super::pool::{Pool, Waiting};
-use crate::config::{BackoffSettings, BreakerSettings, Config, Protocol};
+use crate::config::{BackoffSettings, BreakerSettings, Config, Protocol, ReadFrom};
 use crate::engine::buffer::Pool as Rings;
 use crate::engine::conn::Table;
 use crate::engine::metrics::{FailFast, ShardMetrics, UpstreamError};
@@ -116,10 +116,13 @@ impl Settings {
             max_pending_bytes: config.max_pending_bytes,
             breaker: config.breaker,
             backoff: config.backoff,
-            greeting: config
-                .upstream_password
-                .as_deref()
-                .map(|password| Greeting::auth(config.upstream_user.as_deref(), password)),
+            greeting: Greeting::resp(
+                config
+                    .upstream_password
+                    .as_deref()
+                    .map(|password| (config.upstream_user.as_deref(), password)),
+                config.cluster.is_some() && config.read_from != ReadFrom::Primary,
+            ),
             health: (config.protocol == Protocol::Resp && !config.health_check_interval.is_zero())
                 .then(|| Health {
                     interval: ms(config.health_check_interval),

@@ -9,7 +9,7 @@ pub mod topology;
 use std::sync::Arc;
 
 use self::topology::{NO_NODE, SlotMap, Topology};
-use crate::config::Config;
+use crate::config::{Config, ReadFrom};
 use crate::engine::service::Redirect;
 use crate::engine::upstream::conn::Greeting;
 
@@ -53,6 +53,10 @@ const ASKING: &[u8] = b"*1\r\n$6\r\nASKING\r\n";
 /// The error for a slot no known node serves, as Redis words it.
 pub const CLUSTERDOWN: &[u8] = b"-CLUSTERDOWN Hash slot not served\r\n";
 
+/// The error for a read with `--read-from replica` when the slot has no
+/// replica the proxy knows.
+pub const NO_REPLICA: &[u8] = b"-CLUSTERDOWN no replica serves this slot (--read-from replica)\r\n";
+
 /// The error for keys of one command in different slots, as Redis words it.
 pub const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same slot\r\n";
 
@@ -62,16 +66,18 @@ pub struct View {
     topology: Arc<Topology>,
     seen: u64,
     map: Arc<SlotMap>,
+    read_from: ReadFrom,
 }
 
 impl View {
     /// A view of `topology`'s current map.
-    pub fn new(topology: Arc<Topology>) -> View {
+    pub fn new(topology: Arc<Topology>, read_from: ReadFrom) -> View {
         let (seen, map) = topology.current();
         View {
             topology,
             seen,
             map,
+            read_from,
         }
     }
 
@@ -82,14 +88,22 @@ impl View {
         }
     }
 
-    /// The upstream serving `slot`; `None` asks the topology to refresh.
-    pub fn node(&self, slot: u16) -> Option<usize> {
-        match self.map.owner(slot) {
-            NO_NODE => {
-                self.topology.ask_refresh();
-                None
-            }
-            node => Some(usize::from(node)),
+    /// The upstream for a command on `slot`: its primary, or for a
+    /// `read` (a read-only command) its replica as `--read-from` says; the
+    /// error to reply when there is none (which asks for a fresh map).
+    pub fn node(&self, slot: u16, read: bool) -> Result<usize, &'static [u8]> {
+        let primary = self.map.owner(slot);
+        if primary == NO_NODE {
+            self.topology.ask_refresh();
+            return Err(CLUSTERDOWN);
+        }
+        if !read || self.read_from == ReadFrom::Primary {
+            return Ok(usize::from(primary));
+        }
+        match (self.map.replica(slot), self.read_from) {
+            (NO_NODE, ReadFrom::Replica) => Err(NO_REPLICA),
+            (NO_NODE, _) => Ok(usize::from(primary)),
+            (replica, _) => Ok(usize::from(replica)),
         }
     }
 
@@ -151,17 +165,20 @@ mod tests {
             range((0, 8191), &["127.0.0.1:7101", "127.0.0.1:7103"]),
             range((8192, 16383), &["127.0.0.1:7102"]),
         ];
-        View::new(Arc::new(Topology::from_ranges(&[], &ranges).unwrap()))
+        View::new(
+            Arc::new(Topology::from_ranges(&[], &ranges).unwrap()),
+            ReadFrom::Primary,
+        )
     }
 
     #[test]
     fn moved_sends_on_and_moves_the_slot() {
         let mut view = view();
-        assert_eq!(view.node(100), Some(0));
+        assert_eq!(view.node(100, false), Ok(0));
         let to = view.redirect(b"-MOVED 100 127.0.0.1:7102\r\n").unwrap();
         assert_eq!((to.upstream, to.before), (1, &b""[..]));
-        assert_eq!(view.node(100), Some(1));
-        assert_eq!(view.node(101), Some(0));
+        assert_eq!(view.node(100, false), Ok(1));
+        assert_eq!(view.node(101, false), Ok(0));
     }
 
     #[test]
@@ -169,7 +186,18 @@ mod tests {
         let mut view = view();
         let to = view.redirect(b"-ASK 100 127.0.0.1:7103\r\n").unwrap();
         assert_eq!((to.upstream, to.before), (2, ASKING));
-        assert_eq!(view.node(100), Some(0), "ASK moves nothing");
+        assert_eq!(view.node(100, false), Ok(0), "ASK moves nothing");
+    }
+
+    #[test]
+    fn reads_go_where_read_from_says() {
+        let mut view = view();
+        assert_eq!(view.node(10, true), Ok(0), "primary: reads too");
+        view.read_from = ReadFrom::Replica;
+        assert_eq!((view.node(10, true), view.node(10, false)), (Ok(2), Ok(0)));
+        assert_eq!(view.node(9000, true), Err(NO_REPLICA), "no replica");
+        view.read_from = ReadFrom::PreferReplica;
+        assert_eq!((view.node(10, true), view.node(9000, true)), (Ok(2), Ok(1)));
     }
 
     #[test]

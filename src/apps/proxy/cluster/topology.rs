@@ -38,21 +38,36 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Asked-for refreshes are this far apart at least.
 const REFRESH_GAP: Duration = Duration::from_secs(1);
 
-/// The owner of every slot, as node indexes.
+/// The owner of every slot, and a replica of it, as node indexes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SlotMap {
     owners: Box<[u16]>,
+    replicas: Box<[u16]>,
 }
 
 impl SlotMap {
+    fn empty() -> SlotMap {
+        SlotMap {
+            owners: vec![NO_NODE; SLOTS].into(),
+            replicas: vec![NO_NODE; SLOTS].into(),
+        }
+    }
+
     /// The node serving `slot`, or [`NO_NODE`].
     pub fn owner(&self, slot: u16) -> u16 {
         self.owners[usize::from(slot)]
     }
 
-    /// Says `node` serves `slot` now (a `MOVED`).
+    /// A replica of `slot`'s primary (the first the cluster lists, failed
+    /// ones it leaves out), or [`NO_NODE`].
+    pub fn replica(&self, slot: u16) -> u16 {
+        self.replicas[usize::from(slot)]
+    }
+
+    /// Says `node` serves `slot` now (a `MOVED`); its replica is unknown.
     pub fn set(&mut self, slot: u16, node: u16) {
         self.owners[usize::from(slot)] = node;
+        self.replicas[usize::from(slot)] = NO_NODE;
     }
 
     /// Slots served by a known node.
@@ -138,9 +153,7 @@ impl Topology {
         let topology = Topology {
             seeds: seeds.to_vec(),
             auth: None,
-            current: Mutex::new(Arc::new(SlotMap {
-                owners: vec![NO_NODE; SLOTS].into(),
-            })),
+            current: Mutex::new(Arc::new(SlotMap::empty())),
             generation: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
             nodes,
@@ -232,7 +245,7 @@ impl Topology {
     }
 
     fn map_of(&self, ranges: &[Range]) -> SlotMap {
-        let mut owners = vec![NO_NODE; SLOTS];
+        let mut map = SlotMap::empty();
         for range in ranges {
             let primary = &range.nodes[0];
             let Some(index) = self.index_of(primary.as_bytes()) else {
@@ -244,13 +257,16 @@ impl Topology {
                 );
                 continue;
             };
+            let replica = range
+                .nodes
+                .get(1)
+                .and_then(|name| self.index_of(name.as_bytes()));
             for slot in range.slots.0..=range.slots.1 {
-                owners[usize::from(slot)] = index;
+                map.owners[usize::from(slot)] = index;
+                map.replicas[usize::from(slot)] = replica.unwrap_or(NO_NODE);
             }
         }
-        SlotMap {
-            owners: owners.into(),
-        }
+        map
     }
 
     fn publish(&self, map: SlotMap) {
@@ -445,6 +461,10 @@ mod tests {
         assert_eq!(generation, 1);
         assert_eq!((map.owner(0), map.owner(5460), map.owner(5461)), (0, 0, 1));
         assert_eq!(map.owner(16383), 2);
+        assert_eq!(
+            (map.replica(0), map.replica(5461), map.replica(16383)),
+            (3, 4, NO_NODE)
+        );
         assert_eq!(map.covered(), SLOTS);
         assert_eq!(topology.index_of(b"127.0.0.1:7106"), Some(4));
         assert_eq!(topology.index_of(b"127.0.0.1:9999"), None);
