@@ -13,6 +13,8 @@
 #   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
 #   make bench-pubsub Redis Pub/Sub, holdfast vs redis-server under holdfast bench --pubsub
 #               (1000 and 10000 subscribers; pinned, 3 rounds; also at the end of make bench)
+#   make bench-cluster  holdfast proxy --cluster vs the same proxy over plain upstreams, and
+#               redis-benchmark --cluster direct (a local 6-node cluster; also at the end of make bench)
 #   make perf   perf record -g of holdfast under a standard load, top of the report
 #   make syscalls  syscalls per request, epoll vs io_uring (strace -c on the pinned server)
 #   make fuzz   run each decoder's (and the PROXY header parser's) fuzz target for FUZZ_SECONDS
@@ -22,7 +24,7 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := raw line length resp proxy_header
 
-.PHONY: all build release run test test-uring deps check-fmt lint fmt fuzz clean bench bench-redis bench-pubsub perf syscalls
+.PHONY: all build release run test test-uring deps check-fmt lint fmt fuzz clean bench bench-redis bench-pubsub bench-cluster perf syscalls
 
 # Where the `--features uring` build goes. Empty (the default): cargo's own
 # target/, shared with the epoll build. Both builds' artifacts live side by
@@ -98,6 +100,9 @@ bench-redis: release
 
 bench-pubsub: release
 	scripts/bench_pubsub.sh
+
+bench-cluster: release
+	scripts/bench_cluster.sh
 
 perf:
 	scripts/perf.sh

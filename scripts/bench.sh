@@ -30,9 +30,10 @@
 # those flags), to measure what features cost against the same build
 # without them.
 # At the end it runs scripts/bench_proxy.sh (holdfast proxy vs nutcracker)
-# unless SKIP_PROXY=1, then scripts/bench_pubsub.sh (Redis Pub/Sub, holdfast
-# vs redis-server; its table is appended to results.md) unless
-# SKIP_PUBSUB=1.
+# unless SKIP_PROXY=1, scripts/bench_cluster.sh (the proxy in front of a
+# local Redis Cluster; appended to results.md) unless SKIP_CLUSTER=1, then
+# scripts/bench_pubsub.sh (Redis Pub/Sub, holdfast vs redis-server; its
+# table is appended to results.md) unless SKIP_PUBSUB=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -274,6 +275,11 @@ fi
 if [ "${SKIP_PROXY:-0}" != 1 ]; then
     echo "== holdfast proxy vs nutcracker (scripts/bench_proxy.sh)"
     scripts/bench_proxy.sh
+fi
+if [ "${SKIP_CLUSTER:-0}" != 1 ]; then
+    echo "== holdfast proxy in front of a Redis Cluster (scripts/bench_cluster.sh)"
+    env HOLDFAST="$HOLDFAST" ROUNDS="$ROUNDS" scripts/bench_cluster.sh
+    cat "$OUT/cluster.md" >> "$OUT/results.md"
 fi
 if [ "${SKIP_PUBSUB:-0}" != 1 ]; then
     echo "== Redis Pub/Sub: holdfast vs redis-server (scripts/bench_pubsub.sh)"

@@ -80,8 +80,9 @@ fn settings(mode: Mode, flags: &ArgMatches) -> Result<Config, ConfigError> {
     let file = flags.get_one::<PathBuf>("config").map(PathBuf::as_path);
     let mut config = config::load(mode, file, flags)?;
     if mode == Mode::Proxy {
-        if config.upstreams.is_empty() {
-            let message = "at least one is needed, such as --upstream 127.0.0.1:6379";
+        if config.upstreams.is_empty() && config.cluster.is_none() {
+            let message =
+                "at least one is needed, such as --upstream 127.0.0.1:6379 (or --cluster)";
             return Err(ConfigError::new("--upstream", message));
         }
         if config.protocol != Protocol::Resp {

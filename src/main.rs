@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Command::Proxy(config) => {
             init_logging(config.log_level);
             install_panic_hook();
-            run(Server::new(config).service_with(Proxy::new))
+            proxy(config)
         }
         Command::Serve(config) => {
             init_logging(config.log_level);
@@ -136,6 +136,22 @@ fn serve(config: Config) -> Server {
         }
         Protocol::Echo | Protocol::Line | Protocol::Frame => Server::new(config).service(|| Echo),
     }
+}
+
+/// `holdfast proxy`: over `--upstream`s, or in front of the `--cluster`
+/// (whose nodes it learns first; exit 1 when no seed answers).
+fn proxy(mut config: Config) -> ExitCode {
+    if config.cluster.is_none() {
+        return run(Server::new(config).service_with(Proxy::new));
+    }
+    let topology = match holdfast::apps::proxy::cluster::join(&mut config) {
+        Ok(topology) => topology,
+        Err(error) => {
+            log::error!("--cluster: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    run(Server::new(config).service_with(move |context| Proxy::cluster(context, topology.clone())))
 }
 
 /// Runs `server` until it stops.

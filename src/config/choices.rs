@@ -93,6 +93,30 @@ impl SlowConsumer {
     }
 }
 
+/// Where `holdfast proxy --cluster` sends read-only commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// Every command to the slot's primary.
+    Primary,
+    /// Read-only commands to a replica of the slot; none known: an error.
+    Replica,
+    /// Read-only commands to a replica of the slot; none known: the primary.
+    PreferReplica,
+}
+
+impl ReadFrom {
+    pub(crate) fn parse(text: &str) -> Result<ReadFrom, String> {
+        match text.trim() {
+            "primary" => Ok(ReadFrom::Primary),
+            "replica" => Ok(ReadFrom::Replica),
+            "prefer-replica" => Ok(ReadFrom::PreferReplica),
+            _ => Err(format!(
+                "expected primary, replica or prefer-replica, got `{text}`"
+            )),
+        }
+    }
+}
+
 /// The driver that moves bytes between sockets and rings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -223,6 +247,49 @@ pub(crate) fn log_level(text: &str) -> Result<log::LevelFilter, String> {
 }
 
 /// An upstream as written: `host:port` (a name or an IP address).
+/// The longest password or user name: an upstream's `AUTH user password`
+/// must fit the smallest ring `resp` allows.
+pub const SECRET_MAX: usize = 512;
+
+/// A password or user name: not empty, printable ASCII without spaces
+/// (what a RESP client can send as one argument without quoting surprises).
+pub(crate) fn secret(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if text.len() > SECRET_MAX {
+        return Err(format!("must be at most {SECRET_MAX} bytes"));
+    }
+    if let Some(c) = text.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "must be printable ASCII without spaces, found {c:?}"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// `NAME:PASSWORD` for `--user`: both [`secret`]s, the name without a colon.
+pub(crate) fn user(text: &str) -> Result<String, String> {
+    let (name, password) = text
+        .split_once(':')
+        .ok_or_else(|| "expected NAME:PASSWORD".to_string())?;
+    secret(name).map_err(|e| format!("the name {e}"))?;
+    secret(password).map_err(|e| format!("the password {e}"))?;
+    Ok(text.to_string())
+}
+
+/// `--cluster`: a comma-separated list of [`upstream`] addresses.
+pub(crate) fn seeds(text: &str) -> Result<String, String> {
+    let seeds: Vec<&str> = text.split(',').map(str::trim).collect();
+    if seeds.len() > 64 {
+        return Err(format!("{} seed nodes, at most 64", seeds.len()));
+    }
+    for seed in &seeds {
+        upstream(seed)?;
+    }
+    Ok(seeds.join(","))
+}
+
 pub(crate) fn upstream(text: &str) -> Result<String, String> {
     let text = text.trim();
     let wrong = || format!("expected host:port such as 127.0.0.1:6379, got `{text}`");

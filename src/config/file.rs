@@ -21,8 +21,12 @@ pub struct Entry {
     pub at: String,
 }
 
-/// The keys of `path`, each one of `keys` (the flags without `--`); the
-/// flag `upstream` is written `upstreams = [...]`.
+/// The flags that repeat, and the file key that takes their list:
+/// `upstreams = [...]` sets `--upstream` once per item.
+const LISTS: [(&str, &str); 2] = [("upstream", "upstreams"), ("user", "users")];
+
+/// The keys of `path`, each one of `keys` (the flags without `--`); a flag
+/// that repeats is written as a list under its plural ([`LISTS`]).
 pub fn read(path: &Path, keys: &[&str]) -> Result<Vec<Entry>, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path)
@@ -43,34 +47,34 @@ pub fn read(path: &Path, keys: &[&str]) -> Result<Vec<Entry>, ConfigError> {
             }
             let values = values(&key, value.get_ref())
                 .map_err(|message| file_error(format!("{at}: {key}: {message}")))?;
-            let key = if key == "upstreams" {
-                "upstream".into()
-            } else {
-                key
+            let key = match LISTS.iter().find(|(_, list)| *list == key) {
+                Some((flag, _)) => flag.to_string(),
+                None => key,
             };
             Ok(Entry { key, values, at })
         })
         .collect()
 }
 
-/// The file's name of a flag: the one flag that repeats takes a list.
-fn file_key(key: &str) -> &str {
-    if key == "upstream" { "upstreams" } else { key }
+/// The file's name of a flag: a flag that repeats takes a list.
+pub fn file_key(key: &str) -> &str {
+    LISTS
+        .iter()
+        .find(|(flag, _)| *flag == key)
+        .map_or(key, |(_, list)| list)
 }
 
 /// TOML values become the text a flag would carry.
 fn values(key: &str, value: &toml::Value) -> Result<Vec<String>, String> {
-    if key != "upstreams" {
+    if !LISTS.iter().any(|(_, list)| *list == key) {
         return text(value).map(|text| vec![text]);
     }
-    let list = value
-        .as_array()
-        .ok_or("expected a list such as [\"127.0.0.1:6379\"]")?;
+    let list = value.as_array().ok_or("expected a list of strings")?;
     list.iter()
         .map(|item| {
             item.as_str()
                 .map(str::to_string)
-                .ok_or_else(|| "expected strings such as \"127.0.0.1:6379\"".to_string())
+                .ok_or_else(|| "expected a list of strings".to_string())
         })
         .collect()
 }

@@ -12,7 +12,7 @@ use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 
 use super::error::ConfigError;
 use super::file::{self, file_error};
-use super::settings::{BREAKER, Config, STORE, UPSTREAMS};
+use super::settings::{AUTH, BREAKER, Config, STORE, UPSTREAMS};
 
 /// Which command's settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,7 @@ impl Mode {
     fn takes(self, arg: &Arg) -> bool {
         let heading = arg.get_help_heading();
         match self {
-            Mode::Serve => !matches!(heading, Some(UPSTREAMS | BREAKER)),
+            Mode::Serve => !matches!(heading, Some(UPSTREAMS | BREAKER | AUTH)),
             Mode::Proxy => heading != Some(STORE),
         }
     }
@@ -91,7 +91,7 @@ fn apply_file(mut command: Command, mode: Mode, path: &Path) -> Result<Command, 
         let alone = Command::new("holdfast").no_binary_name(true);
         let alone = alone.arg(arg.default_values(values.clone()));
         if let Err(error) = alone.try_get_matches_from(Vec::<&str>::new()) {
-            let (at, key) = (&entry.at, file_key(&entry.key));
+            let (at, key) = (&entry.at, file::file_key(&entry.key));
             let message = value_error(&error);
             return Err(file_error(format!("{at}: {key}: {message}")));
         }
@@ -102,10 +102,6 @@ fn apply_file(mut command: Command, mode: Mode, path: &Path) -> Result<Command, 
 
 fn long(arg: &Arg) -> Option<String> {
     arg.get_long().map(str::to_string)
-}
-
-fn file_key(key: &str) -> &str {
-    if key == "upstream" { "upstreams" } else { key }
 }
 
 /// The message of a declared parser's error, without clap's framing.

@@ -25,7 +25,7 @@ mod units;
 mod tests;
 
 pub use bounds::range_of;
-pub use choices::{Admin, Backend, Jitter, KeyHash, Protocol, SlowConsumer};
+pub use choices::{Admin, Backend, Jitter, KeyHash, Protocol, ReadFrom, SlowConsumer};
 pub use error::ConfigError;
 pub use front::PROXY_BUFFER_MIN;
 pub use load::{Mode, args, flag_error, load};

@@ -24,6 +24,9 @@ pub const RESP_MAX_FRAME_MIN: usize = 1024;
 /// Upstreams of one proxy: the ketama ring (160 points of 8 bytes each per
 /// upstream) stays under 1.3 MiB and its index in a `u32`.
 pub const UPSTREAMS_MAX: usize = 1024;
+/// Named users of the proxy (`--user`): each AUTH compares against the
+/// list, so it stays short.
+pub const USERS_MAX: usize = 64;
 
 impl Config {
     /// Checks the relations between settings and fills the derived
@@ -48,9 +51,43 @@ impl Config {
             ));
         }
         self.check_upstreams()?;
+        self.check_credentials()?;
         self.check_mailbox()?;
         self.check_front()?;
         self.check_admin()
+    }
+
+    /// Users are few and named once; `default` is `--requirepass`'s; an
+    /// upstream user needs its password.
+    fn check_credentials(&self) -> Result<(), ConfigError> {
+        let error = |message: String| ConfigError::new("--user", message);
+        if self.users.len() > USERS_MAX {
+            let count = self.users.len();
+            return Err(error(format!("{count} users, at most {USERS_MAX}")));
+        }
+        let names: Vec<&str> = self
+            .users
+            .iter()
+            .filter_map(|u| u.split_once(':'))
+            .map(|(n, _)| n)
+            .collect();
+        for (index, name) in names.iter().enumerate() {
+            if names[..index].contains(name) {
+                return Err(error(format!("`{name}` is given twice")));
+            }
+            if *name == "default" && self.requirepass.is_some() {
+                return Err(error(
+                    "`default` is --requirepass's user: give its password there".into(),
+                ));
+            }
+        }
+        if self.upstream_user.is_some() && self.upstream_password.is_none() {
+            return Err(ConfigError::new(
+                "--upstream-user",
+                String::from("needs --upstream-password"),
+            ));
+        }
+        Ok(())
     }
 
     /// A mailbox must hold at least one message of the largest size.
@@ -141,7 +178,15 @@ impl Config {
             let count = self.upstreams.len();
             return Err(error(format!("{count} upstreams, at most {UPSTREAMS_MAX}")));
         }
-        if self.upstreams.is_empty() {
+        if self.cluster.is_some() && !self.upstreams.is_empty() {
+            return Err(ConfigError::new(
+                "--cluster",
+                String::from(
+                    "the cluster's nodes are the upstreams: give --cluster or --upstream, not both",
+                ),
+            ));
+        }
+        if self.upstreams.is_empty() && self.cluster.is_none() {
             self.upstream_addrs.clear();
             return Ok(());
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
-use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, SlowConsumer};
+use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, ReadFrom, SlowConsumer};
 use super::net::{KeepaliveBound, ProxyProtocol, TcpKeepalive, Trusted};
 use super::units::{parse_duration, parse_size};
 
@@ -26,6 +26,9 @@ pub const FRONT: &str = "Front door";
 pub const UPSTREAMS: &str = "Upstreams";
 /// `--help` heading of the breaker's settings (`holdfast proxy` only).
 pub const BREAKER: &str = "Circuit breaker";
+/// `--help` heading of the credentials clients give the proxy and the
+/// proxy gives its upstreams (`holdfast proxy` only).
+pub const AUTH: &str = "Authentication (proxy)";
 
 /// The timer wheel ticks in milliseconds; a shorter deadline would fire
 /// before a healthy peer on a busy box could answer.
@@ -282,6 +285,20 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "4096", help_heading = LIMITS,
           bounds = count(8, URING_ENTRIES_MAX))]
     pub uring_entries: usize,
+    /// Front a Redis Cluster: some of its nodes, HOST:PORT[,HOST:PORT...]; the proxy
+    /// learns the rest (CLUSTER SLOTS) and routes by hash slot, instead of --upstream
+    #[arg(long, value_name = "SEEDS", help_heading = UPSTREAMS, value_parser = choices::seeds)]
+    pub cluster: Option<String>,
+    /// How often the proxy re-reads the cluster's slot map; a redirect or a failed
+    /// connection asks for it sooner, at most once a second
+    #[arg(long, value_name = "DUR", default_value = "10s", help_heading = UPSTREAMS,
+          value_parser = parse_duration, bounds = timeout(Duration::from_secs(1), HOUR))]
+    pub cluster_refresh: Duration,
+    /// With --cluster: where read-only commands go: primary | replica (a replica of the
+    /// slot, an error if it has none) | prefer-replica (else the primary)
+    #[arg(long, value_name = "WHERE", default_value = "primary", help_heading = UPSTREAMS,
+          value_parser = ReadFrom::parse)]
+    pub read_from: ReadFrom,
     /// An upstream Redis server, host:port; repeat for several (`upstreams = [...]` in
     /// --config). The proxy places keys by these names
     #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,
@@ -324,6 +341,12 @@ pub struct Config {
     #[arg(long, value_name = "DUR", default_value = "60s", help_heading = UPSTREAMS,
           value_parser = parse_duration, bounds = TIMEOUT)]
     pub upstream_idle_timeout: Duration,
+    /// Each shard PINGs each upstream this often, so the breaker hears of a dead one
+    /// before a client pays for it (resp upstreams); 0 = off
+    #[arg(long, value_name = "DUR", default_value = "2s", help_heading = UPSTREAMS,
+          value_parser = parse_duration,
+          bounds = timeout(Duration::ZERO, HOUR).note(" (0 turns health checks off)"))]
+    pub health_check_interval: Duration,
     /// The `--breaker-*` thresholds.
     #[command(flatten)]
     pub breaker: BreakerSettings,
@@ -335,6 +358,22 @@ pub struct Config {
     #[arg(long, value_name = "NAME", default_value = "murmur", help_heading = UPSTREAMS,
           value_parser = KeyHash::parse)]
     pub key_hash: KeyHash,
+    /// The password of the `default` user: clients must AUTH (or HELLO 2 AUTH) before
+    /// any other command. Prefer the config file: a flag shows in `ps`
+    #[arg(long, value_name = "SECRET", help_heading = AUTH, value_parser = choices::secret)]
+    pub requirepass: Option<String>,
+    /// A named user clients may AUTH as, NAME:PASSWORD; repeat for several
+    /// (`user = [...]` in --config)
+    #[arg(long = "user", value_name = "NAME:PASSWORD", help_heading = AUTH,
+          value_parser = choices::user)]
+    pub users: Vec<String>,
+    /// The user the proxy AUTHs as on every upstream connection (with
+    /// --upstream-password; without it, the `default` user)
+    #[arg(long, value_name = "NAME", help_heading = AUTH, value_parser = choices::secret)]
+    pub upstream_user: Option<String>,
+    /// The password the proxy sends in AUTH on every new upstream connection
+    #[arg(long, value_name = "SECRET", help_heading = AUTH, value_parser = choices::secret)]
+    pub upstream_password: Option<String>,
 }
 
 /// A circuit breaker's thresholds (`engine::upstream::breaker` says why

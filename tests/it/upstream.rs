@@ -2,7 +2,8 @@
 //! upstream produces timeouts, not a pile-up; a dead one opens its breaker
 //! and fails fast, and is used again once it returns (through half-open);
 //! a connect to a blackholed address times out; only the dead upstream's
-//! keys fail; pools and pending replies stay within their bounds.
+//! keys fail; pools and pending replies stay within their bounds; health
+//! checks find a dead upstream, and its return, with no client traffic.
 
 use crate::util;
 
@@ -229,6 +230,85 @@ fn a_killed_upstream_opens_its_breaker_fails_fast_and_recovers() {
     assert!(transition("closed", "open") >= 1.0);
     assert!(transition("open", "half_open") >= 1.0);
     assert!(transition("half_open", "closed") >= 1.0);
+}
+
+#[test]
+fn health_checks_find_a_dead_upstream_and_its_return_before_a_client_does() {
+    let mut redis = Redis::start();
+    let name = redis.name();
+    let port = redis.port;
+    let server = Server::start_proxy(&[
+        "--upstream",
+        &name,
+        "--threads",
+        "1",
+        "--health-check-interval",
+        "50ms",
+        "--breaker-cool-down",
+        "500ms",
+        "--upstream-timeout",
+        "200ms",
+        "--reconnect-base",
+        "10ms",
+        "--reconnect-max",
+        "20ms",
+    ]);
+    let checks = |server: &Server| {
+        server.metric(
+            "holdfast_upstream_health_checks_total",
+            &[("upstream", &name)],
+        )
+    };
+    // Checks go out with no client at all.
+    let sent = wait_until(Duration::from_secs(5), || checks(&server) >= 3.0);
+    assert!(sent, "{} health checks", checks(&server));
+    assert_eq!(breaker(&server, &name, "closed"), 1.0);
+    redis.kill();
+    // Still no client: the checks' failed connects open the breaker.
+    let opened = wait_until(Duration::from_secs(5), || {
+        breaker(&server, &name, "open") == 1.0
+    });
+    assert!(opened, "the breaker did not open without traffic");
+    let requests = server.metric("holdfast_upstream_requests_total", &[("upstream", &name)]);
+    assert_eq!(requests, 0.0, "no client request was needed");
+    // The first client request fails at once, without a connect of its own.
+    let mut client = Resp::connect(server.addr);
+    assert_eq!(client.call(&[b"GET", b"k"]), UNAVAILABLE);
+    // The upstream returns: the checks probe the half-open breaker and
+    // close it, and the next client request succeeds at its first try.
+    let restarted = (0..50).find_map(|_| {
+        Redis::start_on(port).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    });
+    let _redis = restarted.expect("restarting redis-server on its port");
+    let before = checks(&server);
+    let closed = wait_until(Duration::from_secs(10), || {
+        breaker(&server, &name, "closed") == 1.0
+    });
+    assert!(closed, "the breaker did not close without traffic");
+    assert!(checks(&server) > before);
+    assert_eq!(client.call(&[b"SET", b"k", b"back"]), b"+OK\r\n");
+}
+
+#[test]
+fn without_health_checks_the_first_client_pays() {
+    let mut redis = Redis::start();
+    let name = redis.name();
+    let server = Server::start_proxy(&["--upstream", &name, "--health-check-interval", "0"]);
+    let mut client = Resp::connect(server.addr);
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(breaker(&server, &name, "closed"), 1.0);
+    let checks = server.metric(
+        "holdfast_upstream_health_checks_total",
+        &[("upstream", &name)],
+    );
+    assert_eq!(checks, 0.0);
+    let reply = client.call(&[b"GET", b"k"]);
+    assert!(reply.starts_with(b"-ERR upstream"), "{reply:?}");
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! DBSIZE, RANDOMKEY), transactions (MULTI, EXEC, WATCH), pub/sub,
 //! blocking commands (BLPOP and friends, WAIT: one of them would stall a
 //! pipelined upstream connection), server and connection administration
-//! (CLIENT, CONFIG, INFO, DEBUG, SHUTDOWN, SCRIPT, ...) and SORT (its BY and
+//! (CONFIG, INFO, DEBUG, SHUTDOWN, SCRIPT, CLIENT KILL, ...) and SORT (its BY and
 //! GET patterns read keys the proxy cannot see).
 //!
 //! Commands with several keys that must run together (RENAME, SMOVE,
@@ -31,6 +31,9 @@ pub enum Route {
     Split(Split),
     /// Answer at once with [`local_reply`].
     Local(Local),
+    /// A command about the client's own connection, answered with its
+    /// session ([`super::client::Connection`]).
+    Connection(Connection),
     /// Answer at once with [`Refusal::write`].
     Refuse(Refusal),
     /// An empty command (`*0`, a blank line): no reply, as in Redis.
@@ -109,6 +112,30 @@ pub enum Local {
     Select,
 }
 
+/// The commands about the client's own connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connection {
+    /// `AUTH [user] password`.
+    Auth,
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+    Hello,
+    /// `CLIENT subcommand ...`.
+    Client,
+}
+
+impl Route {
+    /// Whether a client that has not authenticated may send it: AUTH,
+    /// HELLO (which may carry AUTH) and QUIT, as in Redis.
+    pub fn before_auth(&self) -> bool {
+        matches!(
+            self,
+            Route::Connection(Connection::Auth | Connection::Hello)
+                | Route::Local(Local::Quit)
+                | Route::Empty
+        )
+    }
+}
+
 /// A command the proxy will not run, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -164,6 +191,18 @@ pub fn route(mut args: Args<'_>, place: impl Fn(&[u8]) -> usize) -> Route {
                 refuse(Reason::WrongArity)
             }
         }
+        Kind::Connection(command) => {
+            let ok = match command {
+                Connection::Auth => (1..=2).contains(&argc),
+                Connection::Hello => true,
+                Connection::Client => argc >= 1,
+            };
+            if ok {
+                Route::Connection(command)
+            } else {
+                refuse(Reason::WrongArity)
+            }
+        }
         Kind::Split(split) => {
             if argc == 0 || argc % split.stride() != 0 {
                 return refuse(Reason::WrongArity);
@@ -205,6 +244,87 @@ pub fn route(mut args: Args<'_>, place: impl Fn(&[u8]) -> usize) -> Route {
             }
         },
     }
+}
+
+/// Whether the command `args` (its name first) only reads, so that a
+/// replica may answer it (`--read-from`): the commands Redis flags
+/// `readonly` among those the proxy routes.
+pub fn read_only(mut args: Args<'_>) -> bool {
+    let mut upper = [0u8; 24];
+    let Some(name) = args.next().and_then(|name| uppercase(name, &mut upper)) else {
+        return false;
+    };
+    matches!(
+        name,
+        b"GET"
+            | b"MGET"
+            | b"EXISTS"
+            | b"STRLEN"
+            | b"GETRANGE"
+            | b"SUBSTR"
+            | b"GETBIT"
+            | b"BITCOUNT"
+            | b"BITPOS"
+            | b"BITFIELD_RO"
+            | b"TYPE"
+            | b"TTL"
+            | b"PTTL"
+            | b"EXPIRETIME"
+            | b"PEXPIRETIME"
+            | b"DUMP"
+            | b"HGET"
+            | b"HMGET"
+            | b"HEXISTS"
+            | b"HLEN"
+            | b"HKEYS"
+            | b"HVALS"
+            | b"HGETALL"
+            | b"HSTRLEN"
+            | b"HSCAN"
+            | b"HRANDFIELD"
+            | b"LLEN"
+            | b"LRANGE"
+            | b"LINDEX"
+            | b"LPOS"
+            | b"SCARD"
+            | b"SISMEMBER"
+            | b"SMISMEMBER"
+            | b"SMEMBERS"
+            | b"SRANDMEMBER"
+            | b"SSCAN"
+            | b"SDIFF"
+            | b"SINTER"
+            | b"SUNION"
+            | b"SINTERCARD"
+            | b"ZCARD"
+            | b"ZSCORE"
+            | b"ZMSCORE"
+            | b"ZRANK"
+            | b"ZREVRANK"
+            | b"ZRANGE"
+            | b"ZREVRANGE"
+            | b"ZRANGEBYSCORE"
+            | b"ZREVRANGEBYSCORE"
+            | b"ZRANGEBYLEX"
+            | b"ZREVRANGEBYLEX"
+            | b"ZCOUNT"
+            | b"ZLEXCOUNT"
+            | b"ZSCAN"
+            | b"ZRANDMEMBER"
+            | b"ZUNION"
+            | b"ZINTER"
+            | b"ZDIFF"
+            | b"ZINTERCARD"
+            | b"GEODIST"
+            | b"GEOHASH"
+            | b"GEOPOS"
+            | b"GEOSEARCH"
+            | b"XLEN"
+            | b"XRANGE"
+            | b"XREVRANGE"
+            | b"EVAL_RO"
+            | b"EVALSHA_RO"
+    )
 }
 
 /// Writes the reply to a [`Local`] command (`args` is the whole command,
@@ -308,6 +428,7 @@ fn together<'k>(
 
 enum Kind {
     Local(Local),
+    Connection(Connection),
     Split(Split),
     Keys(Keys),
 }
@@ -340,6 +461,9 @@ fn lookup(name: &[u8]) -> Option<Kind> {
         b"QUIT" => Kind::Local(Local::Quit),
         b"COMMAND" => Kind::Local(Local::Command),
         b"SELECT" => Kind::Local(Local::Select),
+        b"AUTH" => Kind::Connection(Connection::Auth),
+        b"HELLO" => Kind::Connection(Connection::Hello),
+        b"CLIENT" => Kind::Connection(Connection::Client),
         b"MGET" => Kind::Split(Split::Mget),
         b"MSET" => Kind::Split(Split::Mset),
         b"DEL" => Kind::Split(Split::Del),
@@ -549,7 +673,6 @@ mod tests {
             b"BRPOP",
             b"BZPOPMIN",
             b"WAIT",
-            b"CLIENT",
             b"CONFIG",
             b"INFO",
             b"DEBUG",
@@ -669,7 +792,7 @@ mod tests {
                     let bytes = frame(&all);
                     local_reply(kind, Args::parse(&bytes), &mut Vec::new());
                 }
-                Route::Split(_) | Route::Empty => {}
+                Route::Split(_) | Route::Connection(_) | Route::Empty => {}
             }
         }
     }

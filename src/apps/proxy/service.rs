@@ -6,11 +6,22 @@
 //! order and turns failures into [`CallError`]s; this service only says
 //! what they look like in RESP.
 
-use crate::apps::proxy::command::{Local, Route, local_reply, route};
+use crate::apps::proxy::client::{self, NOAUTH, Session, Users};
+use std::sync::Arc;
+
+use crate::apps::proxy::cluster::slot::slot;
+use crate::apps::proxy::cluster::topology::Topology;
+use crate::apps::proxy::cluster::{CROSSSLOT, View};
+use crate::apps::proxy::command::{
+    Connection, Local, Reason, Route, local_reply, read_only, route,
+};
 use crate::apps::proxy::hash::Continuum;
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
+use crate::config::ReadFrom;
 use crate::engine::codec::resp::Args;
-use crate::engine::service::{Answer, CallError, Context, Reply, Service, ServiceContext};
+use crate::engine::service::{
+    Answer, CallError, Context, Opened, Redirect, Reply, Service, ServiceContext,
+};
 
 /// The reserve of every reply the proxy writes itself but PING and ECHO
 /// with a message: refusals name a command cut to 32 bytes and stay under
@@ -26,9 +37,37 @@ const ERROR_MAX: usize = 64;
 /// The reply when a reply would not fit the client's ring.
 const TOO_LARGE: &[u8] = b"-ERR reply too large for the connection buffer\r\n";
 
+/// Where keys go.
+enum Placement {
+    /// Over `--upstream`s by ketama: a key's place is its upstream.
+    Ketama(Continuum),
+    /// Over a Redis Cluster: a key's place is its hash slot, served by
+    /// the node the view says.
+    Cluster(View),
+}
+
+impl Placement {
+    /// A key's place: its upstream, or its slot.
+    fn place(&self, key: &[u8]) -> usize {
+        match self {
+            Placement::Ketama(ring) => ring.upstream(key),
+            Placement::Cluster(_) => usize::from(slot(key)),
+        }
+    }
+
+    /// The upstream for a command on a place (`read`: a read-only
+    /// command); the error to reply for a slot with no node for it.
+    fn upstream(&self, place: usize, read: bool) -> Result<usize, &'static [u8]> {
+        match self {
+            Placement::Ketama(_) => Ok(place),
+            Placement::Cluster(view) => view.node(place as u16, read),
+        }
+    }
+}
+
 /// One shard's proxy service.
 pub struct Proxy {
-    ring: Continuum,
+    placement: Placement,
     /// Reused from command to command: the split of the last one.
     plan: Plan,
     /// Sub-commands and replies written here; keeps its capacity.
@@ -40,6 +79,17 @@ pub struct Proxy {
     replies: Vec<&'static [u8]>,
     /// The client ring's capacity: no reply may be larger.
     reply_max: usize,
+    /// Who may connect (`--requirepass`, `--user`).
+    users: Users,
+    /// In front of a cluster with `--read-from` other than `primary`:
+    /// read-only commands may go to replicas.
+    reads_replicas: bool,
+    /// Connections this shard opened, for unique `CLIENT ID`s.
+    opened: u64,
+    /// This shard's index and the number of shards: a client's id is
+    /// `opened × shards + shard + 1`, unique in the process.
+    shard: u64,
+    shards: u64,
 }
 
 impl Proxy {
@@ -48,13 +98,32 @@ impl Proxy {
     pub fn new(context: &ServiceContext<'_>) -> Proxy {
         let config = context.config;
         let ring = Continuum::new(&config.upstreams, config.key_hash).expect("validated upstreams");
+        Proxy::with(context, Placement::Ketama(ring))
+    }
+
+    /// A shard's proxy in front of a Redis Cluster, whose nodes are the
+    /// settings' upstreams, in `topology`'s order.
+    pub fn cluster(context: &ServiceContext<'_>, topology: Arc<Topology>) -> Proxy {
+        let view = View::new(topology, context.config.read_from);
+        Proxy::with(context, Placement::Cluster(view))
+    }
+
+    fn with(context: &ServiceContext<'_>, placement: Placement) -> Proxy {
+        let config = context.config;
+        let reads_replicas =
+            matches!(placement, Placement::Cluster(_)) && config.read_from != ReadFrom::Primary;
         Proxy {
-            ring,
+            placement,
             plan: Plan::new(),
             scratch: Vec::new(),
             merged: Vec::new(),
             replies: Vec::new(),
             reply_max: config.buffer,
+            users: Users::from_config(config),
+            reads_replicas,
+            opened: 0,
+            shard: context.shard as u64,
+            shards: config.threads.max(1) as u64,
         }
     }
 
@@ -65,9 +134,15 @@ impl Proxy {
 }
 
 impl Service for Proxy {
-    type Session = ();
+    type Session = Session;
 
-    fn reply_reserve(&self, _: &(), frame: &[u8]) -> usize {
+    fn open(&mut self, _: &Opened, _: &mut Context<'_>) -> Session {
+        self.opened += 1;
+        let id = self.opened * self.shards + self.shard + 1;
+        Session::new(id, !self.users.required())
+    }
+
+    fn reply_reserve(&self, _: &Session, frame: &[u8]) -> usize {
         let mut args = Args::parse(frame);
         let echoes = args.next().is_some_and(|name| {
             name.eq_ignore_ascii_case(b"PING") || name.eq_ignore_ascii_case(b"ECHO")
@@ -79,20 +154,51 @@ impl Service for Proxy {
         }
     }
 
-    fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
+    fn call(
+        &mut self,
+        session: &mut Session,
+        _: &mut Context<'_>,
+        frame: &[u8],
+        reply: &mut Reply<'_>,
+    ) {
         let Proxy {
-            ring,
+            placement,
             plan,
             scratch,
+            users,
+            reads_replicas,
             ..
         } = self;
+        if let Placement::Cluster(view) = placement {
+            view.refresh();
+        }
         let args = Args::parse(frame);
-        let place = |key: &[u8]| ring.upstream(key);
-        match route(args.clone(), place) {
-            Route::Forward(upstream) => reply.call(upstream, frame),
+        let place = |key: &[u8]| placement.place(key);
+        let route = route(args.clone(), place);
+        if !session.authenticated && !route.before_auth() {
+            let _ = reply.put(NOAUTH);
+            return;
+        }
+        let cluster = matches!(placement, Placement::Cluster(_));
+        let read = *reads_replicas && read_only(args.clone());
+        match route {
+            Route::Forward(place) => match placement.upstream(place, read) {
+                Ok(upstream) => reply.call(upstream, frame),
+                Err(error) => {
+                    let _ = reply.put(error);
+                }
+            },
             Route::Split(split) => {
                 scratch.clear();
                 plan.split(split, args, place, scratch);
+                let unserved = plan
+                    .subs()
+                    .iter()
+                    .find_map(|sub| placement.upstream(sub.upstream, read).err());
+                if let Some(error) = unserved {
+                    let _ = reply.put(error);
+                    return;
+                }
                 // What the answer needs to merge, held until then.
                 let saved = scratch.len();
                 plan.save(scratch);
@@ -101,7 +207,8 @@ impl Service for Proxy {
                     return;
                 }
                 for sub in plan.subs() {
-                    reply.call(sub.upstream, &scratch[sub.bytes.clone()]);
+                    let upstream = placement.upstream(sub.upstream, read).expect("checked");
+                    reply.call(upstream, &scratch[sub.bytes.clone()]);
                 }
             }
             Route::Local(local) => {
@@ -116,6 +223,22 @@ impl Service for Proxy {
                 if local == Local::Quit {
                     reply.close_after();
                 }
+            }
+            Route::Connection(command) => {
+                let connection = client::Connection {
+                    users,
+                    mode: if cluster { b"cluster" } else { b"standalone" },
+                };
+                scratch.clear();
+                match command {
+                    Connection::Auth => connection.auth(session, args, scratch),
+                    Connection::Hello => connection.hello(session, args, scratch),
+                    Connection::Client => connection.client(session, args, scratch),
+                }
+                let _ = reply.put(scratch);
+            }
+            Route::Refuse(refusal) if cluster && refusal.reason == Reason::CrossUpstream => {
+                let _ = reply.put(CROSSSLOT);
             }
             Route::Refuse(refusal) => {
                 scratch.clear();
@@ -133,7 +256,25 @@ impl Service for Proxy {
         }
     }
 
+    fn redirect(&mut self, reply: &[u8]) -> Option<Redirect> {
+        match &mut self.placement {
+            Placement::Cluster(view) => view.redirect(reply),
+            Placement::Ketama(_) => None,
+        }
+    }
+
     fn answer(&mut self, answer: &Answer<'_>, reply: &mut Reply<'_>) {
+        if let Placement::Cluster(view) = &self.placement {
+            // A node that fails (or whose breaker is open), or a cluster
+            // that says it is down: the map may be stale (a failover).
+            let failed = (0..answer.calls()).any(|call| match answer.outcome(call) {
+                Ok(reply) => reply.starts_with(b"-CLUSTERDOWN"),
+                Err(error) => !matches!(error, CallError::TooLarge | CallError::NoMemory),
+            });
+            if failed {
+                view.suspect();
+            }
+        }
         if answer_bound(answer) > self.reply_max {
             let _ = reply.put(TOO_LARGE);
             return;

@@ -111,11 +111,10 @@ impl Plan {
         args.next(); // the name
         let keys = args.clone().step_by(stride);
         for key in keys.clone() {
+            // A place is an upstream (at most UPSTREAMS_MAX) or, in front
+            // of a cluster, a hash slot (at most 16384): both fit a u16.
             let upstream = place(key);
-            debug_assert!(
-                upstream < super::hash::UPSTREAMS_MAX,
-                "placed at {upstream}"
-            );
+            debug_assert!(upstream < usize::from(u16::MAX), "placed at {upstream}");
             if self.by_upstream.len() <= upstream {
                 self.by_upstream.resize(upstream + 1, None);
             }
@@ -166,7 +165,7 @@ impl Plan {
             .chain(self.subs.iter().map(|sub| sub.upstream))
             .chain(self.owners.iter().copied());
         for value in pairs {
-            // Sub-commands and upstreams number at most UPSTREAMS_MAX.
+            // Sub-commands and places number at most 16384.
             out.extend_from_slice(&(value as u16).to_le_bytes());
         }
     }

@@ -382,6 +382,11 @@ impl FailFast {
 pub struct UpstreamMetrics {
     /// Requests sent (or queued to be sent) to the upstream.
     pub requests: Counter,
+    /// Health checks sent (or queued to be sent).
+    pub health_checks: Counter,
+    /// Replies that sent their request to another upstream (`-MOVED`,
+    /// `-ASK`).
+    pub redirects: Counter,
     /// Failures, by [`UpstreamError::index`].
     pub errors: [Counter; 4],
     /// Requests refused at once, by [`FailFast::index`].

@@ -377,6 +377,24 @@ fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
         (names, shards),
         |u| u.requests.get(),
     )?;
+    per_upstream(
+        out,
+        "holdfast_upstream_health_checks_total",
+        "counter",
+        "Health checks (PING, --health-check-interval) sent to each upstream; their \
+         failures count in holdfast_upstream_errors_total and the breaker.",
+        (names, shards),
+        |u| u.health_checks.get(),
+    )?;
+    per_upstream(
+        out,
+        "holdfast_upstream_redirects_total",
+        "counter",
+        "Replies of each upstream that sent their request to another (Redis Cluster's MOVED \
+         and ASK), followed by the proxy.",
+        (names, shards),
+        |u| u.redirects.get(),
+    )?;
     upstream_errors(out, names, shards)?;
     per_upstream(
         out,
@@ -1074,7 +1092,8 @@ mod tests {
                         .into_iter()
                         .chain(&u.errors)
                         .chain(&u.fail_fast)
-                        .chain(&u.latency.buckets);
+                        .chain(&u.latency.buckets)
+                        .chain([&u.health_checks, &u.redirects]);
                     for counter in counters {
                         fill(&|v| counter.add(v));
                     }

@@ -136,7 +136,33 @@ pub trait Service: Send + 'static {
             }
         }
     }
+
+    /// Whether an upstream's `reply` to a call says the request belongs to
+    /// another upstream (Redis Cluster's `-MOVED` and `-ASK`): the engine
+    /// then sends the same request bytes there, `before` first (whose own
+    /// reply it drops), at most [`REDIRECTS_MAX`] times, and the call's
+    /// outcome is the last upstream's reply. Asked only with
+    /// `Settings::redirects` on (the engine keeps each request's bytes
+    /// until its reply for this). The default: never.
+    fn redirect(&mut self, reply: &[u8]) -> Option<Redirect> {
+        let _ = reply;
+        None
+    }
 }
+
+/// Where a redirected request goes ([`Service::redirect`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// The upstream index.
+    pub upstream: usize,
+    /// Sent first on the same connection, its reply dropped (`ASKING`), or
+    /// empty.
+    pub before: &'static [u8],
+}
+
+/// How many times one call may be redirected; past it the redirecting
+/// reply is its outcome (a loop between two upstreams ends).
+pub const REDIRECTS_MAX: u8 = 5;
 
 /// The most bytes a [`Service::heartbeat`] ping may take.
 pub const HEARTBEAT_RESERVE: usize = 64;

@@ -470,6 +470,7 @@ impl Core {
         self.close_doomed(io);
         if self.upstreams.is_some() {
             self.expire_queued(io);
+            self.check_health();
             self.connect_lanes(io);
         }
         self.tick_service();

@@ -109,6 +109,7 @@ impl Side for Upstream {
 
     fn step(core: &mut Core, token: Token) -> Result<bool, CallError> {
         let mut moved = core.take_replies(token)? > 0;
+        core.resend_redirected();
         let upstreams = core.upstreams.as_deref_mut().expect("upstream");
         moved |= upstreams.take_queued(token, &mut core.pool, core.clock.now_us) > 0;
         Ok(moved)

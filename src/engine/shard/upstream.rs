@@ -15,17 +15,18 @@ use std::collections::VecDeque;
 use super::core::Core;
 use super::pump::Upstream;
 use super::serve::Responder;
-use crate::engine::buffer::Pool;
+use crate::engine::buffer::{Pool, Ring};
 use crate::engine::codec::reply::Skip;
 use crate::engine::codec::{Codec, Decoded, Protocol};
 use crate::engine::conn::{Conn, State, Table};
 use crate::engine::driver::{Driver, Token};
 use crate::engine::metrics::{CloseReason, ShardMetrics, UpstreamError};
-use crate::engine::service::{Answer, CallError};
+use crate::engine::service::{Answer, CallError, REDIRECTS_MAX};
 use crate::engine::timer::Millis;
 use crate::engine::upstream::Upstreams;
 use crate::engine::upstream::breaker::{FailureKind, State as BreakerState};
-use crate::engine::upstream::conn::{Expiry, Phase, UpConn};
+use crate::engine::upstream::conn::{Expiry, Outstanding, Phase, UpConn};
+use crate::engine::upstream::dispatch::{DISCARD, HEALTH_CHECK, Redirected};
 use crate::engine::upstream::pending::Pendings;
 
 impl Core {
@@ -42,6 +43,11 @@ impl Core {
         let up = upstreams.conns.get_mut(token).expect("live");
         // An upstream that closed will never send what it still owed.
         let failure = pumped.err().or(up.conn.eof.then_some(CallError::Reset));
+        if failure == Some(CallError::Connect) {
+            // The greeting was refused: as a failed connect.
+            self.connect_failed(io, token);
+            return;
+        }
         if let Some(error) = failure {
             self.close_upstream(io, token, Some(error));
             return;
@@ -77,6 +83,12 @@ impl Core {
                     up.phase = Phase::Ready;
                     up.conn.last_active = now;
                     up.conn.write_since = now;
+                    if let Some(greeting) = &upstreams.settings.greeting {
+                        let output = up.conn.link.output.get_or_insert_with(|| self.pool.take());
+                        let written = output.push(&greeting.request);
+                        debug_assert_eq!(written, greeting.request.len(), "validated to fit");
+                        up.greeting_owed = greeting.replies;
+                    }
                     // Replies may come before any readiness event says so.
                     io.expect_read(token);
                     let pool = &mut upstreams.pools[up.upstream];
@@ -137,6 +149,17 @@ impl Core {
                 Next::Wait => break Ok(()),
                 Next::Broken => break Err(CallError::Reset),
             };
+            if up.greeting_owed > 0 {
+                up.greeting_owed -= 1;
+                let expect = upstreams.settings.greeting.as_ref().map(|g| &g.expect[..]);
+                if outcome.ok() == expect {
+                    continue;
+                }
+                let name = &upstreams.pools[up.upstream].name;
+                let said = outcome.map(first_line).unwrap_or_default();
+                log::warn!("upstream {name}: the greeting (AUTH, READONLY) was refused: {said}");
+                break Err(CallError::Connect);
+            }
             if outcome == Err(CallError::TooLarge) {
                 counts.errors[UpstreamError::TooLarge.index()].inc();
             }
@@ -147,6 +170,26 @@ impl Core {
             // The upstream answered: whatever the reply, it is no failure
             // of the upstream's (a reply too large is the request's doing).
             breaker.on_success(clients.now);
+            if let Some(sent) = up.sent.as_mut() {
+                let to = outcome
+                    .ok()
+                    .filter(|reply| reply.first() == Some(&b'-') && redirectable(&owed))
+                    .and_then(|reply| clients.responder.service.redirect(reply));
+                let len = owed.len as usize;
+                if let Some(to) = to {
+                    counts.redirects.inc();
+                    let bytes = &mut upstreams.redirected_bytes;
+                    let at = bytes.len();
+                    bytes.resize(at + len, 0);
+                    sent.copy_out(0, &mut bytes[at..]);
+                    upstreams.redirected.push(Redirected { owed, to, at });
+                }
+                sent.consume(len);
+                if to.is_some() {
+                    replies += 1;
+                    continue;
+                }
+            }
             let waited = clients.now_us.saturating_sub(owed.sent_us);
             counts.latency.observe_us(waited);
             let (pending, call) = (owed.pending, owed.call as usize);
@@ -154,6 +197,9 @@ impl Core {
             clients.complete(pendings, max_pending, pending, call, outcome);
             replies += 1;
         };
+        if up.sent.as_ref().is_some_and(Ring::is_empty) {
+            clients.pool.give(up.sent.take().expect("checked"));
+        }
         let used = reader.at;
         let input = up.conn.link.input.as_mut().expect("read from it");
         input.consume(used);
@@ -247,8 +293,10 @@ impl Core {
             .conns
             .insert(|_| UpConn::new(conn, upstream, lane, pipeline, now));
         debug_assert_eq!(inserted, token);
+        let keeps_sent = upstreams.settings.redirects;
         upstreams.pools[upstream].lanes[lane].conn = Some(token);
         let up = upstreams.conns.get_mut(token).expect("just inserted");
+        up.keeps_sent = keeps_sent;
         up.conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
     }
 
@@ -259,7 +307,8 @@ impl Core {
             return;
         };
         let (upstream, lane) = (up.upstream, up.lane);
-        self.close_upstream(io, token, None);
+        // Only requests pipelined behind a refused greeting are owed.
+        self.close_upstream(io, token, Some(CallError::Connect));
         self.lane_connect_failed(upstream, lane);
         self.close_doomed(io);
     }
@@ -289,6 +338,110 @@ impl Core {
                 waiting.pending,
                 waiting.call as usize,
                 Err(CallError::Connect),
+            );
+        }
+    }
+
+    /// Sends each upstream its health check once it is due (not while
+    /// draining): into a ready connection, or queued for one, which
+    /// `connect_lanes` then makes. The breaker hears the outcome as for a
+    /// request; no client awaits it.
+    pub(super) fn check_health(&mut self) {
+        let (now, now_us) = (self.clock.now, self.clock.now_us);
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let Some(health) = upstreams.settings.health.clone() else {
+            return;
+        };
+        if now < upstreams.health_due || self.drain_until.is_some() {
+            return;
+        }
+        upstreams.health_due = now + health.interval;
+        for upstream in 0..upstreams.pools.len() {
+            // Refused at once (breaker open, backing off, queue full):
+            // nothing to check until that passes.
+            let _ = upstreams.send(
+                (HEALTH_CHECK, 0, 0),
+                Token(0),
+                upstream,
+                &health.request,
+                &mut self.pool,
+                &mut self.queue,
+                &self.metrics,
+                now_us,
+            );
+        }
+    }
+
+    /// Sends again, where their replies said, the requests redirected while
+    /// replies were read (an `ASKING` first when asked); a request whose
+    /// client has gone is dropped, one that cannot be sent fails its call.
+    pub(super) fn resend_redirected(&mut self) {
+        let now_us = self.clock.now_us;
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        if upstreams.redirected.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut upstreams.redirected);
+        let bytes = std::mem::take(&mut upstreams.redirected_bytes);
+        let mut failed = Vec::new();
+        for redirected in &list {
+            let owed = redirected.owed;
+            let Some(client) = upstreams
+                .pending
+                .get(owed.pending)
+                .map(|entry| entry.client)
+            else {
+                continue;
+            };
+            let target = redirected.to.upstream;
+            let (pool, queue, metrics) = (&mut self.pool, &mut self.queue, &*self.metrics);
+            if !redirected.to.before.is_empty() {
+                let before = redirected.to.before;
+                let _ = upstreams.send(
+                    (DISCARD, 0, 0),
+                    client,
+                    target,
+                    before,
+                    pool,
+                    queue,
+                    metrics,
+                    now_us,
+                );
+            }
+            let request = &bytes[redirected.at..redirected.at + owed.len as usize];
+            let call = (owed.pending, owed.call as usize, owed.hops + 1);
+            if let Err(error) =
+                upstreams.send(call, client, target, request, pool, queue, metrics, now_us)
+            {
+                failed.push((owed, error));
+            }
+        }
+        let upstreams = self.upstreams.as_deref_mut().expect("checked");
+        upstreams.redirected = list;
+        upstreams.redirected.clear();
+        upstreams.redirected_bytes = bytes;
+        upstreams.redirected_bytes.clear();
+        if failed.is_empty() {
+            return;
+        }
+        let Sides {
+            mut clients,
+            upstreams,
+            ..
+        } = self.sides();
+        let max_pending = upstreams.settings.max_pending;
+        for (owed, error) in failed {
+            let (pending, call) = (owed.pending, owed.call as usize);
+            clients.complete(
+                &mut upstreams.pending,
+                max_pending,
+                pending,
+                call,
+                Err(error),
             );
         }
     }
@@ -450,9 +603,13 @@ impl Core {
             return;
         };
         debug_assert_eq!(up.conn.state, State::Closed);
-        for ring in [up.conn.link.input.take(), up.conn.link.output.take()]
-            .into_iter()
-            .flatten()
+        for ring in [
+            up.conn.link.input.take(),
+            up.conn.link.output.take(),
+            up.sent.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             self.pool.give(ring);
         }
@@ -661,7 +818,7 @@ impl Clients<'_> {
         outcome: Result<&[u8], CallError>,
     ) {
         let Some(entry) = pendings.get(pending) else {
-            // Its client has gone.
+            // Its client has gone, or it was a health check.
             return;
         };
         let client = entry.client;
@@ -723,4 +880,16 @@ impl Clients<'_> {
             self.queue.push_back(client);
         }
     }
+}
+
+/// The first line of a reply, without its `\r\n`, for a log line.
+fn first_line(reply: &[u8]) -> String {
+    let line = reply.split(|&b| b == b'\r').next().unwrap_or_default();
+    String::from_utf8_lossy(&line[..line.len().min(120)]).into_owned()
+}
+
+/// Whether a reply to `owed` may redirect it: a client's request, not
+/// redirected too often already.
+fn redirectable(owed: &Outstanding) -> bool {
+    owed.hops < REDIRECTS_MAX && owed.pending != HEALTH_CHECK && owed.pending != DISCARD
 }

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 
 use crate::engine::driver::Token;
 
+use crate::engine::buffer::Ring;
 use crate::engine::codec::reply::Skip;
 use crate::engine::conn::Conn;
 use crate::engine::timer::Millis;
@@ -31,6 +32,66 @@ pub struct Outstanding {
     /// When it was handed to the connection, in microseconds of the shard's
     /// clock (for the latency histogram and the upstream timeout).
     pub sent_us: u64,
+    /// Its length (its bytes are in `UpConn::sent` while redirects are on).
+    pub len: u32,
+    /// How many times it was redirected to get here.
+    pub hops: u8,
+}
+
+/// What a new upstream connection sends before any request (`AUTH` with
+/// `--upstream-password`, `READONLY` to read from cluster replicas), and
+/// the replies that let it serve. Requests are pipelined behind it: the
+/// upstream answers in order, so the greeting's replies come first, and
+/// if one is not `expect` the connection closes as a failed connect and
+/// the requests behind it fail with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Greeting {
+    /// The bytes written first: one command per reply.
+    pub request: Box<[u8]>,
+    /// How many replies.
+    pub replies: u8,
+    /// The reply each must be.
+    pub expect: Box<[u8]>,
+}
+
+impl Greeting {
+    /// `AUTH [user] password` for a RESP upstream, accepted by `+OK`.
+    pub fn auth(user: Option<&str>, password: &str) -> Greeting {
+        let mut args: Vec<&[u8]> = vec![b"AUTH"];
+        args.extend(user.map(str::as_bytes));
+        args.push(password.as_bytes());
+        Greeting::of(&[&args])
+    }
+
+    /// `AUTH` when `password` is given, then `READONLY` when `readonly`;
+    /// `None` when neither.
+    pub fn resp(credentials: Option<(Option<&str>, &str)>, readonly: bool) -> Option<Greeting> {
+        let auth = credentials.map(|(user, password)| Greeting::auth(user, password));
+        match (auth, readonly) {
+            (auth, false) => auth,
+            (None, true) => Some(Greeting::of(&[&[b"READONLY"]])),
+            (Some(mut auth), true) => {
+                let mut request = auth.request.into_vec();
+                request.extend_from_slice(b"*1\r\n$8\r\nREADONLY\r\n");
+                auth.request = request.into();
+                auth.replies += 1;
+                Some(auth)
+            }
+        }
+    }
+
+    /// The RESP commands `commands`, each accepted by `+OK`.
+    fn of(commands: &[&[&[u8]]]) -> Greeting {
+        let mut request = Vec::new();
+        for args in commands {
+            crate::engine::codec::resp::encode_command(args, &mut request);
+        }
+        Greeting {
+            request: request.into(),
+            replies: commands.len() as u8,
+            expect: b"+OK\r\n"[..].into(),
+        }
+    }
 }
 
 /// Why an upstream connection's deadline fires.
@@ -79,6 +140,14 @@ pub struct UpConn {
     /// passed over as they come (the stream stays in step) and its request
     /// gets an error once its end is found.
     pub skipping: Option<Skip>,
+    /// Replies of the [`Greeting`] still to come: the next replies are
+    /// the greeting's, not a request's.
+    pub greeting_owed: u8,
+    /// With redirects on: the bytes of the requests whose replies are
+    /// owed, in `outstanding`'s order, kept to send again elsewhere.
+    pub sent: Option<Ring>,
+    /// Redirects are on: requests are kept in `sent`.
+    pub keeps_sent: bool,
 }
 
 impl UpConn {
@@ -93,6 +162,9 @@ impl UpConn {
             outstanding: VecDeque::with_capacity(pipeline),
             scanned: 0,
             skipping: None,
+            greeting_owed: 0,
+            sent: None,
+            keeps_sent: false,
         }
     }
 
@@ -100,21 +172,21 @@ impl UpConn {
     /// the pipeline bound, and room in the output ring (`ring_capacity`
     /// when the connection holds no ring).
     pub fn has_room(&self, len: usize, pipeline: usize, ring_capacity: usize) -> bool {
+        let free = |ring: &Option<Ring>| ring.as_ref().map_or(ring_capacity, Ring::free);
         self.phase == Phase::Ready
             && self.outstanding.len() < pipeline
-            && self
-                .conn
-                .link
-                .output
-                .as_ref()
-                .map_or(ring_capacity, |r| r.free())
-                >= len
+            && free(&self.conn.link.output) >= len
+            && (!self.keeps_sent || free(&self.sent) >= len)
     }
 
     /// The deadline in force and why it would fire.
     pub fn deadline(&self, limits: &Deadlines) -> (Millis, Expiry) {
         match self.phase {
             Phase::Connecting(since) => (since + limits.connect, Expiry::Connect),
+            // The greeting is part of connecting.
+            Phase::Ready if self.greeting_owed > 0 => {
+                (self.conn.last_active + limits.connect, Expiry::Connect)
+            }
             Phase::Ready => match self.outstanding.front() {
                 Some(oldest) => (oldest.sent_us / 1000 + limits.request, Expiry::Request),
                 None => (self.conn.last_active + limits.idle, Expiry::Idle),
@@ -147,6 +219,8 @@ mod tests {
             pending: Token(1),
             call: 0,
             sent_us: 7_000,
+            len: 1,
+            hops: 0,
         });
         assert_eq!(up.deadline(&limits), (1_007, Expiry::Request));
         for _ in 0..3 {
@@ -154,8 +228,13 @@ mod tests {
                 pending: Token(1),
                 call: 0,
                 sent_us: 9_000,
+                len: 1,
+                hops: 0,
             });
         }
         assert!(!up.has_room(1, 4, 64), "the pipeline is full");
+        up.greeting_owed = 1;
+        up.conn.last_active = 20;
+        assert_eq!(up.deadline(&limits), (120, Expiry::Connect));
     }
 }

@@ -17,14 +17,14 @@ use std::net::SocketAddr;
 use crate::engine::driver::Token;
 
 use super::breaker::State;
-use super::conn::{Deadlines, Outstanding, UpConn};
+use super::conn::{Deadlines, Greeting, Outstanding, UpConn};
 use super::pending::Pendings;
 use super::pool::{Pool, Waiting};
-use crate::config::{BackoffSettings, BreakerSettings, Config};
+use crate::config::{BackoffSettings, BreakerSettings, Config, Protocol, ReadFrom};
 use crate::engine::buffer::Pool as Rings;
 use crate::engine::conn::Table;
 use crate::engine::metrics::{FailFast, ShardMetrics, UpstreamError};
-use crate::engine::service::{CallError, Caller};
+use crate::engine::service::{CallError, Caller, Redirect};
 use crate::engine::timer::Millis;
 
 /// What a shard needs to know to call upstreams, from the validated
@@ -49,6 +49,43 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// The reconnect delays.
     pub backoff: BackoffSettings,
+    /// Sent first on every new connection (`--upstream-password`).
+    pub greeting: Option<Greeting>,
+    /// The health check (`--health-check-interval`), for RESP upstreams.
+    pub health: Option<Health>,
+    /// Replies may redirect their request to another upstream
+    /// ([`crate::engine::service::Service::redirect`]): connections keep
+    /// each request's bytes until its reply (`--cluster`).
+    pub redirects: bool,
+}
+
+/// The request each shard sends each upstream every `interval`: any reply
+/// is a success for the breaker, a failed connect or a timeout a failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// How often.
+    pub interval: Millis,
+    /// What (`PING`).
+    pub request: Box<[u8]>,
+}
+
+/// The awaited-reply token of a health check: no client awaits it, and
+/// [`Pendings`] never hands it out (its slot has the upstream bit).
+pub const HEALTH_CHECK: Token = Token(usize::MAX);
+
+/// The awaited-reply token of a request sent before a redirected one
+/// (`ASKING`): no client awaits its reply either.
+pub const DISCARD: Token = Token(usize::MAX - 1);
+
+/// A request to send again elsewhere: its reply redirected it.
+#[derive(Clone, Copy, Debug)]
+pub struct Redirected {
+    /// The call it is.
+    pub owed: Outstanding,
+    /// Where it goes, and what goes first.
+    pub to: Redirect,
+    /// Its bytes in [`Upstreams::redirected_bytes`].
+    pub at: usize,
 }
 
 impl Settings {
@@ -79,6 +116,19 @@ impl Settings {
             max_pending_bytes: config.max_pending_bytes,
             breaker: config.breaker,
             backoff: config.backoff,
+            greeting: Greeting::resp(
+                config
+                    .upstream_password
+                    .as_deref()
+                    .map(|password| (config.upstream_user.as_deref(), password)),
+                config.cluster.is_some() && config.read_from != ReadFrom::Primary,
+            ),
+            health: (config.protocol == Protocol::Resp && !config.health_check_interval.is_zero())
+                .then(|| Health {
+                    interval: ms(config.health_check_interval),
+                    request: b"*1\r\n$4\r\nPING\r\n"[..].into(),
+                }),
+            redirects: config.cluster.is_some(),
         })
     }
 }
@@ -107,6 +157,12 @@ pub struct Upstreams {
     pub published_at: Millis,
     /// A refresh was skipped: when it is due.
     pub publish_due: Option<Millis>,
+    /// When the next health checks go out (with [`Settings::health`]).
+    pub health_due: Millis,
+    /// Requests whose replies redirected them, to send again this turn.
+    pub redirected: Vec<Redirected>,
+    /// Their bytes.
+    pub redirected_bytes: Vec<u8>,
 }
 
 impl Upstreams {
@@ -130,6 +186,8 @@ impl Upstreams {
                 )
             })
             .collect();
+        // The first checks go out one interval after the start.
+        let health_due = settings.health.as_ref().map_or(0, |health| health.interval);
         Upstreams {
             pools,
             conns: Table::upstream(16),
@@ -143,6 +201,9 @@ impl Upstreams {
             waiting: 0,
             published_at: 0,
             publish_due: None,
+            health_due,
+            redirected: Vec::new(),
+            redirected_bytes: Vec::new(),
         }
     }
 
@@ -189,8 +250,7 @@ impl Upstreams {
     #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
-        pending: Token,
-        call: usize,
+        (pending, call, hops): (Token, usize, u8),
         client: Token,
         upstream: usize,
         request: &[u8],
@@ -227,7 +287,11 @@ impl Upstreams {
             counts.fail_fast[FailFast::BreakerOpen.index()].inc();
             return Err(CallError::Unavailable);
         }
-        counts.requests.inc();
+        match pending {
+            HEALTH_CHECK => counts.health_checks.inc(),
+            DISCARD => {}
+            _ => counts.requests.inc(),
+        }
         let call = call as u32;
         let token = if direct {
             let token = lane.conn.expect("direct needs a connection");
@@ -240,6 +304,8 @@ impl Upstreams {
                     pending,
                     call,
                     sent_us,
+                    len: len as u32,
+                    hops,
                 },
                 rings,
             );
@@ -250,6 +316,7 @@ impl Upstreams {
                 call,
                 len: len as u32,
                 since_us: now_us,
+                hops,
             };
             lane.enqueue(waiting, request, self.settings.queue_max, rings);
             self.waiting += 1;
@@ -281,13 +348,21 @@ impl Upstreams {
                 break;
             }
             let output = up.conn.link.output.get_or_insert_with(|| rings.take());
-            let waiting = lane.dequeue_into(output, rings).expect("front exists");
+            let sent = match up.keeps_sent {
+                true => Some(up.sent.get_or_insert_with(|| rings.take())),
+                false => None,
+            };
+            let waiting = lane
+                .dequeue_into(output, sent, rings)
+                .expect("front exists");
             up.outstanding.push_back(Outstanding {
                 pending: waiting.pending,
                 call: waiting.call,
                 // The timeout counts from the queueing, so waiting for a
                 // connection cannot stretch it.
                 sent_us: waiting.since_us.min(now_us),
+                len: waiting.len,
+                hops: waiting.hops,
             });
             moved += 1;
         }
@@ -298,11 +373,11 @@ impl Upstreams {
     /// When the loop must wake for the upstreams' sake: the earliest time
     /// a queued request times out, or a skipped gauge refresh is due.
     pub fn next_wake(&self) -> Option<Millis> {
-        let queued = self.next_queue_deadline();
-        match (queued, self.publish_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let health = self.settings.health.as_ref().map(|_| self.health_due);
+        [self.next_queue_deadline(), self.publish_due, health]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The earliest time a queued request times out, if any waits.
@@ -325,6 +400,11 @@ fn write_request(up: &mut UpConn, request: &[u8], outstanding: Outstanding, ring
     let output = up.conn.link.output.get_or_insert_with(|| rings.take());
     let taken = output.push(request);
     assert_eq!(taken, request.len(), "request written beyond its room");
+    if up.keeps_sent {
+        let sent = up.sent.get_or_insert_with(|| rings.take());
+        let taken = sent.push(request);
+        assert_eq!(taken, request.len(), "request kept beyond its room");
+    }
     up.outstanding.push_back(outstanding);
 }
 
@@ -367,8 +447,7 @@ impl Caller for Calls<'_> {
         let call = self.upstreams.pending.add_call(pending);
         debug_assert_eq!(call, index);
         let sent = self.upstreams.send(
-            pending,
-            call,
+            (pending, call, 0),
             self.client,
             upstream,
             request,

@@ -491,6 +491,16 @@ fn slot(client: Token) -> usize {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_health_check_token_is_never_an_awaited_reply() {
+        let mut pendings = Pendings::new(64, 1 << 20, 4);
+        for client in 0..100 {
+            let token = pendings.open(Token(client));
+            assert_ne!(token, super::super::dispatch::HEALTH_CHECK);
+        }
+        assert!(pendings.get(super::super::dispatch::HEALTH_CHECK).is_none());
+    }
+
     fn client() -> Token {
         Token(7)
     }

@@ -32,6 +32,8 @@ pub struct Waiting {
     pub len: u32,
     /// When it was queued, in microseconds of the shard's clock.
     pub since_us: u64,
+    /// How many times it was redirected to get here.
+    pub hops: u8,
 }
 
 /// One connection slot of a pool and its wait queue.
@@ -77,15 +79,25 @@ impl Lane {
 
     /// Takes the oldest request out of the queue; its bytes go to the end
     /// of `to`, which must have room for them.
-    pub fn dequeue_into(&mut self, to: &mut Ring, rings: &mut Rings) -> Option<Waiting> {
+    pub fn dequeue_into(
+        &mut self,
+        to: &mut Ring,
+        mut copy: Option<&mut Ring>,
+        rings: &mut Rings,
+    ) -> Option<Waiting> {
         let waiting = self.queue.pop_front()?;
         let bytes = self.bytes.as_mut().expect("queued bytes");
         let len = waiting.len as usize;
         let (first, second) = bytes.readable();
         let split = len.min(first.len());
-        let mut taken = to.push(&first[..split]);
-        taken += to.push(&second[..len - split]);
-        assert_eq!(taken, len, "no room for a dequeued request");
+        for part in [&first[..split], &second[..len - split]] {
+            let taken = to.push(part);
+            assert_eq!(taken, part.len(), "no room for a dequeued request");
+            if let Some(copy) = copy.as_deref_mut() {
+                let taken = copy.push(part);
+                assert_eq!(taken, part.len(), "no room to keep a dequeued request");
+            }
+        }
         bytes.consume(len);
         self.give_back_if_empty(rings);
         Some(waiting)
@@ -176,6 +188,7 @@ mod tests {
             call: 0,
             len: len as u32,
             since_us: 0,
+            hops: 0,
         }
     }
 
@@ -189,14 +202,20 @@ mod tests {
         assert!(!lane.queue_has_room(1, 2, 16), "the queue bound");
         assert!(!lane.queue_has_room(4, 3, 16), "the ring's room");
         let mut to = Ring::with_capacity(16);
-        assert_eq!(lane.dequeue_into(&mut to, &mut rings), Some(waiting(6)));
+        assert_eq!(
+            lane.dequeue_into(&mut to, None, &mut rings),
+            Some(waiting(6))
+        );
         // The next one wraps around the queue's ring once more is queued.
         lane.enqueue(waiting(8), b"third..!", 2, &mut rings);
         assert_eq!(lane.dequeue_dropped(&mut rings), Some(waiting(7)));
-        assert_eq!(lane.dequeue_into(&mut to, &mut rings), Some(waiting(8)));
+        assert_eq!(
+            lane.dequeue_into(&mut to, None, &mut rings),
+            Some(waiting(8))
+        );
         let (first, second) = to.readable();
         assert_eq!([first, second].concat(), b"first!third..!");
-        assert_eq!(lane.dequeue_into(&mut to, &mut rings), None);
+        assert_eq!(lane.dequeue_into(&mut to, None, &mut rings), None);
         assert_eq!(rings.live(), 0, "an empty queue holds no ring");
     }
 

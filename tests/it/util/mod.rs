@@ -15,6 +15,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use prometheus_parse::{Scrape, Value};
 
+pub mod cluster;
 pub mod haproxy;
 pub mod netns;
 pub mod resp3;
@@ -890,7 +891,9 @@ impl Redis {
             }
             TcpStream::connect(redis.addr()).is_ok_and(|stream| {
                 let mut client = Resp::from(stream);
-                client.call(&[b"PING"]) == b"+PONG\r\n"
+                // With --requirepass: NOAUTH, up all the same.
+                let reply = client.call(&[b"PING"]);
+                reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH")
             })
         });
         let exited = matches!(redis.child.as_mut().unwrap().try_wait(), Ok(Some(_)));

@@ -1,0 +1,479 @@
+//! Which node serves which hash slot, learnt from the cluster itself with
+//! `CLUSTER SLOTS` (answered by every Redis from 3.0 on), and kept fresh.
+//!
+//! The nodes are fixed at start-up: every node the first answer names,
+//! primaries and replicas, becomes an upstream of the engine (so a
+//! failover, which promotes a replica the proxy already knows, needs no new
+//! upstream). The slot map changes: a thread of its own re-reads it every
+//! `--cluster-refresh`, and sooner (at most once a second) when a shard
+//! asks because of a redirection or a failed connection. It publishes each
+//! new map as an `Arc` behind a mutex, with a generation the shards compare
+//! once per command (one relaxed atomic load; the mutex only when it
+//! changed). The thread does blocking I/O with timeouts, off the shards'
+//! loops.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::slot::SLOTS;
+use crate::engine::codec::reply::{self, Element};
+
+/// No node serves the slot (or one the proxy does not know).
+pub const NO_NODE: u16 = u16::MAX;
+
+/// The most nodes a cluster may have for the proxy (Redis's own advice is
+/// 1000 at most).
+pub const NODES_MAX: usize = 1024;
+
+/// The longest `CLUSTER SLOTS` reply read: a thousand nodes with their
+/// slot ranges take well under this.
+const REPLY_MAX: usize = 8 << 20;
+
+/// How long a connect, a write or a read of the topology may take.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asked-for refreshes are this far apart at least.
+const REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// The owner of every slot, and a replica of it, as node indexes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotMap {
+    owners: Box<[u16]>,
+    replicas: Box<[u16]>,
+}
+
+impl SlotMap {
+    fn empty() -> SlotMap {
+        SlotMap {
+            owners: vec![NO_NODE; SLOTS].into(),
+            replicas: vec![NO_NODE; SLOTS].into(),
+        }
+    }
+
+    /// The node serving `slot`, or [`NO_NODE`].
+    pub fn owner(&self, slot: u16) -> u16 {
+        self.owners[usize::from(slot)]
+    }
+
+    /// A replica of `slot`'s primary (the first the cluster lists, failed
+    /// ones it leaves out), or [`NO_NODE`].
+    pub fn replica(&self, slot: u16) -> u16 {
+        self.replicas[usize::from(slot)]
+    }
+
+    /// Says `node` serves `slot` now (a `MOVED`); its replica is unknown.
+    pub fn set(&mut self, slot: u16, node: u16) {
+        self.owners[usize::from(slot)] = node;
+        self.replicas[usize::from(slot)] = NO_NODE;
+    }
+
+    /// Slots served by a known node.
+    pub fn covered(&self) -> usize {
+        self.owners.iter().filter(|&&n| n != NO_NODE).count()
+    }
+}
+
+/// One range of `CLUSTER SLOTS`: its slots and the nodes serving them,
+/// the primary first, as `host:port`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Range {
+    /// First and last slot.
+    pub slots: (u16, u16),
+    /// Primary, then replicas.
+    pub nodes: Vec<String>,
+}
+
+/// The cluster as the proxy knows it.
+#[derive(Debug)]
+pub struct Topology {
+    /// The nodes, by upstream index (fixed at start-up).
+    nodes: Vec<String>,
+    /// Their addresses, to recognise a node a redirect names.
+    addrs: Vec<SocketAddr>,
+    /// Where to ask first when the known nodes do not answer.
+    seeds: Vec<String>,
+    /// `AUTH` sent before `CLUSTER SLOTS` (`--upstream-password`).
+    auth: Option<Box<[u8]>>,
+    current: Mutex<Arc<SlotMap>>,
+    generation: AtomicU64,
+    wanted: AtomicBool,
+}
+
+impl Topology {
+    /// Asks `seeds` in turn for the slot map; the nodes it names (primaries
+    /// first) become the proxy's upstreams.
+    /// `auth`, an encoded `AUTH` command, goes first on each connection.
+    pub fn discover(seeds: &[String], auth: Option<Box<[u8]>>) -> Result<Topology, String> {
+        let mut errors = Vec::new();
+        for seed in seeds {
+            match ask(seed, auth.as_deref()) {
+                Ok(ranges) => {
+                    let mut topology = Topology::from_ranges(seeds, &ranges)?;
+                    topology.auth = auth;
+                    return Ok(topology);
+                }
+                Err(error) => errors.push(format!("{seed}: {error}")),
+            }
+        }
+        Err(format!(
+            "no seed answered CLUSTER SLOTS ({})",
+            errors.join("; ")
+        ))
+    }
+
+    /// The topology of parsed `CLUSTER SLOTS` ranges.
+    pub fn from_ranges(seeds: &[String], ranges: &[Range]) -> Result<Topology, String> {
+        let mut nodes: Vec<String> = Vec::new();
+        // Primaries first, so that upstream indexes read naturally.
+        for pass in [true, false] {
+            for range in ranges {
+                let (primary, replicas) = range.nodes.split_first().expect("parsed with one");
+                let names = if pass {
+                    std::slice::from_ref(primary)
+                } else {
+                    replicas
+                };
+                for name in names {
+                    if !nodes.contains(name) {
+                        nodes.push(name.clone());
+                    }
+                }
+            }
+        }
+        if nodes.len() > NODES_MAX {
+            return Err(format!("{} nodes, at most {NODES_MAX}", nodes.len()));
+        }
+        let addrs = nodes
+            .iter()
+            .map(|name| resolve(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topology = Topology {
+            seeds: seeds.to_vec(),
+            auth: None,
+            current: Mutex::new(Arc::new(SlotMap::empty())),
+            generation: AtomicU64::new(0),
+            wanted: AtomicBool::new(false),
+            nodes,
+            addrs,
+        };
+        topology.publish(topology.map_of(ranges));
+        Ok(topology)
+    }
+
+    /// The nodes, by upstream index.
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// The node index of `addr` (`host:port` as a redirect names it).
+    pub fn index_of(&self, addr: &[u8]) -> Option<u16> {
+        let text = std::str::from_utf8(addr).ok()?;
+        if let Some(index) = self.nodes.iter().position(|name| name == text) {
+            return Some(index as u16);
+        }
+        let addr: SocketAddr = text.parse().ok()?;
+        self.addrs.iter().position(|a| *a == addr).map(|i| i as u16)
+    }
+
+    /// The generation of the current map: it changes when the map does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// The current map and its generation.
+    pub fn current(&self) -> (u64, Arc<SlotMap>) {
+        let map = self.current.lock().expect("not poisoned");
+        (self.generation.load(Ordering::Acquire), map.clone())
+    }
+
+    /// Asks the refresher to re-read the map soon (a redirection, a failed
+    /// connection).
+    pub fn ask_refresh(&self) {
+        self.wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Starts the thread that re-reads the map every `every`, and soon
+    /// after [`Topology::ask_refresh`].
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
+        let topology = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("cluster-topology".into())
+            .spawn(move || topology.refresh_forever(every))
+            .map(drop)
+    }
+
+    fn refresh_forever(&self, every: Duration) {
+        let mut last = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let since = last.elapsed();
+            let asked = self.wanted.load(Ordering::Relaxed) && since >= REFRESH_GAP;
+            if !(asked || since >= every) {
+                continue;
+            }
+            self.wanted.store(false, Ordering::Relaxed);
+            last = Instant::now();
+            self.refresh();
+        }
+    }
+
+    /// Reads the map from the first node that answers (known primaries,
+    /// then every known node, then the seeds) and publishes it if it
+    /// changed.
+    pub fn refresh(&self) {
+        let candidates = self.nodes.iter().chain(&self.seeds);
+        for node in candidates {
+            match ask(node, self.auth.as_deref()) {
+                Ok(ranges) => {
+                    let map = self.map_of(&ranges);
+                    if *self.current().1 != map {
+                        log::info!(
+                            "cluster: new slot map from {node} ({} of {SLOTS} slots served by known nodes)",
+                            map.covered()
+                        );
+                        self.publish(map);
+                    }
+                    return;
+                }
+                Err(error) => log::debug!("cluster: {node}: {error}"),
+            }
+        }
+        log::warn!("cluster: no node answered CLUSTER SLOTS; keeping the last slot map");
+    }
+
+    fn map_of(&self, ranges: &[Range]) -> SlotMap {
+        let mut map = SlotMap::empty();
+        for range in ranges {
+            let primary = &range.nodes[0];
+            let Some(index) = self.index_of(primary.as_bytes()) else {
+                log::warn!(
+                    "cluster: {primary} serves slots {}-{} but was not a node at start-up; \
+                     they fail with CLUSTERDOWN until the proxy restarts",
+                    range.slots.0,
+                    range.slots.1
+                );
+                continue;
+            };
+            let replica = range
+                .nodes
+                .get(1)
+                .and_then(|name| self.index_of(name.as_bytes()));
+            for slot in range.slots.0..=range.slots.1 {
+                map.owners[usize::from(slot)] = index;
+                map.replicas[usize::from(slot)] = replica.unwrap_or(NO_NODE);
+            }
+        }
+        map
+    }
+
+    fn publish(&self, map: SlotMap) {
+        let mut current = self.current.lock().expect("not poisoned");
+        *current = Arc::new(map);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+fn resolve(name: &str) -> Result<SocketAddr, String> {
+    name.to_socket_addrs()
+        .map_err(|error| format!("{name}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("{name}: no address"))
+}
+
+/// `CLUSTER SLOTS` of the node at `addr`, after `auth` if given (whose
+/// reply must be `+OK`).
+fn ask(addr: &str, auth: Option<&[u8]>) -> Result<Vec<Range>, String> {
+    let to = resolve(addr)?;
+    let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let mut request = auth.unwrap_or_default().to_vec();
+    request.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
+    stream.write_all(&request).map_err(|e| e.to_string())?;
+    let mut bytes = read_reply(&mut stream)?;
+    if auth.is_some() {
+        if !bytes.starts_with(b"+OK\r\n") {
+            let line = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
+            return Err(format!("AUTH refused: {}", String::from_utf8_lossy(line)));
+        }
+        bytes.drain(..5);
+        if reply::reply_len(&bytes)
+            .map_err(|e| e.to_string())?
+            .is_none()
+        {
+            bytes.extend(read_reply(&mut stream)?);
+        }
+    }
+    let len = reply::reply_len(&bytes)
+        .map_err(|e| e.to_string())?
+        .ok_or("a truncated reply")?;
+    let host = to.ip().to_string();
+    parse_slots(&bytes[..len], &host)
+}
+
+/// Reads from `stream` until what came holds one whole reply (and maybe
+/// more).
+fn read_reply(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while reply::reply_len(&bytes)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        if bytes.len() > REPLY_MAX {
+            return Err("CLUSTER SLOTS reply too large".into());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err("closed before the reply".into()),
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(bytes)
+}
+
+/// A parsed reply.
+#[derive(Debug)]
+enum Value<'a> {
+    Text(&'a [u8]),
+    Integer(i64),
+    Array(Vec<Value<'a>>),
+    Error(&'a [u8]),
+    Nil,
+}
+
+fn value(bytes: &[u8]) -> Result<(Value<'_>, usize), String> {
+    let (element, mut at) = reply::next(bytes)
+        .map_err(|e| e.to_string())?
+        .ok_or("a truncated reply")?;
+    let value = match element {
+        Element::Simple(text) | Element::Bulk(text) => Value::Text(text),
+        Element::Error(text) => Value::Error(text),
+        Element::Integer(n) => Value::Integer(n),
+        Element::Nil => Value::Nil,
+        Element::Array(len) => {
+            let mut items = Vec::with_capacity(len.min(1024));
+            for _ in 0..len {
+                let (item, used) = value(&bytes[at..])?;
+                items.push(item);
+                at += used;
+            }
+            Value::Array(items)
+        }
+    };
+    Ok((value, at))
+}
+
+/// The ranges of a `CLUSTER SLOTS` reply; a node named with an empty host
+/// is on `host`, the one asked.
+pub fn parse_slots(bytes: &[u8], host: &str) -> Result<Vec<Range>, String> {
+    let (reply, _) = value(bytes)?;
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::Error(text) => return Err(String::from_utf8_lossy(text).into_owned()),
+        other => return Err(format!("CLUSTER SLOTS answered {other:?}")),
+    };
+    let slot = |value: &Value<'_>| match value {
+        Value::Integer(n) if (0..SLOTS as i64).contains(n) => Ok(*n as u16),
+        other => Err(format!("not a slot: {other:?}")),
+    };
+    let node = |value: &Value<'_>| -> Result<String, String> {
+        let Value::Array(fields) = value else {
+            return Err(format!("not a node: {value:?}"));
+        };
+        match fields.as_slice() {
+            [Value::Text(ip), Value::Integer(port), ..] if (1..=65535).contains(port) => {
+                let ip = String::from_utf8_lossy(ip);
+                let ip = if ip.is_empty() || ip == "?" {
+                    host.into()
+                } else {
+                    ip
+                };
+                Ok(if ip.contains(':') {
+                    format!("[{ip}]:{port}")
+                } else {
+                    format!("{ip}:{port}")
+                })
+            }
+            _ => Err(format!("not a node: {value:?}")),
+        }
+    };
+    items
+        .iter()
+        .map(|item| {
+            let Value::Array(fields) = item else {
+                return Err(format!("not a slot range: {item:?}"));
+            };
+            if fields.len() < 3 {
+                return Err(format!("a slot range without a node: {item:?}"));
+            }
+            let slots = (slot(&fields[0])?, slot(&fields[1])?);
+            let nodes = fields[2..].iter().map(node).collect::<Result<_, _>>()?;
+            Ok(Range { slots, nodes })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `CLUSTER SLOTS` reply of a three-primary cluster with one replica
+    /// each, as Redis 7 writes it (node ids cut short).
+    const REPLY: &[u8] = b"*3\r\n\
+*4\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7101\r\n$2\r\naa\r\n*3\r\n$9\r\n127.0.0.1\r\n:7105\r\n$2\r\nbb\r\n\
+*4\r\n:5461\r\n:10922\r\n*3\r\n$9\r\n127.0.0.1\r\n:7102\r\n$2\r\ncc\r\n*3\r\n$0\r\n\r\n:7106\r\n$2\r\ndd\r\n\
+*3\r\n:10923\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7103\r\n$2\r\nee\r\n";
+
+    #[test]
+    fn cluster_slots_are_parsed() {
+        let ranges = parse_slots(REPLY, "10.0.0.9").unwrap();
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges[0].slots, (0, 5460));
+        assert_eq!(ranges[0].nodes, ["127.0.0.1:7101", "127.0.0.1:7105"]);
+        // An empty host is the host asked.
+        assert_eq!(ranges[1].nodes, ["127.0.0.1:7102", "10.0.0.9:7106"]);
+        assert_eq!(ranges[2].nodes, ["127.0.0.1:7103"]);
+    }
+
+    #[test]
+    fn primaries_come_first_and_every_slot_has_its_owner() {
+        let ranges = parse_slots(REPLY, "127.0.0.1").unwrap();
+        let topology = Topology::from_ranges(&["127.0.0.1:7101".into()], &ranges).unwrap();
+        assert_eq!(
+            topology.nodes(),
+            [
+                "127.0.0.1:7101",
+                "127.0.0.1:7102",
+                "127.0.0.1:7103",
+                "127.0.0.1:7105",
+                "127.0.0.1:7106"
+            ]
+        );
+        let (generation, map) = topology.current();
+        assert_eq!(generation, 1);
+        assert_eq!((map.owner(0), map.owner(5460), map.owner(5461)), (0, 0, 1));
+        assert_eq!(map.owner(16383), 2);
+        assert_eq!(
+            (map.replica(0), map.replica(5461), map.replica(16383)),
+            (3, 4, NO_NODE)
+        );
+        assert_eq!(map.covered(), SLOTS);
+        assert_eq!(topology.index_of(b"127.0.0.1:7106"), Some(4));
+        assert_eq!(topology.index_of(b"127.0.0.1:9999"), None);
+    }
+
+    #[test]
+    fn bad_replies_are_errors() {
+        assert!(parse_slots(b"-ERR This instance has cluster support disabled\r\n", "h").is_err());
+        assert!(parse_slots(b"*1\r\n*2\r\n:0\r\n:1\r\n", "h").is_err());
+        assert!(parse_slots(b"*1\r\n*3\r\n:0\r\n:99999\r\n*2\r\n$1\r\na\r\n:1\r\n", "h").is_err());
+    }
+}
