@@ -13,7 +13,7 @@ use super::toxic::{Stream, ToxicSpec};
 
 /// Reads per pipe per pump, so one fast sender cannot starve the others;
 /// the link is pumped again on the next turn if it could read more.
-const READS_PER_PUMP: usize = 8;
+const READS_PER_PUMP: usize = 16;
 
 /// The sockets of a link: the client's, the upstream's.
 pub const CLIENT: usize = 0;
@@ -98,7 +98,8 @@ impl Link {
         self.pipes.iter().map(|p| p.charged).sum()
     }
 
-    /// Writes what is due, reads what fits, writes again.
+    /// Writes what is due and reads what fits, in turns, until neither
+    /// moves or the read budget is spent; then writes what came due.
     pub fn pump(
         &mut self,
         now: Instant,
@@ -109,19 +110,20 @@ impl Link {
     ) -> Pumped {
         let mut more = false;
         for index in 0..2 {
-            if let Some(closed) = self.write_due(index, now) {
-                return closed;
-            }
-            match self.read_some(index, now, bound, scratch, rng) {
-                Ok((bytes, budget_left)) => {
-                    moved.read[index] += bytes;
-                    more |= !budget_left;
+            for _ in 0..READS_PER_PUMP {
+                if let Some(closed) = self.write_due(index, now) {
+                    return closed;
                 }
-                Err(_) => return Pumped::Close { reset: false },
+                match self.read_once(index, now, bound, scratch, rng) {
+                    Ok(Some(n)) => moved.read[index] += n as u64,
+                    Ok(None) => break,
+                    Err(_) => return Pumped::Close { reset: false },
+                }
             }
             if let Some(closed) = self.write_due(index, now) {
                 return closed;
             }
+            more |= self.can_read(index, bound);
         }
         if self.pipes.iter().all(|p| p.done) {
             return Pumped::Close { reset: false };
@@ -130,40 +132,41 @@ impl Link {
         Pumped::Open { wake, more }
     }
 
-    /// Reads from pipe `index`'s source while it is readable and the pipe
-    /// has room: the bytes read, and whether the read budget was left over.
-    fn read_some(
+    /// Pipe `index`'s source (pipe 0 reads the client, pipe 1 the
+    /// upstream) is readable and the pipe has room.
+    fn can_read(&self, index: usize, bound: usize) -> bool {
+        let connected = index == CLIENT || !self.connecting;
+        connected && self.readable[index] && self.pipes[index].room(bound) > 0
+    }
+
+    /// One read into pipe `index`: `Some(bytes)` (0: the source's FIN), or
+    /// `None` when it cannot read now.
+    fn read_once(
         &mut self,
         index: usize,
         now: Instant,
         bound: usize,
         scratch: &mut [u8],
         rng: &mut Rng,
-    ) -> io::Result<(u64, bool)> {
-        let source = index; // pipe 0 reads the client, pipe 1 the upstream
-        if source == UPSTREAM && self.connecting {
-            return Ok((0, true));
+    ) -> io::Result<Option<usize>> {
+        if !self.can_read(index, bound) {
+            return Ok(None);
         }
-        let mut total = 0;
-        for _ in 0..READS_PER_PUMP {
-            let room = self.pipes[index].room(bound).min(scratch.len());
-            if !self.readable[source] || room == 0 {
-                return Ok((total, true));
-            }
-            match self.sockets[source].read(&mut scratch[..room]) {
+        let room = self.pipes[index].room(bound).min(scratch.len());
+        loop {
+            match self.sockets[index].read(&mut scratch[..room]) {
                 Ok(n) => {
-                    total += n as u64;
                     self.pipes[index].read(&scratch[..n], now, rng);
+                    return Ok(Some(n));
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable[source] = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable[index] = false;
+                    return Ok(None);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok((
-            total,
-            !self.readable[source] || self.pipes[index].room(bound) == 0,
-        ))
     }
 
     /// Writes pipe `index`'s due segments to its destination; `Some` when
@@ -171,9 +174,7 @@ impl Link {
     fn write_due(&mut self, index: usize, now: Instant) -> Option<Pumped> {
         let dest = 1 - index;
         loop {
-            let Some(seg) = self.pipes[index].due(now) else {
-                return None;
-            };
+            let seg = self.pipes[index].due(now)?;
             let written = match &seg.item {
                 Item::End(End::Half) => {
                     if dest == UPSTREAM && self.connecting {
