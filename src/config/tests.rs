@@ -599,13 +599,24 @@ fn readme_limits_table_matches_the_chaos_proxy_declarations() {
         let arg = declared.iter().find(|arg| arg.get_long() == Some(name));
         let arg = arg.unwrap_or_else(|| panic!("README row `chaos proxy --{name}` is no setting"));
         let default = arg.get_default_values()[0].to_string_lossy().to_string();
-        assert!(row[1].starts_with(&default), "--{name}: README default `{}`", row[1]);
-        assert_eq!(Some(row[2].clone()), range_of(arg), "--{name}: README range");
+        assert!(
+            row[1].starts_with(&default),
+            "--{name}: README default `{}`",
+            row[1]
+        );
+        assert_eq!(
+            Some(row[2].clone()),
+            range_of(arg),
+            "--{name}: README range"
+        );
         seen.push(name.to_string());
     }
     for arg in declared.iter().filter(|arg| range_of(arg).is_some()) {
         let name = arg.get_long().unwrap();
-        assert!(seen.iter().any(|s| s == name), "chaos proxy --{name} has no README row");
+        assert!(
+            seen.iter().any(|s| s == name),
+            "chaos proxy --{name} has no README row"
+        );
     }
 }
 

@@ -261,35 +261,43 @@ fn latency_both_ways_and_jitter() {
         "attributes": {"latency": 50}}),
     );
     for (addr, latency) in [(down, 100), (up, 50)] {
+        let latency = Duration::from_millis(latency);
         let mut stream = connect(addr);
-        for _ in 0..5 {
-            let took = round_trip(&mut stream, b"ping");
-            eprintln!("latency {latency} ms: round trip {took:?}");
-            assert_near("latency", took, Duration::from_millis(latency));
-        }
+        let mut samples: Vec<Duration> = (0..7).map(|_| round_trip(&mut stream, b"ping")).collect();
+        samples.sort();
+        eprintln!("latency {latency:?}: round trips {samples:?}");
+        // Never early; the median within 1 ms + 10% (a loaded machine can
+        // only add delay, to a sample or two).
+        assert_near("earliest round trip", samples[0], latency);
+        assert_near("median round trip", samples[3], latency);
     }
     let path = "/proxies/down/toxics/latency_downstream";
     let update = json!({"attributes": {"latency": 100, "jitter": 40}});
     assert_eq!(proxy.call("POST", path, Some(update)).0, 200);
     let mut stream = connect(down);
-    let samples: Vec<Duration> = (0..30).map(|_| round_trip(&mut stream, b"ping")).collect();
-    let (min, max) = (
-        *samples.iter().min().unwrap(),
-        *samples.iter().max().unwrap(),
-    );
-    eprintln!("latency 100 ms jitter 40 ms: {min:?} to {max:?}");
+    let mut samples: Vec<Duration> = (0..30).map(|_| round_trip(&mut stream, b"ping")).collect();
+    samples.sort();
+    let (min, max) = (samples[0], samples[29]);
     let slack = Duration::from_millis(1) + Duration::from_millis(100) / 10;
+    let within = samples
+        .iter()
+        .filter(|s| **s <= Duration::from_millis(140) + slack)
+        .count();
+    eprintln!(
+        "latency 100 ms jitter 40 ms: {min:?} to {max:?}, {within} of 30 within 140 ms + {slack:?}"
+    );
     assert!(
         min + slack >= Duration::from_millis(60),
         "{min:?} under 100 - 40 ms"
     );
     assert!(
-        max <= Duration::from_millis(140) + slack,
-        "{max:?} over 100 + 40 ms"
+        within >= 27,
+        "{} of 30 over 100 + 40 ms: {samples:?}",
+        30 - within
     );
     assert!(
-        max - min >= Duration::from_millis(20),
-        "no jitter: {min:?} to {max:?}"
+        samples[26] - samples[3] >= Duration::from_millis(20),
+        "no jitter: {samples:?}"
     );
 }
 

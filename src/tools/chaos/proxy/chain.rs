@@ -315,8 +315,11 @@ pub struct Pipe {
     pub charged: usize,
     /// The release time of the last segment queued.
     last_at: Option<Instant>,
-    /// An end is queued: nothing more is read or queued.
+    /// An end is queued: nothing more is queued (what is read is dropped,
+    /// as Toxiproxy's toxics drop it, until the end is carried out).
     pub ended: bool,
+    /// The source sent its FIN: nothing more is read.
+    pub eof: bool,
     /// Its `End::Half` was carried out: the destination's write side is shut.
     pub done: bool,
 }
@@ -330,6 +333,7 @@ impl Pipe {
             charged: 0,
             last_at: None,
             ended: false,
+            eof: false,
             done: false,
         };
         pipe.set_toxics(toxics, now, rng);
@@ -362,20 +366,21 @@ impl Pipe {
         }
     }
 
-    /// Runs what `active` does as it starts through the toxics after it
-    /// (they are the ones in `self.toxics` so far are before it).
+    /// Queues what `active` does as it starts (a timeout's close).
     fn started(&mut self, active: &Active, now: Instant, rng: &mut Rng) {
         if let Some(seg) = active.on_start(now) {
-            let from = self.toxics.len();
-            self.feed_from(from, vec![seg], now, rng);
+            self.feed_from(self.toxics.len(), vec![seg], now, rng);
         }
     }
 
     /// How many bytes one read may take now: what is left of `bound`,
     /// shrunk for the pieces the toxics will cut it into.
     pub fn room(&self, bound: usize) -> usize {
-        if self.ended {
+        if self.eof {
             return 0;
+        }
+        if self.ended {
+            return bound;
         }
         let left = bound.saturating_sub(self.charged);
         let piece = self.smallest_piece();
@@ -404,6 +409,7 @@ impl Pipe {
     /// A read of `buf` arrived at `now` (empty: the source's FIN).
     pub fn read(&mut self, buf: &[u8], now: Instant, rng: &mut Rng) {
         let seg = if buf.is_empty() {
+            self.eof = true;
             Seg::end(now, End::Half)
         } else {
             Seg::data(now, Arc::from(buf), 0, buf.len())
@@ -501,7 +507,7 @@ mod tests {
         pipe.read(&[1; 3], now, &mut rng);
         pipe.read(&[1; 3], now, &mut rng);
         assert!(pipe.ended);
-        assert_eq!(pipe.room(1 << 16), 0);
+        pipe.read(&[1; 3], now, &mut rng);
         let lens: Vec<_> = drain(&mut pipe).into_iter().map(|p| p.1).collect();
         assert_eq!(lens, vec![3, 2, 0]);
     }
