@@ -399,13 +399,16 @@ fn slicer_cuts_into_small_segments() {
         reads.push(n);
         back.extend_from_slice(&buf[..n]);
     }
-    eprintln!("slicer 8±2 bytes: reads of {reads:?}");
+    let took = start.elapsed();
+    eprintln!("slicer 8±2 bytes 100 ms apart: reads of {reads:?} in {took:?}");
     assert_eq!(back, payload);
-    assert!(
-        reads.iter().all(|&n| n <= 10),
-        "a read over 10 bytes: {reads:?}"
-    );
-    assert!(reads.len() >= 6, "only {} reads", reads.len());
+    // A reader held off the CPU for 100 ms sees two pieces in one read;
+    // that may happen once. Pieces over 10 bytes would show in most reads.
+    let small = reads.iter().filter(|&&n| n <= 10).count();
+    assert!(small + 1 >= reads.len(), "reads over 10 bytes: {reads:?}");
+    assert!(reads.len() >= 5, "only {} reads", reads.len());
+    // At least 6 pieces, 100 ms apart.
+    assert!(took >= Duration::from_millis(500), "{took:?}");
 }
 
 #[test]
