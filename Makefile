@@ -60,6 +60,10 @@ test: deps check-fmt lint
 test-uring: deps
 	scripts/test_uring.sh
 
+# Toxiproxy's Python client (PyPI's toxiproxy-python), in a venv of its
+# own, drives `holdfast chaos proxy` in tests/it/chaos_proxy.rs.
+PYCLIENT := target/pyclient
+
 # The resp integration tests drive the server with redis-cli; the front-door
 # tests put a real HAProxy in front of it and drop packets with nft (in a
 # network namespace they make with unshare and ip; they need root).
@@ -70,6 +74,8 @@ deps:
 	command -v systemd-socket-activate >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y systemd)
 	command -v nft >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nftables)
 	command -v ip >/dev/null && command -v ss >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y iproute2)
+	test -x $(PYCLIENT)/bin/python && $(PYCLIENT)/bin/python -c 'import toxiproxy' 2>/dev/null || \
+		(python3 -m venv $(PYCLIENT) && $(PYCLIENT)/bin/pip install -q toxiproxy-python==0.1.1)
 
 check-fmt:
 	$(CARGO) fmt --all -- --check

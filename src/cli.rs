@@ -27,6 +27,8 @@ pub enum Command {
     Bench(BenchOptions),
     /// `holdfast chaos scan`: look for the classic mistakes in a server.
     ChaosScan(ScanOptions),
+    /// `holdfast chaos proxy`: a fault-injecting proxy with Toxiproxy's API.
+    ChaosProxy(config::ChaosProxySettings),
 }
 
 /// Parses `args` (including the program name). `Err` carries the exit code
@@ -58,6 +60,9 @@ where
         Some(("chaos", chaos)) => match chaos.subcommand() {
             Some(("scan", flags)) => ScanOptions::from_arg_matches(flags)
                 .map(Command::ChaosScan)
+                .map_err(|e| (2, e.to_string())),
+            Some(("proxy", flags)) => config::ChaosProxySettings::from_arg_matches(flags)
+                .map(Command::ChaosProxy)
                 .map_err(|e| (2, e.to_string())),
             _ => Err((2, MISSING_CHAOS.into())),
         },
@@ -96,13 +101,27 @@ fn settings(mode: Mode, flags: &ArgMatches) -> Result<Config, ConfigError> {
 
 const MISSING_COMMAND: &str = "missing command: try `holdfast serve`, `holdfast proxy`, `holdfast bench`, `holdfast chaos scan` or `holdfast --help`";
 
-const MISSING_CHAOS: &str = "missing chaos command: try `holdfast chaos scan ADDR`";
+const MISSING_CHAOS: &str =
+    "missing chaos command: try `holdfast chaos scan ADDR` or `holdfast chaos proxy`";
 
 const CHAOS_ABOUT: &str = "Test another server for the classic mistakes of TCP services";
 
 const SCAN_ABOUT: &str = "Run one bounded check per classic mistake (leaks, idle and slow \
      peers, bad input, buffers, split and partial I/O, fd exhaustion, shutdown) against ADDR; \
      exits 1 if a check fails";
+
+const CHAOS_PROXY_ABOUT: &str = "A fault-injecting TCP proxy (latency, bandwidth, slicing, stalls, \
+     resets, slow close, refusal) driven through Toxiproxy's HTTP API";
+
+const CHAOS_PROXY_AFTER_HELP: &str = "\
+Examples:
+  holdfast chaos proxy --api 127.0.0.1:8474
+  curl -s -XPOST 127.0.0.1:8474/proxies \\
+    -d '{\"name\":\"redis\",\"listen\":\"127.0.0.1:26379\",\"upstream\":\"127.0.0.1:6379\"}'
+  curl -s -XPOST 127.0.0.1:8474/proxies/redis/toxics \\
+    -d '{\"type\":\"latency\",\"attributes\":{\"latency\":100,\"jitter\":10}}'
+
+Any Toxiproxy client library works against --api.";
 
 const ABOUT: &str =
     "holdfast — a TCP server engine that holds many connections and does not fall over";
@@ -141,9 +160,14 @@ fn cli() -> clap::Command {
                 .after_help(BENCH_AFTER_HELP),
         )
         .subcommand(
-            clap::Command::new("chaos").about(CHAOS_ABOUT).subcommand(
-                ScanOptions::augment_args(clap::Command::new("scan")).about(SCAN_ABOUT),
-            ),
+            clap::Command::new("chaos")
+                .about(CHAOS_ABOUT)
+                .subcommand(ScanOptions::augment_args(clap::Command::new("scan")).about(SCAN_ABOUT))
+                .subcommand(
+                    config::ChaosProxySettings::augment_args(clap::Command::new("proxy"))
+                        .about(CHAOS_PROXY_ABOUT)
+                        .after_help(CHAOS_PROXY_AFTER_HELP),
+                ),
         )
 }
 
@@ -445,8 +469,11 @@ mod tests {
         parse(args.copied()).map(|command| match command {
             Command::Serve(config) => config,
             Command::Check(_) => panic!("parsed as check"),
-            Command::Bench(_) | Command::Proxy(_) | Command::ChaosScan(_) => {
-                panic!("parsed as bench, proxy or chaos scan")
+            Command::Bench(_)
+            | Command::Proxy(_)
+            | Command::ChaosScan(_)
+            | Command::ChaosProxy(_) => {
+                panic!("parsed as bench, proxy or chaos")
             }
         })
     }
@@ -601,7 +628,11 @@ mod tests {
         let args = ["holdfast", "bench"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
             Command::Bench(options) => options,
-            Command::Serve(_) | Command::Check(_) | Command::Proxy(_) | Command::ChaosScan(_) => {
+            Command::Serve(_)
+            | Command::Check(_)
+            | Command::Proxy(_)
+            | Command::ChaosScan(_)
+            | Command::ChaosProxy(_) => {
                 panic!("parsed as serve")
             }
         })

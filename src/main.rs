@@ -28,6 +28,16 @@ fn main() -> ExitCode {
     match command {
         Command::Bench(options) => bench(&options),
         Command::ChaosScan(options) => chaos_scan(&options),
+        Command::ChaosProxy(settings) => {
+            init_logging(log::LevelFilter::Info);
+            match holdfast::tools::chaos::proxy::run(&settings) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("holdfast: chaos proxy: {error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Check(config) => check(&config),
         Command::Proxy(config) => {
             init_logging(config.log_level);

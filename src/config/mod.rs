@@ -31,7 +31,7 @@ pub use front::PROXY_BUFFER_MIN;
 pub use load::{Mode, args, flag_error, load};
 pub use net::{Cidr, Keepalive, ProxyProtocol, TRUSTED_MAX, TcpKeepalive, Trusted};
 pub use relations::{RESP_BUFFER_MIN, RESP_MAX_FRAME_MIN, UPSTREAMS_MAX};
-pub use settings::{BackoffSettings, BreakerSettings, Config};
+pub use settings::{BackoffSettings, BreakerSettings, ChaosProxySettings, Config};
 pub use units::{format_duration, format_size, parse_duration, parse_size};
 
 impl Default for Config {

@@ -423,3 +423,29 @@ pub struct BackoffSettings {
           help_heading = UPSTREAMS, value_parser = Jitter::parse)]
     pub jitter: Jitter,
 }
+
+/// `--help` heading of `holdfast chaos proxy`'s limits.
+pub const CHAOS_PROXY: &str = "Chaos proxy limits";
+
+/// The settings of `holdfast chaos proxy` (src/tools/chaos/proxy): where
+/// its Toxiproxy-compatible API listens and what bounds its relay.
+#[derive(Clone, Debug, PartialEq, Eq, Args)]
+pub struct ChaosProxySettings {
+    /// Where the Toxiproxy-compatible HTTP API (and /metrics) listens
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8474",
+          value_parser = choices::address)]
+    pub api: SocketAddr,
+    /// A JSON file of proxies to create at start (the body of POST /populate)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Client connections through all proxies at once (each also holds an
+    /// upstream connection: two fds); past it a new one is accepted and closed
+    #[arg(long, value_name = "N", default_value = "10000", help_heading = CHAOS_PROXY,
+          bounds = count(1, 1_000_000))]
+    pub max_conns: usize,
+    /// Bytes one direction of one connection may hold while its toxics delay
+    /// them; past it that side is not read from (TCP pushes back on the sender)
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", help_heading = CHAOS_PROXY,
+          bounds = size(1024, 64 << 20))]
+    pub buffer: usize,
+}

@@ -580,6 +580,46 @@ fn readme_limits_table_matches_the_declarations() {
     }
 }
 
+/// The `chaos proxy` rows of the limits table say what
+/// `ChaosProxySettings` declares, and every bounded setting of it has one.
+#[test]
+fn readme_limits_table_matches_the_chaos_proxy_declarations() {
+    use clap::Args;
+    let readme = include_str!("../../README.md");
+    let command = ChaosProxySettings::augment_args(clap::Command::new("proxy"));
+    let declared: Vec<_> = command.get_arguments().cloned().collect();
+    let mut seen = Vec::new();
+    for row in limits_table(readme) {
+        let Some(name) = row[0]
+            .strip_prefix("`chaos proxy --")
+            .and_then(|rest| rest.split('`').next())
+        else {
+            continue;
+        };
+        let arg = declared.iter().find(|arg| arg.get_long() == Some(name));
+        let arg = arg.unwrap_or_else(|| panic!("README row `chaos proxy --{name}` is no setting"));
+        let default = arg.get_default_values()[0].to_string_lossy().to_string();
+        assert!(
+            row[1].starts_with(&default),
+            "--{name}: README default `{}`",
+            row[1]
+        );
+        assert_eq!(
+            Some(row[2].clone()),
+            range_of(arg),
+            "--{name}: README range"
+        );
+        seen.push(name.to_string());
+    }
+    for arg in declared.iter().filter(|arg| range_of(arg).is_some()) {
+        let name = arg.get_long().unwrap();
+        assert!(
+            seen.iter().any(|s| s == name),
+            "chaos proxy --{name} has no README row"
+        );
+    }
+}
+
 /// A ratio is a TOML float; the file took only strings, integers and
 /// booleans, so `breaker-failure-ratio = 0.25` was refused.
 #[test]

@@ -10,6 +10,7 @@ mod bad_input;
 mod bench_cli;
 mod bench_pubsub;
 mod chaos;
+mod chaos_proxy;
 mod cli;
 mod cluster;
 mod fd_exhaustion;

@@ -20,6 +20,7 @@ pub mod partial;
 pub mod probe;
 pub mod procfs;
 pub mod protocol;
+pub mod proxy;
 pub mod report;
 pub mod shutdown;
 pub mod slow_peer;
