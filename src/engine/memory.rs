@@ -289,15 +289,40 @@ pub fn memory_limit() -> Option<(u64, &'static str)> {
         .or_else(|| machine_memory().map(|bytes| (bytes, "the machine's memory")))
 }
 
-/// The cgroup v2 `memory.max` of this process's cgroup; `None` for "max"
-/// or without one.
+/// Where the cgroup file systems are mounted; `HOLDFAST_CGROUP_ROOT`
+/// stands for it in tests (a directory with a `memory.max` in it).
+fn cgroup_root() -> String {
+    std::env::var("HOLDFAST_CGROUP_ROOT").unwrap_or_else(|_| "/sys/fs/cgroup".to_string())
+}
+
+/// The memory limit of this process's cgroup: v2's `memory.max` (under
+/// the path of the "0::" line of /proc/self/cgroup), else v1's
+/// `memory.limit_in_bytes` (under the memory controller's path); `None`
+/// for "max", v1's huge "no limit", or without either.
 pub fn cgroup_limit() -> Option<u64> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    // cgroup v2: the one line "0::/path".
-    let path = cgroups.lines().find_map(|line| line.strip_prefix("0::"))?;
-    let file = format!("/sys/fs/cgroup{}/memory.max", path.trim_end_matches('/'));
-    let text = std::fs::read_to_string(file).ok()?;
-    text.trim().parse::<u64>().ok()
+    let root = cgroup_root();
+    let read = |file: String| {
+        let text = std::fs::read_to_string(file).ok()?;
+        text.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&bytes| bytes < 1 << 60)
+    };
+    let v2 = cgroups.lines().find_map(|line| line.strip_prefix("0::"));
+    let v1 = cgroups.lines().find_map(|line| {
+        let (_, rest) = line.split_once(':')?;
+        let (controllers, path) = rest.split_once(':')?;
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    });
+    let v2 = v2.and_then(|path| read(format!("{root}{}/memory.max", path.trim_end_matches('/'))));
+    v2.or_else(|| {
+        let path = v1?.trim_end_matches('/');
+        read(format!("{root}/memory{path}/memory.limit_in_bytes"))
+    })
 }
 
 /// MemTotal from /proc/meminfo.

@@ -429,11 +429,12 @@ fn push_limits(config: &Config) -> PushLimits {
 /// limit a warning, or with `--strict-memory` the refusal to start.
 fn memory_plan(config: &Config, backend: Backend) -> Result<Plan, ServerError> {
     let plan = Plan::new(config, backend == Backend::Uring);
+    let excess = plan.excess();
+    if let Some(excess) = excess.clone().filter(|_| config.strict_memory) {
+        return Err(ServerError::Memory(excess));
+    }
     log::info!("{}", plan.line());
-    if let Some(excess) = plan.excess() {
-        if config.strict_memory {
-            return Err(ServerError::Memory(excess));
-        }
+    if let Some(excess) = excess {
         log::warn!("{excess}");
     }
     Ok(plan)

@@ -284,9 +284,10 @@ pub struct UringIo {
     /// Connections whose receive ended for lack of buffers, oldest first.
     starved: VecDeque<Token>,
     /// Buffers held for client connections with no unit of
-    /// `--max-buffer-memory` (no ring to copy into yet): at most half of
-    /// them, so that the connections that hold units always have buffers
-    /// to receive into (and can finish, giving their units back).
+    /// `--max-buffer-memory` (no ring to copy into yet): at most three
+    /// quarters of them, so that the connections that hold units always
+    /// find buffers to receive into (every other buffer comes back within
+    /// the turn that filled it) and can finish, giving their units back.
     kept: usize,
     /// Enters so far (see [`Receiving::pushed`]).
     enters: u64,
@@ -715,16 +716,18 @@ impl UringIo {
     ///
     /// A client connection without a unit of `--max-buffer-memory` and no
     /// input ring may take no ring: its buffer stays until it has one
-    /// (the core asks for it before it reads), unless half the buffers are
-    /// kept so already: then the ring is taken anyway and the core counts
-    /// it past the budget.
+    /// (the core asks for it before it reads), unless three quarters of
+    /// the buffers are kept so already: then the ring is taken anyway and
+    /// the core counts it past the budget.
     pub fn absorb(&mut self, token: Token, link: &mut Link, pool: &mut Pool) {
         let slot = &mut self.slots[token.index()];
         if slot.held.is_none() {
             return;
         }
         let unfunded = !link.unit && link.input.is_none() && !token.is_upstream();
-        if unfunded && (slot.kept || self.kept < self.ring.bufs.count() / 2) {
+        let count = self.ring.bufs.count();
+        // Never all of them (one buffer of one leaves none to the others).
+        if unfunded && (slot.kept || self.kept + 1 < count - count / 4) {
             self.kept += usize::from(!std::mem::replace(&mut slot.kept, true));
             return;
         }
