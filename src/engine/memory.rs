@@ -170,17 +170,23 @@ pub struct Allowance {
     used: usize,
     /// Units of `held` taken past the budget, given back first.
     forced: usize,
+    /// Spare units kept besides the two chunks (for `--pool-prealloc`'s
+    /// rings), given back only to a starving shard.
+    floor: usize,
 }
 
 impl Allowance {
-    /// Shard `shard`'s share of `budget` (nothing yet).
-    pub fn new(budget: Arc<Budget>, shard: usize) -> Allowance {
+    /// Shard `shard`'s share of `budget`, holding the units for `rings`
+    /// idle rings if the budget has them.
+    pub fn new(budget: Arc<Budget>, shard: usize, rings: usize) -> Allowance {
+        let floor = budget.take(rings.div_ceil(2));
         Allowance {
             budget,
             shard,
-            held: 0,
+            held: floor,
             used: 0,
             forced: 0,
+            floor,
         }
     }
 
@@ -216,15 +222,23 @@ impl Allowance {
         self.budget.mark(self.shard, false);
     }
 
-    /// A unit whatever is left: a connection that already holds rings it
-    /// could not wait for (bytes a receive brought in, a push).
-    pub fn force(&mut self) {
+    /// A unit whatever is left, for a connection that already holds rings
+    /// it could not wait for (bytes a receive brought in, a push, an
+    /// upstream link): from the budget if it has one, else past it. True
+    /// if past it (an overdraw, given back first).
+    pub fn force(&mut self) -> bool {
+        let mut past = false;
+        if self.used == self.held {
+            self.held += self.budget.take(self.budget.chunk);
+        }
         if self.used == self.held {
             self.budget.force(1);
             self.held += 1;
             self.forced += 1;
+            past = true;
         }
         self.used += 1;
+        past
     }
 
     /// A connection gave its unit back (it holds no ring any more). What
@@ -236,7 +250,7 @@ impl Allowance {
             // An overdraw goes back as soon as it is not used.
             self.forced -= 1;
             self.give_back(1);
-        } else if self.held - self.used > 2 * self.budget.chunk {
+        } else if self.held - self.used > 2 * self.budget.chunk + self.floor {
             self.give_back(self.budget.chunk);
         }
     }
@@ -437,8 +451,8 @@ mod tests {
         // 10 units of two 1 KiB rings, two shards: chunks of 1.
         let budget = budget(10, 2);
         let (mut a, mut b) = (
-            Allowance::new(budget.clone(), 0),
-            Allowance::new(budget.clone(), 1),
+            Allowance::new(budget.clone(), 0, 0),
+            Allowance::new(budget.clone(), 1, 0),
         );
         let got_a = (0..8).filter(|_| a.reserve()).count();
         let got_b = (0..8).filter(|_| b.reserve()).count();
@@ -463,7 +477,7 @@ mod tests {
     #[test]
     fn a_busy_idle_cycle_costs_no_shared_count() {
         let budget = Arc::new(Budget::new(64 << 20, 64 << 10, 1, Arc::default()));
-        let mut allowance = Allowance::new(budget.clone(), 0);
+        let mut allowance = Allowance::new(budget.clone(), 0, 0);
         assert!(allowance.reserve());
         let taken = budget.taken.load(Ordering::Relaxed);
         for _ in 0..1000 {
@@ -480,11 +494,26 @@ mod tests {
     }
 
     #[test]
+    fn the_preallocated_rings_units_stay_until_another_shard_starves() {
+        let budget = budget(10, 2);
+        let mut a = Allowance::new(budget.clone(), 0, 5);
+        assert_eq!(a.rings(), 6);
+        assert!(a.reserve());
+        a.release();
+        assert_eq!(a.rings(), 6, "kept past the two chunks");
+        let mut b = Allowance::new(budget.clone(), 1, 0);
+        assert_eq!((0..8).filter(|_| b.reserve()).count(), 7);
+        a.share();
+        assert_eq!(a.rings(), 0);
+        assert!(b.reserve());
+    }
+
+    #[test]
     fn a_forced_unit_overdraws_and_comes_back() {
         let budget = budget(1, 1);
-        let mut allowance = Allowance::new(budget.clone(), 0);
-        assert!(allowance.reserve());
-        allowance.force();
+        let mut allowance = Allowance::new(budget.clone(), 0, 0);
+        assert!(!allowance.force(), "a unit the budget has is no overdraw");
+        assert!(allowance.force());
         assert_eq!(budget.taken_bytes(), 2 * 2048);
         allowance.release();
         allowance.release();

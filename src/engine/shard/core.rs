@@ -237,7 +237,7 @@ impl Core {
             tick_at: Some(0),
             push: Push::new(hub, shard, config),
             door: Door::new(config, shared.per_ip.clone(), None).map(Box::new),
-            memory: Memory::new(shared.budget.clone(), shard),
+            memory: Memory::new(shared.budget.clone(), shard, config.pool_prealloc),
         })
     }
 

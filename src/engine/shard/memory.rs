@@ -27,10 +27,10 @@ pub(super) struct Memory {
 }
 
 impl Memory {
-    /// Shard `shard`'s side of `budget`.
-    pub(super) fn new(budget: Arc<Budget>, shard: usize) -> Memory {
+    /// Shard `shard`'s side of `budget`, with `prealloc` rings allocated.
+    pub(super) fn new(budget: Arc<Budget>, shard: usize, prealloc: usize) -> Memory {
         Memory {
-            allowance: Allowance::new(budget, shard),
+            allowance: Allowance::new(budget, shard, prealloc),
             waiters: VecDeque::new(),
         }
     }
@@ -95,8 +95,9 @@ impl Core {
 
     /// A unit whatever the budget has left, for rings already held.
     fn mem_force(&mut self) {
-        self.memory.allowance.force();
-        self.metrics.memory_overdraws.inc();
+        if self.memory.allowance.force() {
+            self.metrics.memory_overdraws.inc();
+        }
         self.pool.set_cap(self.memory.allowance.rings());
     }
 
