@@ -474,6 +474,44 @@ mod tests {
         assert!(!budget.anyone_starving());
     }
 
+    /// Whether `waker` was woken since last asked (its eventfd's count,
+    /// read without blocking).
+    fn woken(waker: &Waker) -> bool {
+        let fd = waker.fd();
+        let flags = nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
+        let mut count = [0u8; 8];
+        nix::unistd::read(fd, &mut count).is_ok()
+    }
+
+    #[test]
+    fn a_starving_shard_wakes_the_others_and_is_woken_by_what_they_give_back() {
+        let budget = budget(2, 2);
+        let wakers: Vec<Waker> = (0..2)
+            .map(|_| Arc::new(crate::engine::driver::EventWaker::new().unwrap()))
+            .collect();
+        budget.set_wakers(wakers.clone());
+        let (mut a, mut b) = (
+            Allowance::new(budget.clone(), 0, 0),
+            Allowance::new(budget.clone(), 1, 0),
+        );
+        assert!(a.reserve() && a.reserve());
+        assert!(!woken(&wakers[0]) && !woken(&wakers[1]));
+        // b finds the budget empty: a is woken to give back what it can.
+        assert!(!b.reserve());
+        assert!(woken(&wakers[0]) && !woken(&wakers[1]));
+        // a's connection is done; at a's next turn its spare unit goes
+        // back, and b is woken for it.
+        a.release();
+        a.share();
+        assert!(woken(&wakers[1]));
+        assert!(b.has_room() && b.reserve());
+        b.fed();
+        a.release();
+        a.share();
+        assert!(!woken(&wakers[1]), "no one starves: no wake");
+    }
+
     #[test]
     fn a_busy_idle_cycle_costs_no_shared_count() {
         let budget = Arc::new(Budget::new(64 << 20, 64 << 10, 1, Arc::default()));
