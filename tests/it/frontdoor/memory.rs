@@ -8,8 +8,9 @@
 use crate::util;
 
 use std::io::{Read, Write};
+use std::sync::{Arc, Barrier};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::REJECTED;
 use util::{Server, run_command_to_exit};
@@ -27,8 +28,8 @@ const BUDGET: u64 = 2 << 20;
 /// Resident memory the server grows by besides the rings: allocator slack,
 /// the connection table, the metrics, a scrape.
 const OVERHEAD: u64 = 3 << 20;
-/// How long the clients hold their frames half sent.
-const HOLD: Duration = Duration::from_millis(1500);
+/// How long the frames begun may take to reach the server.
+const HOLD: Duration = Duration::from_secs(10);
 
 /// The driver's settings, and the memory the driver has besides (io_uring's
 /// provided buffers, touched as receives fill them).
@@ -41,9 +42,10 @@ fn driver_args() -> (Vec<&'static str>, u64) {
     }
 }
 
-/// One client: sends all but the end of a frame, holds until `rest_at`,
-/// sends the rest and says whether the echo came back whole.
-fn client(server: &Server, index: usize, rest_at: Instant) -> thread::JoinHandle<bool> {
+/// One client: sends all but the end of a frame, holds until `go` (every
+/// client has sent as much), sends the rest and says whether the echo came
+/// back whole.
+fn client(server: &Server, index: usize, go: Arc<Barrier>) -> thread::JoinHandle<bool> {
     let mut stream = server.connect();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -52,13 +54,22 @@ fn client(server: &Server, index: usize, rest_at: Instant) -> thread::JoinHandle
     let wire = util::frame(&payload);
     stream.write_all(&wire[..FIRST]).unwrap();
     thread::spawn(move || {
-        thread::sleep(rest_at.saturating_duration_since(Instant::now()));
+        go.wait();
         if stream.write_all(&wire[FIRST..]).is_err() {
             return false;
         }
         let mut echoed = vec![0u8; wire.len()];
         stream.read_exact(&mut echoed).is_ok() && echoed == wire
     })
+}
+
+/// Whether every client's frame begun is in the server: read into a ring,
+/// or its connection waiting for buffer memory.
+fn all_in(server: &Server) -> bool {
+    let scrape = server.scrape();
+    let read = util::metric(&scrape, "holdfast_bytes_read_total", &[]) as usize;
+    let waiting = util::metric(&scrape, "holdfast_buffer_memory_waiting", &[]) as usize;
+    read / FIRST + waiting >= CLIENTS
 }
 
 /// Runs the load against a server started with `budget`: returns it, how
@@ -78,10 +89,13 @@ fn busy_clients(budget: &str) -> (Server, u64, usize) {
     ]);
     let server = Server::start(&args);
     let baseline = server.rss_bytes();
-    let rest_at = Instant::now() + HOLD;
+    let go = Arc::new(Barrier::new(CLIENTS + 1));
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|index| client(&server, index, rest_at))
+        .map(|index| client(&server, index, go.clone()))
         .collect();
+    let held = util::wait_until(HOLD, || all_in(&server));
+    assert!(held, "the frames begun did not all reach the server");
+    go.wait();
     let answered = clients
         .into_iter()
         .map(|client| client.join().unwrap())
