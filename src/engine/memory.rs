@@ -410,9 +410,9 @@ impl Plan {
     /// The start-up line.
     pub fn line(&self) -> String {
         format!(
-            "buffer memory budget {} ({}); worst case of the settings {} (rings {} of \
-             --max-conns busy at once {}, and {} beyond the budget: upstream links, io_uring \
-             buffers); cgroup memory limit {}",
+            "buffer memory budget {} ({}); worst case of the settings {}: rings {} (the budget, \
+             or --max-conns × two rings if less: {}) and {} beyond the budget (upstream links, \
+             io_uring buffers); cgroup memory limit {}",
             format_size(self.budget),
             self.source,
             format_size(self.worst()),
@@ -472,6 +472,42 @@ mod tests {
         assert_eq!((0..8).filter(|_| b.reserve()).count(), 2);
         b.fed();
         assert!(!budget.anyone_starving());
+    }
+
+    #[test]
+    fn the_worst_case_is_the_budget_or_every_client_busy_plus_what_never_waits() {
+        let config = Config {
+            max_conns: 1000,
+            threads: 2,
+            buffer: 64 << 10,
+            max_buffer_memory: 32 << 20,
+            upstreams: vec!["127.0.0.1:1".into()],
+            upstream_conns: 4,
+            uring_buffers: 256,
+            uring_buffer_size: 4096,
+            ..Config::default()
+        };
+        let plan = Plan::new(&config, false);
+        assert_eq!((plan.budget, plan.clients), (32 << 20, 1000 * (128 << 10)));
+        // Two shards × one upstream × four links × two rings.
+        assert_eq!(plan.beyond, 16 * (64 << 10));
+        assert_eq!(plan.worst(), (32 << 20) + (1 << 20));
+        assert_eq!(Plan::new(&config, true).beyond, (1 << 20) + 2 * 256 * 4096);
+        let few = Config {
+            max_conns: 10,
+            ..config
+        };
+        assert_eq!(Plan::new(&few, false).worst(), 10 * (128 << 10) + (1 << 20));
+        let plan = Plan {
+            cgroup: Some(16 << 20),
+            ..Plan::new(&few, false)
+        };
+        assert_eq!(plan.excess(), None);
+        let plan = Plan {
+            cgroup: Some(2 << 20),
+            ..plan
+        };
+        assert!(plan.excess().is_some_and(|why| why.contains("2MiB")));
     }
 
     /// Whether `waker` was woken since last asked (its eventfd's count,
