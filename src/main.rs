@@ -168,7 +168,12 @@ fn proxy(mut config: Config) -> ExitCode {
 fn run(server: Server) -> ExitCode {
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
-        // Every start-up failure (bind, fd limit, setup) exits 1.
+        // --strict-memory's refusal is a setting's: exit 2, as a bad flag.
+        Err(error @ holdfast::engine::server::ServerError::Memory(_)) => {
+            log::error!("{error}");
+            ExitCode::from(2)
+        }
+        // Every other start-up failure (bind, fd limit, setup) exits 1.
         Err(error) => {
             log::error!("{error}");
             ExitCode::from(1)

@@ -142,6 +142,16 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "64", help_heading = LIMITS,
           bounds = count(0, 1_000_000))]
     pub pool_free_max: usize,
+    /// Bytes all rings together may hold (pooled idle ones too); a connection that needs a
+    /// ring past it waits, not read from. 0 = half the cgroup's memory.max, or of the
+    /// machine's memory
+    #[arg(long, value_name = "SIZE", default_value = "0", help_heading = LIMITS,
+          bounds = size(0, TIB).note(" (0 derives it from the cgroup's or the machine's memory)"))]
+    pub max_buffer_memory: usize,
+    /// Refuse to start when the worst-case memory of the settings, within
+    /// --max-buffer-memory, exceeds the cgroup's memory limit (else a warning)
+    #[arg(long, help_heading = LIMITS)]
+    pub strict_memory: bool,
     /// Rings a shard allocates at start, at most --pool-free-max
     #[arg(long, value_name = "N", default_value = "0", help_heading = LIMITS,
           bounds = count(0, 1_000_000))]
@@ -265,6 +275,11 @@ pub struct Config {
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
           bounds = count(0, 10_000_000).note(" (0 means off)"))]
     pub shed_fds_left: usize,
+    /// Shed new connections while the rings hold more than this percentage of
+    /// --max-buffer-memory; resume at half. 0 = off
+    #[arg(long, value_name = "PERCENT", default_value = "0", help_heading = FRONT,
+          bounds = count32(0, 100).note(" (0 means off)"))]
+    pub shed_buffer_memory: u32,
     /// Bytes of keys + values (plus 80 per entry) the store holds, 0 = unlimited;
     /// past it writes get -OOM
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = STORE,

@@ -13,6 +13,8 @@
 //! - [`front`]: the front door: PROXY protocol headers, per-address
 //!   limits and rates, socket options against dead peers.
 //! - [`buffer`]: fixed-capacity byte rings and their per-shard pool.
+//! - `memory`: `--max-buffer-memory`, the rings' process-wide budget, in
+//!   units of two rings taken by shards in chunks.
 //! - [`codec`]: frames out of the input ring, framing into the output ring;
 //!   RESP replies read from upstreams.
 //! - [`service`]: the application interface.
@@ -37,6 +39,7 @@ pub mod codec;
 pub(crate) mod conn;
 pub(crate) mod driver;
 pub mod front;
+pub(crate) mod memory;
 pub mod metrics;
 pub mod push;
 pub mod server;

@@ -13,6 +13,7 @@ use crate::config::{Backend, Config};
 use crate::engine::admin;
 use crate::engine::driver::{EventWaker, inherit};
 use crate::engine::front::{AddrTable, PerIp};
+use crate::engine::memory::{Budget, Plan};
 use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::push::hub::PushLimits;
 use crate::engine::push::{Hub, Pusher};
@@ -59,6 +60,9 @@ pub enum ServerError {
         /// The OS error.
         source: io::Error,
     },
+    /// `--strict-memory`: the worst case of the settings exceeds the
+    /// cgroup's memory limit (exit code 2, as for a bad flag).
+    Memory(String),
     /// [`Server::start`] was called before [`Server::service`] (a bug in
     /// the program embedding the engine).
     NoService,
@@ -78,6 +82,7 @@ impl fmt::Display for ServerError {
             ),
             ServerError::Setup { what, source } => write!(f, "{what}: {source}"),
             ServerError::Backend(why) => write!(f, "--backend uring: {why}"),
+            ServerError::Memory(why) => write!(f, "{why}"),
         }
     }
 }
@@ -86,7 +91,10 @@ impl std::error::Error for ServerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ServerError::Bind { source, .. } | ServerError::Setup { source, .. } => Some(source),
-            ServerError::FdLimit { .. } | ServerError::Backend(_) | ServerError::NoService => None,
+            ServerError::FdLimit { .. }
+            | ServerError::Backend(_)
+            | ServerError::Memory(_)
+            | ServerError::NoService => None,
         }
     }
 }
@@ -200,6 +208,7 @@ impl Server {
         if let Some(warning) = fallback {
             log::warn!("{warning}");
         }
+        let plan = memory_plan(&config, backend)?;
         let mut taken = take_over(&config)?;
         let mut from_systemd = false;
         let (listeners, local_addr) = match taken.as_mut() {
@@ -221,13 +230,6 @@ impl Server {
         registry.generation.store(generation, Ordering::Relaxed);
         let registry = Arc::new(registry);
         let offer = make_offer(&config, &listeners, generation, &registry)?;
-        let shared = Shared {
-            open_total: Arc::new(AtomicUsize::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
-            listeners_kept: Arc::new(AtomicBool::new(from_systemd)),
-            per_ip: per_ip_table(&config, &registry),
-            fd_room: fd_room(&config),
-        };
         let wakers = (0..config.threads)
             .map(|_| EventWaker::new().map(Arc::new))
             .collect::<io::Result<Vec<Waker>>>()
@@ -235,6 +237,14 @@ impl Server {
                 what: "creating a shard's eventfd",
                 source,
             })?;
+        let shared = Shared {
+            open_total: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            listeners_kept: Arc::new(AtomicBool::new(from_systemd)),
+            per_ip: per_ip_table(&config, &registry),
+            fd_room: fd_room(&config),
+            budget: budget(&config, &plan, &registry, &wakers),
+        };
         let hub = Arc::new(Hub::new(&wakers, &metrics, push_limits(&config)));
         let pusher = Pusher::new(hub.clone());
         let setup = ShardSetup {
@@ -413,6 +423,33 @@ fn push_limits(config: &Config) -> PushLimits {
         message_max: config.buffer - config.protocol.overhead(),
         slots: config.max_conns,
     }
+}
+
+/// The memory plan of `config` on `backend`, stated; past the cgroup's
+/// limit a warning, or with `--strict-memory` the refusal to start.
+fn memory_plan(config: &Config, backend: Backend) -> Result<Plan, ServerError> {
+    let plan = Plan::new(config, backend == Backend::Uring);
+    let excess = plan.excess();
+    if let Some(excess) = excess.clone().filter(|_| config.strict_memory) {
+        return Err(ServerError::Memory(excess));
+    }
+    log::info!("{}", plan.line());
+    if let Some(excess) = excess {
+        log::warn!("{excess}");
+    }
+    Ok(plan)
+}
+
+/// The process's `--max-buffer-memory`, shared by the shards, publishing
+/// into `registry` and waking starving shards through `wakers`.
+fn budget(config: &Config, plan: &Plan, registry: &Registry, wakers: &[Waker]) -> Arc<Budget> {
+    let gauge = registry.buffer_memory.clone();
+    let budget = Budget::new(plan.budget, config.buffer, config.threads, gauge);
+    registry
+        .buffer_memory_limit
+        .store(budget.bytes() as u64, Ordering::Relaxed);
+    budget.set_wakers(wakers.to_vec());
+    Arc::new(budget)
 }
 
 /// The per-address limits' table, if `config` sets any: at most

@@ -21,6 +21,10 @@ pub struct Pool {
     /// one (and never more rings than were busy at once).
     free: Vec<Ring>,
     free_max: usize,
+    /// The most rings kept allocated (handed out and idle together): the
+    /// shard's share of `--max-buffer-memory` (`engine/memory.rs`). A ring
+    /// returned past it is freed at once.
+    cap: usize,
     /// Rings handed out by `take` and not yet returned by `give`.
     live: usize,
     /// The fewest idle rings since `window_at`: the rings above it sat
@@ -55,6 +59,7 @@ impl Pool {
             ring_capacity,
             free,
             free_max,
+            cap: usize::MAX,
             live: 0,
             low: prealloc,
             window_at: 0,
@@ -80,8 +85,19 @@ impl Pool {
         );
         assert!(self.live > 0, "pool got back more rings than it gave out");
         self.live -= 1;
+        if self.live + self.free.len() >= self.cap {
+            return;
+        }
         ring.clear();
         self.free.push(ring);
+    }
+    /// Keeps at most `rings` allocated from now on, freeing idle ones past
+    /// it now.
+    pub fn set_cap(&mut self, rings: usize) {
+        self.cap = rings;
+        let keep = rings.saturating_sub(self.live).min(self.free.len());
+        self.free.truncate(keep);
+        self.low = self.low.min(keep);
     }
     /// Frees the idle rings past `free_max` that no take needed for a
     /// whole [`SURPLUS_KEEP_MS`] (`now` in milliseconds; once per loop
@@ -190,6 +206,18 @@ mod tests {
         assert_eq!(pool.free_len(), 1);
         pool.trim(2 * SURPLUS_KEEP_MS);
         assert_eq!((pool.live(), pool.free_len()), (0, 0));
+    }
+
+    #[test]
+    fn past_its_cap_a_returned_ring_is_freed() {
+        let mut pool = Pool::new(16, 8, 4);
+        pool.set_cap(3);
+        assert_eq!(pool.free_len(), 3, "idle rings past the cap go at once");
+        let rings: Vec<Ring> = (0..5).map(|_| pool.take()).collect();
+        for ring in rings {
+            pool.give(ring);
+        }
+        assert_eq!((pool.live(), pool.free_len()), (0, 3));
     }
 
     #[test]

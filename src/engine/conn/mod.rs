@@ -126,6 +126,9 @@ pub struct Conn {
     /// Over `--request-rate`: nothing is read or served until its frame
     /// tokens return (the front door wakes it).
     pub throttled: bool,
+    /// Waits for a unit of `--max-buffer-memory` (it holds no ring):
+    /// nothing is read until the shard wakes it (`shard/memory.rs`).
+    pub mem_wait: bool,
     /// Last time a byte was read or written.
     pub last_active: Millis,
     /// Last time a byte was read (heartbeats).
@@ -160,6 +163,7 @@ impl Conn {
             queued: false,
             preamble: false,
             throttled: false,
+            mem_wait: false,
             last_active: now,
             last_read: now,
             pinged: false,
@@ -179,6 +183,7 @@ impl Conn {
             && !self.output_blocked
             && !self.pending_full
             && !self.throttled
+            && !self.mem_wait
             && !self.link.input.as_ref().is_some_and(Ring::is_full)
     }
 
@@ -186,7 +191,7 @@ impl Conn {
     pub fn reading(&self) -> Reading {
         if !self.state.reads() {
             Reading::Stopped
-        } else if self.output_blocked || self.pending_full || self.throttled {
+        } else if self.output_blocked || self.pending_full || self.throttled || self.mem_wait {
             Reading::Paused
         } else {
             Reading::Open
@@ -274,9 +279,10 @@ mod tests {
 
     /// An idle connection costs its `Conn`, a table entry and a wheel node:
     /// this keeps the first within the budget that makes ~200 bytes of RSS
-    /// per idle connection possible. (160: the socket and the two rings, 72
-    /// with the socket's padding; the state and eight flags, 16 (two flags
-    /// past one word: packing them is left for the performance work);
+    /// per idle connection possible. (160: the socket, the two rings and
+    /// the memory-budget flag, 72 with the socket's padding; the state and
+    /// nine flags, 16 (three flags past one word: packing them is left for
+    /// the performance work);
     /// five timestamps and the decoder's progress, 48; the timer, 16, its
     /// key's non-zero generation standing for `None`; the push backlog's
     /// box, 8. Readiness is the driver's.)

@@ -73,6 +73,10 @@ pub struct Link {
     pub input: Option<Ring>,
     /// Reply bytes not yet written.
     pub output: Option<Ring>,
+    /// It holds a unit of `--max-buffer-memory` (`engine/memory.rs`): it
+    /// may take rings. A driver that receives before the shard asks (io_uring)
+    /// keeps bytes for a connection without one where they landed.
+    pub unit: bool,
 }
 
 impl Link {
@@ -82,6 +86,7 @@ impl Link {
             socket,
             input: None,
             output: None,
+            unit: false,
         }
     }
 }

@@ -13,7 +13,10 @@
 //! - loop lag (`--shed-loop-lag`): the longest turn of the loop's work in
 //!   the last [`SAMPLE_MS`] window (a stalled shard);
 //! - fds left (`--shed-fds-left`): what RLIMIT_NOFILE leaves for more
-//!   connections.
+//!   connections;
+//! - buffer memory (`--shed-buffer-memory`): the percentage of
+//!   `--max-buffer-memory` the shards have taken (`engine/memory.rs`), as
+//!   of the accept.
 
 use std::io;
 use std::net::TcpListener;
@@ -56,6 +59,7 @@ impl Trigger {
 pub struct Shed {
     queue: Option<(QueueProbe, Trigger)>,
     lag: Option<Trigger>,
+    memory: Option<Trigger>,
     fds: Option<u64>,
     fds_on: bool,
     /// The accept queue as last sampled, less what was accepted since.
@@ -78,12 +82,14 @@ impl Shed {
         };
         let lag = Trigger::new(config.shed_loop_lag.as_micros() as u64);
         let fds = Some(config.shed_fds_left as u64).filter(|&n| n > 0);
-        if queue.is_none() && lag.is_none() && fds.is_none() {
+        let memory = Trigger::new(u64::from(config.shed_buffer_memory));
+        if queue.is_none() && lag.is_none() && fds.is_none() && memory.is_none() {
             return Ok(None);
         }
         Ok(Some(Shed {
             queue,
             lag,
+            memory,
             fds,
             fds_on: false,
             waiting: 0,
@@ -132,12 +138,14 @@ impl Shed {
     }
 
     /// A connection was accepted at `now` while `fds_left` descriptors are
-    /// left for connections: whether to shed it, and for which signal. The
-    /// first accept after a pause (a stall) looks at the queue afresh.
+    /// left for connections and the rings hold `memory_pct` percent of the
+    /// budget: whether to shed it, and for which signal. The first accept
+    /// after a pause (a stall) looks at the queue afresh.
     pub fn judge(
         &mut self,
         now: Millis,
         fds_left: u64,
+        memory_pct: u64,
         metrics: &ShardMetrics,
     ) -> Option<RejectReason> {
         let lag = self.lag_last.max(self.lag_window);
@@ -166,6 +174,11 @@ impl Shed {
             if self.fds_on {
                 reason = reason.or(Some(RejectReason::ShedFds));
             }
+        }
+        if let Some(trigger) = self.memory.as_mut()
+            && trigger.judge(memory_pct)
+        {
+            reason = reason.or(Some(RejectReason::ShedMemory));
         }
         metrics.fds_left.set(fds_left);
         metrics.shedding.set(u64::from(reason.is_some()));

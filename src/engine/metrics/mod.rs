@@ -160,11 +160,13 @@ pub enum RejectReason {
     ShedLag,
     /// Shed: fewer than `--shed-fds-left` descriptors were left.
     ShedFds,
+    /// Shed: the rings held more than `--shed-buffer-memory` of the budget.
+    ShedMemory,
 }
 
 impl RejectReason {
     /// Every reason, in label order.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::MaxConns,
         RejectReason::FdLimit,
         RejectReason::ProxyUntrusted,
@@ -174,6 +176,7 @@ impl RejectReason {
         RejectReason::ShedQueue,
         RejectReason::ShedLag,
         RejectReason::ShedFds,
+        RejectReason::ShedMemory,
     ];
 
     /// The `reason` label value.
@@ -188,6 +191,7 @@ impl RejectReason {
             RejectReason::ShedQueue => "shed_accept_queue",
             RejectReason::ShedLag => "shed_loop_lag",
             RejectReason::ShedFds => "shed_fds_left",
+            RejectReason::ShedMemory => "shed_buffer_memory",
         }
     }
 
@@ -435,6 +439,16 @@ pub struct ShardMetrics {
     pub throttled: Counter,
     /// Milliseconds connections spent throttled (counted as each is woken).
     pub throttled_ms: Counter,
+    /// Times a client connection waited for `--max-buffer-memory`.
+    pub memory_waits: Counter,
+    /// Milliseconds client connections spent waiting for buffer memory
+    /// (counted as each is woken).
+    pub memory_wait_ms: Counter,
+    /// Units of buffer memory taken past the budget (rings a connection
+    /// already held: a receive in flight, a push, an upstream link).
+    pub memory_overdraws: Counter,
+    /// Client connections waiting for buffer memory now.
+    pub memory_waiting: Gauge,
     /// Connections waiting in the listener's accept queue, as last sampled
     /// (with `--shed-accept-queue`).
     pub accept_queue: Gauge,
@@ -535,6 +549,11 @@ pub struct Registry {
     /// Client addresses the per-address limits hold (written by their
     /// table, under its lock).
     pub ip_table_entries: std::sync::Arc<AtomicU64>,
+    /// Bytes of `--max-buffer-memory` the shards have taken (written by the
+    /// budget, `engine/memory.rs`).
+    pub buffer_memory: std::sync::Arc<AtomicU64>,
+    /// `--max-buffer-memory` in force (whole units of two rings).
+    pub buffer_memory_limit: AtomicU64,
 }
 
 impl Registry {
@@ -551,6 +570,8 @@ impl Registry {
             upstreams: Vec::new(),
             fds_other: AtomicUsize::new(0),
             ip_table_entries: std::sync::Arc::new(AtomicU64::new(0)),
+            buffer_memory: std::sync::Arc::new(AtomicU64::new(0)),
+            buffer_memory_limit: AtomicU64::new(0),
         }
     }
 }

@@ -59,6 +59,7 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     }
     state(out, registry)?;
     front(out, registry)?;
+    memory(out, registry)?;
     process(out, registry)
 }
 
@@ -131,6 +132,59 @@ fn front(out: &mut String, registry: &Registry) -> fmt::Result {
     writeln!(
         out,
         "holdfast_throttled_seconds_total {}.{:03}",
+        ms / 1000,
+        ms % 1000
+    )
+}
+
+/// `--max-buffer-memory`: taken, the limit, the connections waiting.
+fn memory(out: &mut String, registry: &Registry) -> fmt::Result {
+    let shards = &registry.shards;
+    single(
+        out,
+        "holdfast_buffer_memory_bytes",
+        "gauge",
+        "Bytes of --max-buffer-memory the shards have taken (two rings per busy connection, and spare).",
+        registry.buffer_memory.load(Ordering::Relaxed),
+    )?;
+    single(
+        out,
+        "holdfast_buffer_memory_limit_bytes",
+        "gauge",
+        "--max-buffer-memory in force.",
+        registry.buffer_memory_limit.load(Ordering::Relaxed),
+    )?;
+    single(
+        out,
+        "holdfast_buffer_memory_waiting",
+        "gauge",
+        "Client connections waiting (not read) for buffer memory.",
+        sum(shards, |s| s.memory_waiting.get()),
+    )?;
+    single(
+        out,
+        "holdfast_buffer_memory_waits_total",
+        "counter",
+        "Times a client connection waited for buffer memory.",
+        sum(shards, |s| s.memory_waits.get()),
+    )?;
+    single(
+        out,
+        "holdfast_buffer_memory_overdraws_total",
+        "counter",
+        "Units of two rings taken past --max-buffer-memory (rings already held: upstream links, pushes, io_uring receives).",
+        sum(shards, |s| s.memory_overdraws.get()),
+    )?;
+    let ms = sum(shards, |s| s.memory_wait_ms.get());
+    header(
+        out,
+        "holdfast_buffer_memory_wait_seconds_total",
+        "counter",
+        "Time client connections spent waiting for buffer memory.",
+    )?;
+    writeln!(
+        out,
+        "holdfast_buffer_memory_wait_seconds_total {}.{:03}",
         ms / 1000,
         ms % 1000
     )
@@ -909,6 +963,12 @@ mod tests {
             ("holdfast_loop_lag_seconds", "gauge"),
             ("holdfast_fds_left", "gauge"),
             ("holdfast_shedding", "gauge"),
+            ("holdfast_buffer_memory_bytes", "gauge"),
+            ("holdfast_buffer_memory_limit_bytes", "gauge"),
+            ("holdfast_buffer_memory_waiting", "gauge"),
+            ("holdfast_buffer_memory_waits_total", "counter"),
+            ("holdfast_buffer_memory_overdraws_total", "counter"),
+            ("holdfast_buffer_memory_wait_seconds_total", "counter"),
         ];
         for (name, kind) in families {
             assert!(scrape.docs.contains_key(name), "no HELP for {name}");
@@ -1113,11 +1173,22 @@ mod tests {
                 Arc::new(s)
             })
             .collect();
+        // Filled after the rest, so that the figures above keep their values.
+        for s in &shards {
+            for counter in [&s.memory_waits, &s.memory_wait_ms, &s.memory_overdraws] {
+                fill(&|v| counter.add(v));
+            }
+            fill(&|v| s.memory_waiting.set(v));
+        }
         let mut registry = Registry::new(shards, "uring");
         registry.upstreams = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
         registry.ready.store(true, Ordering::Relaxed);
         registry.fds_other.store(5, Ordering::Relaxed);
         registry.ip_table_entries.store(7, Ordering::Relaxed);
+        registry.buffer_memory.store(1 << 20, Ordering::Relaxed);
+        registry
+            .buffer_memory_limit
+            .store(1 << 30, Ordering::Relaxed);
         registry
     }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::accept::Acceptor;
+use super::memory::Memory;
 use super::pump::{Client, lookup};
 use super::push::Push;
 use super::serve::Responder;
@@ -22,6 +23,7 @@ use crate::engine::conn::table::is_upstream;
 use crate::engine::conn::{Conn, Due, State, Table, Timeouts};
 use crate::engine::driver::{Driver, Link, Links, Socket, Token};
 use crate::engine::front::{AddrTable, Door};
+use crate::engine::memory::Budget;
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::push::Hub;
 use crate::engine::service::host::Handler;
@@ -99,6 +101,8 @@ pub struct Shared {
     pub per_ip: Option<Arc<AddrTable>>,
     /// Descriptors RLIMIT_NOFILE leaves for client connections.
     pub fd_room: usize,
+    /// `--max-buffer-memory`, shared by the shards in chunks.
+    pub budget: Arc<Budget>,
 }
 
 /// Bounds a shard applies, from the validated [`Config`].
@@ -168,6 +172,9 @@ pub struct Core {
     pub(super) push: Push,
     /// The front door (`shard/door.rs`), if any of its features is on.
     pub(super) door: Option<Box<Door>>,
+    /// This shard's share of `--max-buffer-memory` and the connections
+    /// waiting for it (`shard/memory.rs`).
+    pub(super) memory: Memory,
 }
 
 impl Core {
@@ -230,6 +237,7 @@ impl Core {
             tick_at: Some(0),
             push: Push::new(hub, shard, config),
             door: Door::new(config, shared.per_ip.clone(), None).map(Box::new),
+            memory: Memory::new(shared.budget.clone(), shard, config.pool_prealloc),
         })
     }
 
@@ -265,7 +273,7 @@ impl Core {
     /// and not at all while work is queued or accepting is due. `None`:
     /// nothing is scheduled.
     pub(super) fn wait_timeout(&self, accepting: bool) -> Option<Duration> {
-        let busy = !self.queue.is_empty() || self.mail_waiting();
+        let busy = !self.queue.is_empty() || self.mail_waiting() || self.memory_ready();
         if busy || (accepting && self.acceptor.due(self.clock.now)) {
             return Some(Duration::ZERO);
         }
@@ -347,6 +355,7 @@ impl Core {
         if self.finish(io, token) {
             return;
         }
+        self.mem_settle(token);
         let conn = self.conns.get_mut(token).expect("live");
         let (deadline, _) = conn.deadline(&self.timeouts);
         self.settle(io, token, deadline);
@@ -604,6 +613,9 @@ impl Core {
             for ring in backlog.rings {
                 self.pool.give(ring);
             }
+        }
+        if conn.link.unit {
+            self.mem_release();
         }
         self.open_total.fetch_sub(1, Ordering::AcqRel);
         self.door_release(token);

@@ -30,7 +30,8 @@ impl Core {
         if let Some(shed) = door.shed.as_mut() {
             let open = self.open_total.load(Ordering::Relaxed);
             let fds_left = self.limits.fd_room.saturating_sub(open) as u64;
-            if let Some(reason) = shed.judge(self.clock.now, fds_left, &self.metrics) {
+            let memory = self.memory.percent_taken();
+            if let Some(reason) = shed.judge(self.clock.now, fds_left, memory, &self.metrics) {
                 self.metrics.rejected[reason.index()].inc();
                 return None;
             }

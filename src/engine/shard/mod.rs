@@ -13,6 +13,7 @@
 pub(crate) mod accept;
 mod core;
 mod door;
+mod memory;
 mod pump;
 mod push;
 mod serve;

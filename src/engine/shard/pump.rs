@@ -175,6 +175,10 @@ impl Core {
         if !(conn.wants_read() && io.may_read(token) && *budget > 0) {
             return Ok(false);
         }
+        if S::CLIENT && !conn.link.unit && !self.mem_admit(token) {
+            return Ok(false);
+        }
+        let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
         let asked = (*budget).min(pass_max);
         let read = io
             .read(token, &mut conn.link, &mut self.pool, asked)

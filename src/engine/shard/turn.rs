@@ -1,7 +1,8 @@
 //! The loop, written once for every driver: each turn waits (no longer
 //! than the next deadline), handles what the driver reports, accepts,
-//! drives the connections queued for another pass and the throttled ones
-//! whose tokens are back, fires the timers, and
+//! drives the connections queued for another pass, the throttled ones
+//! whose tokens are back and those waiting for buffer memory a unit is back
+//! for, fires the timers, and
 //! checks the drain; the graceful shutdown ends it through the same path
 //! on every driver.
 
@@ -58,6 +59,7 @@ impl<D: Driver> Loop<D> {
             }
             self.core.drive_queued(&mut self.driver);
             self.core.wake_throttled(&mut self.driver);
+            self.core.wake_memory(&mut self.driver);
             self.core.fire_timers(&mut self.driver);
             self.core.drain_done(&mut self.driver);
             self.core.end_turn(turn);

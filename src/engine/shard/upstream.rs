@@ -53,6 +53,7 @@ impl Core {
             return;
         }
         let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
+        self.mem_settle(token);
         self.settle(io, token, deadline);
     }
 
@@ -612,6 +613,9 @@ impl Core {
         .flatten()
         {
             self.pool.give(ring);
+        }
+        if up.conn.link.unit {
+            self.mem_release();
         }
     }
 

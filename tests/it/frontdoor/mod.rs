@@ -1,10 +1,12 @@
 //! The front door (issue 14), one file per part: the PROXY protocol
 //! (`proxy`), per-address limits (`limits`), the request rate (`rate`),
-//! peers that vanish (`dead_peer`), load shedding (`shed`). Helpers shared
+//! peers that vanish (`dead_peer`), load shedding (`shed`), the memory
+//! budget (`memory`). Helpers shared
 //! by them are here.
 
 mod dead_peer;
 mod limits;
+mod memory;
 mod proxy;
 mod rate;
 mod shed;

@@ -133,18 +133,27 @@ impl Server {
 
     /// Resident memory (`VmRSS` of `/proc/PID/status`), in bytes.
     pub fn rss_bytes(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    /// The most resident memory so far (`VmHWM`, the kernel's high-water
+    /// mark: no peak between two samples is missed), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kib("VmHWM:") * 1024
+    }
+
+    /// The value (KiB) of the `field` line of `/proc/PID/status`.
+    fn status_kib(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("reading the server's /proc/PID/status");
         let line = status
             .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .expect("VmRSS in /proc/PID/status");
-        let kib: u64 = line
-            .split_whitespace()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("{field} in /proc/PID/status"));
+        line.split_whitespace()
             .nth(1)
             .and_then(|n| n.parse().ok())
-            .expect("VmRSS value");
-        kib * 1024
+            .unwrap_or_else(|| panic!("{field} value"))
     }
 
     /// CPU time used so far (utime + stime of `/proc/PID/stat`), in clock
@@ -382,7 +391,7 @@ pub fn run_to_exit(args: &[&str], timeout: Duration) -> (Option<ExitStatus>, Str
 
 /// Runs `command` to its end (killing it after `timeout`) and returns its
 /// exit status (`None` if it had to be killed), stdout and stderr.
-fn run_command_to_exit(
+pub fn run_command_to_exit(
     mut command: Command,
     timeout: Duration,
 ) -> (Option<ExitStatus>, String, String) {

@@ -98,6 +98,9 @@ struct Slot {
     /// turn as its completion is handled, then serving, cost up to a third
     /// more CPU per request at 1000 connections × 4 KiB × 16).
     held: Option<(u16, u32)>,
+    /// `held` stays while its client connection waits for a unit of
+    /// `--max-buffer-memory` (counted in [`UringIo::kept`]).
+    kept: bool,
     /// Bytes copied into the input ring that `read` has not reported.
     received: u32,
     /// The socket may hold more than the receives took: the last one filled
@@ -280,6 +283,12 @@ pub struct UringIo {
     ring_cancels: u16,
     /// Connections whose receive ended for lack of buffers, oldest first.
     starved: VecDeque<Token>,
+    /// Buffers held for client connections with no unit of
+    /// `--max-buffer-memory` (no ring to copy into yet): at most three
+    /// quarters of them, so that the connections that hold units always
+    /// find buffers to receive into (every other buffer comes back within
+    /// the turn that filled it) and can finish, giving their units back.
+    kept: usize,
     /// Enters so far (see [`Receiving::pushed`]).
     enters: u64,
     /// The size of an input ring (`--buffer`): what a receive may ask for
@@ -311,6 +320,7 @@ impl UringIo {
             ring_activation: 0,
             ring_cancels: 0,
             starved: VecDeque::new(),
+            kept: 0,
             enters: 0,
             input_capacity,
         }
@@ -592,7 +602,8 @@ impl UringIo {
 
     /// Buffers the kernel may fill now: all of them, between turns.
     pub fn buffers_available(&self) -> usize {
-        self.ring.bufs.count()
+        // Less those kept for connections waiting for buffer memory.
+        self.ring.bufs.count() - self.kept
     }
 
     /// Posts or cancels `link`'s receive as its connection wants (as of its
@@ -702,11 +713,30 @@ impl UringIo {
     /// read can ever put later bytes ahead of these). It fits: the receive
     /// asked for no more than the ring's room, and only serving (which
     /// frees room) has touched the ring since.
+    ///
+    /// A client connection without a unit of `--max-buffer-memory` and no
+    /// input ring may take no ring: its buffer stays until it has one
+    /// (the core asks for it before it reads), unless three quarters of
+    /// the buffers are kept so already: then the ring is taken anyway and
+    /// the core counts it past the budget.
     pub fn absorb(&mut self, token: Token, link: &mut Link, pool: &mut Pool) {
         let slot = &mut self.slots[token.index()];
+        if slot.held.is_none() {
+            return;
+        }
+        let unfunded = !link.unit && link.input.is_none() && !token.is_upstream();
+        let count = self.ring.bufs.count();
+        // Never all of them (one buffer of one leaves none to the others).
+        if unfunded && (slot.kept || self.kept + 1 < count - count / 4) {
+            self.kept += usize::from(!std::mem::replace(&mut slot.kept, true));
+            return;
+        }
         let Some((bid, len)) = slot.held.take() else {
             return;
         };
+        if std::mem::take(&mut slot.kept) {
+            self.kept -= 1;
+        }
         slot.received += len;
         let input = link.input.get_or_insert_with(|| pool.take());
         let copied = input.push(self.ring.bufs.filled(bid, len as usize));
@@ -932,6 +962,9 @@ impl UringIo {
         slot.starved = false;
         if let Some((bid, _)) = slot.held.take() {
             self.ring.bufs.give_back(bid);
+        }
+        if std::mem::take(&mut slot.kept) {
+            self.kept -= 1;
         }
         if let Some(connecting) = slot.connect.as_ref() {
             let target = Op::conn(Kind::Connect, token, connecting.activation);
