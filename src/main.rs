@@ -29,16 +29,19 @@ fn main() -> ExitCode {
         Command::Bench(options) => bench(&options),
         Command::ChaosScan(options) => chaos_scan(&options),
         Command::Check(config) => check(&config),
-        Command::Proxy(config) => {
+        Command::Proxy(config, source) => {
             init_logging(config.log_level);
             install_panic_hook();
-            run(Server::new(config).service_with(Proxy::new))
+            run(Server::new(config)
+                .service_with(Proxy::new)
+                .reload_from(source))
         }
-        Command::Serve(config) => {
+        Command::Serve(config, source) => {
             init_logging(config.log_level);
             install_panic_hook();
-            run(serve(config))
+            run(serve(config).reload_from(source))
         }
+        Command::Reload(admin) => reload(admin),
     }
 }
 
@@ -102,6 +105,25 @@ fn bench_pubsub(options: &BenchOptions) -> ExitCode {
     }
 }
 
+/// `holdfast reload`: the server's line on stdout when applied, on stderr
+/// when not (exit 1), or why it could not be asked (exit 3).
+fn reload(admin: std::net::SocketAddr) -> ExitCode {
+    match holdfast::tools::reload::run(admin) {
+        Ok(answer) if answer.status == 200 => {
+            println!("{}", answer.line);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!("holdfast: {} (HTTP {})", answer.line, answer.status);
+            ExitCode::from(1)
+        }
+        Err(line) => {
+            eprintln!("holdfast: reload: {line}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 /// `holdfast check`: the settings are valid and a backend can run them.
 fn check(config: &Config) -> ExitCode {
     match holdfast::engine::server::choose_backend(config) {
@@ -158,7 +180,10 @@ fn init_logging(level: log::LevelFilter) {
         .build();
     // Line-buffered: one write(2) per log line, not one per fragment.
     let stderr = std::io::LineWriter::new(std::io::stderr());
-    let _ = simplelog::WriteLogger::init(level, config, stderr);
+    // The logger passes every level; `log::set_max_level` filters, so that
+    // a reload can change it (`engine/reload/`).
+    let _ = simplelog::WriteLogger::init(log::LevelFilter::Trace, config, stderr);
+    log::set_max_level(level);
 }
 
 /// Panics in a service are caught and counted per connection; log them as

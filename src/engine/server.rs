@@ -1,6 +1,7 @@
 //! The process around the shards: resolves the machine-dependent settings,
 //! binds one listener per shard, starts the shards and the admin endpoint,
-//! turns SIGTERM/SIGINT into a graceful shutdown, and joins.
+//! turns SIGTERM/SIGINT into a graceful shutdown and SIGHUP into a reload
+//! of the settings (`engine/reload/`), and joins.
 
 use std::fmt;
 use std::io;
@@ -16,6 +17,7 @@ use crate::engine::front::{AddrTable, PerIp};
 use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::push::hub::PushLimits;
 use crate::engine::push::{Hub, Pusher};
+use crate::engine::reload::{Outcome, Published, Reloader, Source};
 use crate::engine::service::host::{Handler, Host};
 use crate::engine::service::{Service, ServiceContext};
 use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
@@ -97,6 +99,8 @@ pub struct Server {
     /// Set by [`Server::service`] or [`Server::service_with`]; the engine
     /// has no service of its own.
     factory: Option<ServiceFactory>,
+    /// Where reloads read the settings, if the server reloads.
+    reload: Option<Source>,
 }
 
 /// A started server.
@@ -113,6 +117,8 @@ pub struct Running {
     pusher: Pusher,
     /// The listeners offered on `--upgrade-socket`, withdrawn on drain.
     offer: Option<Offer>,
+    /// Runs reloads (SIGHUP, `POST /reload`), if the server reloads.
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl Server {
@@ -122,7 +128,15 @@ impl Server {
         Server {
             config,
             factory: None,
+            reload: None,
         }
+    }
+
+    /// Reloads the settings from `source` on SIGHUP and `POST /reload`
+    /// (without it, a reload is refused: there is nothing to read).
+    pub fn reload_from(mut self, source: Source) -> Server {
+        self.reload = Some(source);
+        self
     }
 
     /// Runs `make()`'s service: one instance per shard.
@@ -154,18 +168,25 @@ impl Server {
         // The signal pipe is made before the shards start, so the start-up
         // fd count takes it in as the server's own; measured after, a
         // connection accepted in between would be counted as well.
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
-            .map_err(|source| ServerError::Setup {
-                what: "installing signal handlers",
-                source,
-            })?;
+        let mut signals =
+            signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+                .map_err(|source| ServerError::Setup {
+                    what: "installing signal handlers",
+                    source,
+                })?;
         let running = self.start()?;
         let stopper = running.stopper();
+        let reloader = running.reloader.clone();
         std::thread::Builder::new()
             .name("holdfast-signals".into())
             .spawn(move || {
                 let mut first = true;
                 for signal in signals.forever() {
+                    if signal == libc::SIGHUP {
+                        log::info!("signal {signal} (SIGHUP): reloading the settings");
+                        reload(reloader.as_deref());
+                        continue;
+                    }
                     if first {
                         log::info!(
                             "signal {signal}: draining for at most {grace:?}; signal again to exit at once"
@@ -191,6 +212,7 @@ impl Server {
     /// at once.
     pub fn start(self) -> Result<Running, ServerError> {
         let factory = self.factory.ok_or(ServerError::NoService)?;
+        let loaded = self.config.clone();
         let mut config = self.config;
         if config.threads == 0 {
             config.threads = sys::cpu_count();
@@ -221,12 +243,14 @@ impl Server {
         registry.generation.store(generation, Ordering::Relaxed);
         let registry = Arc::new(registry);
         let offer = make_offer(&config, &listeners, generation, &registry)?;
+        let published = Arc::new(Published::new(config.clone()));
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             listeners_kept: Arc::new(AtomicBool::new(from_systemd)),
             per_ip: per_ip_table(&config, &registry),
             fd_room: fd_room(&config),
+            settings: published.clone(),
         };
         let wakers = (0..config.threads)
             .map(|_| EventWaker::new().map(Arc::new))
@@ -247,7 +271,12 @@ impl Server {
             pusher: &pusher,
         };
         let shards = setup.make_shards(listeners, metrics, &wakers)?;
-        let admin_addr = start_admin(&config, &registry)?;
+        let reloader = self.reload.map(|source| {
+            let reloader =
+                Reloader::new(source, loaded, published, wakers.clone(), registry.clone());
+            Arc::new(reloader)
+        });
+        let admin_addr = start_admin(&config, &registry, reloader.clone())?;
         let handles = shards
             .into_iter()
             .enumerate()
@@ -274,6 +303,7 @@ impl Server {
             shards: handles,
             pusher,
             offer,
+            reloader,
         };
         if let (Some(offer), Some(path)) = (&running.offer, &config.upgrade_socket) {
             let listeners_kept = shared.listeners_kept.clone();
@@ -529,6 +559,7 @@ impl ShardSetup<'_> {
 fn start_admin(
     config: &Config,
     registry: &Arc<Registry>,
+    reloader: Option<Arc<Reloader>>,
 ) -> Result<Option<SocketAddr>, ServerError> {
     // Whatever the process holds now besides the shards (stdio, fds
     // inherited from the parent) is expected, not a leak; the admin
@@ -544,7 +575,7 @@ fn start_admin(
     let Some(addr) = config.admin else {
         return Ok(None);
     };
-    let admin = admin::spawn(addr, registry.clone())
+    let admin = admin::spawn(addr, registry.clone(), reloader)
         .map_err(|source| ServerError::Bind { addr, source })?;
     Ok(Some(admin.local_addr))
 }
@@ -571,7 +602,21 @@ fn log_listening(
     );
 }
 
+/// Runs a reload for SIGHUP (it logs what it came to).
+fn reload(reloader: Option<&Reloader>) {
+    match reloader {
+        Some(reloader) => drop(reloader.reload()),
+        None => log::warn!("reload: this server was started without a settings source; ignored"),
+    }
+}
+
 impl Running {
+    /// Reloads the settings as SIGHUP does; `None` if the server was
+    /// started without a source ([`Server::reload_from`]).
+    pub fn reload(&self) -> Option<Outcome> {
+        self.reloader.as_ref().map(|reloader| reloader.reload())
+    }
+
     /// Pushes to the server's connections from any thread (clone it).
     pub fn pusher(&self) -> Pusher {
         self.pusher.clone()

@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 
 use super::{
     BreakerState, CloseReason, DropReason, FailFast, LOOP_TURN_BUCKETS, Registry, RejectReason,
-    ShardMetrics, UPSTREAM_LATENCY_BUCKETS, UpstreamError, UpstreamMetrics,
+    ReloadResult, ShardMetrics, UPSTREAM_LATENCY_BUCKETS, UpstreamError, UpstreamMetrics,
 };
 
 /// Renders every metric, summed over shards, with per-shard series where
@@ -315,7 +315,47 @@ fn state(out: &mut String, registry: &Registry) -> fmt::Result {
         "Which process this is across binary upgrades: 1 when started afresh, one more than \
          the process it took the listeners from.",
         registry.generation.load(Ordering::Relaxed),
-    )
+    )?;
+    config(out, registry)
+}
+
+/// The reloads of the settings (`engine/reload/`).
+fn config(out: &mut String, registry: &Registry) -> fmt::Result {
+    let config = &registry.config;
+    header(
+        out,
+        "holdfast_config_reloads_total",
+        "counter",
+        "Reloads of the settings (SIGHUP, POST /reload) by result: applied, invalid (the file \
+         failed to load or validate) or refused (it changes a setting that is not live).",
+    )?;
+    for result in ReloadResult::ALL {
+        let value = config.reloads[result.index()].load(Ordering::Relaxed);
+        let name = result.name();
+        writeln!(
+            out,
+            "holdfast_config_reloads_total{{result=\"{name}\"}} {value}"
+        )?;
+    }
+    single(
+        out,
+        "holdfast_config_generation",
+        "gauge",
+        "The settings in effect: 1 at start, one more per applied reload.",
+        config.generation.load(Ordering::Relaxed),
+    )?;
+    header(
+        out,
+        "holdfast_config_info",
+        "gauge",
+        "The SHA-256 of the --config file in effect (as sha256sum prints it; none without a \
+         file); the value is always 1.",
+    )?;
+    let sha256 = config
+        .sha256
+        .lock()
+        .map_or_else(|_| "none".into(), |s| s.clone());
+    writeln!(out, "holdfast_config_info{{sha256=\"{sha256}\"}} 1")
 }
 
 /// The process figures, each left out when it could not be read, and the

@@ -24,6 +24,7 @@ use crate::engine::driver::{Driver, Link, Links, Socket, Token};
 use crate::engine::front::{AddrTable, Door};
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::push::Hub;
+use crate::engine::reload::Published;
 use crate::engine::service::host::Handler;
 use crate::engine::timer::{Millis, Wheel};
 use crate::engine::upstream::Upstreams;
@@ -99,6 +100,8 @@ pub struct Shared {
     pub per_ip: Option<Arc<AddrTable>>,
     /// Descriptors RLIMIT_NOFILE leaves for client connections.
     pub fd_room: usize,
+    /// The settings in effect, as reloads publish them.
+    pub settings: Arc<Published>,
 }
 
 /// Bounds a shard applies, from the validated [`Config`].
@@ -168,6 +171,10 @@ pub struct Core {
     pub(super) push: Push,
     /// The front door (`shard/door.rs`), if any of its features is on.
     pub(super) door: Option<Box<Door>>,
+    /// The settings reloads publish (`shard/settings.rs`).
+    pub(super) settings: Arc<Published>,
+    /// The generation of the settings this shard applied last.
+    pub(super) settings_seen: u64,
 }
 
 impl Core {
@@ -199,14 +206,7 @@ impl Core {
                 metrics.clone(),
             ),
             scratch: vec![0; scratch_len].into_boxed_slice(),
-            timeouts: Timeouts {
-                idle: ms(config.idle_timeout),
-                read: ms(config.read_timeout),
-                write: ms(config.write_timeout),
-                heartbeat: ms(config.heartbeat_interval),
-                heartbeat_timeout: ms(config.heartbeat_timeout),
-                preamble: ms(config.proxy_timeout),
-            },
+            timeouts: super::settings::timeouts(config),
             limits: Limits {
                 max_conns: config.max_conns,
                 accept_batch: config.accept_batch,
@@ -230,6 +230,8 @@ impl Core {
             tick_at: Some(0),
             push: Push::new(hub, shard, config),
             door: Door::new(config, shared.per_ip.clone(), None).map(Box::new),
+            settings_seen: shared.settings.generation(),
+            settings: shared.settings.clone(),
         })
     }
 

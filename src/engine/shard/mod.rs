@@ -16,6 +16,7 @@ mod door;
 mod pump;
 mod push;
 mod serve;
+mod settings;
 mod turn;
 mod upstream;
 

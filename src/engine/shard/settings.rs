@@ -1,0 +1,162 @@
+//! A reload's settings, taken in at the top of a loop turn
+//! (`engine/reload/`): the shard compares the published generation with
+//! the one it applied (one atomic load a turn) and, when it moved, applies
+//! the snapshot's live settings. Which reach the connections already open:
+//!
+//! - the timeouts (`--idle-timeout`, `--read-timeout`, `--write-timeout`,
+//!   `--heartbeat-*`, `--proxy-timeout`, the upstreams'): every
+//!   connection's deadline is computed again from the moment it counts
+//!   from (its last activity, its partial frame, ...), so a connection
+//!   already idle longer than a lowered `--idle-timeout` closes at once;
+//! - `--request-rate` and `--request-burst`: every connection's bucket
+//!   keeps its tokens (up to the new burst) and earns at the new rate;
+//!   parked connections are served again at once and parked anew if over;
+//! - `--slow-consumer*`, `--max-pending`, `--accept-batch`,
+//!   `--read-budget`: from the next push, request, accept or read;
+//! - `--shutdown-grace`: for a drain that begins after the reload.
+
+use std::time::Duration;
+
+use super::core::Core;
+use crate::config::Config;
+use crate::engine::conn::{State, Timeouts};
+use crate::engine::driver::{Driver, Token};
+use crate::engine::front::{Door, Rate, Throttle};
+use crate::engine::timer::Millis;
+use crate::engine::upstream::conn::Deadlines;
+
+fn ms(d: Duration) -> Millis {
+    d.as_millis().min(u64::MAX as u128) as Millis
+}
+
+/// The connection time limits of `config`.
+pub(super) fn timeouts(config: &Config) -> Timeouts {
+    Timeouts {
+        idle: ms(config.idle_timeout),
+        read: ms(config.read_timeout),
+        write: ms(config.write_timeout),
+        heartbeat: ms(config.heartbeat_interval),
+        heartbeat_timeout: ms(config.heartbeat_timeout),
+        preamble: ms(config.proxy_timeout),
+    }
+}
+
+/// The upstream connections' time limits of `config`.
+pub(super) fn deadlines(config: &Config) -> Deadlines {
+    Deadlines {
+        connect: ms(config.connect_timeout),
+        request: ms(config.upstream_timeout),
+        idle: ms(config.upstream_idle_timeout),
+    }
+}
+
+/// A client connection's slot in the table (its token's low half).
+fn slot(token: Token) -> usize {
+    token.0 & 0xffff_ffff
+}
+
+impl Core {
+    /// Applies the settings of a reload if one was published since the
+    /// last turn.
+    pub(super) fn take_settings<I: Driver>(&mut self, io: &mut I) {
+        if self.settings.generation() == self.settings_seen {
+            return;
+        }
+        let (config, generation) = self.settings.latest();
+        self.settings_seen = generation;
+        self.apply_settings(&config, io);
+    }
+
+    fn apply_settings<I: Driver>(&mut self, config: &Config, io: &mut I) {
+        self.timeouts = timeouts(config);
+        self.limits.accept_batch = config.accept_batch;
+        self.limits.read_budget = config.read_budget;
+        self.limits.shutdown_grace = ms(config.shutdown_grace);
+        self.push
+            .set_slow_consumer(config.slow_consumer, config.slow_consumer_bytes);
+        if let Some(upstreams) = self.upstreams.as_deref_mut() {
+            upstreams.settings.deadlines = deadlines(config);
+            upstreams.settings.max_pending = config.max_pending;
+        }
+        self.apply_rate(config, io);
+        self.rearm_timers();
+    }
+
+    /// `--request-rate` and `--request-burst`: a new rate for every
+    /// connection's bucket, a throttle made (every open connection seated
+    /// with a full bucket) or dropped; the parked connections are served
+    /// again.
+    fn apply_rate<I: Driver>(&mut self, config: &Config, io: &mut I) {
+        let now = self.clock.now;
+        let rate = Rate::new(config.request_rate, config.request_burst);
+        let throttle = self.door.as_deref_mut().and_then(|d| d.throttle.as_mut());
+        let parked = match (throttle, rate) {
+            (Some(throttle), Some(rate)) => {
+                throttle.set_rate(rate);
+                throttle.take_parked()
+            }
+            (Some(throttle), None) => {
+                let parked = throttle.take_parked();
+                self.door.as_deref_mut().expect("a door").throttle = None;
+                parked
+            }
+            (None, Some(_)) => {
+                let mut throttle = Throttle::new(config).expect("a rate");
+                for token in self.conns.tokens() {
+                    throttle.seat(slot(token), now);
+                }
+                match self.door.as_deref_mut() {
+                    Some(door) => door.throttle = Some(throttle),
+                    None => self.door = Door::new(config, None, None).map(Box::new),
+                }
+                Vec::new()
+            }
+            (None, None) => Vec::new(),
+        };
+        for token in parked {
+            if let Some(conn) = self.conns.get_mut(token).filter(|conn| conn.throttled) {
+                conn.throttled = false;
+                self.drive(io, token);
+            }
+        }
+    }
+
+    /// Moves every connection's timer to its deadline under the new
+    /// limits when that is earlier (a later one is found when the timer
+    /// fires: it is then scheduled again).
+    fn rearm_timers(&mut self) {
+        for token in self.conns.tokens() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.state == State::Closed {
+                continue;
+            }
+            let (deadline, _) = conn.deadline(&self.timeouts);
+            if let Some((key, at)) = conn.timer
+                && deadline < at
+            {
+                self.wheel.cancel(key);
+                conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+            }
+        }
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        for token in upstreams.conns.tokens() {
+            let Some(up) = upstreams.conns.get_mut(token) else {
+                continue;
+            };
+            if up.conn.state == State::Closed {
+                continue;
+            }
+            let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
+            if let Some((key, at)) = up.conn.timer
+                && deadline < at
+            {
+                self.wheel.cancel(key);
+                up.conn.timer = Some((self.wheel.schedule(deadline, token), deadline));
+            }
+        }
+    }
+}
