@@ -105,10 +105,14 @@ impl Core {
                 for token in self.conns.tokens() {
                     throttle.seat(slot(token), now);
                 }
-                match self.door.as_deref_mut() {
-                    Some(door) => door.throttle = Some(throttle),
-                    None => self.door = Door::new(config, None, None).map(Box::new),
+                if self.door.is_none() {
+                    // Every other front-door feature is fixed, and was off.
+                    self.door = Door::new(config, None, None).map(Box::new);
                 }
+                self.door
+                    .as_deref_mut()
+                    .expect("a door with a rate")
+                    .throttle = Some(throttle);
                 Vec::new()
             }
             (None, None) => Vec::new(),

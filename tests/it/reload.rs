@@ -1,0 +1,278 @@
+//! Reloading the settings while the server runs (README "Operations",
+//! "Reload"): SIGHUP, `POST /reload` and `holdfast reload` re-read the
+//! `--config` file; a file that fails validation or changes a setting that
+//! is not live changes nothing and says why; a live setting takes effect,
+//! for the connections already open where the README says so.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::{self, ConfigFile, Server, expect_closed, http_post, line_round_trip};
+
+/// Waits this long for a reload's effect: generous for a loaded machine.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// `holdfast reload --admin ADDR`: exit code, stdout, stderr.
+fn reload_command(server: &Server) -> (i32, String, String) {
+    let admin = server.admin().to_string();
+    let (status, out, err) = util::run_to_exit(&["reload", "--admin", &admin], SETTLE);
+    let code = status
+        .and_then(|s| s.code())
+        .expect("holdfast reload exits");
+    (code, out, err)
+}
+
+/// A line-protocol server on `file`, holding one client that has made a
+/// round trip (so it is open and idle).
+fn line_server(file: &ConfigFile) -> (Server, std::net::TcpStream) {
+    let server = Server::start(&["--config", file.path()]);
+    let mut client = server.connect();
+    line_round_trip(&mut client, b"hello");
+    (server, client)
+}
+
+/// The reloads counted with `result`.
+fn reloads(server: &Server, result: &str) -> f64 {
+    server.metric("holdfast_config_reloads_total", &[("result", result)])
+}
+
+/// Asserts that `client`, idle for `idle`, is still open and served.
+fn still_served_after(client: &mut std::net::TcpStream, idle: Duration) {
+    std::thread::sleep(idle);
+    line_round_trip(client, b"still here");
+}
+
+const BASE: &str = "protocol = \"line\"\nidle-timeout = \"60s\"\n";
+
+#[test]
+fn an_invalid_file_changes_nothing_and_says_why() {
+    let file = ConfigFile::new("reload-invalid", BASE);
+    let (server, mut client) = line_server(&file);
+    let sha_before = file.sha256();
+    // A live change beside a bad value: neither is applied.
+    file.write("protocol = \"line\"\nidle-timeout = \"300ms\"\nread-timeout = \"1ms\"\n");
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.starts_with("reload invalid: "), "{body}");
+    assert!(body.contains("read-timeout"), "names the key: {body}");
+    let (code, out, err) = reload_command(&server);
+    assert_eq!(code, 1, "stdout {out:?} stderr {err:?}");
+    assert!(
+        err.contains("reload invalid: ") && err.contains("read-timeout"),
+        "{err}"
+    );
+    assert!(err.contains("HTTP 422"), "{err}");
+    server.signal(Signal::SIGHUP);
+    server.wait_metric(
+        "holdfast_config_reloads_total",
+        &[("result", "invalid")],
+        3.0,
+        SETTLE,
+    );
+    assert_eq!(reloads(&server, "applied"), 0.0);
+    assert_eq!(server.metric("holdfast_config_generation", &[]), 1.0);
+    let info = [("sha256", sha_before.as_str())];
+    assert_eq!(server.metric("holdfast_config_info", &info), 1.0);
+    let log = server.stderr_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("reload invalid: "))
+        .count();
+    assert_eq!(lines, 3, "one log line per reload:\n{log}");
+    assert!(log.contains("nothing applied"), "{log}");
+    // The old 60 s idle timeout stands: the idle client is still served
+    // after far longer than the 300 ms the file asked for.
+    still_served_after(&mut client, Duration::from_millis(1200));
+}
+
+#[test]
+fn a_changed_fixed_key_is_refused_whole() {
+    let file = ConfigFile::new("reload-refused", BASE);
+    let (server, mut client) = line_server(&file);
+    file.write("protocol = \"line\"\nidle-timeout = \"300ms\"\nbuffer = \"8KiB\"\n");
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 409, "{body}");
+    // --max-frame follows --buffer when not set: it changes too.
+    assert!(
+        body.starts_with("reload refused: buffer, max-frame cannot change"),
+        "{body}"
+    );
+    let (code, _, err) = reload_command(&server);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("reload refused: buffer"), "{err}");
+    assert_eq!(reloads(&server, "refused"), 2.0);
+    assert_eq!(server.metric("holdfast_config_generation", &[]), 1.0);
+    let log = server.stderr_text();
+    assert!(
+        log.contains("[WARN] reload refused: buffer, max-frame cannot change"),
+        "{log}"
+    );
+    // Nothing applied: the live idle timeout beside it did not change.
+    still_served_after(&mut client, Duration::from_millis(1200));
+    // The fixed key back as it was: the live change alone is applied.
+    file.write("protocol = \"line\"\nidle-timeout = \"300ms\"\n");
+    let (code, out, err) = reload_command(&server);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "reload applied: generation 2; changed idle-timeout 60s -> 300ms"
+    );
+    let (_, how, _) = expect_closed(&mut client, SETTLE);
+    eprintln!("closed by {how:?}");
+}
+
+#[test]
+fn a_lowered_idle_timeout_closes_an_existing_idle_connection() {
+    let file = ConfigFile::new("reload-idle", BASE);
+    let (server, mut client) = line_server(&file);
+    let mut busy = server.connect();
+    std::thread::sleep(Duration::from_millis(800));
+    line_round_trip(&mut busy, b"busy");
+    file.write("protocol = \"line\"\nidle-timeout = \"500ms\"\n");
+    let asked = Instant::now();
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.trim(),
+        "reload applied: generation 2; changed idle-timeout 60s -> 500ms"
+    );
+    // Idle for 800 ms already, past the new 500 ms: closed at once (well
+    // before the old 60 s), while a connection that keeps talking stays.
+    for n in 0..3 {
+        std::thread::sleep(Duration::from_millis(100));
+        line_round_trip(&mut busy, format!("busy {n}").as_bytes());
+    }
+    let (_, _, took) = expect_closed(&mut client, SETTLE);
+    eprintln!(
+        "the idle connection closed {:?} after the reload",
+        asked.elapsed()
+    );
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    let closed = server.metric(
+        "holdfast_connections_closed_total",
+        &[("reason", "idle_timeout")],
+    );
+    assert!(closed >= 1.0, "{closed}");
+    assert_eq!(server.metric("holdfast_config_generation", &[]), 2.0);
+    let sha = file.sha256();
+    assert_eq!(
+        server.metric("holdfast_config_info", &[("sha256", &sha)]),
+        1.0
+    );
+    let log = server.stderr_text();
+    assert!(
+        log.contains("[INFO] reload applied: generation 2; changed idle-timeout 60s -> 500ms"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sighup_post_and_the_command_each_reload() {
+    let file = ConfigFile::new("reload-triggers", BASE);
+    let server = Server::start(&["--config", file.path()]);
+    file.write("protocol = \"line\"\nidle-timeout = \"50s\"\n");
+    server.signal(Signal::SIGHUP);
+    server.wait_metric("holdfast_config_generation", &[], 2.0, SETTLE);
+    file.write("protocol = \"line\"\nidle-timeout = \"40s\"\n");
+    let (status, _) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200);
+    assert_eq!(server.metric("holdfast_config_generation", &[]), 3.0);
+    file.write("protocol = \"line\"\nidle-timeout = \"30s\"\n");
+    let (code, out, _) = reload_command(&server);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("generation 4; changed idle-timeout 40s -> 30s"),
+        "{out}"
+    );
+    assert_eq!(reloads(&server, "applied"), 3.0);
+    let log = server.stderr_text();
+    for change in ["60s -> 50s", "50s -> 40s", "40s -> 30s"] {
+        assert!(
+            log.contains(&format!("changed idle-timeout {change}")),
+            "{log}"
+        );
+    }
+    assert!(log.contains("(SIGHUP): reloading the settings"), "{log}");
+    // A GET does not reload.
+    let (status, _) = util::http_get(server.admin(), "/reload");
+    assert_eq!(status, 405);
+}
+
+/// Lines sent to `client` (pipelined, all at once) and read back: how
+/// many came within `window`.
+fn lines_within(client: &mut std::net::TcpStream, window: Duration, buf: &mut Vec<u8>) -> usize {
+    let end = Instant::now() + window;
+    let mut chunk = [0u8; 4096];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        client
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match client.read(&mut chunk) {
+            Ok(0) => panic!("closed"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => break,
+        }
+    }
+    buf.iter().filter(|&&b| b == b'\n').count()
+}
+
+#[test]
+fn a_raised_request_rate_speeds_up_an_open_connection() {
+    let slow = "protocol = \"line\"\nrequest-rate = \"20\"\nrequest-burst = \"20\"\n";
+    let file = ConfigFile::new("reload-rate", slow);
+    let server = Server::start(&["--config", file.path()]);
+    let mut client = server.connect();
+    let lines: Vec<u8> = (0..400)
+        .flat_map(|n| format!("line {n}\n").into_bytes())
+        .collect();
+    client.write_all(&lines).unwrap();
+    let mut got = Vec::new();
+    // 20 at once, then 20 a second: about 40 in the first second.
+    let before = lines_within(&mut client, Duration::from_secs(1), &mut got);
+    assert!(
+        (20..=70).contains(&before),
+        "{before} lines in the first second at 20/s"
+    );
+    file.write("protocol = \"line\"\nrequest-rate = \"2000\"\nrequest-burst = \"20\"\n");
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("request-rate 20 -> 2000"), "{body}");
+    // The other 360 or so at 2000 a second: well within a second (at the
+    // old rate they would take 18 s).
+    let after = lines_within(&mut client, Duration::from_millis(1500), &mut got);
+    assert_eq!(
+        after, 400,
+        "{after} of 400 lines 1.5 s after raising the rate"
+    );
+    assert!(got == lines, "the replies differ from the lines sent");
+}
+
+#[test]
+fn a_request_rate_added_by_reload_paces_an_open_connection() {
+    let file = ConfigFile::new("reload-rate-new", "protocol = \"line\"\n");
+    let server = Server::start(&["--config", file.path()]);
+    let mut client = server.connect();
+    line_round_trip(&mut client, b"before");
+    file.write("protocol = \"line\"\nrequest-rate = \"20\"\nrequest-burst = \"20\"\n");
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<u8> = (0..200)
+        .flat_map(|n| format!("line {n}\n").into_bytes())
+        .collect();
+    client.write_all(&lines).unwrap();
+    let mut got = Vec::new();
+    let first = lines_within(&mut client, Duration::from_secs(1), &mut got);
+    assert!(
+        (20..=70).contains(&first),
+        "{first} lines in a second at 20/s"
+    );
+    // And dropped again: the rest at once.
+    file.write("protocol = \"line\"\n");
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200, "{body}");
+    let all = lines_within(&mut client, Duration::from_millis(1500), &mut got);
+    assert_eq!(all, 200);
+    assert!(got == lines);
+}
