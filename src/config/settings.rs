@@ -15,6 +15,7 @@ use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, time
 use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, SlowConsumer};
 use super::live::WithLive;
 use super::net::{KeepaliveBound, ProxyProtocol, TcpKeepalive, Trusted};
+use super::relations::UPSTREAMS_MAX;
 use super::units::{parse_duration, parse_size};
 
 /// `--help` heading of the engine's limits.
@@ -300,8 +301,14 @@ pub struct Config {
     /// An upstream Redis server, host:port; repeat for several (`upstreams = [...]` in
     /// --config). The proxy places keys by these names
     #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,
-          value_parser = choices::upstream)]
+          value_parser = choices::upstream, live = true)]
     pub upstreams: Vec<String>,
+    /// Upstreams the proxy can address over its life, reloads included: a removed one
+    /// keeps its slot (its connections drain, its metrics stay; adding it back reuses
+    /// it). Each costs a pool per shard and its metrics; 0 = twice as many as at start
+    #[arg(long, value_name = "N", default_value = "0", help_heading = UPSTREAMS,
+          bounds = count(0, UPSTREAMS_MAX as u64).note(" (0 means twice --upstream's count)"))]
+    pub upstream_slots: usize,
     /// The addresses of `upstreams`, resolved by [`Config::validate`].
     #[arg(skip)]
     pub upstream_addrs: Vec<SocketAddr>,

@@ -236,10 +236,10 @@ impl Server {
         };
         let generation = taken.as_ref().map_or(1, |taken| taken.generation);
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
-            .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstreams.len())))
+            .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstream_slots())))
             .collect();
         let mut registry = Registry::new(metrics.clone(), backend.name());
-        registry.upstreams = config.upstreams.clone();
+        *registry.upstreams.get_mut().expect("not shared yet") = config.upstreams.clone();
         registry.generation.store(generation, Ordering::Relaxed);
         let registry = Arc::new(registry);
         let offer = make_offer(&config, &listeners, generation, &registry)?;
@@ -717,7 +717,7 @@ pub fn fds_reserved(config: &Config) -> usize {
 pub fn fds_reserved_per_shard(config: &Config) -> usize {
     // `--shed-accept-queue` asks the kernel through a netlink socket.
     let probe = usize::from(config.shed_accept_queue > 0);
-    FDS_PER_SHARD + probe + config.upstreams.len() * config.upstream_conns
+    FDS_PER_SHARD + probe + config.upstream_slots() * config.upstream_conns
 }
 
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the

@@ -7,10 +7,12 @@
 //! what they look like in RESP.
 
 use crate::apps::proxy::command::{Local, Route, local_reply, route};
-use crate::apps::proxy::hash::Continuum;
+use crate::apps::proxy::hash::{Continuum, KeyHash};
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
 use crate::engine::codec::resp::Args;
-use crate::engine::service::{Answer, CallError, Context, Reply, Service, ServiceContext};
+use crate::engine::service::{
+    Answer, CallError, Context, Reply, Service, ServiceContext, Upstream,
+};
 
 /// The reserve of every reply the proxy writes itself but PING and ECHO
 /// with a message: refusals name a command cut to 32 bytes and stay under
@@ -29,6 +31,10 @@ const TOO_LARGE: &[u8] = b"-ERR reply too large for the connection buffer\r\n";
 /// One shard's proxy service.
 pub struct Proxy {
     ring: Continuum,
+    /// The upstream slot of each of the ring's upstreams (a reload may
+    /// remove upstreams and add others: slots are not reused).
+    slots: Vec<usize>,
+    key_hash: KeyHash,
     /// Reused from command to command: the split of the last one.
     plan: Plan,
     /// Sub-commands and replies written here; keeps its capacity.
@@ -50,6 +56,8 @@ impl Proxy {
         let ring = Continuum::new(&config.upstreams, config.key_hash).expect("validated upstreams");
         Proxy {
             ring,
+            slots: (0..config.upstreams.len()).collect(),
+            key_hash: config.key_hash,
             plan: Plan::new(),
             scratch: Vec::new(),
             merged: Vec::new(),
@@ -82,12 +90,13 @@ impl Service for Proxy {
     fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
         let Proxy {
             ring,
+            slots,
             plan,
             scratch,
             ..
         } = self;
         let args = Args::parse(frame);
-        let place = |key: &[u8]| ring.upstream(key);
+        let place = |key: &[u8]| slots[ring.upstream(key)];
         match route(args.clone(), place) {
             Route::Forward(upstream) => reply.call(upstream, frame),
             Route::Split(split) => {
@@ -123,6 +132,21 @@ impl Service for Proxy {
                 let _ = reply.put(scratch);
             }
             Route::Empty => {}
+        }
+    }
+
+    /// A reload changed the upstreams: keys are placed over the new ones
+    /// (ketama moves only the keys of removed upstreams and those that
+    /// fall on added ones).
+    fn upstreams(&mut self, upstreams: &[Upstream<'_>]) {
+        let names: Vec<&str> = upstreams.iter().map(|u| u.name).collect();
+        match Continuum::new(&names, self.key_hash) {
+            Ok(ring) => {
+                self.ring = ring;
+                self.slots = upstreams.iter().map(|u| u.slot).collect();
+            }
+            // Validated: 1 to UPSTREAMS_MAX upstreams of weight 1.
+            Err(error) => log::error!("reload: the upstreams' ring: {error}; keeping the old"),
         }
     }
 

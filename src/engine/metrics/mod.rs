@@ -522,7 +522,9 @@ pub struct Registry {
     pub backend: &'static str,
     /// The upstreams' names as written (the `upstream` label), in the
     /// order of every shard's [`ShardMetrics::upstreams`].
-    pub upstreams: Vec<String>,
+    /// Reloads add names (`engine/reload/`); a removed upstream keeps its
+    /// slot and name.
+    pub upstreams: std::sync::Mutex<Vec<String>>,
     /// File descriptors the process holds outside the shards that are
     /// known and expected (stdio, the admin listener and poller, the
     /// signal pipe), for `holdfast_fd_unaccounted`.
@@ -602,7 +604,7 @@ impl Registry {
             ready: AtomicBool::new(false),
             generation: AtomicU64::new(1),
             backend,
-            upstreams: Vec::new(),
+            upstreams: std::sync::Mutex::new(Vec::new()),
             fds_other: AtomicUsize::new(0),
             ip_table_entries: std::sync::Arc::new(AtomicU64::new(0)),
             config: ConfigMetrics::default(),

@@ -51,8 +51,10 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     traffic(out, shards)?;
     push(out, shards)?;
     loop_turn_histogram(out, shards)?;
-    if !registry.upstreams.is_empty() {
-        upstreams(out, registry)?;
+    let names = registry.upstreams.lock().map(|names| names.clone());
+    let names = names.unwrap_or_default();
+    if !names.is_empty() {
+        upstreams(out, registry, &names)?;
     }
     if registry.backend == "uring" {
         uring(out, shards)?;
@@ -403,10 +405,10 @@ fn process(out: &mut String, registry: &Registry) -> fmt::Result {
 
 /// The upstream families (only when the service calls upstreams), each
 /// summed over shards, labelled by the upstream as written.
-fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
+fn upstreams(out: &mut String, registry: &Registry, names: &[String]) -> fmt::Result {
     let shards = &registry.shards;
     // Escaped once per scrape, not once per series.
-    let names: Vec<String> = registry.upstreams.iter().map(|n| escape(n)).collect();
+    let names: Vec<String> = names.iter().map(|n| escape(n)).collect();
     let names = &names[..];
     pending(out, shards)?;
     per_upstream(
@@ -1135,7 +1137,7 @@ mod tests {
             })
             .collect();
         let mut registry = Registry::new(shards, "uring");
-        registry.upstreams = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
+        *registry.upstreams.lock().unwrap() = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
         registry.ready.store(true, Ordering::Relaxed);
         registry.fds_other.store(5, Ordering::Relaxed);
         registry.ip_table_entries.store(7, Ordering::Relaxed);

@@ -15,6 +15,7 @@
 
 mod sha256;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,12 +36,71 @@ pub struct Source {
     pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
 }
 
+/// The settings of one generation, as the shards take them.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Every setting (the fixed ones as at start).
+    pub config: Config,
+    /// Every upstream the process has known, by slot (a removed one keeps
+    /// its slot: its connections drain, its metrics stay): its name and
+    /// address. At most `--upstream-slots`.
+    pub slots: Vec<(String, SocketAddr)>,
+    /// The slot of each of `config.upstreams`, in order: the upstreams in
+    /// use.
+    pub active: Vec<usize>,
+}
+
+impl Snapshot {
+    /// The snapshot of the settings the server starts with: slot `i` is
+    /// upstream `i`.
+    pub fn new(config: Config) -> Snapshot {
+        let names = config.upstreams.iter().cloned();
+        let slots: Vec<_> = names.zip(config.upstream_addrs.iter().copied()).collect();
+        let active = (0..slots.len()).collect();
+        Snapshot {
+            config,
+            slots,
+            active,
+        }
+    }
+
+    /// The snapshot of `config` after this one: its upstreams keep their
+    /// slots by name, a new one takes the next free slot. `Err` when no
+    /// slot is left.
+    fn next(&self, config: Config) -> Result<Snapshot, String> {
+        let mut slots = self.slots.clone();
+        let mut active = Vec::with_capacity(config.upstreams.len());
+        for (name, addr) in config.upstreams.iter().zip(&config.upstream_addrs) {
+            let slot = match slots.iter().position(|(known, _)| known == name) {
+                Some(slot) => slot,
+                None if slots.len() < self.config.upstream_slots() => {
+                    slots.push((name.clone(), *addr));
+                    slots.len() - 1
+                }
+                None => {
+                    return Err(format!(
+                        "upstreams: no slot left for {name}: the {} of --upstream-slots are \
+                         taken (a removed upstream keeps its slot); raise it and restart",
+                        slots.len()
+                    ));
+                }
+            };
+            active.push(slot);
+        }
+        Ok(Snapshot {
+            config,
+            slots,
+            active,
+        })
+    }
+}
+
 /// The settings in effect, as every shard reads them.
 pub struct Published {
     /// One more per applied reload; a shard compares it once per turn.
     generation: AtomicU64,
     /// The snapshot of that generation.
-    current: Mutex<Arc<Config>>,
+    current: Mutex<Arc<Snapshot>>,
 }
 
 impl Published {
@@ -48,7 +108,7 @@ impl Published {
     pub fn new(config: Config) -> Published {
         Published {
             generation: AtomicU64::new(1),
-            current: Mutex::new(Arc::new(config)),
+            current: Mutex::new(Arc::new(Snapshot::new(config))),
         }
     }
 
@@ -58,15 +118,15 @@ impl Published {
     }
 
     /// The snapshot in effect and its generation.
-    pub fn latest(&self) -> (Arc<Config>, u64) {
+    pub fn latest(&self) -> (Arc<Snapshot>, u64) {
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         (current.clone(), self.generation.load(Ordering::Acquire))
     }
 
     /// Makes `config` the settings in effect; returns its generation.
-    fn publish(&self, config: Config) -> u64 {
+    fn publish(&self, snapshot: Snapshot) -> u64 {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        *current = Arc::new(config);
+        *current = Arc::new(snapshot);
         // Under the lock, so that a shard that sees the new generation
         // takes this snapshot or a later one.
         self.generation.fetch_add(1, Ordering::AcqRel) + 1
@@ -196,8 +256,14 @@ impl Reloader {
         let (running, _) = self.published.latest();
         let mut next = new.clone();
         // Fixed, and resolved at start from the machine.
-        next.threads = running.threads;
-        next.max_conns = running.max_conns;
+        next.threads = running.config.threads;
+        next.max_conns = running.config.max_conns;
+        next.upstream_slots = running.config.upstream_slots;
+        let next = match running.next(next) {
+            Ok(next) => next,
+            Err(why) => return Outcome::Invalid(why),
+        };
+        self.name_upstreams(&next);
         let generation = self.published.publish(next);
         log::set_max_level(new.log_level);
         *loaded = new;
@@ -216,6 +282,18 @@ impl Reloader {
         Outcome::Applied {
             generation,
             changed: diff.live,
+        }
+    }
+
+    /// The metrics' names of the upstreams' slots, new ones added.
+    fn name_upstreams(&self, snapshot: &Snapshot) {
+        let mut names = self
+            .registry
+            .upstreams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (name, _) in &snapshot.slots[names.len().min(snapshot.slots.len())..] {
+            names.push(name.clone());
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Answer, Closed, Context, Message, Opened, Reply, Service};
+use super::{Answer, Closed, Context, Message, Opened, Reply, Service, Upstream};
 use crate::engine::driver::Token;
 
 /// A service and its sessions, as the shard calls them. Every `token` is a
@@ -22,6 +22,7 @@ pub(crate) trait Handler: Send {
     fn tick(&mut self) -> Option<Duration>;
     fn answer_reserve(&self, answer: &Answer<'_>) -> usize;
     fn answer(&mut self, answer: &Answer<'_>, reply: &mut Reply<'_>);
+    fn upstreams(&mut self, upstreams: &[Upstream<'_>]);
 }
 
 /// A service with its connections' sessions.
@@ -108,6 +109,10 @@ impl<S: Service> Handler for Host<S> {
 
     fn answer(&mut self, answer: &Answer<'_>, reply: &mut Reply<'_>) {
         self.service.answer(answer, reply)
+    }
+
+    fn upstreams(&mut self, upstreams: &[Upstream<'_>]) {
+        self.service.upstreams(upstreams)
     }
 }
 

@@ -22,6 +22,8 @@ use crate::config::Config;
 use crate::engine::conn::{State, Timeouts};
 use crate::engine::driver::{Driver, Token};
 use crate::engine::front::{Door, Rate, Throttle};
+use crate::engine::reload::Snapshot;
+use crate::engine::service::Upstream;
 use crate::engine::timer::Millis;
 use crate::engine::upstream::conn::Deadlines;
 
@@ -62,9 +64,39 @@ impl Core {
         if self.settings.generation() == self.settings_seen {
             return;
         }
-        let (config, generation) = self.settings.latest();
+        let (snapshot, generation) = self.settings.latest();
         self.settings_seen = generation;
-        self.apply_settings(&config, io);
+        self.apply_settings(&snapshot.config, io);
+        self.apply_upstreams(&snapshot, io);
+    }
+
+    /// The upstreams of a reload: a pool for each new slot, the removed
+    /// ones retired (their idle connections closed now, the others once
+    /// they owe nothing), and the service told which it may call.
+    fn apply_upstreams<I: Driver>(&mut self, snapshot: &Snapshot, io: &mut I) {
+        let Some(upstreams) = self.upstreams.as_deref_mut() else {
+            return;
+        };
+        let shard = self.push.shard;
+        for slot in upstreams.pools.len()..snapshot.slots.len() {
+            let (name, addr) = &snapshot.slots[slot];
+            upstreams.add_pool(shard, slot, name.clone(), *addr);
+        }
+        for (slot, pool) in upstreams.pools.iter_mut().enumerate() {
+            pool.retired = !snapshot.active.contains(&slot);
+        }
+        for token in upstreams.conns.tokens() {
+            self.close_if_retired(io, token);
+        }
+        let active: Vec<Upstream<'_>> = snapshot
+            .active
+            .iter()
+            .map(|&slot| Upstream {
+                slot,
+                name: &snapshot.slots[slot].0,
+            })
+            .collect();
+        self.responder.service.upstreams(&active);
     }
 
     fn apply_settings<I: Driver>(&mut self, config: &Config, io: &mut I) {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+mod proxy;
+
 use crate::util::{self, ConfigFile, Server, expect_closed, http_post, line_round_trip};
 
 /// Waits this long for a reload's effect: generous for a loaded machine.
