@@ -922,6 +922,9 @@ mod tests {
             ("holdfast_backend_info", "gauge"),
             ("holdfast_ready", "gauge"),
             ("holdfast_generation", "gauge"),
+            ("holdfast_config_reloads_total", "counter"),
+            ("holdfast_config_generation", "gauge"),
+            ("holdfast_config_info", "gauge"),
             ("process_open_fds", "gauge"),
             ("process_max_fds", "gauge"),
             ("process_resident_memory_bytes", "gauge"),
@@ -1136,8 +1139,12 @@ mod tests {
                 Arc::new(s)
             })
             .collect();
-        let mut registry = Registry::new(shards, "uring");
+        let registry = Registry::new(shards, "uring");
         *registry.upstreams.lock().unwrap() = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
+        registry.config.reloads[ReloadResult::Applied.index()].store(2, Ordering::Relaxed);
+        registry.config.reloads[ReloadResult::Refused.index()].store(1, Ordering::Relaxed);
+        registry.config.generation.store(3, Ordering::Relaxed);
+        *registry.config.sha256.lock().unwrap() = "e3b0c442".into();
         registry.ready.store(true, Ordering::Relaxed);
         registry.fds_other.store(5, Ordering::Relaxed);
         registry.ip_table_entries.store(7, Ordering::Relaxed);

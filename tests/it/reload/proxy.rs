@@ -79,6 +79,9 @@ fn assert_placed(servers: &[&Redis], prefix: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Whether a GET of key number `i` may have been answered with `reply`.
+type Right = Arc<dyn Fn(usize, &[u8]) -> bool + Send + Sync>;
+
 /// What the load saw.
 #[derive(Default, Debug)]
 struct Seen {
@@ -93,7 +96,7 @@ struct Seen {
 fn load(
     proxy: &Server,
     stop: &Arc<AtomicBool>,
-    right: Arc<dyn Fn(usize, &[u8]) -> bool + Send + Sync>,
+    right: Right,
 ) -> Vec<std::thread::JoinHandle<Seen>> {
     (0..CLIENTS)
         .map(|n| {
@@ -126,11 +129,7 @@ fn load(
 
 /// Runs the load while `change` happens, then a while after; returns
 /// what every client saw.
-fn under_load(
-    proxy: &Server,
-    right: Arc<dyn Fn(usize, &[u8]) -> bool + Send + Sync>,
-    change: impl FnOnce(),
-) -> Seen {
+fn under_load(proxy: &Server, right: Right, change: impl FnOnce()) -> Seen {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(proxy, &stop, right);
     std::thread::sleep(Duration::from_millis(300));
