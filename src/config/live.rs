@@ -82,9 +82,12 @@ pub fn diff(mode: Mode, old: &Config, new: &Config) -> Diff {
         };
         match is_live(&arg) {
             true => {
+                // `["a","b",]` (pretty lines joined) shows as `["a", "b"]`.
                 let show = |value: Option<String>| {
                     let value = value.unwrap_or_default();
-                    value.trim_end_matches(',').to_string()
+                    let value = value.trim_end_matches(',');
+                    let value = value.replace(",]", "]").replace(",}", "}");
+                    value.replace("\",\"", "\", \"")
                 };
                 diff.live
                     .push(format!("{key} {} -> {}", show(was), show(now)));

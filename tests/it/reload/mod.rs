@@ -278,3 +278,16 @@ fn a_request_rate_added_by_reload_paces_an_open_connection() {
     assert_eq!(all, 200);
     assert!(got == lines);
 }
+
+#[test]
+fn the_command_says_when_no_server_answers() {
+    let port = util::free_port().to_string();
+    let admin = format!("127.0.0.1:{port}");
+    let (status, out, err) = util::run_to_exit(&["reload", "--admin", &admin], SETTLE);
+    assert_eq!(status.and_then(|s| s.code()), Some(3), "{out} {err}");
+    assert!(
+        err.starts_with("holdfast: reload: admin endpoint 127.0.0.1:"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
