@@ -291,3 +291,32 @@ fn the_command_says_when_no_server_answers() {
     );
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn heartbeats_turned_on_by_reload_close_an_open_silent_connection() {
+    let file = ConfigFile::new("reload-heartbeat", "protocol = \"resp\"\n");
+    let server = Server::start(&["--config", file.path()]);
+    let mut silent = util::Resp::connect(server.addr);
+    assert_eq!(silent.call(&[b"PING"]), b"+PONG\r\n");
+    let mut talking = util::Resp::connect(server.addr);
+    file.write(
+        "protocol = \"resp\"\nheartbeat-interval = \"300ms\"\nheartbeat-timeout = \"300ms\"\n",
+    );
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200, "{body}");
+    // Silent for 300 ms, then 300 more after the ping: closed, while a
+    // connection that keeps sending stays.
+    let asked = Instant::now();
+    let closer = std::thread::spawn(move || expect_closed(&mut silent.stream, SETTLE));
+    while asked.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(talking.call(&[b"PING"]), b"+PONG\r\n");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, _, took) = closer.join().expect("the silent connection closed");
+    assert!(took < Duration::from_millis(1500), "closed after {took:?}");
+    let reason = [("reason", "heartbeat_timeout")];
+    assert_eq!(
+        server.metric("holdfast_connections_closed_total", &reason),
+        1.0
+    );
+}
