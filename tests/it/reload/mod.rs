@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 mod proxy;
+mod upgrade;
 
 use crate::util::{self, ConfigFile, Server, expect_closed, http_post, line_round_trip};
 

@@ -14,24 +14,24 @@ use nix::sys::signal::Signal;
 use crate::util::{ConfigFile, Redis, Resp, Server, wait_until};
 
 /// Keys written through the proxy.
-const KEYS: usize = 600;
+pub(super) const KEYS: usize = 600;
 /// Load-generating clients, each with its own connection.
 const CLIENTS: usize = 3;
 /// GETs each client keeps in flight.
 const PIPELINE: usize = 16;
 
-fn key(i: usize) -> String {
+pub(super) fn key(i: usize) -> String {
     format!("{i}:key")
 }
 
-fn bulk(value: &str) -> Vec<u8> {
+pub(super) fn bulk(value: &str) -> Vec<u8> {
     format!("${}\r\n{value}\r\n", value.len()).into_bytes()
 }
 
-const NIL: &[u8] = b"$-1\r\n";
+pub(super) const NIL: &[u8] = b"$-1\r\n";
 
 /// The `upstreams = [...]` line of a config file.
-fn upstreams(servers: &[&Redis]) -> String {
+pub(super) fn upstreams(servers: &[&Redis]) -> String {
     let names: Vec<String> = servers
         .iter()
         .map(|r| format!("\"{}\"", r.name()))
@@ -40,7 +40,7 @@ fn upstreams(servers: &[&Redis]) -> String {
 }
 
 /// Where ketama puts `key` among `servers`: its index there.
-fn owner(servers: &[&Redis], key: &str) -> usize {
+pub(super) fn owner(servers: &[&Redis], key: &str) -> usize {
     let names: Vec<String> = servers.iter().map(|r| r.name()).collect();
     Continuum::new(&names, KeyHash::Murmur)
         .unwrap()
@@ -48,7 +48,7 @@ fn owner(servers: &[&Redis], key: &str) -> usize {
 }
 
 /// Sets every key to `prefix{i}` through the proxy.
-fn set_all(proxy: &Server, prefix: &str) {
+pub(super) fn set_all(proxy: &Server, prefix: &str) {
     let mut client = Resp::connect(proxy.addr);
     for i in 0..KEYS {
         let value = format!("{prefix}{i}");
@@ -61,7 +61,7 @@ fn set_all(proxy: &Server, prefix: &str) {
 
 /// Asserts that each key holds `prefix{i}` on its ketama owner among
 /// `servers` (asked directly), and returns those owners.
-fn assert_placed(servers: &[&Redis], prefix: &str) -> Vec<usize> {
+pub(super) fn assert_placed(servers: &[&Redis], prefix: &str) -> Vec<usize> {
     let mut clients: Vec<Resp> = servers.iter().map(|r| r.client()).collect();
     (0..KEYS)
         .map(|i| {
