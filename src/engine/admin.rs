@@ -802,6 +802,25 @@ mod tests {
         assert_eq!(header(&response.headers, "allow").as_deref(), Some("GET"));
     }
 
+    /// Without a reloader (a server embedded without a settings source),
+    /// `POST /reload` says so; `GET /reload` names the method to use.
+    #[test]
+    fn reload_without_a_source_is_unavailable() {
+        let (addr, registry) = start(TEST_LIMITS, 1);
+        let response = request(addr, b"POST /reload HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(response.status, 503);
+        assert!(
+            response.body.starts_with("reload unavailable"),
+            "{}",
+            response.body
+        );
+        let response = request(addr, b"GET /reload HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(response.status, 405);
+        assert_eq!(header(&response.headers, "allow").as_deref(), Some("POST"));
+        let reloads = &registry.config.reloads;
+        assert!(reloads.iter().all(|n| n.load(Ordering::Relaxed) == 0));
+    }
+
     #[test]
     fn garbage_request_bad_request() {
         let (addr, _registry) = start(TEST_LIMITS, 1);
@@ -1096,7 +1115,10 @@ mod tests {
 
     #[test]
     fn request_lines_routed() {
-        let cases: [(&[u8], Reply); 8] = [
+        let cases: [(&[u8], Reply); 11] = [
+            (b"POST /reload HTTP/1.1", Reply::Reload),
+            (b"GET /reload HTTP/1.1", Reply::ReloadNotPost),
+            (b"PUT /nope HTTP/1.1", Reply::MethodNotAllowed),
             (b"GET /metrics HTTP/1.1", Reply::Metrics),
             (b"GET /metrics HTTP/1.0", Reply::Metrics),
             (b"GET /healthz?x=1 HTTP/1.1", Reply::Healthz),
