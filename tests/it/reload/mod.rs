@@ -321,3 +321,19 @@ fn heartbeats_turned_on_by_reload_close_an_open_silent_connection() {
         1.0
     );
 }
+
+#[test]
+fn a_flag_given_at_start_keeps_winning_over_the_file() {
+    let file = ConfigFile::new("reload-flag", BASE);
+    let server = Server::start(&["--config", file.path(), "--idle-timeout", "60s"]);
+    let mut client = server.connect();
+    line_round_trip(&mut client, b"hello");
+    file.write("protocol = \"line\"\nidle-timeout = \"300ms\"\n");
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.trim(),
+        "reload applied: generation 2, no setting changed"
+    );
+    still_served_after(&mut client, Duration::from_millis(1200));
+}
