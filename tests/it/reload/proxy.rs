@@ -11,7 +11,7 @@ use std::time::Duration;
 use holdfast::apps::proxy::hash::{Continuum, KeyHash};
 use nix::sys::signal::Signal;
 
-use crate::util::{ConfigFile, Redis, Resp, Server, wait_until};
+use crate::util::{self, ConfigFile, Redis, Resp, Server, wait_until};
 
 /// Keys written through the proxy.
 pub(super) const KEYS: usize = 600;
@@ -259,4 +259,43 @@ fn upstreams_added_and_removed_under_load_move_only_the_ketama_share() {
         proxy.metric("holdfast_config_reloads_total", &[("result", "applied")]),
         2.0
     );
+}
+
+/// `--upstream-slots` (0: twice the upstreams at start) bounds the
+/// upstreams reloads may add over the process's life; past it a reload is
+/// invalid and changes nothing. A removed upstream keeps its slot, and
+/// gets it back when added again.
+#[test]
+fn upstream_slots_bound_what_reloads_may_add() {
+    let names: Vec<String> = (0..4)
+        .map(|_| format!("127.0.0.1:{}", util::free_port()))
+        .collect();
+    let list = |picked: &[usize]| {
+        let quoted: Vec<String> = picked
+            .iter()
+            .map(|&i| format!("\"{}\"", names[i]))
+            .collect();
+        format!("upstreams = [{}]\n", quoted.join(", "))
+    };
+    let file = ConfigFile::new("reload-slots", &list(&[0]));
+    let proxy = Server::start_proxy(&["--config", file.path()]);
+    let post = |contents: &str| {
+        file.write(contents);
+        util::http_post(proxy.admin(), "/reload")
+    };
+    // Two slots: the first upstream's and one more.
+    assert_eq!(post(&list(&[0, 1])).0, 200);
+    // Removing one keeps its slot: a third name finds none.
+    assert_eq!(post(&list(&[1])).0, 200);
+    let (status, body) = post(&list(&[1, 2]));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("no slot left for 127.0.0.1:"), "{body}");
+    // The removed one comes back to its own slot.
+    assert_eq!(post(&list(&[0, 1])).0, 200);
+    let (status, _) = post(&list(&[0, 1, 3]));
+    assert_eq!(status, 422);
+    assert_eq!(proxy.metric("holdfast_config_generation", &[]), 4.0);
+    // The shards are still there and serve.
+    let mut client = Resp::connect(proxy.addr);
+    assert_eq!(client.call(&[b"PING"]), b"+PONG\r\n");
 }
