@@ -216,16 +216,19 @@ pub struct Config {
     pub proxy_timeout: Duration,
     /// Connections one client address may hold open (across all shards); 0 = no limit
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 10_000_000).note(" (0 means no limit)"))]
+          bounds = count32(0, 10_000_000).note(" (0 means no limit)"),
+          live = true)]
     pub max_conns_per_ip: u32,
     /// New connections per second one client address may open (a token bucket); 0 = no limit
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 1_000_000).note(" (0 means no limit)"))]
+          bounds = count32(0, 1_000_000).note(" (0 means no limit)"),
+          live = true)]
     pub conn_rate_per_ip: u32,
     /// New connections one address may open at once before --conn-rate-per-ip paces it
     /// (the bucket's size); 0 = one second's worth
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 1_000_000).note(" (0 means one second of --conn-rate-per-ip)"))]
+          bounds = count32(0, 1_000_000).note(" (0 means one second of --conn-rate-per-ip)"),
+          live = true)]
     pub conn_burst_per_ip: u32,
     /// Leading bits of an IPv4 address that name one client for the per-address limits
     #[arg(long, value_name = "BITS", default_value = "32", help_heading = FRONT,

@@ -243,12 +243,13 @@ impl Server {
         registry.generation.store(generation, Ordering::Relaxed);
         let registry = Arc::new(registry);
         let offer = make_offer(&config, &listeners, generation, &registry)?;
-        let published = Arc::new(Published::new(config.clone()));
+        let per_ip = per_ip_table(&config, &registry);
+        let published = Arc::new(Published::new(config.clone(), per_ip.clone()));
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             listeners_kept: Arc::new(AtomicBool::new(from_systemd)),
-            per_ip: per_ip_table(&config, &registry),
+            per_ip,
             fd_room: fd_room(&config),
             settings: published.clone(),
         };

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::{self, Config, ConfigError, Mode};
 use crate::engine::driver::Waker;
+use crate::engine::front::{AddrTable, PerIp};
 use crate::engine::metrics::{Registry, ReloadResult};
 
 /// Where a reload reads the settings from.
@@ -48,12 +49,15 @@ pub struct Snapshot {
     /// The slot of each of `config.upstreams`, in order: the upstreams in
     /// use.
     pub active: Vec<usize>,
+    /// The process's per-address table, once any per-address limit was
+    /// set (at start or by a reload); a reload sets its limits in place.
+    pub per_ip: Option<Arc<AddrTable>>,
 }
 
 impl Snapshot {
     /// The snapshot of the settings the server starts with: slot `i` is
-    /// upstream `i`.
-    pub fn new(config: Config) -> Snapshot {
+    /// upstream `i`; `per_ip` is the table the shards start with.
+    pub fn new(config: Config, per_ip: Option<Arc<AddrTable>>) -> Snapshot {
         let names = config.upstreams.iter().cloned();
         let slots: Vec<_> = names.zip(config.upstream_addrs.iter().copied()).collect();
         let active = (0..slots.len()).collect();
@@ -61,6 +65,7 @@ impl Snapshot {
             config,
             slots,
             active,
+            per_ip,
         }
     }
 
@@ -91,6 +96,7 @@ impl Snapshot {
             config,
             slots,
             active,
+            per_ip: self.per_ip.clone(),
         })
     }
 }
@@ -104,11 +110,13 @@ pub struct Published {
 }
 
 impl Published {
-    /// Generation 1: the settings the server started with (resolved).
-    pub fn new(config: Config) -> Published {
+    /// Generation 1: the settings the server started with (resolved) and
+    /// its per-address table, if any.
+    pub fn new(config: Config, per_ip: Option<Arc<AddrTable>>) -> Published {
+        let snapshot = Snapshot::new(config, per_ip);
         Published {
             generation: AtomicU64::new(1),
-            current: Mutex::new(Arc::new(Snapshot::new(config))),
+            current: Mutex::new(Arc::new(snapshot)),
         }
     }
 
@@ -259,10 +267,12 @@ impl Reloader {
         next.threads = running.config.threads;
         next.max_conns = running.config.max_conns;
         next.upstream_slots = running.config.upstream_slots;
-        let next = match running.next(next) {
+        let mut next = match running.next(next) {
             Ok(next) => next,
             Err(why) => return Outcome::Invalid(why),
         };
+        // Nothing can fail from here: the new settings go into effect.
+        self.per_ip_limits(&mut next);
         self.name_upstreams(&next);
         let generation = self.published.publish(next);
         log::set_max_level(new.log_level);
@@ -282,6 +292,33 @@ impl Reloader {
         Outcome::Applied {
             generation,
             changed: diff.live,
+        }
+    }
+
+    /// The per-address limits of `next`: set in place in the process's
+    /// table, or a table made for them (sized as at start: `--ip-table-max`,
+    /// 0 meaning `--max-conns`).
+    fn per_ip_limits(&self, next: &mut Snapshot) {
+        let limits = PerIp::from_config(&next.config);
+        match (&next.per_ip, limits) {
+            (Some(table), limits) => {
+                let off = PerIp {
+                    max_conns: 0,
+                    rate: None,
+                    ..table.limits()
+                };
+                table.set_limits(limits.unwrap_or(off));
+            }
+            (None, Some(limits)) => {
+                let config = &next.config;
+                let max = match config.ip_table_max {
+                    0 => config.max_conns,
+                    max => max,
+                };
+                let gauge = self.registry.ip_table_entries.clone();
+                next.per_ip = Some(Arc::new(AddrTable::new(limits, max, gauge)));
+            }
+            (None, None) => {}
         }
     }
 

@@ -21,7 +21,7 @@ use super::core::Core;
 use crate::config::Config;
 use crate::engine::conn::{State, Timeouts};
 use crate::engine::driver::{Driver, Token};
-use crate::engine::front::{Door, Rate, Throttle};
+use crate::engine::front::{Door, Pass, Rate, Throttle};
 use crate::engine::reload::Snapshot;
 use crate::engine::service::Upstream;
 use crate::engine::timer::Millis;
@@ -67,7 +67,49 @@ impl Core {
         let (snapshot, generation) = self.settings.latest();
         self.settings_seen = generation;
         self.apply_settings(&snapshot.config, io);
+        self.apply_per_ip(&snapshot);
         self.apply_upstreams(&snapshot, io);
+    }
+
+    /// Per-address limits a reload set where there were none: the door
+    /// counts against the new table from the next accept, and the
+    /// connections already open are counted in it, by their peer address
+    /// (not judged: a limit lower than what an address holds already
+    /// refuses its next connections, it closes none). Behind a PROXY
+    /// header the client's address is not kept, so those are not counted.
+    /// A table the door has already had its limits set in place.
+    fn apply_per_ip(&mut self, snapshot: &Snapshot) {
+        let Some(table) = &snapshot.per_ip else {
+            return;
+        };
+        if self.door.as_ref().is_some_and(|door| door.has_table()) {
+            return;
+        }
+        match self.door.as_deref_mut() {
+            Some(door) => door.attach_table(table.clone()),
+            // Without a door no rate was set either (`apply_rate` ran).
+            None => {
+                self.door = Door::new(&snapshot.config, Some(table.clone()), None).map(Box::new)
+            }
+        }
+        let door = self.door.as_deref_mut().expect("a door with a table");
+        if door.reads_headers() {
+            return;
+        }
+        for token in self.conns.tokens() {
+            let Some(conn) = self.conns.get(token).filter(|c| c.state != State::Closed) else {
+                continue;
+            };
+            let Ok(peer) = conn.link.socket.peer_addr() else {
+                continue;
+            };
+            let key = table.seat(peer.ip());
+            let pass = Pass {
+                preamble: false,
+                key,
+            };
+            door.seat(slot(token), pass);
+        }
     }
 
     /// The upstreams of a reload: a pool for each new slot, the removed

@@ -337,3 +337,65 @@ fn a_flag_given_at_start_keeps_winning_over_the_file() {
     );
     still_served_after(&mut client, Duration::from_millis(1200));
 }
+
+/// Whether the server turns a new connection away: closed before it is
+/// served (a rejected connection is accepted and closed at once).
+fn refused(server: &Server) -> bool {
+    let mut client = server.connect();
+    let _ = client.write_all(b"knock\n");
+    let mut buf = [0u8; 64];
+    client
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    matches!(client.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn per_address_limits_set_by_reload_count_the_open_connections() {
+    let file = ConfigFile::new("reload-per-ip", "protocol = \"line\"\n");
+    let server = Server::start(&["--config", file.path()]);
+    let mut open: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for client in &mut open {
+        line_round_trip(client, b"open");
+    }
+    file.write("protocol = \"line\"\nmax-conns-per-ip = 3\n");
+    let (status, body) = http_post(server.admin(), "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("max-conns-per-ip 0 -> 3"), "{body}");
+    // The three open ones count: a fourth is refused, they are served.
+    assert!(
+        refused(&server),
+        "a fourth connection from 127.0.0.1 was served"
+    );
+    let reason = [("reason", "per_ip")];
+    assert_eq!(
+        server.metric("holdfast_connections_rejected_total", &reason),
+        1.0
+    );
+    for client in &mut open {
+        line_round_trip(client, b"still served");
+    }
+    // One closes: its place is free again.
+    drop(open.pop());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = server.connect();
+    line_round_trip(&mut again, b"in again");
+    assert!(refused(&server));
+    // Raised: two more come in; the limit is counted, not reset.
+    file.write("protocol = \"line\"\nmax-conns-per-ip = 5\n");
+    assert_eq!(http_post(server.admin(), "/reload").0, 200);
+    let mut more: Vec<_> = (0..2).map(|_| server.connect()).collect();
+    for client in &mut more {
+        line_round_trip(client, b"more");
+    }
+    assert!(refused(&server));
+    assert_eq!(
+        server.metric("holdfast_connections_rejected_total", &reason),
+        3.0
+    );
+    // Off: no limit at all.
+    file.write("protocol = \"line\"\n");
+    assert_eq!(http_post(server.admin(), "/reload").0, 200);
+    let mut free = server.connect();
+    line_round_trip(&mut free, b"free");
+}
