@@ -217,6 +217,9 @@ impl Server {
         if config.threads == 0 {
             config.threads = sys::cpu_count();
         }
+        // Fixed for the process's life: the upstreams' metrics and pools
+        // are sized by it (`engine/reload/`).
+        config.upstream_slots = config.upstream_slots();
         config.max_conns = resolve_max_conns(&config)?;
         let (backend, fallback) = choose_backend(&config)?;
         if let Some(warning) = fallback {
