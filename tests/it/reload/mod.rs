@@ -130,34 +130,35 @@ fn a_changed_fixed_key_is_refused_whole() {
 fn a_lowered_idle_timeout_closes_an_existing_idle_connection() {
     let file = ConfigFile::new("reload-idle", BASE);
     let (server, mut client) = line_server(&file);
+    // A connection that talks every 100 ms throughout stays open.
     let mut busy = server.connect();
-    std::thread::sleep(Duration::from_millis(800));
-    line_round_trip(&mut busy, b"busy");
-    file.write("protocol = \"line\"\nidle-timeout = \"500ms\"\n");
+    let talking = std::thread::spawn(move || {
+        for n in 0..25 {
+            line_round_trip(&mut busy, format!("busy {n}").as_bytes());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    file.write("protocol = \"line\"\nidle-timeout = \"1s\"\n");
     let asked = Instant::now();
     let (status, body) = http_post(server.admin(), "/reload");
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body.trim(),
-        "reload applied: generation 2; changed idle-timeout 60s -> 500ms"
+        "reload applied: generation 2; changed idle-timeout 60s -> 1s"
     );
-    // Idle for 800 ms already, past the new 500 ms: closed at once (well
-    // before the old 60 s), while a connection that keeps talking stays.
-    for n in 0..3 {
-        std::thread::sleep(Duration::from_millis(100));
-        line_round_trip(&mut busy, format!("busy {n}").as_bytes());
-    }
+    // Idle for 1.5 s already, past the new 1 s: closed at once (well
+    // before the old 60 s).
     let (_, _, took) = expect_closed(&mut client, SETTLE);
     eprintln!(
         "the idle connection closed {:?} after the reload",
         asked.elapsed()
     );
     assert!(took < Duration::from_secs(3), "closed after {took:?}");
-    let closed = server.metric(
-        "holdfast_connections_closed_total",
-        &[("reason", "idle_timeout")],
-    );
-    assert!(closed >= 1.0, "{closed}");
+    talking.join().expect("the talking connection stayed open");
+    let reason = [("reason", "idle_timeout")];
+    let closed = server.metric("holdfast_connections_closed_total", &reason);
+    assert_eq!(closed, 1.0);
     assert_eq!(server.metric("holdfast_config_generation", &[]), 2.0);
     let sha = file.sha256();
     assert_eq!(
@@ -165,10 +166,8 @@ fn a_lowered_idle_timeout_closes_an_existing_idle_connection() {
         1.0
     );
     let log = server.stderr_text();
-    assert!(
-        log.contains("[INFO] reload applied: generation 2; changed idle-timeout 60s -> 500ms"),
-        "{log}"
-    );
+    let line = "[INFO] reload applied: generation 2; changed idle-timeout 60s -> 1s";
+    assert!(log.contains(line), "{log}");
 }
 
 #[test]

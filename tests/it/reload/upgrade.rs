@@ -29,6 +29,8 @@ struct Tally {
     cut: AtomicU64,
     /// Requests sent again after such a close.
     resent: AtomicU64,
+    /// What the connection errors were, for the report.
+    errors: std::sync::Mutex<Vec<String>>,
 }
 
 /// One RESP reply; `Err` when the connection ends first.
@@ -51,8 +53,13 @@ fn connect(addr: SocketAddr, tally: &Tally) -> Option<TcpStream> {
             stream.set_read_timeout(Some(util::IO_TIMEOUT)).unwrap();
             Some(stream)
         }
-        Err(_) => {
+        Err(error) => {
             tally.refused.fetch_add(1, Ordering::Relaxed);
+            tally
+                .errors
+                .lock()
+                .unwrap()
+                .push(format!("connect: {error}"));
             None
         }
     }
@@ -110,6 +117,9 @@ fn client(addr: SocketAddr, n: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>, 
                 }
                 _ => {
                     tally.reset.fetch_add(1, Ordering::Relaxed);
+                    let unanswered = keys.len();
+                    let mut errors = tally.errors.lock().unwrap();
+                    errors.push(format!("{error} ({unanswered} of the batch unanswered)"));
                 }
             }
             tally.resent.fetch_add(keys.len() as u64, Ordering::Relaxed);
@@ -191,9 +201,10 @@ fn upstreams_changed_before_and_after_a_binary_upgrade_under_load() {
         t(&tally.cut),
         t(&tally.resent)
     );
+    let errors = tally.errors.lock().unwrap().clone();
     assert_eq!(t(&tally.wrong), 0, "wrong replies");
-    assert_eq!(t(&tally.refused), 0, "connections refused");
-    assert_eq!(t(&tally.reset), 0, "connections reset");
+    assert_eq!(t(&tally.refused), 0, "connections refused: {errors:?}");
+    assert_eq!(t(&tally.reset), 0, "connections reset: {errors:?}");
     assert!(t(&tally.nils) > 0, "no GET reached the added upstream");
     let served = new.metric("holdfast_connections_accepted_total", &[]);
     assert!(served >= 1.0, "the new process served the load");
