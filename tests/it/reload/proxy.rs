@@ -30,13 +30,19 @@ pub(super) fn bulk(value: &str) -> Vec<u8> {
 
 pub(super) const NIL: &[u8] = b"$-1\r\n";
 
-/// The `upstreams = [...]` line of a config file.
+/// A config file's `upstreams = [...]` line, after an upstream timeout
+/// long enough that a machine busy with other builds cannot make a reply
+/// late (what is under test is where requests go, not their deadline: a
+/// request lost would still hang its client past its read timeout).
 pub(super) fn upstreams(servers: &[&Redis]) -> String {
     let names: Vec<String> = servers
         .iter()
         .map(|r| format!("\"{}\"", r.name()))
         .collect();
-    format!("upstreams = [{}]\n", names.join(", "))
+    format!(
+        "upstream-timeout = \"5s\"\nupstreams = [{}]\n",
+        names.join(", ")
+    )
 }
 
 /// Where ketama puts `key` among `servers`: its index there.
