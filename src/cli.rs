@@ -10,19 +10,25 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
 use crate::config::{self, Config, ConfigError, Mode, Protocol, parse_duration, parse_size};
+use crate::engine::reload::Source;
 use crate::tools::bench::pubsub::PubSubOptions;
 use crate::tools::bench::{BenchOptions, Protocol as BenchProtocol};
 use crate::tools::chaos::ScanOptions;
 
 /// What the command line asked for.
 pub enum Command {
-    /// `holdfast serve`: run the server with this validated config.
-    Serve(Config),
+    /// `holdfast serve`: run the server with this validated config,
+    /// reloading from the source on SIGHUP.
+    Serve(Config, Source),
     /// `holdfast serve --check` (or `proxy --check`): validate the
     /// settings and probe the backend, then exit.
     Check(Config),
-    /// `holdfast proxy`: run the RESP proxy with this validated config.
-    Proxy(Config),
+    /// `holdfast proxy`: run the RESP proxy with this validated config,
+    /// reloading from the source on SIGHUP.
+    Proxy(Config, Source),
+    /// `holdfast reload`: ask the server whose admin endpoint is at this
+    /// address to reload its settings.
+    Reload(SocketAddr),
     /// `holdfast bench`: load a server with these validated options.
     Bench(BenchOptions),
     /// `holdfast chaos scan`: look for the classic mistakes in a server.
@@ -47,11 +53,17 @@ where
     match matches.subcommand() {
         Some(("serve", flags)) => {
             let config = settings(Mode::Serve, flags).map_err(usage)?;
-            Ok(checked(flags, config, Command::Serve))
+            let source = source(Mode::Serve, flags);
+            Ok(checked(flags, config, |c| Command::Serve(c, source)))
         }
         Some(("proxy", flags)) => {
             let config = settings(Mode::Proxy, flags).map_err(usage)?;
-            Ok(checked(flags, config, Command::Proxy))
+            let source = source(Mode::Proxy, flags);
+            Ok(checked(flags, config, |c| Command::Proxy(c, source)))
+        }
+        Some(("reload", flags)) => {
+            let admin = flags.get_one::<SocketAddr>("admin").copied();
+            Ok(Command::Reload(admin.expect("a default")))
         }
         Some(("bench", flags)) => {
             let bench = BenchArgs::from_arg_matches(flags).map_err(|e| (2, e.to_string()))?;
@@ -71,11 +83,23 @@ where
 }
 
 /// `--check` asks for [`Command::Check`] instead of running.
-fn checked(flags: &ArgMatches, config: Config, run: fn(Config) -> Command) -> Command {
+fn checked(flags: &ArgMatches, config: Config, run: impl FnOnce(Config) -> Command) -> Command {
     if flags.get_flag("check") {
         Command::Check(config)
     } else {
         run(config)
+    }
+}
+
+/// Where a reload reads the settings: as at start, the same file and the
+/// same flags (which keep winning over the file).
+fn source(mode: Mode, flags: &ArgMatches) -> Source {
+    let file = flags.get_one::<PathBuf>("config").cloned();
+    let flags = flags.clone();
+    Source {
+        mode,
+        file,
+        load: Box::new(move || settings(mode, &flags)),
     }
 }
 
@@ -100,6 +124,10 @@ fn settings(mode: Mode, flags: &ArgMatches) -> Result<Config, ConfigError> {
 }
 
 const MISSING_COMMAND: &str = "missing command: try `holdfast serve`, `holdfast proxy`, `holdfast bench`, `holdfast chaos scan` or `holdfast --help`";
+
+const RELOAD_ABOUT: &str = "Ask a running server to reload its settings (as SIGHUP does): POST \
+     /reload to its admin endpoint, print the line it answers; exit 0 when applied, 1 when \
+     refused or invalid (nothing was applied), 3 when the server could not be asked";
 
 const MISSING_CHAOS: &str =
     "missing chaos command: try `holdfast chaos scan ADDR` or `holdfast chaos proxy`";
@@ -158,6 +186,16 @@ fn cli() -> clap::Command {
             BenchArgs::augment_args(clap::Command::new("bench"))
                 .about(BENCH_ABOUT)
                 .after_help(BENCH_AFTER_HELP),
+        )
+        .subcommand(
+            clap::Command::new("reload").about(RELOAD_ABOUT).arg(
+                Arg::new("admin")
+                    .long("admin")
+                    .value_name("ADDR")
+                    .default_value("127.0.0.1:7001")
+                    .value_parser(clap::value_parser!(SocketAddr))
+                    .help("The server's admin endpoint (its --admin)"),
+            ),
         )
         .subcommand(
             clap::Command::new("chaos")
@@ -467,13 +505,14 @@ mod tests {
     fn serve(flags: &[&str]) -> Result<Config, (i32, String)> {
         let args = ["holdfast", "serve"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
-            Command::Serve(config) => config,
+            Command::Serve(config, _) => config,
             Command::Check(_) => panic!("parsed as check"),
             Command::Bench(_)
-            | Command::Proxy(_)
+            | Command::Proxy(..)
             | Command::ChaosScan(_)
-            | Command::ChaosProxy(_) => {
-                panic!("parsed as bench, proxy or chaos")
+            | Command::ChaosProxy(_)
+            | Command::Reload(_) => {
+                panic!("parsed as bench, proxy, reload or chaos")
             }
         })
     }
@@ -628,11 +667,12 @@ mod tests {
         let args = ["holdfast", "bench"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
             Command::Bench(options) => options,
-            Command::Serve(_)
+            Command::Serve(..)
             | Command::Check(_)
-            | Command::Proxy(_)
+            | Command::Proxy(..)
             | Command::ChaosScan(_)
-            | Command::ChaosProxy(_) => {
+            | Command::ChaosProxy(_)
+            | Command::Reload(_) => {
                 panic!("parsed as serve")
             }
         })
@@ -797,7 +837,7 @@ mod tests {
     fn proxy(flags: &[&str]) -> Result<Config, (i32, String)> {
         let args = ["holdfast", "proxy"].iter().chain(flags);
         parse(args.copied()).map(|command| match command {
-            Command::Proxy(config) => config,
+            Command::Proxy(config, _) => config,
             _ => panic!("not parsed as proxy"),
         })
     }

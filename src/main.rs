@@ -9,6 +9,7 @@ use holdfast::apps::proxy::Proxy;
 use holdfast::cli::{self, Command};
 use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
+use holdfast::engine::reload::Source;
 use holdfast::engine::server::Server;
 use holdfast::tools::bench::BenchOptions;
 use holdfast::tools::chaos::ScanOptions;
@@ -39,16 +40,17 @@ fn main() -> ExitCode {
             }
         }
         Command::Check(config) => check(&config),
-        Command::Proxy(config) => {
+        Command::Proxy(config, source) => {
             init_logging(config.log_level);
             install_panic_hook();
-            proxy(config)
+            proxy(config, source)
         }
-        Command::Serve(config) => {
+        Command::Serve(config, source) => {
             init_logging(config.log_level);
             install_panic_hook();
-            run(serve(config))
+            run(serve(config).reload_from(source))
         }
+        Command::Reload(admin) => reload(admin),
     }
 }
 
@@ -112,6 +114,25 @@ fn bench_pubsub(options: &BenchOptions) -> ExitCode {
     }
 }
 
+/// `holdfast reload`: the server's line on stdout when applied, on stderr
+/// when not (exit 1), or why it could not be asked (exit 3).
+fn reload(admin: std::net::SocketAddr) -> ExitCode {
+    match holdfast::tools::reload::run(admin) {
+        Ok(answer) if answer.status == 200 => {
+            println!("{}", answer.line);
+            ExitCode::SUCCESS
+        }
+        Ok(answer) => {
+            eprintln!("holdfast: {} (HTTP {})", answer.line, answer.status);
+            ExitCode::from(1)
+        }
+        Err(line) => {
+            eprintln!("holdfast: reload: {line}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 /// `holdfast check`: the settings are valid and a backend can run them.
 fn check(config: &Config) -> ExitCode {
     match holdfast::engine::server::choose_backend(config) {
@@ -150,9 +171,11 @@ fn serve(config: Config) -> Server {
 
 /// `holdfast proxy`: over `--upstream`s, or in front of the `--cluster`
 /// (whose nodes it learns first; exit 1 when no seed answers).
-fn proxy(mut config: Config) -> ExitCode {
+fn proxy(mut config: Config, source: Source) -> ExitCode {
     if config.cluster.is_none() {
-        return run(Server::new(config).service_with(Proxy::new));
+        return run(Server::new(config)
+            .service_with(Proxy::new)
+            .reload_from(source));
     }
     let topology = match holdfast::apps::proxy::cluster::join(&mut config) {
         Ok(topology) => topology,
@@ -161,7 +184,21 @@ fn proxy(mut config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    run(Server::new(config).service_with(move |context| Proxy::cluster(context, topology.clone())))
+    // A cluster's nodes are its topology's, not the settings': a reload
+    // keeps them.
+    let nodes = (config.upstreams.clone(), config.upstream_addrs.clone());
+    let load = source.load;
+    let source = Source {
+        load: Box::new(move || {
+            let mut config = load()?;
+            (config.upstreams, config.upstream_addrs) = nodes.clone();
+            Ok(config)
+        }),
+        ..source
+    };
+    let server =
+        Server::new(config).service_with(move |context| Proxy::cluster(context, topology.clone()));
+    run(server.reload_from(source))
 }
 
 /// Runs `server` until it stops.
@@ -189,7 +226,10 @@ fn init_logging(level: log::LevelFilter) {
         .build();
     // Line-buffered: one write(2) per log line, not one per fragment.
     let stderr = std::io::LineWriter::new(std::io::stderr());
-    let _ = simplelog::WriteLogger::init(level, config, stderr);
+    // The logger passes every level; `log::set_max_level` filters, so that
+    // a reload can change it (`engine/reload/`).
+    let _ = simplelog::WriteLogger::init(log::LevelFilter::Trace, config, stderr);
+    log::set_max_level(level);
 }
 
 /// Panics in a service are caught and counted per connection; log them as

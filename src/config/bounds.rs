@@ -249,5 +249,5 @@ impl WithBounds for Arg {
 pub fn range_of(arg: &Arg) -> Option<String> {
     let help = arg.get_help()?.to_string();
     let (_, range) = help.split_once(RANGE)?;
-    Some(range.trim_end_matches(']').to_string())
+    range.split(']').next().map(str::to_string)
 }

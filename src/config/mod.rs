@@ -6,6 +6,7 @@
 //! - `bounds`: the bounds a declaration names, checked while parsing;
 //! - `units`: how sizes, durations and counts are written;
 //! - `choices`: the settings that name a choice, as plain enums;
+//! - `live`: which settings a reload may change, and what one changes;
 //! - `load`: defaults, then the `--config` file (`file`), then the flags;
 //! - `relations`: [`Config::validate`], the checks between settings;
 //! - `error`: [`ConfigError`], one line naming the flag.
@@ -15,6 +16,7 @@ mod choices;
 mod error;
 mod file;
 mod front;
+mod live;
 mod load;
 mod net;
 mod relations;
@@ -28,6 +30,7 @@ pub use bounds::range_of;
 pub use choices::{Admin, Backend, Jitter, KeyHash, Protocol, ReadFrom, SlowConsumer};
 pub use error::ConfigError;
 pub use front::PROXY_BUFFER_MIN;
+pub use live::{Diff, diff, is_live, live_keys};
 pub use load::{Mode, args, flag_error, load};
 pub use net::{Cidr, Keepalive, ProxyProtocol, TRUSTED_MAX, TcpKeepalive, Trusted};
 pub use relations::{RESP_BUFFER_MIN, RESP_MAX_FRAME_MIN, UPSTREAMS_MAX};

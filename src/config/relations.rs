@@ -29,6 +29,15 @@ pub const UPSTREAMS_MAX: usize = 1024;
 pub const USERS_MAX: usize = 64;
 
 impl Config {
+    /// The upstream slots the proxy keeps (`--upstream-slots`, 0: twice as
+    /// many as `--upstream`s, within [`UPSTREAMS_MAX`]).
+    pub fn upstream_slots(&self) -> usize {
+        match self.upstream_slots {
+            0 => (2 * self.upstreams.len()).min(UPSTREAMS_MAX),
+            slots => slots,
+        }
+    }
+
     /// Checks the relations between settings and fills the derived
     /// defaults (`max_frame` when 0), and resolves the upstreams. `threads`
     /// and `max_conns` of 0 stay 0 here: the server derives them from the
@@ -197,6 +206,16 @@ impl Config {
             ));
         }
         self.check_upstream_timeouts()?;
+        if self.upstream_slots != 0 && self.upstream_slots < self.upstreams.len() {
+            return Err(ConfigError::new(
+                "--upstream-slots",
+                format!(
+                    "must be at least the {} upstreams given, got {}",
+                    self.upstreams.len(),
+                    self.upstream_slots
+                ),
+            ));
+        }
         let mut addrs = Vec::with_capacity(self.upstreams.len());
         for (index, name) in self.upstreams.iter().enumerate() {
             if self.upstreams[..index].contains(name) {

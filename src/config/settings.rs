@@ -13,7 +13,9 @@ use clap::Args;
 
 use super::bounds::{Range, Ratio, WithBounds, count, count32, millis, size, timeout};
 use super::choices::{self, Admin, Backend, Jitter, KeyHash, Protocol, ReadFrom, SlowConsumer};
+use super::live::WithLive;
 use super::net::{KeepaliveBound, ProxyProtocol, TcpKeepalive, Trusted};
+use super::relations::UPSTREAMS_MAX;
 use super::units::{parse_duration, parse_size};
 
 /// `--help` heading of the engine's limits.
@@ -91,19 +93,23 @@ pub struct Config {
     pub max_frame: usize,
     /// No traffic at all for this long closes
     #[arg(long, value_name = "DUR", default_value = "60s",
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub idle_timeout: Duration,
     /// A started frame must complete within this
     #[arg(long, value_name = "DUR", default_value = "10s",
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub read_timeout: Duration,
     /// Pending output must make progress within this
     #[arg(long, value_name = "DUR", default_value = "10s",
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub write_timeout: Duration,
     /// Drain time after SIGTERM/SIGINT; 0 closes at once
     #[arg(long, value_name = "DUR", default_value = "10s",
-          value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX))]
+          value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX),
+          live = true)]
     pub shutdown_grace: Duration,
     /// Serve binary upgrades on this Unix socket: a new process started with
     /// --upgrade-from on it receives the listening sockets, and this one then drains
@@ -128,7 +134,8 @@ pub struct Config {
     pub backlog: u32,
     /// Accepts per loop turn per shard, so a connect storm cannot starve open connections
     #[arg(long, value_name = "N", default_value = "64", help_heading = LIMITS,
-          bounds = count(1, BATCH_MAX))]
+          bounds = count(1, BATCH_MAX),
+          live = true)]
     pub accept_batch: usize,
     /// Readiness events taken per poll
     #[arg(long, value_name = "N", default_value = "1024", help_heading = LIMITS,
@@ -136,7 +143,8 @@ pub struct Config {
     pub events_max: usize,
     /// Bytes read per connection per loop turn before the others get their turn
     #[arg(long, value_name = "SIZE", default_value = "256KiB", help_heading = LIMITS,
-          bounds = size(1, 1 << 30))]
+          bounds = size(1, 1 << 30),
+          live = true)]
     pub read_budget: usize,
     /// Idle rings a shard keeps for reuse (times --buffer is memory held idle)
     #[arg(long, value_name = "N", default_value = "64", help_heading = LIMITS,
@@ -159,21 +167,25 @@ pub struct Config {
     /// A connection that sends nothing for this long gets the protocol's ping; 0 = no
     /// heartbeats
     #[arg(long, value_name = "DUR", default_value = "0s",
-          value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX))]
+          value_parser = parse_duration, bounds = timeout(Duration::ZERO, TIMEOUT_MAX),
+          live = true)]
     pub heartbeat_interval: Duration,
     /// After a heartbeat ping, a connection that sends nothing for this long is closed
     /// (heartbeat_timeout)
     #[arg(long, value_name = "DUR", default_value = "10s",
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub heartbeat_timeout: Duration,
     /// What a push to a connection whose --slow-consumer-bytes are queued does: close
     /// (slow_consumer) | drop (the message, counted)
     #[arg(long, value_name = "POLICY", default_value = "close", help_heading = LIMITS,
-          value_parser = SlowConsumer::parse)]
+          value_parser = SlowConsumer::parse,
+          live = true)]
     pub slow_consumer: SlowConsumer,
     /// Pushed bytes a connection may have queued behind its full output ring
     #[arg(long, value_name = "SIZE", default_value = "1MiB", help_heading = LIMITS,
-          bounds = size(0, TIB))]
+          bounds = size(0, TIB),
+          live = true)]
     pub slow_consumer_bytes: usize,
     /// Messages a shard's mailbox holds (pushes from other shards and threads); past it a
     /// push is refused
@@ -194,7 +206,8 @@ pub struct Config {
           bounds = count(1, 1 << 24))]
     pub max_memberships: usize,
     /// error | warn | info | debug | trace
-    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = choices::log_level)]
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = choices::log_level,
+          live = true)]
     pub log_level: log::LevelFilter,
     /// Pin shard i to CPU i (sched_setaffinity), modulo the CPUs this process may use
     #[arg(long)]
@@ -211,20 +224,24 @@ pub struct Config {
     pub proxy_trusted: Trusted,
     /// The whole PROXY header must arrive within this of the accept
     #[arg(long, value_name = "DUR", default_value = "3s", help_heading = FRONT,
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub proxy_timeout: Duration,
     /// Connections one client address may hold open (across all shards); 0 = no limit
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 10_000_000).note(" (0 means no limit)"))]
+          bounds = count32(0, 10_000_000).note(" (0 means no limit)"),
+          live = true)]
     pub max_conns_per_ip: u32,
     /// New connections per second one client address may open (a token bucket); 0 = no limit
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 1_000_000).note(" (0 means no limit)"))]
+          bounds = count32(0, 1_000_000).note(" (0 means no limit)"),
+          live = true)]
     pub conn_rate_per_ip: u32,
     /// New connections one address may open at once before --conn-rate-per-ip paces it
     /// (the bucket's size); 0 = one second's worth
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 1_000_000).note(" (0 means one second of --conn-rate-per-ip)"))]
+          bounds = count32(0, 1_000_000).note(" (0 means one second of --conn-rate-per-ip)"),
+          live = true)]
     pub conn_burst_per_ip: u32,
     /// Leading bits of an IPv4 address that name one client for the per-address limits
     #[arg(long, value_name = "BITS", default_value = "32", help_heading = FRONT,
@@ -241,12 +258,14 @@ pub struct Config {
     /// Frames per second one connection may send (a token bucket); past it the connection
     /// is not read from until tokens return. 0 = no limit
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 10_000_000).note(" (0 means no limit)"))]
+          bounds = count32(0, 10_000_000).note(" (0 means no limit)"),
+          live = true)]
     pub request_rate: u32,
     /// Frames one connection may send at once before --request-rate paces it; 0 = one
     /// second's worth
     #[arg(long, value_name = "N", default_value = "0", help_heading = FRONT,
-          bounds = count32(0, 10_000_000).note(" (0 means one second of --request-rate)"))]
+          bounds = count32(0, 10_000_000).note(" (0 means one second of --request-rate)"),
+          live = true)]
     pub request_burst: u32,
     /// TCP keepalive on client and upstream sockets: off, or IDLE,INTERVAL,COUNT (probe
     /// after IDLE quiet, every INTERVAL; COUNT unanswered and the peer is dead)
@@ -317,14 +336,21 @@ pub struct Config {
     /// An upstream Redis server, host:port; repeat for several (`upstreams = [...]` in
     /// --config). The proxy places keys by these names
     #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,
-          value_parser = choices::upstream)]
+          value_parser = choices::upstream, live = true)]
     pub upstreams: Vec<String>,
+    /// Upstreams the proxy can address over its life, reloads included: a removed one
+    /// keeps its slot (its connections drain, its metrics stay; adding it back reuses
+    /// it). Each costs a pool per shard and its metrics; 0 = twice as many as at start
+    #[arg(long, value_name = "N", default_value = "0", help_heading = UPSTREAMS,
+          bounds = count(0, UPSTREAMS_MAX as u64).note(" (0 means twice --upstream's count)"))]
+    pub upstream_slots: usize,
     /// The addresses of `upstreams`, resolved by [`Config::validate`].
     #[arg(skip)]
     pub upstream_addrs: Vec<SocketAddr>,
     /// Replies one client may await; past it the client is not read from
     #[arg(long, value_name = "N", default_value = "128", help_heading = UPSTREAMS,
-          bounds = count(1, QUEUE_MAX))]
+          bounds = count(1, QUEUE_MAX),
+          live = true)]
     pub max_pending: usize,
     /// Bytes a shard's awaited replies may hold, at least --buffer; past it a reply that
     /// must wait is dropped with an error
@@ -345,16 +371,19 @@ pub struct Config {
     pub upstream_queue: usize,
     /// An upstream connect must complete within this
     #[arg(long, value_name = "DUR", default_value = "1s", help_heading = UPSTREAMS,
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub connect_timeout: Duration,
     /// A request must be answered within this (shorter than --idle-timeout), or it gets
     /// an error and its connection is replaced
     #[arg(long, value_name = "DUR", default_value = "1s", help_heading = UPSTREAMS,
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub upstream_timeout: Duration,
     /// An upstream connection unused this long is closed
     #[arg(long, value_name = "DUR", default_value = "60s", help_heading = UPSTREAMS,
-          value_parser = parse_duration, bounds = TIMEOUT)]
+          value_parser = parse_duration, bounds = TIMEOUT,
+          live = true)]
     pub upstream_idle_timeout: Duration,
     /// Each shard PINGs each upstream this often, so the breaker hears of a dead one
     /// before a client pays for it (resp upstreams); 0 = off

@@ -766,3 +766,81 @@ fn shedding_thresholds_are_bounded() {
         assert_eq!(invalid(key, value).flag, format!("--{key}"), "{value}");
     }
 }
+
+/// The keys of the README's table of live settings (the first cell of
+/// each row under "### Reload", each key in backquotes).
+fn readme_live_keys(readme: &str) -> Vec<String> {
+    let section = readme
+        .split("\n### Reload\n")
+        .nth(1)
+        .expect("a Reload section");
+    let section = section.split("\n### ").next().unwrap();
+    let rows = section.lines().filter(|line| line.starts_with("| `"));
+    let first_cell = |line: &str| line.trim_matches('|').split(" | ").next().map(String::from);
+    let cells: Vec<String> = rows.filter_map(first_cell).collect();
+    let mut keys = Vec::new();
+    for cell in cells {
+        keys.extend(cell.split('`').skip(1).step_by(2).map(String::from));
+    }
+    keys
+}
+
+/// The README says which settings are live exactly as their declarations
+/// do (`live = true`), for both commands.
+#[test]
+fn readme_live_keys_match_the_declarations() {
+    let readme = include_str!("../../README.md");
+    let mut documented = readme_live_keys(readme);
+    documented.sort();
+    let mut declared = live_keys(Mode::Serve);
+    declared.extend(live_keys(Mode::Proxy));
+    declared.sort();
+    declared.dedup();
+    assert_eq!(documented, declared);
+    assert!(declared.contains(&"idle-timeout".to_string()));
+    assert!(!live_keys(Mode::Serve).contains(&"upstreams".to_string()));
+    assert!(live_keys(Mode::Proxy).contains(&"upstreams".to_string()));
+}
+
+/// A diff names the keys whose parsed values differ, live ones with both
+/// values, and sees through spelling (`1m` is `60s`).
+#[test]
+fn diff_splits_live_and_fixed_changes() {
+    let old = valid(&[("idle-timeout", "1m"), ("buffer", "64KiB")]);
+    let same = valid(&[("idle-timeout", "60s"), ("buffer", "65536")]);
+    assert!(diff(Mode::Serve, &old, &same).is_empty());
+    let new = valid(&[
+        ("idle-timeout", "5s"),
+        ("buffer", "8KiB"),
+        ("request-rate", "10"),
+        ("proxy-trusted", "10.0.0.0/8"),
+    ]);
+    let changed = diff(Mode::Serve, &old, &new);
+    assert_eq!(
+        changed.live,
+        ["idle-timeout 60s -> 5s", "request-rate 0 -> 10"]
+    );
+    // max-frame follows buffer; a list-valued setting is compared whole.
+    assert_eq!(changed.fixed, ["buffer", "max-frame", "proxy-trusted"]);
+}
+
+/// The breaker's settings (a flattened group) and the upstream list are
+/// compared too.
+#[test]
+fn diff_sees_the_groups_and_the_upstreams() {
+    let with = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("upstream", "127.0.0.1:1")];
+        all.extend_from_slice(pairs);
+        settings(Mode::Proxy, None, &flags(&all)).unwrap()
+    };
+    let old = with(&[]);
+    let new = with(&[("breaker-probes", "5"), ("upstream", "127.0.0.1:2")]);
+    let changed = diff(Mode::Proxy, &old, &new);
+    assert_eq!(changed.fixed, ["breaker-probes"]);
+    assert_eq!(changed.live.len(), 1, "{:?}", changed.live);
+    assert!(
+        changed.live[0].starts_with("upstreams "),
+        "{:?}",
+        changed.live
+    );
+}

@@ -1,5 +1,6 @@
 //! The admin endpoint: a tiny, bounded HTTP/1.1 server on its own thread
-//! serving `/metrics`, `/healthz` and `/readyz`.
+//! serving `/metrics`, `/healthz` and `/readyz`, and `POST /reload`
+//! (`engine/reload/`: the reload runs on this thread, answered when done).
 //!
 //! It runs its own small mio loop so that a slow or hostile scraper can
 //! never stall a shard: the only thing it shares with the shards is the
@@ -33,8 +34,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use crate::engine::metrics::Registry;
 use crate::engine::metrics::render::render;
+use crate::engine::metrics::{Registry, ReloadResult};
+use crate::engine::reload::Reloader;
 use crate::engine::shard::accept::Acceptor;
 use crate::engine::timer::Millis;
 
@@ -92,8 +94,12 @@ pub struct Admin {
 /// The admin endpoint's own descriptors are added to
 /// `registry.fds_other` while they are open, so that
 /// `holdfast_fd_unaccounted` stays 0 while scraping.
-pub fn spawn(addr: SocketAddr, registry: Arc<Registry>) -> io::Result<Admin> {
-    spawn_with(addr, registry, Limits::PRODUCTION)
+pub fn spawn(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    reloader: Option<Arc<Reloader>>,
+) -> io::Result<Admin> {
+    spawn_with(addr, registry, Limits::PRODUCTION, reloader)
 }
 
 /// The bounds of one admin endpoint; the production values are the public
@@ -113,7 +119,12 @@ impl Limits {
     };
 }
 
-fn spawn_with(addr: SocketAddr, registry: Arc<Registry>, limits: Limits) -> io::Result<Admin> {
+fn spawn_with(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    limits: Limits,
+    reloader: Option<Arc<Reloader>>,
+) -> io::Result<Admin> {
     let context = |what: &str, error: io::Error| {
         io::Error::new(
             error.kind(),
@@ -130,6 +141,7 @@ fn spawn_with(addr: SocketAddr, registry: Arc<Registry>, limits: Limits) -> io::
         .map_err(|e| context("register", e))?;
     let acceptor = Acceptor::named("admin accept").map_err(|e| context("spare fd", e))?;
     let mut admin_loop = AdminLoop::new(poll, listener, acceptor, registry, limits);
+    admin_loop.reloader = reloader;
     let thread = std::thread::Builder::new()
         .name("holdfast-admin".into())
         .spawn(move || admin_loop.run())
@@ -145,6 +157,8 @@ struct AdminLoop {
     acceptor: Acceptor,
     epoch: Instant,
     registry: Arc<Registry>,
+    /// Runs `POST /reload`, if the server reloads.
+    reloader: Option<Arc<Reloader>>,
     limits: Limits,
     /// Open connections; the index is the token.
     /// Invariant: `slots.len() == limits.connections_max`.
@@ -202,6 +216,7 @@ impl AdminLoop {
             acceptor,
             epoch: Instant::now(),
             registry,
+            reloader: None,
             limits,
             slots: (0..limits.connections_max).map(|_| None).collect(),
         }
@@ -347,7 +362,7 @@ impl AdminLoop {
         let Some(connection) = self.slots.get_mut(index).and_then(Option::as_mut) else {
             return;
         };
-        let progress = connection.advance(&self.registry, &self.limits);
+        let progress = connection.advance(&self.registry, self.reloader.as_deref(), &self.limits);
         if progress == Progress::Close {
             self.close(index);
         }
@@ -400,13 +415,18 @@ impl Phase {
 }
 
 impl Connection {
-    fn advance(&mut self, registry: &Registry, limits: &Limits) -> Progress {
+    fn advance(
+        &mut self,
+        registry: &Registry,
+        reloader: Option<&Reloader>,
+        limits: &Limits,
+    ) -> Progress {
         loop {
             let next = match &mut self.phase {
                 Phase::Reading { head } => {
                     match read_head(&mut self.stream, head, limits.request_bytes_max) {
                         Ok(Some(reply)) => Phase::Writing {
-                            response: response(reply, registry),
+                            response: response(reply, registry, reloader),
                             written: 0,
                         },
                         Ok(None) => return Progress::Blocked,
@@ -528,8 +548,10 @@ enum Reply {
     Metrics,
     Healthz,
     Readyz,
+    Reload,
     NotFound,
     MethodNotAllowed,
+    ReloadNotPost,
     BadRequest,
     HeadTooLarge,
 }
@@ -550,17 +572,34 @@ fn route(line: &[u8]) -> Reply {
     if !method_ok || !version_ok || !target.starts_with('/') {
         return Reply::BadRequest;
     }
-    if method != "GET" {
-        return Reply::MethodNotAllowed;
-    }
     // A scraper may add a query string; it selects nothing here.
     let path = target.split_once('?').map_or(target, |(path, _query)| path);
-    match path {
-        "/metrics" => Reply::Metrics,
-        "/healthz" => Reply::Healthz,
-        "/readyz" => Reply::Readyz,
-        _ => Reply::NotFound,
+    match (method, path) {
+        ("POST", "/reload") => Reply::Reload,
+        ("GET", "/metrics") => Reply::Metrics,
+        ("GET", "/healthz") => Reply::Healthz,
+        ("GET", "/readyz") => Reply::Readyz,
+        (_, "/reload") => Reply::ReloadNotPost,
+        ("GET", _) => Reply::NotFound,
+        _ => Reply::MethodNotAllowed,
     }
+}
+
+/// Runs a reload for `POST /reload`: the status (200 applied, 422 the file
+/// is invalid, 409 it changes a setting that is not live) and the one line
+/// that says what happened.
+fn reload(reloader: Option<&Reloader>) -> (&'static str, String) {
+    let Some(reloader) = reloader else {
+        let why = "reload unavailable: this server was started without a settings source\n";
+        return ("503 Service Unavailable", why.into());
+    };
+    let outcome = reloader.reload();
+    let status = match outcome.result() {
+        ReloadResult::Applied => "200 OK",
+        ReloadResult::Invalid => "422 Unprocessable Content",
+        ReloadResult::Refused => "409 Conflict",
+    };
+    (status, format!("{}\n", outcome.message()))
 }
 
 /// `tchar` of RFC 9110, the bytes a method may consist of.
@@ -569,10 +608,11 @@ fn is_token_byte(byte: u8) -> bool {
 }
 
 /// The complete response bytes for `reply`.
-fn response(reply: Reply, registry: &Registry) -> Vec<u8> {
+fn response(reply: Reply, registry: &Registry, reloader: Option<&Reloader>) -> Vec<u8> {
     const TEXT: &str = "text/plain; charset=utf-8";
     const METRICS: &str = "text/plain; version=0.0.4; charset=utf-8";
     let mut rendered = String::new();
+    let reloaded;
     let (status, content_type, body): (&str, &str, &str) = match reply {
         Reply::Metrics => {
             render(registry, &mut rendered);
@@ -581,8 +621,14 @@ fn response(reply: Reply, registry: &Registry) -> Vec<u8> {
         Reply::Healthz => ("200 OK", TEXT, "ok\n"),
         Reply::Readyz if registry.ready.load(Ordering::Relaxed) => ("200 OK", TEXT, "ready\n"),
         Reply::Readyz => ("503 Service Unavailable", TEXT, "draining\n"),
+        Reply::Reload => {
+            reloaded = reload(reloader);
+            (reloaded.0, TEXT, reloaded.1.as_str())
+        }
         Reply::NotFound => ("404 Not Found", TEXT, "not found\n"),
-        Reply::MethodNotAllowed => ("405 Method Not Allowed", TEXT, "method not allowed\n"),
+        Reply::MethodNotAllowed | Reply::ReloadNotPost => {
+            ("405 Method Not Allowed", TEXT, "method not allowed\n")
+        }
         Reply::BadRequest => ("400 Bad Request", TEXT, "bad request\n"),
         Reply::HeadTooLarge => (
             "431 Request Header Fields Too Large",
@@ -590,10 +636,10 @@ fn response(reply: Reply, registry: &Registry) -> Vec<u8> {
             "request head too large\n",
         ),
     };
-    let allow = if reply == Reply::MethodNotAllowed {
-        "Allow: GET\r\n"
-    } else {
-        ""
+    let allow = match reply {
+        Reply::MethodNotAllowed => "Allow: GET\r\n",
+        Reply::ReloadNotPost => "Allow: POST\r\n",
+        _ => "",
     };
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
@@ -632,7 +678,7 @@ mod tests {
         let registry = Arc::new(Registry::new(shards, "epoll"));
         registry.ready.store(true, Ordering::Relaxed);
         let loopback = "127.0.0.1:0".parse().unwrap();
-        let admin = spawn_with(loopback, registry.clone(), limits).expect("admin binds");
+        let admin = spawn_with(loopback, registry.clone(), limits, None).expect("admin binds");
         (admin.local_addr, registry)
     }
 
@@ -754,6 +800,25 @@ mod tests {
         let response = request(addr, b"POST /metrics HTTP/1.1\r\nHost: t\r\n\r\n");
         assert_eq!(response.status, 405);
         assert_eq!(header(&response.headers, "allow").as_deref(), Some("GET"));
+    }
+
+    /// Without a reloader (a server embedded without a settings source),
+    /// `POST /reload` says so; `GET /reload` names the method to use.
+    #[test]
+    fn reload_without_a_source_is_unavailable() {
+        let (addr, registry) = start(TEST_LIMITS, 1);
+        let response = request(addr, b"POST /reload HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(response.status, 503);
+        assert!(
+            response.body.starts_with("reload unavailable"),
+            "{}",
+            response.body
+        );
+        let response = request(addr, b"GET /reload HTTP/1.1\r\nHost: t\r\n\r\n");
+        assert_eq!(response.status, 405);
+        assert_eq!(header(&response.headers, "allow").as_deref(), Some("POST"));
+        let reloads = &registry.config.reloads;
+        assert!(reloads.iter().all(|n| n.load(Ordering::Relaxed) == 0));
     }
 
     #[test]
@@ -992,7 +1057,7 @@ mod tests {
     fn bind_error_names_the_listener() {
         let (addr, _registry) = start(TEST_LIMITS, 1);
         let registry = Arc::new(Registry::new(Vec::new(), "epoll"));
-        let error = match spawn(addr, registry.clone()) {
+        let error = match spawn(addr, registry.clone(), None) {
             Err(error) => error,
             Ok(_) => panic!("second bind of {addr} succeeded"),
         };
@@ -1050,7 +1115,10 @@ mod tests {
 
     #[test]
     fn request_lines_routed() {
-        let cases: [(&[u8], Reply); 8] = [
+        let cases: [(&[u8], Reply); 11] = [
+            (b"POST /reload HTTP/1.1", Reply::Reload),
+            (b"GET /reload HTTP/1.1", Reply::ReloadNotPost),
+            (b"PUT /nope HTTP/1.1", Reply::MethodNotAllowed),
             (b"GET /metrics HTTP/1.1", Reply::Metrics),
             (b"GET /metrics HTTP/1.0", Reply::Metrics),
             (b"GET /healthz?x=1 HTTP/1.1", Reply::Healthz),

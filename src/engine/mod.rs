@@ -29,6 +29,8 @@
 //! - [`metrics`]: per-shard counters, Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint (`/metrics`, `/healthz`,
 //!   `/readyz`) on its own thread.
+//! - [`reload`]: settings reloaded while running (SIGHUP, `POST /reload`):
+//!   validated, diffed, published to the shards as a snapshot.
 //! - `upgrade`: binary upgrade: the listeners handed to a new process
 //!   over a Unix socket (SCM_RIGHTS).
 //! - `sys`: socket options, RLIMIT_NOFILE.
@@ -42,6 +44,7 @@ pub mod front;
 pub(crate) mod memory;
 pub mod metrics;
 pub mod push;
+pub mod reload;
 pub mod server;
 pub mod service;
 pub(crate) mod shard;

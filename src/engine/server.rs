@@ -1,6 +1,7 @@
 //! The process around the shards: resolves the machine-dependent settings,
 //! binds one listener per shard, starts the shards and the admin endpoint,
-//! turns SIGTERM/SIGINT into a graceful shutdown, and joins.
+//! turns SIGTERM/SIGINT into a graceful shutdown and SIGHUP into a reload
+//! of the settings (`engine/reload/`), and joins.
 
 use std::fmt;
 use std::io;
@@ -17,6 +18,7 @@ use crate::engine::memory::{Budget, Plan};
 use crate::engine::metrics::{Registry, ShardMetrics};
 use crate::engine::push::hub::PushLimits;
 use crate::engine::push::{Hub, Pusher};
+use crate::engine::reload::{Outcome, Published, Reloader, Source};
 use crate::engine::service::host::{Handler, Host};
 use crate::engine::service::{Service, ServiceContext};
 use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
@@ -105,6 +107,8 @@ pub struct Server {
     /// Set by [`Server::service`] or [`Server::service_with`]; the engine
     /// has no service of its own.
     factory: Option<ServiceFactory>,
+    /// Where reloads read the settings, if the server reloads.
+    reload: Option<Source>,
 }
 
 /// A started server.
@@ -121,6 +125,8 @@ pub struct Running {
     pusher: Pusher,
     /// The listeners offered on `--upgrade-socket`, withdrawn on drain.
     offer: Option<Offer>,
+    /// Runs reloads (SIGHUP, `POST /reload`), if the server reloads.
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl Server {
@@ -130,7 +136,15 @@ impl Server {
         Server {
             config,
             factory: None,
+            reload: None,
         }
+    }
+
+    /// Reloads the settings from `source` on SIGHUP and `POST /reload`
+    /// (without it, a reload is refused: there is nothing to read).
+    pub fn reload_from(mut self, source: Source) -> Server {
+        self.reload = Some(source);
+        self
     }
 
     /// Runs `make()`'s service: one instance per shard.
@@ -162,18 +176,25 @@ impl Server {
         // The signal pipe is made before the shards start, so the start-up
         // fd count takes it in as the server's own; measured after, a
         // connection accepted in between would be counted as well.
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
-            .map_err(|source| ServerError::Setup {
-                what: "installing signal handlers",
-                source,
-            })?;
+        let mut signals =
+            signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
+                .map_err(|source| ServerError::Setup {
+                    what: "installing signal handlers",
+                    source,
+                })?;
         let running = self.start()?;
         let stopper = running.stopper();
+        let reloader = running.reloader.clone();
         std::thread::Builder::new()
             .name("holdfast-signals".into())
             .spawn(move || {
                 let mut first = true;
                 for signal in signals.forever() {
+                    if signal == libc::SIGHUP {
+                        log::info!("signal {signal} (SIGHUP): reloading the settings");
+                        reload(reloader.as_deref());
+                        continue;
+                    }
                     if first {
                         log::info!(
                             "signal {signal}: draining for at most {grace:?}; signal again to exit at once"
@@ -199,10 +220,14 @@ impl Server {
     /// at once.
     pub fn start(self) -> Result<Running, ServerError> {
         let factory = self.factory.ok_or(ServerError::NoService)?;
+        let loaded = self.config.clone();
         let mut config = self.config;
         if config.threads == 0 {
             config.threads = sys::cpu_count();
         }
+        // Fixed for the process's life: the upstreams' metrics and pools
+        // are sized by it (`engine/reload/`).
+        config.upstream_slots = config.upstream_slots();
         config.max_conns = resolve_max_conns(&config)?;
         let (backend, fallback) = choose_backend(&config)?;
         if let Some(warning) = fallback {
@@ -223,10 +248,10 @@ impl Server {
         };
         let generation = taken.as_ref().map_or(1, |taken| taken.generation);
         let metrics: Vec<Arc<ShardMetrics>> = (0..config.threads)
-            .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstreams.len())))
+            .map(|_| Arc::new(ShardMetrics::with_upstreams(config.upstream_slots())))
             .collect();
         let mut registry = Registry::new(metrics.clone(), backend.name());
-        registry.upstreams = config.upstreams.clone();
+        *registry.upstreams.get_mut().expect("not shared yet") = config.upstreams.clone();
         registry.generation.store(generation, Ordering::Relaxed);
         let registry = Arc::new(registry);
         let offer = make_offer(&config, &listeners, generation, &registry)?;
@@ -237,13 +262,16 @@ impl Server {
                 what: "creating a shard's eventfd",
                 source,
             })?;
+        let per_ip = per_ip_table(&config, &registry);
+        let published = Arc::new(Published::new(config.clone(), per_ip.clone()));
         let shared = Shared {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             listeners_kept: Arc::new(AtomicBool::new(from_systemd)),
-            per_ip: per_ip_table(&config, &registry),
+            per_ip,
             fd_room: fd_room(&config),
             budget: budget(&config, &plan, &registry, &wakers),
+            settings: published.clone(),
         };
         let hub = Arc::new(Hub::new(&wakers, &metrics, push_limits(&config)));
         let pusher = Pusher::new(hub.clone());
@@ -257,7 +285,12 @@ impl Server {
             pusher: &pusher,
         };
         let shards = setup.make_shards(listeners, metrics, &wakers)?;
-        let admin_addr = start_admin(&config, &registry)?;
+        let reloader = self.reload.map(|source| {
+            let reloader =
+                Reloader::new(source, loaded, published, wakers.clone(), registry.clone());
+            Arc::new(reloader)
+        });
+        let admin_addr = start_admin(&config, &registry, reloader.clone())?;
         let handles = shards
             .into_iter()
             .enumerate()
@@ -284,6 +317,7 @@ impl Server {
             shards: handles,
             pusher,
             offer,
+            reloader,
         };
         if let (Some(offer), Some(path)) = (&running.offer, &config.upgrade_socket) {
             let listeners_kept = shared.listeners_kept.clone();
@@ -566,6 +600,7 @@ impl ShardSetup<'_> {
 fn start_admin(
     config: &Config,
     registry: &Arc<Registry>,
+    reloader: Option<Arc<Reloader>>,
 ) -> Result<Option<SocketAddr>, ServerError> {
     // Whatever the process holds now besides the shards (stdio, fds
     // inherited from the parent) is expected, not a leak; the admin
@@ -581,7 +616,7 @@ fn start_admin(
     let Some(addr) = config.admin else {
         return Ok(None);
     };
-    let admin = admin::spawn(addr, registry.clone())
+    let admin = admin::spawn(addr, registry.clone(), reloader)
         .map_err(|source| ServerError::Bind { addr, source })?;
     Ok(Some(admin.local_addr))
 }
@@ -608,7 +643,21 @@ fn log_listening(
     );
 }
 
+/// Runs a reload for SIGHUP (it logs what it came to).
+fn reload(reloader: Option<&Reloader>) {
+    match reloader {
+        Some(reloader) => drop(reloader.reload()),
+        None => log::warn!("reload: this server was started without a settings source; ignored"),
+    }
+}
+
 impl Running {
+    /// Reloads the settings as SIGHUP does; `None` if the server was
+    /// started without a source ([`Server::reload_from`]).
+    pub fn reload(&self) -> Option<Outcome> {
+        self.reloader.as_ref().map(|reloader| reloader.reload())
+    }
+
     /// Pushes to the server's connections from any thread (clone it).
     pub fn pusher(&self) -> Pusher {
         self.pusher.clone()
@@ -709,7 +758,7 @@ pub fn fds_reserved(config: &Config) -> usize {
 pub fn fds_reserved_per_shard(config: &Config) -> usize {
     // `--shed-accept-queue` asks the kernel through a netlink socket.
     let probe = usize::from(config.shed_accept_queue > 0);
-    FDS_PER_SHARD + probe + config.upstreams.len() * config.upstream_conns
+    FDS_PER_SHARD + probe + config.upstream_slots() * config.upstream_conns
 }
 
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the

@@ -26,6 +26,7 @@ mod pubsub;
 mod pubsub_diff;
 mod push;
 mod regressions;
+mod reload;
 mod resp;
 mod resp_client;
 mod resp_diff;

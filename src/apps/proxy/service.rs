@@ -15,12 +15,12 @@ use crate::apps::proxy::cluster::{CROSSSLOT, View};
 use crate::apps::proxy::command::{
     Connection, Local, Reason, Route, local_reply, read_only, route,
 };
-use crate::apps::proxy::hash::Continuum;
+use crate::apps::proxy::hash::{Continuum, KeyHash};
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
 use crate::config::ReadFrom;
 use crate::engine::codec::resp::Args;
 use crate::engine::service::{
-    Answer, CallError, Context, Opened, Redirect, Reply, Service, ServiceContext,
+    Answer, CallError, Context, Opened, Redirect, Reply, Service, ServiceContext, Upstream,
 };
 
 /// The reserve of every reply the proxy writes itself but PING and ECHO
@@ -39,8 +39,15 @@ const TOO_LARGE: &[u8] = b"-ERR reply too large for the connection buffer\r\n";
 
 /// Where keys go.
 enum Placement {
-    /// Over `--upstream`s by ketama: a key's place is its upstream.
-    Ketama(Continuum),
+    /// Over `--upstream`s by ketama: a key's place is its upstream's
+    /// slot.
+    Ketama {
+        ring: Continuum,
+        /// The upstream slot of each of the ring's upstreams (a reload
+        /// may remove upstreams and add others: slots are not reused).
+        slots: Vec<usize>,
+        key_hash: KeyHash,
+    },
     /// Over a Redis Cluster: a key's place is its hash slot, served by
     /// the node the view says.
     Cluster(View),
@@ -50,7 +57,7 @@ impl Placement {
     /// A key's place: its upstream, or its slot.
     fn place(&self, key: &[u8]) -> usize {
         match self {
-            Placement::Ketama(ring) => ring.upstream(key),
+            Placement::Ketama { ring, slots, .. } => slots[ring.upstream(key)],
             Placement::Cluster(_) => usize::from(slot(key)),
         }
     }
@@ -59,7 +66,7 @@ impl Placement {
     /// command); the error to reply for a slot with no node for it.
     fn upstream(&self, place: usize, read: bool) -> Result<usize, &'static [u8]> {
         match self {
-            Placement::Ketama(_) => Ok(place),
+            Placement::Ketama { .. } => Ok(place),
             Placement::Cluster(view) => view.node(place as u16, read),
         }
     }
@@ -98,7 +105,12 @@ impl Proxy {
     pub fn new(context: &ServiceContext<'_>) -> Proxy {
         let config = context.config;
         let ring = Continuum::new(&config.upstreams, config.key_hash).expect("validated upstreams");
-        Proxy::with(context, Placement::Ketama(ring))
+        let placement = Placement::Ketama {
+            ring,
+            slots: (0..config.upstreams.len()).collect(),
+            key_hash: config.key_hash,
+        };
+        Proxy::with(context, placement)
     }
 
     /// A shard's proxy in front of a Redis Cluster, whose nodes are the
@@ -249,6 +261,30 @@ impl Service for Proxy {
         }
     }
 
+    /// A reload changed the upstreams: keys are placed over the new ones
+    /// (ketama moves only the keys of removed upstreams and those that
+    /// fall on added ones). A cluster's nodes come from its topology, not
+    /// from the settings (a reload refuses `upstream` with `--cluster`).
+    fn upstreams(&mut self, upstreams: &[Upstream<'_>]) {
+        let Placement::Ketama {
+            ring,
+            slots,
+            key_hash,
+        } = &mut self.placement
+        else {
+            return;
+        };
+        let names: Vec<&str> = upstreams.iter().map(|u| u.name).collect();
+        match Continuum::new(&names, *key_hash) {
+            Ok(new) => {
+                *ring = new;
+                *slots = upstreams.iter().map(|u| u.slot).collect();
+            }
+            // Validated: 1 to UPSTREAMS_MAX upstreams of weight 1.
+            Err(error) => log::error!("reload: the upstreams' ring: {error}; keeping the old"),
+        }
+    }
+
     fn answer_reserve(&self, answer: &Answer<'_>) -> usize {
         match answer_bound(answer) {
             bound if bound > self.reply_max => TOO_LARGE.len(),
@@ -259,7 +295,7 @@ impl Service for Proxy {
     fn redirect(&mut self, reply: &[u8]) -> Option<Redirect> {
         match &mut self.placement {
             Placement::Cluster(view) => view.redirect(reply),
-            Placement::Ketama(_) => None,
+            Placement::Ketama { .. } => None,
         }
     }
 

@@ -102,6 +102,23 @@ impl Door {
         })
     }
 
+    /// Whether the door counts connections against per-address limits.
+    pub fn has_table(&self) -> bool {
+        self.table.is_some()
+    }
+
+    /// Whether connections come with a PROXY header (their client address
+    /// is the header's, not the peer's).
+    pub fn reads_headers(&self) -> bool {
+        self.proxy.on()
+    }
+
+    /// A reload made per-address limits: the door counts against `table`
+    /// from the next connection on (the caller seats the open ones).
+    pub fn attach_table(&mut self, table: Arc<AddrTable>) {
+        self.table = Some(table);
+    }
+
     /// A connection was accepted at `now`; `peer` reads its peer address
     /// (`None`: it could not be read), only if something judges by it:
     /// let it in, or say why not.

@@ -86,8 +86,11 @@ struct Entry {
     idle_queued: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
+    /// The limits in force (a reload changes them in place; the prefixes
+    /// stay).
+    limits: PerIp,
     entries: HashMap<Key, Entry>,
     /// Addresses whose last connection closed while their bucket was not
     /// full, oldest first; an address is here at most once (its entry's
@@ -100,7 +103,8 @@ struct Inner {
 /// The process's table of client addresses.
 #[derive(Debug)]
 pub struct AddrTable {
-    limits: PerIp,
+    /// The prefixes that make an address a key (fixed).
+    keys: PerIp,
     max: usize,
     epoch: Instant,
     inner: Mutex<Inner>,
@@ -112,18 +116,52 @@ impl AddrTable {
     /// A table for `limits` holding at most `max` addresses, publishing its
     /// size into `gauge`.
     pub fn new(limits: PerIp, max: usize, gauge: Arc<AtomicU64>) -> AddrTable {
-        AddrTable {
+        let inner = Inner {
             limits,
+            entries: HashMap::new(),
+            idle: VecDeque::new(),
+        };
+        AddrTable {
+            keys: limits,
             max: max.max(1),
             epoch: Instant::now(),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
             gauge,
         }
     }
 
     /// The limits it applies.
     pub fn limits(&self) -> PerIp {
-        self.limits
+        self.lock().limits
+    }
+
+    /// A reload's limits (`--max-conns-per-ip`, `--conn-rate-per-ip`,
+    /// `--conn-burst-per-ip`), from the next connection on; the addresses'
+    /// counts and buckets stay (a bucket holds at most the new burst).
+    pub fn set_limits(&self, limits: PerIp) {
+        self.lock().limits = limits;
+    }
+
+    /// Counts a connection from `ip` that is already open (a reload made
+    /// this table while it was), without judging it; `None` when the
+    /// table is full of addresses with connections open.
+    pub fn seat(&self, ip: IpAddr) -> Option<Key> {
+        let key = self.keys.key(ip);
+        let now = self.now();
+        let mut inner = self.lock();
+        if !inner.entries.contains_key(&key) && !self.make_room(&mut inner) {
+            return None;
+        }
+        let bucket = Bucket::full(inner.limits.rate.unwrap_or(UNLIMITED), now);
+        let fresh = Entry {
+            open: 0,
+            bucket,
+            idle_queued: false,
+        };
+        inner.entries.entry(key).or_insert(fresh).open += 1;
+        self.gauge
+            .store(inner.entries.len() as u64, Ordering::Relaxed);
+        Some(key)
     }
 
     fn now(&self) -> Millis {
@@ -144,24 +182,24 @@ impl AddrTable {
 
     /// [`AddrTable::admit`] at `now` (milliseconds of the table's clock).
     fn admit_at(&self, ip: IpAddr, now: Millis) -> Result<Key, RejectReason> {
-        let key = self.limits.key(ip);
+        let key = self.keys.key(ip);
         let mut inner = self.lock();
+        let limits = inner.limits;
         self.forget_refilled(&mut inner, now);
         if !inner.entries.contains_key(&key) && !self.make_room(&mut inner) {
             return Err(RejectReason::IpTableFull);
         }
         let fresh = Entry {
             open: 0,
-            bucket: self
-                .limits
+            bucket: limits
                 .rate
                 .map_or(Bucket::full(UNLIMITED, now), |rate| Bucket::full(rate, now)),
             idle_queued: false,
         };
         let entry = inner.entries.entry(key).or_insert(fresh);
-        let outcome = if self.limits.max_conns > 0 && entry.open >= self.limits.max_conns {
+        let outcome = if limits.max_conns > 0 && entry.open >= limits.max_conns {
             Err(RejectReason::PerIp)
-        } else if let Some(rate) = self.limits.rate
+        } else if let Some(rate) = limits.rate
             && !entry.bucket.take(rate, now)
         {
             Err(RejectReason::ConnRate)
@@ -182,16 +220,14 @@ impl AddrTable {
     /// [`AddrTable::release`] at `now`.
     fn release_at(&self, key: Key, now: Millis) {
         let mut inner = self.lock();
+        let rate = inner.limits.rate;
         let Some(entry) = inner.entries.get_mut(&key) else {
             debug_assert!(false, "released an address the table does not hold");
             return;
         };
         entry.open -= 1;
         if entry.open == 0 && !entry.idle_queued {
-            let spent = self
-                .limits
-                .rate
-                .is_some_and(|rate| !entry.bucket.is_full(rate, now));
+            let spent = rate.is_some_and(|rate| !entry.bucket.is_full(rate, now));
             if spent {
                 // Kept until its bucket is full again (or room is needed).
                 entry.idle_queued = true;
@@ -209,7 +245,7 @@ impl AddrTable {
     /// Forgets up to two of the oldest idle addresses whose bucket is full
     /// again, so that the table shrinks as it is used.
     fn forget_refilled(&self, inner: &mut Inner, now: Millis) {
-        let Some(rate) = self.limits.rate else {
+        let Some(rate) = inner.limits.rate else {
             return;
         };
         for _ in 0..2 {

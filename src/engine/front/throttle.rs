@@ -37,6 +37,22 @@ impl Throttle {
         })
     }
 
+    /// A reload's new rate: each bucket keeps its tokens (up to the new
+    /// burst) and earns at the new rate from its next refill.
+    pub fn set_rate(&mut self, rate: Rate) {
+        self.rate = rate;
+    }
+
+    /// Every parked connection, unparked (a reload changed the rate: each
+    /// is served again and parked anew at the new rate if still over it).
+    pub fn take_parked(&mut self) -> Vec<Token> {
+        let parked = std::mem::take(&mut self.parked);
+        parked
+            .into_iter()
+            .map(|Reverse((_, token, _))| token)
+            .collect()
+    }
+
     /// A connection took table slot `slot` at `now`: a full bucket.
     pub fn seat(&mut self, slot: usize, now: Millis) {
         if self.buckets.len() <= slot {

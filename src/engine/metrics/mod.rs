@@ -541,7 +541,9 @@ pub struct Registry {
     pub backend: &'static str,
     /// The upstreams' names as written (the `upstream` label), in the
     /// order of every shard's [`ShardMetrics::upstreams`].
-    pub upstreams: Vec<String>,
+    /// Reloads add names (`engine/reload/`); a removed upstream keeps its
+    /// slot and name.
+    pub upstreams: std::sync::Mutex<Vec<String>>,
     /// File descriptors the process holds outside the shards that are
     /// known and expected (stdio, the admin listener and poller, the
     /// signal pipe), for `holdfast_fd_unaccounted`.
@@ -554,6 +556,65 @@ pub struct Registry {
     pub buffer_memory: std::sync::Arc<AtomicU64>,
     /// `--max-buffer-memory` in force (whole units of two rings).
     pub buffer_memory_limit: AtomicU64,
+    /// Reloads of the settings (`engine/reload/`).
+    pub config: ConfigMetrics,
+}
+
+/// What the reloads of the settings came to.
+#[derive(Debug)]
+pub struct ConfigMetrics {
+    /// Reloads by [`ReloadResult`] (`holdfast_config_reloads_total`).
+    pub reloads: [AtomicU64; ReloadResult::ALL.len()],
+    /// 1 at start, one more per applied reload
+    /// (`holdfast_config_generation`).
+    pub generation: AtomicU64,
+    /// The SHA-256 of the `--config` file in effect, in hex, or `none`
+    /// (`holdfast_config_info`); written by reloads only.
+    pub sha256: std::sync::Mutex<String>,
+}
+
+impl Default for ConfigMetrics {
+    fn default() -> ConfigMetrics {
+        ConfigMetrics {
+            reloads: Default::default(),
+            generation: AtomicU64::new(1),
+            sha256: std::sync::Mutex::new("none".into()),
+        }
+    }
+}
+
+/// What one reload came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new settings are in effect (also when nothing changed).
+    Applied,
+    /// The file could not be read, parsed or validated: nothing changed.
+    Invalid,
+    /// The file changes a setting that cannot change live: nothing changed.
+    Refused,
+}
+
+impl ReloadResult {
+    /// Every result, in [`ReloadResult::index`] order.
+    pub const ALL: [ReloadResult; 3] = [
+        ReloadResult::Applied,
+        ReloadResult::Invalid,
+        ReloadResult::Refused,
+    ];
+
+    /// A dense index for per-result tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `result` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Invalid => "invalid",
+            ReloadResult::Refused => "refused",
+        }
+    }
 }
 
 impl Registry {
@@ -567,11 +628,12 @@ impl Registry {
             ready: AtomicBool::new(false),
             generation: AtomicU64::new(1),
             backend,
-            upstreams: Vec::new(),
+            upstreams: std::sync::Mutex::new(Vec::new()),
             fds_other: AtomicUsize::new(0),
             ip_table_entries: std::sync::Arc::new(AtomicU64::new(0)),
             buffer_memory: std::sync::Arc::new(AtomicU64::new(0)),
             buffer_memory_limit: AtomicU64::new(0),
+            config: ConfigMetrics::default(),
         }
     }
 }

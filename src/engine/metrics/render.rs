@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 
 use super::{
     BreakerState, CloseReason, DropReason, FailFast, LOOP_TURN_BUCKETS, Registry, RejectReason,
-    ShardMetrics, UPSTREAM_LATENCY_BUCKETS, UpstreamError, UpstreamMetrics,
+    ReloadResult, ShardMetrics, UPSTREAM_LATENCY_BUCKETS, UpstreamError, UpstreamMetrics,
 };
 
 /// Renders every metric, summed over shards, with per-shard series where
@@ -51,8 +51,10 @@ fn render_to(registry: &Registry, out: &mut String) -> fmt::Result {
     traffic(out, shards)?;
     push(out, shards)?;
     loop_turn_histogram(out, shards)?;
-    if !registry.upstreams.is_empty() {
-        upstreams(out, registry)?;
+    let names = registry.upstreams.lock().map(|names| names.clone());
+    let names = names.unwrap_or_default();
+    if !names.is_empty() {
+        upstreams(out, registry, &names)?;
     }
     if registry.backend == "uring" {
         uring(out, shards)?;
@@ -369,7 +371,47 @@ fn state(out: &mut String, registry: &Registry) -> fmt::Result {
         "Which process this is across binary upgrades: 1 when started afresh, one more than \
          the process it took the listeners from.",
         registry.generation.load(Ordering::Relaxed),
-    )
+    )?;
+    config(out, registry)
+}
+
+/// The reloads of the settings (`engine/reload/`).
+fn config(out: &mut String, registry: &Registry) -> fmt::Result {
+    let config = &registry.config;
+    header(
+        out,
+        "holdfast_config_reloads_total",
+        "counter",
+        "Reloads of the settings (SIGHUP, POST /reload) by result: applied, invalid (the file \
+         failed to load or validate) or refused (it changes a setting that is not live).",
+    )?;
+    for result in ReloadResult::ALL {
+        let value = config.reloads[result.index()].load(Ordering::Relaxed);
+        let name = result.name();
+        writeln!(
+            out,
+            "holdfast_config_reloads_total{{result=\"{name}\"}} {value}"
+        )?;
+    }
+    single(
+        out,
+        "holdfast_config_generation",
+        "gauge",
+        "The settings in effect: 1 at start, one more per applied reload.",
+        config.generation.load(Ordering::Relaxed),
+    )?;
+    header(
+        out,
+        "holdfast_config_info",
+        "gauge",
+        "The SHA-256 of the --config file in effect (as sha256sum prints it; none without a \
+         file); the value is always 1.",
+    )?;
+    let sha256 = config
+        .sha256
+        .lock()
+        .map_or_else(|_| "none".into(), |s| s.clone());
+    writeln!(out, "holdfast_config_info{{sha256=\"{sha256}\"}} 1")
 }
 
 /// The process figures, each left out when it could not be read, and the
@@ -417,10 +459,10 @@ fn process(out: &mut String, registry: &Registry) -> fmt::Result {
 
 /// The upstream families (only when the service calls upstreams), each
 /// summed over shards, labelled by the upstream as written.
-fn upstreams(out: &mut String, registry: &Registry) -> fmt::Result {
+fn upstreams(out: &mut String, registry: &Registry, names: &[String]) -> fmt::Result {
     let shards = &registry.shards;
     // Escaped once per scrape, not once per series.
-    let names: Vec<String> = registry.upstreams.iter().map(|n| escape(n)).collect();
+    let names: Vec<String> = names.iter().map(|n| escape(n)).collect();
     let names = &names[..];
     pending(out, shards)?;
     per_upstream(
@@ -952,6 +994,9 @@ mod tests {
             ("holdfast_backend_info", "gauge"),
             ("holdfast_ready", "gauge"),
             ("holdfast_generation", "gauge"),
+            ("holdfast_config_reloads_total", "counter"),
+            ("holdfast_config_generation", "gauge"),
+            ("holdfast_config_info", "gauge"),
             ("process_open_fds", "gauge"),
             ("process_max_fds", "gauge"),
             ("process_resident_memory_bytes", "gauge"),
@@ -1181,7 +1226,11 @@ mod tests {
             fill(&|v| s.memory_waiting.set(v));
         }
         let mut registry = Registry::new(shards, "uring");
-        registry.upstreams = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
+        *registry.upstreams.lock().unwrap() = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
+        registry.config.reloads[ReloadResult::Applied.index()].store(2, Ordering::Relaxed);
+        registry.config.reloads[ReloadResult::Refused.index()].store(1, Ordering::Relaxed);
+        registry.config.generation.store(3, Ordering::Relaxed);
+        *registry.config.sha256.lock().unwrap() = "e3b0c442".into();
         registry.ready.store(true, Ordering::Relaxed);
         registry.fds_other.store(5, Ordering::Relaxed);
         registry.ip_table_entries.store(7, Ordering::Relaxed);

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Answer, Closed, Context, Message, Opened, Redirect, Reply, Service};
+use super::{Answer, Closed, Context, Message, Opened, Redirect, Reply, Service, Upstream};
 use crate::engine::driver::Token;
 
 /// A service and its sessions, as the shard calls them. Every `token` is a
@@ -23,6 +23,7 @@ pub(crate) trait Handler: Send {
     fn answer_reserve(&self, answer: &Answer<'_>) -> usize;
     fn answer(&mut self, answer: &Answer<'_>, reply: &mut Reply<'_>);
     fn redirect(&mut self, reply: &[u8]) -> Option<Redirect>;
+    fn upstreams(&mut self, upstreams: &[Upstream<'_>]);
 }
 
 /// A service with its connections' sessions.
@@ -113,6 +114,10 @@ impl<S: Service> Handler for Host<S> {
 
     fn redirect(&mut self, reply: &[u8]) -> Option<Redirect> {
         self.service.redirect(reply)
+    }
+
+    fn upstreams(&mut self, upstreams: &[Upstream<'_>]) {
+        self.service.upstreams(upstreams)
     }
 }
 

@@ -148,6 +148,25 @@ pub trait Service: Send + 'static {
         let _ = reply;
         None
     }
+
+    /// A reload changed the upstreams (`--upstream`): from the next call,
+    /// [`Reply::call`] may name only the `slot`s of `upstreams` (in the
+    /// order of the settings). A removed upstream's slot is not reused
+    /// for another; its calls already made are answered as usual. The
+    /// default ignores it (a service that makes no calls).
+    fn upstreams(&mut self, upstreams: &[Upstream<'_>]) {
+        let _ = upstreams;
+    }
+}
+
+/// An upstream a service may call: the index [`Reply::call`] takes, and
+/// its name as written in the settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Upstream<'a> {
+    /// What [`Reply::call`] takes to call it.
+    pub slot: usize,
+    /// Its name as written (`host:port`).
+    pub name: &'a str,
 }
 
 /// Where a redirected request goes ([`Service::redirect`]).

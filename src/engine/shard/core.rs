@@ -26,6 +26,7 @@ use crate::engine::front::{AddrTable, Door};
 use crate::engine::memory::Budget;
 use crate::engine::metrics::{CloseReason, RejectReason, ShardMetrics};
 use crate::engine::push::Hub;
+use crate::engine::reload::Published;
 use crate::engine::service::host::Handler;
 use crate::engine::timer::{Millis, Wheel};
 use crate::engine::upstream::Upstreams;
@@ -103,6 +104,8 @@ pub struct Shared {
     pub fd_room: usize,
     /// `--max-buffer-memory`, shared by the shards in chunks.
     pub budget: Arc<Budget>,
+    /// The settings in effect, as reloads publish them.
+    pub settings: Arc<Published>,
 }
 
 /// Bounds a shard applies, from the validated [`Config`].
@@ -175,6 +178,10 @@ pub struct Core {
     /// This shard's share of `--max-buffer-memory` and the connections
     /// waiting for it (`shard/memory.rs`).
     pub(super) memory: Memory,
+    /// The settings reloads publish (`shard/settings.rs`).
+    pub(super) settings: Arc<Published>,
+    /// The generation of the settings this shard applied last.
+    pub(super) settings_seen: u64,
 }
 
 impl Core {
@@ -206,14 +213,7 @@ impl Core {
                 metrics.clone(),
             ),
             scratch: vec![0; scratch_len].into_boxed_slice(),
-            timeouts: Timeouts {
-                idle: ms(config.idle_timeout),
-                read: ms(config.read_timeout),
-                write: ms(config.write_timeout),
-                heartbeat: ms(config.heartbeat_interval),
-                heartbeat_timeout: ms(config.heartbeat_timeout),
-                preamble: ms(config.proxy_timeout),
-            },
+            timeouts: super::settings::timeouts(config),
             limits: Limits {
                 max_conns: config.max_conns,
                 accept_batch: config.accept_batch,
@@ -238,6 +238,8 @@ impl Core {
             push: Push::new(hub, shard, config),
             door: Door::new(config, shared.per_ip.clone(), None).map(Box::new),
             memory: Memory::new(shared.budget.clone(), shard, config.pool_prealloc),
+            settings_seen: shared.settings.generation(),
+            settings: shared.settings.clone(),
         })
     }
 

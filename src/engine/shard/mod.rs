@@ -17,6 +17,7 @@ mod memory;
 mod pump;
 mod push;
 mod serve;
+mod settings;
 mod turn;
 mod upstream;
 

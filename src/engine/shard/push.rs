@@ -54,6 +54,12 @@ impl Push {
         }
     }
 
+    /// A reload's slow-consumer settings: for the next push.
+    pub fn set_slow_consumer(&mut self, policy: SlowConsumer, backlog_max: usize) {
+        self.policy = policy;
+        self.backlog_max = backlog_max;
+    }
+
     /// Whether a call joined or left a group since last asked.
     pub fn take_changed(&mut self) -> bool {
         self.groups.take_changed()

@@ -53,8 +53,36 @@ impl Core {
             return;
         }
         let (deadline, _) = up.deadline(&upstreams.settings.deadlines);
+        if self.close_if_retired(io, token) {
+            return;
+        }
         self.mem_settle(token);
         self.settle(io, token, deadline);
+    }
+
+    /// Closes the upstream connection `token` if a reload removed its
+    /// upstream and it owes nothing: no reply outstanding, no request
+    /// waiting in its lane or in its output ring. True if it closed.
+    pub(super) fn close_if_retired<I: Driver>(&mut self, io: &mut I, token: Token) -> bool {
+        let Some(upstreams) = self.upstreams.as_deref() else {
+            return false;
+        };
+        let Some(up) = upstreams.conns.get(token) else {
+            return false;
+        };
+        let pool = &upstreams.pools[up.upstream];
+        let owes_nothing = up.outstanding.is_empty()
+            && pool.lanes[up.lane].queue.is_empty()
+            && up.conn.output_len() == 0;
+        if !pool.retired || !owes_nothing || up.conn.state == State::Closed {
+            return false;
+        }
+        log::debug!(
+            "upstream {}: removed by a reload; closing a drained connection",
+            pool.name
+        );
+        self.close_upstream(io, token, None);
+        true
     }
 
     /// Whether the upstream connection `token` is live and connected,
@@ -360,6 +388,10 @@ impl Core {
         }
         upstreams.health_due = now + health.interval;
         for upstream in 0..upstreams.pools.len() {
+            // A reload removed it: its connections drain and close.
+            if upstreams.pools[upstream].retired {
+                continue;
+            }
             // Refused at once (breaker open, backing off, queue full):
             // nothing to check until that passes.
             let _ = upstreams.send(

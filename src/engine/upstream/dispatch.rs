@@ -207,6 +207,22 @@ impl Upstreams {
         }
     }
 
+    /// A pool for the upstream a reload added in slot `slot`.
+    pub fn add_pool(&mut self, shard: usize, slot: usize, name: String, addr: SocketAddr) {
+        debug_assert_eq!(slot, self.pools.len());
+        let settings = &self.settings;
+        let seed = ((shard as u64) << 32) ^ (slot as u64) ^ 0x9e37_79b9_7f4a_7c15;
+        let pool = Pool::new(
+            name,
+            addr,
+            settings.lanes,
+            settings.breaker,
+            settings.backoff,
+            seed,
+        );
+        self.pools.push(pool);
+    }
+
     /// Where a call of `len` bytes to `upstream` on lane `lane` goes, the
     /// breaker aside: `Ok(true)` straight into the lane's connection (ready,
     /// under its pipeline bound, with room, nothing queued ahead),

@@ -143,6 +143,9 @@ pub struct Pool {
     /// After a failed connect: no new one before this, and (while the
     /// breaker is closed) requests that would need one fail at once.
     pub retry_at: Millis,
+    /// A reload removed the upstream: no new call comes (the service no
+    /// longer names it); its connections close once they owe nothing.
+    pub retired: bool,
 }
 
 impl Pool {
@@ -163,6 +166,7 @@ impl Pool {
             breaker: Breaker::new(breaker),
             backoff: Backoff::new(backoff, seed),
             retry_at: 0,
+            retired: false,
         }
     }
 

@@ -472,10 +472,20 @@ pub fn assert_not_spinning(server: &Server, what: &str) {
 
 /// One HTTP/1.1 GET; returns the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "GET", path)
+}
+
+/// One HTTP/1.1 POST without a body; returns the status code and the body.
+pub fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, "POST", path)
+}
+
+/// One HTTP/1.1 request; returns the status code and the body.
+fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut stream = connect(addr);
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("sending an admin request");
     let mut response = Vec::new();
@@ -1092,4 +1102,47 @@ pub fn deny_io_uring() -> std::path::PathBuf {
         );
     }
     path
+}
+
+/// A `--config` file in the temp directory that a test rewrites between
+/// reloads; removed on drop.
+pub struct ConfigFile(std::path::PathBuf);
+
+impl ConfigFile {
+    /// A file named after the test process and `name`, holding `contents`.
+    pub fn new(name: &str, contents: &str) -> ConfigFile {
+        let file = format!("holdfast-{}-{name}.toml", std::process::id());
+        let file = ConfigFile(std::env::temp_dir().join(file));
+        file.write(contents);
+        file
+    }
+
+    /// Replaces the contents.
+    pub fn write(&self, contents: &str) {
+        std::fs::write(&self.0, contents).expect("writing the config file");
+    }
+
+    /// The path, as a flag's value.
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+
+    /// The file's SHA-256 as `sha256sum` prints it.
+    pub fn sha256(&self) -> String {
+        let out = Command::new("sha256sum")
+            .arg(&self.0)
+            .output()
+            .expect("running sha256sum");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .next()
+            .expect("a digest")
+            .to_string()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

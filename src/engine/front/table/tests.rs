@@ -89,7 +89,7 @@ fn new_connections_are_paced_per_address() {
     // 2 s on, full again: it is forgotten as other addresses come and go.
     assert_eq!(held(&table), 2);
     let other = table.admit_at(ip("10.0.0.8"), 2_000).unwrap();
-    let forgotten = table.limits.key(ip("10.0.0.1"));
+    let forgotten = table.limits().key(ip("10.0.0.1"));
     assert!(!table.lock().entries.contains_key(&forgotten));
     // 10.0.0.8 spent a token: it is held until it earns it back.
     table.release_at(other, 2_000);
