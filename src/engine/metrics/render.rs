@@ -1225,7 +1225,7 @@ mod tests {
             }
             fill(&|v| s.memory_waiting.set(v));
         }
-        let mut registry = Registry::new(shards, "uring");
+        let registry = Registry::new(shards, "uring");
         *registry.upstreams.lock().unwrap() = vec!["a:1".to_owned(), "b\\\"c".to_owned()];
         registry.config.reloads[ReloadResult::Applied.index()].store(2, Ordering::Relaxed);
         registry.config.reloads[ReloadResult::Refused.index()].store(1, Ordering::Relaxed);
