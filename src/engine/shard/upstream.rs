@@ -380,12 +380,12 @@ impl Core {
         let Some(upstreams) = self.upstreams.as_deref_mut() else {
             return;
         };
-        let Some(health) = upstreams.settings.health.clone() else {
-            return;
-        };
         if now < upstreams.health_due || self.drain_until.is_some() {
             return;
         }
+        let Some(health) = upstreams.settings.health.clone() else {
+            return;
+        };
         upstreams.health_due = now + health.interval;
         for upstream in 0..upstreams.pools.len() {
             // A reload removed it: its connections drain and close.
@@ -398,7 +398,7 @@ impl Core {
                 (HEALTH_CHECK, 0, 0),
                 Token(0),
                 upstream,
-                &health.request,
+                health.request,
                 &mut self.pool,
                 &mut self.queue,
                 &self.metrics,

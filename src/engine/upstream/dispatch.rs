@@ -65,8 +65,8 @@ pub struct Settings {
 pub struct Health {
     /// How often.
     pub interval: Millis,
-    /// What (`PING`).
-    pub request: Box<[u8]>,
+    /// What (`PING`): static, so that a check allocates nothing.
+    pub request: &'static [u8],
 }
 
 /// The awaited-reply token of a health check: no client awaits it, and
@@ -126,7 +126,7 @@ impl Settings {
             health: (config.protocol == Protocol::Resp && !config.health_check_interval.is_zero())
                 .then(|| Health {
                     interval: ms(config.health_check_interval),
-                    request: b"*1\r\n$4\r\nPING\r\n"[..].into(),
+                    request: b"*1\r\n$4\r\nPING\r\n",
                 }),
             redirects: config.cluster.is_some(),
         })
