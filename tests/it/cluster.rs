@@ -447,3 +447,39 @@ fn reads_go_to_replicas_when_asked_and_writes_never_do() {
         "reads of the dead replica's slots did not fall back to the primary"
     );
 }
+
+/// With `--cluster` the nodes are the cluster's (learnt by `CLUSTER
+/// SLOTS`), not a setting: a reload applies the live settings it changes
+/// and keeps the nodes, so clients go on as before.
+#[test]
+fn a_reload_keeps_the_clusters_nodes() {
+    let cluster = Cluster::start();
+    let file = util::ConfigFile::new("cluster-reload", "upstream-timeout = \"5s\"\n");
+    let server = proxy(&cluster, &["--config", file.path()]);
+    let mut client = Resp::connect(server.addr);
+    for i in 0..50 {
+        let key = format!("key:{i}");
+        assert_eq!(client.call(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
+    }
+    file.write("upstream-timeout = \"4s\"\n");
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_metric(
+        "holdfast_config_generation",
+        &[],
+        2.0,
+        Duration::from_secs(5),
+    );
+    let log = server.stderr_text();
+    let applied = log
+        .lines()
+        .find(|line| line.contains("reload applied"))
+        .unwrap_or_else(|| panic!("no reload line: {log}"));
+    assert!(
+        applied.ends_with("reload applied: generation 2; changed upstream-timeout 5s -> 4s"),
+        "{applied}"
+    );
+    for i in 0..50 {
+        let key = format!("key:{i}");
+        assert_eq!(client.call(&[b"GET", key.as_bytes()]), bulk("v"), "{key}");
+    }
+}

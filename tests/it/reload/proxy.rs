@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
 use std::time::Duration;
 
 use holdfast::apps::proxy::hash::{Continuum, KeyHash};
@@ -252,6 +253,15 @@ fn upstreams_added_and_removed_under_load_move_only_the_ketama_share() {
         closed,
         "{} connections to the removed upstream",
         b.connected_clients()
+    );
+    // And stay closed: nothing (a health check every 2 s, say) connects
+    // to it again. The second count's own connection is the one more.
+    let received = b.stat("total_connections_received");
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        b.stat("total_connections_received"),
+        received + 1,
+        "the removed upstream was connected to again"
     );
     let log = proxy.stderr_text();
     let applied = "reload applied: generation 3; changed log-level Info -> Debug, upstreams";

@@ -954,6 +954,19 @@ impl Redis {
         let count: usize = line["connected_clients:".len()..].trim().parse().unwrap();
         count - 1
     }
+
+    /// A counter of its `INFO stats` (`total_connections_received`, ...);
+    /// the connection that asks is counted in it.
+    pub fn stat(&self, name: &str) -> u64 {
+        let info = self.client().call(&[b"INFO", b"stats"]);
+        let text = String::from_utf8_lossy(&info);
+        let prefix = format!("{name}:");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in {text}"));
+        line[prefix.len()..].trim().parse().unwrap()
+    }
 }
 
 impl Drop for Redis {
