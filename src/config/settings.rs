@@ -328,11 +328,18 @@ pub struct Config {
     #[arg(long, value_name = "DUR", default_value = "10s", help_heading = UPSTREAMS,
           value_parser = parse_duration, bounds = timeout(Duration::from_secs(1), HOUR))]
     pub cluster_refresh: Duration,
-    /// With --cluster: where read-only commands go: primary | replica (a replica of the
-    /// slot, an error if it has none) | prefer-replica (else the primary)
+    /// With --cluster: where read-only commands go: primary | replica (the slot's
+    /// replica; its primary while none is fit or left; an error if it never had one) |
+    /// prefer-replica (else the primary)
     #[arg(long, value_name = "WHERE", default_value = "primary", help_heading = UPSTREAMS,
           value_parser = ReadFrom::parse)]
     pub read_from: ReadFrom,
+    /// With --cluster and --read-from replica or prefer-replica: a replica serves reads
+    /// only while its primary lists it online and heard from it this recently (INFO
+    /// replication's lag, asked every second); else its slots' reads go to the primary
+    #[arg(long, value_name = "DUR", default_value = "5s", help_heading = UPSTREAMS,
+          value_parser = parse_duration, bounds = timeout(Duration::from_secs(1), HOUR))]
+    pub replica_max_lag: Duration,
     /// An upstream Redis server, host:port; repeat for several (`upstreams = [...]` in
     /// --config). The proxy places keys by these names
     #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,

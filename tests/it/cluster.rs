@@ -448,6 +448,91 @@ fn reads_go_to_replicas_when_asked_and_writes_never_do() {
     );
 }
 
+/// A replica that stops answering (SIGSTOP: its connections stay open,
+/// its acknowledgements to its primary stop) serves no reads once its lag
+/// passes `--replica-max-lag` (the cluster itself, its node timeout
+/// raised, never marks it failed): its slots' reads go to their primary,
+/// with `--read-from replica` too; running again, it serves them again.
+#[test]
+fn a_lagging_replica_serves_no_reads_until_it_catches_up() {
+    use nix::sys::signal::Signal;
+    let cluster = Cluster::start();
+    let args = ["--read-from", "replica", "--replica-max-lag", "1s"];
+    let server = proxy(
+        &cluster,
+        &[&args[..], &["--upstream-timeout", "1s"]].concat(),
+    );
+    let mut client = Resp::connect(server.addr);
+    let ranges = cluster.ranges();
+    let (first, last, nodes) = &ranges[0];
+    let (primary, replica) = (nodes[0], nodes[1]);
+    let key = (0..)
+        .map(|i| format!("lag:{i}"))
+        .find(|k| (*first..=*last).contains(&slot(k.as_bytes())))
+        .unwrap();
+    let key = key.as_bytes();
+    assert_eq!(client.call(&[b"SET", key, b"v"]), b"+OK\r\n");
+    let wait = cluster.client(primary).call(&[b"WAIT", b"1", b"5000"]);
+    assert_eq!(wait, b":1\r\n", "the write reached the replica");
+    for port in [primary, replica] {
+        assert_eq!(
+            cluster.client(port).call(&[b"CONFIG", b"RESETSTAT"]),
+            b"+OK\r\n"
+        );
+    }
+    assert_eq!(client.call(&[b"GET", key]), bulk("v"));
+    assert_eq!(
+        (
+            calls(&cluster, replica, "get"),
+            calls(&cluster, primary, "get")
+        ),
+        (1, 0),
+        "the read went to the replica"
+    );
+
+    // The cluster must not mark the stopped replica failed meanwhile (its
+    // map would drop it): only the lag moves its reads.
+    for (_, _, nodes) in &ranges {
+        for &port in nodes {
+            let set = [&b"CONFIG"[..], b"SET", b"cluster-node-timeout", b"60000"];
+            assert_eq!(cluster.client(port).call(&set), b"+OK\r\n");
+        }
+    }
+    cluster.signal(replica, Signal::SIGSTOP);
+    let stopped = Instant::now();
+    // Reads sent to the stopped replica meanwhile time out (1 s).
+    let to_primary = util::wait_until(Duration::from_secs(10), || {
+        client.call(&[b"GET", key]) == bulk("v") && calls(&cluster, primary, "get") >= 1
+    });
+    cluster.signal(replica, Signal::SIGCONT);
+    assert!(
+        to_primary,
+        "reads did not go to the primary: {}",
+        server.stderr_text()
+    );
+    eprintln!(
+        "reads went to the primary {:?} after SIGSTOP",
+        stopped.elapsed()
+    );
+    let log = server.stderr_text();
+    let lags = format!("cluster: replica 127.0.0.1:{replica} lags");
+    assert!(log.contains(&lags), "{log}");
+
+    // Once it is fit again (it has run: what it was sent while stopped is
+    // behind it), its counts start again and reads come back to it.
+    let again = format!("cluster: replica 127.0.0.1:{replica} serves reads again");
+    let fit = util::wait_until(Duration::from_secs(10), || {
+        server.stderr_text().contains(&again)
+    });
+    assert!(fit, "the replica was not fit again");
+    let reset = cluster.client(replica).call(&[b"CONFIG", b"RESETSTAT"]);
+    assert_eq!(reset, b"+OK\r\n");
+    let back = util::wait_until(Duration::from_secs(15), || {
+        client.call(&[b"GET", key]) == bulk("v") && calls(&cluster, replica, "get") >= 1
+    });
+    assert!(back, "reads did not come back to the replica");
+}
+
 /// With `--cluster` the nodes are the cluster's (learnt by `CLUSTER
 /// SLOTS`), not a setting: a reload applies the live settings it changes
 /// and keeps the nodes, so clients go on as before.

@@ -390,7 +390,11 @@ fn churn_reuses_slots_without_crossed_completions() {
 
 /// CONNS concurrent echo clients each send 64 KiB in random chunks (while a
 /// second thread reads) through a pool of `buffers` provided buffers of
-/// 512 bytes: the multishot receives keep running dry.
+/// 512 bytes: the multishot receives keep running dry. The clients start
+/// writing while the server is stopped, so that every connection has bytes
+/// waiting when it runs again: more than the pool holds at once (a loaded
+/// machine could otherwise serve them few enough at a time that the pool
+/// never ran dry: it once did in a CI run).
 fn tiny_buffer_pool(buffers: &str, seed: u64) {
     const CONNS: usize = 24;
     const BYTES: usize = 64 * 1024;
@@ -403,7 +407,7 @@ fn tiny_buffer_pool(buffers: &str, seed: u64) {
         "512",
     ]);
     let addr = server.addr;
-    let ready = Arc::new(Barrier::new(CONNS));
+    let ready = Arc::new(Barrier::new(CONNS + 1));
     let clients: Vec<_> = (0..CONNS)
         .map(|c| {
             let ready = ready.clone();
@@ -428,6 +432,13 @@ fn tiny_buffer_pool(buffers: &str, seed: u64) {
             })
         })
         .collect();
+    // Every connection accepted (its receive posted), then stopped while
+    // the clients write.
+    server.wait_metric(OPEN, &[], CONNS as f64, Duration::from_secs(5));
+    server.pause();
+    ready.wait();
+    thread::sleep(Duration::from_millis(300));
+    server.resume();
     for (c, client) in clients.into_iter().enumerate() {
         client
             .join()

@@ -194,6 +194,14 @@ impl Cluster {
         text.lines().nth(1).expect("a bulk reply").to_string()
     }
 
+    /// Sends `signal` to the node on `port` (SIGSTOP, SIGCONT).
+    pub fn signal(&self, port: u16, signal: nix::sys::signal::Signal) {
+        let node = self.nodes.iter().find(|n| n.port == port).expect("a node");
+        let child = node.child.as_ref().expect("a live node");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the node");
+    }
+
     /// Kills the node on `port` (SIGKILL) and waits until it is gone.
     pub fn kill(&mut self, port: u16) {
         let node = self

@@ -3,10 +3,12 @@
 //! replies that say otherwise (`-MOVED`, `-ASK`) send the request on, the
 //! client never seeing them ([`View::redirect`], which the engine asks).
 
+mod replicas;
 pub mod slot;
 pub mod topology;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use self::topology::{NO_NODE, SlotMap, Topology};
 use crate::config::{Config, ReadFrom};
@@ -42,9 +44,14 @@ pub fn join(config: &mut Config) -> Result<Arc<Topology>, String> {
     config.cluster = Some(seeds.join(","));
     validated.map_err(|error| error.to_string())?;
     topology
-        .spawn_refresher(config.cluster_refresh)
+        .spawn_refresher(config.cluster_refresh, replica_check(config))
         .map_err(|error| format!("cannot start the topology thread: {error}"))?;
     Ok(topology)
+}
+
+/// The lag past which a replica serves no reads, when replicas serve any.
+fn replica_check(config: &Config) -> Option<Duration> {
+    (config.read_from != ReadFrom::Primary).then_some(config.replica_max_lag)
 }
 
 /// Sent before a request an `-ASK` redirects, on the same connection.

@@ -10,7 +10,9 @@
 //! new map as an `Arc` behind a mutex, with a generation the shards compare
 //! once per command (one relaxed atomic load; the mutex only when it
 //! changed). The thread does blocking I/O with timeouts, off the shards'
-//! loops.
+//! loops. When replicas serve reads it also asks every primary each second
+//! which of its replicas are fit to (`replicas.rs`), and the map sends the
+//! reads of a slot whose replicas are not to its primary.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -18,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::replicas;
 use super::slot::SLOTS;
 use crate::engine::codec::reply::{self, Element};
 
@@ -37,6 +40,12 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asked-for refreshes are this far apart at least.
 const REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// How often the primaries are asked about their replicas.
+const REPLICA_CHECK: Duration = Duration::from_secs(1);
+
+const CLUSTER_SLOTS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
+const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 
 /// The owner of every slot, and a replica of it, as node indexes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,16 +67,19 @@ impl SlotMap {
         self.owners[usize::from(slot)]
     }
 
-    /// A replica of `slot`'s primary (the first the cluster lists, failed
-    /// ones it leaves out), or [`NO_NODE`].
+    /// Where `slot`'s reads go when replicas serve them: the first replica
+    /// the cluster lists (it leaves failed ones out) that is fit to serve
+    /// reads, else the primary; [`NO_NODE`] if the slot never had a
+    /// replica.
     pub fn replica(&self, slot: u16) -> u16 {
         self.replicas[usize::from(slot)]
     }
 
-    /// Says `node` serves `slot` now (a `MOVED`); its replica is unknown.
+    /// Says `node` serves `slot` now (a `MOVED`); its replica is unknown,
+    /// so its reads go to it too.
     pub fn set(&mut self, slot: u16, node: u16) {
         self.owners[usize::from(slot)] = node;
-        self.replicas[usize::from(slot)] = NO_NODE;
+        self.replicas[usize::from(slot)] = node;
     }
 
     /// Slots served by a known node.
@@ -100,6 +112,15 @@ pub struct Topology {
     current: Mutex<Arc<SlotMap>>,
     generation: AtomicU64,
     wanted: AtomicBool,
+    /// The ranges of the last `CLUSTER SLOTS` read.
+    ranges: Mutex<Vec<Range>>,
+    /// By node: whether it may serve reads as a replica (as its primary
+    /// said last; true until asked).
+    fit: Mutex<Vec<bool>>,
+    /// By slot: whether a map has listed a replica for it. Such a slot
+    /// whose replicas are all gone now (the cluster dropped a dead one) is
+    /// read from its primary, as one whose replicas are unfit.
+    replicated: Mutex<Vec<bool>>,
 }
 
 impl Topology {
@@ -156,6 +177,9 @@ impl Topology {
             current: Mutex::new(Arc::new(SlotMap::empty())),
             generation: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
+            ranges: Mutex::new(ranges.to_vec()),
+            fit: Mutex::new(vec![true; nodes.len()]),
+            replicated: Mutex::new(vec![false; SLOTS]),
             nodes,
             addrs,
         };
@@ -196,18 +220,30 @@ impl Topology {
     }
 
     /// Starts the thread that re-reads the map every `every`, and soon
-    /// after [`Topology::ask_refresh`].
-    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
+    /// after [`Topology::ask_refresh`]; with `max_lag`, it also asks the
+    /// primaries about their replicas every second.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        every: Duration,
+        max_lag: Option<Duration>,
+    ) -> std::io::Result<()> {
         let topology = Arc::clone(self);
         std::thread::Builder::new()
             .name("cluster-topology".into())
-            .spawn(move || topology.refresh_forever(every))
+            .spawn(move || topology.refresh_forever(every, max_lag))
             .map(drop)
     }
 
-    fn refresh_forever(&self, every: Duration) {
+    fn refresh_forever(&self, every: Duration, max_lag: Option<Duration>) {
         let mut last = Instant::now();
+        let mut checked: Option<Instant> = None;
         loop {
+            if let Some(max_lag) = max_lag
+                && checked.is_none_or(|at| at.elapsed() >= REPLICA_CHECK)
+            {
+                checked = Some(Instant::now());
+                self.check_replicas(max_lag);
+            }
             std::thread::sleep(Duration::from_millis(50));
             let since = last.elapsed();
             let asked = self.wanted.load(Ordering::Relaxed) && since >= REFRESH_GAP;
@@ -229,6 +265,7 @@ impl Topology {
             match ask(node, self.auth.as_deref()) {
                 Ok(ranges) => {
                     let map = self.map_of(&ranges);
+                    *self.ranges.lock().expect("not poisoned") = ranges;
                     if *self.current().1 != map {
                         log::info!(
                             "cluster: new slot map from {node} ({} of {SLOTS} slots served by known nodes)",
@@ -244,7 +281,58 @@ impl Topology {
         log::warn!("cluster: no node answered CLUSTER SLOTS; keeping the last slot map");
     }
 
+    /// Asks each primary which of its replicas are fit to serve reads
+    /// (one that does not answer leaves its replicas as they were) and
+    /// publishes the map again if that changed where reads go.
+    fn check_replicas(&self, max_lag: Duration) {
+        let ranges = self.ranges.lock().expect("not poisoned").clone();
+        let mut fit = self.fit.lock().expect("not poisoned").clone();
+        let mut asked: Vec<&str> = Vec::new();
+        for range in &ranges {
+            let (primary, replicas) = range.nodes.split_first().expect("parsed with one");
+            if replicas.is_empty() || asked.contains(&primary.as_str()) {
+                continue;
+            }
+            asked.push(primary);
+            let info = match call(primary, self.auth.as_deref(), INFO_REPLICATION) {
+                Ok(bytes) => info_text(&bytes),
+                Err(error) => {
+                    log::debug!("cluster: {primary}: INFO replication: {error}");
+                    continue;
+                }
+            };
+            let listed = replicas::listed(&info, max_lag.as_secs());
+            let siblings = ranges.iter().filter(|r| r.nodes[0] == *primary);
+            for replica in siblings.flat_map(|r| &r.nodes[1..]) {
+                let Some(index) = self.index_of(replica.as_bytes()) else {
+                    continue;
+                };
+                let verdict = listed
+                    .iter()
+                    .find(|(addr, _)| self.index_of(addr.as_bytes()) == Some(index))
+                    .map_or(Err("not listed by its primary".to_string()), |(_, v)| {
+                        v.clone()
+                    });
+                let was = std::mem::replace(&mut fit[usize::from(index)], verdict.is_ok());
+                match (was, verdict) {
+                    (true, Err(why)) => log::warn!(
+                        "cluster: replica {replica} {why}: its slots' reads go to {primary}"
+                    ),
+                    (false, Ok(())) => log::info!("cluster: replica {replica} serves reads again"),
+                    _ => {}
+                }
+            }
+        }
+        *self.fit.lock().expect("not poisoned") = fit;
+        let map = self.map_of(&ranges);
+        if *self.current().1 != map {
+            self.publish(map);
+        }
+    }
+
     fn map_of(&self, ranges: &[Range]) -> SlotMap {
+        let fit = self.fit.lock().expect("not poisoned").clone();
+        let mut replicated = self.replicated.lock().expect("not poisoned");
         let mut map = SlotMap::empty();
         for range in ranges {
             let primary = &range.nodes[0];
@@ -257,13 +345,22 @@ impl Topology {
                 );
                 continue;
             };
-            let replica = range
-                .nodes
-                .get(1)
-                .and_then(|name| self.index_of(name.as_bytes()));
+            let replica = match range.nodes.len() {
+                1 => NO_NODE,
+                _ => range.nodes[1..]
+                    .iter()
+                    .filter_map(|name| self.index_of(name.as_bytes()))
+                    .find(|&node| fit[usize::from(node)])
+                    .unwrap_or(index),
+            };
             for slot in range.slots.0..=range.slots.1 {
-                map.owners[usize::from(slot)] = index;
-                map.replicas[usize::from(slot)] = replica.unwrap_or(NO_NODE);
+                let slot = usize::from(slot);
+                replicated[slot] |= replica != NO_NODE;
+                map.owners[slot] = index;
+                map.replicas[slot] = match replica {
+                    NO_NODE if replicated[slot] => index,
+                    replica => replica,
+                };
             }
         }
         map
@@ -283,9 +380,24 @@ fn resolve(name: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{name}: no address"))
 }
 
-/// `CLUSTER SLOTS` of the node at `addr`, after `auth` if given (whose
-/// reply must be `+OK`).
+/// `CLUSTER SLOTS` of the node at `addr`, after `auth` if given.
 fn ask(addr: &str, auth: Option<&[u8]>) -> Result<Vec<Range>, String> {
+    let bytes = call(addr, auth, CLUSTER_SLOTS)?;
+    let host = resolve(addr)?.ip().to_string();
+    parse_slots(&bytes, &host)
+}
+
+/// The text of an `INFO` reply (a bulk string); empty if it is not one.
+fn info_text(bytes: &[u8]) -> String {
+    match value(bytes) {
+        Ok((Value::Text(text), _)) => String::from_utf8_lossy(text).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// The reply of the node at `addr` to `command`, after `auth` if given
+/// (whose reply must be `+OK`): one whole reply.
+fn call(addr: &str, auth: Option<&[u8]>, command: &[u8]) -> Result<Vec<u8>, String> {
     let to = resolve(addr)?;
     let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT).map_err(|e| e.to_string())?;
     stream
@@ -295,7 +407,7 @@ fn ask(addr: &str, auth: Option<&[u8]>) -> Result<Vec<Range>, String> {
         .set_write_timeout(Some(IO_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let mut request = auth.unwrap_or_default().to_vec();
-    request.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n");
+    request.extend_from_slice(command);
     stream.write_all(&request).map_err(|e| e.to_string())?;
     let mut bytes = read_reply(&mut stream)?;
     if auth.is_some() {
@@ -314,8 +426,8 @@ fn ask(addr: &str, auth: Option<&[u8]>) -> Result<Vec<Range>, String> {
     let len = reply::reply_len(&bytes)
         .map_err(|e| e.to_string())?
         .ok_or("a truncated reply")?;
-    let host = to.ip().to_string();
-    parse_slots(&bytes[..len], &host)
+    bytes.truncate(len);
+    Ok(bytes)
 }
 
 /// Reads from `stream` until what came holds one whole reply (and maybe
@@ -328,7 +440,7 @@ fn read_reply(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
         .is_none()
     {
         if bytes.len() > REPLY_MAX {
-            return Err("CLUSTER SLOTS reply too large".into());
+            return Err("reply too large".into());
         }
         match stream.read(&mut chunk) {
             Ok(0) => return Err("closed before the reply".into()),
@@ -468,6 +580,25 @@ mod tests {
         assert_eq!(map.covered(), SLOTS);
         assert_eq!(topology.index_of(b"127.0.0.1:7106"), Some(4));
         assert_eq!(topology.index_of(b"127.0.0.1:9999"), None);
+    }
+
+    #[test]
+    fn reads_of_slots_whose_replicas_are_unfit_go_to_the_primary() {
+        let ranges = parse_slots(REPLY, "127.0.0.1").unwrap();
+        let topology = Topology::from_ranges(&[], &ranges).unwrap();
+        topology.fit.lock().unwrap()[3] = false;
+        let map = topology.map_of(&ranges);
+        assert_eq!((map.replica(0), map.replica(5461)), (0, 4));
+        assert_eq!(map.replica(16383), NO_NODE, "no replica at all");
+        // The cluster drops the replica of 5461-10922 (it died): read from
+        // the primary, not refused.
+        let mut without = ranges.clone();
+        without[1].nodes.truncate(1);
+        let map = topology.map_of(&without);
+        assert_eq!((map.replica(5461), map.replica(16383)), (1, NO_NODE));
+        let mut moved = map.clone();
+        moved.set(5461, 2);
+        assert_eq!((moved.owner(5461), moved.replica(5461)), (2, 2));
     }
 
     #[test]
