@@ -117,8 +117,9 @@ start_proxy() { # mode → sets proxy_pid
     wait_port "$PROXY_PORT"
 }
 
-averaged() { # CSV of redis-benchmark → "rps p50 p99" averaged over its lines
-    awk -F'","' 'NR > 1 { gsub(/"/, ""); split($0, f, ","); rps += f[2]; p50 += f[5]; p99 += f[7]; n++ }
+averaged() { # CSV of redis-benchmark → "rps p50 p99" averaged over its result lines
+    # (--cluster first prints the primaries it found: not CSV, left out)
+    awk -F'","' '/^"[A-Z]/ && !/^"test"/ { gsub(/"/, ""); split($0, f, ","); rps += f[2]; p50 += f[5]; p99 += f[7]; n++ }
         END { if (n) printf "%.0f %.3f %.3f\n", rps / n, p50 / n, p99 / n }'
 }
 
