@@ -278,6 +278,17 @@ pub(crate) fn user(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// `--upstream-credential`: `ADDR=USER:PASSWORD`, an [`upstream`] address
+/// and a [`user`].
+pub(crate) fn upstream_credential(text: &str) -> Result<String, String> {
+    let (addr, credentials) = text
+        .split_once('=')
+        .ok_or_else(|| "expected ADDR=USER:PASSWORD".to_string())?;
+    upstream(addr)?;
+    user(credentials).map_err(|e| e.replace("NAME:PASSWORD", "ADDR=USER:PASSWORD"))?;
+    Ok(text.to_string())
+}
+
 /// `--cluster`: a comma-separated list of [`upstream`] addresses.
 pub(crate) fn seeds(text: &str) -> Result<String, String> {
     let seeds: Vec<&str> = text.split(',').map(str::trim).collect();

@@ -23,7 +23,11 @@ pub struct Entry {
 
 /// The flags that repeat, and the file key that takes their list:
 /// `upstreams = [...]` sets `--upstream` once per item.
-const LISTS: [(&str, &str); 2] = [("upstream", "upstreams"), ("user", "users")];
+const LISTS: [(&str, &str); 3] = [
+    ("upstream", "upstreams"),
+    ("user", "users"),
+    ("upstream-credential", "upstream-credentials"),
+];
 
 /// The keys of `path`, each one of `keys` (the flags without `--`); a flag
 /// that repeats is written as a list under its plural ([`LISTS`]).

@@ -7,6 +7,7 @@
 
 use clap::Arg;
 
+use super::file::file_key;
 use super::load::{Mode, args};
 use super::settings::Config;
 
@@ -40,7 +41,7 @@ pub fn is_live(arg: &Arg) -> bool {
 /// change on a reload.
 pub fn live_keys(mode: Mode) -> Vec<String> {
     let live = args(mode).into_iter().filter(is_live);
-    live.filter_map(|arg| arg.get_long().map(file_key))
+    live.filter_map(|arg| arg.get_long().map(|long| file_key(long).to_string()))
         .collect()
 }
 
@@ -81,6 +82,7 @@ pub fn diff(mode: Mode, old: &Config, new: &Config) -> Diff {
             continue;
         };
         match is_live(&arg) {
+            true if SECRETS.contains(&id) => diff.live.push(format!("{key} (secret)")),
             true => {
                 // `["a","b",]` (pretty lines joined) shows as `["a", "b"]`.
                 let show = |value: Option<String>| {
@@ -92,19 +94,15 @@ pub fn diff(mode: Mode, old: &Config, new: &Config) -> Diff {
                 diff.live
                     .push(format!("{key} {} -> {}", show(was), show(now)));
             }
-            false => diff.fixed.push(key),
+            false => diff.fixed.push(key.to_string()),
         }
     }
     diff
 }
 
-/// The file key of a flag.
-fn file_key(long: &str) -> String {
-    match long {
-        "upstream" => "upstreams".into(),
-        long => long.into(),
-    }
-}
+/// Live settings whose values hold secrets: a reload says that they
+/// changed, never what to.
+const SECRETS: [&str; 1] = ["upstream_credentials"];
 
 /// Every field of `config` by name, with its value as `{:#?}` prints it
 /// (all its lines), then the fields of its flattened groups (the breaker's,

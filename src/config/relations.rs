@@ -68,6 +68,34 @@ impl Config {
 
     /// Users are few and named once; `default` is `--requirepass`'s; an
     /// upstream user needs its password.
+    /// `--upstream-credential`: each for an upstream given, once; not with
+    /// `--cluster`, whose nodes share one login.
+    fn check_upstream_credentials(&self) -> Result<(), ConfigError> {
+        let error = |message: String| ConfigError::new("--upstream-credential", message);
+        if self.cluster.is_some() && !self.upstream_credentials.is_empty() {
+            return Err(error(
+                "a cluster's nodes share one login: give --upstream-user and \
+                 --upstream-password"
+                    .into(),
+            ));
+        }
+        let addrs: Vec<&str> = self
+            .upstream_credentials
+            .iter()
+            .filter_map(|c| c.split_once('='))
+            .map(|(addr, _)| addr.trim())
+            .collect();
+        for (index, addr) in addrs.iter().enumerate() {
+            if !self.upstreams.iter().any(|name| name == addr) {
+                return Err(error(format!("`{addr}` is not an --upstream")));
+            }
+            if addrs[..index].contains(addr) {
+                return Err(error(format!("`{addr}` is given twice")));
+            }
+        }
+        Ok(())
+    }
+
     fn check_credentials(&self) -> Result<(), ConfigError> {
         let error = |message: String| ConfigError::new("--user", message);
         if self.users.len() > USERS_MAX {
@@ -90,6 +118,7 @@ impl Config {
                 ));
             }
         }
+        self.check_upstream_credentials()?;
         if self.upstream_user.is_some() && self.upstream_password.is_none() {
             return Err(ConfigError::new(
                 "--upstream-user",

@@ -425,6 +425,12 @@ pub struct Config {
     /// The password the proxy sends in AUTH on every new upstream connection
     #[arg(long, value_name = "SECRET", help_heading = AUTH, value_parser = choices::secret)]
     pub upstream_password: Option<String>,
+    /// One upstream's own credentials, ADDR=USER:PASSWORD (user `default` for a server
+    /// with only requirepass), over --upstream-user/--upstream-password for it; repeat
+    /// for several (`upstream-credentials = [...]` in --config)
+    #[arg(long = "upstream-credential", value_name = "ADDR=USER:PASSWORD", help_heading = AUTH,
+          value_parser = choices::upstream_credential, live = true)]
+    pub upstream_credentials: Vec<String>,
 }
 
 /// A circuit breaker's thresholds (`engine::upstream::breaker` says why

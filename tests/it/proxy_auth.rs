@@ -202,6 +202,63 @@ fn the_proxy_authenticates_to_its_upstreams() {
     assert_eq!(direct.call(&[b"GET", b"a"]), b"$1\r\n1\r\n");
 }
 
+/// Two servers with different logins: one by the global password, one
+/// by its own `--upstream-credential`; a reload gives it a new password
+/// (not written in the log), used by the connections made after.
+#[test]
+fn each_upstream_may_have_its_own_login_and_a_reload_changes_it() {
+    let a = Redis::start_with(&["--requirepass", "pw-a"]);
+    let acl = ["--user", "app", "on", ">pw-b", "~*", "&*", "+@all"];
+    let b = Redis::start_with(&[&["--requirepass", "other"][..], &acl[..]].concat());
+    let credential = |password: &str| {
+        format!(
+            "upstreams = [\"{}\", \"{}\"]\nupstream-password = \"pw-a\"\n\
+             upstream-credentials = [\"{}=app:{password}\"]\n",
+            a.name(),
+            b.name(),
+            b.name()
+        )
+    };
+    let file = util::ConfigFile::new("upstream-credential", &credential("pw-b"));
+    let server = Server::start_proxy(&["--config", file.path()]);
+    let mut client = Resp::connect(server.addr);
+    let keys: Vec<String> = (0..40).map(|i| format!("key:{i}")).collect();
+    for key in &keys {
+        assert_eq!(client.call(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
+    }
+    let dbsize = |redis: &Redis, password: &[u8]| {
+        let mut direct = redis.client();
+        assert_eq!(direct.call(&[b"AUTH", password]), b"+OK\r\n");
+        direct.call(&[b"DBSIZE"])
+    };
+    assert_ne!(dbsize(&a, b"pw-a"), b":0\r\n", "keys on a");
+    assert_ne!(dbsize(&b, b"other"), b":0\r\n", "keys on b");
+
+    // b's password changes, then the proxy's file; its connections to b are
+    // closed, and the new ones log in with the new password.
+    let mut admin = b.client();
+    assert_eq!(admin.call(&[b"AUTH", b"other"]), b"+OK\r\n");
+    let setuser = [&b"ACL"[..], b"SETUSER", b"app", b"resetpass", b">pw-b2"];
+    assert_eq!(admin.call(&setuser), b"+OK\r\n");
+    file.write(&credential("pw-b2"));
+    server.signal(nix::sys::signal::Signal::SIGHUP);
+    server.wait_metric("holdfast_config_generation", &[], 2.0, WITHIN);
+    let log = server.stderr_text();
+    assert!(
+        log.contains("changed upstream-credentials (secret)"),
+        "{log}"
+    );
+    assert!(!log.contains("pw-b2"), "the password is in the log: {log}");
+    let kill = [&b"CLIENT"[..], b"KILL", b"USER", b"app"];
+    let killed = admin.call(&kill);
+    assert_ne!(killed, b":0\r\n", "the proxy had connections to b as app");
+    let served = util::wait_until(WITHIN, || {
+        keys.iter()
+            .all(|key| client.call(&[b"GET", key.as_bytes()]) == b"$1\r\nv\r\n")
+    });
+    assert!(served, "{}", server.stderr_text());
+}
+
 #[test]
 fn a_refused_upstream_password_fails_fast_and_is_logged() {
     let redis = Redis::start_with(&["--requirepass", "up-pass"]);
@@ -254,6 +311,33 @@ fn bad_credential_flags_exit_2_naming_the_flag() {
                 "default:b",
             ][..],
             "--user",
+        ),
+        (
+            &[
+                "--upstream",
+                "127.0.0.1:6379",
+                "--upstream-credential",
+                "127.0.0.1:6379",
+            ][..],
+            "--upstream-credential",
+        ),
+        (
+            &[
+                "--upstream",
+                "127.0.0.1:6379",
+                "--upstream-credential",
+                "127.0.0.1:7=a:b",
+            ][..],
+            "--upstream-credential",
+        ),
+        (
+            &[
+                "--cluster",
+                "127.0.0.1:6379",
+                "--upstream-credential",
+                "127.0.0.1:6379=a:b",
+            ][..],
+            "--upstream-credential",
         ),
     ] {
         let mut all = vec!["proxy"];

@@ -26,6 +26,7 @@ use crate::engine::reload::Snapshot;
 use crate::engine::service::Upstream;
 use crate::engine::timer::Millis;
 use crate::engine::upstream::conn::Deadlines;
+use crate::engine::upstream::dispatch::greetings;
 
 fn ms(d: Duration) -> Millis {
     d.as_millis().min(u64::MAX as u128) as Millis
@@ -151,6 +152,8 @@ impl Core {
         if let Some(upstreams) = self.upstreams.as_deref_mut() {
             upstreams.settings.deadlines = deadlines(config);
             upstreams.settings.max_pending = config.max_pending;
+            // For connections made from now on; open ones stay logged in.
+            upstreams.settings.greetings = greetings(config);
         }
         self.apply_rate(config, io);
         self.rearm_timers();

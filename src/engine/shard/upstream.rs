@@ -112,7 +112,8 @@ impl Core {
                     up.phase = Phase::Ready;
                     up.conn.last_active = now;
                     up.conn.write_since = now;
-                    if let Some(greeting) = &upstreams.settings.greeting {
+                    let name = &upstreams.pools[up.upstream].name;
+                    if let Some(greeting) = upstreams.settings.greeting_for(name) {
                         let output = up.conn.link.output.get_or_insert_with(|| self.pool.take());
                         let written = output.push(&greeting.request);
                         debug_assert_eq!(written, greeting.request.len(), "validated to fit");
@@ -163,6 +164,10 @@ impl Core {
             &scratch[..len]
         };
         let counts = &metrics.upstreams[up.upstream];
+        // What each reply the greeting owes must be.
+        let name = &upstreams.pools[up.upstream].name;
+        let greeting = upstreams.settings.greeting_for(name);
+        let expect = greeting.map(|g| &g.expect[..]);
         let breaker = &mut upstreams.pools[up.upstream].breaker;
         let mut reader = Replies {
             bytes,
@@ -180,7 +185,6 @@ impl Core {
             };
             if up.greeting_owed > 0 {
                 up.greeting_owed -= 1;
-                let expect = upstreams.settings.greeting.as_ref().map(|g| &g.expect[..]);
                 if outcome.ok() == expect {
                     continue;
                 }

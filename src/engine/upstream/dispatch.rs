@@ -51,6 +51,9 @@ pub struct Settings {
     pub backoff: BackoffSettings,
     /// Sent first on every new connection (`--upstream-password`).
     pub greeting: Option<Greeting>,
+    /// Sent first instead on a new connection to the upstream named
+    /// (`--upstream-credential`).
+    pub greetings: Vec<(String, Greeting)>,
     /// The health check (`--health-check-interval`), for RESP upstreams.
     pub health: Option<Health>,
     /// Replies may redirect their request to another upstream
@@ -123,6 +126,7 @@ impl Settings {
                     .map(|password| (config.upstream_user.as_deref(), password)),
                 config.cluster.is_some() && config.read_from != ReadFrom::Primary,
             ),
+            greetings: greetings(config),
             health: (config.protocol == Protocol::Resp && !config.health_check_interval.is_zero())
                 .then(|| Health {
                     interval: ms(config.health_check_interval),
@@ -131,6 +135,32 @@ impl Settings {
             redirects: config.cluster.is_some(),
         })
     }
+}
+
+impl Settings {
+    /// What a new connection to the upstream `name` sends first.
+    pub fn greeting_for(&self, name: &str) -> Option<&Greeting> {
+        let own = self.greetings.iter().find(|(upstream, _)| upstream == name);
+        own.map(|(_, greeting)| greeting).or(self.greeting.as_ref())
+    }
+}
+
+/// The greetings of `--upstream-credential`s (validated: `ADDR=USER:PASSWORD`,
+/// not with `--cluster`), by upstream name.
+pub fn greetings(config: &Config) -> Vec<(String, Greeting)> {
+    let parse = |text: &String| {
+        let (addr, credentials) = text.split_once('=')?;
+        let (user, password) = credentials.split_once(':')?;
+        Some((
+            addr.trim().to_string(),
+            Greeting::auth(Some(user), password),
+        ))
+    };
+    config
+        .upstream_credentials
+        .iter()
+        .filter_map(parse)
+        .collect()
 }
 
 /// Idle buffers of awaited replies a shard keeps for reuse.
