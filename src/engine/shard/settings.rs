@@ -13,7 +13,9 @@
 //!   parked connections are served again at once and parked anew if over;
 //! - `--slow-consumer*`, `--max-pending`, `--accept-batch`,
 //!   `--read-budget`: from the next push, request, accept or read;
-//! - `--shutdown-grace`: for a drain that begins after the reload.
+//! - `--shutdown-grace`: for a drain that begins after the reload;
+//! - `--upstream-credential`: for upstream connections made after it (open
+//!   ones stay logged in).
 
 use std::time::Duration;
 
