@@ -8,7 +8,8 @@
 #   make fmt    format the code
 #   make lint   the import graph (scripts/imports.py: no cycle, no upward import), then clippy on
 #               every target, warnings are errors
-#   make bench  release build (--features uring), then holdfast epoll and io_uring vs tokio (pinned,
+#   make bench  release build (--features uring), then holdfast epoll and io_uring vs tokio and the
+#               floor (minimal C epoll and io_uring echo servers, reference/floor/; pinned,
 #               alternated, 3 rounds), then make syscalls; target/bench/results.md
 #   make bench-redis  holdfast --protocol resp vs redis-server under redis-benchmark (pinned, 3 rounds)
 #   make bench-pubsub Redis Pub/Sub, holdfast vs redis-server under holdfast bench --pubsub

@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # make bench: holdfast (epoll and io_uring) against the tokio reference
-# servers, in one run, then the syscall counts of scripts/syscalls.sh.
+# servers and the floor, in one run, then the syscall counts of
+# scripts/syscalls.sh.
 #
 # holdfast is built once, in release with `--features uring`, and run as two
 # servers: `holdfast` (`--backend epoll`) and `holdfast_uring` (`--backend
 # uring`). If this kernel cannot run the io_uring driver (the binary's
 # `serve --check --backend uring` says why), the uring server is left out
 # with that reason printed and written in the report.
+#
+# The floor (reference/floor/, issue 18): two minimal C echo servers, one
+# epoll loop (`floor_epoll`) and one liburing loop (`floor_uring`), built
+# here with `cc -O2` into target/floor/. The report gives every row's CPU
+# per request as a ratio to its floor (×floor): floor_uring's for the
+# io_uring servers, floor_epoll's for the others. liburing-dev is installed
+# with apt-get if its header is missing; if that fails, or this kernel
+# refuses the ring (`echo_uring --check` says why), floor_uring is left out
+# with the reason printed and written in the report.
 #
 # Every server runs pinned to CPU 0, the load generator (holdfast bench)
 # to CPU 1. Servers are alternated cell by cell and the whole matrix is
@@ -17,8 +27,9 @@
 # Knobs (environment): ROUNDS (3), DURATION (1200ms), WARMUP (300ms),
 # IDLE_CONNS (10000), OUT (target/bench); a smaller matrix with CONNS
 # ("1 100 1000 10000"), SIZES ("64 4096"), PIPELINES ("1 16"), SERVERS
-# ("holdfast holdfast_uring tokio_ct tokio_mt"; tokio_ct is the baseline of
-# the ×ct ratios, or else the first server listed); SYSCALLS=0 skips the
+# ("holdfast holdfast_uring tokio_ct tokio_mt floor_epoll floor_uring";
+# tokio_ct is the baseline of the ×ct ratios, or else the first server
+# listed); SYSCALLS=0 skips the
 # syscall counts; IDLE=0 skips the idle-memory measurement.
 # URING_TARGET_DIR as in the Makefile.
 # BASELINE=/path/to/an/older/holdfast adds the servers `base` and
@@ -45,7 +56,7 @@ OUT=${OUT:-target/bench}
 read -r -a CONNS <<< "${CONNS:-1 100 1000 10000}"
 read -r -a SIZES <<< "${SIZES:-64 4096}"
 read -r -a PIPELINES <<< "${PIPELINES:-1 16}"
-read -r -a SERVERS <<< "${SERVERS:-holdfast holdfast_uring tokio_ct tokio_mt}"
+read -r -a SERVERS <<< "${SERVERS:-holdfast holdfast_uring tokio_ct tokio_mt floor_epoll floor_uring}"
 BASELINE=${BASELINE:-}
 if [ -n "$BASELINE" ]; then
     [ -x "$BASELINE" ] || { echo "make bench: BASELINE $BASELINE is not an executable" >&2; exit 1; }
@@ -68,6 +79,7 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "make bench needs $1 ($2)" >&
 need taskset "apt-get install util-linux"
 need python3 "apt-get install python3"
 need cargo "a Rust toolchain"
+need cc "apt-get install gcc"
 if [ "$(nproc)" -lt 2 ]; then
     echo "make bench needs 2 CPUs (server on CPU 0, load on CPU 1); nproc is $(nproc)" >&2
     exit 1
@@ -90,20 +102,50 @@ fi
 cargo build --release --manifest-path reference/tokio-echo/Cargo.toml
 HOLDFAST=${URING_TARGET_DIR:-target}/release/holdfast
 TOKIO=reference/tokio-echo/target/release/tokio-echo
-mkdir -p "$OUT"
+FLOOR=target/floor
+mkdir -p "$OUT" "$FLOOR"
 RAW="$OUT/raw.jsonl"
 : > "$RAW"
 
+# skip_server NAME REASON [NOTE]: leaves NAME out of this run, saying why
+# (on the terminal, after NOTE, and in the report).
+skip_server() {
+    echo "skipping $1${3:+ $3}: $2"
+    printf '{"kind":"skip","server":"%s","reason":"%s"}\n' "$1" "$(printf '%s' "$2" | tr -d '"\\')" >> "$RAW"
+    local kept=() server
+    for server in "${SERVERS[@]}"; do [ "$server" = "$1" ] || kept+=("$server"); done
+    SERVERS=("${kept[@]}")
+}
+has_server() { [[ " ${SERVERS[*]} " == *" $1 "* ]]; }
+
 # The io_uring server only where this kernel can run it.
-if [[ " ${SERVERS[*]} " == *" holdfast_uring "* ]]; then
+if has_server holdfast_uring; then
     if probe=$(scripts/uring_probe.sh "$HOLDFAST"); then
         echo "io_uring probe: $probe"
     else
-        echo "skipping holdfast_uring (--backend uring): $probe"
-        printf '{"kind":"skip","server":"holdfast_uring","reason":"%s"}\n' "$(printf '%s' "$probe" | tr -d '"\\')" >> "$RAW"
-        kept=()
-        for server in "${SERVERS[@]}"; do [ "$server" = holdfast_uring ] || kept+=("$server"); done
-        SERVERS=("${kept[@]}")
+        skip_server holdfast_uring "$probe" "(--backend uring)"
+    fi
+fi
+
+# The floor: minimal C servers (reference/floor/).
+if has_server floor_epoll; then
+    cc -O2 -Wall -Wextra -o "$FLOOR/echo_epoll" reference/floor/echo_epoll.c
+fi
+if has_server floor_uring; then
+    if [ ! -e /usr/include/liburing.h ]; then
+        echo "== installing liburing-dev (the floor's io_uring server)"
+        { apt-get install -y liburing-dev || { apt-get update && apt-get install -y liburing-dev; }; } \
+            </dev/null >"$OUT/apt.log" 2>&1 || true
+    fi
+    if [ ! -e /usr/include/liburing.h ]; then
+        skip_server floor_uring "liburing-dev is not installed and apt-get install -y liburing-dev failed ($(tail -n1 "$OUT/apt.log" 2>/dev/null))"
+    elif ! cc -O2 -Wall -Wextra -o "$FLOOR/echo_uring" reference/floor/echo_uring.c -luring 2>"$OUT/cc.log"; then
+        cat "$OUT/cc.log" >&2
+        skip_server floor_uring "reference/floor/echo_uring.c did not build: $(head -n1 "$OUT/cc.log")"
+    elif ! probe=$(timeout 30 "$FLOOR/echo_uring" --check 2>&1); then
+        skip_server floor_uring "this kernel refuses the ring: $probe"
+    else
+        echo "floor io_uring probe: $probe"
     fi
 fi
 SERVER_PID=
@@ -141,6 +183,8 @@ start_server() {
                           --protocol echo >"$SERVER_LOG" 2>&1 & ;;
             tokio_mt) taskset -c $SERVER_CPU "$TOKIO" --runtime multi_thread --listen "$addr" \
                           --protocol echo >"$SERVER_LOG" 2>&1 & ;;
+            floor_epoll) taskset -c $SERVER_CPU "$FLOOR/echo_epoll" --listen "$addr" >"$SERVER_LOG" 2>&1 & ;;
+            floor_uring) taskset -c $SERVER_CPU "$FLOOR/echo_uring" --listen "$addr" >"$SERVER_LOG" 2>&1 & ;;
         esac
         SERVER_PID=$!
         TARGET=$addr

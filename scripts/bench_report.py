@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Turns the raw lines of scripts/bench.sh into the Markdown table and the
-SVG chart: medians over rounds, ratios to tokio current_thread, and the
-io_uring driver against the epoll one."""
+SVG chart: medians over rounds, ratios to tokio current_thread and to the
+floor (the minimal C servers of reference/floor/), and the io_uring driver
+against the epoll one."""
 
 import json
 import math
@@ -12,7 +13,7 @@ import subprocess
 import sys
 
 ALL_SERVERS = ["holdfast", "holdfast_uring", "tokio_ct", "tokio_mt", "base", "base_uring", "front",
-               "front_uring"]
+               "front_uring", "floor_epoll", "floor_uring"]
 SERVERS = ALL_SERVERS  # narrowed in main() to the servers that ran
 LABEL = {
     "holdfast": "holdfast epoll (1 shard)",
@@ -23,10 +24,22 @@ LABEL = {
     "base_uring": "baseline holdfast io_uring (BASELINE)",
     "front": "holdfast epoll with FRONT_ARGS",
     "front_uring": "holdfast io_uring with FRONT_ARGS",
+    "floor_epoll": "floor: minimal C epoll",
+    "floor_uring": "floor: minimal C io_uring",
 }
 COLOR = {"holdfast": "#d62728", "holdfast_uring": "#9467bd", "tokio_ct": "#1f77b4", "tokio_mt": "#2ca02c",
-         "base": "#ff9896", "base_uring": "#c5b0d5", "front": "#8c564b", "front_uring": "#e377c2"}
+         "base": "#ff9896", "base_uring": "#c5b0d5", "front": "#8c564b", "front_uring": "#e377c2",
+         "floor_epoll": "#7f7f7f", "floor_uring": "#bcbd22"}
 BASE = "tokio_ct"
+
+
+def floor_of(server):
+    """The floor a server's CPU per request is compared with: the minimal
+    io_uring server for the io_uring servers, the minimal epoll server for
+    the others (tokio included). floor_uring's own floor is floor_epoll, so
+    its row says what io_uring itself gains or costs at the minimum."""
+    return "floor_uring" if server.endswith("_uring") and server != "floor_uring" else "floor_epoll"
+
 # The io_uring target (issue 6): at these connection counts, CPU per request
 # at most URING_CPU_TARGET × epoll's and no row behind epoll in req/s.
 URING_TARGET_CONNS = (1000, 10000)
@@ -75,6 +88,22 @@ def fmt(value, pattern):
 
 def geomean(values):
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def floor_lines(geo_floor, skipped):
+    """The geometric mean of ×floor, server by server; or why there is none."""
+    out = []
+    missing = [f for f in ("floor_epoll", "floor_uring")
+               if f not in SERVERS and any(floor_of(s) == f for s in SERVERS)]
+    for f in missing:
+        reason = skipped.get(f)
+        out.append("**%s not measured**: %s; the ×floor of the servers it is the floor of is left blank.\n" % (
+            LABEL[f], "`%s`" % reason if reason else "`%s` was not among the servers run" % f))
+    measured = [s for s in SERVERS if geo_floor[s]]
+    if measured:
+        out.append("Geometric mean over the matrix of CPU µs/req relative to each server's floor: " + ", ".join(
+            "%s %s (÷ %s)" % (LABEL[s], fmt(geomean(geo_floor[s]), "%.2f×"), floor_of(s)) for s in measured) + ".\n")
+    return out
 
 
 def uring_section(cells, med, skipped):
@@ -195,13 +224,17 @@ def main():
     out.append("Each cell: %s measured after %s warm-up, median of %s rounds; server pinned to CPU 0, "
                "`holdfast bench` to CPU 1; echo protocol; ratios (×ct) are to %s "
                "(req/s: higher is better; p99 and CPU/req: lower is better). "
+               "×floor is CPU µs/req ÷ that of the server's floor (reference/floor/, minimal C): "
+               "the io_uring floor for the io_uring servers, the epoll floor for the others "
+               "(and for the io_uring floor itself). "
                "Whole run: %s s.\n" % (duration, warmup, rounds, LABEL[BASE], elapsed))
     out.append("`connected` is the fewest connections established in any round; ⚠ marks a cell where some "
                "round had fewer than requested (its medians then mix in a lighter load).\n")
-    out.append("| conns | size | pipeline | server | connected | req/s | ×ct | p99 µs | ×ct | CPU µs/req | ×ct | errors |")
-    out.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("| conns | size | pipeline | server | connected | req/s | ×ct | p99 µs | ×ct | CPU µs/req | ×ct | ×floor | errors |")
+    out.append("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     short = []
     geo = {s: [] for s in SERVERS}
+    geo_floor = {s: [] for s in SERVERS}
     for cell in cells:
         base = med[cell, BASE]
         for server in SERVERS:
@@ -209,15 +242,19 @@ def main():
             r_rps, r_p99, r_cpu = ratio(m["rps"], base["rps"]), ratio(m["p99"], base["p99"]), ratio(m["cpu"], base["cpu"])
             if r_cpu:
                 geo[server].append(r_cpu)
+            floor = floor_of(server)
+            r_floor = ratio(m["cpu"], med[cell, floor]["cpu"]) if floor in SERVERS else None
+            if r_floor:
+                geo_floor[server].append(r_floor)
             under = connected[cell, server] < cell[0]
             if under:
                 short.append("%d×%d×%d %s (%d)" % (cell[0], cell[1], cell[2], LABEL[server], connected[cell, server]))
-            out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+            out.append("| %d | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
                 cell[0], cell[1], cell[2], LABEL[server],
                 "%d%s" % (connected[cell, server], " ⚠" if under else ""),
                 fmt(m["rps"], "%.0f"), fmt(r_rps, "%.2f"),
                 fmt(m["p99"], "%.1f"), fmt(r_p99, "%.2f"),
-                fmt(m["cpu"], "%.3f"), fmt(r_cpu, "%.2f"),
+                fmt(m["cpu"], "%.3f"), fmt(r_cpu, "%.2f"), fmt(r_floor, "%.2f"),
                 errors[cell, server]))
     out.append("")
     if short:
@@ -226,6 +263,7 @@ def main():
         out.append("Every run of every cell established all its connections.\n")
     out.append("Geometric mean over the matrix of CPU µs/req relative to %s: " % LABEL[BASE] + ", ".join(
         "%s %s" % (LABEL[s], fmt(geomean(geo[s]), "%.2f×")) for s in SERVERS) + ".\n")
+    out.extend(floor_lines(geo_floor, skipped))
     out.extend(uring_section(cells, med, skipped))
     out.extend(baseline_section(cells, med))
 
@@ -259,16 +297,18 @@ def svg(cells, med):
     panels = sorted({(c[1], c[2]) for c in cells})
     pw, ph, margin = 380, 260, 60
     width = pw * 2 + margin
-    height = ph * ((len(panels) + 1) // 2) + 70
+    legend_rows = (len(SERVERS) + 3) // 4
+    height = ph * ((len(panels) + 1) // 2) + 70 + 16 * (legend_rows - 1)
     parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (width, height),
              '<rect width="100%" height="100%" fill="white"/>',
              '<text x="%d" y="18" font-size="14" text-anchor="middle">requests/s against connections (median of rounds; server on 1 CPU)</text>' % (width / 2)]
     for i, server in enumerate(SERVERS):
-        x = 20 + i * 190
-        parts.append('<rect x="%d" y="30" width="12" height="12" fill="%s"/><text x="%d" y="40">%s</text>' % (x, COLOR[server], x + 16, LABEL[server]))
+        x, y = 20 + (i % 4) * 200, 30 + (i // 4) * 16
+        parts.append('<rect x="%d" y="%d" width="12" height="12" fill="%s"/><text x="%d" y="%d">%s</text>' % (
+            x, y, COLOR[server], x + 16, y + 10, LABEL[server]))
     for index, (size, pipeline) in enumerate(panels):
         ox = margin + (index % 2) * pw
-        oy = 60 + (index // 2) * ph
+        oy = 60 + 16 * (legend_rows - 1) + (index // 2) * ph
         w, h = pw - 70, ph - 70
         top = max((med[(c, size, pipeline), s]["rps"] or 0) for c in conns for s in SERVERS) or 1
         top = top * 1.1
