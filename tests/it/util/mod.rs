@@ -88,11 +88,12 @@ impl Server {
                 );
             }
             if Instant::now() > deadline {
+                let stuck = where_stuck(child.id());
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
                     "holdfast serve {args:?} printed no listening line within {START_TIMEOUT:?}; \
-                     stderr:\n{}",
+                     its threads: {stuck}; stderr:\n{}",
                     stderr.lock().unwrap().join("\n")
                 );
             }
@@ -310,6 +311,31 @@ impl Drop for Server {
 }
 
 /// The command `holdfast SUBCOMMAND` with the test defaults and `args`.
+/// Where each thread of process `pid` is: its name, state and the kernel
+/// function it waits in (`/proc/PID/task/*/{comm,stat,wchan}`), for a
+/// process that does not start in time.
+fn where_stuck(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "gone".into();
+    };
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let threads: Vec<String> = tasks
+        .filter_map(|task| task.ok())
+        .map(|task| {
+            let stat = read(task.path().join("stat"));
+            let state = stat[stat.rfind(')').map_or(0, |at| at + 1)..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+                .to_string();
+            let comm = read(task.path().join("comm"));
+            let wchan = read(task.path().join("wchan"));
+            format!("{} {state} in {wchan}", comm.trim())
+        })
+        .collect();
+    threads.join(", ")
+}
+
 fn spawn_command(wrapper: &[&str], subcommand: &str, args: &[&str]) -> Child {
     let binary = env!("CARGO_BIN_EXE_holdfast");
     let mut command = match wrapper.split_first() {
