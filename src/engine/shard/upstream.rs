@@ -164,10 +164,16 @@ impl Core {
             &scratch[..len]
         };
         let counts = &metrics.upstreams[up.upstream];
-        // What each reply the greeting owes must be.
-        let name = &upstreams.pools[up.upstream].name;
-        let greeting = upstreams.settings.greeting_for(name);
-        let expect = greeting.map(|g| &g.expect[..]);
+        // What each reply the greeting owes must be (looked up only while
+        // one is owed: the first read of a connection).
+        let expect = match up.greeting_owed {
+            0 => None,
+            _ => {
+                let name = &upstreams.pools[up.upstream].name;
+                let greeting = upstreams.settings.greeting_for(name);
+                greeting.map(|g| &g.expect[..])
+            }
+        };
         let breaker = &mut upstreams.pools[up.upstream].breaker;
         let mut reader = Replies {
             bytes,
