@@ -38,6 +38,16 @@ impl Config {
         }
     }
 
+    /// Each `--upstream-credential` as (upstream, user, password); one that
+    /// is not `ADDR=USER:PASSWORD` (refused while parsing) is left out.
+    pub fn upstream_logins(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.upstream_credentials.iter().filter_map(|text| {
+            let (addr, login) = text.split_once('=')?;
+            let (user, password) = login.split_once(':')?;
+            Some((addr.trim(), user, password))
+        })
+    }
+
     /// Checks the relations between settings and fills the derived
     /// defaults (`max_frame` when 0), and resolves the upstreams. `threads`
     /// and `max_conns` of 0 stay 0 here: the server derives them from the
@@ -79,12 +89,7 @@ impl Config {
                     .into(),
             ));
         }
-        let addrs: Vec<&str> = self
-            .upstream_credentials
-            .iter()
-            .filter_map(|c| c.split_once('='))
-            .map(|(addr, _)| addr.trim())
-            .collect();
+        let addrs: Vec<&str> = self.upstream_logins().map(|(addr, ..)| addr).collect();
         for (index, addr) in addrs.iter().enumerate() {
             if !self.upstreams.iter().any(|name| name == addr) {
                 return Err(error(format!("`{addr}` is not an --upstream")));

@@ -145,22 +145,13 @@ impl Settings {
     }
 }
 
-/// The greetings of `--upstream-credential`s (validated: `ADDR=USER:PASSWORD`,
-/// not with `--cluster`), by upstream name.
+/// The greetings of `--upstream-credential`s (not with `--cluster`), by
+/// upstream name.
 pub fn greetings(config: &Config) -> Vec<(String, Greeting)> {
-    let parse = |text: &String| {
-        let (addr, credentials) = text.split_once('=')?;
-        let (user, password) = credentials.split_once(':')?;
-        Some((
-            addr.trim().to_string(),
-            Greeting::auth(Some(user), password),
-        ))
+    let login = |(addr, user, password): (&str, &str, &str)| {
+        (addr.to_string(), Greeting::auth(Some(user), password))
     };
-    config
-        .upstream_credentials
-        .iter()
-        .filter_map(parse)
-        .collect()
+    config.upstream_logins().map(login).collect()
 }
 
 /// Idle buffers of awaited replies a shard keeps for reuse.
