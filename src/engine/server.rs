@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::config::{Backend, Config};
 use crate::engine::admin;
@@ -268,6 +269,8 @@ impl Server {
             open_total: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             listeners_kept: Arc::new(AtomicBool::new(from_systemd)),
+            listeners_open: Arc::new(AtomicUsize::new(config.threads)),
+            sweep_queues: taken.is_some().then(|| Arc::new(AtomicBool::new(false))),
             per_ip,
             fd_room: fd_room(&config),
             budget: budget(&config, &plan, &registry, &wakers),
@@ -304,6 +307,7 @@ impl Server {
         log_listening(&config, backend, local_addr, admin_addr);
         if let Some(taken) = taken {
             confirm(taken);
+            sweep_queues(&shared, &wakers);
             // Its Unix socket was counted as the process's own, and is
             // closed now.
             registry.fds_other.fetch_sub(1, Ordering::Relaxed);
@@ -321,10 +325,13 @@ impl Server {
         };
         if let (Some(offer), Some(path)) = (&running.offer, &config.upgrade_socket) {
             let listeners_kept = shared.listeners_kept.clone();
+            let listeners_open = shared.listeners_open.clone();
+            let timeout = config.upgrade_timeout;
             let stop = running.stopper();
             let drain = move || {
                 listeners_kept.store(true, Ordering::Release);
                 stop();
+                await_listeners_closed(&listeners_open, timeout);
             };
             offer
                 .serve(path, config.upgrade_timeout, drain)
@@ -390,6 +397,37 @@ fn confirm(taken: Taken) {
             "upgrade: the old process on {} did not confirm its drain ({e}); serving anyway",
             path.display()
         ),
+    }
+}
+
+/// Once the old process has closed its listeners: each shard accepts what
+/// waits in its listener's queue (`shard/turn.rs`, `sweep_queue`).
+fn sweep_queues(shared: &Shared, wakers: &[Waker]) {
+    let Some(flag) = &shared.sweep_queues else {
+        return;
+    };
+    flag.store(true, Ordering::Release);
+    for waker in wakers {
+        if let Err(e) = waker.wake() {
+            log::warn!("waking a shard to accept its listener's queue: {e}");
+        }
+    }
+}
+
+/// Waits (at most `timeout`) until every shard has closed its listener,
+/// so that the new process is told to take over only when no accept of
+/// this one can take a connection's wake-up any more.
+fn await_listeners_closed(open: &AtomicUsize, timeout: Duration) {
+    let until = Instant::now() + timeout;
+    while open.load(Ordering::Acquire) > 0 {
+        if Instant::now() >= until {
+            log::warn!(
+                "upgrade: {} shard(s) still accepting after {timeout:?}; handing over anyway",
+                open.load(Ordering::Acquire)
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -8,7 +8,9 @@
 //! header (`holdfast-upgrade 1 GENERATION COUNT`) then the listeners, at
 //! most [`FDS_PER_MESSAGE`] per one-byte message. It serves on them and
 //! writes `ready`; only then does the old process stop accepting and drain
-//! (as on SIGTERM), answering `draining`. Both share each listening socket
+//! (as on SIGTERM), answering `draining` once its shards have closed their
+//! listeners; the new one then accepts what waits in the queues once (see
+//! `Shared::sweep_queues` in `shard/core.rs`). Both share each listening socket
 //! in between, so a connection in its queue is accepted by one or the
 //! other; the old process accepts what its queue holds when it stops (as
 //! on SIGTERM) and closes its descriptor, which does not close the socket

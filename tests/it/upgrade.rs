@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use util::{Server, line_round_trip};
 
+/// Idle connections open at each upgrade of the lone client's test.
+const IDLE_AT_UPGRADE: usize = 1000;
+
 /// Requests each long-lived client keeps in flight.
 const WINDOW: usize = 16;
 
@@ -96,8 +99,8 @@ fn exchange(stream: &mut TcpStream, batch: &[String], tally: &Tally) -> io::Resu
 }
 
 /// A client that connects, sends one request, checks its reply and
-/// closes, every 2 ms, until `stop`.
-fn churn(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
+/// closes, every `pause`, until `stop`.
+fn churn(addr: SocketAddr, id: usize, pause: Duration, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let mut pending = vec![format!("churn-{id}-{seq}")];
@@ -122,7 +125,7 @@ fn churn(addr: SocketAddr, id: usize, stop: Arc<AtomicBool>, tally: Arc<Tally>) 
                 }
             }
         }
-        thread::sleep(Duration::from_millis(2));
+        thread::sleep(pause);
     }
 }
 
@@ -203,7 +206,8 @@ fn upgrade_under_churn_and_pipelines_loses_nothing() {
     let mut clients = Vec::new();
     for id in 0..4 {
         let (halt, seen) = (stop.clone(), tally.clone());
-        clients.push(thread::spawn(move || churn(addr, id, halt, seen)));
+        let pause = Duration::from_millis(2);
+        clients.push(thread::spawn(move || churn(addr, id, pause, halt, seen)));
         let (halt, seen) = (stop.clone(), tally.clone());
         clients.push(thread::spawn(move || pipeline(addr, id, halt, seen)));
     }
@@ -264,6 +268,87 @@ fn upgrade_under_churn_and_pipelines_loses_nothing() {
         served > 10.0,
         "the new process accepted {served} connections"
     );
+    let _ = std::fs::remove_file(&socket);
+}
+
+/// One client alone, connecting again as soon as it has its reply, through
+/// a row of upgrades: no other client's connection can wake a process for
+/// one left in the listener's queue. On io_uring the kernel wakes one
+/// accept per connection, so one the old process's cancelled accept was
+/// woken for must still be taken (`shard/turn.rs`, `sweep_queue`).
+#[test]
+fn a_lone_client_is_served_through_a_row_of_upgrades() {
+    let socket = socket_path("row");
+    let mut old = start(&socket, &[]);
+    let addr = old.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Tally::default());
+    let client = {
+        let (halt, seen) = (stop.clone(), tally.clone());
+        thread::spawn(move || churn(addr, 0, Duration::ZERO, halt, seen))
+    };
+    let from = socket.to_str().unwrap();
+    for round in 0..4 {
+        // Idle connections make the old process's drain begin slowly: the
+        // longer its accept is armed after the stop, the likelier a
+        // connection's wake-up goes to it and is lost with its cancel.
+        let idle: Vec<TcpStream> = (0..IDLE_AT_UPGRADE).map(|_| old.connect()).collect();
+        assert!(
+            util::wait_until(Duration::from_secs(5), || old
+                .metric("holdfast_connections_open", &[])
+                >= IDLE_AT_UPGRADE as f64),
+            "the idle connections are open"
+        );
+        let new = start(&socket, &["--upgrade-from", from]);
+        assert_eq!(new.metric("holdfast_generation", &[]), f64::from(round + 2));
+        // Closed once the old process drains, so that it need not wait
+        // for their ends (its lingering close).
+        assert!(
+            util::wait_until(Duration::from_secs(5), || new
+                .stderr_text()
+                .contains("hand-over took")),
+            "upgrade {round}: the hand-over completes"
+        );
+        drop(idle);
+        let left = Instant::now();
+        let status = old
+            .wait_exit(Duration::from_secs(6))
+            .unwrap_or_else(|| panic!("upgrade {round}: the old process still runs after 6 s"));
+        assert!(
+            status.success(),
+            "upgrade {round}: the old one exits 0: {status}"
+        );
+        // Its last clients have closed: nothing is left to drain (a
+        // linger ends at the peer's FIN, not at its 2 s bound).
+        assert!(
+            left.elapsed() < Duration::from_millis(1000),
+            "upgrade {round}: the old process exited {:?} after its last clients left",
+            left.elapsed()
+        );
+        old = new;
+    }
+    thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let t = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    eprintln!(
+        "4 upgrades: {} connections, {} replies, {} closed under the client, {} refused, \
+         {} reset or unanswered for 5 s",
+        t(&tally.connections),
+        t(&tally.replies),
+        t(&tally.cut),
+        t(&tally.refused),
+        t(&tally.reset),
+    );
+    assert_eq!(t(&tally.refused), 0, "connections refused");
+    assert_eq!(t(&tally.reset), 0, "connections reset or never answered");
+    assert_eq!(t(&tally.wrong), 0, "wrong replies");
+    assert_eq!(
+        t(&tally.requests) - t(&tally.resent),
+        t(&tally.replies),
+        "every request answered, once"
+    );
+    assert!(t(&tally.replies) > 100, "the client was served");
     let _ = std::fs::remove_file(&socket);
 }
 

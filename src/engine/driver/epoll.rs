@@ -169,6 +169,10 @@ impl Driver for Epoll {
         Ok(Socket::from(stream))
     }
 
+    fn accept_queued(&mut self) -> io::Result<Socket> {
+        self.accept()
+    }
+
     fn shed(&mut self) -> bool {
         self.listener
             .as_ref()

@@ -174,6 +174,12 @@ pub trait Driver {
     /// io_uring: accepted sockets come as [`Event::Accepted`]).
     fn accept(&mut self) -> io::Result<Socket>;
 
+    /// Accepts a connection waiting in the listener's queue with a plain
+    /// non-blocking `accept(2)`, whatever the driver's own way: for the
+    /// drain, and for connections no wake-up will report (see
+    /// `shard/turn.rs`, `sweep_queue`). `WouldBlock`: the queue is empty.
+    fn accept_queued(&mut self) -> io::Result<Socket>;
+
     /// Accepts one waiting connection and closes it at once (shedding load
     /// under fd exhaustion); true if there was one.
     fn shed(&mut self) -> bool;

@@ -98,6 +98,17 @@ pub struct Shared {
     /// start; it keeps them for the next start). The drain then leaves
     /// their queues to the next process instead of accepting them.
     pub listeners_kept: Arc<AtomicBool>,
+    /// Shards whose listener is still open. After a hand-over the old
+    /// process answers the new one only once this is 0: until a shard's
+    /// io_uring accept is cancelled, a connection's one wake-up may go to it
+    /// and none to the new process (io_uring's accept waits exclusively,
+    /// and the kernel wakes one exclusive waiter per connection).
+    pub listeners_open: Arc<AtomicUsize>,
+    /// In a process that took its listeners over: set once the old process
+    /// has closed its own. Each shard then accepts its listener's queue once
+    /// with plain accepts, for connections whose wake-up the old process's
+    /// cancelled accept took and left.
+    pub sweep_queues: Option<Arc<AtomicBool>>,
     /// The per-address limits, if any (`engine/front/table.rs`).
     pub per_ip: Option<Arc<AddrTable>>,
     /// Descriptors RLIMIT_NOFILE leaves for client connections.
@@ -153,6 +164,9 @@ pub struct Core {
     pub(super) open_total: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     listeners_kept: Arc<AtomicBool>,
+    listeners_open: Arc<AtomicUsize>,
+    /// Until the queue sweep after a hand-over is done (see [`Shared`]).
+    sweep_queues: Option<Arc<AtomicBool>>,
     /// Set when the graceful shutdown began: when it must end.
     pub(super) drain_until: Option<Millis>,
     /// Connections to drive again without waiting for an event (their read
@@ -227,6 +241,8 @@ impl Core {
             open_total: shared.open_total.clone(),
             stop: shared.stop.clone(),
             listeners_kept: shared.listeners_kept.clone(),
+            listeners_open: shared.listeners_open.clone(),
+            sweep_queues: shared.sweep_queues.clone(),
             drain_until: None,
             // Sized like the table, so the queue rarely grows.
             queue: VecDeque::with_capacity(1024.min(config.max_conns)),
@@ -248,13 +264,31 @@ impl Core {
         self.clock.begin_turn(events)
     }
 
-    /// Whether the stop flag was raised and the drain has not begun yet.
     /// Whether the listening sockets outlive this process (the drain then
     /// leaves their queues to the next one).
     pub(super) fn listeners_kept(&self) -> bool {
         self.listeners_kept.load(Ordering::Acquire)
     }
 
+    /// The shard's listener is closed (counted for a hand-over).
+    pub(super) fn listener_closed(&self) {
+        self.listeners_open.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Whether the listener's queue is to be swept now: once, after a
+    /// hand-over, when the old process has closed its listeners.
+    pub(super) fn sweep_due(&mut self) -> bool {
+        let due = self
+            .sweep_queues
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Acquire));
+        if due {
+            self.sweep_queues = None;
+        }
+        due
+    }
+
+    /// Whether the stop flag was raised and the drain has not begun yet.
     pub(super) fn stop_requested(&self) -> bool {
         self.drain_until.is_none() && self.stop.load(Ordering::Acquire)
     }

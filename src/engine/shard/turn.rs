@@ -24,6 +24,15 @@ use crate::engine::timer::Millis;
 /// has nothing in flight: it never waits here.)
 const EXIT_WAIT_MS: Millis = 500;
 
+/// How [`Loop::accept_some`] accepts.
+#[derive(Clone, Copy)]
+enum Accept {
+    /// The driver's own way ([`Driver::accept`]).
+    Own,
+    /// Plain accepts from the listener's queue ([`Driver::accept_queued`]).
+    Queued,
+}
+
 /// One shard's core and driver, turning.
 pub struct Loop<D> {
     core: Core,
@@ -52,12 +61,15 @@ impl<D: Driver> Loop<D> {
             // events goes out before their replies.
             self.core.drain_mailbox();
             self.handle_events();
+            if self.core.sweep_due() {
+                self.sweep_queue();
+            }
             if self.core.stop_requested() {
                 self.stop()?;
             }
             if self.driver.listening() && self.core.acceptor.due(self.core.clock.now) {
                 self.core.acceptor.begin();
-                self.accept_some(self.core.limits.accept_batch);
+                self.accept_some(self.core.limits.accept_batch, Accept::Own);
             }
             self.core.drive_queued(&mut self.driver);
             self.core.wake_throttled(&mut self.driver);
@@ -95,9 +107,13 @@ impl<D: Driver> Loop<D> {
     }
 
     /// Accepts up to `max` waiting connections.
-    fn accept_some(&mut self, max: usize) {
+    fn accept_some(&mut self, max: usize, how: Accept) {
         for _ in 0..max {
-            match self.driver.accept() {
+            let accepted = match how {
+                Accept::Own => self.driver.accept(),
+                Accept::Queued => self.driver.accept_queued(),
+            };
+            match accepted {
                 Ok(socket) => self.take_in(socket),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.core.acceptor.ready = false;
@@ -175,9 +191,24 @@ impl<D: Driver> Loop<D> {
     fn close_listener(&mut self) {
         if !self.core.listeners_kept() {
             self.core.acceptor.begin();
-            self.accept_some(self.core.limits.backlog);
+            self.accept_some(self.core.limits.backlog, Accept::Queued);
         }
-        self.driver.close_listener();
+        if self.driver.listening() {
+            self.driver.close_listener();
+            self.core.listener_closed();
+        }
+    }
+
+    /// After a hand-over, once the old process has closed its listeners:
+    /// accepts what waits in the listener's queue with plain accepts. The
+    /// old process's io_uring accept, being cancelled, may have taken the
+    /// one wake-up the kernel gave for a connection and left it queued;
+    /// no wake-up would come for it here until the next connection.
+    fn sweep_queue(&mut self) {
+        if self.driver.listening() && self.core.drain_until.is_none() {
+            self.core.acceptor.begin();
+            self.accept_some(self.core.limits.backlog, Accept::Queued);
+        }
     }
 
     /// Whether the loop is over: `Some(true)` once the drain has released

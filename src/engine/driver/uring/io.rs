@@ -697,7 +697,10 @@ impl UringIo {
                 self.starved.push_back(token);
                 return false;
             }
-            e if e == -libc::ECANCELED => return false,
+            // Cancelled when the connection stopped reading. If it reads
+            // again by now (a drain that stopped, then lingers for the
+            // peer's FIN), settling it posts the next receive: drive it.
+            e if e == -libc::ECANCELED => return slot.reading == Reading::Open,
             e if e < 0 => slot.error = Some(-e),
             _ => {}
         }

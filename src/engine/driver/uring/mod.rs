@@ -239,18 +239,25 @@ impl Driver for Uring {
             return Err(std::io::ErrorKind::WouldBlock.into());
         };
         if self.stopping {
-            // The drain takes in the listener's queue with plain accepts,
-            // non-blocking as the multishot accept makes them (see
-            // `UringIo::arm_accept`).
-            let (socket, _) = listener.accept()?;
-            socket.set_nonblocking(true)?;
-            return Ok(socket);
+            // The drain takes in the listener's queue with plain accepts.
+            return self.accept_queued();
         }
         if !self.io.accept_armed() {
             self.io.arm_accept(listener.as_raw_fd());
         }
         // Sockets come as completions.
         Err(std::io::ErrorKind::WouldBlock.into())
+    }
+
+    fn accept_queued(&mut self) -> std::io::Result<Socket> {
+        let Some(listener) = self.listener.as_ref() else {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        };
+        // Non-blocking as the multishot accept makes them (see
+        // `UringIo::arm_accept`).
+        let (socket, _) = listener.accept()?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
     }
 
     fn shed(&mut self) -> bool {
