@@ -726,6 +726,9 @@ impl Running {
         for shard in self.shards {
             let _ = shard.join();
         }
+        if let Some(offer) = &self.offer {
+            offer.finish();
+        }
     }
 }
 

@@ -48,6 +48,8 @@ const DRAINING: &[u8] = b"draining\n";
 pub struct Offer {
     fds: Arc<Mutex<Option<Vec<OwnedFd>>>>,
     listener: Arc<Mutex<Option<RawFd>>>,
+    /// The thread serving upgrades, joined before the process exits.
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     generation: u64,
     /// Whose count of the process's own descriptors (`fds_other`) the
     /// offer keeps true as its descriptors come and go.
@@ -70,6 +72,7 @@ impl Offer {
         Ok(Offer {
             fds: Arc::new(Mutex::new(Some(fds))),
             listener: Arc::new(Mutex::new(None)),
+            thread: Arc::new(Mutex::new(None)),
             generation,
             registry,
         })
@@ -104,14 +107,27 @@ impl Offer {
         self.registry.fds_other.fetch_add(1, Ordering::Relaxed);
         let offer = self.clone();
         let path = path.to_path_buf();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("holdfast-upgrade".into())
             .spawn(move || {
                 offer.accept_loop(&listener, &path, timeout, drain);
                 drop(listener);
                 offer.registry.fds_other.fetch_sub(1, Ordering::Relaxed);
             })?;
+        *self.thread.lock().expect("offer lock") = Some(thread);
         Ok(())
+    }
+
+    /// Withdraws the offer and waits for the thread serving upgrades to
+    /// end, so that a hand-over in progress has answered the new process
+    /// (`draining`) before this process exits: its drain can end before
+    /// the answer is written.
+    pub fn finish(&self) {
+        self.withdraw();
+        let thread = self.thread.lock().expect("offer lock").take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
     }
 
     /// Offers the listeners to each process that connects until one takes

@@ -185,8 +185,12 @@ fn start(socket: &std::path::Path, args: &[&str]) -> Server {
     Server::start(&all)
 }
 
-/// The hand-over time the new process logged, in ms.
+/// The hand-over time the new process logged, in ms (once the old one has
+/// answered; the log line may come after the new process's start).
 fn hand_over_ms(server: &Server) -> u64 {
+    util::wait_until(Duration::from_secs(5), || {
+        server.stderr_text().contains("hand-over took ")
+    });
     let text = server.stderr_text();
     let at = text
         .find("hand-over took ")
