@@ -204,10 +204,15 @@ impl<D: Driver> Loop<D> {
     /// old process's io_uring accept, being cancelled, may have taken the
     /// one wake-up the kernel gave for a connection and left it queued;
     /// no wake-up would come for it here until the next connection.
+    /// The acceptor's readiness is left as it was: on io_uring the
+    /// multishot accept is armed by the first turn that finds it due, which
+    /// may not have come yet.
     fn sweep_queue(&mut self) {
         if self.driver.listening() && self.core.drain_until.is_none() {
+            let ready = self.core.acceptor.ready;
             self.core.acceptor.begin();
             self.accept_some(self.core.limits.backlog, Accept::Queued);
+            self.core.acceptor.ready = ready;
         }
     }
 
