@@ -219,8 +219,16 @@ fn send_offer(stream: &mut UnixStream, generation: u64, fds: &[RawFd]) -> io::Re
     for chunk in fds.chunks(FDS_PER_MESSAGE) {
         let rights = [ControlMessage::ScmRights(chunk)];
         let byte = [io::IoSlice::new(b"L")];
-        sendmsg::<()>(stream.as_raw_fd(), &byte, &rights, MsgFlags::empty(), None)
-            .map_err(io::Error::from)?;
+        // A signal that interrupts the send is no reason to give up.
+        loop {
+            match sendmsg::<()>(stream.as_raw_fd(), &byte, &rights, MsgFlags::empty(), None) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                sent => {
+                    sent.map_err(io::Error::from)?;
+                    break;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -287,13 +295,19 @@ fn receive_fds(stream: &UnixStream) -> io::Result<Vec<RawFd>> {
     let mut byte = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([RawFd; FDS_PER_MESSAGE]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(io::Error::from)?;
+    // A signal can interrupt the wait (EINTR: the socket has a timeout, so
+    // the kernel does not restart it); nothing was received then.
+    let msg = loop {
+        match recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            received => break received.map_err(io::Error::from)?,
+        }
+    };
     if msg.bytes == 0 {
         return Err(io::Error::other(
             "the old process closed the upgrade socket",
