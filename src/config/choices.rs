@@ -289,6 +289,19 @@ pub(crate) fn upstream_credential(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// `--upstream-replica`: `PRIMARY=REPLICA`, two distinct [`upstream`]
+/// addresses.
+pub(crate) fn upstream_replica(text: &str) -> Result<String, String> {
+    let (primary, replica) = text
+        .split_once('=')
+        .ok_or_else(|| "expected PRIMARY=REPLICA".to_string())?;
+    let (primary, replica) = (upstream(primary)?, upstream(replica)?);
+    if primary == replica {
+        return Err(format!("`{primary}` cannot replicate itself"));
+    }
+    Ok(format!("{primary}={replica}"))
+}
+
 /// `--cluster`: a comma-separated list of [`upstream`] addresses.
 pub(crate) fn seeds(text: &str) -> Result<String, String> {
     let seeds: Vec<&str> = text.split(',').map(str::trim).collect();

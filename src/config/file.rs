@@ -23,8 +23,9 @@ pub struct Entry {
 
 /// The flags that repeat, and the file key that takes their list:
 /// `upstreams = [...]` sets `--upstream` once per item.
-const LISTS: [(&str, &str); 3] = [
+const LISTS: [(&str, &str); 4] = [
     ("upstream", "upstreams"),
+    ("upstream-replica", "upstream-replicas"),
     ("user", "users"),
     ("upstream-credential", "upstream-credentials"),
 ];

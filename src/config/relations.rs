@@ -48,6 +48,20 @@ impl Config {
         })
     }
 
+    /// Each `--upstream-replica` as (primary, replica).
+    pub fn upstream_replica_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.upstream_replicas
+            .iter()
+            .filter_map(|text| text.split_once('='))
+    }
+
+    /// The primary `name` replicates (`--upstream-replica`), if any.
+    pub fn primary_of(&self, name: &str) -> Option<&str> {
+        self.upstream_replica_pairs()
+            .find(|(_, replica)| *replica == name)
+            .map(|(primary, _)| primary)
+    }
+
     /// Checks the relations between settings and fills the derived
     /// defaults (`max_frame` when 0), and resolves the upstreams. `threads`
     /// and `max_conns` of 0 stay 0 here: the server derives them from the
@@ -229,6 +243,7 @@ impl Config {
                 ),
             ));
         }
+        self.check_upstream_replicas()?;
         if self.upstreams.is_empty() && self.cluster.is_none() {
             self.upstream_addrs.clear();
             return Ok(());
@@ -258,6 +273,34 @@ impl Config {
             addrs.push(resolve(name).map_err(error)?);
         }
         self.upstream_addrs = addrs;
+        Ok(())
+    }
+
+    /// `--upstream-replica`: both sides are upstreams; a replica has one
+    /// primary, which is no replica itself; not with `--cluster`.
+    fn check_upstream_replicas(&self) -> Result<(), ConfigError> {
+        let error = |message: String| ConfigError::new("--upstream-replica", message);
+        if self.cluster.is_some() && !self.upstream_replicas.is_empty() {
+            return Err(error(
+                "a cluster's replicas are found in its slot map; give --cluster alone".into(),
+            ));
+        }
+        let pairs: Vec<(&str, &str)> = self.upstream_replica_pairs().collect();
+        for (index, &(primary, replica)) in pairs.iter().enumerate() {
+            for name in [primary, replica] {
+                if !self.upstreams.iter().any(|upstream| upstream == name) {
+                    return Err(error(format!("`{name}` is not an --upstream")));
+                }
+            }
+            if pairs[..index].iter().any(|&(_, other)| other == replica) {
+                return Err(error(format!("`{replica}` is given a primary twice")));
+            }
+            if pairs.iter().any(|&(_, other)| other == primary) {
+                return Err(error(format!(
+                    "`{primary}` replicates another upstream: it cannot have replicas"
+                )));
+            }
+        }
         Ok(())
     }
 

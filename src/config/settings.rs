@@ -328,9 +328,9 @@ pub struct Config {
     #[arg(long, value_name = "DUR", default_value = "10s", help_heading = UPSTREAMS,
           value_parser = parse_duration, bounds = timeout(Duration::from_secs(1), HOUR))]
     pub cluster_refresh: Duration,
-    /// With --cluster: where read-only commands go: primary | replica (the slot's
-    /// replica; its primary while none is fit or left; an error if it never had one) |
-    /// prefer-replica (else the primary)
+    /// Where read-only commands go: primary | replica (with --cluster the slot's replica,
+    /// else one of the key's upstream's --upstream-replica; its primary while none is
+    /// fit; an error if it never had one) | prefer-replica (else the primary)
     #[arg(long, value_name = "WHERE", default_value = "primary", help_heading = UPSTREAMS,
           value_parser = ReadFrom::parse)]
     pub read_from: ReadFrom,
@@ -345,6 +345,14 @@ pub struct Config {
     #[arg(long = "upstream", value_name = "ADDR", help_heading = UPSTREAMS,
           value_parser = choices::upstream, live = true)]
     pub upstreams: Vec<String>,
+    /// An --upstream that replicates another, PRIMARY=REPLICA (both given as --upstream;
+    /// not with --cluster, which finds the replicas): keys are placed over the
+    /// primaries, and with --read-from replica or prefer-replica the read-only commands
+    /// for a primary's keys go to a replica of it whose breaker is closed; repeat for
+    /// several (`upstream-replicas = [...]` in --config)
+    #[arg(long = "upstream-replica", value_name = "PRIMARY=REPLICA", help_heading = UPSTREAMS,
+          value_parser = choices::upstream_replica, live = true)]
+    pub upstream_replicas: Vec<String>,
     /// Upstreams the proxy can address over its life, reloads included: a removed one
     /// keeps its slot (its connections drain, its metrics stay; adding it back reuses
     /// it). Each costs a pool per shard and its metrics; 0 = twice as many as at start

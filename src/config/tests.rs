@@ -844,3 +844,58 @@ fn diff_sees_the_groups_and_the_upstreams() {
         changed.live
     );
 }
+
+#[test]
+fn upstream_replicas_name_upstreams_and_one_primary_each() {
+    let proxy = |pairs: &[(&str, &str)]| settings(Mode::Proxy, None, &flags(pairs));
+    let (a, b, c) = ("127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003");
+    let fails = |pairs: &[(&str, &str)], says: &str| {
+        let error = proxy(pairs).unwrap_err();
+        assert_eq!(error.flag, "--upstream-replica", "{error}");
+        assert!(error.message.contains(says), "{error}");
+    };
+    let ab = format!("{a}={b}");
+    let cb = format!("{c}={b}");
+    let ba = format!("{b}={a}");
+    let aa = format!("{a}={a}");
+    fails(
+        &[("upstream", a), ("upstream-replica", &ab)],
+        "is not an --upstream",
+    );
+    fails(
+        &[("upstream", a), ("upstream-replica", "127.0.0.1")],
+        "PRIMARY=REPLICA",
+    );
+    fails(
+        &[("upstream", a), ("upstream-replica", "127.0.0.1:1=x")],
+        "host:port",
+    );
+    fails(
+        &[("upstream", a), ("upstream-replica", &aa)],
+        "cannot replicate itself",
+    );
+    fails(
+        &[("upstream", a), ("upstream", b), ("upstream", c)]
+            .into_iter()
+            .chain([("upstream-replica", ab.as_str()), ("upstream-replica", &cb)])
+            .collect::<Vec<_>>(),
+        "given a primary twice",
+    );
+    fails(
+        &[
+            ("upstream", a),
+            ("upstream", b),
+            ("upstream", c),
+            ("upstream-replica", &ab),
+            ("upstream-replica", &format!("{b}={c}")),
+        ],
+        "cannot have replicas",
+    );
+    fails(
+        &[("cluster", a), ("upstream-replica", &ba)],
+        "found in its slot map",
+    );
+    let config = proxy(&[("upstream", a), ("upstream", b), ("upstream-replica", &ab)]).unwrap();
+    assert_eq!(config.primary_of(b), Some(a));
+    assert_eq!(config.primary_of(a), None);
+}

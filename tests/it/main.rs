@@ -22,6 +22,7 @@ mod panic;
 mod partial_io;
 mod proxy;
 mod proxy_auth;
+mod proxy_replicas;
 mod pubsub;
 mod pubsub_diff;
 mod push;

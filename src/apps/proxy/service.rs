@@ -15,7 +15,7 @@ use crate::apps::proxy::cluster::{CROSSSLOT, View};
 use crate::apps::proxy::command::{
     Connection, Local, Reason, Route, local_reply, read_only, route,
 };
-use crate::apps::proxy::hash::{Continuum, KeyHash};
+use crate::apps::proxy::hash::{Continuum, KeyHash, RingError};
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
 use crate::config::ReadFrom;
 use crate::engine::codec::resp::Args;
@@ -37,36 +37,108 @@ const ERROR_MAX: usize = 64;
 /// The reply when a reply would not fit the client's ring.
 const TOO_LARGE: &[u8] = b"-ERR reply too large for the connection buffer\r\n";
 
+/// The reply to a read with `--read-from replica` for an upstream given no
+/// `--upstream-replica`.
+const NO_REPLICA_UPSTREAM: &[u8] =
+    b"-ERR no replica serves this key's upstream (--read-from replica)\r\n";
+
 /// Where keys go.
 enum Placement {
     /// Over `--upstream`s by ketama: a key's place is its upstream's
     /// slot.
-    Ketama {
-        ring: Continuum,
-        /// The upstream slot of each of the ring's upstreams (a reload
-        /// may remove upstreams and add others: slots are not reused).
-        slots: Vec<usize>,
-        key_hash: KeyHash,
-    },
+    Ketama(Ketama),
     /// Over a Redis Cluster: a key's place is its hash slot, served by
     /// the node the view says.
     Cluster(View),
+}
+
+/// Keys over the primaries by ketama; reads, when asked, to their
+/// replicas (`--upstream-replica`).
+struct Ketama {
+    ring: Continuum,
+    /// The upstream slot of each of the ring's upstreams (a reload may
+    /// remove upstreams and add others: slots are not reused).
+    slots: Vec<usize>,
+    key_hash: KeyHash,
+    /// By a primary's slot, the slots of its replicas.
+    replicas: Vec<Vec<usize>>,
+    /// `--read-from replica`: a read for a primary without replicas is
+    /// refused rather than sent to it.
+    replica_only: bool,
+    /// Counts commands, so that reads take a primary's replicas in turn.
+    turn: usize,
+}
+
+impl Ketama {
+    /// The ring over `upstreams`' primaries, each with its replicas.
+    fn new(
+        upstreams: &[Upstream<'_>],
+        key_hash: KeyHash,
+        replica_only: bool,
+    ) -> Result<Ketama, RingError> {
+        let primaries: Vec<&Upstream<'_>> =
+            upstreams.iter().filter(|u| u.primary.is_none()).collect();
+        let names: Vec<&str> = primaries.iter().map(|u| u.name).collect();
+        let ring = Continuum::new(&names, key_hash)?;
+        let slot_count = upstreams.iter().map(|u| u.slot + 1).max().unwrap_or(0);
+        let mut replicas = vec![Vec::new(); slot_count];
+        for replica in upstreams {
+            let primary = replica
+                .primary
+                .and_then(|name| primaries.iter().find(|p| p.name == name));
+            if let Some(primary) = primary {
+                replicas[primary.slot].push(replica.slot);
+            }
+        }
+        Ok(Ketama {
+            ring,
+            slots: primaries.iter().map(|u| u.slot).collect(),
+            key_hash,
+            replicas,
+            replica_only,
+            turn: 0,
+        })
+    }
+
+    /// Where a read for the primary `primary` goes: one of its replicas
+    /// that `reply` can call now, taken in turn; the primary when none can
+    /// (or it has none, unless `--read-from replica`).
+    fn read(&self, primary: usize, reply: &Reply<'_>) -> Result<usize, &'static [u8]> {
+        let group = self.replicas.get(primary).map_or(&[][..], Vec::as_slice);
+        if group.is_empty() {
+            return match self.replica_only {
+                true => Err(NO_REPLICA_UPSTREAM),
+                false => Ok(primary),
+            };
+        }
+        let start = self.turn % group.len();
+        let fit = (0..group.len())
+            .map(|i| group[(start + i) % group.len()])
+            .find(|&replica| reply.available(replica));
+        Ok(fit.unwrap_or(primary))
+    }
 }
 
 impl Placement {
     /// A key's place: its upstream, or its slot.
     fn place(&self, key: &[u8]) -> usize {
         match self {
-            Placement::Ketama { ring, slots, .. } => slots[ring.upstream(key)],
+            Placement::Ketama(ketama) => ketama.slots[ketama.ring.upstream(key)],
             Placement::Cluster(_) => usize::from(slot(key)),
         }
     }
 
-    /// The upstream for a command on a place (`read`: a read-only
-    /// command); the error to reply for a slot with no node for it.
-    fn upstream(&self, place: usize, read: bool) -> Result<usize, &'static [u8]> {
+    /// The upstream for a command on a place (`read`: a read-only command
+    /// that may go to a replica); the error to reply when none serves it.
+    fn upstream(
+        &self,
+        place: usize,
+        read: bool,
+        reply: &Reply<'_>,
+    ) -> Result<usize, &'static [u8]> {
         match self {
-            Placement::Ketama { .. } => Ok(place),
+            Placement::Ketama(ketama) if read => ketama.read(place, reply),
+            Placement::Ketama(_) => Ok(place),
             Placement::Cluster(view) => view.node(place as u16, read),
         }
     }
@@ -88,8 +160,8 @@ pub struct Proxy {
     reply_max: usize,
     /// Who may connect (`--requirepass`, `--user`).
     users: Users,
-    /// In front of a cluster with `--read-from` other than `primary`:
-    /// read-only commands may go to replicas.
+    /// `--read-from` other than `primary`: read-only commands may go to
+    /// replicas (a cluster's, or `--upstream-replica`s).
     reads_replicas: bool,
     /// Connections this shard opened, for unique `CLIENT ID`s.
     opened: u64,
@@ -104,13 +176,17 @@ impl Proxy {
     /// least one, at most `UPSTREAMS_MAX`).
     pub fn new(context: &ServiceContext<'_>) -> Proxy {
         let config = context.config;
-        let ring = Continuum::new(&config.upstreams, config.key_hash).expect("validated upstreams");
-        let placement = Placement::Ketama {
-            ring,
-            slots: (0..config.upstreams.len()).collect(),
-            key_hash: config.key_hash,
-        };
-        Proxy::with(context, placement)
+        let upstreams: Vec<Upstream<'_>> = (config.upstreams.iter().enumerate())
+            .map(|(slot, name)| Upstream {
+                slot,
+                name,
+                primary: config.primary_of(name),
+            })
+            .collect();
+        let replica_only = config.read_from == ReadFrom::Replica;
+        let ketama =
+            Ketama::new(&upstreams, config.key_hash, replica_only).expect("validated upstreams");
+        Proxy::with(context, Placement::Ketama(ketama))
     }
 
     /// A shard's proxy in front of a Redis Cluster, whose nodes are the
@@ -122,8 +198,7 @@ impl Proxy {
 
     fn with(context: &ServiceContext<'_>, placement: Placement) -> Proxy {
         let config = context.config;
-        let reads_replicas =
-            matches!(placement, Placement::Cluster(_)) && config.read_from != ReadFrom::Primary;
+        let reads_replicas = config.read_from != ReadFrom::Primary;
         Proxy {
             placement,
             plan: Plan::new(),
@@ -181,8 +256,9 @@ impl Service for Proxy {
             reads_replicas,
             ..
         } = self;
-        if let Placement::Cluster(view) = placement {
-            view.refresh();
+        match placement {
+            Placement::Cluster(view) => view.refresh(),
+            Placement::Ketama(ketama) => ketama.turn = ketama.turn.wrapping_add(1),
         }
         let args = Args::parse(frame);
         let place = |key: &[u8]| placement.place(key);
@@ -194,7 +270,7 @@ impl Service for Proxy {
         let cluster = matches!(placement, Placement::Cluster(_));
         let read = *reads_replicas && read_only(args.clone());
         match route {
-            Route::Forward(place) => match placement.upstream(place, read) {
+            Route::Forward(place) => match placement.upstream(place, read, reply) {
                 Ok(upstream) => reply.call(upstream, frame),
                 Err(error) => {
                     let _ = reply.put(error);
@@ -206,7 +282,7 @@ impl Service for Proxy {
                 let unserved = plan
                     .subs()
                     .iter()
-                    .find_map(|sub| placement.upstream(sub.upstream, read).err());
+                    .find_map(|sub| placement.upstream(sub.upstream, read, reply).err());
                 if let Some(error) = unserved {
                     let _ = reply.put(error);
                     return;
@@ -219,7 +295,8 @@ impl Service for Proxy {
                     return;
                 }
                 for sub in plan.subs() {
-                    let upstream = placement.upstream(sub.upstream, read).expect("checked");
+                    let upstream =
+                        (placement.upstream(sub.upstream, read, reply)).expect("checked");
                     reply.call(upstream, &scratch[sub.bytes.clone()]);
                 }
             }
@@ -266,20 +343,11 @@ impl Service for Proxy {
     /// fall on added ones). A cluster's nodes come from its topology, not
     /// from the settings (a reload refuses `upstream` with `--cluster`).
     fn upstreams(&mut self, upstreams: &[Upstream<'_>]) {
-        let Placement::Ketama {
-            ring,
-            slots,
-            key_hash,
-        } = &mut self.placement
-        else {
+        let Placement::Ketama(ketama) = &mut self.placement else {
             return;
         };
-        let names: Vec<&str> = upstreams.iter().map(|u| u.name).collect();
-        match Continuum::new(&names, *key_hash) {
-            Ok(new) => {
-                *ring = new;
-                *slots = upstreams.iter().map(|u| u.slot).collect();
-            }
+        match Ketama::new(upstreams, ketama.key_hash, ketama.replica_only) {
+            Ok(new) => *ketama = new,
             // Validated: 1 to UPSTREAMS_MAX upstreams of weight 1.
             Err(error) => log::error!("reload: the upstreams' ring: {error}; keeping the old"),
         }
@@ -295,7 +363,7 @@ impl Service for Proxy {
     fn redirect(&mut self, reply: &[u8]) -> Option<Redirect> {
         match &mut self.placement {
             Placement::Cluster(view) => view.redirect(reply),
-            Placement::Ketama { .. } => None,
+            Placement::Ketama(_) => None,
         }
     }
 

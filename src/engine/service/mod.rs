@@ -167,6 +167,9 @@ pub struct Upstream<'a> {
     pub slot: usize,
     /// Its name as written (`host:port`).
     pub name: &'a str,
+    /// The name of the upstream it replicates (`--upstream-replica`), if
+    /// any: calls that only read may go to it instead.
+    pub primary: Option<&'a str>,
 }
 
 /// Where a redirected request goes ([`Service::redirect`]).
@@ -372,6 +375,9 @@ pub(crate) trait Caller {
     fn call(&mut self, index: usize, upstream: usize, request: &[u8]);
     /// Keeps `bytes` for the answer, if the bounds allow.
     fn keep(&mut self, bytes: &[u8]) -> Result<(), CallError>;
+    /// Whether a call to `upstream` would be sent now (see
+    /// [`Reply::available`]).
+    fn available(&self, upstream: usize) -> bool;
 }
 
 /// The most calls one frame may make (a split command makes one per
@@ -481,6 +487,16 @@ impl<'a> Reply<'a> {
             }
             _ => self.overflowed = true,
         }
+    }
+
+    /// Whether a call to `upstream` would be sent now rather than fail
+    /// fast: its breaker is closed (health checks and calls find it up) and
+    /// no failed connect is backing off. For a service with a choice of
+    /// upstreams (a replica or its primary); false without upstreams.
+    pub fn available(&self, upstream: usize) -> bool {
+        self.caller
+            .as_ref()
+            .is_some_and(|caller| caller.available(upstream))
     }
 
     /// Keeps `bytes` for [`Service::answer`] ([`Answer::kept`]), such as

@@ -136,9 +136,13 @@ impl Core {
         let active: Vec<Upstream<'_>> = snapshot
             .active
             .iter()
-            .map(|&slot| Upstream {
-                slot,
-                name: &snapshot.slots[slot].0,
+            .map(|&slot| {
+                let name = snapshot.slots[slot].0.as_str();
+                Upstream {
+                    slot,
+                    name,
+                    primary: snapshot.config.primary_of(name),
+                }
             })
             .collect();
         self.responder.service.upstreams(&active);

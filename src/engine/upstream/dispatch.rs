@@ -498,6 +498,13 @@ impl Caller for Calls<'_> {
         }
     }
 
+    fn available(&self, upstream: usize) -> bool {
+        let now = self.now_us / 1000;
+        self.upstreams.pools.get(upstream).is_some_and(|pool| {
+            !pool.retired && pool.breaker.state() == State::Closed && now >= pool.retry_at
+        })
+    }
+
     fn keep(&mut self, bytes: &[u8]) -> Result<(), CallError> {
         let opened = self.pending.is_none();
         let pending = self.entry();
