@@ -185,13 +185,13 @@ fn proxy(mut config: Config, source: Source) -> ExitCode {
         }
     };
     // A cluster's nodes are its topology's, not the settings': a reload
-    // keeps them.
-    let nodes = (config.upstreams.clone(), config.upstream_addrs.clone());
+    // keeps them, those added since start included.
+    let nodes = topology.clone();
     let load = source.load;
     let source = Source {
         load: Box::new(move || {
             let mut config = load()?;
-            (config.upstreams, config.upstream_addrs) = nodes.clone();
+            (config.upstreams, config.upstream_addrs) = nodes.nodes();
             Ok(config)
         }),
         ..source

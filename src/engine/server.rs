@@ -21,7 +21,7 @@ use crate::engine::push::hub::PushLimits;
 use crate::engine::push::{Hub, Pusher};
 use crate::engine::reload::{Outcome, Published, Reloader, Source};
 use crate::engine::service::host::{Handler, Host};
-use crate::engine::service::{Service, ServiceContext};
+use crate::engine::service::{Service, ServiceContext, UpstreamAdder};
 use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
 use crate::engine::sys;
 use crate::engine::upgrade::{self, Offer, Taken};
@@ -278,6 +278,11 @@ impl Server {
         };
         let hub = Arc::new(Hub::new(&wakers, &metrics, push_limits(&config)));
         let pusher = Pusher::new(hub.clone());
+        let reloader = self.reload.map(|source| {
+            let reloader =
+                Reloader::new(source, loaded, published, wakers.clone(), registry.clone());
+            Arc::new(reloader)
+        });
         let setup = ShardSetup {
             config: &config,
             backend,
@@ -286,13 +291,9 @@ impl Server {
             shared: &shared,
             hub: &hub,
             pusher: &pusher,
+            reloader: reloader.as_ref(),
         };
         let shards = setup.make_shards(listeners, metrics, &wakers)?;
-        let reloader = self.reload.map(|source| {
-            let reloader =
-                Reloader::new(source, loaded, published, wakers.clone(), registry.clone());
-            Arc::new(reloader)
-        });
         let admin_addr = start_admin(&config, &registry, reloader.clone())?;
         let handles = shards
             .into_iter()
@@ -593,6 +594,7 @@ struct ShardSetup<'a> {
     shared: &'a Shared,
     hub: &'a Arc<Hub>,
     pusher: &'a Pusher,
+    reloader: Option<&'a Arc<Reloader>>,
 }
 
 impl ShardSetup<'_> {
@@ -611,6 +613,7 @@ impl ShardSetup<'_> {
                 config: self.config,
                 registry: self.registry,
                 pusher: self.pusher,
+                upstream_adder: self.reloader.cloned().map(UpstreamAdder),
             };
             let shard = Shard::new(
                 index,

@@ -146,8 +146,12 @@ fn move_slot(cluster: &Cluster, slot: u16, to: u16, keys: &[&str], between: impl
     migrate.extend(keys.iter().map(|k| k.as_bytes()));
     assert_eq!(cluster.client(from).call(&migrate), b"+OK\r\n");
     between();
+    // The new owner first, as redis-cli does (it may own no slot yet).
+    setslot(to, &["NODE", &to_id]);
     for (port, _, _) in cluster.ranges().iter().map(|r| (r.2[0], 0, 0)) {
-        setslot(port, &["NODE", &to_id]);
+        if port != to {
+            setslot(port, &["NODE", &to_id]);
+        }
     }
 }
 
@@ -567,4 +571,57 @@ fn a_reload_keeps_the_clusters_nodes() {
         let key = format!("key:{i}");
         assert_eq!(client.call(&[b"GET", key.as_bytes()]), bulk("v"), "{key}");
     }
+}
+
+#[test]
+fn a_node_added_to_the_cluster_is_used_without_a_restart() {
+    let mut cluster = Cluster::start();
+    let server = proxy(&cluster, &["--cluster-refresh", "1s"]);
+    let mut client = Resp::connect(server.addr);
+    let key = "key:on-the-new-node";
+    assert_eq!(
+        client.call(&[b"SET", key.as_bytes(), b"before"]),
+        b"+OK\r\n"
+    );
+    let new = cluster.add_node();
+    move_slot(&cluster, slot(key.as_bytes()), new, &[key], || {});
+    let moved = Instant::now();
+    // The old owner answers MOVED to a node the proxy does not know: it
+    // learns it within a refresh (one is asked for at once), adds it as an
+    // upstream, and takes the map that names it; the client gets the
+    // MOVED until then.
+    let learnt = util::wait_until(Duration::from_secs(10), || {
+        client.call(&[b"GET", key.as_bytes()]) == bulk("before")
+    });
+    assert!(
+        learnt,
+        "the proxy never served the moved slot:\n{}",
+        server.stderr_text()
+    );
+    eprintln!(
+        "the moved slot was served {:?} after the move",
+        moved.elapsed()
+    );
+    let name = format!("127.0.0.1:{new}");
+    let before = calls(&cluster, new, "get");
+    for i in 0..20 {
+        let value = format!("v{i}");
+        assert_eq!(
+            client.call(&[b"SET", key.as_bytes(), value.as_bytes()]),
+            b"+OK\r\n"
+        );
+        assert_eq!(client.call(&[b"GET", key.as_bytes()]), bulk(&value));
+    }
+    assert_eq!(
+        calls(&cluster, new, "get") - before,
+        20,
+        "served by the new node"
+    );
+    let log = server.stderr_text();
+    assert!(
+        log.contains(&format!("cluster: new nodes {name} made upstreams 6 to 6")),
+        "{log}"
+    );
+    let requests = server.metric("holdfast_upstream_requests_total", &[("upstream", &name)]);
+    assert!(requests >= 40.0, "{requests} requests counted for {name}");
 }

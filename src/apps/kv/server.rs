@@ -385,6 +385,7 @@ mod tests {
             config: &config,
             registry: &registry,
             pusher: &pusher,
+            upstream_adder: None,
         };
         let store = Arc::new(super::super::store::Store::new(2, 1 << 20));
         let kv = Kv::new(store, &context);

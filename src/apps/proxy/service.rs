@@ -191,8 +191,14 @@ impl Proxy {
 
     /// A shard's proxy in front of a Redis Cluster, whose nodes are the
     /// settings' upstreams, in `topology`'s order.
+    /// Nodes a later map names are added as upstreams through the engine
+    /// (`context.upstream_adder`), when it reloads.
     pub fn cluster(context: &ServiceContext<'_>, topology: Arc<Topology>) -> Proxy {
-        let view = View::new(topology, context.config.read_from);
+        if let Some(adder) = context.upstream_adder.clone() {
+            topology.grow_with(|| Box::new(move |nodes| adder.add(nodes)));
+        }
+        let known = context.config.upstreams.len();
+        let view = View::new(topology, context.config.read_from, known);
         Proxy::with(context, Placement::Cluster(view))
     }
 
@@ -343,8 +349,10 @@ impl Service for Proxy {
     /// fall on added ones). A cluster's nodes come from its topology, not
     /// from the settings (a reload refuses `upstream` with `--cluster`).
     fn upstreams(&mut self, upstreams: &[Upstream<'_>]) {
-        let Placement::Ketama(ketama) = &mut self.placement else {
-            return;
+        let ketama = match &mut self.placement {
+            Placement::Ketama(ketama) => ketama,
+            // Nodes the topology added: the shard has their pools now.
+            Placement::Cluster(view) => return view.known(upstreams.len()),
         };
         match Ketama::new(upstreams, ketama.key_hash, ketama.replica_only) {
             Ok(new) => *ketama = new,

@@ -295,6 +295,47 @@ impl Reloader {
         }
     }
 
+    /// Adds `added` (name and address each) to the upstreams in effect, as
+    /// a reload that changed only them would: each takes the next free
+    /// slot, every shard makes its pools at its next turn. For a service
+    /// that learns upstreams as it runs (a cluster's new nodes). `Err` when
+    /// `--upstream-slots` has no slot left for them; nothing changes then.
+    pub fn add_upstreams(&self, added: &[(String, SocketAddr)]) -> Result<u64, String> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let (running, generation) = self.published.latest();
+        // One a reload added meanwhile is not added twice.
+        let added: Vec<&(String, SocketAddr)> = (added.iter())
+            .filter(|(name, _)| !running.config.upstreams.contains(name))
+            .collect();
+        if added.is_empty() {
+            return Ok(generation);
+        }
+        let mut config = running.config.clone();
+        for (name, addr) in &added {
+            config.upstreams.push(name.clone());
+            config.upstream_addrs.push(*addr);
+        }
+        let next = running.next(config)?;
+        self.name_upstreams(&next);
+        let generation = self.published.publish(next);
+        // A reload compares its file with these: the added upstreams are
+        // no change it makes.
+        for (name, addr) in &added {
+            loaded.upstreams.push(name.clone());
+            loaded.upstream_addrs.push(*addr);
+        }
+        self.registry
+            .config
+            .generation
+            .store(generation, Ordering::Relaxed);
+        for waker in &self.wakers {
+            if let Err(e) = waker.wake() {
+                log::error!("waking a shard for added upstreams: {e}");
+            }
+        }
+        Ok(generation)
+    }
+
     /// The per-address limits of `next`: set in place in the process's
     /// table, or a table made for them (sized as at start: `--ip-table-max`,
     /// 0 meaning `--max-conns`).

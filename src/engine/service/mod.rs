@@ -395,6 +395,24 @@ pub struct ServiceContext<'a> {
     pub registry: &'a std::sync::Arc<crate::engine::metrics::Registry>,
     /// Pushes from anywhere (clone it for a thread or for [`Service::tick`]).
     pub pusher: &'a Pusher,
+    /// Adds upstreams while the server runs, when it reloads (see
+    /// [`UpstreamAdder`]).
+    pub upstream_adder: Option<UpstreamAdder>,
+}
+
+/// Adds upstreams to a running server: they take free slots of
+/// `--upstream-slots`, every shard makes their pools at its next turn and
+/// then tells its service ([`Service::upstreams`]) before any call may
+/// name them. Cloneable, for a thread of the service's own.
+#[derive(Clone)]
+pub struct UpstreamAdder(pub(crate) std::sync::Arc<crate::engine::reload::Reloader>);
+
+impl UpstreamAdder {
+    /// Adds `upstreams` (name and address each); `Err` says why not (no
+    /// slot left), nothing added then.
+    pub fn add(&self, upstreams: &[(String, std::net::SocketAddr)]) -> Result<(), String> {
+        self.0.add_upstreams(upstreams).map(drop)
+    }
 }
 
 /// Where a service writes its reply: a bounded window of the connection's

@@ -79,6 +79,44 @@ impl Cluster {
         cluster
     }
 
+    /// Starts one more node and joins it as a primary with no slots
+    /// (`redis-cli --cluster add-node`); its port, once every node knows
+    /// it.
+    pub fn add_node(&mut self) -> u16 {
+        let node = self.start_node();
+        let port = node.port;
+        self.nodes.push(node);
+        let mut add = Command::new("redis-cli");
+        if let Some(password) = &self.password {
+            add.args(["-a", password, "--no-auth-warning"]);
+        }
+        let output = add
+            .args([
+                "--cluster",
+                "add-node",
+                &format!("127.0.0.1:{port}"),
+                &self.seed(),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("running redis-cli --cluster add-node");
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster add-node: {output:?}"
+        );
+        let known = format!("127.0.0.1:{port}@");
+        let joined = wait_until(Duration::from_secs(30), || {
+            self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                let nodes = self.client(n.port).call(&[b"CLUSTER", b"NODES"]);
+                let info = self.client(n.port).call(&[b"CLUSTER", b"INFO"]);
+                String::from_utf8_lossy(&nodes).contains(&known)
+                    && String::from_utf8_lossy(&info).contains("cluster_state:ok")
+            })
+        });
+        assert!(joined, "the cluster never took in the node on {port}");
+        port
+    }
+
     fn start_node(&self) -> Node {
         for _ in 0..10 {
             let (port, bus) = (free_port(), free_port());

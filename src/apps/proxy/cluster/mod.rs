@@ -32,14 +32,15 @@ pub fn join(config: &mut Config) -> Result<Arc<Topology>, String> {
         .map(|password| Greeting::auth(config.upstream_user.as_deref(), password).request);
     let topology = Arc::new(Topology::discover(&seeds, auth)?);
     let (_, map) = topology.current();
+    let (nodes, _) = topology.nodes();
     log::info!(
         "cluster: {} nodes, {} of {} slots served",
-        topology.nodes().len(),
+        nodes.len(),
         map.covered(),
         slot::SLOTS
     );
     config.cluster = None;
-    config.upstreams = topology.nodes().to_vec();
+    config.upstreams = nodes;
     let validated = config.validate();
     config.cluster = Some(seeds.join(","));
     validated.map_err(|error| error.to_string())?;
@@ -74,24 +75,41 @@ pub struct View {
     seen: u64,
     map: Arc<SlotMap>,
     read_from: ReadFrom,
+    /// Nodes this shard has an upstream for: a map that names a node past
+    /// them (one the topology just added) waits until the shard has made
+    /// its pools (see [`View::known`]).
+    known: usize,
 }
 
 impl View {
-    /// A view of `topology`'s current map.
-    pub fn new(topology: Arc<Topology>, read_from: ReadFrom) -> View {
+    /// A view of `topology`'s current map, for a shard with upstreams for
+    /// its first `known` nodes.
+    pub fn new(topology: Arc<Topology>, read_from: ReadFrom, known: usize) -> View {
         let (seen, map) = topology.current();
         View {
             topology,
             seen,
             map,
             read_from,
+            known,
         }
     }
 
-    /// Takes the topology's map if it changed (one atomic load).
+    /// The shard has upstreams for the first `nodes` nodes now (the
+    /// engine added those the topology learnt).
+    pub fn known(&mut self, nodes: usize) {
+        self.known = nodes;
+    }
+
+    /// Takes the topology's map if it changed (one atomic load) and names
+    /// no node this shard has no upstream for yet (it has one by its next
+    /// turn: the map is taken then).
     pub fn refresh(&mut self) {
         if self.topology.generation() != self.seen {
-            (self.seen, self.map) = self.topology.current();
+            let (seen, map) = self.topology.current();
+            if map.nodes() <= self.known {
+                (self.seen, self.map) = (seen, map);
+            }
         }
     }
 
@@ -139,9 +157,12 @@ impl View {
         if words.next().is_some() || usize::from(slot) >= slot::SLOTS {
             return None;
         }
-        let Some(node) = self.topology.index_of(addr) else {
-            log::warn!(
-                "cluster: a redirect to {}, not a node at start-up",
+        let node = self.topology.index_of(addr);
+        let Some(node) = node.filter(|&node| usize::from(node) < self.known) else {
+            // A node the next map will name (the topology adds it): the
+            // client gets the redirect meanwhile.
+            log::debug!(
+                "cluster: a redirect to {}, not an upstream (yet)",
                 String::from_utf8_lossy(addr)
             );
             self.topology.ask_refresh();
@@ -175,7 +196,62 @@ mod tests {
         View::new(
             Arc::new(Topology::from_ranges(&[], &ranges).unwrap()),
             ReadFrom::Primary,
+            3,
         )
+    }
+
+    fn range(slots: (u16, u16), nodes: &[&str]) -> Range {
+        Range {
+            slots,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_new_node_is_used_once_the_shard_has_its_upstream() {
+        let mut view = view();
+        let added = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = added.clone();
+        view.topology.grow_with(|| {
+            Box::new(move |nodes: &[(String, std::net::SocketAddr)]| {
+                seen.lock()
+                    .unwrap()
+                    .extend(nodes.iter().map(|(n, _)| n.clone()));
+                Ok(())
+            })
+        });
+        // Slots 0-99 move to a node the first map did not name.
+        view.topology.take(&[
+            range((0, 99), &["127.0.0.1:7104"]),
+            range((100, 8191), &["127.0.0.1:7101", "127.0.0.1:7103"]),
+            range((8192, 16383), &["127.0.0.1:7102"]),
+        ]);
+        assert_eq!(*added.lock().unwrap(), ["127.0.0.1:7104"]);
+        assert_eq!(view.topology.index_of(b"127.0.0.1:7104"), Some(3));
+        // Until the shard has an upstream for node 3, it keeps the old map
+        // and a redirect to the node goes nowhere.
+        view.refresh();
+        assert_eq!(view.node(5, false), Ok(0));
+        assert_eq!(view.redirect(b"-MOVED 5 127.0.0.1:7104\r\n"), None);
+        view.known(4);
+        view.refresh();
+        assert_eq!(view.node(5, false), Ok(3));
+        assert_eq!(view.node(100, false), Ok(0));
+    }
+
+    #[test]
+    fn a_node_the_engine_cannot_add_stays_unknown() {
+        let view = view();
+        view.topology
+            .grow_with(|| Box::new(|_: &[(String, std::net::SocketAddr)]| Err("no slot".into())));
+        view.topology.take(&[
+            range((0, 99), &["127.0.0.1:7104"]),
+            range((100, 16383), &["127.0.0.1:7101"]),
+        ]);
+        assert_eq!(view.topology.index_of(b"127.0.0.1:7104"), None);
+        assert_eq!(view.topology.nodes().0.len(), 3);
+        let (_, map) = view.topology.current();
+        assert_eq!(map.owner(5), NO_NODE, "its slots are unserved");
     }
 
     #[test]

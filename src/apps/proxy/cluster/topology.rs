@@ -1,10 +1,12 @@
 //! Which node serves which hash slot, learnt from the cluster itself with
 //! `CLUSTER SLOTS` (answered by every Redis from 3.0 on), and kept fresh.
 //!
-//! The nodes are fixed at start-up: every node the first answer names,
-//! primaries and replicas, becomes an upstream of the engine (so a
-//! failover, which promotes a replica the proxy already knows, needs no new
-//! upstream). The slot map changes: a thread of its own re-reads it every
+//! Every node the first answer names, primaries and replicas, becomes an
+//! upstream of the engine (so a failover, which promotes a replica the
+//! proxy already knows, needs no new upstream); a node a later answer names
+//! (a scale-out) is added as one then, within `--upstream-slots`, through
+//! the hook the service set ([`Topology::grow_with`]). The slot map
+//! changes: a thread of its own re-reads it every
 //! `--cluster-refresh`, and sooner (at most once a second) when a shard
 //! asks because of a redirection or a failed connection. It publishes each
 //! new map as an `Arc` behind a mutex, with a generation the shards compare
@@ -52,6 +54,8 @@ const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 pub struct SlotMap {
     owners: Box<[u16]>,
     replicas: Box<[u16]>,
+    /// One more than the highest node index it names.
+    nodes: usize,
 }
 
 impl SlotMap {
@@ -59,6 +63,19 @@ impl SlotMap {
         SlotMap {
             owners: vec![NO_NODE; SLOTS].into(),
             replicas: vec![NO_NODE; SLOTS].into(),
+            nodes: 0,
+        }
+    }
+
+    /// Nodes a shard must have an upstream for to use this map: one more
+    /// than the highest index it names.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
+    fn name(&mut self, node: u16) {
+        if node != NO_NODE {
+            self.nodes = self.nodes.max(usize::from(node) + 1);
         }
     }
 
@@ -80,6 +97,7 @@ impl SlotMap {
     pub fn set(&mut self, slot: u16, node: u16) {
         self.owners[usize::from(slot)] = node;
         self.replicas[usize::from(slot)] = node;
+        self.name(node);
     }
 
     /// Slots served by a known node.
@@ -98,13 +116,24 @@ pub struct Range {
     pub nodes: Vec<String>,
 }
 
-/// The cluster as the proxy knows it.
-#[derive(Debug)]
-pub struct Topology {
-    /// The nodes, by upstream index (fixed at start-up).
-    nodes: Vec<String>,
+/// What the topology thread calls with the nodes a map names that the
+/// proxy does not know yet, to make them upstreams; `Err` says why not.
+pub type Grow = Box<dyn Fn(&[(String, SocketAddr)]) -> Result<(), String> + Send>;
+
+/// The nodes, by upstream index: the first map's, then those later maps
+/// named (a scale-out), each once the engine took it as an upstream.
+#[derive(Default)]
+struct Nodes {
+    names: Vec<String>,
     /// Their addresses, to recognise a node a redirect names.
     addrs: Vec<SocketAddr>,
+}
+
+/// The cluster as the proxy knows it.
+pub struct Topology {
+    nodes: Mutex<Nodes>,
+    /// Makes new nodes upstreams (set once the server runs), if it can.
+    grow: Mutex<Option<Grow>>,
     /// Where to ask first when the known nodes do not answer.
     seeds: Vec<String>,
     /// `AUTH` sent before `CLUSTER SLOTS` (`--upstream-password`).
@@ -171,35 +200,124 @@ impl Topology {
             .iter()
             .map(|name| resolve(name))
             .collect::<Result<Vec<_>, _>>()?;
+        let count = nodes.len();
         let topology = Topology {
+            nodes: Mutex::new(Nodes {
+                names: nodes,
+                addrs,
+            }),
+            grow: Mutex::new(None),
             seeds: seeds.to_vec(),
             auth: None,
             current: Mutex::new(Arc::new(SlotMap::empty())),
             generation: AtomicU64::new(0),
             wanted: AtomicBool::new(false),
             ranges: Mutex::new(ranges.to_vec()),
-            fit: Mutex::new(vec![true; nodes.len()]),
+            fit: Mutex::new(vec![true; count]),
             replicated: Mutex::new(vec![false; SLOTS]),
-            nodes,
-            addrs,
         };
         topology.publish(topology.map_of(ranges));
         Ok(topology)
     }
 
-    /// The nodes, by upstream index.
-    pub fn nodes(&self) -> &[String] {
-        &self.nodes
+    /// The nodes, by upstream index, and their addresses.
+    pub fn nodes(&self) -> (Vec<String>, Vec<SocketAddr>) {
+        let nodes = self.nodes.lock().expect("not poisoned");
+        (nodes.names.clone(), nodes.addrs.clone())
+    }
+
+    /// From now on, nodes a new map names are made upstreams by `grow`
+    /// (the first call sets it; the others are ignored).
+    pub fn grow_with(&self, grow: impl FnOnce() -> Grow) {
+        let mut slot = self.grow.lock().expect("not poisoned");
+        if slot.is_none() {
+            *slot = Some(grow());
+        }
     }
 
     /// The node index of `addr` (`host:port` as a redirect names it).
     pub fn index_of(&self, addr: &[u8]) -> Option<u16> {
         let text = std::str::from_utf8(addr).ok()?;
-        if let Some(index) = self.nodes.iter().position(|name| name == text) {
+        let nodes = self.nodes.lock().expect("not poisoned");
+        if let Some(index) = nodes.names.iter().position(|name| name == text) {
             return Some(index as u16);
         }
         let addr: SocketAddr = text.parse().ok()?;
-        self.addrs.iter().position(|a| *a == addr).map(|i| i as u16)
+        nodes
+            .addrs
+            .iter()
+            .position(|a| *a == addr)
+            .map(|i| i as u16)
+    }
+
+    /// Makes upstreams of the nodes `ranges` name that are not known yet
+    /// (primaries first), through the grow hook: they are known from then
+    /// on, with the next indexes. Without the hook, or past [`NODES_MAX`]
+    /// or the engine's slots, they stay unknown (and their slots
+    /// unserved, as [`Topology::map_of`] says).
+    fn learn(&self, ranges: &[Range]) {
+        let mut new: Vec<String> = Vec::new();
+        for pass in [true, false] {
+            for range in ranges {
+                let (primary, replicas) = range.nodes.split_first().expect("parsed with one");
+                let names = if pass {
+                    std::slice::from_ref(primary)
+                } else {
+                    replicas
+                };
+                for name in names {
+                    if self.index_of(name.as_bytes()).is_none() && !new.contains(name) {
+                        new.push(name.clone());
+                    }
+                }
+            }
+        }
+        let grow = self.grow.lock().expect("not poisoned");
+        let (Some(grow), false) = (grow.as_ref(), new.is_empty()) else {
+            return;
+        };
+        let known = self.nodes.lock().expect("not poisoned").names.len();
+        let resolved = if known + new.len() > NODES_MAX {
+            Err(format!("{} nodes, at most {NODES_MAX}", known + new.len()))
+        } else {
+            (new.iter())
+                .map(|name| resolve(name).map(|addr| (name.clone(), addr)))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        // Known first, so that a reload meanwhile (its settings take the
+        // topology's nodes) keeps them; the engine then adds them (none
+        // twice) with the same indexes: the next free slots.
+        let added = resolved.and_then(|added| {
+            self.know(&added);
+            grow(&added).inspect_err(|_| self.forget(known))
+        });
+        match added {
+            Ok(()) => log::info!(
+                "cluster: new nodes {} made upstreams {known} to {}",
+                new.join(", "),
+                known + new.len() - 1
+            ),
+            Err(why) => log::warn!("cluster: new nodes {} are not used: {why}", new.join(", ")),
+        }
+    }
+
+    /// Adds `added` to the known nodes, each fit to serve reads.
+    fn know(&self, added: &[(String, SocketAddr)]) {
+        let mut nodes = self.nodes.lock().expect("not poisoned");
+        let mut fit = self.fit.lock().expect("not poisoned");
+        for (name, addr) in added {
+            nodes.names.push(name.clone());
+            nodes.addrs.push(*addr);
+            fit.push(true);
+        }
+    }
+
+    /// Forgets the nodes past the first `count`.
+    fn forget(&self, count: usize) {
+        let mut nodes = self.nodes.lock().expect("not poisoned");
+        nodes.names.truncate(count);
+        nodes.addrs.truncate(count);
+        self.fit.lock().expect("not poisoned").truncate(count);
     }
 
     /// The generation of the current map: it changes when the map does.
@@ -260,10 +378,12 @@ impl Topology {
     /// then every known node, then the seeds) and publishes it if it
     /// changed.
     pub fn refresh(&self) {
-        let candidates = self.nodes.iter().chain(&self.seeds);
+        let (known, _) = self.nodes();
+        let candidates = known.iter().chain(&self.seeds);
         for node in candidates {
             match ask(node, self.auth.as_deref()) {
                 Ok(ranges) => {
+                    self.learn(&ranges);
                     let map = self.map_of(&ranges);
                     *self.ranges.lock().expect("not poisoned") = ranges;
                     if *self.current().1 != map {
@@ -338,8 +458,8 @@ impl Topology {
             let primary = &range.nodes[0];
             let Some(index) = self.index_of(primary.as_bytes()) else {
                 log::warn!(
-                    "cluster: {primary} serves slots {}-{} but was not a node at start-up; \
-                     they fail with CLUSTERDOWN until the proxy restarts",
+                    "cluster: {primary} serves slots {}-{} but is not a node the proxy could \
+                     add; they fail with CLUSTERDOWN",
                     range.slots.0,
                     range.slots.1
                 );
@@ -353,6 +473,8 @@ impl Topology {
                     .find(|&node| fit[usize::from(node)])
                     .unwrap_or(index),
             };
+            map.name(index);
+            map.name(replica);
             for slot in range.slots.0..=range.slots.1 {
                 let slot = usize::from(slot);
                 replicated[slot] |= replica != NO_NODE;
@@ -364,6 +486,14 @@ impl Topology {
             }
         }
         map
+    }
+
+    /// Takes `ranges` as if a refresh had read them.
+    #[cfg(test)]
+    pub(super) fn take(&self, ranges: &[Range]) {
+        self.learn(ranges);
+        *self.ranges.lock().expect("not poisoned") = ranges.to_vec();
+        self.publish(self.map_of(ranges));
     }
 
     fn publish(&self, map: SlotMap) {
@@ -560,7 +690,7 @@ mod tests {
         let ranges = parse_slots(REPLY, "127.0.0.1").unwrap();
         let topology = Topology::from_ranges(&["127.0.0.1:7101".into()], &ranges).unwrap();
         assert_eq!(
-            topology.nodes(),
+            topology.nodes().0,
             [
                 "127.0.0.1:7101",
                 "127.0.0.1:7102",
