@@ -434,6 +434,23 @@ fn reads_go_to_replicas_when_asked_and_writes_never_do() {
     assert_eq!(on(&primaries, "get"), 0, "no GET on a primary");
     assert!(on(&replicas, "mget") >= 1);
     assert_eq!(on(&primaries, "append"), 20, "every write on a primary");
+    // The proxy asks each primary about its replicas every second, on a
+    // connection it keeps: over 3 s a primary counts this test's own
+    // connection that asks, not three more of the proxy's.
+    let received = |port: u16| {
+        let info = cluster.client(port).call(&[b"INFO", b"stats"]);
+        let text = String::from_utf8_lossy(&info).to_string();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"));
+        line.expect("INFO stats").trim().parse::<u64>().unwrap()
+    };
+    let before: Vec<u64> = primaries.iter().map(|&p| received(p)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for (&port, before) in primaries.iter().zip(before) {
+        let new = received(port) - before;
+        assert!(new <= 2, "primary {port}: {new} connections in 3 s");
+    }
     // A dead replica: once the cluster has marked it failed and the proxy
     // has re-read the map, its slots' reads go to their primary.
     let victim = replicas[0];

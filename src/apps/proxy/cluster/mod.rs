@@ -3,6 +3,7 @@
 //! replies that say otherwise (`-MOVED`, `-ASK`) send the request on, the
 //! client never seeing them ([`View::redirect`], which the engine asks).
 
+mod link;
 mod replicas;
 pub mod slot;
 pub mod topology;

@@ -16,12 +16,12 @@
 //! which of its replicas are fit to (`replicas.rs`), and the map sends the
 //! reads of a slot whose replicas are not to its primary.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::link::{Links, call, resolve};
 use super::replicas;
 use super::slot::SLOTS;
 use crate::engine::codec::reply::{self, Element};
@@ -32,13 +32,6 @@ pub const NO_NODE: u16 = u16::MAX;
 /// The most nodes a cluster may have for the proxy (Redis's own advice is
 /// 1000 at most).
 pub const NODES_MAX: usize = 1024;
-
-/// The longest `CLUSTER SLOTS` reply read: a thousand nodes with their
-/// slot ranges take well under this.
-const REPLY_MAX: usize = 8 << 20;
-
-/// How long a connect, a write or a read of the topology may take.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Asked-for refreshes are this far apart at least.
 const REFRESH_GAP: Duration = Duration::from_secs(1);
@@ -355,12 +348,13 @@ impl Topology {
     fn refresh_forever(&self, every: Duration, max_lag: Option<Duration>) {
         let mut last = Instant::now();
         let mut checked: Option<Instant> = None;
+        let mut primaries = Links::new(self.auth.clone());
         loop {
             if let Some(max_lag) = max_lag
                 && checked.is_none_or(|at| at.elapsed() >= REPLICA_CHECK)
             {
                 checked = Some(Instant::now());
-                self.check_replicas(max_lag);
+                self.check_replicas(max_lag, &mut primaries);
             }
             std::thread::sleep(Duration::from_millis(50));
             let since = last.elapsed();
@@ -404,7 +398,9 @@ impl Topology {
     /// Asks each primary which of its replicas are fit to serve reads
     /// (one that does not answer leaves its replicas as they were) and
     /// publishes the map again if that changed where reads go.
-    fn check_replicas(&self, max_lag: Duration) {
+    /// The primaries are asked on connections kept from one check to the
+    /// next (`links`).
+    fn check_replicas(&self, max_lag: Duration, links: &mut Links) {
         let ranges = self.ranges.lock().expect("not poisoned").clone();
         let mut fit = self.fit.lock().expect("not poisoned").clone();
         let mut asked: Vec<&str> = Vec::new();
@@ -414,7 +410,7 @@ impl Topology {
                 continue;
             }
             asked.push(primary);
-            let info = match call(primary, self.auth.as_deref(), INFO_REPLICATION) {
+            let info = match links.call(primary, INFO_REPLICATION) {
                 Ok(bytes) => info_text(&bytes),
                 Err(error) => {
                     log::debug!("cluster: {primary}: INFO replication: {error}");
@@ -443,6 +439,7 @@ impl Topology {
                 }
             }
         }
+        links.keep_only(&asked);
         *self.fit.lock().expect("not poisoned") = fit;
         let map = self.map_of(&ranges);
         if *self.current().1 != map {
@@ -503,13 +500,6 @@ impl Topology {
     }
 }
 
-fn resolve(name: &str) -> Result<SocketAddr, String> {
-    name.to_socket_addrs()
-        .map_err(|error| format!("{name}: {error}"))?
-        .next()
-        .ok_or_else(|| format!("{name}: no address"))
-}
-
 /// `CLUSTER SLOTS` of the node at `addr`, after `auth` if given.
 fn ask(addr: &str, auth: Option<&[u8]>) -> Result<Vec<Range>, String> {
     let bytes = call(addr, auth, CLUSTER_SLOTS)?;
@@ -523,62 +513,6 @@ fn info_text(bytes: &[u8]) -> String {
         Ok((Value::Text(text), _)) => String::from_utf8_lossy(text).into_owned(),
         _ => String::new(),
     }
-}
-
-/// The reply of the node at `addr` to `command`, after `auth` if given
-/// (whose reply must be `+OK`): one whole reply.
-fn call(addr: &str, auth: Option<&[u8]>, command: &[u8]) -> Result<Vec<u8>, String> {
-    let to = resolve(addr)?;
-    let mut stream = TcpStream::connect_timeout(&to, IO_TIMEOUT).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let mut request = auth.unwrap_or_default().to_vec();
-    request.extend_from_slice(command);
-    stream.write_all(&request).map_err(|e| e.to_string())?;
-    let mut bytes = read_reply(&mut stream)?;
-    if auth.is_some() {
-        if !bytes.starts_with(b"+OK\r\n") {
-            let line = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
-            return Err(format!("AUTH refused: {}", String::from_utf8_lossy(line)));
-        }
-        bytes.drain(..5);
-        if reply::reply_len(&bytes)
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
-            bytes.extend(read_reply(&mut stream)?);
-        }
-    }
-    let len = reply::reply_len(&bytes)
-        .map_err(|e| e.to_string())?
-        .ok_or("a truncated reply")?;
-    bytes.truncate(len);
-    Ok(bytes)
-}
-
-/// Reads from `stream` until what came holds one whole reply (and maybe
-/// more).
-fn read_reply(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    while reply::reply_len(&bytes)
-        .map_err(|e| e.to_string())?
-        .is_none()
-    {
-        if bytes.len() > REPLY_MAX {
-            return Err("reply too large".into());
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err("closed before the reply".into()),
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    Ok(bytes)
 }
 
 /// A parsed reply.
