@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use holdfast::apps::echo::Echo;
 use holdfast::apps::kv::{Kv, Store};
 use holdfast::apps::proxy::Proxy;
+use holdfast::apps::proxy::watch::Watch;
 use holdfast::cli::{self, Command};
 use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
@@ -173,8 +174,15 @@ fn serve(config: Config) -> Server {
 /// (whose nodes it learns first; exit 1 when no seed answers).
 fn proxy(mut config: Config, source: Source) -> ExitCode {
     if config.cluster.is_none() {
+        let watch = match Watch::start(&config) {
+            Ok(watch) => watch,
+            Err(error) => {
+                log::error!("cannot start the replica watch thread: {error}");
+                return ExitCode::from(1);
+            }
+        };
         return run(Server::new(config)
-            .service_with(Proxy::new)
+            .service_with(move |context| Proxy::watched(context, watch.clone()))
             .reload_from(source));
     }
     let topology = match holdfast::apps::proxy::cluster::join(&mut config) {

@@ -334,9 +334,10 @@ pub struct Config {
     #[arg(long, value_name = "WHERE", default_value = "primary", help_heading = UPSTREAMS,
           value_parser = ReadFrom::parse)]
     pub read_from: ReadFrom,
-    /// With --cluster and --read-from replica or prefer-replica: a replica serves reads
-    /// only while its primary lists it online and heard from it this recently (INFO
-    /// replication's lag, asked every second); else its slots' reads go to the primary
+    /// With --read-from replica or prefer-replica (a cluster's replicas, or
+    /// --upstream-replica's): a replica serves reads only while its primary lists it
+    /// online and heard from it this recently (INFO replication's lag, asked every
+    /// second); else its reads go to the primary
     #[arg(long, value_name = "DUR", default_value = "5s", help_heading = UPSTREAMS,
           value_parser = parse_duration, bounds = timeout(Duration::from_secs(1), HOUR))]
     pub replica_max_lag: Duration,

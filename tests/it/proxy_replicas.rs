@@ -238,3 +238,72 @@ fn a_replica_added_by_reload_takes_the_reads_and_moves_no_key() {
     assert_eq!(client.call(&[b"SET", b"k", b"w"]), b"+OK\r\n");
     assert_eq!(calls(&pair.primary, "set"), 2, "writes stay on the primary");
 }
+
+#[test]
+fn a_replica_cut_off_from_its_primary_serves_no_reads_until_it_is_back() {
+    let pair = Pair::start();
+    let mut args = pair.flags();
+    for flag in ["--read-from", "replica", "--replica-max-lag", "1s"] {
+        args.push(flag.into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Server::start_proxy(&args);
+    let mut client = Resp::connect(proxy.addr);
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    await_replication(&[&pair], &[1]);
+    assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
+    assert_eq!(
+        calls(&pair.replica, "get"),
+        1,
+        "a fit replica serves the read"
+    );
+
+    // Cut off: it follows a primary that is not there. It still answers
+    // reads (stale, as Redis replicas do) and PINGs: only its primary's
+    // INFO replication says it is gone.
+    let nowhere = util::free_port().to_string();
+    let cut = pair
+        .replica
+        .client()
+        .call(&[b"REPLICAOF", b"127.0.0.1", nowhere.as_bytes()]);
+    assert!(cut.starts_with(b"+OK"), "{}", String::from_utf8_lossy(&cut));
+    let moved = util::wait_until(Duration::from_secs(5), || {
+        assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
+        calls(&pair.primary, "get") > 0
+    });
+    assert!(moved, "reads never left the cut-off replica");
+    let (replica_gets, primary_gets) = (calls(&pair.replica, "get"), calls(&pair.primary, "get"));
+    for _ in 0..10 {
+        assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
+    }
+    assert_eq!(
+        calls(&pair.replica, "get"),
+        replica_gets,
+        "none on the replica"
+    );
+    assert_eq!(
+        calls(&pair.primary, "get"),
+        primary_gets + 10,
+        "all on its primary"
+    );
+
+    // Back with its primary: it serves reads again.
+    let port = pair.primary.port.to_string();
+    let back = pair
+        .replica
+        .client()
+        .call(&[b"REPLICAOF", b"127.0.0.1", port.as_bytes()]);
+    assert!(
+        back.starts_with(b"+OK"),
+        "{}",
+        String::from_utf8_lossy(&back)
+    );
+    let served = util::wait_until(Duration::from_secs(10), || {
+        assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
+        calls(&pair.replica, "get") > replica_gets
+    });
+    assert!(served, "the replica never served reads again");
+    let log = proxy.stderr_text();
+    assert!(log.contains("is not listed by its primary"), "{log}");
+    assert!(log.contains("serves reads again"), "{log}");
+}

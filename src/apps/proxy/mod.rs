@@ -10,7 +10,10 @@ pub mod client;
 pub mod cluster;
 pub mod command;
 pub mod hash;
+mod link;
+mod replicas;
 mod service;
 pub mod split;
+pub mod watch;
 
 pub use self::service::Proxy;

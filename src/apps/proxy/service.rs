@@ -17,6 +17,7 @@ use crate::apps::proxy::command::{
 };
 use crate::apps::proxy::hash::{Continuum, KeyHash, RingError};
 use crate::apps::proxy::split::{BAD_REPLY, Plan};
+use crate::apps::proxy::watch::Watch;
 use crate::config::ReadFrom;
 use crate::engine::codec::resp::Args;
 use crate::engine::service::{
@@ -67,6 +68,8 @@ struct Ketama {
     replica_only: bool,
     /// Counts commands, so that reads take a primary's replicas in turn.
     turn: usize,
+    /// Which replicas their primaries say may serve reads, when watched.
+    watch: Option<Arc<Watch>>,
 }
 
 impl Ketama {
@@ -75,6 +78,7 @@ impl Ketama {
         upstreams: &[Upstream<'_>],
         key_hash: KeyHash,
         replica_only: bool,
+        watch: Option<Arc<Watch>>,
     ) -> Result<Ketama, RingError> {
         let primaries: Vec<&Upstream<'_>> =
             upstreams.iter().filter(|u| u.primary.is_none()).collect();
@@ -97,12 +101,14 @@ impl Ketama {
             replicas,
             replica_only,
             turn: 0,
+            watch,
         })
     }
 
     /// Where a read for the primary `primary` goes: one of its replicas
-    /// that `reply` can call now, taken in turn; the primary when none can
-    /// (or it has none, unless `--read-from replica`).
+    /// that `reply` can call now and that its primary says is fit, taken
+    /// in turn; the primary when none is (or it has none, unless
+    /// `--read-from replica`).
     fn read(&self, primary: usize, reply: &Reply<'_>) -> Result<usize, &'static [u8]> {
         let group = self.replicas.get(primary).map_or(&[][..], Vec::as_slice);
         if group.is_empty() {
@@ -114,7 +120,9 @@ impl Ketama {
         let start = self.turn % group.len();
         let fit = (0..group.len())
             .map(|i| group[(start + i) % group.len()])
-            .find(|&replica| reply.available(replica));
+            .find(|&replica| {
+                reply.available(replica) && self.watch.as_ref().is_none_or(|w| w.fit(replica))
+            });
         Ok(fit.unwrap_or(primary))
     }
 }
@@ -175,6 +183,12 @@ impl Proxy {
     /// A shard's proxy over the upstreams of the settings (validated: at
     /// least one, at most `UPSTREAMS_MAX`).
     pub fn new(context: &ServiceContext<'_>) -> Proxy {
+        Proxy::watched(context, None)
+    }
+
+    /// [`Proxy::new`], its replicas' fitness kept by `watch` (see
+    /// [`Watch::start`]).
+    pub fn watched(context: &ServiceContext<'_>, watch: Option<Arc<Watch>>) -> Proxy {
         let config = context.config;
         let upstreams: Vec<Upstream<'_>> = (config.upstreams.iter().enumerate())
             .map(|(slot, name)| Upstream {
@@ -184,8 +198,8 @@ impl Proxy {
             })
             .collect();
         let replica_only = config.read_from == ReadFrom::Replica;
-        let ketama =
-            Ketama::new(&upstreams, config.key_hash, replica_only).expect("validated upstreams");
+        let ketama = Ketama::new(&upstreams, config.key_hash, replica_only, watch)
+            .expect("validated upstreams");
         Proxy::with(context, Placement::Ketama(ketama))
     }
 
@@ -354,7 +368,11 @@ impl Service for Proxy {
             // Nodes the topology added: the shard has their pools now.
             Placement::Cluster(view) => return view.known(upstreams.len()),
         };
-        match Ketama::new(upstreams, ketama.key_hash, ketama.replica_only) {
+        if let Some(watch) = &ketama.watch {
+            watch.set_groups(upstreams);
+        }
+        let watch = ketama.watch.clone();
+        match Ketama::new(upstreams, ketama.key_hash, ketama.replica_only, watch) {
             Ok(new) => *ketama = new,
             // Validated: 1 to UPSTREAMS_MAX upstreams of weight 1.
             Err(error) => log::error!("reload: the upstreams' ring: {error}; keeping the old"),

@@ -3,8 +3,6 @@
 //! replies that say otherwise (`-MOVED`, `-ASK`) send the request on, the
 //! client never seeing them ([`View::redirect`], which the engine asks).
 
-mod link;
-mod replicas;
 pub mod slot;
 pub mod topology;
 

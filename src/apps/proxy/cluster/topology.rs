@@ -21,9 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::link::{Links, call, resolve};
-use super::replicas;
 use super::slot::SLOTS;
+use crate::apps::proxy::link::{Links, call, resolve};
+use crate::apps::proxy::replicas::{self, INFO_REPLICATION, info_text};
 use crate::engine::codec::reply::{self, Element};
 
 /// No node serves the slot (or one the proxy does not know).
@@ -40,7 +40,6 @@ const REFRESH_GAP: Duration = Duration::from_secs(1);
 const REPLICA_CHECK: Duration = Duration::from_secs(1);
 
 const CLUSTER_SLOTS: &[u8] = b"*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
-const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 
 /// The owner of every slot, and a replica of it, as node indexes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -348,7 +347,7 @@ impl Topology {
     fn refresh_forever(&self, every: Duration, max_lag: Option<Duration>) {
         let mut last = Instant::now();
         let mut checked: Option<Instant> = None;
-        let mut primaries = Links::new(self.auth.clone());
+        let mut primaries = Links::default();
         loop {
             if let Some(max_lag) = max_lag
                 && checked.is_none_or(|at| at.elapsed() >= REPLICA_CHECK)
@@ -410,7 +409,7 @@ impl Topology {
                 continue;
             }
             asked.push(primary);
-            let info = match links.call(primary, INFO_REPLICATION) {
+            let info = match links.call(primary, self.auth.as_deref(), INFO_REPLICATION) {
                 Ok(bytes) => info_text(&bytes),
                 Err(error) => {
                     log::debug!("cluster: {primary}: INFO replication: {error}");
@@ -505,14 +504,6 @@ fn ask(addr: &str, auth: Option<&[u8]>) -> Result<Vec<Range>, String> {
     let bytes = call(addr, auth, CLUSTER_SLOTS)?;
     let host = resolve(addr)?.ip().to_string();
     parse_slots(&bytes, &host)
-}
-
-/// The text of an `INFO` reply (a bulk string); empty if it is not one.
-fn info_text(bytes: &[u8]) -> String {
-    match value(bytes) {
-        Ok((Value::Text(text), _)) => String::from_utf8_lossy(text).into_owned(),
-        _ => String::new(),
-    }
 }
 
 /// A parsed reply.

@@ -6,6 +6,26 @@
 //! died: its connection closed) serves no reads until it is fit again; the
 //! reads of its slots go to their primary.
 
+/// `INFO replication`, encoded.
+pub const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
+
+/// The text of an `INFO` reply (one bulk string); empty if it is not one.
+pub fn info_text(reply: &[u8]) -> String {
+    let Some(rest) = reply.strip_prefix(b"$") else {
+        return String::new();
+    };
+    let Some(end) = rest.iter().position(|&b| b == b'\r') else {
+        return String::new();
+    };
+    let len: Option<usize> = std::str::from_utf8(&rest[..end])
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let body = len.and_then(|len| rest.get(end + 2..end + 2 + len));
+    body.map_or_else(String::new, |body| {
+        String::from_utf8_lossy(body).into_owned()
+    })
+}
+
 /// Each replica `info` (a primary's `INFO replication` text) lists, as
 /// `ip:port`, with `Ok` if it is fit to serve reads at `max_lag` seconds,
 /// else why not.
@@ -48,6 +68,13 @@ slave0:ip=127.0.0.1,port=7105,state=online,offset=1402,lag=0\r\n\
 slave1:ip=127.0.0.1,port=7106,state=online,offset=1300,lag=9\r\n\
 slave2:ip=::1,port=7107,state=wait_bgsave,offset=0,lag=0\r\n\
 master_failover_state:no-failover\r\nmaster_repl_offset:1402\r\n";
+
+    #[test]
+    fn info_replies_are_read_as_text() {
+        assert_eq!(info_text(b"$5\r\nrole:\r\n"), "role:");
+        assert_eq!(info_text(b"-ERR nope\r\n"), "");
+        assert_eq!(info_text(b"$9\r\nshort\r\n"), "");
+    }
 
     #[test]
     fn online_replicas_within_the_lag_are_fit() {

@@ -1,7 +1,8 @@
-//! The topology thread's connections to the nodes it asks: [`call`] opens
-//! one for a single question; [`Links`] keeps one per node it asks again
-//! and again (each primary's `INFO replication` every second), opened and
-//! logged in at first use and again after any error.
+//! Connections of the proxy's own threads to the servers they ask about
+//! replication (the cluster's topology, the replica watch): [`call`] opens
+//! one for a single question; [`Links`] keeps one per server asked again
+//! and again (`INFO replication` every second), opened and logged in at
+//! first use and again after any error.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,24 +18,22 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// well under this.
 const REPLY_MAX: usize = 8 << 20;
 
-/// Kept connections, by node; only those asked in the last round stay.
+/// Kept connections, by server; only those asked in the last round stay.
+#[derive(Default)]
 pub struct Links {
-    auth: Option<Box<[u8]>>,
     open: HashMap<String, TcpStream>,
 }
 
 impl Links {
-    /// Connections that send `auth` (an encoded `AUTH`) first.
-    pub fn new(auth: Option<Box<[u8]>>) -> Links {
-        Links {
-            auth,
-            open: HashMap::new(),
-        }
-    }
-
-    /// The reply of the node at `addr` to `command`, on its kept
-    /// connection or, if it has none or that one fails, a new one kept.
-    pub fn call(&mut self, addr: &str, command: &[u8]) -> Result<Vec<u8>, String> {
+    /// The reply of the server at `addr` to `command`, on its kept
+    /// connection or, if it has none or that one fails, a new one kept
+    /// (that sends `auth`, an encoded `AUTH`, first).
+    pub fn call(
+        &mut self,
+        addr: &str,
+        auth: Option<&[u8]>,
+        command: &[u8],
+    ) -> Result<Vec<u8>, String> {
         if let Some(stream) = self.open.get_mut(addr) {
             match request(stream, command) {
                 Ok(reply) => return Ok(reply),
@@ -44,7 +43,7 @@ impl Links {
                 }
             }
         }
-        let mut stream = connect(addr, self.auth.as_deref())?;
+        let mut stream = connect(addr, auth)?;
         let reply = request(&mut stream, command)?;
         self.open.insert(addr.to_string(), stream);
         Ok(reply)
