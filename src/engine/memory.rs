@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, format_size};
+use crate::engine::buffer::pool::SURPLUS_KEEP_MS;
 use crate::engine::driver::Waker;
 
 /// The process's budget.
@@ -173,6 +174,11 @@ pub struct Allowance {
     /// Spare units kept besides the two chunks (for `--pool-prealloc`'s
     /// rings), given back only to a starving shard.
     floor: usize,
+    /// The most units used since `window_at` (milliseconds, the shard's
+    /// clock): units past it, the two chunks and the floor go back at the
+    /// end of the window ([`Allowance::trim`]).
+    peak: usize,
+    window_at: u64,
 }
 
 impl Allowance {
@@ -187,6 +193,8 @@ impl Allowance {
             used: 0,
             forced: 0,
             floor,
+            peak: 0,
+            window_at: 0,
         }
     }
 
@@ -200,6 +208,7 @@ impl Allowance {
             }
         }
         self.used += 1;
+        self.peak = self.peak.max(self.used);
         true
     }
 
@@ -214,6 +223,7 @@ impl Allowance {
             return false;
         }
         self.used += 1;
+        self.peak = self.peak.max(self.used);
         true
     }
 
@@ -238,21 +248,48 @@ impl Allowance {
             past = true;
         }
         self.used += 1;
+        self.peak = self.peak.max(self.used);
         past
     }
 
-    /// A connection gave its unit back (it holds no ring any more). What
-    /// is spare past two chunks goes back to the budget.
+    /// A connection gave its unit back (it holds no ring any more). An
+    /// overdraw goes back at once; other spare units stay while the pool
+    /// keeps the rings they cover ([`Allowance::trim`]).
     pub fn release(&mut self) {
         debug_assert!(self.used > 0, "released a unit never reserved");
         self.used -= 1;
         if self.forced > 0 {
-            // An overdraw goes back as soon as it is not used.
             self.forced -= 1;
             self.give_back(1);
-        } else if self.held - self.used > 2 * self.budget.chunk + self.floor {
-            self.give_back(self.budget.chunk);
         }
+    }
+
+    /// Once per loop turn (`now` in milliseconds): at the end of each
+    /// [`SURPLUS_KEEP_MS`] window, gives back the units past the most the
+    /// connections used in it, two chunks and the floor. So a burst that
+    /// comes back within the window (a publish to a thousand subscribers)
+    /// finds its units, and the pool the rings they cover, still there
+    /// instead of allocating and zeroing the rings again; a shard that
+    /// went quiet gives them back within two windows (and at once to a
+    /// starving shard, [`Allowance::share`]).
+    pub fn trim(&mut self, now: u64) {
+        self.peak = self.peak.max(self.used);
+        if now < self.window_at + SURPLUS_KEEP_MS {
+            return;
+        }
+        let keep = self.peak + 2 * self.budget.chunk + self.floor;
+        if self.held > keep {
+            self.give_back(self.held - keep);
+        }
+        self.peak = self.used;
+        self.window_at = now;
+    }
+
+    /// The end of the current window, while it holds units past the
+    /// connections', two chunks and the floor (see [`Allowance::trim`]).
+    pub fn next_trim(&self) -> Option<u64> {
+        let keep = self.used + 2 * self.budget.chunk + self.floor;
+        (self.held > keep).then_some(self.window_at + SURPLUS_KEEP_MS)
     }
 
     /// Gives back every unit no connection uses, if another shard starves
@@ -459,10 +496,18 @@ mod tests {
         assert_eq!((got_a, got_b), (8, 2));
         assert!(!a.has_room() && !b.reserve());
         assert_eq!(budget.taken_bytes(), 20 * 1024);
-        // What a gives back beyond two spare chunks returns to the budget.
+        // What a gives back stays while its pool keeps the rings (16 idle
+        // ones here), then what is beyond two spare chunks returns to the
+        // budget at a's turn.
         for _ in 0..8 {
             a.release();
         }
+        a.trim(SURPLUS_KEEP_MS - 1);
+        assert_eq!(a.rings(), 16, "kept for a burst within the window");
+        assert!(!b.has_room());
+        a.trim(SURPLUS_KEEP_MS);
+        assert_eq!(a.rings(), 16, "the window's peak was 8 units");
+        a.trim(2 * SURPLUS_KEEP_MS);
         assert!(b.has_room());
         let more = (0..8).filter(|_| b.reserve()).count();
         assert_eq!(more, 6, "a keeps two spare units");

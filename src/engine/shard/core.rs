@@ -297,6 +297,7 @@ impl Core {
     pub(super) fn end_turn(&mut self, turn: Instant) {
         self.metrics.connections_open.set(self.conns.len() as u64);
         self.pool.trim(self.clock.now);
+        self.mem_trim();
         self.door_turn(turn);
         self.publish_upstreams();
         self.metrics.loop_iterations.inc();
@@ -319,6 +320,7 @@ impl Core {
             self.drain_until,
             self.tick_at,
             self.pool.next_trim(),
+            self.memory.next_trim(),
             self.upstreams
                 .as_ref()
                 .and_then(|upstreams| upstreams.next_wake()),

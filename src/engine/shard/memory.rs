@@ -6,15 +6,19 @@
 //! and awaiting no reply ([`Core::mem_settle`]). Connections that hold
 //! rings they could not wait for (an upstream link, a push to an idle
 //! client, a receive already in flight on io_uring) take a unit past the
-//! budget, counted. The pool keeps idle rings only within the units the
-//! shard holds.
+//! budget, counted; a push takes it with the ring (`shard/push.rs`). The
+//! pool keeps idle rings only within the units the shard holds, and the
+//! shard keeps the units its connections used at their peak for a
+//! second after ([`Core::mem_trim`]), so that bursts reuse their rings.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::core::{Core, find};
+use crate::engine::buffer::Pool;
 use crate::engine::driver::{Driver, Token};
 use crate::engine::memory::{Allowance, Budget};
+use crate::engine::metrics::ShardMetrics;
 use crate::engine::timer::Millis;
 
 /// A shard's side of the budget.
@@ -39,6 +43,23 @@ impl Memory {
     /// `--shed-buffer-memory`).
     pub(super) fn percent_taken(&self) -> u64 {
         self.allowance.percent_taken()
+    }
+
+    /// When [`Core::mem_trim`] may next give units back: the end of the
+    /// current window while units past the keep are held (the loop wakes
+    /// for it, so an idle shard gives them back too).
+    pub(super) fn next_trim(&self) -> Option<u64> {
+        self.allowance.next_trim()
+    }
+
+    /// A unit whatever the budget has left, for rings a connection holds
+    /// or is about to take without waiting (a push, bytes a receive
+    /// brought in): an overdraw is counted. The pool's cap follows.
+    pub(super) fn force(&mut self, pool: &mut Pool, metrics: &ShardMetrics) {
+        if self.allowance.force() {
+            metrics.memory_overdraws.inc();
+        }
+        pool.set_cap(self.allowance.rings());
     }
 }
 
@@ -95,16 +116,20 @@ impl Core {
 
     /// A unit whatever the budget has left, for rings already held.
     fn mem_force(&mut self) {
-        if self.memory.allowance.force() {
-            self.metrics.memory_overdraws.inc();
-        }
-        self.pool.set_cap(self.memory.allowance.rings());
+        self.memory.force(&mut self.pool, &self.metrics);
     }
 
     /// A connection gave its unit back (it holds no ring, or was
     /// released).
     pub(super) fn mem_release(&mut self) {
         self.memory.allowance.release();
+        self.pool.set_cap(self.memory.allowance.rings());
+    }
+
+    /// Once per turn, after the pool's: the units no burst needed for a
+    /// window go back to the budget (and the pool's cap follows).
+    pub(super) fn mem_trim(&mut self) {
+        self.memory.allowance.trim(self.clock.now);
         self.pool.set_cap(self.memory.allowance.rings());
     }
 

@@ -8,11 +8,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use super::core::Core;
+use super::memory::Memory;
 use crate::config::{Config, SlowConsumer};
 use crate::engine::buffer::{Pool, Ring};
 use crate::engine::codec::Codec;
 use crate::engine::conn::{Backlog, Conn};
-use crate::engine::driver::{Driver, Token};
+use crate::engine::driver::{Driver, Link, Token};
 use crate::engine::metrics::{CloseReason, DropReason, ShardMetrics};
 use crate::engine::push::groups::Groups;
 use crate::engine::push::mailbox::To;
@@ -222,6 +223,7 @@ impl Core {
         let writer = Writer {
             conns: &mut self.conns,
             pool: &mut self.pool,
+            memory: &mut self.memory,
             codec: &self.responder.codec,
             service: self.responder.service.as_mut(),
             metrics: &self.metrics,
@@ -245,6 +247,7 @@ impl Core {
 struct Writer<'a> {
     conns: &'a mut crate::engine::conn::Table<Conn>,
     pool: &'a mut Pool,
+    memory: &'a mut Memory,
     codec: &'a Codec,
     service: &'a mut dyn Handler,
     metrics: &'a ShardMetrics,
@@ -296,7 +299,7 @@ impl Writer<'_> {
         if need > self.pool.ring_capacity() {
             return Written::Dropped(DropReason::TooLarge);
         }
-        let output = conn.link.output.get_or_insert_with(|| self.pool.take());
+        let output = output_ring(&mut conn.link, self.pool, self.memory, self.metrics);
         let behind = conn.backlog.is_some() || output.free() < need;
         let queued = conn.backlog.as_ref().map_or(0, |backlog| backlog.len);
         if behind && queued + need > self.backlog_max {
@@ -335,7 +338,7 @@ impl Writer<'_> {
             return;
         };
         conn.pinged = true;
-        let output = conn.link.output.get_or_insert_with(|| self.pool.take());
+        let output = output_ring(&mut conn.link, self.pool, self.memory, self.metrics);
         let need = HEARTBEAT_RESERVE + self.codec.protocol().overhead();
         if conn.backlog.is_some() || output.free() < need {
             // Its output is stuck: the write timeout will tell.
@@ -355,6 +358,22 @@ impl Writer<'_> {
             Err(reason) => self.doomed.push((token, reason)),
         }
     }
+}
+
+/// A connection's output ring, taken from `pool` if it has none, with a unit of
+/// the memory budget (a push cannot wait for one) if it holds none: so the
+/// pool keeps the ring when the flush returns it, for the next burst.
+fn output_ring<'a>(
+    link: &'a mut Link,
+    pool: &mut Pool,
+    memory: &mut Memory,
+    metrics: &ShardMetrics,
+) -> &'a mut Ring {
+    if link.output.is_none() && !link.unit {
+        link.unit = true;
+        memory.force(pool, metrics);
+    }
+    link.output.get_or_insert_with(|| pool.take())
 }
 
 /// The backlog's last ring if it has `need` bytes free, else a new one.
