@@ -6,6 +6,7 @@
 mod counting;
 mod echo;
 mod proxy;
+mod pubsub;
 
 // The proxy test starts a redis-server through the integration tests'
 // helpers; the rest of them are not used here.

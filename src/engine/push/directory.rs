@@ -6,6 +6,7 @@
 //! `--max-groups` names; a name leaves it with its last member.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::RwLock;
 
 use super::JoinError;
@@ -99,8 +100,8 @@ impl Directory {
     /// name order, and its member count.
     pub fn scan(&self, prefix: &[u8], mut visit: impl FnMut(&[u8], usize)) {
         let names = self.names.read().expect("directory lock");
-        let from: Box<[u8]> = prefix.into();
-        for (name, counts) in names.range(from..) {
+        let from = (Bound::Included(prefix), Bound::Unbounded);
+        for (name, counts) in names.range::<[u8], _>(from) {
             if !name.starts_with(prefix) {
                 break;
             }
