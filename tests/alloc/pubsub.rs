@@ -1,4 +1,4 @@
-//! Zero heap allocations per delivered message in steady state: a publish
+//! No heap allocation per delivered message in steady state: a publish
 //! to many subscribers reuses the rings its last burst returned to the
 //! pool (a regression made every push allocate and zero a ring: the
 //! memory budget's cap on the pool fell below the burst).
@@ -96,8 +96,13 @@ fn steady_state_publishes_allocate_nothing() {
     drop((subscribers, publisher));
     running.stopper()();
     running.wait();
-    assert_eq!(
-        allocations, 0,
+    // None per delivery (or per publish). Not exactly none: unlike the
+    // echo test's four connections, 201 connections' timers and queues
+    // can reach a new peak size under a loaded machine's timing at any
+    // time (a CI run saw 1), which is no per-message cost. The regression
+    // this guards made 169000.
+    assert!(
+        allocations * 1000 < delivered,
         "{allocations} allocations for {delivered} deliveries"
     );
 }
