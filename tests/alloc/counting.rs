@@ -82,3 +82,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Turns tracing on when `HOLDFAST_ALLOC_TRACE` is set, and forgets the
+/// backtraces of earlier tests.
+pub fn trace_if_asked() {
+    TRACE.store(
+        std::env::var_os("HOLDFAST_ALLOC_TRACE").is_some(),
+        Ordering::SeqCst,
+    );
+    TRACES.lock().unwrap().clear();
+}

@@ -18,7 +18,7 @@ use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
 use holdfast::engine::server::Server;
 
-use crate::counting::{ALLOCATIONS, COUNTING, TRACE, TRACES};
+use crate::counting::{ALLOCATIONS, COUNTING, TRACES};
 
 /// Connections driven at once.
 const CONNS: usize = 4;
@@ -99,10 +99,7 @@ fn allocations_per_request(protocol: Protocol) -> (u64, u64) {
 #[test]
 fn steady_state_requests_allocate_nothing() {
     let _serial = crate::counting::serial();
-    TRACE.store(
-        std::env::var_os("HOLDFAST_ALLOC_TRACE").is_some(),
-        Ordering::SeqCst,
-    );
+    crate::counting::trace_if_asked();
     // The counter itself works: one allocation in the window is seen.
     ALLOCATIONS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);

@@ -25,7 +25,7 @@ use holdfast::engine::codec::resp::encode_command;
 use holdfast::engine::server::Server;
 use util::Redis;
 
-use crate::counting::{ALLOCATIONS, COUNTING, TRACE, TRACES};
+use crate::counting::{ALLOCATIONS, COUNTING, TRACES};
 
 /// Connections driven at once.
 const CONNS: usize = 4;
@@ -59,10 +59,7 @@ fn run(conns: &mut [TcpStream], round: &Round, buffer: &mut [u8], rounds: usize)
 #[test]
 fn steady_state_proxy_requests_allocate_nothing() {
     let _serial = crate::counting::serial();
-    TRACE.store(
-        std::env::var_os("HOLDFAST_ALLOC_TRACE").is_some(),
-        Ordering::SeqCst,
-    );
+    crate::counting::trace_if_asked();
     let (a, b) = (Redis::start(), Redis::start());
     let names = vec![a.name(), b.name()];
     let mut config = Config {

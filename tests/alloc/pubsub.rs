@@ -14,7 +14,7 @@ use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
 use holdfast::engine::server::Server;
 
-use crate::counting::{ALLOCATIONS, COUNTING, TRACE, TRACES};
+use crate::counting::{ALLOCATIONS, COUNTING, TRACES};
 
 /// Subscribed connections.
 const SUBSCRIBERS: usize = 200;
@@ -47,11 +47,7 @@ fn publish(publisher: &mut TcpStream, subscribers: &mut [TcpStream], rounds: usi
 #[test]
 fn steady_state_publishes_allocate_nothing() {
     let _serial = crate::counting::serial();
-    TRACE.store(
-        std::env::var_os("HOLDFAST_ALLOC_TRACE").is_some(),
-        Ordering::SeqCst,
-    );
-    TRACES.lock().unwrap().clear();
+    crate::counting::trace_if_asked();
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         admin: None,

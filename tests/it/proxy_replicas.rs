@@ -71,6 +71,25 @@ fn await_replication(pairs: &[&Pair], keys: &[usize]) {
     }
 }
 
+/// A proxy in front of `pair` with `flags`, and a client that has set `k`
+/// to `v` and read it back from the replica (checked there).
+fn read_once_from_the_replica(pair: &Pair, flags: &[&str]) -> (Server, Resp) {
+    let mut args = pair.flags();
+    args.extend(flags.iter().map(|flag| flag.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = Server::start_proxy(&args);
+    let mut client = Resp::connect(proxy.addr);
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    await_replication(&[pair], &[1]);
+    assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
+    assert_eq!(
+        calls(&pair.replica, "get"),
+        1,
+        "the read went to the replica"
+    );
+    (proxy, client)
+}
+
 #[test]
 fn keys_go_by_primary_writes_to_primaries_and_reads_to_replicas() {
     let (one, two) = (Pair::start(), Pair::start());
@@ -164,20 +183,13 @@ fn keys_go_by_primary_writes_to_primaries_and_reads_to_replicas() {
 #[test]
 fn a_dead_replicas_reads_go_to_its_primary() {
     let mut pair = Pair::start();
-    let mut args = pair.flags();
-    args.extend(["--read-from".into(), "prefer-replica".into()]);
-    args.extend(["--health-check-interval".into(), "200ms".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Server::start_proxy(&args);
-    let mut client = Resp::connect(proxy.addr);
-    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
-    await_replication(&[&pair], &[1]);
-    assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
-    assert_eq!(
-        calls(&pair.replica, "get"),
-        1,
-        "the read went to the replica"
-    );
+    let flags = [
+        "--read-from",
+        "prefer-replica",
+        "--health-check-interval",
+        "200ms",
+    ];
+    let (proxy, mut client) = read_once_from_the_replica(&pair, &flags);
 
     let replica = pair.replica.name();
     pair.replica.kill();
@@ -242,21 +254,8 @@ fn a_replica_added_by_reload_takes_the_reads_and_moves_no_key() {
 #[test]
 fn a_replica_cut_off_from_its_primary_serves_no_reads_until_it_is_back() {
     let pair = Pair::start();
-    let mut args = pair.flags();
-    for flag in ["--read-from", "replica", "--replica-max-lag", "1s"] {
-        args.push(flag.into());
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let proxy = Server::start_proxy(&args);
-    let mut client = Resp::connect(proxy.addr);
-    assert_eq!(client.call(&[b"SET", b"k", b"v"]), b"+OK\r\n");
-    await_replication(&[&pair], &[1]);
-    assert_eq!(client.call(&[b"GET", b"k"]), bulk("v"));
-    assert_eq!(
-        calls(&pair.replica, "get"),
-        1,
-        "a fit replica serves the read"
-    );
+    let flags = ["--read-from", "replica", "--replica-max-lag", "1s"];
+    let (proxy, mut client) = read_once_from_the_replica(&pair, &flags);
 
     // Cut off: it follows a primary that is not there. It still answers
     // reads (stale, as Redis replicas do) and PINGs: only its primary's

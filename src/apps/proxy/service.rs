@@ -190,13 +190,7 @@ impl Proxy {
     /// [`Watch::start`]).
     pub fn watched(context: &ServiceContext<'_>, watch: Option<Arc<Watch>>) -> Proxy {
         let config = context.config;
-        let upstreams: Vec<Upstream<'_>> = (config.upstreams.iter().enumerate())
-            .map(|(slot, name)| Upstream {
-                slot,
-                name,
-                primary: config.primary_of(name),
-            })
-            .collect();
+        let upstreams = Upstream::of_config(config);
         let replica_only = config.read_from == ReadFrom::Replica;
         let ketama = Ketama::new(&upstreams, config.key_hash, replica_only, watch)
             .expect("validated upstreams");

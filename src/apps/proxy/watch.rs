@@ -64,13 +64,7 @@ impl Watch {
             login: (config.upstream_password.as_deref())
                 .map(|password| auth(config.upstream_user.as_deref(), password)),
         });
-        let upstreams: Vec<Upstream<'_>> = (config.upstreams.iter().enumerate())
-            .map(|(slot, name)| Upstream {
-                slot,
-                name,
-                primary: config.primary_of(name),
-            })
-            .collect();
+        let upstreams = Upstream::of_config(config);
         watch.set_groups(&upstreams);
         let (thread, max_lag) = (watch.clone(), config.replica_max_lag);
         std::thread::Builder::new()

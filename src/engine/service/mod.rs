@@ -172,6 +172,20 @@ pub struct Upstream<'a> {
     pub primary: Option<&'a str>,
 }
 
+impl Upstream<'_> {
+    /// The upstreams of `config` as a server starts with them: upstream
+    /// `i` in slot `i`, each with the primary it replicates, if any.
+    pub fn of_config(config: &crate::config::Config) -> Vec<Upstream<'_>> {
+        (config.upstreams.iter().enumerate())
+            .map(|(slot, name)| Upstream {
+                slot,
+                name,
+                primary: config.primary_of(name),
+            })
+            .collect()
+    }
+}
+
 /// Where a redirected request goes ([`Service::redirect`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Redirect {

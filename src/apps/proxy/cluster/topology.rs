@@ -169,20 +169,9 @@ impl Topology {
     /// The topology of parsed `CLUSTER SLOTS` ranges.
     pub fn from_ranges(seeds: &[String], ranges: &[Range]) -> Result<Topology, String> {
         let mut nodes: Vec<String> = Vec::new();
-        // Primaries first, so that upstream indexes read naturally.
-        for pass in [true, false] {
-            for range in ranges {
-                let (primary, replicas) = range.nodes.split_first().expect("parsed with one");
-                let names = if pass {
-                    std::slice::from_ref(primary)
-                } else {
-                    replicas
-                };
-                for name in names {
-                    if !nodes.contains(name) {
-                        nodes.push(name.clone());
-                    }
-                }
+        for name in named(ranges) {
+            if !nodes.contains(name) {
+                nodes.push(name.clone());
             }
         }
         if nodes.len() > NODES_MAX {
@@ -249,19 +238,9 @@ impl Topology {
     /// unserved, as [`Topology::map_of`] says).
     fn learn(&self, ranges: &[Range]) {
         let mut new: Vec<String> = Vec::new();
-        for pass in [true, false] {
-            for range in ranges {
-                let (primary, replicas) = range.nodes.split_first().expect("parsed with one");
-                let names = if pass {
-                    std::slice::from_ref(primary)
-                } else {
-                    replicas
-                };
-                for name in names {
-                    if self.index_of(name.as_bytes()).is_none() && !new.contains(name) {
-                        new.push(name.clone());
-                    }
-                }
+        for name in named(ranges) {
+            if self.index_of(name.as_bytes()).is_none() && !new.contains(name) {
+                new.push(name.clone());
             }
         }
         let grow = self.grow.lock().expect("not poisoned");
@@ -497,6 +476,15 @@ impl Topology {
         *current = Arc::new(map);
         self.generation.fetch_add(1, Ordering::Release);
     }
+}
+
+/// Every node `ranges` name, primaries first (so that upstream indexes read
+/// naturally), then replicas; a node serving several ranges comes more
+/// than once.
+fn named(ranges: &[Range]) -> impl Iterator<Item = &String> {
+    let primaries = ranges.iter().map(|range| &range.nodes[0]);
+    let replicas = ranges.iter().flat_map(|range| &range.nodes[1..]);
+    primaries.chain(replicas)
 }
 
 /// `CLUSTER SLOTS` of the node at `addr`, after `auth` if given.
