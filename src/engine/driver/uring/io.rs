@@ -6,6 +6,7 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::io;
+use std::num::{NonZeroI32, NonZeroU32};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +53,7 @@ impl Ring {
             .setup_submit_all()
             .setup_cqsize(entries.saturating_mul(4))
             .build(entries)?;
-        let bufs = BufRing::new(buffers, buffer_size);
+        let bufs = BufRing::new(buffers, buffer_size)?;
         let (address, count) = bufs.registration();
         // SAFETY: the entries stay allocated while `bufs` lives, and `bufs`
         // is dropped after `uring` (field order) and after an explicit
@@ -97,7 +98,7 @@ struct Slot {
     /// still in cache when they are served (copying every receive of a
     /// turn as its completion is handled, then serving, cost up to a third
     /// more CPU per request at 1000 connections × 4 KiB × 16).
-    held: Option<(u16, u32)>,
+    held: Option<(u16, NonZeroU32)>,
     /// `held` stays while its client connection waits for a unit of
     /// `--max-buffer-memory` (counted in [`UringIo::kept`]).
     kept: bool,
@@ -109,11 +110,11 @@ struct Slot {
     /// The peer's FIN arrived (after the bytes received).
     eof: bool,
     /// The receive failed with this errno (after the bytes received).
-    error: Option<i32>,
+    error: Option<NonZeroI32>,
     /// The send failed with this errno.
-    send_error: Option<i32>,
+    send_error: Option<NonZeroI32>,
     /// Bytes sends took out of the output ring since the last flush.
-    sent: usize,
+    sent: u32,
     /// The receive ended with ENOBUFS: re-arm once buffers are back.
     starved: bool,
     /// Already on this turn's list of connections to drive.
@@ -139,8 +140,8 @@ struct Slot {
 struct Receiving {
     activation: u8,
     /// Bytes asked for: never more than the input ring had room for, nor
-    /// than a buffer holds.
-    asked: u32,
+    /// than a buffer holds (never none: a full ring posts no receive).
+    asked: NonZeroU32,
     /// [`UringIo::enters`] (its low 32 bits) when it was pushed: once an
     /// enter has passed and it is still in flight, the socket was empty.
     pushed: u32,
@@ -155,13 +156,15 @@ struct Receiving {
 /// the send's final completion gives it back to the pool.
 struct Sending {
     activation: u8,
-    /// Bytes asked for.
-    asked: u32,
+    /// Bytes asked for (never none: an empty ring posts no send).
+    asked: NonZeroU32,
     /// Where the lent region starts: it must not move before the send
-    /// completes (checked in debug builds).
+    /// completes (checked in debug builds only).
+    #[cfg(debug_assertions)]
     region: usize,
-    /// The output ring, taken from a retired connection.
-    abandoned: Option<Bytes>,
+    /// The output ring, taken from a retired connection (boxed: rare, and
+    /// every slot has room for it).
+    abandoned: Option<Box<Bytes>>,
 }
 
 impl std::fmt::Debug for Sending {
@@ -643,7 +646,9 @@ impl UringIo {
         // The kernel brings no more than a buffer's worth anyway; asking for
         // exactly what it can bring tells a full receive (more may wait)
         // from a short one.
-        let asked = room.min(self.ring.bufs.size()) as u32;
+        let Some(asked) = NonZeroU32::new(room.min(self.ring.bufs.size()) as u32) else {
+            return;
+        };
         let pushed = self.enters as u32;
         let slot = self.slot(token);
         let activation = slot.next_activation();
@@ -657,11 +662,15 @@ impl UringIo {
         // waits for its reply): then wait for readability first, which
         // also takes no buffer until bytes are there.
         let ioprio = if slot.more { 0 } else { RECVSEND_POLL_FIRST };
-        let entry = opcode::Recv::new(Fd(link.socket.as_raw_fd()), std::ptr::null_mut(), asked)
-            .buf_group(bufs::GROUP)
-            .ioprio(ioprio)
-            .build()
-            .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+        let entry = opcode::Recv::new(
+            Fd(link.socket.as_raw_fd()),
+            std::ptr::null_mut(),
+            asked.get(),
+        )
+        .buf_group(bufs::GROUP)
+        .ioprio(ioprio)
+        .build()
+        .flags(io_uring::squeue::Flags::BUFFER_SELECT);
         self.push(entry, Op::conn(Kind::Recv, token, activation));
     }
 
@@ -674,8 +683,7 @@ impl UringIo {
         slot.recv_cancelled = false;
         let live = !slot.retired;
         if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags) {
-            if live && cqe.result > 0 {
-                let len = cqe.result as u32;
+            if let Some(len) = NonZeroU32::new(cqe.result.max(0) as u32).filter(|_| live) {
                 debug_assert!(slot.held.is_none(), "one receive at a time");
                 slot.held = Some((bid, len));
                 slot.more = receiving.is_some_and(|r| len >= r.asked);
@@ -701,7 +709,7 @@ impl UringIo {
             // again by now (a drain that stopped, then lingers for the
             // peer's FIN), settling it posts the next receive: drive it.
             e if e == -libc::ECANCELED => return slot.reading == Reading::Open,
-            e if e < 0 => slot.error = Some(-e),
+            e if e < 0 => slot.error = NonZeroI32::new(-e),
             _ => {}
         }
         slot.ready = true;
@@ -740,6 +748,7 @@ impl UringIo {
         if std::mem::take(&mut slot.kept) {
             self.kept -= 1;
         }
+        let len = len.get();
         slot.received += len;
         let input = link.input.get_or_insert_with(|| pool.take());
         let copied = input.push(self.ring.bufs.filled(bid, len as usize));
@@ -762,7 +771,7 @@ impl UringIo {
             return false;
         };
         if let Some(ring) = sending.abandoned {
-            pool.give(ring);
+            pool.give(*ring);
         }
         if slot.retired {
             return false;
@@ -771,19 +780,20 @@ impl UringIo {
         if cqe.result >= 0 {
             let sent = cqe.result as usize;
             if let Some(output) = link.output.as_mut() {
-                debug_assert_eq!(
+                #[cfg(debug_assertions)]
+                assert_eq!(
                     output.readable().0.as_ptr() as usize,
                     sending.region,
                     "a lent output region moved before its send completed"
                 );
                 output.consume(sent);
             }
-            slot.sent += sent;
-            if sent < asked as usize {
+            slot.sent += sent as u32;
+            if sent < asked.get() as usize {
                 self.metrics.uring.short_sends.inc();
             }
         } else if cqe.result != -libc::ECANCELED {
-            slot.send_error = Some(-cqe.result);
+            slot.send_error = NonZeroI32::new(-cqe.result);
         }
         true
     }
@@ -874,7 +884,7 @@ impl UringIo {
         if let Some(errno) = slot.error
             && done.bytes == 0
         {
-            return Err(io::Error::from_raw_os_error(errno));
+            return Err(io::Error::from_raw_os_error(errno.get()));
         }
         if slot.recv.is_some_and(|r| r.pushed != enters) {
             // The kernel has had the receive for a whole enter without
@@ -914,9 +924,9 @@ impl UringIo {
     /// next one if none is in flight.
     pub fn flush(&mut self, token: Token, link: &mut Link, pool: &mut Pool) -> io::Result<usize> {
         let slot = self.slot(token);
-        let sent = std::mem::take(&mut slot.sent);
+        let sent = std::mem::take(&mut slot.sent) as usize;
         if let Some(errno) = slot.send_error.take() {
-            return Err(io::Error::from_raw_os_error(errno));
+            return Err(io::Error::from_raw_os_error(errno.get()));
         }
         if slot.send.is_some() {
             return Ok(sent);
@@ -933,11 +943,13 @@ impl UringIo {
         // behind it but never overwrites or frees it before then.
         let (region, _) = output.readable();
         let len = region.len().min(u32::MAX as usize) as u32;
+        let asked = NonZeroU32::new(len).expect("a non-empty ring's first region");
         let pointer = region.as_ptr();
         let activation = slot.next_activation();
         slot.send = Some(Sending {
             activation,
-            asked: len,
+            asked,
+            #[cfg(debug_assertions)]
             region: pointer as usize,
             abandoned: None,
         });
@@ -984,7 +996,7 @@ impl UringIo {
         if let Some(sending) = slot.send.as_mut() {
             targets[1] = Some(Op::conn(Kind::Send, token, sending.activation));
             // The kernel may still read the ring: it is the send's now.
-            sending.abandoned = link.output.take();
+            sending.abandoned = link.output.take().map(Box::new);
         }
         for target in targets.into_iter().flatten() {
             let slot = self.slot(token);
@@ -1014,6 +1026,11 @@ impl Drop for UringIo {
 
 /// The kernel-level scenarios the driver relies on (docs/io_uring.md), on
 /// a real ring over a Unix socket pair.
+/// The driver's state per connection slot, kept small: every slot up to
+/// the most connections the shard has held has one (`Slots::ensure`), so
+/// it is part of the memory an idle connection costs.
+const _: () = assert!(size_of::<Slot>() <= if cfg!(debug_assertions) { 104 } else { 96 });
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
