@@ -234,7 +234,7 @@ impl Plan {
         for (sub, reply) in replies.iter().enumerate() {
             let (head, used) = read(reply, 0, sub)?;
             match (split, head) {
-                (_, Element::Error(_)) => {
+                (_, Element::Error(_) | Element::BlobError(_)) => {
                     if reply.len() != used {
                         return Err(unexpected(sub));
                     }
