@@ -373,7 +373,8 @@ pub struct Config {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", help_heading = UPSTREAMS,
           bounds = size(64, TIB))]
     pub max_pending_bytes: usize,
-    /// Connections per upstream per shard (a client keeps to one)
+    /// Connections per upstream per shard (a client keeps to one), and as many for RESP3
+    /// clients
     #[arg(long, value_name = "N", default_value = "1", help_heading = UPSTREAMS,
           bounds = count(1, 64))]
     pub upstream_conns: usize,
@@ -418,7 +419,7 @@ pub struct Config {
     #[arg(long, value_name = "NAME", default_value = "murmur", help_heading = UPSTREAMS,
           value_parser = KeyHash::parse)]
     pub key_hash: KeyHash,
-    /// The password of the `default` user: clients must AUTH (or HELLO 2 AUTH) before
+    /// The password of the `default` user: clients must AUTH (or HELLO AUTH) before
     /// any other command. Prefer the config file: a flag shows in `ps`
     #[arg(long, value_name = "SECRET", help_heading = AUTH, value_parser = choices::secret)]
     pub requirepass: Option<String>,

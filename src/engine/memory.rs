@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::{Config, format_size};
 use crate::engine::buffer::pool::SURPLUS_KEEP_MS;
 use crate::engine::driver::Waker;
+use crate::engine::service::Dialect;
 
 /// The process's budget.
 #[derive(Debug)]
@@ -424,7 +425,8 @@ impl Plan {
         };
         let ring = config.buffer;
         let clients = config.max_conns.saturating_mul(2 * ring);
-        let upstream_links = config.threads * config.upstreams.len() * config.upstream_conns;
+        let lanes = config.upstream_conns * Dialect::ALL.len();
+        let upstream_links = config.threads * config.upstreams.len() * lanes;
         let mut beyond = upstream_links * 2 * ring;
         if uring {
             beyond += config.threads * config.uring_buffers * config.uring_buffer_size;
@@ -534,25 +536,25 @@ mod tests {
         };
         let plan = Plan::new(&config, false);
         assert_eq!((plan.budget, plan.clients), (32 << 20, 1000 * (128 << 10)));
-        // Two shards × one upstream × four links × two rings.
-        assert_eq!(plan.beyond, 16 * (64 << 10));
-        assert_eq!(plan.worst(), (32 << 20) + (1 << 20));
-        assert_eq!(Plan::new(&config, true).beyond, (1 << 20) + 2 * 256 * 4096);
+        // Two shards × one upstream × four links of two dialects × two rings.
+        assert_eq!(plan.beyond, 32 * (64 << 10));
+        assert_eq!(plan.worst(), (32 << 20) + (2 << 20));
+        assert_eq!(Plan::new(&config, true).beyond, (2 << 20) + 2 * 256 * 4096);
         let few = Config {
             max_conns: 10,
             ..config
         };
-        assert_eq!(Plan::new(&few, false).worst(), 10 * (128 << 10) + (1 << 20));
+        assert_eq!(Plan::new(&few, false).worst(), 10 * (128 << 10) + (2 << 20));
         let plan = Plan {
             cgroup: Some(16 << 20),
             ..Plan::new(&few, false)
         };
         assert_eq!(plan.excess(), None);
         let plan = Plan {
-            cgroup: Some(2 << 20),
+            cgroup: Some(3 << 20),
             ..plan
         };
-        assert!(plan.excess().is_some_and(|why| why.contains("2MiB")));
+        assert!(plan.excess().is_some_and(|why| why.contains("3MiB")));
     }
 
     /// Whether `waker` was woken since last asked (its eventfd's count,

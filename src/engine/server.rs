@@ -21,7 +21,7 @@ use crate::engine::push::hub::PushLimits;
 use crate::engine::push::{Hub, Pusher};
 use crate::engine::reload::{Outcome, Published, Reloader, Source};
 use crate::engine::service::host::{Handler, Host};
-use crate::engine::service::{Service, ServiceContext, UpstreamAdder};
+use crate::engine::service::{Dialect, Service, ServiceContext, UpstreamAdder};
 use crate::engine::shard::{FDS_PER_SHARD, Shard, Shared, Waker};
 use crate::engine::sys;
 use crate::engine::upgrade::{self, Offer, Taken};
@@ -792,7 +792,9 @@ pub fn choose_backend(config: &Config) -> Result<(Backend, Option<String>), Serv
 /// Descriptors the server keeps for itself besides client connections:
 /// stdio, the admin endpoint and the signal pipe (within
 /// `FDS_OWN_BASE`), each shard's own (`FDS_PER_SHARD`) and, with
-/// upstreams, a connection per lane of every upstream on every shard.
+/// upstreams, a connection per lane of every upstream on every shard (a
+/// lane per `--upstream-conns` and dialect: RESP3 clients' calls have
+/// connections of their own).
 pub fn fds_reserved(config: &Config) -> usize {
     FDS_OWN_BASE + fds_reserved_per_shard(config) * config.threads
 }
@@ -802,7 +804,8 @@ pub fn fds_reserved(config: &Config) -> usize {
 pub fn fds_reserved_per_shard(config: &Config) -> usize {
     // `--shed-accept-queue` asks the kernel through a netlink socket.
     let probe = usize::from(config.shed_accept_queue > 0);
-    FDS_PER_SHARD + probe + config.upstream_slots() * config.upstream_conns
+    let lanes = config.upstream_conns * Dialect::ALL.len();
+    FDS_PER_SHARD + probe + config.upstream_slots() * lanes
 }
 
 /// `--max-conns` as the fd limit allows: raise the soft RLIMIT_NOFILE to the

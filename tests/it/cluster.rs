@@ -27,7 +27,7 @@ fn bulk(value: &str) -> Vec<u8> {
     format!("${}\r\n{value}\r\n", value.len()).into_bytes()
 }
 
-fn redirects(server: &Server) -> f64 {
+pub(crate) fn redirects(server: &Server) -> f64 {
     let scrape = server.scrape();
     scrape
         .samples
@@ -121,7 +121,13 @@ fn keys_land_on_their_slots_node_and_multi_key_commands_split_by_slot() {
 /// Moves `slot` from its primary to `to` as `redis-cli --cluster reshard`
 /// does, with `between` run while the slot is half moved (its keys on
 /// `to`, the slot still the old owner's).
-fn move_slot(cluster: &Cluster, slot: u16, to: u16, keys: &[&str], between: impl FnOnce()) {
+pub(crate) fn move_slot(
+    cluster: &Cluster,
+    slot: u16,
+    to: u16,
+    keys: &[&str],
+    between: impl FnOnce(),
+) {
     let (from, _) = cluster.owner(slot);
     let (from_id, to_id) = (cluster.id(from), cluster.id(to));
     let setslot = |port: u16, args: &[&str]| {

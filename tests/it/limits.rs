@@ -180,7 +180,9 @@ fn fd_reservation_covers_what_a_proxy_shard_holds() {
         };
         config.validate().unwrap();
         let reserved = fds_reserved_per_shard(&config);
-        let lanes = config.upstreams.len() * config.upstream_conns;
+        // A lane per --upstream-conns and dialect (RESP2, RESP3).
+        let dialects = holdfast::engine::service::Dialect::ALL.len();
+        let lanes = config.upstreams.len() * config.upstream_conns * dialects;
         let running = Server::new(config)
             .service_with(holdfast::apps::proxy::Proxy::new)
             .start()

@@ -23,6 +23,7 @@ mod partial_io;
 mod proxy;
 mod proxy_auth;
 mod proxy_replicas;
+mod proxy_resp3;
 mod pubsub;
 mod pubsub_diff;
 mod push;

@@ -151,7 +151,7 @@ fn without_a_password_handshakes_are_answered_and_auth_explains() {
         String::from_utf8_lossy(&hello)
     );
     assert_eq!(
-        client.call(&[b"HELLO", b"3"]),
+        client.call(&[b"HELLO", b"4"]),
         b"-NOPROTO unsupported protocol version\r\n"
     );
     assert_eq!(

@@ -6,11 +6,14 @@
 //! CLIENT SETINFO with their name and version; AUTH when given a password).
 //!
 //! Replies use Redis 7's wording, so a library's error handling sees what
-//! it would see from Redis.
+//! it would see from Redis, and its shapes in the client's protocol: RESP2,
+//! or RESP3 after `HELLO 3` (kept in the [`Session`], whose dialect the
+//! service calls upstreams in).
 
 use crate::apps::proxy::command::{push_bulk, push_header};
 use crate::config::Config;
 use crate::engine::codec::resp::{Args, parse_int};
+use crate::engine::service::Dialect;
 
 /// The reply to any command but AUTH, HELLO and QUIT before the client
 /// authenticated.
@@ -91,6 +94,10 @@ pub struct Session {
     pub id: u64,
     /// `CLIENT SETNAME`, at most [`NAME_MAX`] bytes.
     name: Option<Box<[u8]>>,
+    /// The protocol the client asked for (`HELLO 3`: RESP3), in which it
+    /// gets every reply: the proxy's own, and the upstreams', from
+    /// connections of this dialect.
+    pub dialect: Dialect,
 }
 
 impl Session {
@@ -101,6 +108,7 @@ impl Session {
             authenticated,
             id,
             name: None,
+            dialect: Dialect::Resp2,
         }
     }
 }
@@ -140,15 +148,17 @@ impl Connection<'_> {
         }
     }
 
-    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`. Only RESP2:
-    /// the replies come from upstreams that many clients share, so they
-    /// are in the protocol the proxy's connections speak; `HELLO 3` gets
-    /// `NOPROTO`, on which client libraries fall back to RESP2.
+    /// `HELLO [protover [AUTH user pass] [SETNAME name]]`: protocol 2 or 3
+    /// (a RESP3 client's calls go on upstream connections that speak it),
+    /// switched to only once everything else succeeded, as Redis does;
+    /// without a version, the protocol stays.
     pub fn hello(&self, session: &mut Session, args: Args<'_>, out: &mut Vec<u8>) {
         let argv: Vec<&[u8]> = args.skip(1).collect();
+        let mut dialect = session.dialect;
         if let Some(version) = argv.first() {
             match parse_int(version) {
-                Some(2) => {}
+                Some(2) => dialect = Dialect::Resp2,
+                Some(3) => dialect = Dialect::Resp3,
                 Some(_) => {
                     return out.extend_from_slice(b"-NOPROTO unsupported protocol version\r\n");
                 }
@@ -196,18 +206,27 @@ impl Connection<'_> {
                 return out.extend_from_slice(error);
             }
         }
+        session.dialect = dialect;
         self.describe(session, out);
     }
 
-    /// HELLO's reply: the server as a flat map (RESP2).
+    /// HELLO's reply: the server as a map (RESP3), or as a flat array of
+    /// its keys and values (RESP2), as Redis 7 shapes it.
     fn describe(&self, session: &Session, out: &mut Vec<u8>) {
-        push_header(out, b'*', 14);
+        match session.dialect {
+            Dialect::Resp2 => push_header(out, b'*', 14),
+            Dialect::Resp3 => push_header(out, b'%', 7),
+        }
         for (key, value) in [(&b"server"[..], &b"redis"[..]), (b"version", VERSION)] {
             push_bulk(out, key);
             push_bulk(out, value);
         }
         push_bulk(out, b"proto");
-        push_header(out, b':', 2);
+        let proto = match session.dialect {
+            Dialect::Resp2 => 2,
+            Dialect::Resp3 => 3,
+        };
+        push_header(out, b':', proto);
         push_bulk(out, b"id");
         push_header(out, b':', session.id as i64);
         push_bulk(out, b"mode");
@@ -232,19 +251,14 @@ impl Connection<'_> {
             (b"ID", 1) => push_header(out, b':', session.id as i64),
             (b"GETNAME", 1) => match &session.name {
                 Some(name) => push_bulk(out, name),
-                None => out.extend_from_slice(b"$-1\r\n"),
+                None => push_null(session.dialect, out),
             },
             (b"SETNAME", 2) => match set_name(session, argv[1]) {
                 Ok(()) => out.extend_from_slice(b"+OK\r\n"),
                 Err(error) => out.extend_from_slice(error),
             },
             (b"SETINFO", 3) => set_info(argv[1], argv[2], out),
-            (b"INFO", 1) => {
-                let mut line = format!("id={} name=", session.id).into_bytes();
-                line.extend_from_slice(session.name.as_deref().unwrap_or_default());
-                line.extend_from_slice(b" db=0 resp=2\n");
-                push_bulk(out, &line);
-            }
+            (b"INFO", 1) => client_info(session, out),
             (b"ID" | b"GETNAME" | b"SETNAME" | b"SETINFO" | b"INFO", _) => {
                 out.extend_from_slice(b"-ERR wrong number of arguments for 'client|");
                 out.extend_from_slice(&sub.to_ascii_lowercase());
@@ -257,6 +271,36 @@ impl Connection<'_> {
             }
         }
     }
+}
+
+/// `CLIENT INFO`: what the proxy knows of the connection, in Redis's
+/// `key=value` form; RESP3 gets it as a verbatim string of text, as from
+/// Redis.
+fn client_info(session: &Session, out: &mut Vec<u8>) {
+    let (format, resp): (&[u8], u8) = match session.dialect {
+        Dialect::Resp2 => (b"", 2),
+        Dialect::Resp3 => (b"txt:", 3),
+    };
+    let mut line = format.to_vec();
+    line.extend_from_slice(format!("id={} name=", session.id).as_bytes());
+    line.extend_from_slice(session.name.as_deref().unwrap_or_default());
+    line.extend_from_slice(format!(" db=0 resp={resp}\n").as_bytes());
+    match session.dialect {
+        Dialect::Resp2 => push_bulk(out, &line),
+        Dialect::Resp3 => {
+            push_header(out, b'=', line.len() as i64);
+            out.extend_from_slice(&line);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// A null in `dialect`: `$-1` (RESP2), `_` (RESP3).
+pub fn push_null(dialect: Dialect, out: &mut Vec<u8>) {
+    out.extend_from_slice(match dialect {
+        Dialect::Resp2 => b"$-1\r\n",
+        Dialect::Resp3 => b"_\r\n",
+    });
 }
 
 /// Sets the client's name: printable without spaces, as Redis requires,
@@ -393,7 +437,13 @@ mod tests {
             )
             .starts_with("-WRONGPASS")
         );
-        assert!(run(&connection, &mut session, &["HELLO", "3"]).starts_with("-NOPROTO"));
+        assert!(run(&connection, &mut session, &["HELLO", "4"]).starts_with("-NOPROTO"));
+        assert!(run(&connection, &mut session, &["HELLO", "3"]).starts_with("-NOAUTH HELLO"));
+        assert_eq!(
+            session.dialect,
+            Dialect::Resp2,
+            "a refused HELLO switches nothing"
+        );
         assert!(
             run(&connection, &mut session, &["HELLO", "x"]).starts_with("-ERR Protocol version")
         );
@@ -413,6 +463,63 @@ mod tests {
         assert!(
             run(&connection, &mut session, &["HELLO", "2", "BOGUS"])
                 .starts_with("-ERR Syntax error in HELLO option 'BOGUS'")
+        );
+    }
+
+    #[test]
+    fn hello_3_switches_to_resp3_and_hello_2_back() {
+        let users = Users::default();
+        let connection = Connection {
+            users: &users,
+            mode: b"standalone",
+        };
+        let mut session = Session::new(9, true);
+        // As redis-server 7 shapes it (id and version aside).
+        assert_eq!(
+            run(&connection, &mut session, &["HELLO", "3"]),
+            "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n\
+             $5\r\nproto\r\n:3\r\n$2\r\nid\r\n:9\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+             $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+        );
+        assert_eq!(session.dialect, Dialect::Resp3);
+        assert_eq!(
+            run(&connection, &mut session, &["CLIENT", "GETNAME"]),
+            "_\r\n"
+        );
+        assert_eq!(
+            run(&connection, &mut session, &["CLIENT", "INFO"]),
+            "=27\r\ntxt:id=9 name= db=0 resp=3\n\r\n"
+        );
+        // Without a version HELLO describes, in the protocol in use.
+        assert!(run(&connection, &mut session, &["HELLO"]).starts_with("%7\r\n"));
+        // A HELLO that fails switches nothing.
+        let failed = run(&connection, &mut session, &["HELLO", "2", "SETNAME", "a b"]);
+        assert!(failed.starts_with("-ERR Client names"), "{failed}");
+        assert_eq!(session.dialect, Dialect::Resp3);
+        let back = run(&connection, &mut session, &["HELLO", "2"]);
+        assert!(
+            back.starts_with("*14\r\n") && back.contains(":2\r\n"),
+            "{back}"
+        );
+        assert_eq!(session.dialect, Dialect::Resp2);
+        assert_eq!(
+            run(&connection, &mut session, &["CLIENT", "GETNAME"]),
+            "$-1\r\n"
+        );
+    }
+
+    #[test]
+    fn client_tracking_is_refused_so_no_upstream_pushes() {
+        let users = Users::default();
+        let connection = Connection {
+            users: &users,
+            mode: b"standalone",
+        };
+        let mut session = Session::new(1, true);
+        run(&connection, &mut session, &["HELLO", "3"]);
+        assert!(
+            run(&connection, &mut session, &["CLIENT", "TRACKING", "on"])
+                .starts_with("-ERR command 'client|tracking' is not supported by the proxy")
         );
     }
 

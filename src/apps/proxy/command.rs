@@ -11,7 +11,11 @@
 //! blocking commands (BLPOP and friends, WAIT: one of them would stall a
 //! pipelined upstream connection), server and connection administration
 //! (CONFIG, INFO, DEBUG, SHUTDOWN, SCRIPT, CLIENT KILL, ...) and SORT (its BY and
-//! GET patterns read keys the proxy cannot see).
+//! GET patterns read keys the proxy cannot see). Among them every command
+//! that would make an upstream push (RESP3 `>` frames) on its own: SUBSCRIBE,
+//! PSUBSCRIBE, SSUBSCRIBE, MONITOR, CLIENT TRACKING (`super::client`
+//! refuses it); a push on a connection many clients share belongs to
+//! none of them, and one where a reply is owed closes it as out of step.
 //!
 //! Commands with several keys that must run together (RENAME, SMOVE,
 //! SINTERSTORE, EVAL with keys, ...) are sent whole when all their keys are
@@ -19,6 +23,7 @@
 //! and refused otherwise.
 
 use crate::engine::codec::resp::{Args, parse_int};
+use crate::engine::service::Dialect;
 
 /// How the proxy handles one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +111,8 @@ pub enum Local {
     /// `QUIT`: `+OK`, then the engine closes the connection.
     Quit,
     /// `COMMAND ...`: an empty answer, enough for clients that ask
-    /// (`redis-cli` does, for hints).
+    /// (`redis-cli` does, for hints): no command, in the shape Redis
+    /// gives (`COMMAND DOCS` a map in RESP3, an array in RESP2).
     Command,
     /// `SELECT db`: only database 0 exists behind a proxy.
     Select,
@@ -328,8 +334,8 @@ pub fn read_only(mut args: Args<'_>) -> bool {
 }
 
 /// Writes the reply to a [`Local`] command (`args` is the whole command,
-/// name first, as routed).
-pub fn local_reply(local: Local, args: Args<'_>, out: &mut Vec<u8>) {
+/// name first, as routed) for a client speaking `dialect`.
+pub fn local_reply(local: Local, args: Args<'_>, dialect: Dialect, out: &mut Vec<u8>) {
     let argument = args.clone().nth(1);
     match (local, argument) {
         (Local::Ping, None) => out.extend_from_slice(b"+PONG\r\n"),
@@ -337,6 +343,11 @@ pub fn local_reply(local: Local, args: Args<'_>, out: &mut Vec<u8>) {
         (Local::Quit, _) => out.extend_from_slice(b"+OK\r\n"),
         (Local::Command, Some(sub)) if sub.eq_ignore_ascii_case(b"COUNT") => {
             out.extend_from_slice(b":0\r\n")
+        }
+        (Local::Command, Some(sub))
+            if sub.eq_ignore_ascii_case(b"DOCS") && dialect == Dialect::Resp3 =>
+        {
+            out.extend_from_slice(b"%0\r\n")
         }
         (Local::Command, _) => out.extend_from_slice(b"*0\r\n"),
         (Local::Select, Some(b"0")) => out.extend_from_slice(b"+OK\r\n"),
@@ -551,7 +562,7 @@ mod tests {
             panic!("not local: {args:?}");
         };
         let mut out = Vec::new();
-        local_reply(kind, Args::parse(&bytes), &mut out);
+        local_reply(kind, Args::parse(&bytes), Dialect::Resp2, &mut out);
         out
     }
 
@@ -668,6 +679,10 @@ mod tests {
             b"EXEC",
             b"WATCH",
             b"SUBSCRIBE",
+            b"PSUBSCRIBE",
+            b"SSUBSCRIBE",
+            b"MONITOR",
+            b"RESET",
             b"PUBLISH",
             b"BLPOP",
             b"BRPOP",
@@ -722,6 +737,15 @@ mod tests {
         assert_eq!(local(&[b"ECHO", b""]), b"$0\r\n\r\n");
         assert_eq!(local(&[b"QUIT"]), b"+OK\r\n");
         assert_eq!(local(&[b"COMMAND", b"DOCS"]), b"*0\r\n");
+        let docs = frame(&[b"COMMAND", b"docs", b"GET"]);
+        let mut resp3 = Vec::new();
+        local_reply(
+            Local::Command,
+            Args::parse(&docs),
+            Dialect::Resp3,
+            &mut resp3,
+        );
+        assert_eq!(resp3, b"%0\r\n", "RESP3: an empty map");
         assert_eq!(local(&[b"COMMAND", b"count"]), b":0\r\n");
         assert_eq!(local(&[b"SELECT", b"0"]), b"+OK\r\n");
         assert_eq!(
@@ -790,7 +814,7 @@ mod tests {
                 }
                 Route::Local(kind) => {
                     let bytes = frame(&all);
-                    local_reply(kind, Args::parse(&bytes), &mut Vec::new());
+                    local_reply(kind, Args::parse(&bytes), Dialect::Resp3, &mut Vec::new());
                 }
                 Route::Split(_) | Route::Connection(_) | Route::Empty => {}
             }

@@ -5,6 +5,13 @@
 //! error naming why. The engine sends the calls, keeps replies in request
 //! order and turns failures into [`CallError`]s; this service only says
 //! what they look like in RESP.
+//!
+//! A client that said `HELLO 3` has its calls made in [`Dialect::Resp3`](crate::engine::service::Dialect::Resp3)
+//! (on upstream connections that said `HELLO 3` too), so each reply comes
+//! in RESP3 as Redis made it and is forwarded unchanged: nothing is
+//! converted. A split command's parts come in the client's protocol too,
+//! and what the merge writes itself (an array header, `+OK`, a count) is
+//! the same in both.
 
 use crate::apps::proxy::client::{self, NOAUTH, Session, Users};
 use std::sync::Arc;
@@ -285,7 +292,7 @@ impl Service for Proxy {
         let read = *reads_replicas && read_only(args.clone());
         match route {
             Route::Forward(place) => match placement.upstream(place, read, reply) {
-                Ok(upstream) => reply.call(upstream, frame),
+                Ok(upstream) => reply.call_in(session.dialect, upstream, frame),
                 Err(error) => {
                     let _ = reply.put(error);
                 }
@@ -311,7 +318,7 @@ impl Service for Proxy {
                 for sub in plan.subs() {
                     let upstream =
                         (placement.upstream(sub.upstream, read, reply)).expect("checked");
-                    reply.call(upstream, &scratch[sub.bytes.clone()]);
+                    reply.call_in(session.dialect, upstream, &scratch[sub.bytes.clone()]);
                 }
             }
             Route::Local(local) => {
@@ -321,7 +328,7 @@ impl Service for Proxy {
                     return;
                 }
                 scratch.clear();
-                local_reply(local, args, scratch);
+                local_reply(local, args, session.dialect, scratch);
                 let _ = reply.put(scratch);
                 if local == Local::Quit {
                     reply.close_after();
@@ -333,10 +340,16 @@ impl Service for Proxy {
                     mode: if cluster { b"cluster" } else { b"standalone" },
                 };
                 scratch.clear();
+                let dialect = session.dialect;
                 match command {
                     Connection::Auth => connection.auth(session, args, scratch),
                     Connection::Hello => connection.hello(session, args, scratch),
                     Connection::Client => connection.client(session, args, scratch),
+                }
+                if session.dialect != dialect {
+                    // The next calls go on other connections: none may
+                    // overtake a request made before the switch.
+                    reply.fence();
                 }
                 let _ = reply.put(scratch);
             }

@@ -9,8 +9,12 @@
 //!   merged:             *4 $1 A $1 B $-1 $1 D
 //! ```
 //!
-//! MGET becomes an array in key order; DEL, UNLINK, EXISTS and TOUCH the
-//! sum of the counts; MSET `+OK` when every upstream said so. If any
+//! MGET becomes an array in key order, each value as its upstream sent it
+//! (a missing key's `$-1`, or `_` from an upstream connection that speaks
+//! RESP3 for a RESP3 client); DEL, UNLINK, EXISTS and TOUCH the sum of the
+//! counts; MSET `+OK` when every upstream said so. What the merge writes
+//! itself (the array header, `+OK`, the count) is the same in RESP2 and
+//! RESP3, so a merged reply is in the protocol its parts came in. If any
 //! upstream answered with an error (`-ERR upstream unavailable` included),
 //! the client gets the first one, in the order of the sub-commands (that
 //! of the keys' first appearance). As with twemproxy, MSET and DEL are then
@@ -234,7 +238,7 @@ impl Plan {
         for (sub, reply) in replies.iter().enumerate() {
             let (head, used) = read(reply, 0, sub)?;
             match (split, head) {
-                (_, Element::Error(_)) => {
+                (_, Element::Error(_) | Element::BlobError(_)) => {
                     if reply.len() != used {
                         return Err(unexpected(sub));
                     }
@@ -419,6 +423,33 @@ mod tests {
             merged(&mut plan, &replies).unwrap(),
             b"*4\r\n$1\r\nA\r\n$1\r\nB\r\n$-1\r\n$1\r\nD\r\n"
         );
+    }
+
+    #[test]
+    fn resp3_parts_merge_into_a_resp3_reply() {
+        let (mut plan, _) = split_with(&[b"MGET", b"0a", b"1b", b"0c", b"1d"], place);
+        let replies: [&[u8]; 2] = [b"*2\r\n$1\r\nA\r\n_\r\n", b"*2\r\n_\r\n$1\r\nD\r\n"];
+        assert_eq!(
+            merged(&mut plan, &replies).unwrap(),
+            b"*4\r\n$1\r\nA\r\n_\r\n_\r\n$1\r\nD\r\n"
+        );
+        let (mut plan, _) = split_with(&[b"DEL", b"0a", b"1b"], place);
+        assert_eq!(
+            merged(&mut plan, &[b":1\r\n", b"!9\r\nERR oops!\r\n"]).unwrap(),
+            b"!9\r\nERR oops!\r\n",
+            "a blob error is an error"
+        );
+        let (mut plan, _) = split_with(&[b"MGET", b"0a", b"1b"], place);
+        for bad in [
+            &b"%1\r\n$1\r\na\r\n_\r\n"[..],
+            b"*1\r\n#t\r\n",
+            b"*1\r\n,1.5\r\n",
+        ] {
+            assert!(
+                merged(&mut plan, &[bad, b"*1\r\n_\r\n"]).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -218,11 +218,20 @@ impl Codec {
     /// Decodes the first reply an upstream sent, from contiguous `bytes`:
     /// upstreams speak the client's protocol, so a reply is framed as a
     /// request is for `line` and `frame`, and is one whole RESP reply
-    /// (arrays and all) for `resp`. `echo` has no framing, so it cannot
-    /// call upstreams (the settings refuse it). The payload is what a
-    /// service's answer sees; `consumed` includes the framing.
+    /// (aggregates and all, RESP2 or RESP3) for `resp`. `echo` has no
+    /// framing, so it cannot call upstreams (the settings refuse it). The
+    /// payload is what a service's answer sees; `consumed` includes the
+    /// framing.
+    ///
+    /// A RESP3 push (`>`) is no reply: an upstream sends one only to a
+    /// connection that subscribed or turned tracking on, which no client
+    /// may do to a shared connection, so one where a reply is owed means
+    /// the stream is out of step.
     pub fn decode_reply(&self, bytes: &[u8], progress: &mut usize) -> Decoded {
         match self.protocol {
+            Protocol::Resp if bytes.first() == Some(&b'>') => {
+                Decoded::Error(DecodeError::Protocol("a push where a reply is owed"))
+            }
             Protocol::Resp => match crate::engine::codec::reply::reply_len(bytes) {
                 Ok(Some(len)) => Decoded::Frame {
                     start: 0,
@@ -452,6 +461,39 @@ mod tests {
                 decoded
             }
             other => panic!("{protocol:?} reply decoded to {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_resp_reply_is_one_whole_reply_and_never_a_push() {
+        let codec = Codec::new(Protocol::Resp, 1024);
+        let map = b"%1\r\n$1\r\na\r\n_\r\n";
+        let mut two = map.to_vec();
+        two.extend(b"+OK\r\n");
+        match codec.decode_reply(&two, &mut 0) {
+            Decoded::Frame {
+                start,
+                len,
+                consumed,
+            } => {
+                assert_eq!((start, len, consumed), (0, map.len(), map.len()));
+            }
+            other => panic!("a map decoded to {other:?}"),
+        }
+        assert!(matches!(
+            codec.decode_reply(&map[..5], &mut 0),
+            Decoded::NeedMore
+        ));
+        // Even an incomplete push: it is never waited for.
+        for push in [
+            &b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"[..],
+            b">2\r\n",
+        ] {
+            assert!(
+                matches!(codec.decode_reply(push, &mut 0), Decoded::Error(_)),
+                "{:?}",
+                push.escape_ascii()
+            );
         }
     }
 

@@ -1,24 +1,29 @@
-//! RESP2 replies as an upstream Redis sends them: where one ends (to frame
-//! a pipelined stream of replies), what it holds (to merge the replies of
-//! a split command), and how to pass over one too large to hold.
+//! RESP2 and RESP3 replies as an upstream Redis sends them: where one
+//! ends (to frame a pipelined stream of replies), what it holds (to merge
+//! the replies of a split command), and how to pass over one too large to
+//! hold.
 //!
 //! [`next`] reads one element: a whole simple string, error, integer, bulk
-//! string or nil, or only the header of an array (its elements follow, each
-//! read by another call). [`reply_len`] walks a whole reply, arrays and
-//! all. [`Skip`] walks one as its bytes go by, holding none of them. All
-//! are bounded: they read only the bytes given, never allocate, and answer
-//! any input (garbage included) with a value, "incomplete", or an error.
+//! string or nil (RESP3: null, boolean, double, big number, blob error,
+//! verbatim string), or only the header of an aggregate (an array; RESP3:
+//! a map, set, attribute or push), whose elements follow, each read by
+//! another call. [`reply_len`] walks a whole reply, aggregates and all.
+//! [`Skip`] walks one as its bytes go by, holding none of them. All are
+//! bounded: they read only the bytes given, never allocate, and answer any
+//! input (garbage included) with a value, "incomplete", or an error.
 //!
 //! Nesting is not bounded: a reply is walked with one count of the
-//! elements still to come (an array of n replaces itself with its n
-//! elements), not a stack. A client decides how deep a reply nests (a Lua
-//! script may return tables in tables), and a reply the proxy cannot walk
-//! would have to close a connection other clients' requests share.
+//! elements still to come (an aggregate of n replaces itself with its n
+//! elements, a map's with 2n, an attribute's with 2n and the reply it
+//! decorates), not a stack. A client decides how deep a reply nests (a
+//! Lua script may return tables in tables), and a reply the proxy cannot
+//! walk would have to close a connection other clients' requests share.
 
 use crate::engine::codec::resp::{HEADER_LINE_MAX, parse_int};
 
-/// The longest bulk string taken: Redis's own limit (`proto-max-bulk-len`,
-/// 512 MiB). A longer length is garbage, not a value to wait for.
+/// The longest bulk string taken (and blob error, and verbatim string):
+/// Redis's own limit (`proto-max-bulk-len`, 512 MiB). A longer length is
+/// garbage, not a value to wait for.
 pub const BULK_MAX: usize = 512 << 20;
 
 /// One element of a reply, borrowing from the bytes it was read from.
@@ -32,24 +37,48 @@ pub enum Element<'a> {
     Integer(i64),
     /// `$3\r\nabc`: the payload.
     Bulk(&'a [u8]),
-    /// `$-1` or `*-1`.
+    /// `$-1` or `*-1` (RESP2), `_` (RESP3).
     Nil,
     /// `*N`: an array of N elements, which follow.
     Array(usize),
+    /// RESP3 `#t` or `#f`.
+    Boolean(bool),
+    /// RESP3 `,1.5` (also `inf`, `-inf`, `nan`): the text after `,`.
+    Double(&'a [u8]),
+    /// RESP3 `(12345678901234567890`: the digits after `(`.
+    BigNumber(&'a [u8]),
+    /// RESP3 `!N\r\nERR ...`: an error as a blob, its payload.
+    BlobError(&'a [u8]),
+    /// RESP3 `=N\r\ntxt:...`: a verbatim string, its payload (the
+    /// three-letter format and `:` included).
+    Verbatim(&'a [u8]),
+    /// RESP3 `%N`: a map of N pairs, whose 2N elements follow.
+    Map(usize),
+    /// RESP3 `~N`: a set of N elements, which follow.
+    Set(usize),
+    /// RESP3 `|N`: N pairs of attributes, then the reply they describe,
+    /// which is part of the same reply.
+    Attribute(usize),
+    /// RESP3 `>N`: a push of N elements, which follow. Out of band: never
+    /// the reply to a request.
+    Push(usize),
 }
 
-/// Bytes that are not a RESP2 reply. The upstream connection that sent
+/// Bytes that are not a RESP reply. The upstream connection that sent
 /// them is out of step and must be closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplyError {
-    /// The first byte is none of `+ - : $ *`.
+    /// The first byte is no RESP2 or RESP3 type.
     Type(u8),
     /// A length or an integer that is not a number, or out of range (a
     /// bulk string over [`BULK_MAX`]).
     Number,
-    /// A line or a bulk string not ended by `\r\n`, or a `$` or `*`
-    /// header line longer than a number can be.
+    /// A line or a bulk string not ended by `\r\n`, or a header line
+    /// longer than a number can be.
     Crlf,
+    /// A RESP3 null, boolean, double, big number or verbatim string whose
+    /// text is not one.
+    Value,
 }
 
 impl std::fmt::Display for ReplyError {
@@ -58,11 +87,23 @@ impl std::fmt::Display for ReplyError {
             ReplyError::Type(b) => write!(f, "bad reply type byte 0x{b:02x}"),
             ReplyError::Number => write!(f, "bad number in a reply"),
             ReplyError::Crlf => write!(f, "missing \\r\\n in a reply"),
+            ReplyError::Value => write!(f, "bad RESP3 value in a reply"),
         }
     }
 }
 
 impl std::error::Error for ReplyError {}
+
+/// The type bytes of elements that are one line.
+fn is_line_kind(kind: u8) -> bool {
+    matches!(kind, b'+' | b'-' | b':' | b'_' | b'#' | b',' | b'(')
+}
+
+/// The type bytes of elements whose header line gives a length (a payload
+/// follows) or a count (elements follow).
+fn is_header_kind(kind: u8) -> bool {
+    matches!(kind, b'$' | b'!' | b'=' | b'*' | b'%' | b'~' | b'|' | b'>')
+}
 
 /// Reads the first element of `bytes`: the element and the bytes it took,
 /// `Ok(None)` when more bytes are needed to tell.
@@ -70,44 +111,90 @@ pub fn next(bytes: &[u8]) -> Result<Option<(Element<'_>, usize)>, ReplyError> {
     let Some(&kind) = bytes.first() else {
         return Ok(None);
     };
-    if !matches!(kind, b'+' | b'-' | b':' | b'$' | b'*') {
+    if !is_line_kind(kind) && !is_header_kind(kind) {
         return Err(ReplyError::Type(kind));
     }
     let Some((line, after)) = line(bytes)? else {
         return Ok(None);
     };
-    let number = || parse_int(line).ok_or(ReplyError::Number);
-    let reply = match kind {
-        b'+' => Element::Simple(line),
-        b'-' => Element::Error(line),
-        b':' => Element::Integer(number()?),
-        b'*' => match number()? {
-            -1 => Element::Nil,
-            n => Element::Array(usize::try_from(n).map_err(|_| ReplyError::Number)?),
-        },
-        _ => {
-            let len = match number()? {
-                -1 => return Ok(Some((Element::Nil, after))),
-                n => usize::try_from(n)
-                    .ok()
-                    .filter(|&n| n <= BULK_MAX)
-                    .ok_or(ReplyError::Number)?,
-            };
-            let end = after + len + 2;
-            if bytes.len() < end {
-                return Ok(None);
-            }
-            if &bytes[end - 2..end] != b"\r\n" {
-                return Err(ReplyError::Crlf);
-            }
-            return Ok(Some((Element::Bulk(&bytes[after..end - 2]), end)));
-        }
+    if is_line_kind(kind) {
+        return Ok(Some((line_element(kind, line)?, after)));
+    }
+    let n = parse_int(line).ok_or(ReplyError::Number)?;
+    if n == -1 && matches!(kind, b'$' | b'*') {
+        return Ok(Some((Element::Nil, after)));
+    }
+    let n = usize::try_from(n).map_err(|_| ReplyError::Number)?;
+    if !matches!(kind, b'$' | b'!' | b'=') {
+        return Ok(Some((aggregate(kind, n), after)));
+    }
+    if n > BULK_MAX {
+        return Err(ReplyError::Number);
+    }
+    let end = after + n + 2;
+    if bytes.len() < end {
+        return Ok(None);
+    }
+    if &bytes[end - 2..end] != b"\r\n" {
+        return Err(ReplyError::Crlf);
+    }
+    let payload = &bytes[after..end - 2];
+    let element = match kind {
+        b'$' => Element::Bulk(payload),
+        b'!' => Element::BlobError(payload),
+        // A verbatim string starts with its format: `txt:`, `mkd:`.
+        _ if payload.get(3) == Some(&b':') => Element::Verbatim(payload),
+        _ => return Err(ReplyError::Value),
     };
-    Ok(Some((reply, after)))
+    Ok(Some((element, end)))
 }
 
-/// The length of the first whole reply in `bytes` (an array with all its
-/// elements), `Ok(None)` when it is not all there yet.
+/// The element of a one-line `kind` whose text is `line`.
+fn line_element(kind: u8, line: &[u8]) -> Result<Element<'_>, ReplyError> {
+    Ok(match (kind, line) {
+        (b'+', _) => Element::Simple(line),
+        (b'-', _) => Element::Error(line),
+        (b':', _) => Element::Integer(parse_int(line).ok_or(ReplyError::Number)?),
+        (b'_', b"") => Element::Nil,
+        (b'#', b"t") => Element::Boolean(true),
+        (b'#', b"f") => Element::Boolean(false),
+        (b',', _) if is_double(line) => Element::Double(line),
+        (b'(', _) if is_big_number(line) => Element::BigNumber(line),
+        _ => return Err(ReplyError::Value),
+    })
+}
+
+/// The aggregate of type `kind` with `n` entries (`n` pairs for a map or
+/// attributes).
+fn aggregate(kind: u8, n: usize) -> Element<'static> {
+    match kind {
+        b'*' => Element::Array(n),
+        b'%' => Element::Map(n),
+        b'~' => Element::Set(n),
+        b'|' => Element::Attribute(n),
+        _ => Element::Push(n),
+    }
+}
+
+/// Whether `text` is a RESP3 double as Redis writes one: digits with a
+/// sign, a point and an exponent, or `inf`, `-inf`, `nan`.
+fn is_double(text: &[u8]) -> bool {
+    matches!(text, b"inf" | b"-inf" | b"+inf" | b"nan" | b"-nan")
+        || (text.iter().any(u8::is_ascii_digit)
+            && text
+                .iter()
+                .all(|&b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E')))
+}
+
+/// Whether `text` is a RESP3 big number: digits, with a sign.
+fn is_big_number(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    !digits.is_empty() && digits.iter().all(u8::is_ascii_digit)
+}
+
+/// The length of the first whole reply in `bytes` (an aggregate with all
+/// its elements; attributes with the reply they describe), `Ok(None)` when
+/// it is not all there yet.
 ///
 /// Each call walks from the start: a caller that retries as bytes trickle
 /// in should first wait for a `\r\n` past what it had, or keep the cost of
@@ -127,10 +214,13 @@ pub fn reply_len(bytes: &[u8]) -> Result<Option<usize>, ReplyError> {
 }
 
 /// The count of elements still to read once `reply` has been read: one
-/// less, plus an array's elements.
+/// less, plus an aggregate's elements (an attribute's pairs and the reply
+/// after them).
 fn after_element(left: u64, reply: Element<'_>) -> Result<u64, ReplyError> {
     let more = match reply {
-        Element::Array(n) => n as u64,
+        Element::Array(n) | Element::Set(n) | Element::Push(n) => n as u64,
+        Element::Map(n) => 2 * n as u64,
+        Element::Attribute(n) => 2 * n as u64 + 1,
         _ => 0,
     };
     (left - 1).checked_add(more).ok_or(ReplyError::Number)
@@ -140,9 +230,9 @@ fn after_element(left: u64, reply: Element<'_>) -> Result<u64, ReplyError> {
 /// where it ends without keeping any of it, so that the connection it
 /// came on stays in step.
 ///
-/// Lines (`+`, `-`, `:`) are passed over up to their `\n`, bulk payloads
-/// by their length; `$` and `*` header lines are read whole (at most
-/// [`HEADER_LINE_MAX`] bytes).
+/// Lines (`+`, `-`, `:`; RESP3 `_`, `#`, `,`, `(`) are passed over up to
+/// their `\n`, payloads (`$`; RESP3 `!`, `=`) by their length; header
+/// lines are read whole (at most [`HEADER_LINE_MAX`] bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Skip {
     /// Elements still to pass, the one being passed included.
@@ -213,25 +303,16 @@ impl Skip {
                 },
                 SkipAt::Start => match rest.first() {
                     None => return Ok((at, false)),
-                    Some(b'+' | b'-' | b':') => {
+                    Some(&kind) if is_line_kind(kind) => {
                         at += 1;
                         self.at = SkipAt::Line;
                     }
-                    Some(&kind) => {
+                    Some(_) => {
                         let Some(line) = header_line(rest)? else {
                             return Ok((at, false));
                         };
-                        let n = parse_int(&rest[1..line - 2]).ok_or(ReplyError::Number)?;
                         at += line;
-                        match (kind, n) {
-                            (b'*' | b'$', -1) => self.element_done(Element::Nil)?,
-                            (b'*', n) if n >= 0 => self.element_done(Element::Array(n as usize))?,
-                            (b'$', n) if n >= 0 && n as u64 <= BULK_MAX as u64 => {
-                                self.at = SkipAt::Bulk(n as u64);
-                            }
-                            (b'*' | b'$', _) => return Err(ReplyError::Number),
-                            (kind, _) => return Err(ReplyError::Type(kind)),
-                        }
+                        self.header(rest[0], &rest[1..line - 2])?;
                     }
                 },
             }
@@ -239,7 +320,24 @@ impl Skip {
         Ok((at, true))
     }
 
-    /// An element was passed (an array's header adds its elements).
+    /// A header line of type `kind` with `number` was passed: a nil, a
+    /// payload to pass, or an aggregate whose elements follow.
+    fn header(&mut self, kind: u8, number: &[u8]) -> Result<(), ReplyError> {
+        let n = parse_int(number).ok_or(ReplyError::Number)?;
+        match (kind, n) {
+            (b'*' | b'$', -1) => self.element_done(Element::Nil),
+            (b'$' | b'!' | b'=', n) if n >= 0 && n as u64 <= BULK_MAX as u64 => {
+                self.at = SkipAt::Bulk(n as u64);
+                Ok(())
+            }
+            (b'*' | b'%' | b'~' | b'|' | b'>', n) if n >= 0 => {
+                self.element_done(aggregate(kind, n as usize))
+            }
+            _ => Err(ReplyError::Number),
+        }
+    }
+
+    /// An element was passed (an aggregate's header adds its elements).
     fn element_done(&mut self, element: Element<'_>) -> Result<(), ReplyError> {
         self.left = after_element(self.left, element)?;
         self.at = SkipAt::Start;
@@ -247,12 +345,12 @@ impl Skip {
     }
 }
 
-/// The length of the `$` or `*` header line at the start of `bytes`, `\r\n`
+/// The length of the header line at the start of `bytes`, `\r\n`
 /// included, once it is all there; the type byte is checked first, so
 /// garbage fails at once rather than after a line's worth of bytes.
 fn header_line(bytes: &[u8]) -> Result<Option<usize>, ReplyError> {
     let kind = bytes[0];
-    if !matches!(kind, b'$' | b'*') {
+    if !is_header_kind(kind) {
         return Err(ReplyError::Type(kind));
     }
     let window = &bytes[..bytes.len().min(HEADER_LINE_MAX)];
@@ -302,6 +400,74 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_of_resp3_element() {
+        assert_eq!(one(b"_\r\n"), Element::Nil);
+        assert_eq!(one(b"#t\r\n"), Element::Boolean(true));
+        assert_eq!(one(b"#f\r\n"), Element::Boolean(false));
+        for double in [
+            &b"1.5"[..],
+            b"-2",
+            b"1e+300",
+            b"-1.2E-7",
+            b"inf",
+            b"-inf",
+            b"nan",
+        ] {
+            let mut bytes = b",".to_vec();
+            bytes.extend(double);
+            bytes.extend(b"\r\n");
+            assert_eq!(one(&bytes), Element::Double(double));
+        }
+        assert_eq!(
+            one(b"(3492890328409238509324850943850943825024385\r\n"),
+            Element::BigNumber(b"3492890328409238509324850943850943825024385")
+        );
+        assert_eq!(one(b"(-1\r\n"), Element::BigNumber(b"-1"));
+        assert_eq!(
+            one(b"!21\r\nSYNTAX invalid syntax\r\n"),
+            Element::BlobError(b"SYNTAX invalid syntax")
+        );
+        assert_eq!(
+            one(b"=15\r\ntxt:Some string\r\n"),
+            Element::Verbatim(b"txt:Some string")
+        );
+        assert_eq!(one(b"%2\r\n"), Element::Map(2));
+        assert_eq!(one(b"~0\r\n"), Element::Set(0));
+        assert_eq!(one(b"|1\r\n"), Element::Attribute(1));
+        assert_eq!(one(b">3\r\n"), Element::Push(3));
+    }
+
+    #[test]
+    fn bad_resp3_elements_rejected() {
+        let cases: [(&[u8], ReplyError); 15] = [
+            (b"_x\r\n", ReplyError::Value),
+            (b"#\r\n", ReplyError::Value),
+            (b"#true\r\n", ReplyError::Value),
+            (b",\r\n", ReplyError::Value),
+            (b",1.5x\r\n", ReplyError::Value),
+            (b",.\r\n", ReplyError::Value),
+            (b"(\r\n", ReplyError::Value),
+            (b"(12a\r\n", ReplyError::Value),
+            (b"=3\r\ntxt\r\n", ReplyError::Value),
+            (b"=5\r\ntxt!x\r\n", ReplyError::Value),
+            (b"!-1\r\n", ReplyError::Number),
+            (b"=-1\r\n", ReplyError::Number),
+            (b"%-1\r\n", ReplyError::Number),
+            (b"~x\r\n", ReplyError::Number),
+            (b"!1\r\nab\r\n", ReplyError::Crlf),
+        ];
+        for (bytes, error) in cases {
+            assert_eq!(next(bytes), Err(error), "{:?}", bytes.escape_ascii());
+        }
+        for kind in [b'!', b'='] {
+            let mut over = format!("{}{}\r\n", kind as char, BULK_MAX + 1).into_bytes();
+            assert_eq!(next(&over), Err(ReplyError::Number), "past BULK_MAX");
+            over.truncate(1);
+            assert_eq!(next(&over), Ok(None));
+        }
+    }
+
+    #[test]
     fn incomplete_elements_need_more() {
         for bytes in [
             &b""[..],
@@ -318,8 +484,9 @@ mod tests {
 
     #[test]
     fn bad_elements_rejected() {
-        let cases: [(&[u8], ReplyError); 9] = [
-            (b"!oops\r\n", ReplyError::Type(b'!')),
+        let cases: [(&[u8], ReplyError); 10] = [
+            (b"?oops\r\n", ReplyError::Type(b'?')),
+            (b"!oops\r\n", ReplyError::Number),
             (b":x\r\n", ReplyError::Number),
             (b":01\r\n", ReplyError::Number),
             (b"$-2\r\n", ReplyError::Number),
@@ -362,6 +529,40 @@ mod tests {
     }
 
     #[test]
+    fn reply_len_walks_resp3_aggregates() {
+        // HGETALL: a map of two pairs.
+        let map = b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n_\r\n";
+        // SMEMBERS in a set, ZRANGE WITHSCORES as arrays of pairs.
+        let set = b"~2\r\n$1\r\nb\r\n$1\r\na\r\n";
+        let zrange = b"*1\r\n*2\r\n$1\r\nm\r\n,1.5\r\n";
+        // Attributes describe the reply after them, part of the same reply.
+        let attribute = b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n*2\r\n:2\r\n:9\r\n";
+        let nested = b"%1\r\n~1\r\n#t\r\n*2\r\n(1\r\n=5\r\ntxt:x\r\n";
+        let push = b">2\r\n$7\r\nmessage\r\n!3\r\nERR\r\n";
+        for reply in [&map[..], set, zrange, attribute, nested, push] {
+            assert_eq!(reply_len(reply), Ok(Some(reply.len())));
+            let mut two = reply.to_vec();
+            two.extend(b"+OK\r\n");
+            assert_eq!(reply_len(&two), Ok(Some(reply.len())));
+            for cut in 0..reply.len() {
+                assert_eq!(reply_len(&reply[..cut]), Ok(None), "cut {cut}");
+            }
+        }
+        assert_eq!(reply_len(b"%0\r\n|0\r\n:1\r\n"), Ok(Some(4)));
+        assert_eq!(reply_len(b"|0\r\n:1\r\n:2\r\n"), Ok(Some(8)));
+        assert_eq!(
+            reply_len(b"%9223372036854775807\r\n"),
+            Ok(None),
+            "a count that fits waits for its elements"
+        );
+        assert_eq!(
+            reply_len(b"*2\r\n%9223372036854775807\r\n%9223372036854775807\r\n"),
+            Err(ReplyError::Number),
+            "counts past u64 are garbage"
+        );
+    }
+
+    #[test]
     fn nesting_is_not_bounded() {
         // A Lua script may return tables in tables: a reply the proxy could
         // not walk would cost the connection other clients share.
@@ -393,13 +594,19 @@ mod tests {
         let mut big = b"*3\r\n$70000\r\n".to_vec();
         big.extend(vec![b'x'; 70_000]);
         big.extend(b"\r\n*2\r\n+OK\r\n$-1\r\n-ERR long error line\r\n");
-        let replies: [&[u8]; 6] = [
+        let mut big3 = b"|1\r\n+a\r\n#t\r\n%1\r\n=70004\r\ntxt:".to_vec();
+        big3.extend(vec![b'y'; 70_000]);
+        big3.extend(b"\r\n~3\r\n_\r\n,-inf\r\n!2\r\nno\r\n");
+        let replies: [&[u8]; 9] = [
             &big,
+            &big3,
             b"$0\r\n\r\n",
             b"+OK\r\n",
             b"*-1\r\n",
             b"*0\r\n",
             b"*2\r\n*1\r\n:1\r\n$1\r\na\r\n",
+            b"%1\r\n(12\r\n>1\r\n_\r\n",
+            b"|0\r\n_\r\n",
         ];
         for reply in replies {
             let mut stream = reply.to_vec();
@@ -425,8 +632,11 @@ mod tests {
 
     #[test]
     fn skip_rejects_what_is_not_a_reply() {
-        let cases: [(&[u8], ReplyError); 6] = [
-            (b"!oops\r\n", ReplyError::Type(b'!')),
+        let cases: [(&[u8], ReplyError); 9] = [
+            (b"?oops\r\n", ReplyError::Type(b'?')),
+            (b"!oops\r\n", ReplyError::Number),
+            (b"%-1\r\n", ReplyError::Number),
+            (b"=-1\r\n", ReplyError::Number),
             (b"$x\r\n", ReplyError::Number),
             (b"*-2\r\n", ReplyError::Number),
             (b"$1\r\nab\r\n", ReplyError::Crlf),
@@ -451,7 +661,8 @@ mod tests {
     /// Pieces of replies, so that random strings of them are often nearly
     /// valid and reach the deeper paths.
     const PIECES: &[&[u8]] = &[
-        b"*", b"$", b":", b"+", b"-", b"\r\n", b"1", b"-1", b"2", b"0", b"a",
+        b"*", b"$", b":", b"+", b"-", b"\r\n", b"1", b"-1", b"2", b"0", b"a", b"_", b"#", b"t",
+        b",", b"(", b"!", b"=", b"txt:", b"%", b"~", b"|", b">", b".5", b"inf",
     ];
 
     proptest! {

@@ -118,6 +118,10 @@ pub struct Conn {
     /// Serving stopped because `--max-pending` replies are awaited (from
     /// upstreams): reading is paused until one is written (backpressure).
     pub pending_full: bool,
+    /// A served frame fenced the ones after it ([`crate::engine::service::Reply::fence`]):
+    /// nothing more is served while replies before them are awaited (then
+    /// `pending_full` holds reading too).
+    pub fenced: bool,
     /// Already in the shard's queue of connections to drive again.
     pub queued: bool,
     /// Its PROXY header is still to come (`--proxy-protocol`): nothing is
@@ -160,6 +164,7 @@ impl Conn {
             eof: false,
             output_blocked: false,
             pending_full: false,
+            fenced: false,
             queued: false,
             preamble: false,
             throttled: false,

@@ -186,6 +186,35 @@ impl Upstream<'_> {
     }
 }
 
+/// Which of an upstream's connections a call goes on ([`Reply::call_in`]):
+/// each dialect has connections of its own (`--upstream-conns` per
+/// upstream per shard, made when first needed, so a dialect never called
+/// costs no connection), greeted so that the upstream answers in it. A
+/// service whose clients speak different protocols sends each client's
+/// calls in its dialect and forwards the replies as they come.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// As the upstream speaks unasked (RESP2 for a Redis server). Health
+    /// checks go on these connections.
+    #[default]
+    Resp2,
+    /// RESP3: the connections send `HELLO 3` (after `AUTH`, before
+    /// `READONLY`) when they connect, so a Redis server answers them in
+    /// RESP3. Only with `--protocol resp`; otherwise they are greeted as
+    /// [`Dialect::Resp2`]'s are.
+    Resp3,
+}
+
+impl Dialect {
+    /// Every dialect, in [`Dialect::index`] order.
+    pub const ALL: [Dialect; 2] = [Dialect::Resp2, Dialect::Resp3];
+
+    /// A dense index for per-dialect tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Where a redirected request goes ([`Service::redirect`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Redirect {
@@ -385,8 +414,9 @@ impl<'a> Answer<'a> {
 
 /// The engine's side of [`Reply::call`] and [`Reply::keep`]: where calls go.
 pub(crate) trait Caller {
-    /// Sends (or queues) call number `index` of this frame to `upstream`.
-    fn call(&mut self, index: usize, upstream: usize, request: &[u8]);
+    /// Sends (or queues) call number `index` of this frame to `upstream`,
+    /// on a connection of `dialect`.
+    fn call(&mut self, index: usize, upstream: usize, dialect: Dialect, request: &[u8]);
     /// Keeps `bytes` for the answer, if the bounds allow.
     fn keep(&mut self, bytes: &[u8]) -> Result<(), CallError>;
     /// Whether a call to `upstream` would be sent now (see
@@ -442,6 +472,7 @@ pub struct Reply<'a> {
     calls: usize,
     kept: bool,
     silent: bool,
+    fence: bool,
 }
 
 /// Where reply bytes go.
@@ -477,6 +508,7 @@ impl<'a> Reply<'a> {
             calls: 0,
             kept: false,
             silent: false,
+            fence: false,
         }
     }
 
@@ -492,6 +524,7 @@ impl<'a> Reply<'a> {
             calls: 0,
             kept: false,
             silent: false,
+            fence: false,
         }
     }
 
@@ -512,13 +545,35 @@ impl<'a> Reply<'a> {
     /// without upstreams, past [`CALLS_MAX`], or after writing is a bug in
     /// the service and closes the connection (`output_overflow`).
     pub fn call(&mut self, upstream: usize, request: &[u8]) {
+        self.call_in(Dialect::Resp2, upstream, request);
+    }
+
+    /// [`Reply::call`] on `upstream`'s connections of `dialect` (a client
+    /// that asked for RESP3 gets its replies in RESP3 from connections
+    /// that speak it). A client's calls in one dialect to one upstream
+    /// stay in order on one connection; see [`Reply::fence`] for a client
+    /// that changes dialect.
+    pub fn call_in(&mut self, dialect: Dialect, upstream: usize, request: &[u8]) {
         match self.caller.as_mut() {
             Some(caller) if self.written == 0 && self.calls < CALLS_MAX => {
-                caller.call(self.calls, upstream, request);
+                caller.call(self.calls, upstream, dialect, request);
                 self.calls += 1;
             }
             _ => self.overflowed = true,
         }
+    }
+
+    /// Serves no frame of this connection after this one until every
+    /// reply up to this one is written: for a frame after which the
+    /// connection's calls go elsewhere (another [`Dialect`], so other
+    /// connections), whose requests must not overtake the ones made
+    /// before it. Reading pauses meanwhile, as for `--max-pending`.
+    pub fn fence(&mut self) {
+        self.fence = true;
+    }
+
+    pub(crate) fn fenced(&self) -> bool {
+        self.fence
     }
 
     /// Whether a call to `upstream` would be sent now rather than fail

@@ -140,9 +140,10 @@ impl Responder {
             .upstreams
             .as_ref()
             .map_or(usize::MAX, |u| u.settings.max_pending);
-        if awaited >= max_pending {
+        if awaited >= max_pending || (conn.fenced && awaited > 0) {
             return Ok(Err(Halt::Pending));
         }
+        conn.fenced = false;
         let codec = &self.codec;
         let link = &mut conn.link;
         let input = link.input.as_mut().expect("serving input");
@@ -189,14 +190,15 @@ impl Responder {
             push: at.push,
             now_us: at.now_us,
         };
-        let close = match frame.answer(output, behind)? {
-            Ok(close) => close,
+        let after = match frame.answer(output, behind)? {
+            Ok(after) => after,
             Err(halt) => return Ok(Err(halt)),
         };
         input.consume(consumed);
-        if close {
+        if after.close {
             conn.state = State::Closing(CloseReason::Peer);
         }
+        conn.fenced = after.fence;
         Ok(Ok(()))
     }
 
@@ -284,6 +286,15 @@ impl Responder {
     }
 }
 
+/// What a served frame asked of the connection.
+struct After {
+    /// Close once its reply is flushed ([`Reply::close_after`]).
+    close: bool,
+    /// Serve nothing more until its reply and those before are written
+    /// ([`Reply::fence`]).
+    fence: bool,
+}
+
 /// One frame being answered.
 struct Frame<'a> {
     codec: &'a Codec,
@@ -303,14 +314,14 @@ struct Frame<'a> {
 impl Frame<'_> {
     /// Calls the service for the frame, its reply going into `output`, or
     /// (`behind` awaited replies, or when it calls upstreams) into an
-    /// awaited-reply entry. Returns whether the client asked to close, a
-    /// halt if no buffer may hold the reply now, or the reason to close at
-    /// once (a panic, an overflowing reply).
+    /// awaited-reply entry. Returns what the reply asked of the connection
+    /// (close, fence), a halt if no buffer may hold the reply now, or the
+    /// reason to close at once (a panic, an overflowing reply).
     fn answer(
         &mut self,
         output: &mut Ring,
         behind: bool,
-    ) -> Result<Result<bool, Halt>, CloseReason> {
+    ) -> Result<Result<After, Halt>, CloseReason> {
         // Behind an awaited reply, this one waits in a buffer of its own,
         // if the shard's bound on such buffers allows; else the client
         // waits, as for --max-pending, until its earlier replies are
@@ -355,7 +366,11 @@ impl Frame<'_> {
         } else {
             None
         };
-        let (written, close, made_calls) = (reply.len(), reply.wants_close(), reply.calls() > 0);
+        let (written, made_calls) = (reply.len(), reply.calls() > 0);
+        let after = After {
+            close: reply.wants_close(),
+            fence: reply.fenced(),
+        };
         let silent = reply.is_silent();
         let opened = calls.and_then(|calls| calls.pending);
         if let Some(reason) = failed {
@@ -373,7 +388,7 @@ impl Frame<'_> {
         }
         debug_assert!(!made_calls || opened.is_some());
         self.place(output, mark, (written, silent), opened, buffer);
-        Ok(Ok(close))
+        Ok(Ok(after))
     }
 
     /// Puts the reply where it belongs: framed in the output ring, or in

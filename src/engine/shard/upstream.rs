@@ -21,7 +21,7 @@ use crate::engine::codec::{Codec, Decoded, Protocol};
 use crate::engine::conn::{Conn, State, Table};
 use crate::engine::driver::{Driver, Token};
 use crate::engine::metrics::{CloseReason, ShardMetrics, UpstreamError};
-use crate::engine::service::{Answer, CallError, REDIRECTS_MAX};
+use crate::engine::service::{Answer, CallError, Dialect, REDIRECTS_MAX};
 use crate::engine::timer::Millis;
 use crate::engine::upstream::Upstreams;
 use crate::engine::upstream::breaker::{FailureKind, State as BreakerState};
@@ -112,12 +112,13 @@ impl Core {
                     up.phase = Phase::Ready;
                     up.conn.last_active = now;
                     up.conn.write_since = now;
-                    let name = &upstreams.pools[up.upstream].name;
-                    if let Some(greeting) = upstreams.settings.greeting_for(name) {
+                    let pool = &upstreams.pools[up.upstream];
+                    let dialect = pool.dialect_of(up.lane);
+                    if let Some(greeting) = upstreams.settings.greeting_for(&pool.name, dialect) {
                         let output = up.conn.link.output.get_or_insert_with(|| self.pool.take());
                         let written = output.push(&greeting.request);
                         debug_assert_eq!(written, greeting.request.len(), "validated to fit");
-                        up.greeting_owed = greeting.replies;
+                        up.greeting_owed = greeting.replies();
                     }
                     // Replies may come before any readiness event says so.
                     io.expect_read(token);
@@ -164,14 +165,14 @@ impl Core {
             &scratch[..len]
         };
         let counts = &metrics.upstreams[up.upstream];
-        // What each reply the greeting owes must be (looked up only while
+        let dialect = upstreams.pools[up.upstream].dialect_of(up.lane);
+        // What the replies the greeting owes must be (looked up only while
         // one is owed: the first read of a connection).
-        let expect = match up.greeting_owed {
+        let greeting = match up.greeting_owed {
             0 => None,
             _ => {
                 let name = &upstreams.pools[up.upstream].name;
-                let greeting = upstreams.settings.greeting_for(name);
-                greeting.map(|g| &g.expect[..])
+                upstreams.settings.greeting_for(name, dialect)
             }
         };
         let breaker = &mut upstreams.pools[up.upstream].breaker;
@@ -190,13 +191,17 @@ impl Core {
                 Next::Broken => break Err(CallError::Reset),
             };
             if up.greeting_owed > 0 {
+                let checked = match (greeting, outcome) {
+                    (Some(greeting), Ok(reply)) => greeting.check(up.greeting_owed, reply),
+                    _ => Err("greeting"),
+                };
                 up.greeting_owed -= 1;
-                if outcome.ok() == expect {
+                let Err(command) = checked else {
                     continue;
-                }
+                };
                 let name = &upstreams.pools[up.upstream].name;
                 let said = outcome.map(first_line).unwrap_or_default();
-                log::warn!("upstream {name}: the greeting (AUTH, READONLY) was refused: {said}");
+                log::warn!("upstream {name}: the greeting's {command} was refused: {said}");
                 break Err(CallError::Connect);
             }
             if outcome == Err(CallError::TooLarge) {
@@ -221,7 +226,13 @@ impl Core {
                     let at = bytes.len();
                     bytes.resize(at + len, 0);
                     sent.copy_out(0, &mut bytes[at..]);
-                    upstreams.redirected.push(Redirected { owed, to, at });
+                    let redirected = Redirected {
+                        owed,
+                        to,
+                        at,
+                        dialect,
+                    };
+                    upstreams.redirected.push(redirected);
                 }
                 sent.consume(len);
                 if to.is_some() {
@@ -284,7 +295,9 @@ impl Core {
             return;
         }
         let now = self.clock.now;
-        let (pools, lanes) = (upstreams.pools.len(), upstreams.settings.lanes);
+        // Every dialect's lanes: one no client calls in has nothing queued.
+        let pools = upstreams.pools.len();
+        let lanes = upstreams.settings.lanes * Dialect::ALL.len();
         for upstream in 0..pools {
             for lane in 0..lanes {
                 let upstreams = self.upstreams.as_deref_mut().expect("checked");
@@ -406,7 +419,7 @@ impl Core {
             // nothing to check until that passes.
             let _ = upstreams.send(
                 (HEALTH_CHECK, 0, 0),
-                Token(0),
+                (Token(0), Dialect::Resp2),
                 upstream,
                 health.request,
                 &mut self.pool,
@@ -446,7 +459,7 @@ impl Core {
                 let before = redirected.to.before;
                 let _ = upstreams.send(
                     (DISCARD, 0, 0),
-                    client,
+                    (client, redirected.dialect),
                     target,
                     before,
                     pool,
@@ -457,8 +470,9 @@ impl Core {
             }
             let request = &bytes[redirected.at..redirected.at + owed.len as usize];
             let call = (owed.pending, owed.call as usize, owed.hops + 1);
+            let lane = (client, redirected.dialect);
             if let Err(error) =
-                upstreams.send(call, client, target, request, pool, queue, metrics, now_us)
+                upstreams.send(call, lane, target, request, pool, queue, metrics, now_us)
             {
                 failed.push((owed, error));
             }

@@ -10,6 +10,7 @@ use crate::engine::driver::Token;
 use crate::engine::buffer::Ring;
 use crate::engine::codec::reply::Skip;
 use crate::engine::conn::Conn;
+use crate::engine::service::Dialect;
 use crate::engine::timer::Millis;
 
 /// Where an upstream connection is in its life.
@@ -39,59 +40,122 @@ pub struct Outstanding {
 }
 
 /// What a new upstream connection sends before any request (`AUTH` with
-/// `--upstream-password`, `READONLY` to read from cluster replicas), and
-/// the replies that let it serve. Requests are pipelined behind it: the
-/// upstream answers in order, so the greeting's replies come first, and
-/// if one is not `expect` the connection closes as a failed connect and
-/// the requests behind it fail with it.
+/// `--upstream-password`, `HELLO 3` for a [`Dialect::Resp3`] connection,
+/// `READONLY` to read from cluster replicas, in that order: `HELLO` before
+/// `AUTH` would be refused by a server with a password), and the replies
+/// that let it serve. Requests are pipelined behind it: the upstream
+/// answers in order, so the greeting's replies come first, and if one is
+/// not what its step expects the connection closes as a failed connect
+/// and the requests behind it fail with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Greeting {
-    /// The bytes written first: one command per reply.
+    /// The bytes written first: one command per step.
     pub request: Box<[u8]>,
-    /// How many replies.
-    pub replies: u8,
-    /// The reply each must be.
-    pub expect: Box<[u8]>,
+    /// Each command and the reply it must get, in order.
+    pub steps: Box<[Step]>,
+}
+
+/// One command of a [`Greeting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// Its name, for the log line of a refusal.
+    pub command: &'static str,
+    /// The reply it must get.
+    pub expect: Expect,
+}
+
+/// The reply a greeting's command must get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Exactly `+OK` (`AUTH`, `READONLY`, in either protocol).
+    Ok,
+    /// A RESP3 map (`HELLO 3`'s description of the server): the proof that
+    /// the connection speaks RESP3 from here on. An error (`-` or `!`: a
+    /// server without `HELLO`, or one refusing protocol 3) or anything
+    /// else refuses it, since the replies would not be in RESP3.
+    Map,
 }
 
 impl Greeting {
     /// `AUTH [user] password` for a RESP upstream, accepted by `+OK`.
     pub fn auth(user: Option<&str>, password: &str) -> Greeting {
-        let mut args: Vec<&[u8]> = vec![b"AUTH"];
-        args.extend(user.map(str::as_bytes));
-        args.push(password.as_bytes());
-        Greeting::of(&[&args])
+        Greeting::resp(Some((user, password)), Dialect::Resp2, false).expect("AUTH")
     }
 
-    /// `AUTH` when `password` is given, then `READONLY` when `readonly`;
-    /// `None` when neither.
-    pub fn resp(credentials: Option<(Option<&str>, &str)>, readonly: bool) -> Option<Greeting> {
-        let auth = credentials.map(|(user, password)| Greeting::auth(user, password));
-        match (auth, readonly) {
-            (auth, false) => auth,
-            (None, true) => Some(Greeting::of(&[&[b"READONLY"]])),
-            (Some(mut auth), true) => {
-                let mut request = auth.request.into_vec();
-                request.extend_from_slice(b"*1\r\n$8\r\nREADONLY\r\n");
-                auth.request = request.into();
-                auth.replies += 1;
-                Some(auth)
-            }
-        }
-    }
-
-    /// The RESP commands `commands`, each accepted by `+OK`.
-    fn of(commands: &[&[&[u8]]]) -> Greeting {
+    /// `AUTH` when `credentials` are given, then `HELLO 3` for
+    /// [`Dialect::Resp3`], then `READONLY` when `readonly`; `None` when
+    /// none of them.
+    pub fn resp(
+        credentials: Option<(Option<&str>, &str)>,
+        dialect: Dialect,
+        readonly: bool,
+    ) -> Option<Greeting> {
         let mut request = Vec::new();
-        for args in commands {
+        let mut steps = Vec::new();
+        let mut command = |args: &[&[u8]], name: &'static str, expect: Expect| {
             crate::engine::codec::resp::encode_command(args, &mut request);
+            steps.push(Step {
+                command: name,
+                expect,
+            });
+        };
+        if let Some((user, password)) = credentials {
+            let mut args: Vec<&[u8]> = vec![b"AUTH"];
+            args.extend(user.map(str::as_bytes));
+            args.push(password.as_bytes());
+            command(&args, "AUTH", Expect::Ok);
         }
-        Greeting {
+        if dialect == Dialect::Resp3 {
+            command(&[b"HELLO", b"3"], "HELLO 3", Expect::Map);
+        }
+        if readonly {
+            command(&[b"READONLY"], "READONLY", Expect::Ok);
+        }
+        (!steps.is_empty()).then(|| Greeting {
             request: request.into(),
-            replies: commands.len() as u8,
-            expect: b"+OK\r\n"[..].into(),
-        }
+            steps: steps.into(),
+        })
     }
+
+    /// How many replies the greeting owes.
+    pub fn replies(&self) -> u8 {
+        self.steps.len() as u8
+    }
+
+    /// Checks `reply`, the one the greeting owes when it owes `owed`
+    /// (this one included): `Err` names the command it refuses. A
+    /// greeting that owes more than it has steps changed since it was sent
+    /// (a reload gave the upstream another login): refused too, so the
+    /// connection is made again.
+    pub fn check(&self, owed: u8, reply: &[u8]) -> Result<(), &'static str> {
+        let nth = self.steps.len().checked_sub(usize::from(owed));
+        let Some(step) = nth.and_then(|nth| self.steps.get(nth)) else {
+            return Err("greeting");
+        };
+        let accepted = match step.expect {
+            Expect::Ok => reply == b"+OK\r\n",
+            Expect::Map => reply.first() == Some(&b'%'),
+        };
+        accepted.then_some(()).ok_or(step.command)
+    }
+}
+
+/// What a new connection of each [`Dialect`] sends first, by
+/// [`Dialect::index`].
+pub type Greetings = [Option<Greeting>; 2];
+
+/// The greetings of RESP connections of every dialect: `credentials`
+/// (`AUTH`), `resp3` (a RESP upstream: `HELLO 3` for [`Dialect::Resp3`]),
+/// `readonly` (`READONLY`).
+pub fn greetings(
+    credentials: Option<(Option<&str>, &str)>,
+    resp3: bool,
+    readonly: bool,
+) -> Greetings {
+    Dialect::ALL.map(|dialect| {
+        let dialect = if resp3 { dialect } else { Dialect::Resp2 };
+        Greeting::resp(credentials, dialect, readonly)
+    })
 }
 
 /// Why an upstream connection's deadline fires.
@@ -198,6 +262,80 @@ impl UpConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn commands(greeting: &Greeting) -> Vec<Vec<Vec<u8>>> {
+        let mut bytes = &greeting.request[..];
+        let mut commands = Vec::new();
+        while !bytes.is_empty() {
+            // A command is an array of bulk strings: a reply walks it.
+            let len = crate::engine::codec::reply::reply_len(bytes)
+                .unwrap()
+                .unwrap();
+            let args = crate::engine::codec::resp::Args::parse(&bytes[..len]);
+            commands.push(args.map(<[u8]>::to_vec).collect());
+            bytes = &bytes[len..];
+        }
+        commands
+    }
+
+    #[test]
+    fn a_resp3_greeting_logs_in_then_says_hello_then_readonly() {
+        let greeting = Greeting::resp(Some((Some("proxy"), "pw")), Dialect::Resp3, true).unwrap();
+        let expected: Vec<Vec<Vec<u8>>> = vec![
+            vec![b"AUTH".to_vec(), b"proxy".to_vec(), b"pw".to_vec()],
+            vec![b"HELLO".to_vec(), b"3".to_vec()],
+            vec![b"READONLY".to_vec()],
+        ];
+        assert_eq!(commands(&greeting), expected);
+        assert_eq!(greeting.replies(), 3);
+        let hello = Greeting::resp(None, Dialect::Resp3, false).unwrap();
+        assert_eq!(commands(&hello), [vec![b"HELLO".to_vec(), b"3".to_vec()]]);
+        assert_eq!(Greeting::resp(None, Dialect::Resp2, false), None);
+        let plain = greetings(Some((None, "pw")), true, false);
+        assert_eq!(plain[Dialect::Resp2.index()].as_ref().unwrap().replies(), 1);
+        assert_eq!(plain[Dialect::Resp3.index()].as_ref().unwrap().replies(), 2);
+        // An upstream that is not RESP is never sent HELLO.
+        let line = greetings(None, false, false);
+        assert_eq!(line, [None, None]);
+    }
+
+    #[test]
+    fn each_greeting_reply_is_checked_for_what_its_command_gets() {
+        let greeting = Greeting::resp(Some((None, "pw")), Dialect::Resp3, true).unwrap();
+        let hello = b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n\
+            $5\r\nproto\r\n:3\r\n$2\r\nid\r\n:5\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n\
+            $4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
+        // Owing 3: AUTH's reply; 2: HELLO's; 1: READONLY's.
+        assert_eq!(greeting.check(3, b"+OK\r\n"), Ok(()));
+        assert_eq!(greeting.check(2, hello), Ok(()));
+        assert_eq!(greeting.check(1, b"+OK\r\n"), Ok(()));
+        let refused: [(u8, &[u8], &str); 7] = [
+            (3, b"-WRONGPASS invalid username-password pair\r\n", "AUTH"),
+            (3, hello, "AUTH"),
+            // A server without HELLO, one refusing RESP3, one that answers
+            // in RESP2: its replies would not be RESP3.
+            (2, b"-ERR unknown command 'HELLO'\r\n", "HELLO 3"),
+            (2, b"-NOPROTO unsupported protocol version\r\n", "HELLO 3"),
+            (2, b"!8\r\nNOPROTO!\r\n", "HELLO 3"),
+            (2, b"*14\r\n", "HELLO 3"),
+            (
+                1,
+                b"-ERR This instance has cluster support disabled\r\n",
+                "READONLY",
+            ),
+        ];
+        for (owed, reply, command) in refused {
+            assert_eq!(
+                greeting.check(owed, reply),
+                Err(command),
+                "{:?}",
+                reply.escape_ascii()
+            );
+        }
+        // Owing more than it has: it changed under a reload.
+        assert_eq!(greeting.check(4, b"+OK\r\n"), Err("greeting"));
+        assert_eq!(greeting.check(0, b"+OK\r\n"), Err("greeting"));
+    }
 
     #[test]
     fn deadlines_follow_the_phase() {

@@ -17,14 +17,14 @@ use std::net::SocketAddr;
 use crate::engine::driver::Token;
 
 use super::breaker::State;
-use super::conn::{Deadlines, Greeting, Outstanding, UpConn};
+use super::conn::{self, Deadlines, Greeting, Greetings, Outstanding, UpConn};
 use super::pending::Pendings;
 use super::pool::{Pool, Waiting};
 use crate::config::{BackoffSettings, BreakerSettings, Config, Protocol, ReadFrom};
 use crate::engine::buffer::Pool as Rings;
 use crate::engine::conn::Table;
 use crate::engine::metrics::{FailFast, ShardMetrics, UpstreamError};
-use crate::engine::service::{CallError, Caller, Redirect};
+use crate::engine::service::{CallError, Caller, Dialect, Redirect};
 use crate::engine::timer::Millis;
 
 /// What a shard needs to know to call upstreams, from the validated
@@ -33,7 +33,8 @@ use crate::engine::timer::Millis;
 pub struct Settings {
     /// Each upstream: its name as written and its address.
     pub upstreams: Vec<(String, SocketAddr)>,
-    /// `--upstream-conns`: lanes (connections) per upstream per shard.
+    /// `--upstream-conns`: lanes (connections) per upstream per shard, for
+    /// each [`Dialect`].
     pub lanes: usize,
     /// `--upstream-pipeline`: replies one connection may owe.
     pub pipeline: usize,
@@ -49,11 +50,12 @@ pub struct Settings {
     pub breaker: BreakerSettings,
     /// The reconnect delays.
     pub backoff: BackoffSettings,
-    /// Sent first on every new connection (`--upstream-password`).
-    pub greeting: Option<Greeting>,
+    /// Sent first on every new connection of each dialect
+    /// (`--upstream-password`, `HELLO 3`, `READONLY`).
+    pub greeting: Greetings,
     /// Sent first instead on a new connection to the upstream named
     /// (`--upstream-credential`).
-    pub greetings: Vec<(String, Greeting)>,
+    pub greetings: Vec<(String, Greetings)>,
     /// The health check (`--health-check-interval`), for RESP upstreams.
     pub health: Option<Health>,
     /// Replies may redirect their request to another upstream
@@ -87,6 +89,9 @@ pub struct Redirected {
     pub owed: Outstanding,
     /// Where it goes, and what goes first.
     pub to: Redirect,
+    /// The dialect of the connection it came on: it goes on one of the
+    /// same dialect.
+    pub dialect: Dialect,
     /// Its bytes in [`Upstreams::redirected_bytes`].
     pub at: usize,
 }
@@ -119,11 +124,12 @@ impl Settings {
             max_pending_bytes: config.max_pending_bytes,
             breaker: config.breaker,
             backoff: config.backoff,
-            greeting: Greeting::resp(
+            greeting: conn::greetings(
                 config
                     .upstream_password
                     .as_deref()
                     .map(|password| (config.upstream_user.as_deref(), password)),
+                config.protocol == Protocol::Resp,
                 config.cluster.is_some() && config.read_from != ReadFrom::Primary,
             ),
             greetings: greetings(config),
@@ -138,18 +144,22 @@ impl Settings {
 }
 
 impl Settings {
-    /// What a new connection to the upstream `name` sends first.
-    pub fn greeting_for(&self, name: &str) -> Option<&Greeting> {
+    /// What a new connection to the upstream `name` in `dialect` sends
+    /// first.
+    pub fn greeting_for(&self, name: &str, dialect: Dialect) -> Option<&Greeting> {
         let own = self.greetings.iter().find(|(upstream, _)| upstream == name);
-        own.map(|(_, greeting)| greeting).or(self.greeting.as_ref())
+        let greetings = own.map_or(&self.greeting, |(_, greetings)| greetings);
+        greetings[dialect.index()].as_ref()
     }
 }
 
-/// The greetings of `--upstream-credential`s (not with `--cluster`), by
-/// upstream name.
-pub fn greetings(config: &Config) -> Vec<(String, Greeting)> {
+/// The greetings of `--upstream-credential`s (not with `--cluster`, so
+/// never `READONLY`), by upstream name.
+pub fn greetings(config: &Config) -> Vec<(String, Greetings)> {
+    let resp3 = config.protocol == Protocol::Resp;
     let login = |(addr, user, password): (&str, &str, &str)| {
-        (addr.to_string(), Greeting::auth(Some(user), password))
+        let credentials = Some((Some(user), password));
+        (addr.to_string(), conn::greetings(credentials, resp3, false))
     };
     config.upstream_logins().map(login).collect()
 }
@@ -278,8 +288,9 @@ impl Upstreams {
         }
     }
 
-    /// Puts call `call` of the awaited reply `pending` (client `client`) to
-    /// `upstream`: straight into the lane's connection when it is ready,
+    /// Puts call `call` of the awaited reply `pending` (client `client`,
+    /// calling in `dialect`) to `upstream`, on the client's lane of that
+    /// dialect: straight into the lane's connection when it is ready,
     /// under its pipeline bound and with room, and nothing is queued ahead;
     /// else into the lane's queue; else (or with the breaker open, or
     /// while a failed connect backs off) refused at once. An accepted call
@@ -288,7 +299,7 @@ impl Upstreams {
     pub fn send(
         &mut self,
         (pending, call, hops): (Token, usize, u8),
-        client: Token,
+        (client, dialect): (Token, Dialect),
         upstream: usize,
         request: &[u8],
         rings: &mut Rings,
@@ -308,7 +319,7 @@ impl Upstreams {
             counts.errors[UpstreamError::TooLarge.index()].inc();
             return Err(CallError::TooLarge);
         }
-        let lane_index = pool.lane_of(client);
+        let lane_index = pool.lane_of(client, dialect);
         let direct = match self.route(upstream, lane_index, len, capacity, now) {
             Ok(direct) => direct,
             Err(reason) => {
@@ -479,13 +490,13 @@ impl Calls<'_> {
 }
 
 impl Caller for Calls<'_> {
-    fn call(&mut self, index: usize, upstream: usize, request: &[u8]) {
+    fn call(&mut self, index: usize, upstream: usize, dialect: Dialect, request: &[u8]) {
         let pending = self.entry();
         let call = self.upstreams.pending.add_call(pending);
         debug_assert_eq!(call, index);
         let sent = self.upstreams.send(
             (pending, call, 0),
-            self.client,
+            (self.client, dialect),
             upstream,
             request,
             self.rings,

@@ -7,7 +7,9 @@
 //! allocate after construction, or need a lock.
 //!
 //! The state a shard keeps: its pool per upstream address with lanes and
-//! wait queues ([`pool`]), its upstream connections ([`conn`]), the
+//! wait queues, a set per [`Dialect`](crate::engine::service::Dialect)
+//! ([`pool`]), its upstream connections and what they send first
+//! ([`conn`]), the
 //! replies its clients await in request order ([`pending`]), and the
 //! dispatch of a service's calls onto all that ([`dispatch`]). The shard's
 //! loop drives the connections (`shard/upstream.rs`).

@@ -1,7 +1,8 @@
 //! One upstream address as one shard sees it: its connections, the
 //! requests waiting for them, its circuit breaker and reconnect backoff.
 //!
-//! The pool has `--upstream-conns` lanes. A lane is at most one connection
+//! The pool has `--upstream-conns` lanes per [`Dialect`] (a RESP3 client's
+//! calls go on connections that said `HELLO 3`). A lane is at most one connection
 //! and a bounded queue of requests waiting for it (while it connects, or
 //! while it owes `--upstream-pipeline` replies, or its output ring is
 //! full). A client always uses the same lane of an upstream (chosen by its
@@ -9,6 +10,10 @@
 //! order on one connection and answered in order: with several lanes,
 //! different clients spread over several connections without any client's
 //! requests overtaking each other.
+//!
+//! A lane never used holds nothing but its empty fields (no connection, no
+//! ring, no queue room): the lanes of a dialect no client calls in cost a
+//! pool `--upstream-conns` × `size_of::<Lane>()` bytes (80 on x86-64).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -19,6 +24,7 @@ use super::backoff::Backoff;
 use super::breaker::Breaker;
 use crate::config::{BackoffSettings, BreakerSettings};
 use crate::engine::buffer::{Pool as Rings, Ring};
+use crate::engine::service::Dialect;
 use crate::engine::timer::Millis;
 
 /// A request waiting in a lane's queue; its bytes are in the lane's ring.
@@ -134,7 +140,8 @@ pub struct Pool {
     pub name: String,
     /// Where to connect.
     pub addr: SocketAddr,
-    /// `--upstream-conns` lanes.
+    /// `--upstream-conns` lanes per dialect, dialect by dialect (see
+    /// [`Pool::lane_of`]).
     pub lanes: Box<[Lane]>,
     /// This shard's breaker for the upstream.
     pub breaker: Breaker,
@@ -149,8 +156,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool for the upstream `name` at `addr`, with `lanes` lanes;
-    /// `seed` spreads this (shard, upstream)'s reconnect delays.
+    /// A pool for the upstream `name` at `addr`, with `lanes` lanes per
+    /// dialect; `seed` spreads this (shard, upstream)'s reconnect delays.
     pub fn new(
         name: String,
         addr: SocketAddr,
@@ -162,7 +169,9 @@ impl Pool {
         Pool {
             name,
             addr,
-            lanes: (0..lanes).map(|_| Lane::default()).collect(),
+            lanes: (0..lanes * Dialect::ALL.len())
+                .map(|_| Lane::default())
+                .collect(),
             breaker: Breaker::new(breaker),
             backoff: Backoff::new(backoff, seed),
             retry_at: 0,
@@ -170,10 +179,21 @@ impl Pool {
         }
     }
 
-    /// The lane a client uses: fixed for the connection's life.
-    pub fn lane_of(&self, client: Token) -> usize {
+    /// The lane a client uses for its calls in `dialect`: fixed for the
+    /// connection's life.
+    pub fn lane_of(&self, client: Token, dialect: Dialect) -> usize {
+        let per_dialect = self.lanes_per_dialect();
         // The slot number (low bits): consecutive clients spread evenly.
-        (client.0 & 0xffff_ffff) % self.lanes.len()
+        dialect.index() * per_dialect + (client.0 & 0xffff_ffff) % per_dialect
+    }
+
+    /// The dialect lane `lane` speaks.
+    pub fn dialect_of(&self, lane: usize) -> Dialect {
+        Dialect::ALL[lane / self.lanes_per_dialect()]
+    }
+
+    fn lanes_per_dialect(&self) -> usize {
+        self.lanes.len() / Dialect::ALL.len()
     }
 
     /// Requests waiting in every lane.
@@ -234,7 +254,38 @@ mod tests {
             1,
         );
         let client = Token((9 << 32) | 4);
-        assert_eq!(pool.lane_of(client), 1);
-        assert_eq!(pool.lane_of(client), pool.lane_of(Token((10 << 32) | 4)));
+        assert_eq!(pool.lane_of(client, Dialect::Resp2), 1);
+        assert_eq!(
+            pool.lane_of(client, Dialect::Resp2),
+            pool.lane_of(Token((10 << 32) | 4), Dialect::Resp2)
+        );
+    }
+
+    #[test]
+    fn each_dialect_has_lanes_of_its_own() {
+        let pool = Pool::new(
+            "127.0.0.1:6379".into(),
+            "127.0.0.1:6379".parse().unwrap(),
+            3,
+            BreakerSettings::default(),
+            BackoffSettings::default(),
+            1,
+        );
+        assert_eq!(pool.lanes.len(), 6);
+        for slot in 0..9 {
+            let client = Token(slot);
+            let plain = pool.lane_of(client, Dialect::Resp2);
+            let resp3 = pool.lane_of(client, Dialect::Resp3);
+            assert!(plain < 3 && (3..6).contains(&resp3), "{plain} {resp3}");
+            assert_eq!(pool.dialect_of(plain), Dialect::Resp2);
+            assert_eq!(pool.dialect_of(resp3), Dialect::Resp3);
+        }
+    }
+
+    /// What the module docs say a lane no client calls on costs a pool.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_unused_lane_is_its_empty_fields() {
+        assert_eq!(std::mem::size_of::<Lane>(), 80);
     }
 }

@@ -522,6 +522,8 @@ fn value(bytes: &[u8]) -> Result<(Value<'_>, usize), String> {
             }
             Value::Array(items)
         }
+        // The topology's connections speak RESP2.
+        other => return Err(format!("a RESP3 element in a RESP2 reply: {other:?}")),
     };
     Ok((value, at))
 }
