@@ -174,12 +174,7 @@ fn a_migrating_then_moved_slot_is_followed_without_the_client_seeing_it() {
         b"+OK\r\n"
     );
     let (from, _) = cluster.owner(s);
-    let to = cluster
-        .ranges()
-        .iter()
-        .map(|r| r.2[0])
-        .find(|&p| p != from)
-        .unwrap();
+    let to = cluster.other_primary(from);
     move_slot(&cluster, s, to, &[key], || {
         // The key is on `to`, the slot still `from`'s: `from` answers ASK.
         assert_eq!(client.call(&[b"GET", key.as_bytes()]), bulk("before"));

@@ -12,7 +12,7 @@ use holdfast::apps::proxy::hash::{Continuum, KeyHash};
 use util::{Redis, Resp, Server};
 
 /// A proxy in front of `upstreams`, with `extra` flags.
-fn proxy(upstreams: &[&Redis], extra: &[&str]) -> Server {
+pub(crate) fn proxy(upstreams: &[&Redis], extra: &[&str]) -> Server {
     let names: Vec<String> = upstreams.iter().map(|r| r.name()).collect();
     let mut args: Vec<&str> = Vec::new();
     for name in &names {

@@ -172,9 +172,10 @@ fn without_a_password_handshakes_are_answered_and_auth_explains() {
     assert_eq!(pong, "PONG");
 }
 
-#[test]
-fn the_proxy_authenticates_to_its_upstreams() {
-    let redis = Redis::start_with(&[
+/// A redis-server whose `default` user's password is `up-pass`, with a
+/// user `bob` (password `bobpw`) allowed everything.
+pub(crate) fn redis_with_logins() -> Redis {
+    Redis::start_with(&[
         "--requirepass",
         "up-pass",
         "--user",
@@ -184,7 +185,12 @@ fn the_proxy_authenticates_to_its_upstreams() {
         "~*",
         "&*",
         "+@all",
-    ]);
+    ])
+}
+
+#[test]
+fn the_proxy_authenticates_to_its_upstreams() {
+    let redis = redis_with_logins();
     // The default user, by password.
     let server = proxy(&redis, &["--upstream-password", "up-pass"]);
     let mut client = Resp::connect(server.addr);

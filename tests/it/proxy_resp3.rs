@@ -10,6 +10,7 @@
 //! order it sent them.
 
 use crate::cluster::{move_slot, redirects};
+use crate::proxy::proxy;
 use crate::util;
 
 use std::process::Command;
@@ -259,17 +260,6 @@ fn two_tags(place: impl Fn(&str) -> u16) -> [String; 2] {
     ["t0".to_string(), other]
 }
 
-/// A proxy in front of `upstreams`, with `extra` flags.
-fn proxy(upstreams: &[&Redis], extra: &[&str]) -> Server {
-    let names: Vec<String> = upstreams.iter().map(|r| r.name()).collect();
-    let mut args: Vec<&str> = Vec::new();
-    for name in &names {
-        args.extend(["--upstream", name]);
-    }
-    args.extend(extra);
-    Server::start_proxy(&args)
-}
-
 /// `redis-cli -3` as a person types it (`--no-raw`: types shown) against
 /// the server on `port`.
 fn redis_cli_3(port: u16, args: &[&str]) -> String {
@@ -339,12 +329,7 @@ fn replies_are_redis_resp3_byte_for_byte_through_a_cluster_and_redirects_are_fol
     // client: `-ASK` while it migrates, `-MOVED` once it has.
     let moving = slot(tags[0].as_bytes());
     let (from, _) = cluster.owner(moving);
-    let to = cluster
-        .ranges()
-        .iter()
-        .map(|r| r.2[0])
-        .find(|&p| p != from)
-        .unwrap();
+    let to = cluster.other_primary(from);
     let listed = cluster.client(from).call(&[
         b"CLUSTER",
         b"GETKEYSINSLOT",
@@ -478,17 +463,7 @@ fn resp2_and_resp3_clients_side_by_side_each_get_their_own() {
 
 #[test]
 fn resp3_clients_reach_upstreams_that_require_a_password() {
-    let redis = Redis::start_with(&[
-        "--requirepass",
-        "up-pass",
-        "--user",
-        "bob",
-        "on",
-        ">bobpw",
-        "~*",
-        "&*",
-        "+@all",
-    ]);
+    let redis = crate::proxy_auth::redis_with_logins();
     assert_eq!(
         redis.client().call(&[b"AUTH", b"up-pass"]),
         b"+OK\r\n",

@@ -216,6 +216,16 @@ impl Cluster {
         (range.2[0], range.2.get(1).copied().unwrap_or(0))
     }
 
+    /// A primary other than the one on `port`.
+    pub fn other_primary(&self, port: u16) -> u16 {
+        let ranges = self.ranges();
+        let primaries = ranges.iter().map(|range| range.2[0]);
+        primaries
+            .into_iter()
+            .find(|&p| p != port)
+            .expect("three primaries")
+    }
+
     /// A client straight to the node on `port` (logged in).
     pub fn client(&self, port: u16) -> Resp {
         let mut client = Resp::connect(addr(port));
