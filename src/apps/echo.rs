@@ -13,10 +13,6 @@ impl Service for Echo {
         frame.len()
     }
 
-    fn mirrors(&self, _: &(), _: &[u8]) -> bool {
-        true
-    }
-
     fn call(&mut self, _: &mut (), _: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {
         // Cannot overflow: exactly the reserve.
         let _ = reply.put(frame);

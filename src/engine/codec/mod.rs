@@ -91,13 +91,6 @@ impl<'a> Input<'a> {
             None
         }
     }
-    /// The view without its first `n` bytes. Panics past the end.
-    pub fn skip(&self, n: usize) -> Input<'a> {
-        match n.checked_sub(self.first.len()) {
-            None => Input::new(&self.first[n..], self.second),
-            Some(n) => Input::new(&[], &self.second[n..]),
-        }
-    }
     /// Copies `[start, start + dst.len())` into `dst`. Panics past the end.
     pub fn copy_to(&self, start: usize, dst: &mut [u8]) {
         let len = dst.len();
@@ -186,15 +179,6 @@ impl Codec {
     /// The protocol.
     pub fn protocol(&self) -> Protocol {
         self.protocol
-    }
-
-    /// Whether a reply whose payload is a request's payload is framed
-    /// exactly as that request came, so that the request's bytes can be
-    /// the reply's: raw bytes, and length-prefixed frames (the header is
-    /// the length either way). A line may have come with `\r\n` and goes
-    /// out with `\n`; RESP has no reply of a request's form.
-    pub fn mirrors_framing(&self) -> bool {
-        matches!(self.protocol, Protocol::Echo | Protocol::Frame)
     }
 
     /// The payload limit.

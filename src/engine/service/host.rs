@@ -15,7 +15,6 @@ pub(crate) trait Handler: Send {
     fn open(&mut self, opened: &Opened, cx: &mut Context<'_>);
     fn close(&mut self, closed: &Closed);
     fn reply_reserve(&self, token: Token, frame: &[u8]) -> usize;
-    fn mirrors(&self, token: Token, frame: &[u8]) -> bool;
     fn call(&mut self, cx: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>);
     fn deliver_reserve(&self, token: Token, message: &Message<'_>) -> usize;
     fn deliver(&mut self, token: Token, message: &Message<'_>, out: &mut Reply<'_>);
@@ -72,10 +71,6 @@ impl<S: Service> Handler for Host<S> {
 
     fn reply_reserve(&self, token: Token, frame: &[u8]) -> usize {
         self.service.reply_reserve(self.session(token), frame)
-    }
-
-    fn mirrors(&self, token: Token, frame: &[u8]) -> bool {
-        self.service.mirrors(self.session(token), frame)
     }
 
     fn call(&mut self, cx: &mut Context<'_>, frame: &[u8], reply: &mut Reply<'_>) {

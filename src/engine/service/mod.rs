@@ -73,21 +73,6 @@ pub trait Service: Send + 'static {
     /// reason `output_overflow`.
     fn reply_reserve(&self, session: &Self::Session, frame: &[u8]) -> usize;
 
-    /// Whether the reply to `frame` is the frame itself, byte for byte,
-    /// and `call` would do nothing else (an echo; a relay that sends a
-    /// frame back as it came). For such frames the engine may answer
-    /// without calling `call`: where the protocol frames a reply exactly as
-    /// the request came (`echo`'s raw bytes, `frame`'s length-prefixed
-    /// frames) and nothing is queued ahead of the reply, a run of them at
-    /// the front of the input moves to the output by swapping the two rings
-    /// (or, when a longer partial frame follows, by one copy), instead of a
-    /// copy per reply. Elsewhere `call` answers as usual, so it must give
-    /// the same reply. The default: no frame mirrors.
-    fn mirrors(&self, session: &Self::Session, frame: &[u8]) -> bool {
-        let _ = (session, frame);
-        false
-    }
-
     /// Serves one frame.
     fn call(
         &mut self,

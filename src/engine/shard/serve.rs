@@ -97,7 +97,7 @@ impl Responder {
         if conn.link.input.is_none() {
             return Ok(0);
         }
-        let mut frames = self.mirror(conn, token, at);
+        let mut frames = 0;
         while conn.state.serves()
             && frames < at.frame_limit
             && conn.link.input.as_ref().is_some_and(|i| !i.is_empty())
@@ -123,62 +123,6 @@ impl Responder {
         self.metrics.frames.add(frames as u64);
         settle_input(conn, at.pool, at.now, frames);
         Ok(frames)
-    }
-
-    /// Answers the run of frames at the front of `conn`'s input that the
-    /// service mirrors ([`crate::engine::service::Service::mirrors`]) by
-    /// moving their bytes to the output, when nothing is ahead of their
-    /// replies (an empty output ring, no pushes queued, no reply awaited)
-    /// and the protocol frames a reply as its request came. Returns how many
-    /// frames it answered.
-    fn mirror(&mut self, conn: &mut Conn, token: Token, at: &mut Serving<'_>) -> usize {
-        let awaited = at
-            .upstreams
-            .as_ref()
-            .is_some_and(|u| u.pending.awaited(token) > 0);
-        let ahead = conn.link.output.as_ref().is_some_and(|o| !o.is_empty());
-        if !conn.state.serves()
-            || !self.codec.mirrors_framing()
-            || awaited
-            || ahead
-            || conn.backlog.is_some()
-        {
-            return 0;
-        }
-        let Some(input) = conn.link.input.as_ref() else {
-            return 0;
-        };
-        // The copy of `move_run` must fit the output ring.
-        let room = conn
-            .link
-            .output
-            .as_ref()
-            .map_or(input.capacity(), Ring::capacity);
-        let (first, second) = input.readable();
-        let view = Input::new(first, second);
-        let (mut run, mut frames) = (0, 0);
-        while frames < at.frame_limit && run < view.len() {
-            let rest = view.skip(run);
-            let Decoded::Frame {
-                start,
-                len,
-                consumed,
-            } = self.codec.decode(rest, &mut conn.progress)
-            else {
-                break;
-            };
-            let frame = payload(&self.codec, rest, start, len, at.scratch);
-            if run + consumed > room || !self.service.mirrors(token, frame) {
-                break;
-            }
-            run += consumed;
-            frames += 1;
-        }
-        if run > 0 {
-            let link = &mut conn.link;
-            move_run(&mut link.input, &mut link.output, run, at.pool);
-        }
-        frames
     }
 
     /// Serves the frame at the front of `conn`'s input, if it can now.
@@ -560,49 +504,11 @@ fn payload<'a>(
     }
 }
 
-/// Moves the first `run` bytes of `input` to `output` (empty, or none):
-/// the rings trade places, and the bytes after the run (the start of a
-/// frame still coming in) are copied into the new input ring; when those
-/// are more than the run, the run is copied instead. `output`, when there
-/// is one, has room for the run.
-fn move_run(input: &mut Option<Ring>, output: &mut Option<Ring>, run: usize, pool: &mut Pool) {
-    let ring = input.as_mut().expect("a run is in the input");
-    let after = ring.len() - run;
-    if after > run {
-        let target = output.get_or_insert_with(|| pool.take());
-        let (first, second) = ring.readable();
-        push_range(target, Input::new(first, second), 0, run);
-        ring.consume(run);
-        return;
-    }
-    let mut moved = input.take().expect("checked");
-    let mut rest = output.take();
-    if after > 0 {
-        let target = rest.get_or_insert_with(|| pool.take());
-        let (first, second) = moved.readable();
-        push_range(target, Input::new(first, second), run, after);
-        moved.truncate(run);
-    }
-    *output = Some(moved);
-    *input = rest;
-}
-
-/// Appends `[start, start + len)` of `bytes` to `ring`, which has room.
-fn push_range(ring: &mut Ring, bytes: Input<'_>, start: usize, len: usize) {
-    let bytes = bytes.skip(start);
-    let head = len.min(bytes.first.len());
-    let taken = ring.push(&bytes.first[..head]) + ring.push(&bytes.second[..len - head]);
-    assert_eq!(taken, len, "a moved run overran its ring");
-}
-
 /// After serving `frames` frames: what is left of the input is dropped if
 /// nothing more will be served, the ring goes back once empty, and an
 /// incomplete frame left over is timed from now.
 fn settle_input(conn: &mut Conn, pool: &mut Pool, now: Millis, frames: usize) {
     let Some(input) = conn.link.input.as_mut() else {
-        // Nothing left (a moved run took the ring): no frame is under way.
-        conn.partial_since = None;
-        conn.progress = 0;
         return;
     };
     if !conn.state.serves() {
@@ -618,71 +524,5 @@ fn settle_input(conn: &mut Conn, pool: &mut Pool, now: Millis, frames: usize) {
     } else if frames > 0 || conn.partial_since.is_none() {
         // What is left is the start of a new frame, begun about now.
         conn.partial_since = Some(now);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A ring of `capacity` holding `bytes`, its start `offset` bytes into
-    /// the storage (so that the bytes may wrap).
-    fn ring_with(capacity: usize, offset: usize, bytes: &[u8]) -> Ring {
-        let mut ring = Ring::with_capacity(capacity);
-        ring.push(&vec![0; offset]);
-        ring.consume(offset);
-        ring.push(bytes);
-        ring
-    }
-
-    fn held(ring: &Ring) -> Vec<u8> {
-        let (first, second) = ring.readable();
-        [first, second].concat()
-    }
-
-    #[test]
-    fn a_whole_input_run_trades_rings_without_a_copy() {
-        let mut pool = Pool::new(16, 4, 0);
-        let mut input = Some(ring_with(16, 12, b"abcdefgh"));
-        let storage = input.as_ref().unwrap().readable().0.as_ptr();
-        let mut output = None;
-        move_run(&mut input, &mut output, 8, &mut pool);
-        let output = output.expect("the run went out");
-        assert_eq!(held(&output), b"abcdefgh");
-        assert_eq!(output.readable().0.as_ptr(), storage, "moved, not copied");
-        assert!(input.is_none(), "no input ring is left to hold");
-    }
-
-    #[test]
-    fn the_start_of_a_frame_after_the_run_stays_in_the_input() {
-        let mut pool = Pool::new(16, 4, 0);
-        let mut input = Some(ring_with(16, 10, b"abcdefXY"));
-        let storage = input.as_ref().unwrap().readable().0.as_ptr();
-        let mut output = Some(Ring::with_capacity(16));
-        move_run(&mut input, &mut output, 6, &mut pool);
-        let (output, input) = (output.unwrap(), input.unwrap());
-        assert_eq!(held(&output), b"abcdef");
-        assert_eq!(output.readable().0.as_ptr(), storage, "moved, not copied");
-        assert_eq!(held(&input), b"XY");
-    }
-
-    #[test]
-    fn a_run_shorter_than_what_follows_is_copied() {
-        let mut pool = Pool::new(16, 4, 0);
-        let mut input = Some(ring_with(16, 14, b"abXYZW"));
-        let mut output = None;
-        move_run(&mut input, &mut output, 2, &mut pool);
-        assert_eq!(held(&output.unwrap()), b"ab");
-        assert_eq!(held(&input.unwrap()), b"XYZW");
-    }
-
-    #[test]
-    fn input_skip_crosses_the_wrap() {
-        let view = Input::new(b"abc", b"def");
-        assert_eq!(view.skip(1).first, b"bc");
-        assert_eq!(view.skip(3).first, b"");
-        assert_eq!(view.skip(3).second, b"def");
-        assert_eq!(view.skip(4).second, b"ef");
-        assert_eq!(view.skip(6).len(), 0);
     }
 }
