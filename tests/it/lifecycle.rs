@@ -237,6 +237,68 @@ fn sigterm_answers_a_connection_still_in_the_accept_queue() {
     );
 }
 
+/// A connection accepted just before a drain whose first request had not
+/// arrived yet (its client was about to send it): the drain waits for it,
+/// answers it, then closes. Closing it unheard would fail a request sent
+/// in good faith; an upgrade's old process drains the same way.
+#[test]
+fn sigterm_answers_the_first_request_of_a_connection_just_accepted() {
+    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "5s"]);
+    let mut fresh = server.connect();
+    assert!(
+        util::wait_until(Duration::from_secs(2), || server.metric(OPEN, &[]) == 1.0),
+        "the server never took the connection in"
+    );
+    let signalled = Instant::now();
+    server.signal(Signal::SIGTERM);
+    thread::sleep(Duration::from_millis(300));
+    fresh.write_all(&frame(b"late, but sent")).unwrap();
+    assert_eq!(read_frame(&mut fresh), b"late, but sent");
+    let (rest, how, _) = expect_closed(&mut fresh, Duration::from_secs(2));
+    assert_eq!((rest.len(), how), (0, Closed::Eof), "then a clean close");
+    // Our FIN ends the server's linger.
+    drop(fresh);
+    let status = server
+        .wait_exit(Duration::from_secs(3))
+        .expect("exit once its one connection is done");
+    assert!(status.success(), "exit status {status}");
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "exited {took:?} after the signal"
+    );
+}
+
+/// A connection that sends nothing is waited for only a second after its
+/// accept, not until the grace ends.
+#[test]
+fn a_silent_new_connection_holds_a_drain_a_second_at_most() {
+    let mut server = Server::start(&["--protocol", "frame", "--shutdown-grace", "10s"]);
+    let mut silent = server.connect();
+    assert!(
+        util::wait_until(Duration::from_secs(2), || server.metric(OPEN, &[]) == 1.0),
+        "the server never took the connection in"
+    );
+    let accepted = Instant::now();
+    server.signal(Signal::SIGTERM);
+    let (bytes, how, _) = expect_closed(&mut silent, Duration::from_secs(5));
+    assert_eq!(
+        (bytes.len(), how),
+        (0, Closed::Eof),
+        "closed cleanly, unanswered"
+    );
+    drop(silent);
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit well before the 10 s grace");
+    assert!(status.success(), "exit status {status}");
+    let took = accepted.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "exited {took:?} after the accept"
+    );
+}
+
 /// A client whose replies pile up unread: it keeps the drain busy until the
 /// grace period ends (the write timeout, 10 s by default, is longer).
 fn stuck_reader(server: &Server) -> TcpStream {

@@ -403,9 +403,9 @@ fn a_new_process_that_fails_leaves_the_old_one_serving() {
     assert_eq!(old.metric("holdfast_fd_unaccounted", &[]), 0.0, "old");
     // And a later upgrade still works.
     let new = start(&socket, &["--upgrade-from", from]);
-    // Once the old process has stopped accepting: one it accepted just
-    // before its drain is closed if its request comes after the drain read
-    // what had reached it (the churn test above counts and resends those).
+    // Once the old process has stopped accepting (one it accepted just
+    // before its drain would be served too: a drain waits up to a second
+    // after the accept for a silent connection's first request).
     hand_over_ms(&new);
     let mut third = new.connect();
     line_round_trip(&mut third, b"on the new one");

@@ -40,6 +40,14 @@ pub enum State {
     Closed,
 }
 
+/// How long after its accept a connection that has sent nothing yet may
+/// still send its first request once a drain has begun: it was accepted
+/// to be served (its peer is most likely writing that request now), so
+/// the drain answers it rather than closing it unheard, which would fail
+/// the request of a client that did nothing wrong. Connections silent for
+/// longer are idle ones, closed at once; the drain's grace bounds it all.
+pub const DRAIN_FIRST_REQUEST_MS: Millis = 1_000;
+
 /// How long a connection lingers after our FIN for the peer's, at most.
 /// Two seconds is plenty for a peer that is reading to take its replies,
 /// and bounds what one that keeps sending can cost.
@@ -135,8 +143,10 @@ pub struct Conn {
     pub mem_wait: bool,
     /// Last time a byte was read or written.
     pub last_active: Millis,
-    /// Last time a byte was read (heartbeats).
+    /// Last time a byte was read (heartbeats); the accept until one is.
     pub last_read: Millis,
+    /// A byte has been read from the peer (see [`DRAIN_FIRST_REQUEST_MS`]).
+    pub heard: bool,
     /// A heartbeat ping went out and nothing was read since.
     pub pinged: bool,
     /// In at least one group: the idle timeout does not apply (as Redis
@@ -171,6 +181,7 @@ impl Conn {
             mem_wait: false,
             last_active: now,
             last_read: now,
+            heard: false,
             pinged: false,
             grouped: false,
             backlog: None,
@@ -190,6 +201,17 @@ impl Conn {
             && !self.throttled
             && !self.mem_wait
             && !self.link.input.as_ref().is_some_and(Ring::is_full)
+    }
+
+    /// Draining, it waits for its first request: it has sent nothing since
+    /// its accept, less than [`DRAIN_FIRST_REQUEST_MS`] before `now`.
+    pub fn awaits_first_request(&self, now: Millis) -> bool {
+        self.state == State::DrainRead && !self.heard && now < self.first_request_due()
+    }
+
+    /// When a draining connection that has sent nothing is given up on.
+    fn first_request_due(&self) -> Millis {
+        self.last_read + DRAIN_FIRST_REQUEST_MS
     }
 
     /// What the connection wants from its socket, for the driver.
@@ -254,6 +276,9 @@ impl Conn {
                 self.write_since + timeouts.write,
                 Due::Close(CloseReason::WriteTimeout),
             );
+        }
+        if self.state == State::DrainRead && !self.heard {
+            tighten(self.first_request_due(), Due::Close(CloseReason::Shutdown));
         }
         if timeouts.heartbeat > 0 && self.state.reads() {
             let ping_at = self.last_read + timeouts.heartbeat;

@@ -189,6 +189,7 @@ impl Core {
             *budget = budget.saturating_sub(read.bytes);
             conn.last_active = self.clock.now;
             conn.last_read = self.clock.now;
+            conn.heard = true;
             conn.pinged = false;
             if S::CLIENT {
                 self.metrics.bytes_read.add(read.bytes as u64);
@@ -203,9 +204,12 @@ impl Core {
                 other => other,
             };
         }
-        if conn.state == State::DrainRead && !io.may_read(token) {
+        if conn.state == State::DrainRead
+            && !io.may_read(token)
+            && !conn.awaits_first_request(self.clock.now)
+        {
             // Everything that reached the socket before the shutdown has
-            // been read.
+            // been read (and a fresh connection's first request with it).
             conn.state = State::Drain;
         }
         Ok(moved)
