@@ -44,6 +44,14 @@ RAW=$OUT/proxy_raw${SUFFIX:-}.csv
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench_proxy.sh needs $1 (apt-get install -y $2)" >&2; exit 1; }; }
 need redis-server redis-server
 need redis-benchmark redis-tools
+# nutcracker is the table's reference and nothing else needs it: a Debian
+# package, installed here when missing (as bench.sh installs liburing-dev).
+if ! command -v nutcracker >/dev/null 2>&1; then
+    mkdir -p "$OUT"
+    echo "== installing nutcracker (the reference of this table)"
+    { apt-get install -y nutcracker || { apt-get update && apt-get install -y nutcracker; }; } \
+        </dev/null >"$OUT/apt-nutcracker.log" 2>&1 || true
+fi
 need nutcracker nutcracker
 need taskset util-linux
 [ -x "$HOLDFAST" ] || cargo build --release --bin holdfast
