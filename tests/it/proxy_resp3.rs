@@ -14,7 +14,8 @@ use crate::proxy::proxy;
 use crate::util;
 
 use std::process::Command;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use holdfast::apps::proxy::cluster::slot::slot;
 use holdfast::apps::proxy::hash::{Continuum, KeyHash};
@@ -508,6 +509,31 @@ fn an_upstream_without_hello_fails_resp3_requests_alone() {
     });
     assert!(said, "{}", server.stderr_text());
     assert_eq!(two.call(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    // However long the RESP3 client keeps trying (each refusal is a
+    // connect the upstream refused; three in a row would open a shared
+    // breaker), the RESP2 clients are not failed for it.
+    let until = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < until {
+        assert!(three.call(&[b"GET", b"k"]).starts_with(b"-ERR upstream"));
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        server.metric(
+            "holdfast_upstream_errors_total",
+            &[("upstream", &redis.name()), ("kind", "connect")]
+        ) >= 2.0,
+        "the RESP3 connection was tried again after its pause"
+    );
+    let mut fresh = Resp::connect(server.addr);
+    assert_eq!(fresh.call(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    assert_eq!(two.call(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    let closed = [("upstream", redis.name()), ("state", "closed".to_string())];
+    let closed: Vec<(&str, &str)> = closed.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        server.metric("holdfast_upstream_breaker_state", &closed),
+        1.0,
+        "the breaker stays closed"
+    );
 }
 
 #[test]

@@ -44,8 +44,13 @@ impl Core {
         // An upstream that closed will never send what it still owed.
         let failure = pumped.err().or(up.conn.eof.then_some(CallError::Reset));
         if failure == Some(CallError::Connect) {
-            // The greeting was refused: as a failed connect.
-            self.connect_failed(io, token);
+            let dialect = upstreams.pools[up.upstream].dialect_of(up.lane);
+            if dialect == Dialect::Resp2 {
+                // The greeting was refused: as a failed connect.
+                self.connect_failed(io, token);
+            } else {
+                self.greeting_refused(io, token);
+            }
             return;
         }
         if let Some(error) = failure {
@@ -365,6 +370,29 @@ impl Core {
         self.close_doomed(io);
     }
 
+    /// The upstream refused the greeting of `token`, a connection of a
+    /// dialect other than the first (its `HELLO 3`): that dialect is not
+    /// tried again for [`GREETING_RETRY_MS`], and the requests that waited
+    /// for the connection fail. The upstream itself is up (its other
+    /// dialect's connections are served): its breaker and backoff do not
+    /// count this, or one client's RESP3 could fail every RESP2 client.
+    fn greeting_refused<I: Driver>(&mut self, io: &mut I, token: Token) {
+        let upstreams = self.upstreams.as_deref_mut().expect("checked");
+        let Some(up) = upstreams.conns.get(token) else {
+            return;
+        };
+        let (upstream, lane) = (up.upstream, up.lane);
+        let pool = &mut upstreams.pools[upstream];
+        let dialect = pool.dialect_of(lane);
+        // First: the requests pipelined behind the greeting then fail
+        // without counting against the upstream (`fail_owed`).
+        pool.refused_until[dialect.index()] = self.clock.now + GREETING_RETRY_MS;
+        self.close_upstream(io, token, Some(CallError::Connect));
+        self.metrics.upstreams[upstream].errors[UpstreamError::Connect.index()].inc();
+        self.fail_lane_queue(upstream, lane);
+        self.close_doomed(io);
+    }
+
     /// A connect attempt for `lane` of `upstream` failed: the breaker
     /// counts it, the next attempt backs off, and the requests that waited
     /// for it fail at once (nothing piles up behind a dead upstream).
@@ -375,6 +403,12 @@ impl Core {
         pool.breaker.on_failure(now, FailureKind::Connect);
         pool.retry_at = now + pool.backoff.next_delay();
         self.metrics.upstreams[upstream].errors[UpstreamError::Connect.index()].inc();
+        self.fail_lane_queue(upstream, lane);
+    }
+
+    /// Fails every request waiting in `lane` of `upstream` (its connection
+    /// could not be made).
+    fn fail_lane_queue(&mut self, upstream: usize, lane: usize) {
         let Sides {
             mut clients,
             upstreams,
@@ -616,7 +650,9 @@ impl Core {
     }
 
     /// Answers every request the closing upstream connection `token` owed
-    /// with `error` (`None`: a quiet close), each a failure for the breaker.
+    /// with `error` (`None`: a quiet close), each a failure for the breaker
+    /// (but not where the upstream refused the connection's dialect: it is
+    /// up, see `greeting_refused`).
     fn fail_owed(&mut self, token: Token, error: Option<CallError>) {
         let Sides {
             mut clients,
@@ -636,6 +672,7 @@ impl Core {
         }
         let counts = &metrics.upstreams[up.upstream];
         let max_pending = upstreams.settings.max_pending;
+        let counted = !pool.refused(up.lane, clients.now);
         up.skipping = None;
         while let Some(owed) = up.outstanding.pop_front() {
             let outcome = error.unwrap_or(CallError::Reset);
@@ -643,7 +680,9 @@ impl Core {
                 CallError::Timeout => (FailureKind::Timeout, UpstreamError::Timeout),
                 _ => (FailureKind::Reset, UpstreamError::Reset),
             };
-            pool.breaker.on_failure(clients.now, kind);
+            if counted {
+                pool.breaker.on_failure(clients.now, kind);
+            }
             counts.errors[label.index()].inc();
             let (pending, call) = (owed.pending, owed.call as usize);
             let pendings = &mut upstreams.pending;
@@ -766,6 +805,11 @@ impl Core {
 
 /// How often the upstream gauges are refreshed, at most.
 const PUBLISH_EVERY_MS: Millis = 50;
+
+/// After an upstream refused a dialect's greeting, how long before that
+/// dialect's connections to it are tried again (an upstream upgraded in
+/// place starts speaking it within this).
+const GREETING_RETRY_MS: Millis = 1_000;
 
 /// The client side, while an upstream outcome is handed on.
 struct Clients<'a> {

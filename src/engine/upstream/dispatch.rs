@@ -268,6 +268,7 @@ impl Upstreams {
         now: Millis,
     ) -> Result<bool, FailFast> {
         let pool = &self.pools[upstream];
+        let refused = pool.refused(lane, now);
         let lane = &pool.lanes[lane];
         let direct = lane.queue.is_empty()
             && lane
@@ -277,8 +278,7 @@ impl Upstreams {
         if direct {
             Ok(true)
         } else if lane.conn.is_none()
-            && now < pool.retry_at
-            && pool.breaker.state() == State::Closed
+            && (refused || (now < pool.retry_at && pool.breaker.state() == State::Closed))
         {
             Err(FailFast::Backoff)
         } else if !lane.queue_has_room(len, self.settings.queue_max, capacity) {

@@ -150,6 +150,12 @@ pub struct Pool {
     /// After a failed connect: no new one before this, and (while the
     /// breaker is closed) requests that would need one fail at once.
     pub retry_at: Millis,
+    /// After the upstream refused a dialect's greeting (`HELLO 3` to a
+    /// Redis older than 6): that dialect's lanes make no new connection
+    /// before this, and its calls fail at once meanwhile. Only its own
+    /// calls: the breaker and the backoff the dialects share never hear
+    /// of it, so the other dialect's clients are not failed by it.
+    pub refused_until: [Millis; Dialect::ALL.len()],
     /// A reload removed the upstream: no new call comes (the service no
     /// longer names it); its connections close once they owe nothing.
     pub retired: bool,
@@ -175,6 +181,7 @@ impl Pool {
             breaker: Breaker::new(breaker),
             backoff: Backoff::new(backoff, seed),
             retry_at: 0,
+            refused_until: [0; Dialect::ALL.len()],
             retired: false,
         }
     }
@@ -185,6 +192,12 @@ impl Pool {
         let per_dialect = self.lanes_per_dialect();
         // The slot number (low bits): consecutive clients spread evenly.
         dialect.index() * per_dialect + (client.0 & 0xffff_ffff) % per_dialect
+    }
+
+    /// Whether `lane`'s dialect was refused by the upstream until after
+    /// `now` (see [`Pool::refused_until`]).
+    pub fn refused(&self, lane: usize, now: Millis) -> bool {
+        now < self.refused_until[self.dialect_of(lane).index()]
     }
 
     /// The dialect lane `lane` speaks.
