@@ -92,3 +92,16 @@ pub fn trace_if_asked() {
     );
     TRACES.lock().unwrap().clear();
 }
+
+/// The settings every counted server starts from: one shard on a free
+/// loopback port, no admin endpoint, no logging (a log line allocates).
+pub fn server_config(protocol: holdfast::engine::codec::Protocol) -> holdfast::config::Config {
+    holdfast::config::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
+        threads: 1,
+        protocol,
+        log_level: log::LevelFilter::Off,
+        ..holdfast::config::Config::default()
+    }
+}

@@ -55,17 +55,12 @@ fn round_trips(conns: &mut [TcpStream], request: &[u8], reply: &mut [u8], rounds
 
 fn allocations_per_request(protocol: Protocol) -> (u64, u64) {
     let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin: None,
-        threads: 1,
-        protocol,
-        log_level: log::LevelFilter::Off,
         // Every ring these connections can hold at once (an input and an
         // output each) exists before counting: the pool allocates only for
         // a new peak of busy rings, which is not a per-request cost, and
         // which load on the machine could make come at any time.
         pool_prealloc: 2 * CONNS,
-        ..Config::default()
+        ..crate::counting::server_config(protocol)
     };
     config.validate().unwrap();
     let running = Server::new(config)

@@ -63,11 +63,6 @@ fn steady_state_proxy_requests_allocate_nothing() {
     let (a, b) = (Redis::start(), Redis::start());
     let names = vec![a.name(), b.name()];
     let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin: None,
-        threads: 1,
-        protocol: Protocol::Resp,
-        log_level: log::LevelFilter::Off,
         upstreams: names.clone(),
         // Rings exist before counting for every ring this load can hold at
         // once (4 clients × 2, 2 upstream connections × 2, 2 lane queues:
@@ -75,7 +70,7 @@ fn steady_state_proxy_requests_allocate_nothing() {
         // request, and under load a new peak could come at any time (a
         // fresh clone's CI once saw it: 1 allocation, from `Pool::take`).
         pool_prealloc: 64,
-        ..Config::default()
+        ..crate::counting::server_config(Protocol::Resp)
     };
     config.validate().unwrap();
     let running = Server::new(config)

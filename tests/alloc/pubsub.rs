@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 
 use holdfast::apps::kv::Kv;
 use holdfast::apps::kv::store::Store;
-use holdfast::config::Config;
 use holdfast::engine::codec::Protocol;
 use holdfast::engine::server::Server;
 
@@ -48,14 +47,7 @@ fn publish(publisher: &mut TcpStream, subscribers: &mut [TcpStream], rounds: usi
 fn steady_state_publishes_allocate_nothing() {
     let _serial = crate::counting::serial();
     crate::counting::trace_if_asked();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        admin: None,
-        threads: 1,
-        protocol: Protocol::Resp,
-        log_level: log::LevelFilter::Off,
-        ..Config::default()
-    };
+    let mut config = crate::counting::server_config(Protocol::Resp);
     config.validate().unwrap();
     let store = Arc::new(Store::new(1, 0));
     let running = Server::new(config)

@@ -6,7 +6,6 @@
 use crate::util;
 
 use std::collections::HashSet;
-use std::process::Command;
 
 use holdfast::apps::proxy::hash::{Continuum, KeyHash};
 use util::{Redis, Resp, Server};
@@ -269,16 +268,7 @@ fn local_commands_and_quit() {
 fn redis_cli_works_through_the_proxy() {
     let (a, b) = (Redis::start(), Redis::start());
     let server = proxy(&[&a, &b], &[]);
-    let port = server.addr.port().to_string();
-    let cli = |args: &[&str]| -> String {
-        let output = Command::new("redis-cli")
-            .args(["-p", &port])
-            .args(args)
-            .output()
-            .expect("running redis-cli (make deps installs redis-tools)");
-        assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| util::redis_cli(server.addr.port(), args);
     assert_eq!(cli(&["PING"]), "PONG\n");
     assert_eq!(cli(&["SET", "greeting", "hello"]), "OK\n");
     assert_eq!(cli(&["GET", "greeting"]), "hello\n");

@@ -7,7 +7,6 @@
 
 use crate::util;
 
-use std::process::Command;
 use std::time::Duration;
 
 use util::{Redis, Resp, Server};
@@ -30,14 +29,7 @@ fn redis_crate(server: &Server, userinfo: &str) -> redis::RedisResult<redis::Con
 }
 
 fn redis_cli(server: &Server, args: &[&str]) -> String {
-    let port = server.addr.port().to_string();
-    let output = Command::new("redis-cli")
-        .args(["-p", &port, "--no-auth-warning"])
-        .args(args)
-        .output()
-        .expect("running redis-cli (make deps installs redis-tools)");
-    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    util::redis_cli(server.addr.port(), &[&["--no-auth-warning"], args].concat())
 }
 
 #[test]

@@ -13,7 +13,6 @@ use crate::cluster::{move_slot, redirects};
 use crate::proxy::proxy;
 use crate::util;
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -264,13 +263,7 @@ fn two_tags(place: impl Fn(&str) -> u16) -> [String; 2] {
 /// `redis-cli -3` as a person types it (`--no-raw`: types shown) against
 /// the server on `port`.
 fn redis_cli_3(port: u16, args: &[&str]) -> String {
-    let output = Command::new("redis-cli")
-        .args(["-3", "--no-raw", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("running redis-cli (make deps installs redis-tools)");
-    assert!(output.status.success(), "redis-cli -3 {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    util::redis_cli(port, &[&["-3", "--no-raw"], args].concat())
 }
 
 #[test]

@@ -40,14 +40,8 @@ fn resp(extra: &[&str]) -> Server {
 
 /// Runs `redis-cli -p PORT ARGS`; its stdout.
 fn redis_cli(server: &Server, args: &[&str]) -> String {
-    let port = server.addr.port().to_string();
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port])
-        .args(args)
-        .output()
-        .expect("running redis-cli (make test installs redis-tools)");
-    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
-    String::from_utf8_lossy(&output.stdout)
+    let args = [&["-h", "127.0.0.1"], args].concat();
+    util::redis_cli(server.addr.port(), &args)
         .trim_end()
         .to_string()
 }

@@ -311,8 +311,8 @@ mod tests {
     /// this keeps the first within the budget that makes ~200 bytes of RSS
     /// per idle connection possible. (160: the socket, the two rings and
     /// the memory-budget flag, 72 with the socket's padding; the state and
-    /// nine flags, 16 (three flags past one word: packing them is left for
-    /// the performance work);
+    /// eleven flags, 16 (five flags past one word: packing them is left
+    /// for the performance work);
     /// five timestamps and the decoder's progress, 48; the timer, 16, its
     /// key's non-zero generation standing for `None`; the push backlog's
     /// box, 8. Readiness is the driver's.)

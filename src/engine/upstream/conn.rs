@@ -142,7 +142,7 @@ impl Greeting {
 
 /// What a new connection of each [`Dialect`] sends first, by
 /// [`Dialect::index`].
-pub type Greetings = [Option<Greeting>; 2];
+pub type Greetings = [Option<Greeting>; Dialect::ALL.len()];
 
 /// The greetings of RESP connections of every dialect: `credentials`
 /// (`AUTH`), `resp3` (a RESP upstream: `HELLO 3` for [`Dialect::Resp3`]),

@@ -685,6 +685,18 @@ pub fn frame_round_trip(stream: &mut TcpStream, payload: &[u8]) {
     assert_eq!(read_frame(stream), payload, "echoed frame");
 }
 
+/// Runs `redis-cli -p PORT ARGS` (flags first in `args`, as on its command
+/// line), asserts it succeeded, and returns its stdout.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("running redis-cli (make deps installs redis-tools)");
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// One `line` round trip: sends `payload` + `\n`, expects the same back.
 pub fn line_round_trip(stream: &mut TcpStream, payload: &[u8]) {
     stream.write_all(&line(payload)).expect("sending a line");
