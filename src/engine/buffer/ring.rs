@@ -8,7 +8,14 @@ use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::ops::Range;
 
 /// A fixed-capacity FIFO of bytes (power-of-two capacity, never grows).
-pub struct Ring {
+///
+/// Boxed: an `Option<Ring>` is one pointer, so a connection that holds no
+/// rings (every idle one: rings come from the shard's pool when bytes do)
+/// pays 16 bytes for its two, not 64 (README, "Memory per connection").
+pub struct Ring(Box<Cursors>);
+
+/// A ring's storage and where its bytes are.
+struct Cursors {
     /// The bytes. Invariant: its length is a non-zero power of two.
     storage: Box<[u8]>,
     /// Index in `storage` of the oldest held byte.
@@ -26,52 +33,52 @@ impl Ring {
             capacity.is_power_of_two(),
             "ring capacity {capacity} is not a non-zero power of two"
         );
-        Ring {
+        Ring(Box::new(Cursors {
             storage: vec![0u8; capacity].into_boxed_slice(),
             head: 0,
             len: 0,
-        }
+        }))
     }
     /// Total bytes the ring can hold.
     pub fn capacity(&self) -> usize {
-        self.storage.len()
+        self.0.storage.len()
     }
     /// Bytes held (readable).
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len
     }
     /// No bytes held.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.0.len == 0
     }
     /// No room left.
     pub fn is_full(&self) -> bool {
-        self.len == self.capacity()
+        self.0.len == self.capacity()
     }
     /// Room left, in bytes (`capacity - len`).
     pub fn free(&self) -> usize {
-        self.capacity() - self.len
+        self.capacity() - self.0.len
     }
     /// The held bytes in order, as at most two slices (the second is empty
     /// unless the data wraps around the end of the storage).
     pub fn readable(&self) -> (&[u8], &[u8]) {
-        let (first, second) = self.span(0, self.len);
-        (&self.storage[first], &self.storage[second])
+        let (first, second) = self.span(0, self.0.len);
+        (&self.0.storage[first], &self.0.storage[second])
     }
     /// The free space in order, as at most two slices. Bytes written there
     /// become readable only after [`Ring::commit`].
     pub fn writable(&mut self) -> (&mut [u8], &mut [u8]) {
-        let end = self.head + self.len;
+        let end = self.0.head + self.0.len;
         let capacity = self.capacity();
         if end < capacity {
             // Held bytes sit in [head, end): free space is the tail of the
             // storage, then its start up to the head.
-            let (before, after) = self.storage.split_at_mut(end);
-            (after, &mut before[..self.head])
+            let (before, after) = self.0.storage.split_at_mut(end);
+            (after, &mut before[..self.0.head])
         } else {
             // Held bytes wrap (or exactly reach the end): free space is the
             // single gap between where they stop and where they start.
-            (&mut self.storage[end - capacity..self.head], &mut [])
+            (&mut self.0.storage[end - capacity..self.0.head], &mut [])
         }
     }
     /// Marks `n` bytes at the start of [`Ring::writable`] as written.
@@ -82,18 +89,18 @@ impl Ring {
             "commit of {n} bytes, {} free",
             self.free()
         );
-        self.len += n;
+        self.0.len += n;
     }
     /// Drops `n` bytes from the front. Panics if `n > len()`.
     pub fn consume(&mut self, n: usize) {
-        assert!(n <= self.len, "consume of {n} bytes, {} held", self.len);
-        self.len -= n;
-        self.head = if self.len == 0 {
+        assert!(n <= self.0.len, "consume of {n} bytes, {} held", self.0.len);
+        self.0.len -= n;
+        self.0.head = if self.0.len == 0 {
             // Starting over at 0 keeps the next bytes in one slice, so
             // decoders rarely see a frame straddle the wrap.
             0
         } else {
-            (self.head + n) & self.mask()
+            (self.0.head + n) & self.mask()
         };
     }
     /// Appends as much of `data` as fits; returns how many bytes were taken.
@@ -111,16 +118,16 @@ impl Ring {
     pub fn overwrite(&mut self, offset: usize, bytes: &[u8]) {
         let (first, second) = self.span(offset, bytes.len());
         let split = first.len();
-        self.storage[first].copy_from_slice(&bytes[..split]);
-        self.storage[second].copy_from_slice(&bytes[split..]);
+        self.0.storage[first].copy_from_slice(&bytes[..split]);
+        self.0.storage[second].copy_from_slice(&bytes[split..]);
     }
     /// Copies the held bytes `[start, start + dst.len())` into `dst`.
     /// Panics if the range is not held.
     pub fn copy_out(&self, start: usize, dst: &mut [u8]) {
         let (first, second) = self.span(start, dst.len());
         let split = first.len();
-        dst[..split].copy_from_slice(&self.storage[first]);
-        dst[split..].copy_from_slice(&self.storage[second]);
+        dst[..split].copy_from_slice(&self.0.storage[first]);
+        dst[split..].copy_from_slice(&self.0.storage[second]);
     }
     /// One read from `src` into the free space; commits what was read and
     /// returns its count (0 means end of stream, or a full ring: callers
@@ -169,19 +176,19 @@ impl Ring {
     /// read). Panics if `len > len()`.
     pub fn truncate(&mut self, len: usize) {
         assert!(
-            len <= self.len,
+            len <= self.0.len,
             "truncate to {len} bytes, {} held",
-            self.len
+            self.0.len
         );
-        self.len = len;
+        self.0.len = len;
         if len == 0 {
-            self.head = 0;
+            self.0.head = 0;
         }
     }
     /// Forgets every held byte.
     pub fn clear(&mut self) {
-        self.head = 0;
-        self.len = 0;
+        self.0.head = 0;
+        self.0.len = 0;
     }
 
     fn mask(&self) -> usize {
@@ -193,11 +200,11 @@ impl Ring {
     /// the range is not held.
     fn span(&self, offset: usize, len: usize) -> (Range<usize>, Range<usize>) {
         assert!(
-            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            offset.checked_add(len).is_some_and(|end| end <= self.0.len),
             "range {offset}+{len} outside the {} held bytes",
-            self.len
+            self.0.len
         );
-        let start = (self.head + offset) & self.mask();
+        let start = (self.0.head + offset) & self.mask();
         let first_len = len.min(self.capacity() - start);
         debug_assert!(len - first_len <= start, "span overlaps itself");
         (start..start + first_len, 0..len - first_len)

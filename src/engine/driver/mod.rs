@@ -57,6 +57,13 @@ impl Token {
         ((raw & !UPSTREAM_BIT) << 1) | usize::from(raw & UPSTREAM_BIT != 0)
     }
 
+    /// The token of `generation` whose [`Token::index`] is `index`.
+    #[cfg_attr(not(feature = "uring"), allow(dead_code))]
+    pub fn from_index(index: usize, generation: u32) -> Token {
+        let slot = (index >> 1) | if index & 1 == 1 { UPSTREAM_BIT } else { 0 };
+        Token((generation as usize) << 32 | slot)
+    }
+
     /// The token's generation (io_uring's `user_data` carries it).
     #[cfg_attr(not(feature = "uring"), allow(dead_code))]
     pub fn generation(self) -> u32 {
@@ -287,3 +294,20 @@ impl EventWaker {
 
 /// Wakes a shard (shared with the thread that stops the server).
 pub type Waker = Arc<EventWaker>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_comes_back_from_its_index_and_generation() {
+        for token in [
+            Token(0),
+            Token(7 << 32 | 5),
+            Token((u32::MAX as usize) << 32 | UPSTREAM_BIT | 12),
+            Token(3 << 32 | (UPSTREAM_BIT - 2)),
+        ] {
+            assert_eq!(Token::from_index(token.index(), token.generation()), token);
+        }
+    }
+}

@@ -6,7 +6,7 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::io;
-use std::num::{NonZeroI32, NonZeroU32};
+use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,31 +77,33 @@ impl Ring {
     }
 }
 
-/// What is in flight for one connection slot.
+/// What is in flight for one connection slot. Every slot up to the most
+/// connections the shard has held has one, so it is part of what an idle
+/// connection costs (README, "Memory per connection"): rare state (an
+/// upstream's connect, a retired connection's lent ring) lives beside the
+/// slots, not in them.
 #[derive(Debug, Default)]
 struct Slot {
-    /// The connection that owns the slot.
-    token: Option<Token>,
+    /// The generation of the connection that owns the slot (its token is
+    /// the slot's index and this; see [`Slots::token`]).
+    generation: u32,
+    /// A connection owns the slot.
+    owned: bool,
     /// The receive in flight.
     recv: Option<Receiving>,
-    /// A cancel was sent for that receive.
-    recv_cancelled: bool,
     /// The send in flight.
     send: Option<Sending>,
     /// Cancels in flight.
-    cancels: u16,
+    cancels: u8,
     /// The activation the next operation gets.
     activation: u8,
-    /// The buffer (id, length) the last receive filled, until
-    /// [`UringIo::absorb`] copies it into the input ring: just before the
-    /// connection is driven, later in the same turn, so the bytes are
-    /// still in cache when they are served (copying every receive of a
-    /// turn as its completion is handled, then serving, cost up to a third
-    /// more CPU per request at 1000 connections × 4 KiB × 16).
-    held: Option<(u16, NonZeroU32)>,
-    /// `held` stays while its client connection waits for a unit of
-    /// `--max-buffer-memory` (counted in [`UringIo::kept`]).
-    kept: bool,
+    /// The buffer the last receive filled, until [`UringIo::absorb`]
+    /// copies it into the input ring: just before the connection is
+    /// driven, later in the same turn, so the bytes are still in cache
+    /// when they are served (copying every receive of a turn as its
+    /// completion is handled, then serving, cost up to a third more CPU
+    /// per request at 1000 connections × 4 KiB × 16).
+    held: Option<Held>,
     /// Bytes copied into the input ring that `read` has not reported.
     received: u32,
     /// The socket may hold more than the receives took: the last one filled
@@ -110,19 +112,15 @@ struct Slot {
     /// The peer's FIN arrived (after the bytes received).
     eof: bool,
     /// The receive failed with this errno (after the bytes received).
-    error: Option<NonZeroI32>,
+    error: Option<Errno>,
     /// The send failed with this errno.
-    send_error: Option<NonZeroI32>,
+    send_error: Option<Errno>,
     /// Bytes sends took out of the output ring since the last flush.
     sent: u32,
     /// The receive ended with ENOBUFS: re-arm once buffers are back.
     starved: bool,
     /// Already on this turn's list of connections to drive.
     touched: bool,
-    /// Upstream connections: the connect in flight (see `post_connect`).
-    connect: Option<Box<Connecting>>,
-    /// Upstream connections: the connect's result, until the core asks.
-    connected: Option<i32>,
     /// The connection closed: nothing new is posted, completions only
     /// retire what was in flight.
     retired: bool,
@@ -133,18 +131,40 @@ struct Slot {
     /// readable flag): a completion brought bytes, or a receive filled all
     /// it asked for.
     ready: bool,
+    /// An upstream connect is in flight (see [`UringIo::connects`]).
+    connecting: bool,
+}
+
+/// An errno (they are small and never 0).
+type Errno = std::num::NonZeroU16;
+
+/// The errno of a failed completion's negative result.
+fn errno(result: i32) -> Option<Errno> {
+    Errno::new(u16::try_from(-result).unwrap_or(u16::MAX))
+}
+
+/// A filled provided buffer a connection holds.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    bid: u16,
+    /// It stays while its client connection waits for a unit of
+    /// `--max-buffer-memory` (counted in [`UringIo::kept`]).
+    kept: bool,
+    len: NonZeroU32,
 }
 
 /// A receive in flight.
 #[derive(Clone, Copy, Debug)]
 struct Receiving {
     activation: u8,
+    /// A cancel was sent for it.
+    cancelled: bool,
+    /// [`UringIo::enters`] (its low 16 bits) when it was pushed: once an
+    /// enter has passed and it is still in flight, the socket was empty.
+    pushed: u16,
     /// Bytes asked for: never more than the input ring had room for, nor
     /// than a buffer holds (never none: a full ring posts no receive).
     asked: NonZeroU32,
-    /// [`UringIo::enters`] (its low 32 bits) when it was pushed: once an
-    /// enter has passed and it is still in flight, the socket was empty.
-    pushed: u32,
 }
 
 /// A send in flight: it reads the first contiguous region of the
@@ -152,8 +172,10 @@ struct Receiving {
 /// its `Link` (replies are appended behind the region; the region's bytes
 /// leave the ring only when this completes, so the ring is never empty,
 /// never handed back to the pool, while it is lent). Once the connection is
-/// retired, the ring moves here: the shard can no longer reach it, and only
-/// the send's final completion gives it back to the pool.
+/// retired, the ring moves to [`UringIo::abandoned`]: the shard can no
+/// longer reach it, and only the send's final completion gives it back to
+/// the pool.
+#[derive(Clone, Copy, Debug)]
 struct Sending {
     activation: u8,
     /// Bytes asked for (never none: an empty ring posts no send).
@@ -162,30 +184,23 @@ struct Sending {
     /// completes (checked in debug builds only).
     #[cfg(debug_assertions)]
     region: usize,
-    /// The output ring, taken from a retired connection (boxed: rare, and
-    /// every slot has room for it).
-    abandoned: Option<Box<Bytes>>,
 }
 
-impl std::fmt::Debug for Sending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sending")
-            .field("activation", &self.activation)
-            .field("asked", &self.asked)
-            .field("abandoned", &self.abandoned.is_some())
-            .finish()
-    }
-}
-
-/// An upstream connect in flight: its activation, and the address the
-/// kernel reads, kept here (boxed: the slot vector may move) until the
-/// connect's final completion.
+/// An upstream connect in flight, then its result until the core asks:
+/// kept beside the slots (few connects are in flight at once), with the
+/// address the kernel reads boxed so that it stays put until the connect's
+/// final completion.
 #[derive(Debug)]
 struct Connecting {
+    /// The slot's index.
+    index: usize,
     activation: u8,
-    /// Read by the kernel only; held so that it lives long enough.
+    /// Read by the kernel only; held so that it lives long enough. `None`
+    /// once the connect completed.
     #[allow(dead_code)]
-    addr: Box<socket2::SockAddr>,
+    addr: Option<Box<socket2::SockAddr>>,
+    /// The connect's result, once it completed.
+    result: Option<i32>,
 }
 
 /// The per-slot state, indexed like `user_data`'s slot field: a client
@@ -248,13 +263,30 @@ impl std::ops::IndexMut<usize> for Slots {
 
 impl Slot {
     fn idle(&self) -> bool {
-        self.recv.is_none() && self.send.is_none() && self.cancels == 0 && self.connect.is_none()
+        self.recv.is_none() && self.send.is_none() && self.cancels == 0 && !self.connecting
+    }
+
+    /// The token of the connection that owns slot `index`, if one does.
+    fn owner(&self, index: usize) -> Option<Token> {
+        self.owned
+            .then(|| Token::from_index(index, self.generation))
     }
 
     fn next_activation(&mut self) -> u8 {
         self.activation = self.activation.wrapping_add(1);
         self.activation
     }
+}
+
+/// An empty queue with room for `capacity` items, its memory made
+/// resident now (as the provided buffers are): a queue a turn fills as far
+/// as its completions go would otherwise grow the process's memory by the
+/// largest turn's, which is no cost of the connections open at the time.
+pub fn resident<T: Copy>(capacity: usize, filler: T) -> VecDeque<T> {
+    let mut queue = VecDeque::with_capacity(capacity);
+    queue.resize(capacity, filler);
+    queue.clear();
+    queue
 }
 
 /// The eventfd read in flight, with the 8 bytes it lands in: the operation
@@ -286,6 +318,11 @@ pub struct UringIo {
     ring_cancels: u16,
     /// Connections whose receive ended for lack of buffers, oldest first.
     starved: VecDeque<Token>,
+    /// Upstream connects in flight or not yet reported, by slot index.
+    connects: Vec<Connecting>,
+    /// The output rings of retired connections whose send is still in
+    /// flight, by slot index: the kernel may still read them.
+    abandoned: Vec<(usize, Bytes)>,
     /// Buffers held for client connections with no unit of
     /// `--max-buffer-memory` (no ring to copy into yet): at most three
     /// quarters of them, so that the connections that hold units always
@@ -315,7 +352,7 @@ impl UringIo {
             tracker: Tracker::default(),
             // A turn takes at most a full completion queue (more only when a
             // full submission queue forces an early submit).
-            cqes: VecDeque::with_capacity(cq_entries),
+            cqes: resident(cq_entries, Completion::default()),
             metrics,
             waker,
             wake: None,
@@ -323,6 +360,8 @@ impl UringIo {
             ring_activation: 0,
             ring_cancels: 0,
             starved: VecDeque::new(),
+            connects: Vec::new(),
+            abandoned: Vec::new(),
             kept: 0,
             enters: 0,
             input_capacity,
@@ -353,7 +392,7 @@ impl UringIo {
             // bytes are boxed in its `WakeRead`, a connect's address in its
             // `Connecting`; a send's region is in an output ring that is
             // never empty (so never given back) while lent, that a retired
-            // connection hands over to its `Sending`, and that only the
+            // connection hands over to `abandoned`, and that only the
             // send's final completion gives back.
             let pushed = unsafe { self.ring.uring.submission().push(&entry) };
             if pushed.is_ok() {
@@ -516,7 +555,7 @@ impl UringIo {
         );
         self.slots.ensure(index);
         let slot = &mut self.slots[index];
-        debug_assert!(slot.token.is_none() && slot.idle());
+        debug_assert!(!slot.owned && slot.idle());
         slot
     }
 
@@ -525,7 +564,8 @@ impl UringIo {
         let slot = self.claim(token);
         let activation = slot.activation;
         *slot = Slot {
-            token: Some(token),
+            generation: token.generation(),
+            owned: true,
             activation,
             // Bytes may have come with the handshake: the first receive
             // tries at once, and a drain that takes the connection in
@@ -540,9 +580,10 @@ impl UringIo {
 
     /// The live connection `op` belongs to.
     pub fn owner(&self, op: Op) -> Option<Token> {
+        let index = op.slot as usize;
         self.slots
-            .get(op.slot as usize)
-            .and_then(|slot| slot.token)
+            .get(index)
+            .and_then(|slot| slot.owner(index))
             .filter(|&token| op.is_for(token))
     }
 
@@ -562,6 +603,9 @@ impl UringIo {
             activation,
             ..Slot::default()
         };
+        // A connect cancelled by the close still reported its result.
+        let index = token.index();
+        self.connects.retain(|connect| connect.index != index);
     }
 
     /// Puts `token` on this turn's drive list unless it is there already.
@@ -572,7 +616,7 @@ impl UringIo {
     /// Takes `token` off this turn's drive list.
     pub fn untouch(&mut self, token: Token) {
         if let Some(slot) = self.slots.get_mut(token.index())
-            && slot.token == Some(token)
+            && slot.owner(token.index()) == Some(token)
         {
             slot.touched = false;
         }
@@ -587,7 +631,7 @@ impl UringIo {
         while *budget > 0 {
             let token = self.starved.pop_front()?;
             if let Some(slot) = self.slots.get_mut(token.index())
-                && slot.token == Some(token)
+                && slot.owner(token.index()) == Some(token)
                 && slot.starved
             {
                 slot.starved = false;
@@ -621,8 +665,11 @@ impl UringIo {
         }
         let reads = slot.reading != Reading::Stopped && !slot.eof && slot.error.is_none();
         match slot.recv {
-            Some(receiving) if !reads && !slot.recv_cancelled => {
-                slot.recv_cancelled = true;
+            Some(receiving) if !reads && !receiving.cancelled => {
+                slot.recv = Some(Receiving {
+                    cancelled: true,
+                    ..receiving
+                });
                 slot.cancels += 1;
                 let target = Op::conn(Kind::Recv, token, receiving.activation);
                 let op = Op::conn(Kind::Cancel, token, slot.next_activation());
@@ -649,15 +696,15 @@ impl UringIo {
         let Some(asked) = NonZeroU32::new(room.min(self.ring.bufs.size()) as u32) else {
             return;
         };
-        let pushed = self.enters as u32;
+        let pushed = self.enters as u16;
         let slot = self.slot(token);
         let activation = slot.next_activation();
         slot.recv = Some(Receiving {
             activation,
-            asked,
+            cancelled: false,
             pushed,
+            asked,
         });
-        slot.recv_cancelled = false;
         // Most sockets are empty when their receive is posted (a client
         // waits for its reply): then wait for readability first, which
         // also takes no buffer until bytes are there.
@@ -680,12 +727,15 @@ impl UringIo {
     pub fn on_recv(&mut self, token: Token, cqe: Completion) -> bool {
         let slot = &mut self.slots[token.index()];
         let receiving = slot.recv.take();
-        slot.recv_cancelled = false;
         let live = !slot.retired;
         if let Some(bid) = io_uring::cqueue::buffer_select(cqe.flags) {
             if let Some(len) = NonZeroU32::new(cqe.result.max(0) as u32).filter(|_| live) {
                 debug_assert!(slot.held.is_none(), "one receive at a time");
-                slot.held = Some((bid, len));
+                slot.held = Some(Held {
+                    bid,
+                    kept: false,
+                    len,
+                });
                 slot.more = receiving.is_some_and(|r| len >= r.asked);
                 slot.ready = true;
                 return true;
@@ -709,7 +759,7 @@ impl UringIo {
             // again by now (a drain that stopped, then lingers for the
             // peer's FIN), settling it posts the next receive: drive it.
             e if e == -libc::ECANCELED => return slot.reading == Reading::Open,
-            e if e < 0 => slot.error = NonZeroI32::new(-e),
+            e if e < 0 => slot.error = errno(e),
             _ => {}
         }
         slot.ready = true;
@@ -732,22 +782,19 @@ impl UringIo {
     /// the core counts it past the budget.
     pub fn absorb(&mut self, token: Token, link: &mut Link, pool: &mut Pool) {
         let slot = &mut self.slots[token.index()];
-        if slot.held.is_none() {
+        let Some(held) = slot.held.as_mut() else {
             return;
-        }
+        };
         let unfunded = !link.unit && link.input.is_none() && !token.is_upstream();
         let count = self.ring.bufs.count();
         // Never all of them (one buffer of one leaves none to the others).
-        if unfunded && (slot.kept || self.kept + 1 < count - count / 4) {
-            self.kept += usize::from(!std::mem::replace(&mut slot.kept, true));
+        if unfunded && (held.kept || self.kept + 1 < count - count / 4) {
+            self.kept += usize::from(!std::mem::replace(&mut held.kept, true));
             return;
         }
-        let Some((bid, len)) = slot.held.take() else {
-            return;
-        };
-        if std::mem::take(&mut slot.kept) {
-            self.kept -= 1;
-        }
+        let Held { bid, kept, len } = *held;
+        slot.held = None;
+        self.kept -= usize::from(kept);
         let len = len.get();
         slot.received += len;
         let input = link.input.get_or_insert_with(|| pool.take());
@@ -766,14 +813,15 @@ impl UringIo {
         pool: &mut Pool,
         cqe: Completion,
     ) -> bool {
-        let slot = self.slot(token);
+        let index = token.index();
+        let slot = &mut self.slots[index];
         let Some(sending) = slot.send.take() else {
             return false;
         };
-        if let Some(ring) = sending.abandoned {
-            pool.give(*ring);
-        }
         if slot.retired {
+            if let Some(at) = self.abandoned.iter().position(|(i, _)| *i == index) {
+                pool.give(self.abandoned.swap_remove(at).1);
+            }
             return false;
         }
         let asked = sending.asked;
@@ -793,7 +841,7 @@ impl UringIo {
                 self.metrics.uring.short_sends.inc();
             }
         } else if cqe.result != -libc::ECANCELED {
-            slot.send_error = NonZeroI32::new(-cqe.result);
+            slot.send_error = errno(cqe.result);
         }
         true
     }
@@ -832,12 +880,21 @@ impl UringIo {
         )
         .build();
         *slot = Slot {
-            token: Some(token),
+            generation: token.generation(),
+            owned: true,
             activation,
-            connect: Some(Box::new(Connecting { activation, addr })),
+            connecting: true,
             ..Slot::default()
         };
-        // The address the entry points at is boxed in the slot until the
+        let index = token.index();
+        self.connects.retain(|connect| connect.index != index);
+        self.connects.push(Connecting {
+            index,
+            activation,
+            addr: Some(addr),
+            result: None,
+        });
+        // The address the entry points at is boxed in `connects` until the
         // connect's final completion (`on_connect`); a slot is forgotten
         // only once idle, so never before.
         self.push(entry, Op::conn(Kind::Connect, token, activation));
@@ -847,15 +904,28 @@ impl UringIo {
     /// The connect of `token` completed (connected, failed or cancelled).
     /// Returns true: the connection should be driven.
     pub fn on_connect(&mut self, token: Token, cqe: Completion) -> bool {
-        let slot = self.slot(token);
-        slot.connect = None;
-        slot.connected = Some(cqe.result);
+        self.slot(token).connecting = false;
+        if let Some(connect) = self.connect_mut(token.index()) {
+            connect.addr = None;
+            connect.result = Some(cqe.result);
+        }
         true
+    }
+
+    fn connect_mut(&mut self, index: usize) -> Option<&mut Connecting> {
+        self.connects
+            .iter_mut()
+            .find(|connect| connect.index == index)
     }
 
     /// How the connect of `token` went, once it completed.
     pub fn connect_status(&mut self, token: Token) -> Option<io::Result<()>> {
-        let result = self.slot(token).connected.take()?;
+        let index = token.index();
+        let at = self
+            .connects
+            .iter()
+            .position(|connect| connect.index == index && connect.result.is_some())?;
+        let result = self.connects.swap_remove(at).result?;
         Some(match result {
             0 => Ok(()),
             errno => Err(io::Error::from_raw_os_error(-errno)),
@@ -884,9 +954,9 @@ impl UringIo {
         if let Some(errno) = slot.error
             && done.bytes == 0
         {
-            return Err(io::Error::from_raw_os_error(errno.get()));
+            return Err(io::Error::from_raw_os_error(i32::from(errno.get())));
         }
-        if slot.recv.is_some_and(|r| r.pushed != enters) {
+        if slot.recv.is_some_and(|r| r.pushed != enters as u16) {
             // The kernel has had the receive for a whole enter without
             // completing it: the socket was empty.
             slot.more = false;
@@ -926,7 +996,7 @@ impl UringIo {
         let slot = self.slot(token);
         let sent = std::mem::take(&mut slot.sent) as usize;
         if let Some(errno) = slot.send_error.take() {
-            return Err(io::Error::from_raw_os_error(errno.get()));
+            return Err(io::Error::from_raw_os_error(i32::from(errno.get())));
         }
         if slot.send.is_some() {
             return Ok(sent);
@@ -951,7 +1021,6 @@ impl UringIo {
             asked,
             #[cfg(debug_assertions)]
             region: pointer as usize,
-            abandoned: None,
         });
         let fd = Fd(link.socket.as_raw_fd());
         let entry = opcode::Send::new(fd, pointer, len)
@@ -975,28 +1044,29 @@ impl UringIo {
         let slot = &mut self.slots[index];
         slot.retired = true;
         slot.starved = false;
-        if let Some((bid, _)) = slot.held.take() {
-            self.ring.bufs.give_back(bid);
+        if let Some(held) = slot.held.take() {
+            self.ring.bufs.give_back(held.bid);
+            self.kept -= usize::from(held.kept);
         }
-        if std::mem::take(&mut slot.kept) {
-            self.kept -= 1;
-        }
-        if let Some(connecting) = slot.connect.as_ref() {
-            let target = Op::conn(Kind::Connect, token, connecting.activation);
-            slot.cancels += 1;
-            let op = Op::conn(Kind::Cancel, token, slot.next_activation());
-            self.push(opcode::AsyncCancel::new(target.encode()).build(), op);
-        }
-        let slot = &mut self.slots[index];
-        let mut targets = [None, None];
-        if let Some(receiving) = slot.recv.filter(|_| !slot.recv_cancelled) {
-            slot.recv_cancelled = true;
+        let connecting = slot.connecting;
+        let mut targets = [None, None, None];
+        if let Some(receiving) = slot.recv.as_mut().filter(|r| !r.cancelled) {
+            receiving.cancelled = true;
             targets[0] = Some(Op::conn(Kind::Recv, token, receiving.activation));
         }
-        if let Some(sending) = slot.send.as_mut() {
+        if let Some(sending) = slot.send {
             targets[1] = Some(Op::conn(Kind::Send, token, sending.activation));
             // The kernel may still read the ring: it is the send's now.
-            sending.abandoned = link.output.take().map(Box::new);
+            if let Some(output) = link.output.take() {
+                self.abandoned.push((index, output));
+            }
+        }
+        if connecting {
+            let activation = self.connect_mut(index).map(|connect| connect.activation);
+            targets[2] = activation.map(|a| Op::conn(Kind::Connect, token, a));
+        } else {
+            // A connect that completed but was never asked about.
+            self.connects.retain(|connect| connect.index != index);
         }
         for target in targets.into_iter().flatten() {
             let slot = self.slot(token);
@@ -1029,7 +1099,7 @@ impl Drop for UringIo {
 /// The driver's state per connection slot, kept small: every slot up to
 /// the most connections the shard has held has one (`Slots::ensure`), so
 /// it is part of the memory an idle connection costs.
-const _: () = assert!(size_of::<Slot>() <= if cfg!(debug_assertions) { 104 } else { 96 });
+const _: () = assert!(size_of::<Slot>() <= if cfg!(debug_assertions) { 64 } else { 52 });
 
 #[cfg(test)]
 mod tests {

@@ -65,7 +65,7 @@ pub struct Uring {
 }
 
 /// One completion, copied out of the ring.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Completion {
     user_data: u64,
     result: i32,
@@ -89,7 +89,7 @@ impl Uring {
         )?;
         let io = UringIo::new(ring, metrics, waker, config.buffer);
         Ok(Uring {
-            touched: VecDeque::with_capacity(io.cqes.capacity()),
+            touched: io::resident(io.cqes.capacity(), Token(0)),
             io,
             listener: Some(listener),
             stopping: false,
