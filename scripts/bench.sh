@@ -43,8 +43,9 @@
 # At the end it runs scripts/bench_proxy.sh (holdfast proxy vs nutcracker)
 # unless SKIP_PROXY=1, scripts/bench_cluster.sh (the proxy in front of a
 # local Redis Cluster; appended to results.md) unless SKIP_CLUSTER=1, then
-# scripts/bench_pubsub.sh (Redis Pub/Sub, holdfast vs redis-server; its
-# table is appended to results.md) unless SKIP_PUBSUB=1.
+# scripts/bench_pubsub.sh (Redis Pub/Sub, holdfast vs redis-server, on
+# the backend PUBSUB_BACKEND, default epoll; its table is appended to
+# results.md) unless SKIP_PUBSUB=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -328,6 +329,9 @@ fi
 if [ "${SKIP_PUBSUB:-0}" != 1 ]; then
     echo "== Redis Pub/Sub: holdfast vs redis-server (scripts/bench_pubsub.sh)"
     # Its own knobs (PUBSUB_*); the matrix's DURATION and WARMUP are for echo.
-    env -u DURATION -u WARMUP HOLDFAST="$HOLDFAST" OUT="$OUT" ROUNDS="$ROUNDS" scripts/bench_pubsub.sh
+    # On epoll (PUBSUB_BACKEND), as `make bench-pubsub` measures it: this
+    # build's servers would otherwise default to io_uring.
+    env -u DURATION -u WARMUP HOLDFAST="$HOLDFAST" OUT="$OUT" ROUNDS="$ROUNDS" \
+        HOLDFAST_BACKEND="${PUBSUB_BACKEND:-epoll}" scripts/bench_pubsub.sh
     cat "$OUT/pubsub.md" >> "$OUT/results.md"
 fi
