@@ -1,7 +1,9 @@
 //! Zero heap allocations per request in the proxy's steady state: a
 //! forwarded GET and SET, and a pipelined MGET split over two upstreams
 //! and merged (pending buffers, outcome lists, the split plan and the
-//! merge's list of replies are all reused).
+//! merge's list of replies are all reused), from RESP2 clients and from
+//! clients that said `HELLO 3` (whose requests go over the upstreams'
+//! RESP3 connections) at once.
 //!
 //! As in `alloc.rs`, a counting global allocator wraps the system one and
 //! the proxy runs in this process; the upstreams are `redis-server`
@@ -43,17 +45,39 @@ struct Round {
     reply: Vec<u8>,
 }
 
+/// A client connection with the round it plays and room for its reply.
+struct Client<'a> {
+    conn: TcpStream,
+    round: &'a Round,
+    buffer: Vec<u8>,
+}
+
 /// `rounds` rounds on each connection, in lock step; allocation-free.
-fn run(conns: &mut [TcpStream], round: &Round, buffer: &mut [u8], rounds: usize) {
+fn run(clients: &mut [Client], rounds: usize) {
     for _ in 0..rounds {
-        for conn in conns.iter_mut() {
-            conn.write_all(&round.request).unwrap();
+        for client in clients.iter_mut() {
+            client.conn.write_all(&client.round.request).unwrap();
         }
-        for conn in conns.iter_mut() {
-            conn.read_exact(buffer).unwrap();
-            assert!(buffer == round.reply.as_slice(), "wrong reply");
+        for client in clients.iter_mut() {
+            client.conn.read_exact(&mut client.buffer).unwrap();
+            assert!(client.buffer == client.round.reply, "wrong reply");
         }
     }
+}
+
+/// Switches `conn` to RESP3: `HELLO 3`, its reply read up to a PING's.
+fn hello_3(conn: &mut TcpStream) {
+    let mut request = Vec::new();
+    encode_command(&[b"HELLO", b"3"], &mut request);
+    encode_command(&[b"PING"], &mut request);
+    conn.write_all(&request).unwrap();
+    let mut seen = Vec::new();
+    let mut byte = [0u8];
+    while !seen.ends_with(b"+PONG\r\n") {
+        conn.read_exact(&mut byte).unwrap();
+        seen.push(byte[0]);
+    }
+    assert!(seen.starts_with(b"%"), "HELLO 3 answered {seen:?}");
 }
 
 #[test]
@@ -65,8 +89,8 @@ fn steady_state_proxy_requests_allocate_nothing() {
     let mut config = Config {
         upstreams: names.clone(),
         // Rings exist before counting for every ring this load can hold at
-        // once (4 clients × 2, 2 upstream connections × 2, 2 lane queues:
-        // 14): the pool allocates only for a new peak of busy rings, not per
+        // once (4 clients × 2, 4 upstream connections (RESP2 and RESP3)
+        // × 2, 4 lane queues: 20): the pool allocates only for a new peak of busy rings, not per
         // request, and under load a new peak could come at any time (a
         // fresh clone's CI once saw it: 1 allocation, from `Pool::take`).
         pool_prealloc: 64,
@@ -84,6 +108,10 @@ fn steady_state_proxy_requests_allocate_nothing() {
             conn
         })
         .collect();
+    // Half of them speak RESP3.
+    for conn in conns.iter_mut().skip(CONNS / 2) {
+        hello_3(conn);
+    }
     // Two keys on different upstreams.
     let ring = Continuum::new(&names, KeyHash::Murmur).unwrap();
     let keys: Vec<String> = (0..100).map(|i| format!("{i}:alloc")).collect();
@@ -111,23 +139,46 @@ fn steady_state_proxy_requests_allocate_nothing() {
         second.as_bytes(),
         b"{x}gone",
     ]));
-    let mut reply = b"+OK\r\n+OK\r\n$16\r\n0123456789abcdef\r\n".to_vec();
-    reply.extend(b"*3\r\n$16\r\n0123456789abcdef\r\n");
-    reply.extend(b"$16\r\n0123456789abcdef\r\n$-1\r\n");
-    let round = Round { request, reply };
-    let mut buffer = vec![0u8; round.reply.len()];
+    let reply = |nil: &[u8]| {
+        let mut reply = b"+OK\r\n+OK\r\n$16\r\n0123456789abcdef\r\n".to_vec();
+        reply.extend(b"*3\r\n$16\r\n0123456789abcdef\r\n");
+        reply.extend(b"$16\r\n0123456789abcdef\r\n");
+        reply.extend(nil);
+        reply
+    };
+    let resp2 = Round {
+        request: request.clone(),
+        reply: reply(b"$-1\r\n"),
+    };
+    // RESP3's null: the upstream's RESP3 connection wrote it.
+    let resp3 = Round {
+        request,
+        reply: reply(b"_\r\n"),
+    };
+    let mut clients: Vec<Client> = conns
+        .drain(..)
+        .enumerate()
+        .map(|(i, conn)| {
+            let round = if i < CONNS / 2 { &resp2 } else { &resp3 };
+            Client {
+                conn,
+                round,
+                buffer: vec![0u8; round.reply.len()],
+            }
+        })
+        .collect();
     let start = std::time::Instant::now();
     while start.elapsed() < WARMUP {
-        run(&mut conns, &round, &mut buffer, 100);
+        run(&mut clients, 100);
     }
 
     ALLOCATIONS.store(0, Ordering::SeqCst);
     COUNTING.store(true, Ordering::SeqCst);
-    run(&mut conns, &round, &mut buffer, MEASURED);
+    run(&mut clients, MEASURED);
     COUNTING.store(false, Ordering::SeqCst);
     let allocations = ALLOCATIONS.load(Ordering::SeqCst);
 
-    drop(conns);
+    drop(clients);
     running.stopper()();
     running.wait();
     let requests = CONNS * MEASURED * 4;
