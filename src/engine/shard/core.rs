@@ -36,19 +36,6 @@ const WHEEL_TICK_MS: Millis = 10;
 /// Timer wheel slots (power of two): one rotation is 5.12 s, so a 60 s idle
 /// deadline is looked at about a dozen times before it fires.
 const WHEEL_SLOTS: usize = 512;
-/// Bytes read from one client connection before what was read is served and
-/// flushed, on a turn with at most [`QUIET_TURN_EVENTS`] events: replies to
-/// the start of a burst then go out while the rest is still being read, so
-/// a lone pipelining peer overlaps with the server instead of taking turns
-/// with it in ring-sized batches. On a busy turn the other connections keep
-/// the server and the wire overlapped anyway, and reading a whole burst at
-/// once saves syscalls (measured: +40 % req/s for one connection with 16 ×
-/// 4 KiB in flight; the cap on every turn cost 10–25 % at 1000 and 10000
-/// connections).
-pub(super) const READ_PASS_MAX: usize = 16 * 1024;
-/// A turn with at most this many readiness events counts as quiet.
-pub(super) const QUIET_TURN_EVENTS: usize = 2;
-
 /// The shard's clock, read once per turn: everything in a turn happens "at"
 /// its start.
 pub(super) struct Clock {
@@ -57,8 +44,6 @@ pub(super) struct Clock {
     pub(super) now: Millis,
     /// The same instant in microseconds (upstream latencies).
     pub(super) now_us: u64,
-    /// Events of this turn (see [`READ_PASS_MAX`]).
-    pub(super) events: usize,
 }
 
 impl Clock {
@@ -67,16 +52,14 @@ impl Clock {
             epoch: Instant::now(),
             now: 0,
             now_us: 0,
-            events: 0,
         }
     }
 
-    /// Starts a turn of `events` events: reads the clock.
-    fn begin_turn(&mut self, events: usize) -> Instant {
+    /// Starts a turn: reads the clock.
+    fn begin_turn(&mut self) -> Instant {
         let turn = Instant::now();
         self.now_us = turn.duration_since(self.epoch).as_micros() as u64;
         self.now = self.now_us / 1000;
-        self.events = events;
         turn
     }
 
@@ -260,8 +243,8 @@ impl Core {
     }
 
     /// Starts a turn: reads the clock.
-    pub(super) fn begin_turn(&mut self, events: usize) -> Instant {
-        self.clock.begin_turn(events)
+    pub(super) fn begin_turn(&mut self) -> Instant {
+        self.clock.begin_turn()
     }
 
     /// Whether the listening sockets outlive this process (the drain then

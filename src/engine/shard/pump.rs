@@ -5,7 +5,7 @@
 //! connection's replies are handed to the clients that await them and its
 //! lane's queued requests taken.
 
-use super::core::{Core, QUIET_TURN_EVENTS, READ_PASS_MAX, find};
+use super::core::{Core, find};
 use super::serve::Serving;
 use crate::engine::conn::{Conn, State, Table};
 use crate::engine::driver::{Driver, Token};
@@ -19,8 +19,7 @@ pub(super) trait Side {
     type Failure;
     /// The driver failed a read or a write (the peer's error).
     const RESET: Self::Failure;
-    /// Client traffic: counted in the shard's byte counters, and read in
-    /// passes of [`READ_PASS_MAX`] on a quiet turn.
+    /// Client traffic: counted in the shard's byte counters.
     const CLIENT: bool;
 
     /// Works on what was read; returns whether anything moved.
@@ -135,13 +134,8 @@ impl Core {
         token: Token,
     ) -> Result<(), S::Failure> {
         let mut budget = self.limits.read_budget;
-        let pass_max = if S::CLIENT && self.clock.events <= QUIET_TURN_EVENTS {
-            READ_PASS_MAX
-        } else {
-            usize::MAX
-        };
         loop {
-            let mut moved = self.pump_read::<S, I>(io, token, &mut budget, pass_max)?;
+            let mut moved = self.pump_read::<S, I>(io, token, &mut budget)?;
             let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
             let had_output = conn.output_len() > 0;
             moved |= S::step(self, token)?;
@@ -162,14 +156,13 @@ impl Core {
         }
     }
 
-    /// Reads what the driver has for `token` within `budget` (at most
-    /// `pass_max` now); whether anything moved.
+    /// Reads what the driver has for `token` within `budget`; whether
+    /// anything moved.
     fn pump_read<S: Side, I: Driver>(
         &mut self,
         io: &mut I,
         token: Token,
         budget: &mut usize,
-        pass_max: usize,
     ) -> Result<bool, S::Failure> {
         let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
         if !(conn.wants_read() && io.may_read(token) && *budget > 0) {
@@ -179,7 +172,7 @@ impl Core {
             return Ok(false);
         }
         let conn = lookup(&mut self.conns, self.upstreams.as_deref_mut(), token);
-        let asked = (*budget).min(pass_max);
+        let asked = *budget;
         let read = io
             .read(token, &mut conn.link, &mut self.pool, asked)
             .map_err(|error| S::failure(&error))?;

@@ -53,8 +53,8 @@ impl<D: Driver> Loop<D> {
         self.driver.start()?;
         loop {
             let timeout = self.core.wait_timeout(self.driver.listening());
-            let events = self.driver.wait(timeout, &mut self.core)?;
-            let turn = self.core.begin_turn(events);
+            self.driver.wait(timeout, &mut self.core)?;
+            let turn = self.core.begin_turn();
             // A reload's settings, before anything of this turn.
             self.core.take_settings(&mut self.driver);
             // Mail first: what another shard sent before this turn's
