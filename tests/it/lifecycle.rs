@@ -139,18 +139,10 @@ fn sigterm_answers_every_request_sent_before_it_then_exits_0() {
         let (rest, _, _) = expect_closed(&mut client, Duration::from_secs(3));
         assert!(rest.is_empty(), "client {c}: bytes after its replies");
     }
-    let status = server
-        .wait_exit(Duration::from_secs(5))
-        .expect("exited within the 5 s grace period");
+    let took = exits_cleanly(&mut server, Duration::from_secs(5), signalled);
     assert!(
-        status.success(),
-        "exit status {status}; stderr:\n{}",
-        server.stderr_text()
-    );
-    assert!(
-        signalled.elapsed() < Duration::from_secs(4),
-        "took {:?} with nothing left to drain",
-        signalled.elapsed()
+        took < Duration::from_secs(4),
+        "took {took:?} with nothing left to drain"
     );
 }
 
@@ -184,10 +176,7 @@ fn sigterm_reads_requests_queued_behind_backpressure() {
         assert_eq!(&read_frame(&mut client), payload, "reply {i}");
     }
     expect_closed(&mut client, Duration::from_secs(3));
-    let status = server
-        .wait_exit(Duration::from_secs(5))
-        .expect("exit within the grace period");
-    assert!(status.success(), "exit status {status}");
+    exits_cleanly(&mut server, Duration::from_secs(5), Instant::now());
 }
 
 /// A client that connects while the shard is busy has had its handshake
@@ -222,15 +211,7 @@ fn sigterm_answers_a_connection_still_in_the_accept_queue() {
     b.read_exact(&mut reply)
         .unwrap_or_else(|e| panic!("B, queued when the drain began: {e}"));
     assert_eq!(&reply, b"+PONG\r\n", "B");
-    let status = server
-        .wait_exit(Duration::from_secs(5))
-        .expect("exit within the grace period");
-    assert!(
-        status.success(),
-        "exit status {status}; stderr:\n{}",
-        server.stderr_text()
-    );
-    let took = signalled.elapsed();
+    let took = exits_cleanly(&mut server, Duration::from_secs(5), signalled);
     assert!(
         took < Duration::from_millis(4_500),
         "exited {took:?} after the signal, grace 3 s"
@@ -258,11 +239,7 @@ fn sigterm_answers_the_first_request_of_a_connection_just_accepted() {
     assert_eq!((rest.len(), how), (0, Closed::Eof), "then a clean close");
     // Our FIN ends the server's linger.
     drop(fresh);
-    let status = server
-        .wait_exit(Duration::from_secs(3))
-        .expect("exit once its one connection is done");
-    assert!(status.success(), "exit status {status}");
-    let took = signalled.elapsed();
+    let took = exits_cleanly(&mut server, Duration::from_secs(3), signalled);
     assert!(
         took < Duration::from_secs(2),
         "exited {took:?} after the signal"
@@ -288,15 +265,26 @@ fn a_silent_new_connection_holds_a_drain_a_second_at_most() {
         "closed cleanly, unanswered"
     );
     drop(silent);
-    let status = server
-        .wait_exit(Duration::from_secs(5))
-        .expect("exit well before the 10 s grace");
-    assert!(status.success(), "exit status {status}");
-    let took = accepted.elapsed();
+    let took = exits_cleanly(&mut server, Duration::from_secs(5), accepted);
     assert!(
         took < Duration::from_secs(4),
         "exited {took:?} after the accept"
     );
+}
+
+/// Waits up to `wait` for `server` to exit, asserts it exited 0 (its
+/// stderr in the message), and returns how long after `since` that was.
+fn exits_cleanly(server: &mut Server, wait: Duration, since: Instant) -> Duration {
+    let status = server
+        .wait_exit(wait)
+        .unwrap_or_else(|| panic!("no exit within {wait:?}"));
+    let took = since.elapsed();
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr_text()
+    );
+    took
 }
 
 /// A client whose replies pile up unread: it keeps the drain busy until the
@@ -359,15 +347,7 @@ fn readyz_turns_503_while_draining_and_sigint_exits_0_after_the_grace() {
         "left before the grace"
     );
 
-    let status = server
-        .wait_exit(Duration::from_secs(4))
-        .expect("exit after the 2 s grace");
-    let took = signalled.elapsed();
-    assert!(
-        status.success(),
-        "exit status {status}; stderr:\n{}",
-        server.stderr_text()
-    );
+    let took = exits_cleanly(&mut server, Duration::from_secs(4), signalled);
     assert!(
         took >= Duration::from_millis(1_900) && took < Duration::from_secs(4),
         "exited {took:?} after the signal, grace 2 s"
@@ -407,11 +387,11 @@ fn zero_shutdown_grace_closes_at_once() {
     let _stuck = stuck_reader(&server);
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);
-    let status = server
-        .wait_exit(Duration::from_secs(2))
-        .expect("exit at once with no grace");
-    assert!(status.success(), "exit status {status}");
-    assert!(signalled.elapsed() < Duration::from_secs(1));
+    let took = exits_cleanly(&mut server, Duration::from_secs(2), signalled);
+    assert!(
+        took < Duration::from_secs(1),
+        "exited {took:?} after the signal"
+    );
 }
 
 #[test]

@@ -603,7 +603,8 @@ impl UringIo {
             activation,
             ..Slot::default()
         };
-        // A connect cancelled by the close still reported its result.
+        // A connect's result nobody asked for (the connection closed
+        // first): the slot's next owner must not find it.
         let index = token.index();
         self.connects.retain(|connect| connect.index != index);
     }
@@ -886,10 +887,8 @@ impl UringIo {
             connecting: true,
             ..Slot::default()
         };
-        let index = token.index();
-        self.connects.retain(|connect| connect.index != index);
         self.connects.push(Connecting {
-            index,
+            index: token.index(),
             activation,
             addr: Some(addr),
             result: None,
@@ -1064,9 +1063,6 @@ impl UringIo {
         if connecting {
             let activation = self.connect_mut(index).map(|connect| connect.activation);
             targets[2] = activation.map(|a| Op::conn(Kind::Connect, token, a));
-        } else {
-            // A connect that completed but was never asked about.
-            self.connects.retain(|connect| connect.index != index);
         }
         for target in targets.into_iter().flatten() {
             let slot = self.slot(token);
